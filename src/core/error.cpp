@@ -1,0 +1,19 @@
+#include "error.hpp"
+
+namespace dtsd {
+
+const char* to_string(errc code) noexcept {
+  switch (code) {
+    case errc::invalid_argument: return "invalid_argument";
+    case errc::not_found: return "not_found";
+    case errc::already_exists: return "already_exists";
+    case errc::failed_precondition: return "failed_precondition";
+    case errc::stale_token: return "stale_token";
+    case errc::duplicate: return "duplicate";
+    case errc::corrupt: return "corrupt";
+    case errc::io: return "io";
+  }
+  return "unknown";
+}
+
+}  // namespace dtsd

@@ -1,0 +1,33 @@
+#pragma once
+/// Instance ids, task hub names and the partition function.
+
+#include <cstdint>
+#include <string_view>
+
+#include "error.hpp"
+
+namespace dtsd::core {
+
+inline constexpr std::size_t instance_id_length_max = 100;
+inline constexpr std::size_t task_hub_name_length_max = 64;
+inline constexpr std::uint32_t partition_count_max = 1024;
+
+/// An orchestration instance id: 1..100 printable ASCII characters, not starting
+/// with `@` (reserved for entities, `@name@key`).
+expected<void> validate_orchestration_id(std::string_view id);
+
+/// Any instance id, orchestration or entity. Entity ids have the form `@name@key`
+/// with a non-empty name.
+expected<void> validate_instance_id(std::string_view id);
+
+inline bool is_entity_id(std::string_view id) { return !id.empty() && id.front() == '@'; }
+
+/// Task hub names become directory names: 1..64 characters of [A-Za-z0-9_-],
+/// starting with a letter or digit.
+expected<void> validate_task_hub_name(std::string_view name);
+
+/// The partition that owns an instance: xxh64(id, seed 0) mod partition_count.
+/// Part of the on-disk format: never change it.
+std::uint32_t partition_of(std::string_view instance_id, std::uint32_t partition_count);
+
+}  // namespace dtsd::core

@@ -1,0 +1,107 @@
+#pragma once
+/// Translation between the core model and its Cap'n Proto storage records
+/// (schema/model.capnp, schema/log.capnp). Encoded values are flat, unpacked Cap'n
+/// Proto messages; decoding copies into aligned memory when the bytes are not
+/// word-aligned (LMDB does not align values), and reports malformed bytes as
+/// `errc::corrupt` instead of throwing.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/model.hpp"
+
+namespace dtsd::store {
+
+/// A message written to a partition's outbox, addressed to another instance.
+struct outbox_entry {
+  std::uint64_t sequence = 0;
+  std::uint32_t source_partition = 0;
+  std::uint32_t destination_partition = 0;
+  core::instance_message message;
+  friend bool operator==(const outbox_entry&, const outbox_entry&) = default;
+};
+
+/// The materialized row of one instance (key: instance id).
+struct stored_instance {
+  core::instance_record record;
+  std::uint32_t history_count = 0;
+  std::uint64_t inbox_first_sequence = 0;
+  std::uint32_t inbox_count = 0;
+  friend bool operator==(const stored_instance&, const stored_instance&) = default;
+};
+
+/// Inputs the partition applied, as logged. Replaying them through the core in
+/// order rebuilds the materialized state.
+namespace logged {
+struct orchestrator_completed {
+  core::orchestrator_completion completion;
+  std::string new_execution_id;
+  friend bool operator==(const orchestrator_completed&, const orchestrator_completed&) = default;
+};
+struct event_raised {
+  std::string instance_id;
+  std::string name;
+  core::payload input;
+  friend bool operator==(const event_raised&, const event_raised&) = default;
+};
+struct terminated {
+  std::string instance_id;
+  core::terminate_request request;
+  friend bool operator==(const terminated&, const terminated&) = default;
+};
+struct suspended {
+  std::string instance_id;
+  core::payload reason;
+  friend bool operator==(const suspended&, const suspended&) = default;
+};
+struct resumed {
+  std::string instance_id;
+  core::payload reason;
+  friend bool operator==(const resumed&, const resumed&) = default;
+};
+struct purged {
+  std::string instance_id;
+  friend bool operator==(const purged&, const purged&) = default;
+};
+/// Bytes the store does not interpret (store tests and benchmarks).
+struct opaque {
+  std::string data;
+  friend bool operator==(const opaque&, const opaque&) = default;
+};
+}  // namespace logged
+
+struct partition_event {
+  std::int64_t timestamp_ns = 0;
+  std::variant<core::start_request, logged::orchestrator_completed, core::activity_result,
+               core::timer_entry, outbox_entry, logged::event_raised, logged::terminated,
+               logged::suspended, logged::resumed, logged::purged, logged::opaque>
+      body;
+  friend bool operator==(const partition_event&, const partition_event&) = default;
+};
+
+struct log_record {
+  std::uint64_t sequence = 0;
+  std::int64_t committed_at_ns = 0;
+  std::vector<partition_event> events;
+  friend bool operator==(const log_record&, const log_record&) = default;
+};
+
+std::string encode(const core::history_event& event);
+std::string encode(const stored_instance& instance);
+std::string encode(const core::timer_entry& timer);
+std::string encode(const core::activity_request& activity);
+std::string encode(const outbox_entry& entry);
+std::string encode(const log_record& record);
+
+expected<core::history_event> decode_history_event(std::string_view bytes);
+expected<stored_instance> decode_stored_instance(std::string_view bytes);
+expected<core::timer_entry> decode_timer_entry(std::string_view bytes);
+expected<core::activity_request> decode_activity_request(std::string_view bytes);
+expected<outbox_entry> decode_outbox_entry(std::string_view bytes);
+expected<log_record> decode_log_record(std::string_view bytes);
+
+}  // namespace dtsd::store

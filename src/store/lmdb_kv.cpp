@@ -1,0 +1,249 @@
+// The LMDB engine. One environment per partition directory, one named database per
+// table. A write transaction begins and commits inside `write` on the calling
+// thread (LMDB transactions belong to one thread). The map is large and virtual;
+// when it fills anyway, the write is retried after doubling it.
+
+#include <lmdb.h>
+
+#include <array>
+#include <filesystem>
+#include <mutex>
+#include <shared_mutex>
+
+#include <fmt/format.h>
+
+#include "store/kv.hpp"
+
+namespace dtsd::store {
+namespace {
+
+constexpr int map_grow_count_max = 16;
+
+struct lmdb_failure {
+  int code;
+  const char* operation;
+};
+
+void check(int rc, const char* operation) {
+  if (rc != MDB_SUCCESS) throw lmdb_failure{rc, operation};
+}
+
+MDB_val to_val(std::string_view bytes) {
+  return MDB_val{bytes.size(), const_cast<char*>(bytes.data())};
+}
+std::string_view to_view(const MDB_val& val) {
+  return {static_cast<const char*>(val.mv_data), val.mv_size};
+}
+
+using dbi_set = std::array<MDB_dbi, table_count>;
+
+/// Closes a cursor on every path out of a scope.
+class cursor_guard {
+ public:
+  cursor_guard(MDB_txn* txn, MDB_dbi dbi) { check(mdb_cursor_open(txn, dbi, &cursor_), "cursor_open"); }
+  ~cursor_guard() { mdb_cursor_close(cursor_); }
+  cursor_guard(const cursor_guard&) = delete;
+  cursor_guard& operator=(const cursor_guard&) = delete;
+  MDB_cursor* get() const { return cursor_; }
+
+ private:
+  MDB_cursor* cursor_ = nullptr;
+};
+
+/// Positions at the first key >= from; false when there is none.
+bool seek(MDB_cursor* cursor, std::string_view from, MDB_val& key, MDB_val& value) {
+  int rc;
+  if (from.empty()) {
+    rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
+  } else {
+    key = to_val(from);
+    rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+  }
+  if (rc == MDB_NOTFOUND) return false;
+  check(rc, "cursor_get");
+  return true;
+}
+
+bool next(MDB_cursor* cursor, MDB_val& key, MDB_val& value) {
+  int rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
+  if (rc == MDB_NOTFOUND) return false;
+  check(rc, "cursor_next");
+  return true;
+}
+
+class lmdb_txn_access : public kv_writer {
+ public:
+  lmdb_txn_access(MDB_txn* txn, const dbi_set& dbis) : txn_(txn), dbis_(dbis) {}
+
+  std::optional<std::string_view> get(table t, std::string_view key) override {
+    MDB_val k = to_val(key);
+    MDB_val v;
+    int rc = mdb_get(txn_, dbi(t), &k, &v);
+    if (rc == MDB_NOTFOUND) return std::nullopt;
+    check(rc, "get");
+    return to_view(v);
+  }
+
+  void scan(table t, std::string_view from, std::string_view to,
+            const row_visitor& visit) override {
+    cursor_guard cursor(txn_, dbi(t));
+    MDB_val k, v;
+    for (bool more = seek(cursor.get(), from, k, v); more; more = next(cursor.get(), k, v)) {
+      auto key = to_view(k);
+      if (!to.empty() && key >= to) break;
+      if (!visit(key, to_view(v))) break;
+    }
+  }
+
+  std::optional<std::string> last_key(table t) override {
+    cursor_guard cursor(txn_, dbi(t));
+    MDB_val k, v;
+    int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_LAST);
+    if (rc == MDB_NOTFOUND) return std::nullopt;
+    check(rc, "cursor_last");
+    return std::string(to_view(k));
+  }
+
+  void put(table t, std::string_view key, std::string_view value) override {
+    MDB_val k = to_val(key);
+    MDB_val v = to_val(value);
+    check(mdb_put(txn_, dbi(t), &k, &v, 0), "put");
+  }
+
+  void erase(table t, std::string_view key) override {
+    MDB_val k = to_val(key);
+    int rc = mdb_del(txn_, dbi(t), &k, nullptr);
+    if (rc != MDB_NOTFOUND) check(rc, "del");
+  }
+
+  void erase_range(table t, std::string_view from, std::string_view to) override {
+    cursor_guard cursor(txn_, dbi(t));
+    MDB_val k, v;
+    if (!seek(cursor.get(), from, k, v)) return;
+    while (to.empty() || to_view(k) < to) {
+      check(mdb_cursor_del(cursor.get(), 0), "cursor_del");
+      // After a delete, MDB_NEXT yields the row that followed the deleted one.
+      if (!next(cursor.get(), k, v)) return;
+    }
+  }
+
+ private:
+  MDB_dbi dbi(table t) const { return dbis_[static_cast<std::size_t>(t)]; }
+  MDB_txn* txn_;
+  const dbi_set& dbis_;
+};
+
+class lmdb_engine final : public kv_engine {
+ public:
+  ~lmdb_engine() override {
+    if (env_ != nullptr) mdb_env_close(env_);
+  }
+
+  expected<void> open(const lmdb_options& options) {
+    std::error_code failed;
+    std::filesystem::create_directories(options.directory, failed);
+    if (failed) {
+      return error{errc::io, fmt::format("cannot create directory '{}': {}", options.directory,
+                                         failed.message())};
+    }
+    map_size_bytes_ = options.map_size_bytes;
+    unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
+    if (options.mode == durability::nosync) flags |= MDB_NOSYNC;
+    try {
+      check(mdb_env_create(&env_), "env_create");
+      check(mdb_env_set_maxdbs(env_, table_count), "env_set_maxdbs");
+      check(mdb_env_set_mapsize(env_, map_size_bytes_), "env_set_mapsize");
+      check(mdb_env_open(env_, options.directory.c_str(), flags, 0644), "env_open");
+      MDB_txn* txn = nullptr;
+      check(mdb_txn_begin(env_, nullptr, 0, &txn), "txn_begin");
+      for (std::size_t i = 0; i < table_count; ++i) {
+        int rc = mdb_dbi_open(txn, table_name(static_cast<table>(i)), MDB_CREATE, &dbis_[i]);
+        if (rc != MDB_SUCCESS) {
+          mdb_txn_abort(txn);
+          check(rc, "dbi_open");
+        }
+      }
+      check(mdb_txn_commit(txn), "txn_commit");
+    } catch (const lmdb_failure& failure) {
+      return error{errc::io, fmt::format("cannot open LMDB environment '{}': {} failed: {}",
+                                         options.directory, failure.operation,
+                                         mdb_strerror(failure.code))};
+    }
+    return {};
+  }
+
+  expected<void> write(const std::function<void(kv_writer&)>& body) override {
+    for (int attempt = 0; attempt <= map_grow_count_max; ++attempt) {
+      std::shared_lock resize_guard(resize_mutex_);
+      MDB_txn* txn = nullptr;
+      try {
+        check(mdb_txn_begin(env_, nullptr, 0, &txn), "txn_begin");
+        lmdb_txn_access access(txn, dbis_);
+        body(access);
+        MDB_txn* committing = txn;
+        txn = nullptr;  // mdb_txn_commit frees the transaction even when it fails.
+        check(mdb_txn_commit(committing), "txn_commit");
+        return {};
+      } catch (const lmdb_failure& failure) {
+        if (txn != nullptr) mdb_txn_abort(txn);
+        if (failure.code != MDB_MAP_FULL) {
+          return error{errc::io, fmt::format("LMDB {} failed: {}", failure.operation,
+                                             mdb_strerror(failure.code))};
+        }
+      } catch (...) {
+        if (txn != nullptr) mdb_txn_abort(txn);
+        throw;
+      }
+      resize_guard.unlock();
+      if (auto grown = grow_map(); !grown) return grown;
+    }
+    return error{errc::io, "LMDB map is full and could not be grown further"};
+  }
+
+  expected<void> read(const std::function<void(kv_reader&)>& body) override {
+    std::shared_lock resize_guard(resize_mutex_);
+    MDB_txn* txn = nullptr;
+    try {
+      check(mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn), "txn_begin");
+      lmdb_txn_access access(txn, dbis_);
+      body(access);
+      mdb_txn_abort(txn);
+      return {};
+    } catch (const lmdb_failure& failure) {
+      if (txn != nullptr) mdb_txn_abort(txn);
+      return error{errc::io, fmt::format("LMDB {} failed: {}", failure.operation,
+                                         mdb_strerror(failure.code))};
+    } catch (...) {
+      if (txn != nullptr) mdb_txn_abort(txn);
+      throw;
+    }
+  }
+
+ private:
+  /// mdb_env_set_mapsize needs no transaction active in this process.
+  expected<void> grow_map() {
+    std::unique_lock exclusive(resize_mutex_);
+    map_size_bytes_ *= 2;
+    int rc = mdb_env_set_mapsize(env_, map_size_bytes_);
+    if (rc != MDB_SUCCESS) {
+      return error{errc::io, fmt::format("cannot grow LMDB map to {} bytes: {}", map_size_bytes_,
+                                         mdb_strerror(rc))};
+    }
+    return {};
+  }
+
+  MDB_env* env_ = nullptr;
+  dbi_set dbis_{};
+  std::uint64_t map_size_bytes_ = 0;
+  std::shared_mutex resize_mutex_;
+};
+
+}  // namespace
+
+expected<std::unique_ptr<kv_engine>> open_lmdb(const lmdb_options& options) {
+  auto engine = std::make_unique<lmdb_engine>();
+  if (auto opened = engine->open(options); !opened) return opened.error();
+  return std::unique_ptr<kv_engine>(std::move(engine));
+}
+
+}  // namespace dtsd::store

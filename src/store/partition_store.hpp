@@ -1,0 +1,146 @@
+#pragma once
+/// The store of one (task hub, partition): the partition log and the materialized
+/// state beside it (instances, history, inbox, timers, activity queue, outbox,
+/// dedup marks, query indexes), over a `kv_engine` (LMDB or memory).
+///
+/// A `write_batch` is applied in ONE write transaction: the log record and every row
+/// it changes become durable together or not at all. `commit` is called by one
+/// thread at a time (the partition's writer); the read functions may be called from
+/// any thread at any time and never block it.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/model.hpp"
+#include "core/orchestration.hpp"
+#include "store/codec.hpp"
+#include "store/kv.hpp"
+
+namespace dtsd::store {
+
+struct partition_identity {
+  std::string task_hub;
+  std::uint32_t partition_index = 0;
+  std::uint32_t partition_count = 1;
+};
+
+/// The rows of one instance that a batch writes.
+struct instance_write {
+  std::string instance_id;
+  bool purged = false;  ///< Delete every row of the instance; nothing else applies.
+  stored_instance row;
+  bool reset = false;   ///< Delete all history and inbox rows before writing.
+  std::uint32_t history_first_index = 0;
+  std::vector<core::history_event> history_rows;
+  std::uint64_t inbox_rows_first_sequence = 0;
+  std::vector<core::history_event> inbox_rows;
+};
+
+/// Copies out of `state` exactly the rows `change` says are new. The batch owns
+/// them, so the partition can keep changing `state` while the batch is written.
+instance_write make_instance_write(std::string_view instance_id,
+                                   const core::orchestration_state* state,
+                                   const core::instance_change& change);
+
+struct activity_key {
+  std::string instance_id;
+  std::string execution_id;
+  std::int32_t task_id = -1;
+};
+
+struct write_batch {
+  std::vector<partition_event> events;  ///< Logged as one record when non-empty.
+  std::vector<instance_write> instances;
+  std::vector<core::activity_request> activities_added;
+  std::vector<activity_key> activities_removed;
+  std::vector<core::timer_entry> timers_added;
+  std::vector<core::timer_entry> timers_removed;
+  std::vector<outbox_entry> outbox_added;
+  std::vector<std::uint64_t> outbox_removed;  ///< Acknowledged by their receivers.
+  /// Source partition -> highest outbox sequence of it applied here.
+  std::map<std::uint32_t, std::uint64_t> dedup_marks;
+
+  bool empty() const;
+};
+
+struct commit_info {
+  std::uint64_t log_sequence = 0;  ///< 0 when the batch logged no events.
+};
+
+struct instance_query {
+  std::vector<core::runtime_status> statuses;  ///< Empty: any status.
+  std::optional<std::int64_t> created_from_ns;  ///< Inclusive.
+  std::optional<std::int64_t> created_to_ns;    ///< Inclusive.
+  std::string name_prefix;
+  std::string instance_id_prefix;
+  core::tag_map tags;  ///< Every tag must be present with this value.
+  std::size_t page_size = 100;
+  std::string continuation_token;  ///< From the previous page; empty for the first.
+  bool fetch_payloads = true;      ///< False drops input, output and custom status.
+  /// Bounds the work of one call: past this many index rows the page ends early
+  /// (maybe empty) with a token to go on from.
+  std::size_t scan_count_max = 10000;
+};
+inline constexpr std::size_t query_page_size_max = 1000;
+
+/// Results are ordered by (created time, instance id) in every partition, so pages
+/// of several partitions merge by the same order and share one token format.
+struct query_page {
+  std::vector<core::instance_record> instances;
+  std::string continuation_token;  ///< Empty when there is nothing more.
+};
+
+/// What the engine needs to resume after a restart.
+struct recovered_state {
+  std::vector<std::string> instances_with_inbox;  ///< May have work to dispatch.
+  std::vector<core::activity_request> activities;
+  std::vector<core::timer_entry> timers;
+  std::vector<outbox_entry> outbox;
+  std::map<std::uint32_t, std::uint64_t> dedup_marks;
+  std::uint64_t next_log_sequence = 1;
+  std::uint64_t next_outbox_sequence = 1;
+  std::size_t instance_count = 0;
+};
+
+class partition_store {
+ public:
+  /// Opens (or initializes) the store. A store made for another identity is refused.
+  static expected<std::unique_ptr<partition_store>> open(std::unique_ptr<kv_engine> engine,
+                                                         const partition_identity& identity);
+
+  const partition_identity& identity() const { return identity_; }
+
+  expected<commit_info> commit(const write_batch& batch, std::int64_t now_ns);
+
+  expected<std::optional<core::instance_record>> get_instance(std::string_view instance_id);
+  /// Record, history and inbox of one instance.
+  expected<std::optional<core::orchestration_state>> load_instance(std::string_view instance_id);
+  expected<std::vector<core::history_event>> history(std::string_view instance_id);
+  expected<query_page> query(const instance_query& query);
+  /// Timers due at or before `now_ns`, earliest first.
+  expected<std::vector<core::timer_entry>> due_timers(std::int64_t now_ns, std::size_t count_max);
+  expected<std::vector<core::activity_request>> queued_activities(std::size_t count_max);
+  expected<std::vector<log_record>> read_log(std::uint64_t from_sequence, std::size_t count_max);
+  expected<recovered_state> recover();
+
+  /// Checks that every index agrees with the records and every per-instance row
+  /// belongs to an instance whose counts match. Returns `corrupt` listing problems.
+  expected<void> check_consistency();
+
+ private:
+  partition_store(std::unique_ptr<kv_engine> engine, partition_identity identity)
+      : engine_(std::move(engine)), identity_(std::move(identity)) {}
+
+  expected<void> initialize();
+
+  std::unique_ptr<kv_engine> engine_;
+  partition_identity identity_;
+  std::uint64_t next_log_sequence_ = 1;
+};
+
+}  // namespace dtsd::store

@@ -3,7 +3,9 @@
 #include <cstring>
 
 #include <capnp/message.h>
+#include <capnp/serialize-packed.h>
 #include <capnp/serialize.h>
+#include <kj/io.h>
 #include <fmt/format.h>
 
 #include "log.capnp.h"
@@ -830,41 +832,58 @@ log_record from(s::LogRecord::Reader r) {
 // ---------------------------------------------------------------------------
 // Framing
 
+/// Scratch space for the first segment of every message this thread builds, so a
+/// small record costs no allocation. The builder zeroes what it used on destruction.
+kj::ArrayPtr<capnp::word> scratch_segment() {
+  constexpr std::size_t scratch_words = 8192;
+  thread_local std::unique_ptr<capnp::word[]> scratch(new capnp::word[scratch_words]());
+  return {scratch.get(), scratch_words};
+}
+
+/// Writes the packed message straight into a std::string.
+class string_output final : public kj::OutputStream {
+ public:
+  explicit string_output(std::string& out) : out_(out) {}
+  void write(const void* buffer, size_t size) override {
+    out_.append(static_cast<const char*>(buffer), size);
+  }
+
+ private:
+  std::string& out_;
+};
+
 template <class Schema, class Value>
 std::string encode_root(const Value& value) {
-  capnp::MallocMessageBuilder message;
+  capnp::MallocMessageBuilder message(scratch_segment());
   fill(message.initRoot<Schema>(), value);
-  auto words = capnp::messageToFlatArray(message);
-  auto bytes = words.asBytes();
-  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+  std::string out;
+  out.reserve(capnp::computeSerializedSizeInWords(message) * sizeof(capnp::word) / 2);
+  string_output stream(out);
+  capnp::writePackedMessage(stream, message);
+  return out;
+}
+
+template <class Schema, class Read>
+auto with_root(std::string_view bytes, const char* what, Read read)
+    -> expected<decltype(read(std::declval<typename Schema::Reader>()))> {
+  if (bytes.empty()) return error{errc::corrupt, fmt::format("{} record is empty", what)};
+  try {
+    kj::ArrayInputStream input(
+        kj::arrayPtr(reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size()));
+    capnp::ReaderOptions options;
+    options.traversalLimitInWords = std::uint64_t{1} << 40;  // Sizes are limited upstream.
+    capnp::PackedMessageReader reader(input, options);
+    return read(reader.getRoot<Schema>());
+  } catch (const kj::Exception& failure) {
+    return error{errc::corrupt, fmt::format("{} record does not decode: {}", what,
+                                            failure.getDescription().cStr())};
+  }
 }
 
 template <class Schema>
 auto decode_root(std::string_view bytes, const char* what)
     -> expected<decltype(from(std::declval<typename Schema::Reader>()))> {
-  if (bytes.size() % sizeof(capnp::word) != 0 || bytes.empty()) {
-    return error{errc::corrupt,
-                 fmt::format("{} record is {} bytes, not a whole number of words", what,
-                             bytes.size())};
-  }
-  kj::Array<capnp::word> copy;
-  kj::ArrayPtr<const capnp::word> words;
-  if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(capnp::word) == 0) {
-    words = {reinterpret_cast<const capnp::word*>(bytes.data()), bytes.size() / sizeof(capnp::word)};
-  } else {
-    copy = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
-    std::memcpy(copy.begin(), bytes.data(), bytes.size());
-    words = copy;
-  }
-  try {
-    capnp::ReaderOptions options;
-    options.traversalLimitInWords = std::uint64_t{1} << 40;  // Sizes are limited upstream.
-    capnp::FlatArrayMessageReader reader(words, options);
-    return from(reader.getRoot<Schema>());
-  } catch (const kj::Exception& failure) {
-    return error{errc::corrupt, fmt::format("{} record does not decode: {}", what,
-                                            failure.getDescription().cStr())};
-  }
+  return with_root<Schema>(bytes, what, [](auto reader) { return from(reader); });
 }
 
 }  // namespace
@@ -893,6 +912,13 @@ expected<outbox_entry> decode_outbox_entry(std::string_view bytes) {
 }
 expected<log_record> decode_log_record(std::string_view bytes) {
   return decode_root<s::LogRecord>(bytes, "log");
+}
+
+expected<index_fields> decode_index_fields(std::string_view bytes) {
+  return with_root<s::StoredInstance>(bytes, "instance", [](s::StoredInstance::Reader r) {
+    auto record = r.getRecord();
+    return index_fields{from_schema(record.getRuntimeStatus()), record.getCreatedAtNs()};
+  });
 }
 
 }  // namespace dtsd::store

@@ -1,9 +1,9 @@
 #pragma once
 /// Translation between the core model and its Cap'n Proto storage records
-/// (schema/model.capnp, schema/log.capnp). Encoded values are flat, unpacked Cap'n
-/// Proto messages; decoding copies into aligned memory when the bytes are not
-/// word-aligned (LMDB does not align values), and reports malformed bytes as
-/// `errc::corrupt` instead of throwing.
+/// (schema/model.capnp, schema/log.capnp). Encoded values are packed Cap'n Proto
+/// messages: smaller rows mean fewer pages per commit, and unpacking also frees
+/// decoding from LMDB's unaligned values. Malformed bytes are reported as
+/// `errc::corrupt`, never thrown.
 
 #include <cstdint>
 #include <string>
@@ -103,5 +103,13 @@ expected<core::timer_entry> decode_timer_entry(std::string_view bytes);
 expected<core::activity_request> decode_activity_request(std::string_view bytes);
 expected<outbox_entry> decode_outbox_entry(std::string_view bytes);
 expected<log_record> decode_log_record(std::string_view bytes);
+
+/// The fields of a stored instance that its index entries are keyed by, read
+/// without decoding the rest.
+struct index_fields {
+  core::runtime_status status;
+  std::int64_t created_at_ns;
+};
+expected<index_fields> decode_index_fields(std::string_view bytes);
 
 }  // namespace dtsd::store

@@ -53,29 +53,29 @@ std::optional<stored_instance> read_instance(kv_reader& reader, std::string_view
   return unwrap(decode_stored_instance(*bytes));
 }
 
-void put_indexes(kv_writer& writer, const core::instance_record& record) {
+void put_indexes(kv_writer& writer, std::string_view id, index_fields fields) {
   writer.put(table::by_status,
-             keys::by_status(static_cast<std::uint8_t>(record.status), record.created_at_ns,
-                             record.instance_id),
+             keys::by_status(static_cast<std::uint8_t>(fields.status), fields.created_at_ns, id),
              {});
-  writer.put(table::by_created, keys::by_created(record.created_at_ns, record.instance_id), {});
+  writer.put(table::by_created, keys::by_created(fields.created_at_ns, id), {});
 }
 
-void erase_indexes(kv_writer& writer, const core::instance_record& record) {
-  writer.erase(table::by_status, keys::by_status(static_cast<std::uint8_t>(record.status),
-                                                 record.created_at_ns, record.instance_id));
-  writer.erase(table::by_created, keys::by_created(record.created_at_ns, record.instance_id));
+void erase_indexes(kv_writer& writer, std::string_view id, index_fields fields) {
+  writer.erase(table::by_status,
+               keys::by_status(static_cast<std::uint8_t>(fields.status), fields.created_at_ns, id));
+  writer.erase(table::by_created, keys::by_created(fields.created_at_ns, id));
 }
 
 void write_instance(kv_writer& writer, const instance_write& change) {
   const auto& id = change.instance_id;
-  auto previous = read_instance(writer, id);
+  std::optional<index_fields> previous;
+  if (auto bytes = writer.get(table::instances, id)) previous = unwrap(decode_index_fields(*bytes));
   if (change.purged || change.reset) {
     writer.erase_range(table::history, keys::rows_begin(id), keys::rows_end(id));
     writer.erase_range(table::inbox, keys::rows_begin(id), keys::rows_end(id));
   }
   if (change.purged) {
-    if (previous) erase_indexes(writer, previous->record);
+    if (previous) erase_indexes(writer, id, *previous);
     writer.erase(table::instances, id);
     return;
   }
@@ -90,12 +90,12 @@ void write_instance(kv_writer& writer, const instance_write& change) {
     writer.put(table::inbox, keys::inbox(id, change.inbox_rows_first_sequence + i),
                encode(change.inbox_rows[i]));
   }
-  const auto& record = change.row.record;
-  bool same_index = previous && previous->record.status == record.status &&
-                    previous->record.created_at_ns == record.created_at_ns;
+  const index_fields current{change.row.record.status, change.row.record.created_at_ns};
+  bool same_index = previous && previous->status == current.status &&
+                    previous->created_at_ns == current.created_at_ns;
   if (!same_index) {
-    if (previous) erase_indexes(writer, previous->record);
-    put_indexes(writer, record);
+    if (previous) erase_indexes(writer, id, *previous);
+    put_indexes(writer, id, current);
   }
   writer.put(table::instances, id, encode(change.row));
 }

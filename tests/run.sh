@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The one test command of dtsd (README, .ci/run): installs missing dependencies,
+# builds twice (warnings as errors; then ASan+UBSan) and runs every test suite in
+# both builds. Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./deploy/install-deps.sh
+
+passed=0
+failed=0
+
+# Configures (once) and builds one build directory, then runs its suites.
+run_build() {
+  local dir=$1
+  shift
+  echo "== build $dir ($*)"
+  if [ ! -f "$dir/build.ninja" ]; then
+    meson setup "$dir" -Dwerror=true "$@"
+  fi
+  local started=$SECONDS
+  ninja -C "$dir"
+  echo "== $dir built in $((SECONDS - started)) s; running tests"
+  local log
+  log=$(mktemp)
+  local status=0
+  meson test -C "$dir" --print-errorlogs --num-processes 1 2>&1 | tee "$log" || status=$?
+  local ok fail
+  ok=$(awk '/^Ok: +[0-9]+/ {s += $2} END {print s + 0}' "$log")
+  fail=$(awk '/^(Fail|Timeout): +[0-9]+/ {s += $2} END {print s + 0}' "$log")
+  rm -f "$log"
+  passed=$((passed + ${ok:-0}))
+  failed=$((failed + ${fail:-0}))
+  if [ "$status" -ne 0 ] && [ "${fail:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
+}
+
+run_build build/release --buildtype=debugoptimized
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+run_build build/sanitize --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+
+echo "tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -3,12 +3,18 @@
 // One "event" is what a partition writes when an activity result arrives for an
 // orchestration: the input is logged, a history row is appended to the instance
 // and its instance row (record + counts) is rewritten. A batch of N events touches
-// N different instances, as a loaded partition does. For each batch size the
-// benchmark commits batches back to back for a fixed time and prints one JSON
+// N different instances of 5,000, as a loaded partition does. For each batch size
+// the benchmark commits batches back to back for a fixed time and prints one JSON
 // line with events/s, commits/s and commit latency percentiles.
+//
+// Instances live like hello-cities orchestrations: after --lifetime-events events
+// (default 15) an instance completes and a new one takes its place, so the store
+// keeps growing by new instances, as a server does. --lifetime-events 0 never
+// completes them: every history then grows for the whole run.
 //
 //   build/bench/store_bench [--durability fsync|nosync|memory] [--seconds S]
 //                           [--dir PATH] [--payload-bytes B] [--batches 1,10,100,1000]
+//                           [--lifetime-events N]
 
 #include <algorithm>
 #include <chrono>
@@ -37,12 +43,14 @@ struct options {
   std::string directory = "bench-data/store";
   std::size_t payload_bytes = 16;  // About "Hello, Tokyo!" as JSON.
   std::vector<std::size_t> batch_sizes = {1, 10, 100, 1000};
+  std::uint32_t lifetime_events = 15;  ///< 0: instances never complete.
 };
 
 [[noreturn]] void usage(const char* problem) {
   std::fprintf(stderr,
                "store_bench: %s\nusage: store_bench [--durability fsync|nosync|memory] "
-               "[--seconds S] [--dir PATH] [--payload-bytes B] [--batches 1,10,100,1000]\n",
+               "[--seconds S] [--dir PATH] [--payload-bytes B] [--batches 1,10,100,1000] "
+               "[--lifetime-events N]\n",
                problem);
   std::exit(2);
 }
@@ -63,6 +71,9 @@ options parse(int argc, char** argv) {
       if (parsed.seconds <= 0 || parsed.seconds > 600) usage("seconds must be in (0, 600]");
     } else if (flag == "--dir") {
       parsed.directory = value;
+    } else if (flag == "--lifetime-events") {
+      parsed.lifetime_events = static_cast<std::uint32_t>(std::stoul(value));
+      if (parsed.lifetime_events == 1) usage("lifetime-events must be 0 or at least 2");
     } else if (flag == "--payload-bytes") {
       parsed.payload_bytes = std::stoul(value);
     } else if (flag == "--batches") {
@@ -110,47 +121,89 @@ struct instance_model {
   std::uint32_t history_count = 0;
 };
 
-std::vector<instance_model> seed_instances(store::partition_store& partition) {
-  std::vector<instance_model> instances(instance_count);
+/// A fresh running instance for slot `serial`.
+instance_model new_instance(std::uint64_t serial, std::int64_t now) {
+  instance_model instance;
+  auto& record = instance.record;
+  record.instance_id = fmt::format("hello-cities-{:08}", serial);
+  record.execution_id = fmt::format("{:032x}", serial);
+  record.name = "HelloCities";
+  record.status = core::runtime_status::running;
+  record.input = "null";
+  record.created_at_ns = now;
+  record.last_updated_at_ns = now;
+  return instance;
+}
+
+struct workload {
+  std::vector<instance_model> instances;
+  std::size_t cursor = 0;
+  std::uint64_t next_serial = 0;
+  std::uint32_t lifetime_events = 0;
+  std::size_t completed = 0;
+};
+
+workload seed_instances(store::partition_store& partition, std::uint32_t lifetime_events) {
+  workload load;
+  load.lifetime_events = lifetime_events;
   store::write_batch batch;
   for (std::size_t i = 0; i < instance_count; ++i) {
-    auto& record = instances[i].record;
-    record.instance_id = fmt::format("hello-cities-{:06}", i);
-    record.execution_id = fmt::format("{:032x}", i);
-    record.name = "HelloCities";
-    record.status = core::runtime_status::running;
-    record.input = "null";
-    record.created_at_ns = static_cast<std::int64_t>(i + 1);
+    load.instances.push_back(new_instance(load.next_serial++, 1));
     store::instance_write write;
-    write.instance_id = record.instance_id;
-    write.row = {record, 0, 0, 0};
+    write.instance_id = load.instances.back().record.instance_id;
+    write.row = {load.instances.back().record, 0, 0, 0, {}};
     batch.instances.push_back(std::move(write));
   }
   if (!partition.commit(batch, 1)) usage("seeding the store failed");
-  return instances;
+  return load;
 }
 
-store::write_batch make_batch(std::vector<instance_model>& instances, std::size_t& cursor,
-                              std::size_t events, const std::string& payload, std::int64_t now) {
+/// The next event of one instance: its activity result, or its completion when its
+/// lifetime is up (after which a new instance takes the slot).
+void add_event(workload& load, store::write_batch& batch, const std::string& payload,
+               std::int64_t now) {
+  auto& instance = load.instances[load.cursor];
+  load.cursor = (load.cursor + 1) % load.instances.size();
+  if (instance.history_count == 0) instance.record.created_at_ns = now;
+  const auto task_id = static_cast<std::int32_t>(instance.history_count);
+  const bool last = load.lifetime_events != 0 && instance.history_count + 1 >= load.lifetime_events;
+  store::instance_write write;
+  write.instance_id = instance.record.instance_id;
+  write.history_first_index = instance.history_count;
+  instance.record.last_updated_at_ns = now;
+  if (last) {
+    instance.record.status = core::runtime_status::completed;
+    instance.record.output = payload;
+    instance.record.completed_at_ns = now;
+    write.history_rows.push_back(
+        {task_id, now, core::events::execution_completed{core::runtime_status::completed, payload, {}}});
+    core::actions::complete_orchestration done;
+    done.result = payload;
+    batch.events.push_back(
+        {now, store::logged::orchestrator_completed{
+                  {instance.record.instance_id, 0, {{task_id, std::move(done)}}, {}}, {}}});
+  } else {
+    write.history_rows.push_back({-1, now, core::events::task_completed{task_id, payload}});
+    batch.events.push_back({now, core::activity_result{instance.record.instance_id,
+                                                      instance.record.execution_id, task_id, 0,
+                                                      core::payload(payload)}});
+  }
+  ++instance.history_count;
+  write.row = {instance.record, instance.history_count, 0, 0, {}};
+  batch.instances.push_back(std::move(write));
+  if (last) {
+    ++load.completed;
+    instance = new_instance(load.next_serial++, now);
+    instance.history_count = 0;
+  }
+}
+
+store::write_batch make_batch(workload& load, std::size_t events, const std::string& payload,
+                              std::int64_t now) {
   store::write_batch batch;
   batch.events.reserve(events);
   batch.instances.reserve(events);
-  for (std::size_t e = 0; e < events; ++e) {
-    auto& instance = instances[cursor];
-    cursor = (cursor + 1) % instances.size();
-    const auto task_id = static_cast<std::int32_t>(instance.history_count);
-    core::activity_result result{instance.record.instance_id, instance.record.execution_id,
-                                 task_id, 0, core::payload(payload)};
-    batch.events.push_back({now, result});
-    instance.record.last_updated_at_ns = now;
-    store::instance_write write;
-    write.instance_id = instance.record.instance_id;
-    write.history_first_index = instance.history_count;
-    write.history_rows.push_back({-1, now, core::events::task_completed{task_id, payload}});
-    ++instance.history_count;
-    write.row = {instance.record, instance.history_count, 0, 0};
-    batch.instances.push_back(std::move(write));
-  }
+  for (std::size_t e = 0; e < events; ++e) add_event(load, batch, payload, now);
   return batch;
 }
 
@@ -170,15 +223,14 @@ int main(int argc, char** argv) {
   std::vector<std::string> results;
   for (auto batch_events : opts.batch_sizes) {
     auto partition = open_store(opts);
-    auto instances = seed_instances(*partition);
-    std::size_t cursor = 0;
+    auto load = seed_instances(*partition, opts.lifetime_events);
     std::vector<double> latencies_ms;
     std::size_t commits = 0;
     const auto start = bench_clock::now();
     const auto stop = start + std::chrono::duration<double>(opts.seconds);
     std::int64_t now = 2;
     while (bench_clock::now() < stop) {
-      auto batch = make_batch(instances, cursor, batch_events, payload, now++);
+      auto batch = make_batch(load, batch_events, payload, now++);
       const auto before = bench_clock::now();
       auto committed = partition->commit(batch, now);
       const auto after = bench_clock::now();
@@ -198,15 +250,18 @@ int main(int argc, char** argv) {
     const double events = static_cast<double>(commits * batch_events);
     results.push_back(fmt::format(
         "{{\"batch_events\":{},\"commits\":{},\"wall_s\":{:.3f},\"events_per_s\":{:.0f},"
-        "\"commits_per_s\":{:.0f},\"commit_p50_ms\":{:.3f},\"commit_p99_ms\":{:.3f}}}",
+        "\"commits_per_s\":{:.0f},\"commit_p50_ms\":{:.3f},\"commit_p99_ms\":{:.3f},"
+        "\"instances_completed\":{}}}",
         batch_events, commits, wall_s, events / wall_s, static_cast<double>(commits) / wall_s,
-        percentile_ms(latencies_ms, 0.50), percentile_ms(latencies_ms, 0.99)));
+        percentile_ms(latencies_ms, 0.50), percentile_ms(latencies_ms, 0.99), load.completed));
     std::fprintf(stderr, "store_bench: batch %zu done: %zu commits in %.1f s\n", batch_events, commits,
                  wall_s);
     partition.reset();
     if (opts.mode != store::durability::memory) fs::remove_all(opts.directory);
   }
-  std::printf("{\"bench\":\"store\",\"durability\":\"%s\",\"payload_bytes\":%zu,\"results\":[%s]}\n",
-              mode_name(opts.mode), opts.payload_bytes, fmt::format("{}", fmt::join(results, ",")).c_str());
+  std::printf("{\"bench\":\"store\",\"durability\":\"%s\",\"payload_bytes\":%zu,"
+              "\"lifetime_events\":%u,\"instances\":%zu,\"results\":[%s]}\n",
+              mode_name(opts.mode), opts.payload_bytes, opts.lifetime_events, instance_count,
+              fmt::format("{}", fmt::join(results, ",")).c_str());
   return 0;
 }

@@ -51,9 +51,20 @@ struct OutboxEntry {
 # The materialized row of one instance, key = instance id.
 struct StoredInstance {
   record @0 :Model.InstanceRecord;
-  historyCount @1 :UInt32;          # rows in `history` for this instance
+  historyCount @1 :UInt32;          # history events of the current execution
   inboxFirstSequence @2 :UInt64;    # key of the oldest row in `inbox`
   inboxCount @3 :UInt32;            # rows in `inbox` for this instance
+  # Keys (segment sequences) of this instance's HistoryChunks in `history`, oldest
+  # first. History is written in append order, one chunk per instance per commit,
+  # so the rows of one commit are contiguous on disk; long lists are compacted.
+  historySegments @4 :List(UInt64);
+}
+
+# The history events one commit appended to one instance.
+# Key in `history`: segment sequence (UInt64, big-endian) ++ instance id.
+struct HistoryChunk {
+  firstIndex @0 :UInt32;            # position of events[0] in the instance history
+  events @1 :List(Model.HistoryEvent);
 }
 
 struct TimerEntry {

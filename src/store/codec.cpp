@@ -720,14 +720,36 @@ core::activity_request from(s::ActivityEntry::Reader r) {
           from(r.getTags())};
 }
 
+std::vector<std::uint64_t> from(capnp::List<std::uint64_t>::Reader r) {
+  std::vector<std::uint64_t> values;
+  values.reserve(r.size());
+  for (auto value : r) values.push_back(value);
+  return values;
+}
+
 void fill(s::StoredInstance::Builder b, const stored_instance& x) {
   fill(b.initRecord(), x.record);
   b.setHistoryCount(x.history_count);
   b.setInboxFirstSequence(x.inbox_first_sequence);
   b.setInboxCount(x.inbox_count);
+  auto segments = b.initHistorySegments(static_cast<unsigned>(x.history_segments.size()));
+  for (unsigned i = 0; i < x.history_segments.size(); ++i) segments.set(i, x.history_segments[i]);
 }
 stored_instance from(s::StoredInstance::Reader r) {
-  return {from(r.getRecord()), r.getHistoryCount(), r.getInboxFirstSequence(), r.getInboxCount()};
+  return {from(r.getRecord()), r.getHistoryCount(), r.getInboxFirstSequence(), r.getInboxCount(),
+          from(r.getHistorySegments())};
+}
+
+void fill(s::HistoryChunk::Builder b, const history_chunk& x) {
+  b.setFirstIndex(x.first_index);
+  auto events = b.initEvents(static_cast<unsigned>(x.events.size()));
+  for (unsigned i = 0; i < x.events.size(); ++i) fill(events[i], x.events[i]);
+}
+history_chunk from(s::HistoryChunk::Reader r) {
+  history_chunk x{r.getFirstIndex(), {}};
+  x.events.reserve(r.getEvents().size());
+  for (auto event : r.getEvents()) x.events.push_back(from(event));
+  return x;
 }
 
 void fill(s::PartitionEvent::Builder b, const partition_event& x) {
@@ -894,6 +916,7 @@ std::string encode(const core::timer_entry& x) { return encode_root<s::TimerEntr
 std::string encode(const core::activity_request& x) { return encode_root<s::ActivityEntry>(x); }
 std::string encode(const outbox_entry& x) { return encode_root<s::OutboxEntry>(x); }
 std::string encode(const log_record& x) { return encode_root<s::LogRecord>(x); }
+std::string encode(const history_chunk& x) { return encode_root<s::HistoryChunk>(x); }
 
 expected<core::history_event> decode_history_event(std::string_view bytes) {
   return decode_root<s::HistoryEvent>(bytes, "history event");
@@ -914,10 +937,63 @@ expected<log_record> decode_log_record(std::string_view bytes) {
   return decode_root<s::LogRecord>(bytes, "log");
 }
 
-expected<index_fields> decode_index_fields(std::string_view bytes) {
+expected<history_chunk> decode_history_chunk(std::string_view bytes) {
+  return decode_root<s::HistoryChunk>(bytes, "history chunk");
+}
+
+expected<std::string> merge_history_chunks(const std::vector<std::string_view>& chunks,
+                                           const history_chunk& appended) {
+  struct opened_chunk {
+    kj::ArrayInputStream input;
+    capnp::PackedMessageReader reader;
+    opened_chunk(std::string_view bytes, const capnp::ReaderOptions& options)
+        : input(kj::arrayPtr(reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size())),
+          reader(input, options) {}
+  };
+  try {
+    capnp::ReaderOptions options;
+    options.traversalLimitInWords = std::uint64_t{1} << 40;
+    std::vector<std::unique_ptr<opened_chunk>> opened;
+    std::vector<s::HistoryChunk::Reader> readers;
+    std::uint32_t total = 0;
+    for (auto bytes : chunks) {
+      opened.push_back(std::make_unique<opened_chunk>(bytes, options));
+      auto reader = opened.back()->reader.getRoot<s::HistoryChunk>();
+      if (reader.getFirstIndex() != total) {
+        return error{errc::corrupt, fmt::format("history chunk starts at event {}, expected {}",
+                                                reader.getFirstIndex(), total)};
+      }
+      total += reader.getEvents().size();
+      readers.push_back(reader);
+    }
+    if (appended.first_index != total) {
+      return error{errc::corrupt, fmt::format("appended history starts at event {}, expected {}",
+                                              appended.first_index, total)};
+    }
+    capnp::MallocMessageBuilder message;
+    auto root = message.initRoot<s::HistoryChunk>();
+    root.setFirstIndex(0);
+    auto events = root.initEvents(total + static_cast<std::uint32_t>(appended.events.size()));
+    std::uint32_t next = 0;
+    for (auto reader : readers) {
+      for (auto event : reader.getEvents()) events.setWithCaveats(next++, event);
+    }
+    for (const auto& event : appended.events) fill(events[next++], event);
+    std::string out;
+    string_output stream(out);
+    capnp::writePackedMessage(stream, message);
+    return out;
+  } catch (const kj::Exception& failure) {
+    return error{errc::corrupt, fmt::format("history chunk does not decode: {}",
+                                            failure.getDescription().cStr())};
+  }
+}
+
+expected<stored_instance_header> decode_stored_instance_header(std::string_view bytes) {
   return with_root<s::StoredInstance>(bytes, "instance", [](s::StoredInstance::Reader r) {
     auto record = r.getRecord();
-    return index_fields{from_schema(record.getRuntimeStatus()), record.getCreatedAtNs()};
+    return stored_instance_header{from_schema(record.getRuntimeStatus()), record.getCreatedAtNs(),
+                                  r.getInboxFirstSequence(), from(r.getHistorySegments())};
   });
 }
 

@@ -31,7 +31,16 @@ struct stored_instance {
   std::uint32_t history_count = 0;
   std::uint64_t inbox_first_sequence = 0;
   std::uint32_t inbox_count = 0;
+  /// Managed by the store: where the instance's history chunks are.
+  std::vector<std::uint64_t> history_segments;
   friend bool operator==(const stored_instance&, const stored_instance&) = default;
+};
+
+/// The history events one commit appended to one instance.
+struct history_chunk {
+  std::uint32_t first_index = 0;
+  std::vector<core::history_event> events;
+  friend bool operator==(const history_chunk&, const history_chunk&) = default;
 };
 
 /// Inputs the partition applied, as logged. Replaying them through the core in
@@ -96,6 +105,7 @@ std::string encode(const core::timer_entry& timer);
 std::string encode(const core::activity_request& activity);
 std::string encode(const outbox_entry& entry);
 std::string encode(const log_record& record);
+std::string encode(const history_chunk& chunk);
 
 expected<core::history_event> decode_history_event(std::string_view bytes);
 expected<stored_instance> decode_stored_instance(std::string_view bytes);
@@ -103,13 +113,21 @@ expected<core::timer_entry> decode_timer_entry(std::string_view bytes);
 expected<core::activity_request> decode_activity_request(std::string_view bytes);
 expected<outbox_entry> decode_outbox_entry(std::string_view bytes);
 expected<log_record> decode_log_record(std::string_view bytes);
+expected<history_chunk> decode_history_chunk(std::string_view bytes);
 
-/// The fields of a stored instance that its index entries are keyed by, read
-/// without decoding the rest.
-struct index_fields {
+/// Merges encoded chunks (oldest first, contiguous) and `appended` into one encoded
+/// chunk starting at event 0, copying the stored events without decoding them.
+expected<std::string> merge_history_chunks(const std::vector<std::string_view>& chunks,
+                                           const history_chunk& appended);
+
+/// What a commit needs of the previous row of an instance, read without decoding
+/// the record's payloads.
+struct stored_instance_header {
   core::runtime_status status;
   std::int64_t created_at_ns;
+  std::uint64_t inbox_first_sequence;
+  std::vector<std::uint64_t> history_segments;
 };
-expected<index_fields> decode_index_fields(std::string_view bytes);
+expected<stored_instance_header> decode_stored_instance_header(std::string_view bytes);
 
 }  // namespace dtsd::store

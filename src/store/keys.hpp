@@ -62,9 +62,11 @@ inline std::string rows_end(std::string_view id) {
 /// The instance id in front of the 0x00 of a per-instance key.
 inline std::string_view owner(std::string_view key) { return key.substr(0, key.find('\0')); }
 
-inline std::string history(std::string_view id, std::uint32_t index) {
-  auto key = rows_begin(id);
-  put_u32(key, index);
+/// History chunks are keyed by segment sequence first, so the chunks one commit
+/// writes are neighbours on disk.
+inline std::string history_segment(std::uint64_t segment, std::string_view id) {
+  auto key = u64(segment);
+  key.append(id);
   return key;
 }
 inline std::string inbox(std::string_view id, std::uint64_t sequence) {

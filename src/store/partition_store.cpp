@@ -17,6 +17,10 @@ constexpr std::string_view format_version = "dtsd-partition-1";
 constexpr std::string_view meta_identity = "identity";
 constexpr std::string_view meta_outbox_next = "outbox_next";
 constexpr std::size_t consistency_problems_max = 20;
+/// More chunks than this and the instance's history is merged into one chunk, so a
+/// history read costs at most this many lookups. Merging costs O(history) once per
+/// this many commits of the instance.
+constexpr std::size_t history_segment_count_max = 32;
 
 /// Carries an error out of an engine callback; caught at the store's boundary.
 struct store_failure {
@@ -53,6 +57,11 @@ std::optional<stored_instance> read_instance(kv_reader& reader, std::string_view
   return unwrap(decode_stored_instance(*bytes));
 }
 
+struct index_fields {
+  core::runtime_status status;
+  std::int64_t created_at_ns;
+};
+
 void put_indexes(kv_writer& writer, std::string_view id, index_fields fields) {
   writer.put(table::by_status,
              keys::by_status(static_cast<std::uint8_t>(fields.status), fields.created_at_ns, id),
@@ -66,26 +75,87 @@ void erase_indexes(kv_writer& writer, std::string_view id, index_fields fields) 
   writer.erase(table::by_created, keys::by_created(fields.created_at_ns, id));
 }
 
-void write_instance(kv_writer& writer, const instance_write& change) {
+std::vector<core::history_event> read_history(kv_reader& reader, std::string_view id,
+                                              const std::vector<std::uint64_t>& segments) {
+  std::vector<core::history_event> events;
+  for (auto segment : segments) {
+    auto bytes = reader.get(table::history, keys::history_segment(segment, id));
+    if (!bytes) {
+      throw store_failure{error{
+          errc::corrupt, fmt::format("instance '{}' lost history segment {}", id, segment)}};
+    }
+    auto chunk = unwrap(decode_history_chunk(*bytes));
+    if (chunk.first_index != events.size()) {
+      throw store_failure{error{
+          errc::corrupt, fmt::format("instance '{}' history segment {} starts at event {}, "
+                                     "expected {}",
+                                     id, segment, chunk.first_index, events.size())}};
+    }
+    std::move(chunk.events.begin(), chunk.events.end(), std::back_inserter(events));
+  }
+  return events;
+}
+
+void erase_history(kv_writer& writer, std::string_view id,
+                   const std::vector<std::uint64_t>& segments) {
+  for (auto segment : segments) writer.erase(table::history, keys::history_segment(segment, id));
+}
+
+/// Appends the new history rows as one chunk at `segment`, merging all chunks into
+/// one when there are too many. Returns the instance's segment list.
+std::vector<std::uint64_t> append_history(kv_writer& writer, const instance_write& change,
+                                          std::vector<std::uint64_t> segments,
+                                          std::uint64_t segment) {
   const auto& id = change.instance_id;
-  std::optional<index_fields> previous;
-  if (auto bytes = writer.get(table::instances, id)) previous = unwrap(decode_index_fields(*bytes));
+  if (change.history_rows.empty()) return segments;
+  history_chunk chunk{change.history_first_index, change.history_rows};
+  if (segments.size() < history_segment_count_max) {
+    writer.put(table::history, keys::history_segment(segment, id), encode(chunk));
+    segments.push_back(segment);
+    return segments;
+  }
+  // Merging copies the stored events as they are; the views stay valid because
+  // nothing is written until the merged chunk exists.
+  std::vector<std::string_view> stored;
+  for (auto old_segment : segments) {
+    auto bytes = writer.get(table::history, keys::history_segment(old_segment, id));
+    if (!bytes) {
+      throw store_failure{error{
+          errc::corrupt, fmt::format("instance '{}' lost history segment {}", id, old_segment)}};
+    }
+    stored.push_back(*bytes);
+  }
+  auto merged = unwrap(merge_history_chunks(stored, chunk));
+  erase_history(writer, id, segments);
+  writer.put(table::history, keys::history_segment(segment, id), merged);
+  return {segment};
+}
+
+void write_instance(kv_writer& writer, const instance_write& change, std::uint64_t segment) {
+  const auto& id = change.instance_id;
+  std::optional<stored_instance_header> previous;
+  if (auto bytes = writer.get(table::instances, id)) {
+    previous = unwrap(decode_stored_instance_header(*bytes));
+  }
+  std::vector<std::uint64_t> segments;
+  if (previous) segments = previous->history_segments;
   if (change.purged || change.reset) {
-    writer.erase_range(table::history, keys::rows_begin(id), keys::rows_end(id));
+    erase_history(writer, id, segments);
+    segments.clear();
     writer.erase_range(table::inbox, keys::rows_begin(id), keys::rows_end(id));
   }
   if (change.purged) {
-    if (previous) erase_indexes(writer, id, *previous);
+    if (previous) erase_indexes(writer, id, {previous->status, previous->created_at_ns});
     writer.erase(table::instances, id);
     return;
   }
-  for (std::size_t i = 0; i < change.history_rows.size(); ++i) {
-    auto index = change.history_first_index + static_cast<std::uint32_t>(i);
-    writer.put(table::history, keys::history(id, index), encode(change.history_rows[i]));
-  }
+  segments = append_history(writer, change, std::move(segments), segment);
+
   // Rows the instance consumed lie below its first inbox sequence.
-  writer.erase_range(table::inbox, keys::inbox(id, 0),
-                     keys::inbox(id, change.row.inbox_first_sequence));
+  if (previous && previous->inbox_first_sequence < change.row.inbox_first_sequence) {
+    writer.erase_range(table::inbox, keys::inbox(id, previous->inbox_first_sequence),
+                       keys::inbox(id, change.row.inbox_first_sequence));
+  }
   for (std::size_t i = 0; i < change.inbox_rows.size(); ++i) {
     writer.put(table::inbox, keys::inbox(id, change.inbox_rows_first_sequence + i),
                encode(change.inbox_rows[i]));
@@ -94,10 +164,12 @@ void write_instance(kv_writer& writer, const instance_write& change) {
   bool same_index = previous && previous->status == current.status &&
                     previous->created_at_ns == current.created_at_ns;
   if (!same_index) {
-    if (previous) erase_indexes(writer, id, *previous);
+    if (previous) erase_indexes(writer, id, {previous->status, previous->created_at_ns});
     put_indexes(writer, id, current);
   }
-  writer.put(table::instances, id, encode(change.row));
+  auto row = change.row;
+  row.history_segments = std::move(segments);
+  writer.put(table::instances, id, encode(row));
 }
 
 // ---------------------------------------------------------------------------
@@ -273,24 +345,14 @@ void check_instances(kv_reader& reader, problem_list& problems, std::set<std::st
     if (!reader.get(table::by_created, keys::by_created(record.created_at_ns, record.instance_id))) {
       problems.add(fmt::format("instance '{}' is missing from by_created", key));
     }
-    std::uint32_t history_rows = 0;
-    reader.scan(table::history, keys::rows_begin(key), keys::rows_end(key),
-                [&](std::string_view row_key, std::string_view row_value) {
-                  auto index = keys::get_u32(row_key, key.size() + 1);
-                  if (index != history_rows) {
-                    problems.add(fmt::format("instance '{}' history row {} where {} was due", key,
-                                             index, history_rows));
-                  }
-                  if (!decode_history_event(row_value)) {
-                    problems.add(fmt::format("instance '{}' history row {} does not decode", key,
-                                             index));
-                  }
-                  ++history_rows;
-                  return true;
-                });
-    if (history_rows != row.history_count) {
-      problems.add(fmt::format("instance '{}' has {} history rows, its record says {}", key,
-                               history_rows, row.history_count));
+    try {
+      auto history = read_history(reader, key, row.history_segments);
+      if (history.size() != row.history_count) {
+        problems.add(fmt::format("instance '{}' has {} history events, its record says {}", key,
+                                 history.size(), row.history_count));
+      }
+    } catch (const store_failure& failed) {
+      problems.add(failed.failure.message);
     }
     std::uint64_t inbox_sequence = row.inbox_first_sequence;
     reader.scan(table::inbox, keys::rows_begin(key), keys::rows_end(key),
@@ -343,6 +405,21 @@ void check_owned_rows(kv_reader& reader, table t, const std::set<std::string>& i
   });
 }
 
+/// Every history chunk belongs to an instance that lists it.
+void check_history_chunks(kv_reader& reader, problem_list& problems) {
+  reader.scan(table::history, {}, {}, [&](std::string_view key, std::string_view) {
+    auto segment = keys::get_u64(key);
+    auto id = key.substr(8);
+    auto bytes = reader.get(table::instances, id);
+    auto header = bytes ? decode_stored_instance_header(*bytes) : error{errc::not_found, ""};
+    const auto& listed = header ? header->history_segments : std::vector<std::uint64_t>{};
+    if (std::find(listed.begin(), listed.end(), segment) == listed.end()) {
+      problems.add(fmt::format("history segment {} of '{}' belongs to no instance row", segment, id));
+    }
+    return true;
+  });
+}
+
 void check_log(kv_reader& reader, problem_list& problems) {
   std::optional<std::uint64_t> expected_sequence;
   reader.scan(table::log, {}, {}, [&](std::string_view key, std::string_view value) {
@@ -380,7 +457,7 @@ instance_write make_instance_write(std::string_view instance_id,
   }
   out.row = stored_instance{state->record, static_cast<std::uint32_t>(state->history.size()),
                             state->inbox_first_sequence,
-                            static_cast<std::uint32_t>(state->inbox.size())};
+                            static_cast<std::uint32_t>(state->inbox.size()), {}};
   out.reset = change.history_reset;
   const auto history_new = std::min(change.history_appended, state->history.size());
   out.history_first_index = static_cast<std::uint32_t>(state->history.size() - history_new);
@@ -421,6 +498,8 @@ expected<void> partition_store::initialize() {
       }
       auto last = writer.last_key(table::log);
       next_log_sequence_ = last ? keys::get_u64(*last) + 1 : 1;
+      auto last_segment = writer.last_key(table::history);
+      next_segment_sequence_ = last_segment ? keys::get_u64(*last_segment) + 1 : 1;
     });
     if (!written) return written;
   } catch (const store_failure& failed) {
@@ -434,6 +513,15 @@ expected<void> partition_store::initialize() {
 }
 
 expected<commit_info> partition_store::commit(const write_batch& batch, std::int64_t now_ns) {
+  std::set<std::string_view> written;
+  for (const auto& change : batch.instances) {
+    if (!written.insert(change.instance_id).second) {
+      return error{errc::invalid_argument,
+                   fmt::format("a write batch holds instance '{}' twice; merge its changes first",
+                               change.instance_id)};
+    }
+  }
+  const auto segment = next_segment_sequence_;
   commit_info info;
   std::string log_bytes;
   if (!batch.events.empty()) {
@@ -443,7 +531,7 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
   try {
     auto written = engine_->write([&](kv_writer& writer) {
       if (info.log_sequence != 0) writer.put(table::log, keys::u64(info.log_sequence), log_bytes);
-      for (const auto& change : batch.instances) write_instance(writer, change);
+      for (const auto& change : batch.instances) write_instance(writer, change, segment);
       for (const auto& activity : batch.activities_added) {
         writer.put(table::activities,
                    keys::activity(activity.instance_id, activity.execution_id, activity.task_id),
@@ -479,6 +567,7 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
     return failed.failure;
   }
   if (info.log_sequence != 0) ++next_log_sequence_;
+  ++next_segment_sequence_;
   return info;
 }
 
@@ -499,12 +588,7 @@ expected<std::optional<core::orchestration_state>> partition_store::load_instanc
         core::orchestration_state state;
         state.record = std::move(row->record);
         state.inbox_first_sequence = row->inbox_first_sequence;
-        state.history.reserve(row->history_count);
-        reader.scan(table::history, keys::rows_begin(instance_id), keys::rows_end(instance_id),
-                    [&](std::string_view, std::string_view value) {
-                      state.history.push_back(unwrap(decode_history_event(value)));
-                      return true;
-                    });
+        state.history = read_history(reader, instance_id, row->history_segments);
         reader.scan(table::inbox, keys::inbox(instance_id, row->inbox_first_sequence),
                     keys::rows_end(instance_id), [&](std::string_view, std::string_view value) {
                       state.inbox.push_back(unwrap(decode_history_event(value)));
@@ -628,7 +712,7 @@ expected<void> partition_store::check_consistency() {
     check_instances(reader, problems, ids);
     check_index(reader, table::by_status, true, ids, problems);
     check_index(reader, table::by_created, false, ids, problems);
-    check_owned_rows(reader, table::history, ids, problems);
+    check_history_chunks(reader, problems);
     check_owned_rows(reader, table::inbox, ids, problems);
     check_log(reader, problems);
     reader.scan(table::timers, {}, {}, [&](std::string_view, std::string_view value) {

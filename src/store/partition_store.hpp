@@ -3,6 +3,11 @@
 /// state beside it (instances, history, inbox, timers, activity queue, outbox,
 /// dedup marks, query indexes), over a `kv_engine` (LMDB or memory).
 ///
+/// History is stored in append order: each commit writes one chunk per instance it
+/// appended to, keyed (segment sequence, instance id), and the instance row lists its
+/// chunks. A commit's history therefore lands on a few neighbouring pages instead of
+/// one page per instance. An instance with many chunks has them merged into one.
+///
 /// A `write_batch` is applied in ONE write transaction: the log record and every row
 /// it changes become durable together or not at all. `commit` is called by one
 /// thread at a time (the partition's writer); the read functions may be called from
@@ -55,7 +60,7 @@ struct activity_key {
 
 struct write_batch {
   std::vector<partition_event> events;  ///< Logged as one record when non-empty.
-  std::vector<instance_write> instances;
+  std::vector<instance_write> instances;  ///< At most one per instance id.
   std::vector<core::activity_request> activities_added;
   std::vector<activity_key> activities_removed;
   std::vector<core::timer_entry> timers_added;
@@ -141,6 +146,7 @@ class partition_store {
   std::unique_ptr<kv_engine> engine_;
   partition_identity identity_;
   std::uint64_t next_log_sequence_ = 1;
+  std::uint64_t next_segment_sequence_ = 1;
 };
 
 }  // namespace dtsd::store

@@ -98,8 +98,16 @@ TEST_CASE("codec: null and empty payloads stay different") {
 }
 
 TEST_CASE("codec: stored instances, timers and activities round-trip") {
-  stored_instance row{full_record(), 12, 40, 3};
+  stored_instance row{full_record(), 12, 40, 3, {5, 9, 12}};
   CHECK(*decode_stored_instance(encode(row)) == row);
+  auto header = decode_stored_instance_header(encode(row));
+  REQUIRE(header);
+  CHECK(header->status == runtime_status::failed);
+  CHECK(header->created_at_ns == 1);
+  CHECK(header->inbox_first_sequence == 40);
+  CHECK(header->history_segments == std::vector<std::uint64_t>{5, 9, 12});
+  history_chunk chunk{7, every_event_kind()};
+  CHECK(*decode_history_chunk(encode(chunk)) == chunk);
   timer_entry timer{"order-1", "ex", 4, -5};
   CHECK(*decode_timer_entry(encode(timer)) == timer);
   activity_request activity{"order-1", "ex", 2, "SayHello", "2", "\"Tokyo\"", {{"t", "1"}}};
@@ -167,4 +175,22 @@ TEST_CASE("codec: damaged bytes are reported as corrupt, never thrown") {
   auto truncated = encode(log_record{1, 2, {{1, logged::opaque{std::string(100, 'x')}}}});
   truncated.resize(truncated.size() - 16);
   CHECK(decode_log_record(truncated).error().code == errc::corrupt);
+}
+
+TEST_CASE("codec: merging history chunks copies every event in order; a gap is corrupt") {
+  auto all = every_event_kind();
+  history_chunk first{0, {all.begin(), all.begin() + 10}};
+  history_chunk second{10, {all.begin() + 10, all.begin() + 20}};
+  history_chunk appended{20, {all.begin() + 20, all.end()}};
+  auto a = encode(first);
+  auto b = encode(second);
+  auto merged = merge_history_chunks({a, b}, appended);
+  REQUIRE(merged);
+  auto decoded = decode_history_chunk(*merged);
+  REQUIRE(decoded);
+  CHECK(decoded->first_index == 0);
+  CHECK(decoded->events == all);
+  auto gap = merge_history_chunks({a}, appended);
+  REQUIRE_FALSE(gap);
+  CHECK(gap.error().code == errc::corrupt);
 }

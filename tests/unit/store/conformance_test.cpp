@@ -439,7 +439,7 @@ TEST_CASE_TEMPLATE("store conformance: the consistency check finds damaged index
   REQUIRE(f.store->check_consistency());
   REQUIRE(f.engine->write([](kv_writer& w) {
     w.erase(table::by_created, keys::by_created(0, "a"));  // Not the real key: no effect.
-    w.put(table::history, keys::history("ghost", 0), "x");
+    w.put(table::history, keys::history_segment(1, "ghost"), "x");
     w.put(table::by_status, keys::by_status(0, 5, "phantom"), {});
   }));
   auto checked = f.store->check_consistency();
@@ -469,4 +469,66 @@ TEST_CASE("store: a data directory made for another partition is refused") {
   CHECK(partition_store::open(std::move(*engine2), {"bad/name", 0, 1}).error().code ==
         errc::invalid_argument);
   f.reopen();
+}
+
+TEST_CASE_TEMPLATE("store conformance: a long history is merged into one chunk and reads back whole", F, STORES) {
+  F f;
+  driver d{*f.store};
+  d.start("long");
+  for (std::int32_t task = 0; task < 80; ++task) {
+    d.complete("long", {{task, actions::schedule_task{"Step", {}, std::to_string(task), {}}}});
+    d.activity_done("long", task, "\"step " + std::to_string(task) + "\"");
+  }
+  d.check_matches_store("long");
+  CHECK(d.live.at("long").history.size() > 160);
+  f.reopen();
+  driver after{*f.store, d.live};
+  after.check_matches_store("long");
+  CHECK(f.store->check_consistency());
+  // The merge removed the chunks it replaced: far fewer chunks than commits remain.
+  std::size_t chunks = 0;
+  REQUIRE(f.engine->read([&](kv_reader& r) {
+    r.scan(table::history, {}, {}, [&](std::string_view, std::string_view) {
+      ++chunks;
+      return true;
+    });
+  }));
+  CHECK(chunks <= 33);
+}
+
+TEST_CASE_TEMPLATE("store conformance: a lost history chunk is reported, not papered over", F, STORES) {
+  F f;
+  driver d{*f.store};
+  d.start("victim");
+  d.complete("victim", {{0, actions::schedule_task{"A", {}, "1", {}}}});
+  REQUIRE(f.engine->write([](kv_writer& w) {
+    std::vector<std::string> doomed;
+    w.scan(table::history, {}, {}, [&](std::string_view key, std::string_view) {
+      doomed.emplace_back(key);
+      return true;
+    });
+    for (const auto& key : doomed) w.erase(table::history, key);
+  }));
+  auto loaded = f.store->load_instance("victim");
+  REQUIRE_FALSE(loaded);
+  CHECK(loaded.error().code == errc::corrupt);
+  auto checked = f.store->check_consistency();
+  REQUIRE_FALSE(checked);
+  CHECK(checked.error().message.find("lost history segment") != std::string::npos);
+}
+
+TEST_CASE_TEMPLATE("store conformance: a batch that names one instance twice is refused and writes nothing", F, STORES) {
+  F f;
+  driver d{*f.store};
+  d.start("twice");
+  auto& state = d.live.at("twice");
+  write_batch batch;
+  batch.instances.push_back(make_instance_write("twice", &state, {true, false, 0, 0, false}));
+  batch.instances.push_back(make_instance_write("twice", &state, {true, false, 0, 0, false}));
+  batch.events.push_back({1, logged::opaque{"x"}});
+  auto before = f.store->recover()->next_log_sequence;
+  auto refused = f.store->commit(batch, 1);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == errc::invalid_argument);
+  CHECK(f.store->recover()->next_log_sequence == before);
 }

@@ -75,16 +75,21 @@ void erase_indexes(kv_writer& writer, std::string_view id, index_fields fields) 
   writer.erase(table::by_created, keys::by_created(fields.created_at_ns, id));
 }
 
+/// The stored bytes of one history chunk of an instance; a missing one is corrupt.
+std::string_view segment_bytes(kv_reader& reader, std::string_view id, std::uint64_t segment) {
+  auto bytes = reader.get(table::history, keys::history_segment(segment, id));
+  if (!bytes) {
+    throw store_failure{
+        error{errc::corrupt, fmt::format("instance '{}' lost history segment {}", id, segment)}};
+  }
+  return *bytes;
+}
+
 std::vector<core::history_event> read_history(kv_reader& reader, std::string_view id,
                                               const std::vector<std::uint64_t>& segments) {
   std::vector<core::history_event> events;
   for (auto segment : segments) {
-    auto bytes = reader.get(table::history, keys::history_segment(segment, id));
-    if (!bytes) {
-      throw store_failure{error{
-          errc::corrupt, fmt::format("instance '{}' lost history segment {}", id, segment)}};
-    }
-    auto chunk = unwrap(decode_history_chunk(*bytes));
+    auto chunk = unwrap(decode_history_chunk(segment_bytes(reader, id, segment)));
     if (chunk.first_index != events.size()) {
       throw store_failure{error{
           errc::corrupt, fmt::format("instance '{}' history segment {} starts at event {}, "
@@ -117,14 +122,7 @@ std::vector<std::uint64_t> append_history(kv_writer& writer, const instance_writ
   // Merging copies the stored events as they are; the views stay valid because
   // nothing is written until the merged chunk exists.
   std::vector<std::string_view> stored;
-  for (auto old_segment : segments) {
-    auto bytes = writer.get(table::history, keys::history_segment(old_segment, id));
-    if (!bytes) {
-      throw store_failure{error{
-          errc::corrupt, fmt::format("instance '{}' lost history segment {}", id, old_segment)}};
-    }
-    stored.push_back(*bytes);
-  }
+  for (auto old_segment : segments) stored.push_back(segment_bytes(writer, id, old_segment));
   auto merged = unwrap(merge_history_chunks(stored, chunk));
   erase_history(writer, id, segments);
   writer.put(table::history, keys::history_segment(segment, id), merged);

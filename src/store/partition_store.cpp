@@ -438,6 +438,10 @@ void check_log(kv_reader& reader, problem_list& problems) {
 
 }  // namespace
 
+std::string partition_directory(std::string_view data_dir, const partition_identity& identity) {
+  return fmt::format("{}/{}/p{}", data_dir, identity.task_hub, identity.partition_index);
+}
+
 bool write_batch::empty() const {
   return events.empty() && instances.empty() && activities_added.empty() &&
          activities_removed.empty() && timers_added.empty() && timers_removed.empty() &&

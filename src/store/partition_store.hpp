@@ -34,6 +34,9 @@ struct partition_identity {
   std::uint32_t partition_count = 1;
 };
 
+/// Where a partition's LMDB environment lives: `<data_dir>/<hub>/p<index>`.
+std::string partition_directory(std::string_view data_dir, const partition_identity& identity);
+
 /// The rows of one instance that a batch writes.
 struct instance_write {
   std::string instance_id;

@@ -455,6 +455,11 @@ TEST_CASE_TEMPLATE("store conformance: the consistency check finds damaged index
   CHECK(missing.error().message.find("'b' is missing from by_created") != std::string::npos);
 }
 
+TEST_CASE("store: each partition of each hub has a directory of its own") {
+  CHECK(partition_directory("./dtsd-data", {"default", 3, 12}) == "./dtsd-data/default/p3");
+  CHECK(partition_directory("/var/lib/dtsd", {"prod", 0, 1}) == "/var/lib/dtsd/prod/p0");
+}
+
 TEST_CASE("store: a data directory made for another partition is refused") {
   lmdb_fixture f;
   f.store.reset();

@@ -181,7 +181,7 @@ void add_event(workload& load, store::write_batch& batch, const std::string& pay
     done.result = payload;
     batch.events.push_back(
         {now, store::logged::orchestrator_completed{
-                  {instance.record.instance_id, 0, {{task_id, std::move(done)}}, {}}, {}}});
+                  {instance.record.instance_id, 0, {{task_id, std::move(done)}}, {}}, {}, 1}});
   } else {
     write.history_rows.push_back({-1, now, core::events::task_completed{task_id, payload}});
     batch.events.push_back({now, core::activity_result{instance.record.instance_id,

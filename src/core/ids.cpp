@@ -75,6 +75,15 @@ expected<void> validate_task_hub_name(std::string_view name) {
   return {};
 }
 
+std::string derive_execution_id(std::string_view base, std::string_view salt) {
+  std::string input(base);
+  input.push_back('\0');
+  input.append(salt);
+  auto high = XXH64(input.data(), input.size(), 0x6474736431ull);
+  auto low = XXH64(input.data(), input.size(), 0x6474736432ull);
+  return fmt::format("{:016x}{:016x}", high, low);
+}
+
 std::uint32_t partition_of(std::string_view instance_id, std::uint32_t partition_count) {
   assert(partition_count > 0);
   return static_cast<std::uint32_t>(XXH64(instance_id.data(), instance_id.size(), 0) %

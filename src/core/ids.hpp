@@ -2,6 +2,7 @@
 /// Instance ids, task hub names and the partition function.
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "error.hpp"
@@ -25,6 +26,11 @@ inline bool is_entity_id(std::string_view id) { return !id.empty() && id.front()
 /// Task hub names become directory names: 1..64 characters of [A-Za-z0-9_-],
 /// starting with a letter or digit.
 expected<void> validate_task_hub_name(std::string_view name);
+
+/// A 32-hex execution id derived from `base` and `salt`, for executions the state
+/// machine creates itself (sub-orchestrations, continue-as-new): deriving instead of
+/// drawing keeps replay of the partition log deterministic.
+std::string derive_execution_id(std::string_view base, std::string_view salt);
 
 /// The partition that owns an instance: xxh64(id, seed 0) mod partition_count.
 /// Part of the on-disk format: never change it.

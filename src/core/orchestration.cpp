@@ -266,6 +266,7 @@ struct action_applier {
     record(events::sub_orchestration_created{a.instance_id, a.name, a.version, a.input});
     start_request child;
     child.instance_id = a.instance_id;
+    child.execution_id = derive_execution_id(execution_id(), fmt::format("sub:{}", id));
     child.name = a.name;
     child.version = a.version;
     child.input = a.input;
@@ -478,15 +479,19 @@ std::optional<instance_message> start_failed_message(const start_request& reques
 }
 
 expected<orchestrator_work_item> dispatch(orchestration_state& state,
-                                          std::uint64_t completion_token) {
-  if (state.in_flight || state.inbox.empty() || is_terminal(state.record.status) ||
+                                          std::uint64_t completion_token,
+                                          std::size_t new_event_count_max) {
+  const auto count = std::min(state.inbox.size(), new_event_count_max);
+  if (state.in_flight || count == 0 || is_terminal(state.record.status) ||
       state.record.status == runtime_status::suspended) {
     return error{errc::failed_precondition,
                  fmt::format("instance '{}' has no work to dispatch", state.record.instance_id)};
   }
-  state.in_flight = in_flight_work_item{completion_token, state.inbox.size()};
-  return orchestrator_work_item{state.record.instance_id, state.record.execution_id,
-                                state.history, state.inbox, completion_token};
+  state.in_flight = in_flight_work_item{completion_token, count};
+  return orchestrator_work_item{
+      state.record.instance_id, state.record.execution_id, state.history,
+      std::vector<history_event>(state.inbox.begin(), state.inbox.begin() + static_cast<long>(count)),
+      completion_token};
 }
 
 expected<void> abandon(orchestration_state& state, std::uint64_t completion_token) {

@@ -10,6 +10,7 @@
 /// - All-or-nothing: when a function returns an error the state is unchanged.
 
 #include <cstdint>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -85,9 +86,11 @@ std::optional<instance_message> start_failed_message(const start_request& reques
                                                      const error& failure, std::int64_t now_ns);
 
 /// A work item was dispatched under `completion_token`: the worker gets the history
-/// and every inbox event. Fails when the instance is not ready.
+/// and the first `new_event_count_max` inbox events (the ones already durable).
+/// Fails when the instance is not ready or no inbox event may be given.
 expected<orchestrator_work_item> dispatch(orchestration_state& state,
-                                          std::uint64_t completion_token);
+                                          std::uint64_t completion_token,
+                                          std::size_t new_event_count_max = SIZE_MAX);
 
 /// The worker gave the work item back unprocessed; the instance becomes ready again.
 expected<void> abandon(orchestration_state& state, std::uint64_t completion_token);

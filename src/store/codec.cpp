@@ -760,6 +760,7 @@ void fill(s::PartitionEvent::Builder b, const partition_event& x) {
                    auto g = b.initOrchestratorCompleted();
                    fill(g.initCompletion(), e.completion);
                    g.setNewExecutionId(text(e.new_execution_id));
+                   g.setConsumedEventCount(e.consumed_event_count);
                  },
                  [&](const core::activity_result& e) { fill(b.initActivityCompleted(), e); },
                  [&](const core::timer_entry& e) { fill(b.initTimerFired(), e); },
@@ -800,7 +801,8 @@ partition_event from(s::PartitionEvent::Reader r) {
     case W::INSTANCE_STARTED: x.body = from(r.getInstanceStarted()); break;
     case W::ORCHESTRATOR_COMPLETED: {
       auto g = r.getOrchestratorCompleted();
-      x.body = logged::orchestrator_completed{from(g.getCompletion()), str(g.getNewExecutionId())};
+      x.body = logged::orchestrator_completed{from(g.getCompletion()), str(g.getNewExecutionId()),
+                                              g.getConsumedEventCount()};
       break;
     }
     case W::ACTIVITY_COMPLETED: x.body = from(r.getActivityCompleted()); break;

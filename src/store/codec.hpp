@@ -49,6 +49,7 @@ namespace logged {
 struct orchestrator_completed {
   core::orchestrator_completion completion;
   std::string new_execution_id;
+  std::uint32_t consumed_event_count = 0;  ///< Inbox events the work item held.
   friend bool operator==(const orchestrator_completed&, const orchestrator_completed&) = default;
 };
 struct event_raised {

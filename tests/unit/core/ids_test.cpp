@@ -82,3 +82,12 @@ TEST_CASE("ids: partition_of spreads ids evenly over partitions") {
     CHECK(count < ids / partitions * 12 / 10);
   }
 }
+
+TEST_CASE("ids: derived execution ids are 32 hex digits, stable, and differ by salt") {
+  auto a = derive_execution_id("0123456789abcdef0123456789abcdef", "sub:3");
+  CHECK(a.size() == 32);
+  CHECK(a.find_first_not_of("0123456789abcdef") == std::string::npos);
+  CHECK(a == derive_execution_id("0123456789abcdef0123456789abcdef", "sub:3"));
+  CHECK(a != derive_execution_id("0123456789abcdef0123456789abcdef", "sub:4"));
+  CHECK(a != derive_execution_id("0123456789abcdef0123456789abcdee", "sub:3"));
+}

@@ -303,8 +303,8 @@ TEST_CASE("orchestration: a sub-orchestration is started by message and reports 
   CHECK(request.parent->task_scheduled_id == 3);
   CHECK(request.parent->instance.instance_id == "parent");
 
+  CHECK(request.execution_id.size() == 32);  // Derived: replaying the log gives the same id.
   harness child;
-  request.execution_id = "child-exec";
   auto started = apply_message(child.instance, {message.target_instance_id, {}, request}, child.now,
                                child.limits);
   REQUIRE(started);
@@ -498,6 +498,19 @@ TEST_CASE("orchestration: a completion with bad actions is rejected whole and ch
   // The work item is still valid after the rejections.
   h.complete(item, {schedule(0, "A", "1")}, std::string("\"50%\""));
   CHECK(h.instance->record.custom_status == payload("\"50%\""));
+}
+
+TEST_CASE("orchestration: a dispatch gives only as many new events as allowed") {
+  harness h;
+  h.start(h.request());
+  REQUIRE(apply_raise_event(*h.instance, "e", std::nullopt, h.now, h.limits));
+  CHECK(dispatch(*h.instance, 7, 0).error().code == errc::failed_precondition);
+  auto item = dispatch(*h.instance, 8, 1);
+  REQUIRE(item);
+  CHECK(item->new_events.size() == 1);
+  h.complete(*item, {});
+  CHECK(h.instance->inbox.size() == 1);  // The event that was not yet given waits.
+  CHECK(is_ready(*h.instance, h.now));
 }
 
 TEST_CASE("orchestration: abandon makes the work item available again; a wrong token changes nothing") {

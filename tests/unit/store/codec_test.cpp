@@ -132,7 +132,7 @@ TEST_CASE("codec: a log record with every partition event kind and every action 
                       parent_instance{1, "P", "v", {"p", "pe"}}, terminal_statuses()};
   log_record record{42, 123, {}};
   record.events.push_back({1, start});
-  record.events.push_back({2, logged::orchestrator_completed{{"order-1", 77, actions, "\"50%\""}, "new-ex"}});
+  record.events.push_back({2, logged::orchestrator_completed{{"order-1", 77, actions, "\"50%\""}, "new-ex", 3}});
   record.events.push_back({3, activity_result{"order-1", "ex", 3, 88, payload("\"ok\"")}});
   record.events.push_back({4, activity_result{"order-1", "ex", 4, 89, payload()}});
   record.events.push_back({5, activity_result{"order-1", "ex", 5, 90, nested_failure()}});

@@ -1,0 +1,225 @@
+#include <doctest/doctest.h>
+
+#include "sim_world.hpp"
+
+using namespace dtsd;
+using namespace sim;
+
+namespace {
+
+core::start_request request(std::string id, std::string name = "HelloCities") {
+  core::start_request r;
+  r.instance_id = std::move(id);
+  r.name = std::move(name);
+  r.replaceable_statuses = core::terminal_statuses();
+  return r;
+}
+
+/// Commits, pulls and works until nothing moves (no faults).
+void run_to_quiet(world& w, int rounds_max = 1000) {
+  for (int round = 0; round < rounds_max; ++round) {
+    w.commit_all();
+    for (auto& [key, l] : w.links) {
+      while (!l.messages.empty() || !l.receipts.empty()) w.deliver(key, false);
+    }
+    for (std::uint32_t p = 0; p < w.partition_count; ++p) w.pull_work(p);
+    if (w.orchestrator_items.empty() && w.activity_items.empty()) {
+      bool open = false;
+      for (auto& engine : w.engines) open = open || engine->has_open_batch();
+      if (!open) return;
+    }
+    while (!w.orchestrator_items.empty() || !w.activity_items.empty()) w.work_one(false);
+  }
+  FAIL("the world did not come to rest");
+}
+
+}  // namespace
+
+TEST_CASE("engine: a start is acknowledged with its batch and its work appears only once that batch is durable") {
+  world w(1, 1);
+  auto& engine = *w.engines[0];
+  auto started = engine.start(request("order-1"), w.now);
+  REQUIRE(started);
+  CHECK(started->execution_id.size() == 32);
+  CHECK(started->batch == engine.open_batch_number());
+  CHECK_FALSE(engine.next_orchestrator_item(w.now));  // Not durable yet.
+  auto batch = engine.take_batch();
+  REQUIRE(batch);
+  CHECK(batch->first == started->batch);
+  CHECK_FALSE(engine.next_orchestrator_item(w.now));  // Being written, still not durable.
+  REQUIRE(engine.store().commit(batch->second, w.now));
+  engine.batch_committed(batch->first);
+  auto item = engine.next_orchestrator_item(w.now);
+  REQUIRE(item);
+  CHECK(item->new_events.size() == 1);
+}
+
+TEST_CASE("engine: an event that is not yet durable is held back from the work item") {
+  world w(1, 2);
+  auto& engine = *w.engines[0];
+  REQUIRE(engine.start(request("order-1"), w.now));
+  w.commit(0);
+  REQUIRE(engine.raise_event("order-1", "Approval", std::string("true"), w.now));
+  auto item = engine.next_orchestrator_item(w.now);
+  REQUIRE(item);
+  CHECK(item->new_events.size() == 1);  // ExecutionStarted only: the event is not on disk.
+  REQUIRE(engine.complete_orchestrator({"order-1", item->completion_token, {}, {}}, w.now));
+  CHECK_FALSE(engine.next_orchestrator_item(w.now));
+  w.commit(0);
+  auto next = engine.next_orchestrator_item(w.now);
+  REQUIRE(next);
+  REQUIRE(next->new_events.size() == 1);
+  CHECK(std::holds_alternative<core::events::event_raised>(next->new_events[0].body));
+}
+
+TEST_CASE("engine: hello cities, a fan-out across partitions and a durable timer complete with exact output") {
+  world w(4, 3);
+  std::vector<std::pair<std::string, std::string>> runs = {
+      {"hello-1", "HelloCities"}, {"fan-1", "FanOut"}, {"fan-2", "FanOut"}, {"sleepy-1", "Sleepy"}};
+  for (auto& [id, name] : runs) REQUIRE(w.owner(id).start(request(id, name), w.now));
+  run_to_quiet(w);
+  w.tick(2 * second_ns);
+  run_to_quiet(w);
+  for (auto& [id, name] : runs) {
+    auto state = w.stored(id);
+    REQUIRE(state);
+    REQUIRE(state->has_value());
+    CHECK_MESSAGE((*state)->record.status == core::runtime_status::completed, id);
+    CHECK((*state)->record.output == core::payload(expected_output(name)));
+  }
+  // The children of the fan-outs live in their own partitions and are done too.
+  auto child = w.stored("fan-1:child-2");
+  REQUIRE(child);
+  REQUIRE(child->has_value());
+  CHECK((*child)->record.parent->instance.instance_id == "fan-1");
+  CHECK((*child)->record.output == core::payload(hello_output()));
+}
+
+TEST_CASE("engine: a stale activity token is refused and an abandoned activity is offered again") {
+  world w(1, 4);
+  auto& engine = *w.engines[0];
+  REQUIRE(engine.start(request("order-1"), w.now));
+  w.commit(0);
+  auto item = engine.next_orchestrator_item(w.now);
+  REQUIRE(item);
+  REQUIRE(engine.complete_orchestrator({"order-1", item->completion_token, decide(*item), {}}, w.now));
+  w.commit(0);
+  auto activity = engine.next_activity_item();
+  REQUIRE(activity);
+  auto stale = run_activity(*activity);
+  stale.completion_token += 1;
+  auto refused = engine.complete_activity(stale, w.now);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == errc::stale_token);
+  CHECK_FALSE(engine.has_open_batch());  // Nothing changed.
+
+  REQUIRE(engine.abandon_activity(activity->request, activity->completion_token));
+  auto again = engine.next_activity_item();
+  REQUIRE(again);
+  CHECK(again->request == activity->request);
+  CHECK(again->completion_token != activity->completion_token);
+  CHECK_FALSE(engine.complete_activity(run_activity(*activity), w.now));  // The old lease is gone.
+  REQUIRE(engine.complete_activity(run_activity(*again), w.now));
+}
+
+TEST_CASE("engine: after a crash only what was never committed is lost, and the work finishes") {
+  world w(2, 5);
+  REQUIRE(w.owner("hello-1").start(request("hello-1"), w.now));
+  REQUIRE(w.owner("fan-1").start(request("fan-1", "FanOut"), w.now));
+  w.commit_all();
+  for (int round = 0; round < 3; ++round) {
+    for (std::uint32_t p = 0; p < 2; ++p) w.pull_work(p);
+    while (!w.orchestrator_items.empty() || !w.activity_items.empty()) w.work_one(false);
+  }
+  // Uncommitted progress and the work items in flight die with the partitions.
+  for (std::uint32_t p = 0; p < 2; ++p) w.pull_work(p);
+  w.crash(0);
+  w.crash(1);
+  while (!w.orchestrator_items.empty() || !w.activity_items.empty()) w.work_one(false);
+  for (auto& [key, l] : w.links) w.reconnect(key);
+  run_to_quiet(w);
+  for (const char* id : {"hello-1", "fan-1"}) {
+    auto state = w.stored(id);
+    REQUIRE(state);
+    REQUIRE(state->has_value());
+    CHECK_MESSAGE((*state)->record.status == core::runtime_status::completed, id);
+  }
+}
+
+TEST_CASE("engine: a message resent to another partition is applied once") {
+  world w(2, 6);
+  // Find a child id that lives in the other partition from its parent.
+  std::string parent = "fan-0";
+  for (int i = 0; core::partition_of(parent, 2) != 0; ++i) parent = "fan-" + std::to_string(i);
+  REQUIRE(w.owner(parent).start(request(parent, "FanOut"), w.now));
+  w.commit_all();
+  w.pull_work(0);
+  REQUIRE(w.orchestrator_items.size() == 1);
+  w.work_one(false);
+  w.commit(0);
+  auto outbox = w.engines[0]->unacknowledged_outbox();
+  REQUIRE_FALSE(outbox.empty());
+  for (const auto& entry : outbox) {
+    REQUIRE(w.engines[1]->receive(entry, w.now));
+    REQUIRE(w.engines[1]->receive(entry, w.now));  // The resend changes nothing more.
+  }
+  w.commit(1);
+  auto child = w.engines[1]->store().load_instance(std::get<core::start_request>(outbox[0].message.body).instance_id);
+  REQUIRE(child);
+  REQUIRE(child->has_value());
+  CHECK((*child)->inbox.size() == 1);  // One ExecutionStarted, not two.
+  // Receipts trim the sender's outbox.
+  w.engines[0]->outbound_acknowledged(1, outbox.back().sequence);
+  w.commit(0);
+  CHECK(w.engines[0]->unacknowledged_outbox().empty());
+  auto recovered = w.engines[0]->store().recover();
+  REQUIRE(recovered);
+  CHECK(recovered->outbox.empty());
+}
+
+TEST_CASE("engine: replaying a partition's log rebuilds the same instances") {
+  world w(2, 7);
+  for (const char* id : {"hello-1", "hello-2", "fan-1"}) {
+    REQUIRE(w.owner(id).start(request(id, std::string(id).starts_with("fan") ? "FanOut" : "HelloCities"), w.now));
+  }
+  run_to_quiet(w);
+  REQUIRE(w.owner("hello-2").terminate("hello-2", {std::string("late"), false}, w.now).error().code ==
+          errc::failed_precondition);
+  for (std::uint32_t p = 0; p < 2; ++p) {
+    auto& live = w.engines[p]->store();
+    auto made = store::partition_store::open(store::open_memory(), live.identity());
+    REQUIRE(made);
+    auto replica = engine::partition_engine::open(std::move(*made), {}, [] { return std::string(); }, w.now);
+    REQUIRE(replica);
+    auto log = live.read_log(1, 1'000'000);
+    REQUIRE(log);
+    for (const auto& record : *log) {
+      for (const auto& event : record.events) {
+        auto replayed = (*replica)->replay(event);
+        REQUIRE_MESSAGE(replayed, (replayed ? "" : replayed.error().message));
+      }
+      auto batch = (*replica)->take_batch();
+      if (batch) {
+        REQUIRE((*replica)->store().commit(batch->second, record.committed_at_ns));
+        (*replica)->batch_committed(batch->first);
+      }
+    }
+    std::size_t compared = 0;
+    store::instance_query all;
+    all.page_size = 1000;
+    auto page = live.query(all);
+    REQUIRE(page);
+    for (const auto& record : page->instances) {
+      auto original = live.load_instance(record.instance_id);
+      auto rebuilt = (*replica)->store().load_instance(record.instance_id);
+      REQUIRE(original);
+      REQUIRE(rebuilt);
+      REQUIRE(rebuilt->has_value());
+      CHECK((*rebuilt)->record == (*original)->record);
+      CHECK((*rebuilt)->history == (*original)->history);
+      CHECK((*rebuilt)->inbox == (*original)->inbox);
+      ++compared;
+    }
+    CHECK(compared > 0);
+  }
+}

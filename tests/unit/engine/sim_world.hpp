@@ -1,0 +1,280 @@
+#pragma once
+// A simulated dtsd in one process: partition engines whose "disk" (a memory kv
+// engine) survives their crashes, FIFO links between partitions that can break and
+// are then resent from the outbox, and scripted workers. Used by the engine tests
+// and the seeded simulation test.
+
+#include <doctest/doctest.h>
+
+#include <deque>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "core/ids.hpp"
+#include "engine/partition_engine.hpp"
+
+namespace sim {
+
+using namespace dtsd;
+
+inline const std::vector<std::string> cities = {"Tokyo", "Seattle", "London", "Paris", "Cairo"};
+inline constexpr std::int64_t second_ns = 1'000'000'000;
+
+/// Forwards to a kv engine that outlives the partition store using it: the disk.
+class shared_disk final : public store::kv_engine {
+ public:
+  explicit shared_disk(std::shared_ptr<store::kv_engine> disk) : disk_(std::move(disk)) {}
+  expected<void> write(const std::function<void(store::kv_writer&)>& body) override {
+    return disk_->write(body);
+  }
+  expected<void> read(const std::function<void(store::kv_reader&)>& body) override {
+    return disk_->read(body);
+  }
+
+ private:
+  std::shared_ptr<store::kv_engine> disk_;
+};
+
+/// What an orchestrator has seen, rebuilt from a work item as an SDK would.
+struct seen {
+  std::string name;
+  std::string instance_id;
+  std::int64_t started_ns = 0;
+  std::set<std::int32_t> scheduled;  // Task, sub-orchestration and timer ids.
+  std::map<std::int32_t, std::string> results;
+  bool timer_fired = false;
+};
+
+inline seen replay_history(const core::orchestrator_work_item& item) {
+  seen s;
+  s.instance_id = item.instance_id;
+  auto visit = [&](const core::history_event& event) {
+    namespace ev = core::events;
+    if (const auto* e = std::get_if<ev::execution_started>(&event.body)) {
+      s.name = e->name;
+      s.started_ns = event.timestamp_ns;
+    } else if (std::holds_alternative<ev::task_scheduled>(event.body) ||
+               std::holds_alternative<ev::sub_orchestration_created>(event.body) ||
+               std::holds_alternative<ev::timer_created>(event.body)) {
+      s.scheduled.insert(event.event_id);
+    } else if (const auto* e = std::get_if<ev::task_completed>(&event.body)) {
+      s.results[e->task_scheduled_id] = e->result.value_or("null");
+    } else if (const auto* e = std::get_if<ev::sub_orchestration_completed>(&event.body)) {
+      s.results[e->task_scheduled_id] = e->result.value_or("null");
+    } else if (std::holds_alternative<ev::timer_fired>(event.body)) {
+      s.timer_fired = true;
+    }
+  };
+  for (const auto& event : item.past_events) visit(event);
+  for (const auto& event : item.new_events) visit(event);
+  return s;
+}
+
+inline std::string joined_results(const seen& s, std::int32_t count) {
+  std::string out = "[";
+  for (std::int32_t i = 0; i < count; ++i) out += (i ? "," : "") + s.results.at(i);
+  return out + "]";
+}
+
+inline core::orchestrator_action complete_action(std::int32_t id, std::string output) {
+  core::actions::complete_orchestration done;
+  done.result = std::move(output);
+  return {id, std::move(done)};
+}
+
+/// The orchestrator programs: deterministic functions of what they have seen.
+inline std::vector<core::orchestrator_action> decide(const core::orchestrator_work_item& item) {
+  auto s = replay_history(item);
+  const auto done = static_cast<std::int32_t>(s.results.size());
+  if (s.name == "HelloCities") {
+    if (done == 5) return {complete_action(5, joined_results(s, 5))};
+    if (s.scheduled.count(done)) return {};
+    return {{done, core::actions::schedule_task{"SayHello", {}, "\"" + cities[done] + "\"", {}}}};
+  }
+  if (s.name == "FanOut") {
+    if (done == 3) return {complete_action(3, joined_results(s, 3))};
+    if (!s.scheduled.empty()) return {};
+    std::vector<core::orchestrator_action> children;
+    for (std::int32_t k = 0; k < 3; ++k) {
+      children.push_back({k, core::actions::create_sub_orchestration{
+                                 fmt::format("{}:child-{}", s.instance_id, k), "HelloCities", {}, {}}});
+    }
+    return children;
+  }
+  if (s.name == "Sleepy") {
+    if (s.timer_fired) return {complete_action(1, "\"woke\"")};
+    if (s.scheduled.count(0)) return {};
+    return {{0, core::actions::create_timer{s.started_ns + second_ns}}};
+  }
+  FAIL("unknown orchestration " << s.name);
+  return {};
+}
+
+inline std::string hello_output() {
+  std::string out = "[";
+  for (std::size_t i = 0; i < cities.size(); ++i) {
+    out += (i ? "," : "") + std::string("\"Hello, ") + cities[i] + "!\"";
+  }
+  return out + "]";
+}
+
+inline std::string expected_output(const std::string& name) {
+  if (name == "HelloCities") return hello_output();
+  if (name == "FanOut") return "[" + hello_output() + "," + hello_output() + "," + hello_output() + "]";
+  return "\"woke\"";
+}
+
+inline core::activity_result run_activity(const engine::activity_work_item& item) {
+  const auto& input = item.request.input.value_or("\"\"");
+  return {item.request.instance_id, item.request.execution_id, item.request.task_id,
+          item.completion_token, core::payload("\"Hello, " + input.substr(1, input.size() - 2) + "!\"")};
+}
+
+struct link {
+  std::deque<store::outbox_entry> messages;
+  std::deque<std::uint64_t> receipts;  // Flow from the destination back to the source.
+  bool broken = false;
+};
+
+/// Partitions, links and workers. Faults happen only when the test asks for them.
+struct world {
+  std::uint32_t partition_count;
+  std::mt19937_64 random;
+  std::int64_t now = 1'700'000'000 * second_ns;
+  std::vector<std::shared_ptr<store::kv_engine>> disks;
+  std::vector<std::unique_ptr<engine::partition_engine>> engines;
+  std::map<std::pair<std::uint32_t, std::uint32_t>, link> links;
+  std::vector<std::pair<std::uint32_t, core::orchestrator_work_item>> orchestrator_items;
+  std::vector<std::pair<std::uint32_t, engine::activity_work_item>> activity_items;
+
+  world(std::uint32_t partitions, std::uint64_t seed) : partition_count(partitions), random(seed) {
+    for (std::uint32_t p = 0; p < partitions; ++p) {
+      disks.push_back(store::open_memory());
+      engines.emplace_back();
+      open(p);
+    }
+  }
+
+  void open(std::uint32_t p) {
+    auto made = store::partition_store::open(std::make_unique<shared_disk>(disks[p]),
+                                             {"sim", p, partition_count});
+    REQUIRE(made);
+    auto draw = [this] { return fmt::format("{:016x}{:016x}", random(), random()); };
+    auto opened = engine::partition_engine::open(std::move(*made), {}, draw, now);
+    REQUIRE_MESSAGE(opened, (opened ? "" : opened.error().message));
+    engines[p] = std::move(*opened);
+  }
+
+  engine::partition_engine& owner(const std::string& id) {
+    return *engines[core::partition_of(id, partition_count)];
+  }
+
+  /// Everything not committed is lost; connections to and from it reset.
+  void crash(std::uint32_t p) {
+    engines[p].reset();
+    open(p);
+    for (auto& [key, l] : links) {
+      if (key.first == p || key.second == p) {
+        l.messages.clear();
+        l.receipts.clear();
+        l.broken = true;
+      }
+    }
+  }
+
+  void commit(std::uint32_t p) {
+    auto& engine = *engines[p];
+    while (auto batch = engine.take_batch()) {
+      auto written = engine.store().commit(batch->second, now);
+      REQUIRE_MESSAGE(written, (written ? "" : written.error().message));
+      auto released = engine.batch_committed(batch->first);
+      for (auto& entry : released.outbound) {
+        auto& l = links[{p, entry.destination_partition}];
+        if (!l.broken) l.messages.push_back(std::move(entry));
+      }
+      for (auto [source, sequence] : released.receipts) {
+        auto& l = links[{source, p}];
+        if (!l.broken) l.receipts.push_back(sequence);
+      }
+    }
+  }
+
+  void commit_all() {
+    for (std::uint32_t p = 0; p < partition_count; ++p) commit(p);
+  }
+
+  /// Delivers one message or receipt on a link; `drop` loses it and breaks the link.
+  void deliver(std::pair<std::uint32_t, std::uint32_t> key, bool drop) {
+    auto& l = links[key];
+    if (l.broken) return;
+    if (drop && (!l.messages.empty() || !l.receipts.empty())) {
+      l.messages.clear();
+      l.receipts.clear();
+      l.broken = true;
+      return;
+    }
+    if (!l.messages.empty()) {
+      auto entry = std::move(l.messages.front());
+      l.messages.pop_front();
+      REQUIRE(engines[key.second]->receive(entry, now));
+    } else if (!l.receipts.empty()) {
+      engines[key.first]->outbound_acknowledged(key.second, l.receipts.front());
+      l.receipts.pop_front();
+    }
+  }
+
+  /// A new connection: the source resends everything unacknowledged, in order.
+  void reconnect(std::pair<std::uint32_t, std::uint32_t> key) {
+    auto& l = links[key];
+    if (!l.broken) return;
+    l = link{};
+    for (auto& entry : engines[key.first]->unacknowledged_outbox()) {
+      if (entry.destination_partition == key.second) l.messages.push_back(std::move(entry));
+    }
+  }
+
+  void pull_work(std::uint32_t p) {
+    if (auto item = engines[p]->next_orchestrator_item(now)) orchestrator_items.emplace_back(p, std::move(*item));
+    if (auto item = engines[p]->next_activity_item()) activity_items.emplace_back(p, std::move(*item));
+  }
+
+  /// A worker finishes (or, crashing, gives back) one outstanding item. Answers to a
+  /// partition that restarted since are refused as stale, as they must be.
+  void work_one(bool crash_worker) {
+    if (!orchestrator_items.empty() && (activity_items.empty() || random() % 2)) {
+      auto index = random() % orchestrator_items.size();
+      auto [p, item] = std::move(orchestrator_items[index]);
+      orchestrator_items.erase(orchestrator_items.begin() + static_cast<long>(index));
+      if (crash_worker) {
+        (void)engines[p]->abandon_orchestrator(item.instance_id, item.completion_token);
+        return;
+      }
+      (void)engines[p]->complete_orchestrator({item.instance_id, item.completion_token, decide(item), {}}, now);
+    } else if (!activity_items.empty()) {
+      auto index = random() % activity_items.size();
+      auto [p, item] = std::move(activity_items[index]);
+      activity_items.erase(activity_items.begin() + static_cast<long>(index));
+      if (crash_worker) {
+        (void)engines[p]->abandon_activity(item.request, item.completion_token);
+        return;
+      }
+      (void)engines[p]->complete_activity(run_activity(item), now);
+    }
+  }
+
+  void tick(std::int64_t advance_ns) {
+    now += advance_ns;
+    for (auto& engine : engines) engine->fire_due_timers(now);
+  }
+
+  expected<std::optional<core::orchestration_state>> stored(const std::string& id) {
+    return owner(id).store().load_instance(id);
+  }
+};
+
+}  // namespace sim

@@ -151,6 +151,10 @@ struct world {
   std::map<std::pair<std::uint32_t, std::uint32_t>, link> links;
   std::vector<std::pair<std::uint32_t, core::orchestrator_work_item>> orchestrator_items;
   std::vector<std::pair<std::uint32_t, engine::activity_work_item>> activity_items;
+  struct counters {
+    std::size_t partition_crashes = 0, links_broken = 0, worker_crashes = 0, refused_answers = 0,
+                deliveries = 0, commits = 0;
+  } count;
 
   world(std::uint32_t partitions, std::uint64_t seed) : partition_count(partitions), random(seed) {
     for (std::uint32_t p = 0; p < partitions; ++p) {
@@ -176,6 +180,7 @@ struct world {
 
   /// Everything not committed is lost; connections to and from it reset.
   void crash(std::uint32_t p) {
+    ++count.partition_crashes;
     engines[p].reset();
     open(p);
     for (auto& [key, l] : links) {
@@ -190,6 +195,7 @@ struct world {
   void commit(std::uint32_t p) {
     auto& engine = *engines[p];
     while (auto batch = engine.take_batch()) {
+      ++count.commits;
       auto written = engine.store().commit(batch->second, now);
       REQUIRE_MESSAGE(written, (written ? "" : written.error().message));
       auto released = engine.batch_committed(batch->first);
@@ -213,12 +219,14 @@ struct world {
     auto& l = links[key];
     if (l.broken) return;
     if (drop && (!l.messages.empty() || !l.receipts.empty())) {
+      ++count.links_broken;
       l.messages.clear();
       l.receipts.clear();
       l.broken = true;
       return;
     }
     if (!l.messages.empty()) {
+      ++count.deliveries;
       auto entry = std::move(l.messages.front());
       l.messages.pop_front();
       REQUIRE(engines[key.second]->receive(entry, now));
@@ -251,19 +259,23 @@ struct world {
       auto [p, item] = std::move(orchestrator_items[index]);
       orchestrator_items.erase(orchestrator_items.begin() + static_cast<long>(index));
       if (crash_worker) {
+        ++count.worker_crashes;
         (void)engines[p]->abandon_orchestrator(item.instance_id, item.completion_token);
         return;
       }
-      (void)engines[p]->complete_orchestrator({item.instance_id, item.completion_token, decide(item), {}}, now);
+      auto answered =
+          engines[p]->complete_orchestrator({item.instance_id, item.completion_token, decide(item), {}}, now);
+      if (!answered) ++count.refused_answers;
     } else if (!activity_items.empty()) {
       auto index = random() % activity_items.size();
       auto [p, item] = std::move(activity_items[index]);
       activity_items.erase(activity_items.begin() + static_cast<long>(index));
       if (crash_worker) {
+        ++count.worker_crashes;
         (void)engines[p]->abandon_activity(item.request, item.completion_token);
         return;
       }
-      (void)engines[p]->complete_activity(run_activity(item), now);
+      if (!engines[p]->complete_activity(run_activity(item), now)) ++count.refused_answers;
     }
   }
 
@@ -276,5 +288,77 @@ struct world {
     return owner(id).store().load_instance(id);
   }
 };
+
+/// Replays partition p's log into a fresh engine over an empty store and checks that
+/// every instance comes out the same. Returns how many instances were compared.
+inline std::size_t replay_matches(world& w, std::uint32_t p) {
+  auto& live = w.engines[p]->store();
+  auto made = store::partition_store::open(store::open_memory(), live.identity());
+  REQUIRE(made);
+  auto replica = engine::partition_engine::open(std::move(*made), {}, [] { return std::string(); }, 0);
+  REQUIRE(replica);
+  auto log = live.read_log(1, 10'000'000);
+  REQUIRE(log);
+  for (const auto& record : *log) {
+    for (const auto& event : record.events) {
+      auto replayed = (*replica)->replay(event);
+      REQUIRE_MESSAGE(replayed, (replayed ? "" : replayed.error().message));
+    }
+    if (auto batch = (*replica)->take_batch()) {
+      REQUIRE((*replica)->store().commit(batch->second, record.committed_at_ns));
+      (*replica)->batch_committed(batch->first);
+    }
+  }
+  std::size_t compared = 0;
+  store::instance_query all;
+  all.page_size = store::query_page_size_max;
+  for (;;) {
+    auto page = live.query(all);
+    REQUIRE(page);
+    for (const auto& record : page->instances) {
+      auto original = live.load_instance(record.instance_id);
+      auto rebuilt = (*replica)->store().load_instance(record.instance_id);
+      REQUIRE(original);
+      REQUIRE(rebuilt);
+      REQUIRE_MESSAGE(rebuilt->has_value(), record.instance_id);
+      CHECK_MESSAGE((*rebuilt)->record == (*original)->record, record.instance_id);
+      CHECK_MESSAGE((*rebuilt)->history == (*original)->history, record.instance_id);
+      CHECK_MESSAGE((*rebuilt)->inbox == (*original)->inbox, record.instance_id);
+      ++compared;
+    }
+    if (page->continuation_token.empty()) break;
+    all.continuation_token = page->continuation_token;
+  }
+  return compared;
+}
+
+/// Each task, sub-orchestration and timer was scheduled once and answered once, and
+/// the execution started and completed once.
+inline void check_well_formed(const core::orchestration_state& state) {
+  namespace ev = core::events;
+  INFO("instance " << state.record.instance_id);
+  std::map<std::int32_t, int> scheduled, answered;
+  int starts = 0, completions = 0;
+  for (const auto& event : state.history) {
+    if (std::holds_alternative<ev::execution_started>(event.body)) ++starts;
+    if (std::holds_alternative<ev::execution_completed>(event.body)) ++completions;
+    if (std::holds_alternative<ev::task_scheduled>(event.body) ||
+        std::holds_alternative<ev::sub_orchestration_created>(event.body) ||
+        std::holds_alternative<ev::timer_created>(event.body)) {
+      ++scheduled[event.event_id];
+    }
+    std::optional<std::int32_t> answer;
+    if (const auto* e = std::get_if<ev::task_completed>(&event.body)) answer = e->task_scheduled_id;
+    if (const auto* e = std::get_if<ev::task_failed>(&event.body)) answer = e->task_scheduled_id;
+    if (const auto* e = std::get_if<ev::sub_orchestration_completed>(&event.body)) answer = e->task_scheduled_id;
+    if (const auto* e = std::get_if<ev::sub_orchestration_failed>(&event.body)) answer = e->task_scheduled_id;
+    if (const auto* e = std::get_if<ev::timer_fired>(&event.body)) answer = e->timer_id;
+    if (answer) ++answered[*answer];
+  }
+  CHECK(starts == 1);
+  CHECK(completions == 1);
+  CHECK(scheduled == answered);
+  for (const auto& [id, count] : scheduled) CHECK_MESSAGE(count == 1, "task " << id);
+}
 
 }  // namespace sim

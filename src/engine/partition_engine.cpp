@@ -416,6 +416,11 @@ std::optional<std::pair<std::uint64_t, store::write_batch>> partition_engine::ta
     const core::orchestration_state* state = slot.state ? &*slot.state : nullptr;
     open_.batch.instances.push_back(store::make_instance_write(id, state, change));
     sealed.inbox_ends.emplace_back(id, state ? state->inbox_first_sequence + state->inbox.size() : 0);
+    if (open_.batch.instances.back().purged) {
+      sealed.purged.push_back(id);
+    } else {
+      sealed.records.push_back(open_.batch.instances.back().row.record);
+    }
   }
   sealed.activities = std::move(open_.activities);
   sealed.outbound = std::move(open_.outbound);
@@ -440,7 +445,8 @@ released partition_engine::batch_committed(std::uint64_t batch) {
   if (!sealed.outbound.empty()) {
     durable_outbox_end_ = std::max(durable_outbox_end_, sealed.outbound.back().sequence + 1);
   }
-  return released{sealed.number, std::move(sealed.outbound), std::move(sealed.receipts)};
+  return released{sealed.number, std::move(sealed.outbound), std::move(sealed.receipts),
+                  std::move(sealed.records), std::move(sealed.purged)};
 }
 
 // ---------------------------------------------------------------------------

@@ -64,6 +64,10 @@ struct released {
   std::vector<store::outbox_entry> outbound;
   /// (source partition, sequence): tell each source its messages up to here are in.
   std::map<std::uint32_t, std::uint64_t> receipts;
+  /// The instance records this batch wrote, as written (for waiters).
+  std::vector<core::instance_record> records;
+  /// Instances this batch purged.
+  std::vector<std::string> purged;
 };
 
 class partition_engine {
@@ -148,6 +152,8 @@ class partition_engine {
 
   struct sealed_batch {
     std::uint64_t number = 0;
+    std::vector<core::instance_record> records;
+    std::vector<std::string> purged;
     std::vector<std::pair<std::string, std::uint64_t>> inbox_ends;
     std::vector<core::activity_request> activities;
     std::vector<store::outbox_entry> outbound;

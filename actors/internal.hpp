@@ -1,0 +1,89 @@
+#pragma once
+/// What the actors of one hub say to each other. Included only by actors/*.cpp:
+/// CAF headers are heavy, so they stay out of every other translation unit.
+
+#include <caf/all.hpp>
+
+#include <chrono>
+#include <functional>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors/scheduler.hpp"
+#include "engine/partition_engine.hpp"
+
+namespace dtsd::actors {
+
+using run_atom = caf::atom_constant<caf::atom("run")>;
+using committed_atom = caf::atom_constant<caf::atom("committed")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using take_atom = caf::atom_constant<caf::atom("take")>;
+using work_atom = caf::atom_constant<caf::atom("work")>;
+using ready_atom = caf::atom_constant<caf::atom("ready")>;
+using done_atom = caf::atom_constant<caf::atom("done")>;
+using open_atom = caf::atom_constant<caf::atom("open")>;
+using close_atom = caf::atom_constant<caf::atom("close")>;
+using wire_atom = caf::atom_constant<caf::atom("wire")>;
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+
+class partition_context;
+
+/// A request for a partition, run on the partition's actor against its engine.
+using partition_command = std::shared_ptr<std::function<void(partition_context&)>>;
+
+/// What a partition command can use.
+class partition_context {
+ public:
+  virtual ~partition_context() = default;
+  virtual engine::partition_engine& engine() = 0;
+  virtual std::int64_t now_ns() const = 0;
+  /// Runs `action` once batch `batch` is durable.
+  virtual void after_commit(std::uint64_t batch, std::function<void()> action) = 0;
+  /// Answers `done` once the instance started (or ended) durably.
+  virtual void add_waiter(const std::string& instance_id, bool until_completed,
+                          callback<core::instance_record> done) = 0;
+};
+
+/// Work handed from a partition to the coordinator.
+struct work_batch {
+  std::uint32_t partition = 0;
+  std::uint32_t orchestrators_asked = 0;
+  std::uint32_t activities_asked = 0;
+  std::vector<core::orchestrator_work_item> orchestrators;
+  std::vector<engine::activity_work_item> activities;
+};
+
+struct session_info {
+  std::uint64_t id = 0;
+  std::uint32_t orchestrator_slots = 0;
+  std::uint32_t activity_slots = 0;
+  std::shared_ptr<work_sink> sink;
+};
+
+inline std::int64_t wall_clock_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+/// Set once a draining partition has committed everything it holds.
+using drain_signal = std::shared_ptr<std::promise<void>>;
+
+/// Spawns the actor of one partition; it owns `engine` and a writer thread.
+caf::actor spawn_partition(caf::actor_system& system, std::unique_ptr<engine::partition_engine> engine);
+
+/// Spawns the coordinator of a hub: worker sessions, leases, push dispatch.
+caf::actor spawn_coordinator(caf::actor_system& system, std::int64_t lease_ms,
+                             std::int64_t keep_alive_ms);
+
+}  // namespace dtsd::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::partition_command)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::work_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::drain_signal)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::session_info)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<caf::actor>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::core::orchestrator_work_item)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::core::activity_request)

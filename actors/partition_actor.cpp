@@ -1,0 +1,290 @@
+// The partition actor: owns one partition engine and a writer thread. While the
+// writer commits batch k (an LMDB transaction begins and ends on that thread), the
+// actor keeps applying inputs into batch k+1: group commit, pipelined. What a batch
+// releases (acks, outbox messages, receipts, work, waiters) goes out only when the
+// writer reports it durable.
+
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <map>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "actors/internal.hpp"
+
+namespace dtsd::actors {
+namespace {
+
+/// Commits batches on a thread of its own, one at a time.
+class batch_writer {
+ public:
+  batch_writer(store::partition_store& store, caf::actor owner)
+      : store_(store), owner_(std::move(owner)), thread_([this] { run(); }) {}
+
+  ~batch_writer() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+  }
+
+  batch_writer(const batch_writer&) = delete;
+  batch_writer& operator=(const batch_writer&) = delete;
+
+  void write(std::uint64_t number, store::write_batch batch) {
+    {
+      std::lock_guard lock(mutex_);
+      job_.emplace(number, std::move(batch));
+    }
+    wake_.notify_one();
+  }
+
+ private:
+  void run() {
+    for (;;) {
+      std::pair<std::uint64_t, store::write_batch> job;
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, [this] { return stopping_ || job_.has_value(); });
+        if (!job_) return;  // Stopping with nothing left to write.
+        job = std::move(*job_);
+        job_.reset();
+      }
+      auto committed = store_.commit(job.second, wall_clock_ns());
+      if (!committed) {
+        // Memory and disk disagree from here on; only a restart from disk is safe.
+        spdlog::critical("partition {} of hub '{}': commit failed: {}; exiting",
+                         store_.identity().partition_index, store_.identity().task_hub,
+                         committed.error().message);
+        std::_Exit(70);
+      }
+      caf::anon_send(owner_, committed_atom::value, job.first);
+    }
+  }
+
+  store::partition_store& store_;
+  caf::actor owner_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::optional<std::pair<std::uint64_t, store::write_batch>> job_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+struct waiter {
+  bool until_completed;
+  callback<core::instance_record> done;
+};
+
+bool satisfies(const core::instance_record& record, bool until_completed) {
+  if (until_completed) return core::is_terminal(record.status);
+  return record.status != core::runtime_status::pending;
+}
+
+class partition_state : public partition_context {
+ public:
+  caf::event_based_actor* self = nullptr;
+  std::shared_ptr<engine::partition_engine> engine_;
+  std::unique_ptr<batch_writer> writer;
+  bool writing = false;
+  std::uint64_t committed_up_to = 0;
+  std::multimap<std::uint64_t, std::function<void()>> acks;
+  std::unordered_map<std::string, std::vector<waiter>> waiters;
+  std::vector<caf::actor> peers;
+  caf::actor coordinator;
+  std::uint32_t index = 0;
+  std::optional<std::int64_t> wake_at_ns;
+  bool announced = false;
+  bool draining = false;
+  std::vector<std::function<void()>> drained;
+
+  engine::partition_engine& engine() override { return *engine_; }
+  std::int64_t now_ns() const override { return wall_clock_ns(); }
+
+  void after_commit(std::uint64_t batch, std::function<void()> action) override {
+    if (batch <= committed_up_to) {
+      action();
+    } else {
+      acks.emplace(batch, std::move(action));
+    }
+  }
+
+  void add_waiter(const std::string& instance_id, bool until_completed,
+                  callback<core::instance_record> done) override {
+    // Only durable state answers a waiter: the store, not the engine's memory.
+    auto durable = engine_->store().get_instance(instance_id);
+    if (!durable) return done(durable.error());
+    if (*durable && satisfies(**durable, until_completed)) return done(**durable);
+    auto live = engine_->get_instance(instance_id);
+    if (!live) return done(live.error());
+    if (!*durable && !*live) {
+      return done(error{errc::not_found, fmt::format("no instance with id '{}'", instance_id)});
+    }
+    waiters[instance_id].push_back({until_completed, std::move(done)});
+  }
+
+  void notify_waiters(const engine::released& released) {
+    for (const auto& record : released.records) {
+      auto found = waiters.find(record.instance_id);
+      if (found == waiters.end()) continue;
+      auto& list = found->second;
+      for (auto it = list.begin(); it != list.end();) {
+        if (satisfies(record, it->until_completed)) {
+          it->done(record);
+          it = list.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      if (list.empty()) waiters.erase(found);
+    }
+    for (const auto& id : released.purged) {
+      auto found = waiters.find(id);
+      if (found == waiters.end()) continue;
+      for (auto& w : found->second) w.done(error{errc::not_found, fmt::format("instance '{}' was purged", id)});
+      waiters.erase(found);
+    }
+  }
+
+  void announce() {
+    if (announced || !coordinator || draining) return;
+    announced = true;
+    self->send(coordinator, ready_atom::value, index);
+  }
+
+  /// After every message: start the next commit if the writer is idle, and keep a
+  /// wake-up scheduled for the next timer.
+  void pump() {
+    if (!writing && writer) {
+      if (auto batch = engine_->take_batch()) {
+        writing = true;
+        writer->write(batch->first, std::move(batch->second));
+      } else if (draining) {
+        for (auto& done : drained) done();
+        drained.clear();
+      }
+    }
+    if (auto due = engine_->next_wakeup_ns(); due && (!wake_at_ns || *due < *wake_at_ns)) {
+      wake_at_ns = due;
+      auto delay = std::max<std::int64_t>(0, *due - wall_clock_ns());
+      self->delayed_send(self, std::chrono::nanoseconds(delay), tick_atom::value);
+    }
+  }
+
+  void send_to_peer(std::uint32_t partition, partition_command command) {
+    if (partition < peers.size()) self->send(peers[partition], run_atom::value, std::move(command));
+  }
+
+  void deliver(std::vector<store::outbox_entry> entries) {
+    for (auto& entry : entries) {
+      auto destination = entry.destination_partition;
+      auto message = std::make_shared<store::outbox_entry>(std::move(entry));
+      send_to_peer(destination, std::make_shared<std::function<void(partition_context&)>>(
+                                    [message](partition_context& ctx) {
+                                      auto received = ctx.engine().receive(*message, ctx.now_ns());
+                                      if (!received) {
+                                        spdlog::warn("message {} refused: {}", message->sequence,
+                                                     received.error().message);
+                                      }
+                                    }));
+    }
+  }
+
+  void on_committed(std::uint64_t batch) {
+    writing = false;
+    committed_up_to = batch;
+    auto released = engine_->batch_committed(batch);
+    while (!acks.empty() && acks.begin()->first <= batch) {
+      auto action = std::move(acks.begin()->second);
+      acks.erase(acks.begin());
+      action();
+    }
+    deliver(std::move(released.outbound));
+    for (auto [source, sequence] : released.receipts) {
+      auto me = index;
+      send_to_peer(source, std::make_shared<std::function<void(partition_context&)>>(
+                               [me, sequence = sequence](partition_context& ctx) {
+                                 ctx.engine().outbound_acknowledged(me, sequence);
+                               }));
+    }
+    notify_waiters(released);
+    announce();
+  }
+
+  void on_take(std::uint32_t orchestrators, std::uint32_t activities) {
+    announced = false;
+    work_batch work{index, orchestrators, activities, {}, {}};
+    const auto now = wall_clock_ns();
+    while (work.orchestrators.size() < orchestrators) {
+      auto item = engine_->next_orchestrator_item(now);
+      if (!item) break;
+      work.orchestrators.push_back(std::move(*item));
+    }
+    while (work.activities.size() < activities) {
+      auto item = engine_->next_activity_item();
+      if (!item) break;
+      work.activities.push_back(std::move(*item));
+    }
+    self->send(coordinator, work_atom::value, std::move(work));
+  }
+};
+
+caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
+                              std::shared_ptr<engine::partition_engine> owned) {
+  auto& state = self->state;
+  state.self = self;
+  // The engine arrives through a shared_ptr because spawn arguments must be copyable.
+  state.engine_ = std::move(owned);
+  state.writer = std::make_unique<batch_writer>(state.engine_->store(), caf::actor_cast<caf::actor>(self));
+  state.index = state.engine_->identity().partition_index;
+  return {
+      [=](run_atom, const partition_command& command) {
+        (*command)(self->state);
+        self->state.pump();
+      },
+      [=](committed_atom, std::uint64_t batch) {
+        self->state.on_committed(batch);
+        self->state.pump();
+      },
+      [=](tick_atom) {
+        auto& s = self->state;
+        s.wake_at_ns.reset();
+        s.engine_->fire_due_timers(wall_clock_ns());
+        s.announce();
+        s.pump();
+      },
+      [=](take_atom, std::uint32_t orchestrators, std::uint32_t activities) {
+        self->state.on_take(orchestrators, activities);
+        self->state.pump();
+      },
+      [=](drain_atom, const drain_signal& signal) {
+        auto& s = self->state;
+        s.draining = true;
+        s.drained.push_back([signal] { signal->set_value(); });
+        s.pump();
+      },
+      [=](wire_atom, const std::vector<caf::actor>& peers, const caf::actor& coordinator) {
+        auto& s = self->state;
+        s.peers = peers;
+        s.coordinator = coordinator;
+        // After a restart: resend what the other partitions never acknowledged.
+        s.deliver(s.engine_->unacknowledged_outbox());
+        s.announce();
+        s.pump();
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_partition(caf::actor_system& system,
+                           std::unique_ptr<engine::partition_engine> engine) {
+  return system.spawn(partition_actor, std::shared_ptr<engine::partition_engine>(std::move(engine)));
+}
+
+}  // namespace dtsd::actors

@@ -1,0 +1,401 @@
+// The scheduler over the actor system: a registry of task hubs (each a set of
+// partition actors and a coordinator) that routes every call to the partition that
+// owns the instance, as a command run on that partition's actor.
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <mutex>
+#include <random>
+
+#include "actors/internal.hpp"
+#include "core/ids.hpp"
+
+namespace dtsd::actors {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct hub {
+  std::string name;
+  std::uint32_t partition_count = 0;
+  std::vector<caf::actor> partitions;
+  caf::actor coordinator;
+};
+
+/// Draws 32-hex execution ids; each partition engine gets its own generator.
+engine::execution_id_source random_execution_ids() {
+  auto generator = std::make_shared<std::mt19937_64>(std::random_device{}());
+  return [generator] { return fmt::format("{:016x}{:016x}", (*generator)(), (*generator)()); };
+}
+
+/// The partition count of a hub already on disk (its p<k> directories), or 0.
+std::uint32_t partitions_on_disk(const std::string& data_dir, const std::string& name) {
+  std::error_code failed;
+  fs::path directory = fs::path(data_dir) / name;
+  if (!fs::is_directory(directory, failed)) return 0;
+  std::uint32_t count = 0;
+  while (fs::is_directory(directory / ("p" + std::to_string(count)), failed)) ++count;
+  return count;
+}
+
+template <class T>
+std::shared_ptr<callback<T>> shared(callback<T> done) {
+  return std::make_shared<callback<T>>(std::move(done));
+}
+
+class actor_scheduler final : public scheduler {
+ public:
+  actor_scheduler(const scheduler_config& config, int threads) : config_(config), system_(configure(threads)) {}
+
+  ~actor_scheduler() override {
+    std::lock_guard lock(mutex_);
+    for (auto& [name, h] : hubs_) stop(h);
+    hubs_.clear();
+  }
+
+  expected<void> open_hub(const std::string& name, std::uint32_t partition_count) {
+    if (auto valid = core::validate_task_hub_name(name); !valid) return valid;
+    std::lock_guard lock(mutex_);
+    if (hubs_.count(name)) return error{errc::already_exists, fmt::format("task hub '{}' already exists", name)};
+    if (config_.durability != store::durability::memory) {
+      if (auto existing = partitions_on_disk(config_.data_dir, name)) partition_count = existing;
+    }
+    if (partition_count == 0 || partition_count > core::partition_count_max) {
+      return error{errc::invalid_argument, fmt::format("partition count {} is not in 1..{}", partition_count,
+                                                       core::partition_count_max)};
+    }
+    hub h{name, partition_count, {}, spawn_coordinator(system_, config_.lease_ms, config_.keep_alive_ms)};
+    for (std::uint32_t p = 0; p < partition_count; ++p) {
+      store::partition_identity identity{name, p, partition_count};
+      std::unique_ptr<store::kv_engine> kv;
+      if (config_.durability == store::durability::memory) {
+        kv = store::open_memory();
+      } else {
+        auto opened = store::open_lmdb({store::partition_directory(config_.data_dir, identity), config_.durability});
+        if (!opened) return stop_failed(h, opened.error());
+        kv = std::move(*opened);
+      }
+      auto made = store::partition_store::open(std::move(kv), identity);
+      if (!made) return stop_failed(h, made.error());
+      auto engine = engine::partition_engine::open(std::move(*made), {config_.limits, 10000},
+                                                   random_execution_ids(), wall_clock_ns());
+      if (!engine) return stop_failed(h, engine.error());
+      h.partitions.push_back(spawn_partition(system_, std::move(*engine)));
+    }
+    for (auto& partition : h.partitions) caf::anon_send(partition, wire_atom::value, h.partitions, h.coordinator);
+    caf::anon_send(h.coordinator, wire_atom::value, h.partitions);
+    spdlog::info("task hub '{}' open with {} partitions", name, partition_count);
+    hubs_.emplace(name, std::move(h));
+    return {};
+  }
+
+  expected<void> create_task_hub(const std::string& name, std::uint32_t partition_count) override {
+    return open_hub(name, partition_count == 0 ? config_.partition_count : partition_count);
+  }
+
+  expected<void> delete_task_hub(const std::string& name) override {
+    std::lock_guard lock(mutex_);
+    auto found = hubs_.find(name);
+    if (found == hubs_.end()) return unknown_hub(name);
+    stop(found->second);
+    hubs_.erase(found);
+    if (config_.durability != store::durability::memory) {
+      std::error_code failed;
+      fs::remove_all(fs::path(config_.data_dir) / name, failed);
+      if (failed) return error{errc::io, fmt::format("cannot remove the data of task hub '{}': {}", name, failed.message())};
+    }
+    return {};
+  }
+
+  std::vector<std::string> task_hubs() override {
+    std::lock_guard lock(mutex_);
+    std::vector<std::string> names;
+    for (const auto& [name, h] : hubs_) names.push_back(name);
+    return names;
+  }
+
+  void start(const std::string& hub_name, core::start_request request, callback<engine::started> done) override {
+    auto id = request.instance_id;
+    on_partition(hub_name, id, done, [request = std::move(request), done = shared(done)](partition_context& ctx) mutable {
+      auto started = ctx.engine().start(std::move(request), ctx.now_ns());
+      if (!started) return (*done)(started.error());
+      ctx.after_commit(started->batch, [done, started = *started] { (*done)(started); });
+    });
+  }
+
+  void get(const std::string& hub_name, const std::string& id, bool with_history,
+           callback<std::optional<instance_view>> done) override {
+    on_partition(hub_name, id, done, [id, with_history, done = shared(done)](partition_context& ctx) {
+      auto record = ctx.engine().get_instance(id);
+      if (!record) return (*done)(record.error());
+      if (!*record) return (*done)(std::optional<instance_view>());
+      instance_view view{**record, {}};
+      if (with_history) {
+        auto history = ctx.engine().store().history(id);
+        if (history) view.history = std::move(*history);
+      }
+      (*done)(std::optional<instance_view>(std::move(view)));
+    });
+  }
+
+  void wait(const std::string& hub_name, const std::string& id, bool until_completed,
+            callback<core::instance_record> done) override {
+    on_partition(hub_name, id, done, [id, until_completed, done = shared(done)](partition_context& ctx) {
+      ctx.add_waiter(id, until_completed, *done);
+    });
+  }
+
+  void raise_event(const std::string& hub_name, const std::string& id, const std::string& name, core::payload input,
+                   callback<void> done) override {
+    mutate(hub_name, id, std::move(done), [id, name, input](partition_context& ctx) {
+      return ctx.engine().raise_event(id, name, input, ctx.now_ns());
+    });
+  }
+
+  void terminate(const std::string& hub_name, const std::string& id, core::terminate_request request,
+                 callback<void> done) override {
+    mutate(hub_name, id, std::move(done), [id, request](partition_context& ctx) {
+      return ctx.engine().terminate(id, request, ctx.now_ns());
+    });
+  }
+
+  void suspend(const std::string& hub_name, const std::string& id, core::payload reason, callback<void> done) override {
+    mutate(hub_name, id, std::move(done), [id, reason](partition_context& ctx) {
+      return ctx.engine().suspend(id, reason, ctx.now_ns());
+    });
+  }
+
+  void resume(const std::string& hub_name, const std::string& id, core::payload reason, callback<void> done) override {
+    mutate(hub_name, id, std::move(done), [id, reason](partition_context& ctx) {
+      return ctx.engine().resume(id, reason, ctx.now_ns());
+    });
+  }
+
+  void purge(const std::string& hub_name, const std::string& id, callback<void> done) override {
+    mutate(hub_name, id, std::move(done), [id](partition_context& ctx) {
+      return ctx.engine().purge(id, ctx.now_ns());
+    });
+  }
+
+  void query(const std::string& hub_name, store::instance_query query, callback<store::query_page> done) override {
+    auto found = find(hub_name);
+    if (!found) return done(found.error());
+    // Every partition answers one page; the merged page keeps the global (created,
+    // id) order, and its token is the last item returned.
+    struct gather {
+      std::mutex mutex;
+      std::size_t left;
+      std::vector<core::instance_record> records;
+      bool more = false;
+      std::optional<dtsd::error> failure;
+    };
+    auto state = std::make_shared<gather>();
+    state->left = found->partitions.size();
+    auto finish = std::make_shared<callback<store::query_page>>(std::move(done));
+    const auto page_size = query.page_size;
+    for (auto& partition : found->partitions) {
+      caf::anon_send(partition, run_atom::value,
+                     std::make_shared<std::function<void(partition_context&)>>([state, finish, query, page_size](partition_context& ctx) {
+                       auto page = ctx.engine().store().query(query);
+                       std::lock_guard lock(state->mutex);
+                       if (!page) {
+                         state->failure = page.error();
+                       } else {
+                         state->more = state->more || !page->continuation_token.empty();
+                         std::move(page->instances.begin(), page->instances.end(), std::back_inserter(state->records));
+                       }
+                       if (--state->left != 0) return;
+                       if (state->failure) return (*finish)(*state->failure);
+                       auto& records = state->records;
+                       std::sort(records.begin(), records.end(), [](const auto& a, const auto& b) {
+                         return std::tie(a.created_at_ns, a.instance_id) < std::tie(b.created_at_ns, b.instance_id);
+                       });
+                       store::query_page merged;
+                       bool more = state->more || records.size() > page_size;
+                       if (records.size() > page_size) records.resize(page_size);
+                       if (more && !records.empty()) {
+                         merged.continuation_token = fmt::format("{}.{}", records.back().created_at_ns, records.back().instance_id);
+                       }
+                       merged.instances = std::move(records);
+                       (*finish)(std::move(merged));
+                     }));
+    }
+  }
+
+  expected<std::uint64_t> open_session(const std::string& hub_name, std::uint32_t orchestrator_slots,
+                                       std::uint32_t activity_slots, std::shared_ptr<work_sink> sink) override {
+    auto found = find(hub_name);
+    if (!found) return found.error();
+    if (orchestrator_slots == 0 && activity_slots == 0) {
+      return error{errc::invalid_argument, "a worker session must take at least one orchestrator or activity item"};
+    }
+    const auto id = next_session_++;
+    {
+      std::lock_guard lock(mutex_);
+      sessions_[id] = hub_name;
+    }
+    caf::anon_send(found->coordinator, open_atom::value, session_info{id, orchestrator_slots, activity_slots, std::move(sink)});
+    spdlog::info("worker session {} opened on hub '{}' ({} orchestrator, {} activity slots)", id, hub_name,
+                 orchestrator_slots, activity_slots);
+    return id;
+  }
+
+  void close_session(std::uint64_t session) override {
+    auto found = hub_of_session(session, true);
+    if (found) caf::anon_send(found->coordinator, close_atom::value, session);
+  }
+
+  void complete_orchestrator(std::uint64_t session, core::orchestrator_completion completion, callback<void> done) override {
+    auto found = hub_of_session(session, false);
+    if (!found) return done(found.error());
+    auto coordinator = found->coordinator;
+    const auto token = completion.completion_token;
+    auto id = completion.instance_id;
+    auto on_done = [coordinator, token, done = std::move(done)](expected<void> result) {
+      caf::anon_send(coordinator, done_atom::value, token);
+      done(std::move(result));
+    };
+    mutate(found->name, id, std::move(on_done), [completion = std::move(completion)](partition_context& ctx) {
+      return ctx.engine().complete_orchestrator(completion, ctx.now_ns());
+    });
+  }
+
+  void complete_activity(std::uint64_t session, core::activity_result result, callback<void> done) override {
+    auto found = hub_of_session(session, false);
+    if (!found) return done(found.error());
+    auto coordinator = found->coordinator;
+    const auto token = result.completion_token;
+    auto id = result.instance_id;
+    auto on_done = [coordinator, token, done = std::move(done)](expected<void> outcome) {
+      caf::anon_send(coordinator, done_atom::value, token);
+      done(std::move(outcome));
+    };
+    mutate(found->name, id, std::move(on_done), [result = std::move(result)](partition_context& ctx) {
+      return ctx.engine().complete_activity(result, ctx.now_ns());
+    });
+  }
+
+  void abandon_orchestrator(std::uint64_t session, const std::string& id, std::uint64_t token) override {
+    auto found = hub_of_session(session, false);
+    if (!found) return;
+    caf::anon_send(found->coordinator, done_atom::value, token);
+    send_to(*found, id, [id, token](partition_context& ctx) { (void)ctx.engine().abandon_orchestrator(id, token); });
+  }
+
+  void abandon_activity(std::uint64_t session, core::activity_request request, std::uint64_t token) override {
+    auto found = hub_of_session(session, false);
+    if (!found) return;
+    caf::anon_send(found->coordinator, done_atom::value, token);
+    auto id = request.instance_id;
+    send_to(*found, id, [request, token](partition_context& ctx) {
+      (void)ctx.engine().abandon_activity(request, token);
+    });
+  }
+
+  void drain() override {
+    std::vector<std::future<void>> pending;
+    {
+      std::lock_guard lock(mutex_);
+      for (auto& [name, h] : hubs_) {
+        for (auto& partition : h.partitions) {
+          auto signal = std::make_shared<std::promise<void>>();
+          pending.push_back(signal->get_future());
+          caf::anon_send(partition, drain_atom::value, signal);
+        }
+      }
+    }
+    for (auto& done : pending) done.wait();
+  }
+
+ private:
+  static caf::actor_system_config& configure(int threads) {
+    static caf::actor_system_config config;
+    config.set("scheduler.max-threads", threads);
+    return config;
+  }
+
+  expected<void> stop_failed(hub& h, dtsd::error failure) {
+    stop(h);
+    return failure;
+  }
+
+  void stop(hub& h) {
+    for (auto& partition : h.partitions) caf::anon_send_exit(partition, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(h.coordinator, caf::exit_reason::user_shutdown);
+  }
+
+  static dtsd::error unknown_hub(const std::string& name) {
+    return {errc::not_found, fmt::format("task hub '{}' does not exist", name)};
+  }
+
+  expected<hub> find(const std::string& name) {
+    std::lock_guard lock(mutex_);
+    auto found = hubs_.find(name);
+    if (found == hubs_.end()) return unknown_hub(name);
+    return found->second;
+  }
+
+  expected<hub> hub_of_session(std::uint64_t session, bool forget) {
+    std::string name;
+    {
+      std::lock_guard lock(mutex_);
+      auto found = sessions_.find(session);
+      if (found == sessions_.end()) {
+        return error{errc::not_found, fmt::format("worker session {} is not open", session)};
+      }
+      name = found->second;
+      if (forget) sessions_.erase(found);
+    }
+    return find(name);
+  }
+
+  template <class Command>
+  void send_to(const hub& h, const std::string& id, Command command) {
+    auto partition = core::partition_of(id, h.partition_count);
+    caf::anon_send(h.partitions[partition], run_atom::value,
+                   std::make_shared<std::function<void(partition_context&)>>(std::move(command)));
+  }
+
+  /// Runs `command` on the partition owning `id`, or answers `done` with why not.
+  template <class T, class Command>
+  void on_partition(const std::string& hub_name, const std::string& id, const callback<T>& done, Command command) {
+    if (auto valid = core::validate_instance_id(id); !valid) return done(valid.error());
+    auto found = find(hub_name);
+    if (!found) return done(found.error());
+    send_to(*found, id, std::move(command));
+  }
+
+  /// A change: answered once the batch holding it is durable.
+  template <class Apply>
+  void mutate(const std::string& hub_name, const std::string& id, callback<void> done, Apply apply) {
+    auto finish = shared(std::move(done));
+    on_partition(hub_name, id, *finish, [apply = std::move(apply), finish](partition_context& ctx) {
+      auto batch = apply(ctx);
+      if (!batch) return (*finish)(batch.error());
+      ctx.after_commit(*batch, [finish] { (*finish)(expected<void>()); });
+    });
+  }
+
+  scheduler_config config_;
+  caf::actor_system system_;
+  std::mutex mutex_;
+  std::map<std::string, hub> hubs_;
+  std::map<std::uint64_t, std::string> sessions_;
+  std::atomic<std::uint64_t> next_session_{1};
+};
+
+}  // namespace
+
+expected<std::unique_ptr<scheduler>> make_scheduler(const scheduler_config& config, const std::vector<std::string>& hubs,
+                                                    int scheduler_threads) {
+  auto made = std::make_unique<actor_scheduler>(config, scheduler_threads);
+  for (const auto& name : hubs) {
+    if (auto opened = made->open_hub(name, config.partition_count); !opened) return opened.error();
+  }
+  return std::unique_ptr<scheduler>(std::move(made));
+}
+
+}  // namespace dtsd::actors

@@ -1,0 +1,108 @@
+#pragma once
+/// The scheduler as the transports see it (native Cap'n Proto RPC now, gRPC later):
+/// plain C++ with callbacks, so no transport translation unit includes CAF. The
+/// implementation routes every call to the hub's partition and coordinator actors.
+///
+/// Callbacks run on an actor thread and must not block: a transport hands the
+/// result over to its own thread.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/limits.hpp"
+#include "core/model.hpp"
+#include "engine/partition_engine.hpp"
+#include "store/kv.hpp"
+#include "store/partition_store.hpp"
+
+namespace dtsd::actors {
+
+template <class T>
+using callback = std::function<void(expected<T>)>;
+
+struct instance_view {
+  core::instance_record record;
+  std::vector<core::history_event> history;  ///< Filled when asked for.
+};
+
+using work_item = std::variant<core::orchestrator_work_item, engine::activity_work_item>;
+
+/// Where a worker session's work goes. Called from actor threads; must not block.
+class work_sink {
+ public:
+  virtual ~work_sink() = default;
+  virtual void push(std::vector<work_item> items) = 0;
+  virtual void keep_alive() = 0;
+};
+
+struct scheduler_config {
+  std::string data_dir = "./dtsd-data";
+  store::durability durability = store::durability::fsync;
+  std::uint32_t partition_count = 12;
+  core::payload_limits limits;
+  std::int64_t lease_ms = 5 * 60 * 1000;
+  std::int64_t keep_alive_ms = 30 * 1000;
+};
+
+class scheduler {
+ public:
+  virtual ~scheduler() = default;
+
+  virtual expected<void> create_task_hub(const std::string& hub, std::uint32_t partition_count) = 0;
+  virtual expected<void> delete_task_hub(const std::string& hub) = 0;
+  virtual std::vector<std::string> task_hubs() = 0;
+
+  virtual void start(const std::string& hub, core::start_request request,
+                     callback<engine::started> done) = 0;
+  virtual void get(const std::string& hub, const std::string& instance_id, bool with_history,
+                   callback<std::optional<instance_view>> done) = 0;
+  /// Answers once the instance started (or, with `until_completed`, reached a
+  /// terminal status) and that state is durable. No time limit.
+  virtual void wait(const std::string& hub, const std::string& instance_id, bool until_completed,
+                    callback<core::instance_record> done) = 0;
+  virtual void raise_event(const std::string& hub, const std::string& instance_id,
+                           const std::string& name, core::payload input, callback<void> done) = 0;
+  virtual void terminate(const std::string& hub, const std::string& instance_id,
+                         core::terminate_request request, callback<void> done) = 0;
+  virtual void suspend(const std::string& hub, const std::string& instance_id,
+                       core::payload reason, callback<void> done) = 0;
+  virtual void resume(const std::string& hub, const std::string& instance_id, core::payload reason,
+                      callback<void> done) = 0;
+  virtual void purge(const std::string& hub, const std::string& instance_id,
+                     callback<void> done) = 0;
+  virtual void query(const std::string& hub, store::instance_query query,
+                     callback<store::query_page> done) = 0;
+
+  /// Opens a worker session; returns its id.
+  virtual expected<std::uint64_t> open_session(const std::string& hub,
+                                               std::uint32_t orchestrator_slots,
+                                               std::uint32_t activity_slots,
+                                               std::shared_ptr<work_sink> sink) = 0;
+  /// Everything the session still holds is given back for re-dispatch.
+  virtual void close_session(std::uint64_t session) = 0;
+  virtual void complete_orchestrator(std::uint64_t session, core::orchestrator_completion completion,
+                                     callback<void> done) = 0;
+  virtual void complete_activity(std::uint64_t session, core::activity_result result,
+                                 callback<void> done) = 0;
+  virtual void abandon_orchestrator(std::uint64_t session, const std::string& instance_id,
+                                    std::uint64_t token) = 0;
+  virtual void abandon_activity(std::uint64_t session, core::activity_request request,
+                                std::uint64_t token) = 0;
+
+  /// Stops taking work and waits until every partition has committed what it holds.
+  virtual void drain() = 0;
+};
+
+/// Builds the actor system and the scheduler over it; `hubs` are opened (created
+/// if new) at once.
+expected<std::unique_ptr<scheduler>> make_scheduler(const scheduler_config& config,
+                                                    const std::vector<std::string>& hubs,
+                                                    int scheduler_threads);
+
+}  // namespace dtsd::actors

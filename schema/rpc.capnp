@@ -1,0 +1,67 @@
+@0x9a34aee1d6588c09;
+# The native Cap'n Proto API of dtsd (port 8081): clients and worker sessions.
+# Errors are Cap'n Proto exceptions whose description starts with the dtsd error
+# code and a colon ("not_found: no instance with id 'x'"), so SDKs can map them.
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("dtsd::schema");
+
+using Model = import "model.capnp";
+using Log = import "log.capnp";
+
+struct InstanceQuery {
+  statuses @0 :List(Model.OrchestrationStatus);
+  createdFromNs @1 :Int64;          # 0: no lower bound
+  createdToNs @2 :Int64;            # 0: no upper bound
+  namePrefix @3 :Text;
+  instanceIdPrefix @4 :Text;
+  tags @5 :List(Model.Tag);
+  pageSize @6 :UInt32;
+  continuationToken @7 :Text;
+  fetchPayloads @8 :Bool;
+}
+
+struct WorkItem {
+  union {
+    orchestrator @0 :Model.OrchestratorWorkItem;
+    activity @1 :Model.ActivityWorkItem;
+  }
+}
+
+# Implemented by the worker: the server pushes work into it.
+interface WorkSink {
+  push @0 (items :List(WorkItem)) -> stream;
+  keepAlive @1 () -> ();
+}
+
+# A worker's session: completions go back through it. Dropping it (or the
+# connection) gives every unfinished item back for re-dispatch.
+interface WorkerSession {
+  completeOrchestrator @0 (completion :Model.OrchestratorCompletion) -> ();
+  completeActivity @1 (completion :Model.ActivityCompletion) -> ();
+  abandonOrchestrator @2 (instanceId :Text, completionToken :UInt64) -> ();
+  abandonActivity @3 (item :Model.ActivityWorkItem) -> ();
+}
+
+interface Scheduler {
+  startInstance @0 (taskHub :Text, request :Log.StartRequest) -> (instanceId :Text, executionId :Text);
+  getInstance @1 (taskHub :Text, instanceId :Text, withHistory :Bool)
+      -> (found :Bool, record :Model.InstanceRecord, history :List(Model.HistoryEvent));
+  # Returns once the instance has started (untilCompleted false) or reached a
+  # terminal status (true). No server-side time limit: the client cancels.
+  waitForInstance @2 (taskHub :Text, instanceId :Text, untilCompleted :Bool)
+      -> (record :Model.InstanceRecord);
+  raiseEvent @3 (taskHub :Text, instanceId :Text, name :Text, input :Text) -> ();
+  terminate @4 (taskHub :Text, instanceId :Text, reason :Text, recurse :Bool) -> ();
+  suspend @5 (taskHub :Text, instanceId :Text, reason :Text) -> ();
+  resume @6 (taskHub :Text, instanceId :Text, reason :Text) -> ();
+  purge @7 (taskHub :Text, instanceId :Text) -> ();
+  query @8 (taskHub :Text, query :InstanceQuery)
+      -> (instances :List(Model.InstanceRecord), continuationToken :Text);
+  listTaskHubs @9 () -> (names :List(Text));
+  createTaskHub @10 (name :Text, partitionCount :UInt32) -> ();
+  deleteTaskHub @11 (name :Text) -> ();
+  openWorkerSession @12 (taskHub :Text, orchestratorConcurrency :UInt32,
+                         activityConcurrency :UInt32, sink :WorkSink)
+      -> (session :WorkerSession);
+}

@@ -91,28 +91,37 @@ inline core::orchestrator_action complete_action(std::int32_t id, std::string ou
 inline std::vector<core::orchestrator_action> decide(const core::orchestrator_work_item& item) {
   auto s = replay_history(item);
   const auto done = static_cast<std::int32_t>(s.results.size());
+  std::vector<core::orchestrator_action> actions;
   if (s.name == "HelloCities") {
-    if (done == 5) return {complete_action(5, joined_results(s, 5))};
-    if (s.scheduled.count(done)) return {};
-    return {{done, core::actions::schedule_task{"SayHello", {}, "\"" + cities[done] + "\"", {}}}};
-  }
-  if (s.name == "FanOut") {
-    if (done == 3) return {complete_action(3, joined_results(s, 3))};
-    if (!s.scheduled.empty()) return {};
-    std::vector<core::orchestrator_action> children;
-    for (std::int32_t k = 0; k < 3; ++k) {
-      children.push_back({k, core::actions::create_sub_orchestration{
-                                 fmt::format("{}:child-{}", s.instance_id, k), "HelloCities", {}, {}}});
+    if (done == 5) {
+      actions.push_back(complete_action(5, joined_results(s, 5)));
+    } else if (!s.scheduled.count(done)) {
+      core::actions::schedule_task task;
+      task.name = "SayHello";
+      task.input = "\"" + cities[static_cast<std::size_t>(done)] + "\"";
+      actions.push_back({done, std::move(task)});
     }
-    return children;
+  } else if (s.name == "FanOut") {
+    if (done == 3) {
+      actions.push_back(complete_action(3, joined_results(s, 3)));
+    } else if (s.scheduled.empty()) {
+      for (std::int32_t k = 0; k < 3; ++k) {
+        core::actions::create_sub_orchestration child;
+        child.instance_id = fmt::format("{}:child-{}", s.instance_id, k);
+        child.name = "HelloCities";
+        actions.push_back({k, std::move(child)});
+      }
+    }
+  } else if (s.name == "Sleepy") {
+    if (s.timer_fired) {
+      actions.push_back(complete_action(1, "\"woke\""));
+    } else if (!s.scheduled.count(0)) {
+      actions.push_back({0, core::actions::create_timer{s.started_ns + second_ns}});
+    }
+  } else {
+    FAIL("unknown orchestration " << s.name);
   }
-  if (s.name == "Sleepy") {
-    if (s.timer_fired) return {complete_action(1, "\"woke\"")};
-    if (s.scheduled.count(0)) return {};
-    return {{0, core::actions::create_timer{s.started_ns + second_ns}}};
-  }
-  FAIL("unknown orchestration " << s.name);
-  return {};
+  return actions;
 }
 
 inline std::string hello_output() {

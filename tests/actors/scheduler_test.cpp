@@ -1,0 +1,177 @@
+// The scheduler over real actors, in one process, without a transport: worker
+// sessions are test sinks that run the scripted orchestrations on a thread of
+// their own and answer through the scheduler.
+
+#include <doctest/doctest.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "actors/scheduler.hpp"
+#include "../unit/engine/sim_world.hpp"
+
+using namespace dtsd;
+
+namespace {
+
+template <class T>
+expected<T> call(std::function<void(actors::callback<T>)> start) {
+  auto promise = std::make_shared<std::promise<expected<T>>>();
+  auto future = promise->get_future();
+  start([promise](expected<T> result) { promise->set_value(std::move(result)); });
+  if (future.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+    return error{errc::io, "no answer within 30 s"};
+  }
+  return future.get();
+}
+
+/// A worker: takes pushed items and answers them on its own thread. With
+/// `hold_orchestrators` it keeps orchestrator items without answering (a stuck worker).
+class test_worker final : public actors::work_sink {
+ public:
+  test_worker(actors::scheduler& scheduler, bool hold_orchestrators = false)
+      : scheduler_(scheduler), hold_(hold_orchestrators), thread_([this] { run(); }) {}
+  ~test_worker() override {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+  }
+  void push(std::vector<actors::work_item> items) override {
+    {
+      std::lock_guard lock(mutex_);
+      for (auto& item : items) queue_.push_back(std::move(item));
+      pushed_ += items.size();
+    }
+    wake_.notify_one();
+  }
+  void keep_alive() override {}
+  std::uint64_t session = 0;
+  std::size_t pushed() {
+    std::lock_guard lock(mutex_);
+    return pushed_;
+  }
+
+ private:
+  void run() {
+    for (;;) {
+      actors::work_item item;
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (stopping_) return;
+        item = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      if (auto* orchestration = std::get_if<core::orchestrator_work_item>(&item)) {
+        if (hold_) continue;
+        scheduler_.complete_orchestrator(
+            session, {orchestration->instance_id, orchestration->completion_token, sim::decide(*orchestration), {}},
+            [](expected<void>) {});
+      } else {
+        auto& activity = std::get<engine::activity_work_item>(item);
+        scheduler_.complete_activity(session, sim::run_activity(activity), [](expected<void>) {});
+      }
+    }
+  }
+
+  actors::scheduler& scheduler_;
+  bool hold_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<actors::work_item> queue_;
+  std::size_t pushed_ = 0;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+std::unique_ptr<actors::scheduler> make(store::durability durability, const std::string& data_dir) {
+  actors::scheduler_config config;
+  config.durability = durability;
+  config.data_dir = data_dir;
+  config.partition_count = 4;
+  auto made = actors::make_scheduler(config, {"default"}, 2);
+  REQUIRE_MESSAGE(made, (made ? "" : made.error().message));
+  return std::move(*made);
+}
+
+core::start_request request(std::string id, std::string name) {
+  core::start_request r;
+  r.instance_id = std::move(id);
+  r.name = std::move(name);
+  r.replaceable_statuses = core::terminal_statuses();
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("scheduler: hello cities, fan-out and a timer run to completion through the actors") {
+  auto data_dir = (std::filesystem::temp_directory_path() / "dtsd-actors-test").string();
+  std::filesystem::remove_all(data_dir);
+  auto scheduler = make(store::durability::fsync, data_dir);
+  auto worker = std::make_shared<test_worker>(*scheduler);
+  auto session = scheduler->open_session("default", 10, 10, worker);
+  REQUIRE(session);
+  worker->session = *session;
+
+  std::vector<std::pair<std::string, std::string>> runs = {
+      {"hello-1", "HelloCities"}, {"fan-1", "FanOut"}, {"sleepy-1", "Sleepy"}};
+  for (auto& [id, name] : runs) {
+    auto started = call<engine::started>([&](auto done) { scheduler->start("default", request(id, name), done); });
+    REQUIRE_MESSAGE(started, (started ? "" : started.error().message));
+  }
+  for (auto& [id, name] : runs) {
+    auto record = call<core::instance_record>([&](auto done) { scheduler->wait("default", id, true, done); });
+    REQUIRE_MESSAGE(record, (record ? "" : record.error().message));
+    CHECK(record->status == core::runtime_status::completed);
+    CHECK(record->output == core::payload(sim::expected_output(name)));
+  }
+  scheduler->close_session(*session);
+  scheduler->drain();
+  scheduler.reset();
+  std::filesystem::remove_all(data_dir);
+}
+
+TEST_CASE("scheduler: unknown hubs, bad ids and duplicate starts are clear errors") {
+  auto scheduler = make(store::durability::memory, "");
+  auto unknown = call<engine::started>([&](auto done) { scheduler->start("nope", request("a", "X"), done); });
+  REQUIRE_FALSE(unknown);
+  CHECK(unknown.error().code == errc::not_found);
+  CHECK(unknown.error().message == "task hub 'nope' does not exist");
+  auto bad = call<engine::started>([&](auto done) { scheduler->start("default", request(std::string(101, 'x'), "X"), done); });
+  CHECK(bad.error().code == errc::invalid_argument);
+  REQUIRE(call<engine::started>([&](auto done) { scheduler->start("default", request("dup", "X"), done); }));
+  auto again = call<engine::started>([&](auto done) { scheduler->start("default", request("dup", "X"), done); });
+  CHECK(again.error().code == errc::already_exists);
+  CHECK_FALSE(scheduler->open_session("nope", 1, 1, nullptr));
+  REQUIRE(scheduler->create_task_hub("second", 2));
+  CHECK(scheduler->task_hubs() == std::vector<std::string>{"default", "second"});
+  CHECK(scheduler->create_task_hub("second", 2).error().code == errc::already_exists);
+  REQUIRE(scheduler->delete_task_hub("second"));
+  CHECK(scheduler->task_hubs() == std::vector<std::string>{"default"});
+}
+
+TEST_CASE("scheduler: a closed session's work goes to another session") {
+  auto scheduler = make(store::durability::memory, "");
+  auto stuck = std::make_shared<test_worker>(*scheduler, true);
+  auto stuck_session = scheduler->open_session("default", 10, 10, stuck);
+  REQUIRE(stuck_session);
+  stuck->session = *stuck_session;
+  REQUIRE(call<engine::started>([&](auto done) { scheduler->start("default", request("hello-1", "HelloCities"), done); }));
+  for (int i = 0; i < 300 && stuck->pushed() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(stuck->pushed() == 1);
+
+  auto healthy = std::make_shared<test_worker>(*scheduler);
+  auto healthy_session = scheduler->open_session("default", 10, 10, healthy);
+  REQUIRE(healthy_session);
+  healthy->session = *healthy_session;
+  scheduler->close_session(*stuck_session);
+  auto record = call<core::instance_record>([&](auto done) { scheduler->wait("default", "hello-1", true, done); });
+  REQUIRE(record);
+  CHECK(record->output == core::payload(sim::hello_output()));
+}

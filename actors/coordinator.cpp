@@ -7,7 +7,6 @@
 #include <spdlog/spdlog.h>
 
 #include <map>
-#include <set>
 
 #include "actors/internal.hpp"
 
@@ -39,7 +38,7 @@ struct coordinator_state {
   std::vector<caf::actor> partitions;
   std::map<std::uint64_t, session_state> sessions;
   std::map<std::uint64_t, lease> leases;  // By completion token.
-  std::set<std::uint32_t> with_work;
+  std::map<std::uint32_t, work_kinds> with_work;
   std::uint32_t orchestrators_asked = 0;
   std::uint32_t activities_asked = 0;
 
@@ -54,19 +53,34 @@ struct coordinator_state {
     return free - activities_asked;
   }
 
-  /// Asks partitions that have work for as much as the sessions can take.
+  /// Asks partitions that have work for as much of it as the sessions can take. A
+  /// partition whose kinds of work no session has room for stays in mind.
   void pump() {
-    while (!with_work.empty()) {
-      auto orchestrators = std::clamp<std::int64_t>(free_orchestrator_slots(), 0, take_count_max);
-      auto activities = std::clamp<std::int64_t>(free_activity_slots(), 0, take_count_max);
-      if (orchestrators == 0 && activities == 0) return;
-      auto partition = *with_work.begin();
-      with_work.erase(with_work.begin());
+    for (auto it = with_work.begin(); it != with_work.end();) {
+      auto free_orchestrators = std::clamp<std::int64_t>(free_orchestrator_slots(), 0, take_count_max);
+      auto free_activities = std::clamp<std::int64_t>(free_activity_slots(), 0, take_count_max);
+      if (free_orchestrators == 0 && free_activities == 0) return;
+      const auto partition = it->first;
+      const auto kinds = it->second;
+      auto orchestrators = kinds.orchestrators ? free_orchestrators : 0;
+      auto activities = kinds.activities ? free_activities : 0;
+      if (orchestrators == 0 && activities == 0) {
+        ++it;
+        continue;
+      }
+      it = with_work.erase(it);
       orchestrators_asked += static_cast<std::uint32_t>(orchestrators);
       activities_asked += static_cast<std::uint32_t>(activities);
       self->send(partitions[partition], take_atom::value, static_cast<std::uint32_t>(orchestrators),
                  static_cast<std::uint32_t>(activities));
     }
+  }
+
+  void note_work(std::uint32_t partition, work_kinds kinds) {
+    if (!kinds.any()) return;
+    auto& known = with_work[partition];
+    known.orchestrators = known.orchestrators || kinds.orchestrators;
+    known.activities = known.activities || kinds.activities;
   }
 
   /// The session with the most free slots of a kind, if any has one.
@@ -85,6 +99,7 @@ struct coordinator_state {
   }
 
   void give_back(std::uint32_t partition, std::uint64_t token, const lease& held) {
+    note_work(partition, {!held.activity, held.activity.has_value()});
     if (held.activity) {
       auto request = *held.activity;
       self->send(partitions[partition], run_atom::value,
@@ -100,7 +115,6 @@ struct coordinator_state {
                        (void)ctx.engine().abandon_orchestrator(id, token);
                      }));
     }
-    with_work.insert(partition);
   }
 
   void on_work(work_batch work) {
@@ -137,13 +151,7 @@ struct coordinator_state {
       session.last_push_ns = now;
       session.info.sink->push(std::move(items));
     }
-    // A partition that filled the whole ask may have more.
-    if (work.orchestrators.size() == work.orchestrators_asked && work.orchestrators_asked > 0) {
-      with_work.insert(work.partition);
-    }
-    if (work.activities.size() == work.activities_asked && work.activities_asked > 0) {
-      with_work.insert(work.partition);
-    }
+    note_work(work.partition, work.left);
   }
 
   void release(std::uint64_t token, bool give_back_to_partition) {
@@ -206,8 +214,8 @@ caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self, st
         self->state.close(session);
         self->state.pump();
       },
-      [=](ready_atom, std::uint32_t partition) {
-        self->state.with_work.insert(partition);
+      [=](ready_atom, std::uint32_t partition, const work_kinds& kinds) {
+        self->state.note_work(partition, kinds);
         self->state.pump();
       },
       [=](work_atom, const work_batch& work) {

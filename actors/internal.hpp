@@ -46,6 +46,14 @@ class partition_context {
                           callback<core::instance_record> done) = 0;
 };
 
+/// Which kinds of work a partition may have: what it announces, and what it says
+/// is left after handing work over.
+struct work_kinds {
+  bool orchestrators = false;
+  bool activities = false;
+  bool any() const { return orchestrators || activities; }
+};
+
 /// Work handed from a partition to the coordinator.
 struct work_batch {
   std::uint32_t partition = 0;
@@ -53,6 +61,7 @@ struct work_batch {
   std::uint32_t activities_asked = 0;
   std::vector<core::orchestrator_work_item> orchestrators;
   std::vector<engine::activity_work_item> activities;
+  work_kinds left;  ///< What the partition may still have.
 };
 
 struct session_info {
@@ -82,6 +91,7 @@ caf::actor spawn_coordinator(caf::actor_system& system, std::int64_t lease_ms,
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::partition_command)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::work_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::work_kinds)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::drain_signal)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::session_info)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<caf::actor>)

@@ -99,7 +99,7 @@ class partition_state : public partition_context {
   caf::actor coordinator;
   std::uint32_t index = 0;
   std::optional<std::int64_t> wake_at_ns;
-  bool announced = false;
+  work_kinds announced;  ///< What the coordinator believes this partition has.
   bool draining = false;
   std::vector<std::function<void()>> drained;
 
@@ -151,10 +151,20 @@ class partition_state : public partition_context {
     }
   }
 
+  work_kinds available() const {
+    return {engine_->may_have_orchestrator_work(), engine_->has_activity_work()};
+  }
+
+  /// Tells the coordinator about any kind of work it does not know this partition has.
   void announce() {
-    if (announced || !coordinator || draining) return;
-    announced = true;
-    self->send(coordinator, ready_atom::value, index);
+    if (!coordinator || draining) return;
+    auto kinds = available();
+    bool news = (kinds.orchestrators && !announced.orchestrators) ||
+                (kinds.activities && !announced.activities);
+    if (!news) return;
+    announced.orchestrators = announced.orchestrators || kinds.orchestrators;
+    announced.activities = announced.activities || kinds.activities;
+    self->send(coordinator, ready_atom::value, index, announced);
   }
 
   /// After every message: start the next commit if the writer is idle, and keep a
@@ -217,8 +227,7 @@ class partition_state : public partition_context {
   }
 
   void on_take(std::uint32_t orchestrators, std::uint32_t activities) {
-    announced = false;
-    work_batch work{index, orchestrators, activities, {}, {}};
+    work_batch work{index, orchestrators, activities, {}, {}, {}};
     const auto now = wall_clock_ns();
     while (work.orchestrators.size() < orchestrators) {
       auto item = engine_->next_orchestrator_item(now);
@@ -230,6 +239,9 @@ class partition_state : public partition_context {
       if (!item) break;
       work.activities.push_back(std::move(*item));
     }
+    // The coordinator keeps what is left in mind; new kinds are announced later.
+    work.left = available();
+    announced = work.left;
     self->send(coordinator, work_atom::value, std::move(work));
   }
 };

@@ -121,6 +121,10 @@ class partition_engine {
 
   std::optional<core::orchestrator_work_item> next_orchestrator_item(std::int64_t now_ns);
   std::optional<activity_work_item> next_activity_item();
+  /// Whether next_orchestrator_item may find something (the ready list can hold
+  /// instances that turn out not to be ready).
+  bool may_have_orchestrator_work() const { return !ready_.empty(); }
+  bool has_activity_work() const { return !activity_queue_.empty(); }
   /// The earliest time a timer or a scheduled start is due, if any.
   std::optional<std::int64_t> next_wakeup_ns() const;
   std::vector<store::outbox_entry> unacknowledged_outbox() const;

@@ -249,31 +249,17 @@ class actor_scheduler final : public scheduler {
   }
 
   void complete_orchestrator(std::uint64_t session, core::orchestrator_completion completion, callback<void> done) override {
-    auto found = hub_of_session(session, false);
-    if (!found) return done(found.error());
-    auto coordinator = found->coordinator;
-    const auto token = completion.completion_token;
     auto id = completion.instance_id;
-    auto on_done = [coordinator, token, done = std::move(done)](expected<void> result) {
-      caf::anon_send(coordinator, done_atom::value, token);
-      done(std::move(result));
-    };
-    mutate(found->name, id, std::move(on_done), [completion = std::move(completion)](partition_context& ctx) {
+    const auto token = completion.completion_token;
+    complete(session, id, token, std::move(done), [completion = std::move(completion)](partition_context& ctx) {
       return ctx.engine().complete_orchestrator(completion, ctx.now_ns());
     });
   }
 
   void complete_activity(std::uint64_t session, core::activity_result result, callback<void> done) override {
-    auto found = hub_of_session(session, false);
-    if (!found) return done(found.error());
-    auto coordinator = found->coordinator;
-    const auto token = result.completion_token;
     auto id = result.instance_id;
-    auto on_done = [coordinator, token, done = std::move(done)](expected<void> outcome) {
-      caf::anon_send(coordinator, done_atom::value, token);
-      done(std::move(outcome));
-    };
-    mutate(found->name, id, std::move(on_done), [result = std::move(result)](partition_context& ctx) {
+    const auto token = result.completion_token;
+    complete(session, id, token, std::move(done), [result = std::move(result)](partition_context& ctx) {
       return ctx.engine().complete_activity(result, ctx.now_ns());
     });
   }
@@ -366,6 +352,19 @@ class actor_scheduler final : public scheduler {
     auto found = find(hub_name);
     if (!found) return done(found.error());
     send_to(*found, id, std::move(command));
+  }
+
+  /// A worker's answer: the coordinator frees the item's slot whatever the partition
+  /// says, and the worker hears the partition's verdict once it is durable.
+  template <class Apply>
+  void complete(std::uint64_t session, const std::string& id, std::uint64_t token, callback<void> done, Apply apply) {
+    auto found = hub_of_session(session, false);
+    if (!found) return done(found.error());
+    auto on_done = [coordinator = found->coordinator, token, done = std::move(done)](expected<void> outcome) {
+      caf::anon_send(coordinator, done_atom::value, token);
+      done(std::move(outcome));
+    };
+    mutate(found->name, id, std::move(on_done), std::move(apply));
   }
 
   /// A change: answered once the batch holding it is durable.

@@ -6,16 +6,11 @@
 #include <fmt/format.h>
 
 #include "ids.hpp"
+#include "overloaded.hpp"
 
 namespace dtsd::core {
 namespace {
 
-template <class... Ts>
-struct overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-overloaded(Ts...) -> overloaded<Ts...>;
 
 error invalid(std::string message) { return {errc::invalid_argument, std::move(message)}; }
 

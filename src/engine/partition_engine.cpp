@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "core/ids.hpp"
+#include "core/overloaded.hpp"
 
 namespace dtsd::engine {
 namespace {
@@ -166,53 +167,58 @@ expected<started> partition_engine::start(core::start_request request, std::int6
   return started{request.instance_id, request.execution_id, next_batch_};
 }
 
+template <class Apply>
+expected<std::uint64_t> partition_engine::change_existing(const std::string& instance_id,
+                                                         std::int64_t now_ns, Apply apply,
+                                                         logged_input input) {
+  auto slot = existing(instance_id);
+  if (!slot) return slot.error();
+  auto applied = apply(*(*slot)->state);
+  if (!applied) return applied.error();
+  log(now_ns, std::move(input));
+  record(instance_id, **slot, std::move(*applied), now_ns, 0);
+  return next_batch_;
+}
+
 expected<std::uint64_t> partition_engine::raise_event(const std::string& instance_id,
                                                       const std::string& name,
                                                       const core::payload& input,
                                                       std::int64_t now_ns) {
-  auto slot = existing(instance_id);
-  if (!slot) return slot.error();
-  auto applied = core::apply_raise_event(*(*slot)->state, name, input, now_ns, options_.limits);
-  if (!applied) return applied.error();
-  log(now_ns, store::logged::event_raised{instance_id, name, input});
-  record(instance_id, **slot, std::move(*applied), now_ns, 0);
-  return next_batch_;
+  return change_existing(
+      instance_id, now_ns,
+      [&](core::orchestration_state& state) {
+        return core::apply_raise_event(state, name, input, now_ns, options_.limits);
+      },
+      store::logged::event_raised{instance_id, name, input});
 }
 
 expected<std::uint64_t> partition_engine::terminate(const std::string& instance_id,
                                                     const core::terminate_request& request,
                                                     std::int64_t now_ns) {
-  auto slot = existing(instance_id);
-  if (!slot) return slot.error();
-  auto applied = core::apply_terminate(*(*slot)->state, request, now_ns, options_.limits);
-  if (!applied) return applied.error();
-  log(now_ns, store::logged::terminated{instance_id, request});
-  record(instance_id, **slot, std::move(*applied), now_ns, 0);
-  return next_batch_;
+  return change_existing(
+      instance_id, now_ns,
+      [&](core::orchestration_state& state) {
+        return core::apply_terminate(state, request, now_ns, options_.limits);
+      },
+      store::logged::terminated{instance_id, request});
 }
 
 expected<std::uint64_t> partition_engine::suspend(const std::string& instance_id,
                                                   const core::payload& reason,
                                                   std::int64_t now_ns) {
-  auto slot = existing(instance_id);
-  if (!slot) return slot.error();
-  auto applied = core::apply_suspend(*(*slot)->state, reason, now_ns);
-  if (!applied) return applied.error();
-  log(now_ns, store::logged::suspended{instance_id, reason});
-  record(instance_id, **slot, std::move(*applied), now_ns, 0);
-  return next_batch_;
+  return change_existing(
+      instance_id, now_ns,
+      [&](core::orchestration_state& state) { return core::apply_suspend(state, reason, now_ns); },
+      store::logged::suspended{instance_id, reason});
 }
 
 expected<std::uint64_t> partition_engine::resume(const std::string& instance_id,
                                                  const core::payload& reason,
                                                  std::int64_t now_ns) {
-  auto slot = existing(instance_id);
-  if (!slot) return slot.error();
-  auto applied = core::apply_resume(*(*slot)->state, reason, now_ns);
-  if (!applied) return applied.error();
-  log(now_ns, store::logged::resumed{instance_id, reason});
-  record(instance_id, **slot, std::move(*applied), now_ns, 0);
-  return next_batch_;
+  return change_existing(
+      instance_id, now_ns,
+      [&](core::orchestration_state& state) { return core::apply_resume(state, reason, now_ns); },
+      store::logged::resumed{instance_id, reason});
 }
 
 expected<std::uint64_t> partition_engine::purge(const std::string& instance_id,
@@ -317,12 +323,6 @@ void partition_engine::fire_timer(const core::timer_entry& timer, std::int64_t n
 }
 
 namespace {
-template <class... Ts>
-struct overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-overloaded(Ts...) -> overloaded<Ts...>;
 
 template <class T>
 expected<void> done(const expected<T>& result) {

@@ -182,7 +182,13 @@ class partition_engine {
               std::int64_t now_ns, int depth);
   void route(core::instance_message message, std::int64_t now_ns, int depth);
   void apply_local(const core::instance_message& message, std::int64_t now_ns, int depth);
-  void log(std::int64_t now_ns, decltype(store::partition_event::body) body);
+  using logged_input = decltype(store::partition_event::body);
+  void log(std::int64_t now_ns, logged_input body);
+  /// Applies `apply` to an existing instance and, if it succeeds, logs `input` and
+  /// records the transition.
+  template <class Apply>
+  expected<std::uint64_t> change_existing(const std::string& instance_id, std::int64_t now_ns,
+                                          Apply apply, logged_input input);
   void fire_timer(const core::timer_entry& timer, std::int64_t now_ns);
   void make_ready(const std::string& instance_id);
   std::uint32_t partition_of(const std::string& instance_id) const;

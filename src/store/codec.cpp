@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "log.capnp.h"
+#include "core/overloaded.hpp"
 #include "model.capnp.h"
 
 namespace dtsd::store {
@@ -18,12 +19,6 @@ namespace s = dtsd::schema;
 namespace ev = core::events;
 namespace act = core::actions;
 
-template <class... Ts>
-struct overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-overloaded(Ts...) -> overloaded<Ts...>;
 
 capnp::Text::Reader text(const std::string& value) { return {value.data(), value.size()}; }
 std::string str(capnp::Text::Reader value) { return {value.cStr(), value.size()}; }

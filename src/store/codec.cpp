@@ -1,4 +1,5 @@
 #include "store/codec.hpp"
+#include "store/wire.hpp"
 
 #include <cstring>
 
@@ -995,3 +996,57 @@ expected<stored_instance_header> decode_stored_instance_header(std::string_view 
 }
 
 }  // namespace dtsd::store
+
+// ---------------------------------------------------------------------------
+// Wire conversions for the native RPC API (store/wire.hpp).
+
+namespace dtsd::store::wire {
+
+core::start_request read(schema::StartRequest::Reader r) { return from(r); }
+void write(schema::StartRequest::Builder b, const core::start_request& x) { fill(b, x); }
+core::instance_record read(schema::InstanceRecord::Reader r) { return from(r); }
+void write(schema::InstanceRecord::Builder b, const core::instance_record& x) { fill(b, x); }
+core::history_event read(schema::HistoryEvent::Reader r) { return from(r); }
+void write(schema::HistoryEvent::Builder b, const core::history_event& x) { fill(b, x); }
+core::orchestrator_completion read(schema::OrchestratorCompletion::Reader r) { return from(r); }
+void write(schema::OrchestratorCompletion::Builder b, const core::orchestrator_completion& x) { fill(b, x); }
+core::activity_result read(schema::ActivityCompletion::Reader r) { return from(r); }
+void write(schema::ActivityCompletion::Builder b, const core::activity_result& x) { fill(b, x); }
+
+core::orchestrator_work_item read(schema::OrchestratorWorkItem::Reader r) {
+  core::orchestrator_work_item x{str(r.getInstanceId()), str(r.getExecutionId()), {}, {}, r.getCompletionToken()};
+  for (auto event : r.getPastEvents()) x.past_events.push_back(from(event));
+  for (auto event : r.getNewEvents()) x.new_events.push_back(from(event));
+  return x;
+}
+void write(schema::OrchestratorWorkItem::Builder b, const core::orchestrator_work_item& x) {
+  b.setInstanceId(text(x.instance_id));
+  b.setExecutionId(text(x.execution_id));
+  auto past = b.initPastEvents(static_cast<unsigned>(x.past_events.size()));
+  for (unsigned i = 0; i < x.past_events.size(); ++i) fill(past[i], x.past_events[i]);
+  auto fresh = b.initNewEvents(static_cast<unsigned>(x.new_events.size()));
+  for (unsigned i = 0; i < x.new_events.size(); ++i) fill(fresh[i], x.new_events[i]);
+  b.setCompletionToken(x.completion_token);
+}
+
+std::pair<core::activity_request, std::uint64_t> read(schema::ActivityWorkItem::Reader r) {
+  auto instance = from(r.getOrchestrationInstance());
+  core::activity_request request{instance.instance_id, instance.execution_id, r.getTaskId(), str(r.getName()),
+                                 DTSD_GET_PAYLOAD(r, Version), DTSD_GET_PAYLOAD(r, Input), {}};
+  return {std::move(request), r.getCompletionToken()};
+}
+void write(schema::ActivityWorkItem::Builder b, const core::activity_request& x, std::uint64_t token) {
+  b.setName(text(x.name));
+  DTSD_PUT_PAYLOAD(b, Version, x.version);
+  DTSD_PUT_PAYLOAD(b, Input, x.input);
+  fill(b.initOrchestrationInstance(), core::orchestration_instance{x.instance_id, x.execution_id});
+  b.setTaskId(x.task_id);
+  b.setCompletionToken(token);
+}
+
+core::tag_map read(capnp::List<schema::Tag>::Reader r) { return from(r); }
+void write(capnp::List<schema::Tag>::Builder b, const core::tag_map& x) { fill(b, x); }
+core::runtime_status read(schema::OrchestrationStatus status) { return from_schema(status); }
+schema::OrchestrationStatus write(core::runtime_status status) { return to_schema(status); }
+
+}  // namespace dtsd::store::wire

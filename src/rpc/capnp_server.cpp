@@ -1,0 +1,390 @@
+#include "rpc/capnp_server.hpp"
+
+#include <capnp/ez-rpc.h>
+#include <kj/async.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "rpc.capnp.h"
+#include "store/wire.hpp"
+
+namespace dtsd::rpc {
+namespace {
+
+namespace s = dtsd::schema;
+namespace wire = dtsd::store::wire;
+
+std::string text(capnp::Text::Reader value) { return {value.cStr(), value.size()}; }
+capnp::Text::Reader text(const std::string& value) { return {value.data(), value.size()}; }
+core::payload optional_text(bool has, capnp::Text::Reader value) {
+  return has ? core::payload(text(value)) : core::payload();
+}
+
+/// Errors travel as exceptions whose description starts with the error code.
+[[noreturn]] void fail(const dtsd::error& failure) {
+  throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                      kj::str(to_string(failure.code), ": ", failure.message.c_str()));
+}
+
+/// A promise on the loop thread that an actor thread fulfills with the answer.
+template <class T>
+struct pending_answer {
+  kj::Promise<expected<T>> promise;
+  actors::callback<T> callback;
+};
+
+template <class T>
+pending_answer<T> answer() {
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<expected<T>>();
+  auto fulfiller =
+      std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<expected<T>>>>(kj::mv(paf.fulfiller));
+  return {kj::mv(paf.promise),
+          [fulfiller](expected<T> result) { (*fulfiller)->fulfill(std::move(result)); }};
+}
+
+template <class T>
+T value_or_fail(expected<T> result) {
+  if (!result) fail(result.error());
+  return std::move(result).value();
+}
+inline void value_or_fail(expected<void> result) {
+  if (!result) fail(result.error());
+}
+
+struct error_log final : public kj::TaskSet::ErrorHandler {
+  void taskFailed(kj::Exception&& failure) override {
+    spdlog::info("a worker stopped taking pushes: {}", failure.getDescription().cStr());
+  }
+};
+
+/// The kj side of a session's pushes. Lives on the loop thread, owned by the
+/// session, and dies there.
+struct sink_channel {
+  explicit sink_channel(s::WorkSink::Client client) : sink(kj::mv(client)), tasks(errors) {}
+  s::WorkSink::Client sink;
+  error_log errors;
+  kj::TaskSet tasks;
+};
+
+/// What the actors hold of a session: push() and keep_alive() run on actor threads
+/// and hop to the loop thread, where the channel is used only while the session
+/// is open (both the check and the close happen on the loop thread).
+class capnp_work_sink final : public actors::work_sink {
+ public:
+  capnp_work_sink(sink_channel* channel, std::shared_ptr<std::atomic<bool>> closed,
+                  const kj::Executor& executor)
+      : channel_(channel), closed_(std::move(closed)), executor_(executor.addRef()) {}
+  ~capnp_work_sink() noexcept override {}
+
+  void push(std::vector<actors::work_item> items) override {
+    run([items = std::move(items)](sink_channel& channel) mutable {
+      auto request = channel.sink.pushRequest();
+      auto list = request.initItems(static_cast<unsigned>(items.size()));
+      for (unsigned i = 0; i < items.size(); ++i) {
+        if (auto* orchestration = std::get_if<core::orchestrator_work_item>(&items[i])) {
+          wire::write(list[i].initOrchestrator(), *orchestration);
+        } else {
+          const auto& activity = std::get<engine::activity_work_item>(items[i]);
+          wire::write(list[i].initActivity(), activity.request, activity.completion_token);
+        }
+      }
+      channel.tasks.add(request.send());
+    });
+  }
+
+  void keep_alive() override {
+    run([](sink_channel& channel) {
+      channel.tasks.add(channel.sink.keepAliveRequest().send().ignoreResult());
+    });
+  }
+
+ private:
+  template <class Fn>
+  void run(Fn fn) {
+    if (closed_->load() || !executor_->isLive()) return;
+    try {
+      executor_->executeSync([this, &fn] {
+        if (!closed_->load()) fn(*channel_);
+      });
+    } catch (const kj::Exception& failure) {
+      spdlog::warn("push to a worker failed: {}", failure.getDescription().cStr());
+    }
+  }
+
+  sink_channel* channel_;
+  std::shared_ptr<std::atomic<bool>> closed_;
+  kj::Own<const kj::Executor> executor_;
+};
+
+class worker_session final : public s::WorkerSession::Server {
+ public:
+  worker_session(actors::scheduler& scheduler, s::WorkSink::Client sink, const kj::Executor& executor)
+      : scheduler_(scheduler),
+        channel_(kj::heap<sink_channel>(kj::mv(sink))),
+        closed_(std::make_shared<std::atomic<bool>>(false)),
+        sink_(std::make_shared<capnp_work_sink>(channel_.get(), closed_, executor)) {}
+
+  expected<void> open(const std::string& hub, std::uint32_t orchestrators, std::uint32_t activities) {
+    auto id = scheduler_.open_session(hub, orchestrators, activities, sink_);
+    if (!id) return id.error();
+    id_ = *id;
+    return {};
+  }
+
+  /// The worker dropped the session or its connection: its items go back.
+  ~worker_session() noexcept(false) {
+    closed_->store(true);
+    if (id_ != 0) scheduler_.close_session(id_);
+  }
+
+  kj::Promise<void> completeOrchestrator(CompleteOrchestratorContext context) override {
+    auto completion = wire::read(context.getParams().getCompletion());
+    auto pending = answer<void>();
+    scheduler_.complete_orchestrator(id_, std::move(completion), pending.callback);
+    return pending.promise.then([](expected<void> result) { value_or_fail(std::move(result)); });
+  }
+
+  kj::Promise<void> completeActivity(CompleteActivityContext context) override {
+    auto result = wire::read(context.getParams().getCompletion());
+    auto pending = answer<void>();
+    scheduler_.complete_activity(id_, std::move(result), pending.callback);
+    return pending.promise.then([](expected<void> outcome) { value_or_fail(std::move(outcome)); });
+  }
+
+  kj::Promise<void> abandonOrchestrator(AbandonOrchestratorContext context) override {
+    auto params = context.getParams();
+    scheduler_.abandon_orchestrator(id_, text(params.getInstanceId()), params.getCompletionToken());
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> abandonActivity(AbandonActivityContext context) override {
+    auto [request, token] = wire::read(context.getParams().getItem());
+    scheduler_.abandon_activity(id_, std::move(request), token);
+    return kj::READY_NOW;
+  }
+
+ private:
+  actors::scheduler& scheduler_;
+  std::uint64_t id_ = 0;
+  kj::Own<sink_channel> channel_;
+  std::shared_ptr<std::atomic<bool>> closed_;
+  std::shared_ptr<capnp_work_sink> sink_;
+};
+
+class scheduler_service final : public s::Scheduler::Server {
+ public:
+  explicit scheduler_service(actors::scheduler& scheduler) : scheduler_(scheduler) {}
+
+  kj::Promise<void> startInstance(StartInstanceContext context) override {
+    auto params = context.getParams();
+    auto request = wire::read(params.getRequest());
+    if (request.replaceable_statuses.empty()) request.replaceable_statuses = core::terminal_statuses();
+    auto pending = answer<engine::started>();
+    scheduler_.start(text(params.getTaskHub()), std::move(request), pending.callback);
+    return pending.promise.then([context](expected<engine::started> result) mutable {
+      auto started = value_or_fail(std::move(result));
+      auto results = context.getResults();
+      results.setInstanceId(text(started.instance_id));
+      results.setExecutionId(text(started.execution_id));
+    });
+  }
+
+  kj::Promise<void> getInstance(GetInstanceContext context) override {
+    auto params = context.getParams();
+    auto pending = answer<std::optional<actors::instance_view>>();
+    scheduler_.get(text(params.getTaskHub()), text(params.getInstanceId()), params.getWithHistory(),
+                   pending.callback);
+    return pending.promise.then([context](expected<std::optional<actors::instance_view>> result) mutable {
+      auto view = value_or_fail(std::move(result));
+      auto results = context.getResults();
+      results.setFound(view.has_value());
+      if (!view) return;
+      wire::write(results.initRecord(), view->record);
+      auto history = results.initHistory(static_cast<unsigned>(view->history.size()));
+      for (unsigned i = 0; i < view->history.size(); ++i) wire::write(history[i], view->history[i]);
+    });
+  }
+
+  kj::Promise<void> waitForInstance(WaitForInstanceContext context) override {
+    auto params = context.getParams();
+    auto pending = answer<core::instance_record>();
+    scheduler_.wait(text(params.getTaskHub()), text(params.getInstanceId()), params.getUntilCompleted(),
+                    pending.callback);
+    return pending.promise.then([context](expected<core::instance_record> result) mutable {
+      wire::write(context.getResults().initRecord(), value_or_fail(std::move(result)));
+    });
+  }
+
+  kj::Promise<void> raiseEvent(RaiseEventContext context) override {
+    auto p = context.getParams();
+    return change([&](auto done) {
+      scheduler_.raise_event(text(p.getTaskHub()), text(p.getInstanceId()), text(p.getName()),
+                             optional_text(p.hasInput(), p.getInput()), done);
+    });
+  }
+
+  kj::Promise<void> terminate(TerminateContext context) override {
+    auto p = context.getParams();
+    return change([&](auto done) {
+      scheduler_.terminate(text(p.getTaskHub()), text(p.getInstanceId()),
+                           {optional_text(p.hasReason(), p.getReason()), p.getRecurse()}, done);
+    });
+  }
+
+  kj::Promise<void> suspend(SuspendContext context) override {
+    auto p = context.getParams();
+    return change([&](auto done) {
+      scheduler_.suspend(text(p.getTaskHub()), text(p.getInstanceId()),
+                         optional_text(p.hasReason(), p.getReason()), done);
+    });
+  }
+
+  kj::Promise<void> resume(ResumeContext context) override {
+    auto p = context.getParams();
+    return change([&](auto done) {
+      scheduler_.resume(text(p.getTaskHub()), text(p.getInstanceId()),
+                        optional_text(p.hasReason(), p.getReason()), done);
+    });
+  }
+
+  kj::Promise<void> purge(PurgeContext context) override {
+    auto p = context.getParams();
+    return change([&](auto done) { scheduler_.purge(text(p.getTaskHub()), text(p.getInstanceId()), done); });
+  }
+
+  kj::Promise<void> query(QueryContext context) override {
+    auto params = context.getParams();
+    auto q = params.getQuery();
+    store::instance_query query;
+    for (auto status : q.getStatuses()) query.statuses.push_back(wire::read(status));
+    if (q.getCreatedFromNs() != 0) query.created_from_ns = q.getCreatedFromNs();
+    if (q.getCreatedToNs() != 0) query.created_to_ns = q.getCreatedToNs();
+    query.name_prefix = text(q.getNamePrefix());
+    query.instance_id_prefix = text(q.getInstanceIdPrefix());
+    query.tags = wire::read(q.getTags());
+    query.page_size = q.getPageSize() == 0 ? 100 : q.getPageSize();
+    query.continuation_token = text(q.getContinuationToken());
+    query.fetch_payloads = q.getFetchPayloads();
+    auto pending = answer<store::query_page>();
+    scheduler_.query(text(params.getTaskHub()), std::move(query), pending.callback);
+    return pending.promise.then([context](expected<store::query_page> result) mutable {
+      auto page = value_or_fail(std::move(result));
+      auto results = context.getResults();
+      auto list = results.initInstances(static_cast<unsigned>(page.instances.size()));
+      for (unsigned i = 0; i < page.instances.size(); ++i) wire::write(list[i], page.instances[i]);
+      results.setContinuationToken(text(page.continuation_token));
+    });
+  }
+
+  kj::Promise<void> listTaskHubs(ListTaskHubsContext context) override {
+    auto names = scheduler_.task_hubs();
+    auto list = context.getResults().initNames(static_cast<unsigned>(names.size()));
+    for (unsigned i = 0; i < names.size(); ++i) list.set(i, text(names[i]));
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> createTaskHub(CreateTaskHubContext context) override {
+    auto p = context.getParams();
+    value_or_fail(scheduler_.create_task_hub(text(p.getName()), p.getPartitionCount()));
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> deleteTaskHub(DeleteTaskHubContext context) override {
+    value_or_fail(scheduler_.delete_task_hub(text(context.getParams().getName())));
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> openWorkerSession(OpenWorkerSessionContext context) override {
+    auto p = context.getParams();
+    // Runs on the loop thread, whose executor the session's pushes go through.
+    auto session = kj::heap<worker_session>(scheduler_, p.getSink(), kj::getCurrentThreadExecutor());
+    value_or_fail(session->open(text(p.getTaskHub()), p.getOrchestratorConcurrency(), p.getActivityConcurrency()));
+    context.getResults().setSession(kj::mv(session));
+    return kj::READY_NOW;
+  }
+
+ private:
+  template <class Start>
+  kj::Promise<void> change(Start start) {
+    auto pending = answer<void>();
+    start(pending.callback);
+    return pending.promise.then([](expected<void> result) { value_or_fail(std::move(result)); });
+  }
+
+  actors::scheduler& scheduler_;
+};
+
+class capnp_server_impl final : public capnp_server {
+ public:
+  capnp_server_impl(actors::scheduler& scheduler, std::string address)
+      : scheduler_(scheduler), address_(std::move(address)) {}
+
+  ~capnp_server_impl() override { stop(); }
+
+  expected<void> run_thread() {
+    std::promise<expected<std::uint16_t>> started;
+    auto ready = started.get_future();
+    thread_ = std::thread([this, &started] { loop(started); });
+    auto port = ready.get();
+    if (!port) {
+      thread_.join();
+      return port.error();
+    }
+    port_ = *port;
+    return {};
+  }
+
+  std::uint16_t port() const override { return port_; }
+
+  void stop() override {
+    std::lock_guard lock(stop_mutex_);
+    if (!thread_.joinable()) return;
+    if (stop_) (*stop_)->fulfill();
+    thread_.join();
+  }
+
+ private:
+  void loop(std::promise<expected<std::uint16_t>>& started) {
+    try {
+      capnp::ReaderOptions options;
+      options.traversalLimitInWords = 64 * 1024 * 1024;  // 512 MiB: a 1 MiB payload fits many times.
+      // The server creates this thread's event loop; everything kj comes after it.
+      capnp::EzRpcServer server(kj::heap<scheduler_service>(scheduler_), address_, 8081, options);
+      auto& wait_scope = server.getWaitScope();
+      auto stopped = kj::newPromiseAndCrossThreadFulfiller<void>();
+      stop_ = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(stopped.fulfiller));
+      auto port = server.getPort().wait(wait_scope);
+      started.set_value(static_cast<std::uint16_t>(port));
+      stopped.promise.wait(wait_scope);
+    } catch (const kj::Exception& failure) {
+      std::string message = failure.getDescription().cStr();
+      try {
+        started.set_value(error{errc::io, fmt::format("cannot serve on {}: {}", address_, message)});
+      } catch (const std::future_error&) {
+        spdlog::error("the RPC loop ended: {}", message);
+      }
+    }
+  }
+
+  actors::scheduler& scheduler_;
+  std::string address_;
+  std::thread thread_;
+  std::uint16_t port_ = 0;
+  std::mutex stop_mutex_;
+  std::shared_ptr<kj::Own<kj::CrossThreadPromiseFulfiller<void>>> stop_;
+};
+
+}  // namespace
+
+expected<std::unique_ptr<capnp_server>> capnp_server::start(actors::scheduler& scheduler,
+                                                            const std::string& address) {
+  auto server = std::make_unique<capnp_server_impl>(scheduler, address);
+  if (auto running = server->run_thread(); !running) return running.error();
+  return std::unique_ptr<capnp_server>(std::move(server));
+}
+
+}  // namespace dtsd::rpc

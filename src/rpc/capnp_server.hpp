@@ -1,0 +1,28 @@
+#pragma once
+/// The native Cap'n Proto RPC server (schema/rpc.capnp). It runs the kj event loop
+/// on a thread of its own; calls go to the scheduler, whose answers come back from
+/// actor threads through cross-thread fulfillers. Work is pushed to worker sessions
+/// from actor threads through the loop's executor.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "actors/scheduler.hpp"
+#include "core/error.hpp"
+
+namespace dtsd::rpc {
+
+class capnp_server {
+ public:
+  /// Starts listening on `address` ("127.0.0.1:8081"; port 0 picks one) and
+  /// returns once it does.
+  static expected<std::unique_ptr<capnp_server>> start(actors::scheduler& scheduler,
+                                                       const std::string& address);
+  virtual ~capnp_server() = default;
+  virtual std::uint16_t port() const = 0;
+  /// Stops accepting calls and ends the loop thread.
+  virtual void stop() = 0;
+};
+
+}  // namespace dtsd::rpc

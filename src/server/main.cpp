@@ -1,0 +1,116 @@
+// dtsd: the scheduler server. Flags, environment variables and an optional TOML
+// file (--config) configure it; SIGTERM or SIGINT drains (every partition commits
+// what it holds) and exits 0.
+
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <sstream>
+#include <thread>
+
+#include "actors/scheduler.hpp"
+#include "core/ids.hpp"
+#include "rpc/capnp_server.hpp"
+
+using namespace dtsd;
+
+namespace {
+
+struct options {
+  std::string data_dir = "./dtsd-data";
+  std::string task_hubs = "default";
+  std::uint32_t partitions = 12;
+  std::string durability = "fsync";
+  std::string listen = "127.0.0.1:8081";
+  std::int64_t lease_seconds = 300;
+  std::int64_t keep_alive_seconds = 30;
+  int threads = 0;
+  std::size_t payload_limit_bytes = core::payload_bytes_default;
+  std::string log_level = "info";
+};
+
+std::vector<std::string> split_hubs(const std::string& list) {
+  std::vector<std::string> hubs;
+  std::stringstream items(list);
+  for (std::string hub; std::getline(items, hub, ',');) {
+    hub.erase(0, hub.find_first_not_of(" \t"));
+    hub.erase(hub.find_last_not_of(" \t") + 1);
+    if (!hub.empty()) hubs.push_back(hub);
+  }
+  return hubs;
+}
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "dtsd: %s\n", message.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  options opts;
+  CLI::App app{"dtsd - a self-hosted Durable Task Scheduler"};
+  app.set_config("--config", "", "TOML file with any of these options (flags win)");
+  app.add_option("--data-dir", opts.data_dir, "Where partitions keep their data")->envname("DTSD_DATA_DIR")->capture_default_str();
+  app.add_option("--task-hubs", opts.task_hubs, "Comma-separated task hubs to open")->envname("DTS_TASK_HUB_NAMES")->capture_default_str();
+  app.add_option("--partitions", opts.partitions, "Partitions of a new task hub")->check(CLI::Range(1u, core::partition_count_max))->capture_default_str();
+  app.add_option("--durability", opts.durability, "fsync | nosync | memory")->check(CLI::IsMember({"fsync", "nosync", "memory"}))->capture_default_str();
+  app.add_option("--listen", opts.listen, "Address of the native Cap'n Proto API")->envname("DTSD_LISTEN")->capture_default_str();
+  app.add_option("--lease-seconds", opts.lease_seconds, "How long a worker may hold a work item")->check(CLI::Range(1, 86400))->capture_default_str();
+  app.add_option("--keep-alive-seconds", opts.keep_alive_seconds, "Keep-alive interval for idle workers")->check(CLI::Range(1, 3600))->capture_default_str();
+  app.add_option("--threads", opts.threads, "Actor scheduler threads (0: one per core)")->check(CLI::Range(0, 256))->capture_default_str();
+  app.add_option("--payload-limit-bytes", opts.payload_limit_bytes, "Largest input, output, event or status")->check(CLI::Range(std::size_t{1}, std::size_t{64} << 20))->capture_default_str();
+  app.add_option("--log-level", opts.log_level, "trace | debug | info | warn | error")->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  spdlog::set_level(spdlog::level::from_str(opts.log_level));
+  auto hubs = split_hubs(opts.task_hubs);
+  if (hubs.empty()) return fail("--task-hubs names no task hub");
+  for (const auto& hub : hubs) {
+    if (auto valid = core::validate_task_hub_name(hub); !valid) return fail(valid.error().message);
+  }
+
+  // Signals are taken by sigwait below; every thread started from here inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  actors::scheduler_config config;
+  config.data_dir = opts.data_dir;
+  config.durability = opts.durability == "memory"   ? store::durability::memory
+                      : opts.durability == "nosync" ? store::durability::nosync
+                                                    : store::durability::fsync;
+  config.partition_count = opts.partitions;
+  config.lease_ms = opts.lease_seconds * 1000;
+  config.keep_alive_ms = opts.keep_alive_seconds * 1000;
+  auto& limits = config.limits;
+  limits.orchestration_input_bytes_max = limits.orchestration_output_bytes_max = opts.payload_limit_bytes;
+  limits.activity_input_bytes_max = limits.activity_output_bytes_max = opts.payload_limit_bytes;
+  limits.event_data_bytes_max = limits.custom_status_bytes_max = opts.payload_limit_bytes;
+  limits.entity_state_bytes_max = opts.payload_limit_bytes;
+  const int threads = opts.threads > 0 ? opts.threads : static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
+
+  auto scheduler = actors::make_scheduler(config, hubs, threads);
+  if (!scheduler) return fail(scheduler.error().message);
+  auto server = rpc::capnp_server::start(**scheduler, opts.listen);
+  if (!server) return fail(server.error().message);
+
+  std::printf("dtsd ready: native API on port %u, task hubs %s, data %s, durability %s\n", (*server)->port(),
+              opts.task_hubs.c_str(), config.durability == store::durability::memory ? "(memory)" : opts.data_dir.c_str(),
+              opts.durability.c_str());
+  std::fflush(stdout);
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  spdlog::info("signal {}: draining", signal_number);
+  (*server)->stop();
+  (*scheduler)->drain();
+  scheduler->reset();
+  spdlog::info("stopped cleanly");
+  return 0;
+}

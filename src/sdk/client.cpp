@@ -1,0 +1,245 @@
+#include "sdk/client.hpp"
+
+#include <capnp/ez-rpc.h>
+#include <kj/async-io.h>
+#include <fmt/format.h>
+
+#include <random>
+
+#include "rpc.capnp.h"
+#include "sdk/errors.hpp"
+#include "store/wire.hpp"
+
+namespace dtsd::sdk {
+namespace {
+
+namespace s = dtsd::schema;
+namespace wire = dtsd::store::wire;
+
+capnp::Text::Reader text(const std::string& value) { return {value.data(), value.size()}; }
+std::string text(capnp::Text::Reader value) { return {value.cStr(), value.size()}; }
+
+std::string random_instance_id() {
+  thread_local std::mt19937_64 generator(std::random_device{}());
+  return fmt::format("{:016x}{:016x}", generator(), generator());
+}
+
+class capnp_client final : public client {
+ public:
+  capnp_client(const std::string& address, std::string hub)
+      : rpc_(address, 8081), hub_(std::move(hub)), scheduler_(rpc_.getMain<s::Scheduler>()) {}
+  ~capnp_client() noexcept override {}
+
+  /// Runs `call` on this thread's loop and turns exceptions into errors.
+  template <class Call>
+  auto guarded(Call call) -> expected<decltype(call())> {
+    try {
+      if constexpr (std::is_void_v<decltype(call())>) {
+        call();
+        return {};
+      } else {
+        return call();
+      }
+    } catch (const kj::Exception& failure) {
+      return error_of(failure);
+    }
+  }
+
+  expected<std::string> start(const std::string& orchestrator, const json& input,
+                              const start_options& options) override {
+    return guarded([&] {
+      auto request = scheduler_.startInstanceRequest();
+      request.setTaskHub(text(hub_));
+      core::start_request start;
+      start.instance_id = options.instance_id.empty() ? random_instance_id() : options.instance_id;
+      start.name = orchestrator;
+      start.input = input.dump();
+      start.tags = options.tags;
+      if (options.start_at) {
+        start.scheduled_start_ns =
+            std::chrono::duration_cast<std::chrono::nanoseconds>(options.start_at->time_since_epoch()).count();
+      }
+      start.replaceable_statuses = options.replaceable_statuses;
+      wire::write(request.initRequest(), start);
+      return text(request.send().wait(rpc_.getWaitScope()).getInstanceId());
+    });
+  }
+
+  expected<std::optional<core::instance_record>> get(const std::string& id) override {
+    return guarded([&]() -> std::optional<core::instance_record> {
+      auto request = scheduler_.getInstanceRequest();
+      request.setTaskHub(text(hub_));
+      request.setInstanceId(text(id));
+      auto response = request.send().wait(rpc_.getWaitScope());
+      if (!response.getFound()) return std::nullopt;
+      return wire::read(response.getRecord());
+    });
+  }
+
+  expected<std::vector<core::history_event>> history(const std::string& id) override {
+    return guarded([&] {
+      auto request = scheduler_.getInstanceRequest();
+      request.setTaskHub(text(hub_));
+      request.setInstanceId(text(id));
+      request.setWithHistory(true);
+      auto response = request.send().wait(rpc_.getWaitScope());
+      if (!response.getFound()) {
+        throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                            kj::str("not_found: no instance with id '", id.c_str(), "'"));
+      }
+      std::vector<core::history_event> events;
+      for (auto event : response.getHistory()) events.push_back(wire::read(event));
+      return events;
+    });
+  }
+
+  expected<core::instance_record> wait(const std::string& id, bool until_completed, std::chrono::milliseconds timeout) {
+    return guarded([&] {
+      auto request = scheduler_.waitForInstanceRequest();
+      request.setTaskHub(text(hub_));
+      request.setInstanceId(text(id));
+      request.setUntilCompleted(until_completed);
+      auto& timer = rpc_.getIoProvider().getTimer();
+      auto expired = timer.afterDelay(timeout.count() * kj::MILLISECONDS).then([]() -> core::instance_record {
+        throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                            kj::str("failed_precondition: timed out waiting for the instance"));
+      });
+      auto answered = request.send().then([](auto response) { return wire::read(response.getRecord()); });
+      return answered.exclusiveJoin(kj::mv(expired)).wait(rpc_.getWaitScope());
+    });
+  }
+
+  expected<core::instance_record> wait_for_start(const std::string& id, std::chrono::milliseconds timeout) override {
+    return wait(id, false, timeout);
+  }
+  expected<core::instance_record> wait_for_completion(const std::string& id, std::chrono::milliseconds timeout) override {
+    return wait(id, true, timeout);
+  }
+
+  expected<void> raise_event(const std::string& id, const std::string& name, const json& data) override {
+    return guarded([&] {
+      auto request = scheduler_.raiseEventRequest();
+      request.setTaskHub(text(hub_));
+      request.setInstanceId(text(id));
+      request.setName(text(name));
+      request.setInput(text(data.dump()));
+      request.send().wait(rpc_.getWaitScope());
+    });
+  }
+
+  expected<void> terminate(const std::string& id, const json& reason, bool recurse) override {
+    return guarded([&] {
+      auto request = scheduler_.terminateRequest();
+      request.setTaskHub(text(hub_));
+      request.setInstanceId(text(id));
+      request.setReason(text(reason.dump()));
+      request.setRecurse(recurse);
+      request.send().wait(rpc_.getWaitScope());
+    });
+  }
+
+  expected<void> suspend(const std::string& id, const std::string& reason) override {
+    return guarded([&] {
+      auto request = scheduler_.suspendRequest();
+      request.setTaskHub(text(hub_));
+      request.setInstanceId(text(id));
+      if (!reason.empty()) request.setReason(text(reason));
+      request.send().wait(rpc_.getWaitScope());
+    });
+  }
+
+  expected<void> resume(const std::string& id, const std::string& reason) override {
+    return guarded([&] {
+      auto request = scheduler_.resumeRequest();
+      request.setTaskHub(text(hub_));
+      request.setInstanceId(text(id));
+      if (!reason.empty()) request.setReason(text(reason));
+      request.send().wait(rpc_.getWaitScope());
+    });
+  }
+
+  expected<void> purge(const std::string& id) override {
+    return guarded([&] {
+      auto request = scheduler_.purgeRequest();
+      request.setTaskHub(text(hub_));
+      request.setInstanceId(text(id));
+      request.send().wait(rpc_.getWaitScope());
+    });
+  }
+
+  expected<query_result> query(const query_options& options) override {
+    return guarded([&] {
+      auto request = scheduler_.queryRequest();
+      request.setTaskHub(text(hub_));
+      auto q = request.initQuery();
+      auto statuses = q.initStatuses(static_cast<unsigned>(options.statuses.size()));
+      for (unsigned i = 0; i < options.statuses.size(); ++i) statuses.set(i, wire::write(options.statuses[i]));
+      q.setNamePrefix(text(options.name_prefix));
+      q.setInstanceIdPrefix(text(options.instance_id_prefix));
+      q.setPageSize(options.page_size);
+      q.setContinuationToken(text(options.continuation_token));
+      q.setFetchPayloads(true);
+      auto response = request.send().wait(rpc_.getWaitScope());
+      query_result result;
+      for (auto record : response.getInstances()) result.instances.push_back(wire::read(record));
+      result.continuation_token = text(response.getContinuationToken());
+      return result;
+    });
+  }
+
+  expected<std::vector<std::string>> task_hubs() override {
+    return guarded([&] {
+      auto response = scheduler_.listTaskHubsRequest().send().wait(rpc_.getWaitScope());
+      std::vector<std::string> names;
+      for (auto name : response.getNames()) names.push_back(text(name));
+      return names;
+    });
+  }
+
+  expected<void> create_task_hub(const std::string& name, std::uint32_t partitions) override {
+    return guarded([&] {
+      auto request = scheduler_.createTaskHubRequest();
+      request.setName(text(name));
+      request.setPartitionCount(partitions);
+      request.send().wait(rpc_.getWaitScope());
+    });
+  }
+
+  expected<void> delete_task_hub(const std::string& name) override {
+    return guarded([&] {
+      auto request = scheduler_.deleteTaskHubRequest();
+      request.setName(text(name));
+      request.send().wait(rpc_.getWaitScope());
+    });
+  }
+
+ private:
+  capnp::EzRpcClient rpc_;
+  std::string hub_;
+  s::Scheduler::Client scheduler_;
+};
+
+}  // namespace
+
+json output_of(const core::instance_record& record) {
+  if (!record.output) return json();
+  auto parsed = json::parse(*record.output, nullptr, false);
+  return parsed.is_discarded() ? json(*record.output) : parsed;
+}
+
+expected<std::unique_ptr<client>> client::connect(const std::string& address, const std::string& task_hub) {
+  try {
+    auto made = std::make_unique<capnp_client>(address, task_hub);
+    // A first call proves the server is there and the hub exists.
+    auto hubs = made->task_hubs();
+    if (!hubs) return hubs.error();
+    if (std::find(hubs->begin(), hubs->end(), task_hub) == hubs->end()) {
+      return error{errc::not_found, fmt::format("task hub '{}' does not exist", task_hub)};
+    }
+    return std::unique_ptr<client>(std::move(made));
+  } catch (const kj::Exception& failure) {
+    return error_of(failure);
+  }
+}
+
+}  // namespace dtsd::sdk

@@ -1,0 +1,72 @@
+#pragma once
+/// The C++ client of dtsd over the native Cap'n Proto API. Synchronous; use one
+/// client from one thread (it runs its own event loop on that thread).
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.hpp"
+#include "core/model.hpp"
+
+namespace dtsd::sdk {
+
+using json = nlohmann::json;
+
+struct start_options {
+  std::string instance_id;  ///< Empty: a random one.
+  core::tag_map tags;
+  std::optional<std::chrono::system_clock::time_point> start_at;
+  /// Statuses an existing instance with this id may have to be replaced; empty:
+  /// any terminal status.
+  std::vector<core::runtime_status> replaceable_statuses;
+};
+
+struct query_options {
+  std::vector<core::runtime_status> statuses;
+  std::string name_prefix;
+  std::string instance_id_prefix;
+  std::uint32_t page_size = 100;
+  std::string continuation_token;
+};
+
+struct query_result {
+  std::vector<core::instance_record> instances;
+  std::string continuation_token;
+};
+
+/// The instance's output parsed as JSON (null when it has none).
+json output_of(const core::instance_record& record);
+
+class client {
+ public:
+  /// Connects to `address` ("127.0.0.1:8081"); calls go to `task_hub`.
+  static expected<std::unique_ptr<client>> connect(const std::string& address = "127.0.0.1:8081",
+                                                   const std::string& task_hub = "default");
+  virtual ~client() = default;
+
+  virtual expected<std::string> start(const std::string& orchestrator, const json& input,
+                                      const start_options& options = {}) = 0;
+  virtual expected<std::optional<core::instance_record>> get(const std::string& instance_id) = 0;
+  virtual expected<std::vector<core::history_event>> history(const std::string& instance_id) = 0;
+  virtual expected<core::instance_record> wait_for_start(const std::string& instance_id,
+                                                         std::chrono::milliseconds timeout) = 0;
+  virtual expected<core::instance_record> wait_for_completion(const std::string& instance_id,
+                                                              std::chrono::milliseconds timeout) = 0;
+  virtual expected<void> raise_event(const std::string& instance_id, const std::string& name,
+                                     const json& data) = 0;
+  virtual expected<void> terminate(const std::string& instance_id, const json& reason, bool recurse = false) = 0;
+  virtual expected<void> suspend(const std::string& instance_id, const std::string& reason = {}) = 0;
+  virtual expected<void> resume(const std::string& instance_id, const std::string& reason = {}) = 0;
+  virtual expected<void> purge(const std::string& instance_id) = 0;
+  virtual expected<query_result> query(const query_options& options) = 0;
+  virtual expected<std::vector<std::string>> task_hubs() = 0;
+  virtual expected<void> create_task_hub(const std::string& name, std::uint32_t partitions = 0) = 0;
+  virtual expected<void> delete_task_hub(const std::string& name) = 0;
+};
+
+}  // namespace dtsd::sdk

@@ -1,0 +1,30 @@
+#pragma once
+/// Turning the exceptions of the native API back into dtsd errors.
+
+#include <kj/exception.h>
+
+#include <string>
+
+#include "core/error.hpp"
+
+namespace dtsd::sdk {
+
+/// The server sends "<code>: <message>"; Cap'n Proto may add a "remote exception: "
+/// prefix. Anything else (a broken connection) is an I/O error.
+inline dtsd::error error_of(const kj::Exception& failure) {
+  std::string text = failure.getDescription().cStr();
+  const std::string remote = "remote exception: ";
+  if (text.rfind(remote, 0) == 0) text.erase(0, remote.size());
+  static const std::pair<const char*, errc> codes[] = {
+      {"invalid_argument", errc::invalid_argument}, {"not_found", errc::not_found},
+      {"already_exists", errc::already_exists},     {"failed_precondition", errc::failed_precondition},
+      {"stale_token", errc::stale_token},           {"duplicate", errc::duplicate},
+      {"corrupt", errc::corrupt},                   {"io", errc::io}};
+  for (const auto& [name, code] : codes) {
+    std::string prefix = std::string(name) + ": ";
+    if (text.rfind(prefix, 0) == 0) return {code, text.substr(prefix.size())};
+  }
+  return {errc::io, text};
+}
+
+}  // namespace dtsd::sdk

@@ -1,0 +1,187 @@
+#pragma once
+/// Orchestrators as C++20 coroutines. An orchestrator is replayed from the start
+/// for every work item: each `co_await` of a durable call is answered from the
+/// history when the history has the answer, and otherwise suspends; the calls the
+/// code makes that the history does not hold yet become the work item's actions.
+/// Code must be deterministic: use ctx.current_time() and ctx.new_guid(), never the
+/// clock or randomness. A history that does not match the code fails the instance
+/// with a NonDeterminismError instead of corrupting it.
+
+#include <chrono>
+#include <coroutine>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/model.hpp"
+
+namespace dtsd::sdk {
+
+using json = nlohmann::json;
+
+/// A durable call failed (an activity threw, a sub-orchestration failed).
+class task_failed : public std::runtime_error {
+ public:
+  explicit task_failed(core::failure_details details)
+      : std::runtime_error(details.error_type + ": " + details.error_message), details_(std::move(details)) {}
+  const core::failure_details& details() const { return details_; }
+
+ private:
+  core::failure_details details_;
+};
+
+/// The answer slot of one durable call.
+struct durable_slot {
+  bool done = false;
+  std::optional<json> value;
+  std::optional<core::failure_details> failure;
+  std::coroutine_handle<> waiter;
+};
+
+/// What `co_await ctx.call_activity(...)` and friends return.
+class durable {
+ public:
+  explicit durable(std::shared_ptr<durable_slot> slot) : slot_(std::move(slot)) {}
+  bool await_ready() const noexcept { return slot_->done; }
+  void await_suspend(std::coroutine_handle<> waiter) noexcept { slot_->waiter = waiter; }
+  json await_resume() const {
+    if (slot_->failure) throw task_failed(*slot_->failure);
+    return slot_->value.value_or(json());
+  }
+
+ private:
+  std::shared_ptr<durable_slot> slot_;
+};
+
+/// A lazily started coroutine returning T; orchestrators return task<json>, and
+/// helpers (when_all, retries) can be awaited from them.
+template <class T>
+class task {
+ public:
+  struct promise_type {
+    std::optional<T> value;
+    std::exception_ptr failure;
+    std::coroutine_handle<> continuation;
+
+    task get_return_object() { return task(std::coroutine_handle<promise_type>::from_promise(*this)); }
+    std::suspend_always initial_suspend() noexcept { return {}; }
+    struct final_awaiter {
+      bool await_ready() noexcept { return false; }
+      std::coroutine_handle<> await_suspend(std::coroutine_handle<promise_type> self) noexcept {
+        auto next = self.promise().continuation;
+        return next ? next : std::noop_coroutine();
+      }
+      void await_resume() noexcept {}
+    };
+    final_awaiter final_suspend() noexcept { return {}; }
+    void return_value(T result) { value = std::move(result); }
+    void unhandled_exception() { failure = std::current_exception(); }
+  };
+
+  explicit task(std::coroutine_handle<promise_type> handle) : handle_(handle) {}
+  task(task&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
+  task& operator=(task&& other) noexcept {
+    if (handle_) handle_.destroy();
+    handle_ = std::exchange(other.handle_, {});
+    return *this;
+  }
+  task(const task&) = delete;
+  ~task() {
+    if (handle_) handle_.destroy();
+  }
+
+  bool await_ready() const noexcept { return false; }
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<> continuation) noexcept {
+    handle_.promise().continuation = continuation;
+    return handle_;
+  }
+  T await_resume() {
+    if (handle_.promise().failure) std::rethrow_exception(handle_.promise().failure);
+    return std::move(*handle_.promise().value);
+  }
+
+  /// For the replay driver: start, and inspect the outcome.
+  void start() { handle_.resume(); }
+  bool done() const { return handle_.done(); }
+  std::exception_ptr failure() const { return handle_.promise().failure; }
+  T& result() { return *handle_.promise().value; }
+
+ private:
+  std::coroutine_handle<promise_type> handle_;
+};
+
+struct retry_policy {
+  int max_attempts = 3;
+  std::chrono::milliseconds first_interval{1000};
+  double backoff = 2.0;
+  std::chrono::milliseconds max_interval{std::chrono::minutes(1)};
+};
+
+class orchestration_context;
+using orchestrator_fn = std::function<task<json>(orchestration_context&, json)>;
+
+class orchestration_context {
+ public:
+  orchestration_context(std::string instance_id, std::string name);
+
+  const std::string& instance_id() const { return instance_id_; }
+  const std::string& name() const { return name_; }
+  /// True while the code runs through events it has seen before.
+  bool is_replaying() const { return replaying_; }
+  /// The time the current step started, the same on every replay.
+  std::chrono::system_clock::time_point current_time() const;
+  /// A GUID derived from the instance and a counter, the same on every replay.
+  std::string new_guid();
+
+  durable call_activity(const std::string& name, const json& input = json());
+  durable call_sub_orchestrator(const std::string& name, const json& input = json(),
+                                std::string instance_id = {});
+  durable create_timer(std::chrono::milliseconds delay);
+  durable create_timer_at(std::chrono::system_clock::time_point fire_at);
+  /// Completes with the event's data when an event of this name is raised.
+  durable wait_for_external_event(const std::string& name);
+  void set_custom_status(const json& status) { custom_status_ = status.dump(); }
+  /// Ends this execution and starts a fresh one with `input`; with
+  /// `keep_unprocessed_events`, events not yet handled carry over.
+  void continue_as_new(const json& input, bool keep_unprocessed_events = true);
+
+  /// Calls an activity again after failures, waiting between attempts on durable timers.
+  task<json> call_activity_with_retry(std::string name, json input, retry_policy policy);
+
+ private:
+  friend class replay;
+  friend core::orchestrator_completion run_orchestrator(const orchestrator_fn&, const core::orchestrator_work_item&);
+  struct scheduled_call {
+    core::orchestrator_action action;
+    std::shared_ptr<durable_slot> slot;
+    bool in_history = false;
+  };
+  durable schedule(core::orchestrator_action action);
+
+  std::string instance_id_;
+  std::string name_;
+  bool replaying_ = true;
+  std::int64_t current_time_ns_ = 0;
+  std::int32_t next_id_ = 0;
+  std::int32_t guid_counter_ = 0;
+  std::map<std::int32_t, scheduled_call> calls_;
+  std::map<std::string, std::vector<std::shared_ptr<durable_slot>>> event_waiters_;
+  std::map<std::string, std::vector<core::history_event>> unclaimed_events_;
+  std::optional<std::string> custom_status_;
+  std::optional<json> continue_input_;
+  bool keep_events_ = true;
+  std::optional<std::string> nondeterminism_;
+};
+
+/// Runs an orchestrator over a work item and returns the completion to send.
+core::orchestrator_completion run_orchestrator(const orchestrator_fn& orchestrator,
+                                               const core::orchestrator_work_item& item);
+
+}  // namespace dtsd::sdk

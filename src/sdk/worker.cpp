@@ -1,0 +1,295 @@
+#include "sdk/worker.hpp"
+
+#include <capnp/ez-rpc.h>
+#include <kj/async-io.h>
+#include <kj/async.h>
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "rpc.capnp.h"
+#include "sdk/errors.hpp"
+#include "store/wire.hpp"
+
+namespace dtsd::sdk {
+namespace {
+
+namespace s = dtsd::schema;
+namespace wire = dtsd::store::wire;
+
+constexpr auto health_interval = std::chrono::seconds(1);
+constexpr auto health_timeout = std::chrono::seconds(5);
+constexpr auto reconnect_delay_max = std::chrono::milliseconds(2000);
+
+/// A fixed pool of threads running queued jobs.
+class thread_pool {
+ public:
+  explicit thread_pool(std::size_t threads) {
+    for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
+  }
+  ~thread_pool() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (auto& thread : threads_) thread.join();
+  }
+  void post(std::function<void()> job) {
+    {
+      std::lock_guard lock(mutex_);
+      jobs_.push_back(std::move(job));
+    }
+    wake_.notify_one();
+  }
+
+ private:
+  void run() {
+    for (;;) {
+      std::function<void()> job;
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+        if (jobs_.empty()) return;
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      job();
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::function<void()>> jobs_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+core::failure_details failure_of(const std::string& type, const std::string& message, bool non_retriable) {
+  return core::failure_details{type, message, std::nullopt, nullptr, non_retriable};
+}
+
+}  // namespace
+
+struct worker::impl {
+  worker_options options;
+  std::map<std::string, orchestrator_fn> orchestrators;
+  std::map<std::string, activity_fn> activities;
+  std::atomic<bool> stopping{false};
+  std::unique_ptr<thread_pool> pool;
+
+  // The live connection. `executor` is shared with pool threads under the mutex;
+  // `session` and `live_generation` are touched only on the loop thread.
+  std::mutex mutex;
+  kj::Own<const kj::Executor> executor;
+  std::uint64_t generation = 0;
+  std::uint64_t live_generation = 0;
+  s::WorkerSession::Client* session = nullptr;
+  kj::TaskSet* tasks = nullptr;
+  std::shared_ptr<kj::Own<kj::CrossThreadPromiseFulfiller<void>>> stop_signal;
+
+  /// Runs `send` on the loop thread if the connection it belongs to is still live;
+  /// otherwise the answer is dropped and the server dispatches the item again.
+  template <class Send>
+  void send(std::uint64_t of_generation, Send send_on_loop) {
+    kj::Own<const kj::Executor> target;
+    {
+      std::lock_guard lock(mutex);
+      if (!executor || generation != of_generation) return;
+      target = executor->addRef();
+    }
+    try {
+      target->executeSync([&] {
+        if (live_generation != of_generation || session == nullptr) return;
+        tasks->add(send_on_loop(*session));
+      });
+    } catch (const kj::Exception& failure) {
+      spdlog::debug("an answer was dropped with its connection: {}", failure.getDescription().cStr());
+    }
+  }
+
+  void run_orchestration(std::uint64_t of_generation, core::orchestrator_work_item item) {
+    std::string name;
+    for (const auto* events : {&item.past_events, &item.new_events}) {
+      for (const auto& event : *events) {
+        if (const auto* started = std::get_if<core::events::execution_started>(&event.body)) name = started->name;
+      }
+    }
+    core::orchestrator_completion completion;
+    auto found = orchestrators.find(name);
+    if (found == orchestrators.end()) {
+      core::actions::complete_orchestration failed;
+      failed.status = core::runtime_status::failed;
+      failed.failure = failure_of("OrchestratorNotFound",
+                                  "no orchestrator named '" + name + "' is registered on this worker", true);
+      completion = {item.instance_id, item.completion_token, {{0, std::move(failed)}}, std::nullopt};
+    } else {
+      completion = run_orchestrator(found->second, item);
+    }
+    send(of_generation, [completion = std::move(completion)](s::WorkerSession::Client& session) {
+      auto request = session.completeOrchestratorRequest();
+      wire::write(request.initCompletion(), completion);
+      return request.send().ignoreResult();
+    });
+  }
+
+  void run_activity(std::uint64_t of_generation, core::activity_request request, std::uint64_t token) {
+    core::activity_result result{request.instance_id, request.execution_id, request.task_id, token, core::payload()};
+    auto found = activities.find(request.name);
+    if (found == activities.end()) {
+      result.outcome = failure_of("ActivityNotFound",
+                                  "no activity named '" + request.name + "' is registered on this worker", true);
+    } else {
+      try {
+        json input = request.input ? json::parse(*request.input, nullptr, false) : json();
+        if (input.is_discarded()) input = json(*request.input);
+        auto output = found->second(activity_context{request.instance_id, request.task_id, request.name}, input);
+        result.outcome = core::payload(output.dump());
+      } catch (const std::exception& failure) {
+        result.outcome = failure_of("ActivityFailed", failure.what(), false);
+      }
+    }
+    send(of_generation, [result = std::move(result)](s::WorkerSession::Client& session) {
+      auto call = session.completeActivityRequest();
+      wire::write(call.initCompletion(), result);
+      return call.send().ignoreResult();
+    });
+  }
+
+  /// Receives pushed work on the loop thread and hands it to the pool.
+  class sink final : public s::WorkSink::Server {
+   public:
+    sink(impl& owner, std::uint64_t of_generation) : owner_(owner), generation_(of_generation) {}
+
+    kj::Promise<void> push(PushContext context) override {
+      for (auto item : context.getParams().getItems()) {
+        if (item.isOrchestrator()) {
+          owner_.pool->post([this_impl = &owner_, g = generation_, work = wire::read(item.getOrchestrator())]() mutable {
+            this_impl->run_orchestration(g, std::move(work));
+          });
+        } else {
+          auto [request, token] = wire::read(item.getActivity());
+          owner_.pool->post([this_impl = &owner_, g = generation_, request = std::move(request), token]() mutable {
+            this_impl->run_activity(g, std::move(request), token);
+          });
+        }
+      }
+      return kj::READY_NOW;
+    }
+
+    kj::Promise<void> keepAlive(KeepAliveContext) override { return kj::READY_NOW; }
+
+   private:
+    impl& owner_;
+    std::uint64_t generation_;
+  };
+
+  struct error_log final : public kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&& failure) override {
+      auto error = error_of(failure);
+      if (error.code == errc::stale_token || error.code == errc::duplicate) return;  // Already handled.
+      spdlog::warn("an answer was refused: {}", error.message);
+    }
+  };
+
+  /// One connection: open a session, then check the server's health until it
+  /// fails or stop() is called.
+  void serve_once() {
+    capnp::EzRpcClient rpc(options.address, 8081);
+    auto& wait_scope = rpc.getWaitScope();
+    auto scheduler = rpc.getMain<s::Scheduler>();
+    const std::uint64_t of_generation = ++generation;
+    auto open = scheduler.openWorkerSessionRequest();
+    open.setTaskHub(kj::StringPtr(options.task_hub.c_str()));
+    open.setOrchestratorConcurrency(options.orchestrator_concurrency);
+    open.setActivityConcurrency(options.activity_concurrency);
+    open.setSink(kj::heap<sink>(*this, of_generation));
+    auto session_client = open.send().wait(wait_scope).getSession();
+    error_log errors;
+    kj::TaskSet answer_tasks(errors);
+    auto stopped = kj::newPromiseAndCrossThreadFulfiller<void>();
+    auto stop_forked = stopped.promise.fork();
+    session = &session_client;
+    tasks = &answer_tasks;
+    live_generation = of_generation;
+    {
+      std::lock_guard lock(mutex);
+      executor = kj::getCurrentThreadExecutor().addRef();
+      stop_signal = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(stopped.fulfiller));
+    }
+    spdlog::info("worker connected to {} (task hub '{}')", options.address, options.task_hub);
+    auto& timer = rpc.getIoProvider().getTimer();
+    try {
+      while (!stopping) {
+        auto ping = scheduler.listTaskHubsRequest().send().ignoreResult().exclusiveJoin(
+            timer.afterDelay(std::chrono::duration_cast<std::chrono::milliseconds>(health_timeout).count() * kj::MILLISECONDS).then([] {
+              throw kj::Exception(kj::Exception::Type::DISCONNECTED, __FILE__, __LINE__, kj::str("no answer from dtsd"));
+            }));
+        ping.wait(wait_scope);
+        stop_forked.addBranch()
+            .exclusiveJoin(timer.afterDelay(std::chrono::duration_cast<std::chrono::milliseconds>(health_interval).count() * kj::MILLISECONDS))
+            .wait(wait_scope);
+      }
+    } catch (...) {
+      forget_connection();
+      throw;
+    }
+    forget_connection();
+  }
+
+  void forget_connection() {
+    live_generation = 0;
+    session = nullptr;
+    tasks = nullptr;
+    std::lock_guard lock(mutex);
+    executor = nullptr;
+    stop_signal.reset();
+  }
+};
+
+worker::worker(worker_options options) : impl_(std::make_unique<impl>()) {
+  impl_->options = std::move(options);
+}
+
+worker::~worker() = default;
+
+worker& worker::add_orchestrator(const std::string& name, orchestrator_fn orchestrator) {
+  impl_->orchestrators[name] = std::move(orchestrator);
+  return *this;
+}
+
+worker& worker::add_activity(const std::string& name, activity_fn activity) {
+  impl_->activities[name] = std::move(activity);
+  return *this;
+}
+
+void worker::run() {
+  impl_->pool = std::make_unique<thread_pool>(std::max<std::uint32_t>(1, impl_->options.activity_concurrency));
+  auto delay = std::chrono::milliseconds(100);
+  while (!impl_->stopping) {
+    try {
+      impl_->serve_once();
+      delay = std::chrono::milliseconds(100);
+    } catch (const kj::Exception& failure) {
+      if (impl_->stopping) break;
+      spdlog::warn("worker connection to {} failed ({}); reconnecting in {} ms", impl_->options.address,
+                   error_of(failure).message, delay.count());
+      std::this_thread::sleep_for(delay);
+      delay = std::min(reconnect_delay_max, delay * 2);
+    }
+  }
+  impl_->pool.reset();  // Finishes what was queued; its answers are dropped with the connection.
+}
+
+void worker::stop() {
+  impl_->stopping = true;
+  std::lock_guard lock(impl_->mutex);
+  if (impl_->stop_signal) {
+    (*impl_->stop_signal)->fulfill();
+    impl_->stop_signal.reset();
+  }
+}
+
+}  // namespace dtsd::sdk

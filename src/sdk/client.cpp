@@ -65,6 +65,25 @@ class capnp_client final : public client {
     });
   }
 
+  expected<std::vector<std::string>> start_many(const std::string& orchestrator,
+                                                const std::vector<json>& inputs) override {
+    return guarded([&] {
+      auto promises = kj::heapArrayBuilder<kj::Promise<std::string>>(inputs.size());
+      for (const auto& input : inputs) {
+        auto request = scheduler_.startInstanceRequest();
+        request.setTaskHub(text(hub_));
+        core::start_request start;
+        start.instance_id = random_instance_id();
+        start.name = orchestrator;
+        start.input = input.dump();
+        wire::write(request.initRequest(), start);
+        promises.add(request.send().then([](auto response) { return text(response.getInstanceId()); }));
+      }
+      auto ids = kj::joinPromises(promises.finish()).wait(rpc_.getWaitScope());
+      return std::vector<std::string>(ids.begin(), ids.end());
+    });
+  }
+
   expected<std::optional<core::instance_record>> get(const std::string& id) override {
     return guarded([&]() -> std::optional<core::instance_record> {
       auto request = scheduler_.getInstanceRequest();

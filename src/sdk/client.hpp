@@ -51,6 +51,11 @@ class client {
 
   virtual expected<std::string> start(const std::string& orchestrator, const json& input,
                                       const start_options& options = {}) = 0;
+  /// Starts `inputs.size()` instances at once (pipelined over the connection) and
+  /// returns their ids in order once every start is durable. The first failure, if
+  /// any, is returned instead; starts before it may have happened.
+  virtual expected<std::vector<std::string>> start_many(const std::string& orchestrator,
+                                                        const std::vector<json>& inputs) = 0;
   virtual expected<std::optional<core::instance_record>> get(const std::string& instance_id) = 0;
   virtual expected<std::vector<core::history_event>> history(const std::string& instance_id) = 0;
   virtual expected<core::instance_record> wait_for_start(const std::string& instance_id,

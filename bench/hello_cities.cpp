@@ -1,0 +1,191 @@
+// bench/hello_cities: DTS's own benchmark against dtsd.
+//
+// Starts dtsd (fsync durability) and a C++ hello_cities worker as separate
+// processes, starts N orchestrations at once (each calls 5 activities in
+// sequence), waits for all, checks every output, and prints one JSON line:
+// throughput, latency percentiles (from the server's created/completed times),
+// dtsd CPU seconds and peak RSS. Then an idle-latency run: one orchestration at a
+// time.
+//
+//   build/release/bench/hello_cities [--count 5000] [--partitions 12]
+//       [--latency-count 200] [--dtsd PATH] [--worker PATH] [--data-dir DIR]
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "sdk/client.hpp"
+
+using namespace dtsd;
+using sdk::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  socklen_t length = sizeof address;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  close(fd);
+  return ntohs(address.sin_port);
+}
+
+pid_t launch(const std::string& path, std::vector<std::string> args) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::vector<char*> argv{const_cast<char*>(path.c_str())};
+    for (auto& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    execv(path.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+void stop(pid_t pid) {
+  if (pid <= 0) return;
+  kill(pid, SIGTERM);
+  int status = 0;
+  for (int i = 0; i < 200 && waitpid(pid, &status, WNOHANG) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+}
+
+/// CPU seconds (user + system) of a live process.
+double cpu_seconds(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  std::istringstream fields(line.substr(line.rfind(')') + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+/// Peak resident set size of a live process, in MiB.
+double peak_rss_mib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  }
+  return 0;
+}
+
+double percentile(std::vector<double> values, double fraction) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  return values[static_cast<std::size_t>(fraction * static_cast<double>(values.size() - 1))];
+}
+
+json expected_output() {
+  json out = json::array();
+  for (const char* city : {"Tokyo", "Seattle", "London", "Paris", "Cairo"}) out.push_back(std::string("Hello, ") + city + "!");
+  return out;
+}
+
+std::unique_ptr<sdk::client> connect(const std::string& address) {
+  for (int attempt = 0; attempt < 400; ++attempt) {
+    if (auto made = sdk::client::connect(address)) return std::move(*made);
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  std::fprintf(stderr, "hello_cities bench: cannot connect to %s\n", address.c_str());
+  std::exit(1);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"hello cities benchmark"};
+  int count = 5000;
+  std::uint32_t partitions = 12;
+  int latency_count = 200;
+  auto self_dir = fs::read_symlink("/proc/self/exe").parent_path();
+  std::string dtsd_path = (self_dir / "../src/server/dtsd").string();
+  std::string worker_path = (self_dir / "../samples/hello_cities/hello_cities").string();
+  std::string data_dir = "bench-data/hello_cities";
+  app.add_option("--count", count)->check(CLI::Range(1, 1000000))->capture_default_str();
+  app.add_option("--partitions", partitions)->check(CLI::Range(1u, 1024u))->capture_default_str();
+  app.add_option("--latency-count", latency_count)->check(CLI::Range(0, 100000))->capture_default_str();
+  app.add_option("--dtsd", dtsd_path)->capture_default_str();
+  app.add_option("--worker", worker_path)->capture_default_str();
+  app.add_option("--data-dir", data_dir)->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  fs::remove_all(data_dir);
+  const auto address = "127.0.0.1:" + std::to_string(free_port());
+  auto server = launch(dtsd_path, {"--data-dir", data_dir, "--listen", address, "--partitions", std::to_string(partitions),
+                                   "--durability", "fsync", "--log-level", "warn"});
+  auto client = connect(address);
+  auto worker = launch(worker_path, {"worker", "--address", address, "--activities", "16"});
+
+  std::fprintf(stderr, "hello_cities bench: starting %d orchestrations\n", count);
+  const auto started_at = std::chrono::steady_clock::now();
+  auto started = client->start_many("HelloCities", std::vector<json>(static_cast<std::size_t>(count), json()));
+  if (!started) {
+    std::fprintf(stderr, "hello_cities bench: start failed: %s\n", started.error().message.c_str());
+    return 1;
+  }
+  const auto& ids = *started;
+  std::vector<double> latencies_ms;
+  int correct = 0;
+  std::int64_t first_created = INT64_MAX, last_completed = 0;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto done = client->wait_for_completion(ids[i], std::chrono::minutes(30));
+    if (!done) {
+      std::fprintf(stderr, "hello_cities bench: %s: %s\n", ids[i].c_str(), done.error().message.c_str());
+      continue;
+    }
+    if (done->status == core::runtime_status::completed && sdk::output_of(*done) == expected_output()) ++correct;
+    latencies_ms.push_back(static_cast<double>(done->completed_at_ns - done->created_at_ns) / 1e6);
+    first_created = std::min(first_created, done->created_at_ns);
+    last_completed = std::max(last_completed, done->completed_at_ns);
+    if ((i + 1) % 1000 == 0) std::fprintf(stderr, "hello_cities bench: %zu done\n", i + 1);
+  }
+  const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at).count();
+  const double server_s = static_cast<double>(last_completed - first_created) / 1e9;
+  const double cpu_s = cpu_seconds(server);
+  const double rss_mib = peak_rss_mib(server);
+
+  std::vector<double> idle_ms;
+  for (int i = 0; i < latency_count; ++i) {
+    auto id = client->start("HelloCities", json());
+    if (!id) break;
+    auto done = client->wait_for_completion(*id, std::chrono::minutes(1));
+    if (!done) break;
+    idle_ms.push_back(static_cast<double>(done->completed_at_ns - done->created_at_ns) / 1e6);
+  }
+  client.reset();
+  stop(worker);
+  stop(server);
+  fs::remove_all(data_dir);
+
+  std::printf(
+      "{\"bench\":\"hello_cities\",\"worker\":\"cpp\",\"n\":%d,\"correct\":%d,\"partitions\":%u,\"wall_s\":%.3f,"
+      "\"server_span_s\":%.3f,\"orchestrations_per_s\":%.0f,\"activities_per_s\":%.0f,\"p50_ms\":%.1f,"
+      "\"p95_ms\":%.1f,\"p99_ms\":%.1f,\"dtsd_cpu_s\":%.2f,\"dtsd_peak_rss_mib\":%.0f,\"idle_n\":%zu,"
+      "\"idle_p50_ms\":%.2f,\"idle_p99_ms\":%.2f}\n",
+      count, correct, partitions, wall_s, server_s, count / wall_s, 5.0 * count / wall_s, percentile(latencies_ms, 0.5),
+      percentile(latencies_ms, 0.95), percentile(latencies_ms, 0.99), cpu_s, rss_mib, idle_ms.size(),
+      percentile(idle_ms, 0.5), percentile(idle_ms, 0.99));
+  return correct == count ? 0 : 1;
+}

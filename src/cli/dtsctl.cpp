@@ -1,0 +1,287 @@
+// dtsctl: the command line of dtsd.
+//
+//   dtsctl [--address A] [--task-hub H] [--json] taskhub list|create NAME|delete NAME
+//   dtsctl ... instance list [--status S]... [--name-prefix P] [--id-prefix P] [--page-size N] [--all]
+//   dtsctl ... instance show ID [--history]
+//   dtsctl ... instance start NAME [--input JSON] [--id ID]
+//   dtsctl ... instance raise ID EVENT [--data JSON]
+//   dtsctl ... instance terminate ID [--reason JSON] [--recurse]
+//   dtsctl ... instance suspend|resume ID [--reason TEXT]
+//   dtsctl ... instance restart ID [--new-id]
+//   dtsctl ... instance purge ID
+//
+// Exit codes: 0 done, 1 the server refused or is unreachable (the reason on
+// stderr), 2 the command line is wrong.
+
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+
+#include "sdk/client.hpp"
+
+using namespace dtsd;
+using sdk::json;
+
+namespace {
+
+struct globals {
+  std::string address = "127.0.0.1:8081";
+  std::string hub = "default";
+  bool as_json = false;
+};
+
+int refused(const dtsd::error& failure) {
+  std::fprintf(stderr, "dtsctl: %s (%s)\n", failure.message.c_str(), to_string(failure.code));
+  return 1;
+}
+
+std::string time_text(std::int64_t ns) {
+  if (ns == 0) return "-";
+  std::time_t seconds = static_cast<std::time_t>(ns / 1'000'000'000);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", std::gmtime(&seconds));
+  return text;
+}
+
+json record_json(const core::instance_record& r) {
+  json out = {{"instanceId", r.instance_id},
+              {"executionId", r.execution_id},
+              {"name", r.name},
+              {"runtimeStatus", std::string(core::to_string(r.status))},
+              {"createdAt", time_text(r.created_at_ns)},
+              {"lastUpdatedAt", time_text(r.last_updated_at_ns)},
+              {"completedAt", time_text(r.completed_at_ns)}};
+  auto payload = [](const core::payload& p) -> json {
+    if (!p) return nullptr;
+    auto parsed = json::parse(*p, nullptr, false);
+    return parsed.is_discarded() ? json(*p) : parsed;
+  };
+  out["input"] = payload(r.input);
+  out["output"] = payload(r.output);
+  out["customStatus"] = payload(r.custom_status);
+  if (!r.tags.empty()) out["tags"] = r.tags;
+  if (r.parent) out["parentInstanceId"] = r.parent->instance.instance_id;
+  if (r.failure) out["failure"] = {{"type", r.failure->error_type}, {"message", r.failure->error_message}};
+  return out;
+}
+
+std::string event_kind(const core::history_event& event) {
+  static const char* names[] = {"ExecutionStarted", "ExecutionCompleted", "ExecutionTerminated", "TaskScheduled",
+                                "TaskCompleted", "TaskFailed", "SubOrchestrationInstanceCreated",
+                                "SubOrchestrationInstanceCompleted", "SubOrchestrationInstanceFailed", "TimerCreated",
+                                "TimerFired", "OrchestratorStarted", "OrchestratorCompleted", "EventSent", "EventRaised",
+                                "GenericEvent", "HistoryState", "ContinueAsNew", "ExecutionSuspended",
+                                "ExecutionResumed", "ExecutionRewound", "EntityOperationSignaled",
+                                "EntityOperationCalled", "EntityOperationCompleted", "EntityOperationFailed",
+                                "EntityLockRequested", "EntityLockGranted", "EntityUnlockSent"};
+  return names[event.body.index()];
+}
+
+void print_table(const std::vector<core::instance_record>& records) {
+  std::printf("%-40s %-24s %-15s %-19s\n", "INSTANCE", "NAME", "STATUS", "CREATED (UTC)");
+  for (const auto& r : records) {
+    std::printf("%-40s %-24s %-15s %-19s\n", r.instance_id.c_str(), r.name.c_str(),
+                std::string(core::to_string(r.status)).c_str(), time_text(r.created_at_ns).c_str());
+  }
+}
+
+std::optional<core::runtime_status> parse_status(const std::string& text) {
+  for (std::uint8_t i = 0; i < core::runtime_status_count; ++i) {
+    auto status = static_cast<core::runtime_status>(i);
+    std::string name(core::to_string(status));
+    if (name.size() == text.size() && std::equal(name.begin(), name.end(), text.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+        })) {
+      return status;
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<json> parse_json_argument(const std::string& text, const char* what) {
+  auto parsed = json::parse(text, nullptr, false);
+  if (parsed.is_discarded()) {
+    std::fprintf(stderr, "dtsctl: %s is not valid JSON: %s\n", what, text.c_str());
+    return std::nullopt;
+  }
+  return parsed;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  globals g;
+  CLI::App app{"dtsctl - manage dtsd task hubs and instances"};
+  app.add_option("--address", g.address, "dtsd's native API")->envname("DTSD_ADDRESS")->capture_default_str();
+  app.add_option("--task-hub", g.hub)->envname("DTSD_TASK_HUB")->capture_default_str();
+  app.add_flag("--json", g.as_json, "Print JSON for scripts");
+  app.require_subcommand(1);
+
+  auto* taskhub = app.add_subcommand("taskhub", "List, create and delete task hubs")->require_subcommand(1);
+  auto* hub_list = taskhub->add_subcommand("list", "List task hubs");
+  std::string hub_name;
+  std::uint32_t hub_partitions = 0;
+  auto* hub_create = taskhub->add_subcommand("create", "Create a task hub");
+  hub_create->add_option("name", hub_name)->required();
+  hub_create->add_option("--partitions", hub_partitions, "Partitions (default: the server's)");
+  auto* hub_delete = taskhub->add_subcommand("delete", "Delete a task hub and all its data");
+  hub_delete->add_option("name", hub_name)->required();
+
+  auto* instance = app.add_subcommand("instance", "Work with orchestration instances")->require_subcommand(1);
+  std::string id, name, input = "null", data = "null", reason, event;
+  std::vector<std::string> statuses;
+  std::string name_prefix, id_prefix;
+  std::uint32_t page_size = 100;
+  bool all_pages = false, with_history = false, recurse = false, new_id = false;
+  auto* list = instance->add_subcommand("list", "List instances");
+  list->add_option("--status", statuses, "Running, Completed, Failed, ... (repeatable)");
+  list->add_option("--name-prefix", name_prefix);
+  list->add_option("--id-prefix", id_prefix);
+  list->add_option("--page-size", page_size)->check(CLI::Range(1u, 1000u));
+  list->add_flag("--all", all_pages, "Follow continuation tokens to the end");
+  auto* show = instance->add_subcommand("show", "Show one instance");
+  show->add_option("id", id)->required();
+  show->add_flag("--history", with_history);
+  auto* start = instance->add_subcommand("start", "Start an orchestration");
+  start->add_option("name", name)->required();
+  start->add_option("--input", input, "JSON input");
+  start->add_option("--id", id, "Instance id (default: random)");
+  auto* raise = instance->add_subcommand("raise", "Raise an event");
+  raise->add_option("id", id)->required();
+  raise->add_option("event", event)->required();
+  raise->add_option("--data", data, "JSON event data");
+  auto* terminate = instance->add_subcommand("terminate", "Terminate an instance");
+  terminate->add_option("id", id)->required();
+  terminate->add_option("--reason", reason, "JSON reason");
+  terminate->add_flag("--recurse", recurse, "Terminate its sub-orchestrations too");
+  auto* suspend = instance->add_subcommand("suspend", "Suspend an instance");
+  suspend->add_option("id", id)->required();
+  suspend->add_option("--reason", reason);
+  auto* resume = instance->add_subcommand("resume", "Resume an instance");
+  resume->add_option("id", id)->required();
+  resume->add_option("--reason", reason);
+  auto* restart = instance->add_subcommand("restart", "Start a finished instance again with its input");
+  restart->add_option("id", id)->required();
+  restart->add_flag("--new-id", new_id, "Under a new random id instead of the same one");
+  auto* purge = instance->add_subcommand("purge", "Delete a finished instance and its history");
+  purge->add_option("id", id)->required();
+  CLI11_PARSE(app, argc, argv);
+
+  auto connected = sdk::client::connect(g.address, g.hub);
+  if (!connected) return refused(connected.error());
+  auto& client = **connected;
+  auto done = [&](expected<void> result, const std::string& what) {
+    if (!result) return refused(result.error());
+    if (g.as_json) {
+      std::printf("%s\n", json({{"ok", true}, {"instanceId", id}}).dump().c_str());
+    } else {
+      std::printf("%s\n", what.c_str());
+    }
+    return 0;
+  };
+
+  if (hub_list->parsed()) {
+    auto hubs = client.task_hubs();
+    if (!hubs) return refused(hubs.error());
+    if (g.as_json) {
+      std::printf("%s\n", json(*hubs).dump().c_str());
+    } else {
+      for (const auto& hub : *hubs) std::printf("%s\n", hub.c_str());
+    }
+    return 0;
+  }
+  if (hub_create->parsed()) return done(client.create_task_hub(hub_name, hub_partitions), "created task hub " + hub_name);
+  if (hub_delete->parsed()) return done(client.delete_task_hub(hub_name), "deleted task hub " + hub_name);
+
+  if (list->parsed()) {
+    sdk::query_options options;
+    for (const auto& text : statuses) {
+      auto status = parse_status(text);
+      if (!status) {
+        std::fprintf(stderr, "dtsctl: unknown status '%s'\n", text.c_str());
+        return 2;
+      }
+      options.statuses.push_back(*status);
+    }
+    options.name_prefix = name_prefix;
+    options.instance_id_prefix = id_prefix;
+    options.page_size = page_size;
+    std::vector<core::instance_record> records;
+    std::string token;
+    do {
+      auto page = client.query(options);
+      if (!page) return refused(page.error());
+      records.insert(records.end(), page->instances.begin(), page->instances.end());
+      token = page->continuation_token;
+      options.continuation_token = token;
+    } while (all_pages && !token.empty());
+    if (g.as_json) {
+      json out = {{"instances", json::array()}, {"continuationToken", token}};
+      for (const auto& r : records) out["instances"].push_back(record_json(r));
+      std::printf("%s\n", out.dump().c_str());
+    } else {
+      print_table(records);
+      if (!token.empty()) std::printf("(more: --all, or the next page from token %s)\n", token.c_str());
+    }
+    return 0;
+  }
+  if (show->parsed()) {
+    auto found = client.get(id);
+    if (!found) return refused(found.error());
+    if (!*found) return refused({errc::not_found, "no instance with id '" + id + "'"});
+    auto out = record_json(**found);
+    if (with_history) {
+      auto history = client.history(id);
+      if (!history) return refused(history.error());
+      out["history"] = json::array();
+      for (const auto& e : *history) {
+        out["history"].push_back({{"eventId", e.event_id}, {"kind", event_kind(e)}, {"timestamp", time_text(e.timestamp_ns)}});
+      }
+    }
+    std::printf("%s\n", out.dump(g.as_json ? -1 : 2).c_str());
+    return 0;
+  }
+  if (start->parsed()) {
+    auto parsed = parse_json_argument(input, "--input");
+    if (!parsed) return 2;
+    sdk::start_options options;
+    options.instance_id = id;
+    auto started = client.start(name, *parsed, options);
+    if (!started) return refused(started.error());
+    id = *started;
+    if (g.as_json) {
+      std::printf("%s\n", json({{"instanceId", *started}}).dump().c_str());
+    } else {
+      std::printf("started %s\n", started->c_str());
+    }
+    return 0;
+  }
+  if (raise->parsed()) {
+    auto parsed = parse_json_argument(data, "--data");
+    if (!parsed) return 2;
+    return done(client.raise_event(id, event, *parsed), "raised " + event + " on " + id);
+  }
+  if (terminate->parsed()) {
+    json why = reason.empty() ? json() : json(reason);
+    return done(client.terminate(id, why, recurse), "terminated " + id);
+  }
+  if (suspend->parsed()) return done(client.suspend(id, reason), "suspended " + id);
+  if (resume->parsed()) return done(client.resume(id, reason), "resumed " + id);
+  if (purge->parsed()) return done(client.purge(id), "purged " + id);
+  if (restart->parsed()) {
+    auto found = client.get(id);
+    if (!found) return refused(found.error());
+    if (!*found) return refused({errc::not_found, "no instance with id '" + id + "'"});
+    sdk::start_options options;
+    options.instance_id = new_id ? std::string() : id;
+    auto restarted = client.start((*found)->name, (*found)->input ? json::parse(*(*found)->input, nullptr, false) : json(),
+                                  options);
+    if (!restarted) return refused(restarted.error());
+    id = *restarted;
+    return done({}, "restarted as " + *restarted);
+  }
+  return 2;
+}

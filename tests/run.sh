@@ -39,5 +39,22 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 run_build build/sanitize --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
 
+# The README's first command, as a user runs it: it must print the hello-cities
+# result. It reuses build/release and stops the dtsd it started, by PID.
+echo "== quickstart"
+quickstart_log=$(mktemp)
+rm -rf ./dtsd-data
+if ./deploy/quickstart.sh > "$quickstart_log" 2>&1 && grep -q '"Hello, Cairo!"' "$quickstart_log"; then
+  passed=$((passed + 1))
+  echo "quickstart OK"
+else
+  failed=$((failed + 1))
+  echo "quickstart FAILED:"
+  cat "$quickstart_log"
+fi
+if [ -f ./dtsd-data/dtsd.pid ]; then kill "$(cat ./dtsd-data/dtsd.pid)" 2> /dev/null || true; fi
+sleep 1
+rm -rf ./dtsd-data "$quickstart_log"
+
 echo "tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

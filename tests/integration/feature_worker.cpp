@@ -1,0 +1,113 @@
+// A worker with one orchestrator per feature, for the feature tests.
+//   feature_worker ADDRESS
+
+#include <signal.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "sdk/worker.hpp"
+
+using namespace dtsd;
+using sdk::json;
+using sdk::orchestration_context;
+using sdk::task;
+
+namespace {
+
+task<json> timer(orchestration_context& ctx, json) {
+  co_await ctx.create_timer(std::chrono::milliseconds(300));
+  co_return "woke";
+}
+
+task<json> wait_event(orchestration_context& ctx, json) {
+  co_return co_await ctx.wait_for_external_event("Approval");
+}
+
+task<json> child(orchestration_context& ctx, json input) {
+  co_return co_await ctx.call_activity("Double", input);
+}
+
+task<json> parent(orchestration_context& ctx, json) {
+  std::vector<sdk::durable> children;
+  for (int i = 1; i <= 3; ++i) children.push_back(ctx.call_sub_orchestrator("Child", i));
+  int sum = 0;
+  for (auto& call : children) sum += (co_await call).get<int>();  // Fan-out, then fan-in.
+  co_return sum;
+}
+
+task<json> counter(orchestration_context& ctx, json input) {
+  int value = input.is_number() ? input.get<int>() : 0;
+  if (value < 5) {
+    ctx.continue_as_new(value + 1);
+    co_return nullptr;
+  }
+  co_return value;
+}
+
+task<json> status(orchestration_context& ctx, json) {
+  ctx.set_custom_status("halfway");
+  co_await ctx.wait_for_external_event("Go");
+  ctx.set_custom_status("done");
+  co_return "finished";
+}
+
+task<json> failing(orchestration_context& ctx, json) {
+  co_return co_await ctx.call_activity("Fail", "boom");
+}
+
+task<json> retrying(orchestration_context& ctx, json) {
+  sdk::retry_policy policy;
+  policy.max_attempts = 4;
+  policy.first_interval = std::chrono::milliseconds(50);
+  co_return co_await ctx.call_activity_with_retry("Flaky", ctx.instance_id(), policy);
+}
+
+task<json> long_wait(orchestration_context& ctx, json) {
+  co_return co_await ctx.wait_for_external_event("Never");
+}
+
+task<json> echo(orchestration_context&, json input) { co_return input; }
+
+std::mutex flaky_mutex;
+std::map<std::string, int> flaky_calls;
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) return 2;
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  sdk::worker worker({argv[1], "default", 64, 8});
+  worker.add_orchestrator("Timer", timer)
+      .add_orchestrator("WaitEvent", wait_event)
+      .add_orchestrator("Child", child)
+      .add_orchestrator("Parent", parent)
+      .add_orchestrator("Counter", counter)
+      .add_orchestrator("Status", status)
+      .add_orchestrator("Failing", failing)
+      .add_orchestrator("Retrying", retrying)
+      .add_orchestrator("LongWait", long_wait)
+      .add_orchestrator("Echo", echo)
+      .add_activity("Double", [](const sdk::activity_context&, const json& x) { return json(x.get<int>() * 2); })
+      .add_activity("Fail", [](const sdk::activity_context&, const json& x) -> json {
+        throw std::runtime_error("activity failed with " + x.get<std::string>());
+      })
+      .add_activity("Flaky", [](const sdk::activity_context&, const json& id) -> json {
+        std::lock_guard lock(flaky_mutex);
+        if (++flaky_calls[id.get<std::string>()] < 3) throw std::runtime_error("not yet");
+        return "third time lucky";
+      });
+  std::thread watcher([&] {
+    int signal_number = 0;
+    sigwait(&stop_signals, &signal_number);
+    worker.stop();
+  });
+  watcher.detach();
+  worker.run();
+  return 0;
+}

@@ -1,0 +1,201 @@
+// Every orchestration feature through the C++ SDK, against a real dtsd process and
+// a real worker process (tests/integration/feature_worker.cpp).
+
+#include <doctest/doctest.h>
+
+#include <set>
+
+#include "processes.hpp"
+
+using namespace dtsd;
+using namespace integration;
+using sdk::json;
+
+namespace {
+
+constexpr auto wait_limit = std::chrono::seconds(60);
+
+/// One dtsd and one feature worker for all cases of this file.
+struct environment {
+  server_setup setup = fresh_server("features");
+  process dtsd{binary("DTSD_BIN"), setup.args(), true};
+  process worker{binary("FEATURE_WORKER_BIN"), {setup.address()}};
+  std::unique_ptr<sdk::client> client = connect(setup.address());
+  ~environment() { std::filesystem::remove_all(setup.data_dir); }
+};
+
+environment& env() {
+  static environment shared;
+  return shared;
+}
+
+std::string start(const std::string& name, const json& input = json(), sdk::start_options options = {}) {
+  auto id = env().client->start(name, input, options);
+  REQUIRE_MESSAGE(id, (id ? "" : id.error().message));
+  return *id;
+}
+
+core::instance_record finish(const std::string& id) {
+  auto done = env().client->wait_for_completion(id, wait_limit);
+  REQUIRE_MESSAGE(done, (done ? "" : done.error().message));
+  return *done;
+}
+
+core::instance_record wait_status(const std::string& id, core::runtime_status status) {
+  for (int i = 0; i < 500; ++i) {
+    auto record = env().client->get(id);
+    REQUIRE(record);
+    if (*record && (*record)->status == status) return **record;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  FAIL("instance " << id << " never became " << core::to_string(status));
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("features: a durable timer delays the orchestration") {
+  auto done = finish(start("Timer"));
+  CHECK(sdk::output_of(done) == "woke");
+  CHECK(done.completed_at_ns - done.created_at_ns >= 300'000'000);
+}
+
+TEST_CASE("features: an external event carries its data into the orchestration") {
+  auto id = start("WaitEvent");
+  wait_status(id, core::runtime_status::running);
+  REQUIRE(env().client->raise_event(id, "Approval", json{{"approved", true}}));
+  CHECK(sdk::output_of(finish(id)) == json{{"approved", true}});
+}
+
+TEST_CASE("features: sub-orchestrations fan out and fan in, with the parent recorded on each child") {
+  auto id = start("Parent");
+  auto done = finish(id);
+  CHECK(sdk::output_of(done) == 12);  // 2 + 4 + 6
+  auto child = env().client->get(id + ":0");
+  REQUIRE(child);
+  REQUIRE(child->has_value());
+  REQUIRE((*child)->parent);
+  CHECK((*child)->parent->instance.instance_id == id);
+}
+
+TEST_CASE("features: continue-as-new restarts the orchestration with fresh history") {
+  auto id = start("Counter", 0);
+  auto done = finish(id);
+  CHECK(sdk::output_of(done) == 5);
+  auto history = env().client->history(id);
+  REQUIRE(history);
+  auto starts = std::count_if(history->begin(), history->end(), [](const core::history_event& e) {
+    return std::holds_alternative<core::events::execution_started>(e.body);
+  });
+  CHECK(starts == 1);  // Only the last execution's history is kept.
+}
+
+TEST_CASE("features: custom status is visible while the orchestration runs") {
+  auto id = start("Status");
+  for (int i = 0; i < 500; ++i) {
+    auto record = env().client->get(id);
+    REQUIRE(record);
+    if (*record && (*record)->custom_status == core::payload("\"halfway\"")) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  auto running = env().client->get(id);
+  REQUIRE(running);
+  CHECK((**running).custom_status == core::payload("\"halfway\""));
+  REQUIRE(env().client->raise_event(id, "Go", json()));
+  auto done = finish(id);
+  CHECK(done.custom_status == core::payload("\"done\""));
+}
+
+TEST_CASE("features: an activity failure fails the orchestration with its details") {
+  auto done = finish(start("Failing"));
+  CHECK(done.status == core::runtime_status::failed);
+  REQUIRE(done.failure);
+  CHECK(done.failure->error_message.find("activity failed with boom") != std::string::npos);
+}
+
+TEST_CASE("features: a retry policy retries a failing activity on durable timers") {
+  auto done = finish(start("Retrying"));
+  CHECK(done.status == core::runtime_status::completed);
+  CHECK(sdk::output_of(done) == "third time lucky");
+}
+
+TEST_CASE("features: terminate ends a waiting orchestration with the reason as output") {
+  auto id = start("LongWait");
+  wait_status(id, core::runtime_status::running);
+  REQUIRE(env().client->terminate(id, "enough"));
+  auto done = finish(id);
+  CHECK(done.status == core::runtime_status::terminated);
+  CHECK(sdk::output_of(done) == "enough");
+}
+
+TEST_CASE("features: a suspended orchestration holds its events until resumed") {
+  auto id = start("WaitEvent");
+  wait_status(id, core::runtime_status::running);
+  REQUIRE(env().client->suspend(id, "maintenance"));
+  CHECK(wait_status(id, core::runtime_status::suspended).status == core::runtime_status::suspended);
+  REQUIRE(env().client->raise_event(id, "Approval", "while suspended"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto still = env().client->get(id);
+  REQUIRE(still);
+  CHECK((**still).status == core::runtime_status::suspended);
+  REQUIRE(env().client->resume(id));
+  CHECK(sdk::output_of(finish(id)) == "while suspended");
+}
+
+TEST_CASE("features: purge removes a finished instance and its history") {
+  auto id = start("Echo", "x");
+  finish(id);
+  REQUIRE(env().client->purge(id));
+  auto gone = env().client->get(id);
+  REQUIRE(gone);
+  CHECK_FALSE(gone->has_value());
+  CHECK(env().client->history(id).error().code == errc::not_found);
+}
+
+TEST_CASE("features: query pages through every instance once") {
+  std::set<std::string> started;
+  for (int i = 0; i < 25; ++i) {
+    sdk::start_options options;
+    options.instance_id = "paged-" + std::to_string(i);
+    started.insert(start("Echo", i, options));
+  }
+  for (const auto& id : started) finish(id);
+  sdk::query_options query;
+  query.instance_id_prefix = "paged-";
+  query.page_size = 10;
+  std::set<std::string> seen;
+  int pages = 0;
+  for (;; ++pages) {
+    REQUIRE(pages < 20);
+    auto page = env().client->query(query);
+    REQUIRE(page);
+    for (const auto& record : page->instances) CHECK(seen.insert(record.instance_id).second);
+    if (page->continuation_token.empty()) break;
+    query.continuation_token = page->continuation_token;
+  }
+  CHECK(seen == started);
+  CHECK(pages >= 2);
+}
+
+TEST_CASE("features: tags round-trip and a finished id can be started again") {
+  sdk::start_options options;
+  options.instance_id = "tagged";
+  options.tags = {{"team", "payments"}};
+  auto first = finish(start("Echo", 1, options));
+  CHECK(first.tags == core::tag_map{{"team", "payments"}});
+  auto second = finish(start("Echo", 2, options));  // Default policy: a terminal instance is replaced.
+  CHECK(second.execution_id != first.execution_id);
+  CHECK(sdk::output_of(second) == 2);
+}
+
+TEST_CASE("features: a scheduled start waits for its time") {
+  sdk::start_options options;
+  options.start_at = std::chrono::system_clock::now() + std::chrono::milliseconds(600);
+  auto id = start("Echo", "later", options);
+  auto pending = env().client->get(id);
+  REQUIRE(pending);
+  CHECK((**pending).status == core::runtime_status::pending);
+  auto done = finish(id);
+  CHECK(done.completed_at_ns >= done.scheduled_start_ns);
+  CHECK(sdk::output_of(done) == "later");
+}

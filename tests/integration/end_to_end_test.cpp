@@ -2,9 +2,14 @@
 
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+#include <capnp/ez-rpc.h>
+
 #include <random>
 
 #include "processes.hpp"
+#include "rpc.capnp.h"
+#include "sdk/errors.hpp"
 
 using namespace dtsd;
 using namespace integration;
@@ -134,5 +139,99 @@ TEST_CASE("end to end: bad input is a clear error and changes nothing") {
   auto unknown_hub = sdk::client::connect(setup.address(), "nope");
   REQUIRE_FALSE(unknown_hub);
   CHECK(unknown_hub.error().message == "task hub 'nope' does not exist");
+  std::filesystem::remove_all(setup.data_dir);
+}
+
+// ---------------------------------------------------------------------------
+// The wire itself: out-of-order calls and malformed input.
+
+namespace {
+
+/// A sink that takes pushes and keeps nothing.
+class ignoring_sink final : public schema::WorkSink::Server {
+ public:
+  kj::Promise<void> push(PushContext) override { return kj::READY_NOW; }
+  kj::Promise<void> keepAlive(KeepAliveContext) override { return kj::READY_NOW; }
+};
+
+}  // namespace
+
+TEST_CASE("end to end: out-of-order completions and malformed RPC input are refused without a crash") {
+  auto setup = fresh_server("wire");
+  process dtsd(binary("DTSD_BIN"), setup.args(), true);
+  capnp::EzRpcClient rpc(setup.address(), 8081);
+  auto& wait_scope = rpc.getWaitScope();
+  auto scheduler = rpc.getMain<schema::Scheduler>();
+
+  auto open = scheduler.openWorkerSessionRequest();
+  open.setTaskHub("default");
+  open.setOrchestratorConcurrency(1);
+  open.setActivityConcurrency(1);
+  open.setSink(kj::heap<ignoring_sink>());
+  auto session = open.send().wait(wait_scope).getSession();
+
+  auto refused = [&](auto&& promise) -> dtsd::error {
+    try {
+      promise.wait(wait_scope);
+    } catch (const kj::Exception& failure) {
+      return sdk::error_of(failure);
+    }
+    FAIL("the call was accepted");
+    return {};
+  };
+
+  // A completion for a work item that was never dispatched.
+  auto client = connect(setup.address());
+  sdk::start_options options;
+  options.instance_id = "wire-1";
+  REQUIRE(client->start("HelloCities", json(), options));
+  auto completion = session.completeOrchestratorRequest();
+  auto body = completion.initCompletion();
+  body.setInstanceId("wire-1");
+  body.setCompletionToken(12345);
+  auto stale = refused(completion.send());
+  CHECK(stale.code == errc::stale_token);
+
+  // The same for an activity that was never leased, and an unknown instance.
+  auto activity = session.completeActivityRequest();
+  auto result = activity.initCompletion();
+  result.setInstanceId("wire-1");
+  result.setTaskId(0);
+  result.setCompletionToken(99);
+  result.setResult("\"x\"");
+  CHECK(refused(activity.send()).code == errc::stale_token);
+
+  // A status value outside the schema's enum.
+  auto start = scheduler.startInstanceRequest();
+  start.setTaskHub("default");
+  auto request = start.initRequest();
+  request.setInstanceId("wire-2");
+  request.setName("HelloCities");
+  request.initReplaceableStatuses(1).set(0, static_cast<schema::OrchestrationStatus>(99));
+  auto malformed = refused(start.send());
+  CHECK(malformed.message.find("unknown status") != std::string::npos);
+
+  // Garbage on a fresh connection is dropped; the server keeps serving.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(setup.port));
+  inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  std::string garbage(4096, '\xff');
+  CHECK(write(fd, garbage.data(), garbage.size()) > 0);
+  close(fd);
+
+  // Nothing changed: wire-1 is still pending with no history, wire-2 does not exist.
+  auto still = client->get("wire-1");
+  REQUIRE(still);
+  REQUIRE(still->has_value());
+  CHECK((**still).status == core::runtime_status::pending);
+  auto history = client->history("wire-1");
+  REQUIRE(history);
+  CHECK(history->empty());
+  auto absent = client->get("wire-2");
+  REQUIRE(absent);
+  CHECK_FALSE(absent->has_value());
   std::filesystem::remove_all(setup.data_dir);
 }

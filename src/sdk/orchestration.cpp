@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "core/ids.hpp"
 #include "core/overloaded.hpp"
 
@@ -47,18 +49,86 @@ durable orchestration_context::create_timer_at(std::chrono::system_clock::time_p
   return schedule({0, core::actions::create_timer{ns}});
 }
 
+void orchestration_context::answer(durable_slot& slot, std::optional<json> value,
+                                   std::optional<core::failure_details> failure) {
+  if (slot.done) return;
+  slot.done = true;
+  slot.order = ++answered_count_;
+  slot.value = std::move(value);
+  slot.failure = std::move(failure);
+  for (auto& listener : std::exchange(slot.listeners, {})) listener();
+  if (auto waiter = std::exchange(slot.waiter, {})) waiter.resume();
+}
+
+namespace {
+// Built outside the coroutine: GCC 12 miscompiles this aggregate inside one.
+core::failure_details timeout_failure(const std::string& name, std::chrono::milliseconds timeout) {
+  core::failure_details failure;
+  failure.error_type = "TimeoutError";
+  failure.error_message = fmt::format("no '{}' event within {} ms", name, timeout.count());
+  return failure;
+}
+
+json parse_event_data(const core::payload& value) {
+  if (!value) return json();
+  auto parsed = json::parse(*value, nullptr, false);
+  return parsed.is_discarded() ? json(*value) : parsed;
+}
+}  // namespace
+
 durable orchestration_context::wait_for_external_event(const std::string& name) {
   auto slot = std::make_shared<durable_slot>();
   auto& waiting = unclaimed_events_[name];
   if (!waiting.empty()) {
     const auto& raised = std::get<core::events::event_raised>(waiting.front().body);
-    slot->done = true;
-    slot->value = raised.input ? json::parse(*raised.input, nullptr, false) : json();
+    answer(*slot, parse_event_data(raised.input), std::nullopt);
     waiting.erase(waiting.begin());
   } else {
     event_waiters_[name].push_back(slot);
   }
   return durable(slot);
+}
+
+task<json> orchestration_context::wait_for_external_event(std::string name, std::chrono::milliseconds timeout) {
+  auto event = wait_for_external_event(name);
+  // No braced list here: GCC 12 cannot keep an initializer_list in a coroutine frame.
+  std::vector<durable> race;
+  race.push_back(event);
+  race.push_back(create_timer(timeout));
+  auto first = co_await when_any(race);
+  if (first.get<int>() == 1) {
+    auto& waiters = event_waiters_[name];
+    waiters.erase(std::remove(waiters.begin(), waiters.end(), event.slot()), waiters.end());
+    throw task_failed(timeout_failure(name, timeout));
+  }
+  co_return co_await event;
+}
+
+durable orchestration_context::when_any(const std::vector<durable>& calls) {
+  auto any = std::make_shared<durable_slot>();
+  int first = -1;
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    const auto& slot = *calls[i].slot();
+    if (slot.done && (first < 0 || slot.order < calls[static_cast<std::size_t>(first)].slot()->order)) {
+      first = static_cast<int>(i);
+    }
+  }
+  if (first >= 0) {
+    answer(*any, json(first), std::nullopt);
+    return durable(any);
+  }
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    calls[i].slot()->listeners.push_back([this, any, index = static_cast<int>(i)] {
+      answer(*any, json(index), std::nullopt);
+    });
+  }
+  return durable(any);
+}
+
+task<json> orchestration_context::when_all(std::vector<durable> calls) {
+  json results = json::array();
+  for (auto& call : calls) results.push_back(co_await call);
+  co_return results;
 }
 
 void orchestration_context::continue_as_new(const json& input, bool keep_unprocessed_events) {
@@ -124,12 +194,8 @@ class replay {
   void answer(std::int32_t id, std::optional<json> value, std::optional<core::failure_details> failure) {
     auto found = ctx_.calls_.find(id);
     if (found == ctx_.calls_.end()) return;
-    auto& slot = *found->second.slot;
-    if (slot.done) return;
-    slot.done = true;
-    slot.value = std::move(value);
-    slot.failure = std::move(failure);
-    if (auto waiter = std::exchange(slot.waiter, {})) waiter.resume();
+    auto slot = found->second.slot;  // Keep it alive while the code runs on.
+    ctx_.answer(*slot, std::move(value), std::move(failure));
   }
 
   void event_raised(const core::history_event& event) {
@@ -141,9 +207,7 @@ class replay {
     }
     auto slot = waiters.front();
     waiters.erase(waiters.begin());
-    slot->done = true;
-    slot->value = parse_payload(raised.input);
-    if (auto waiter = std::exchange(slot->waiter, {})) waiter.resume();
+    ctx_.answer(*slot, parse_payload(raised.input), std::nullopt);
   }
 
   void apply(const core::history_event& event) {

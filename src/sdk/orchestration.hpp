@@ -40,15 +40,18 @@ class task_failed : public std::runtime_error {
 /// The answer slot of one durable call.
 struct durable_slot {
   bool done = false;
+  std::uint64_t order = 0;  ///< When it was answered, in history order (for when_any).
   std::optional<json> value;
   std::optional<core::failure_details> failure;
   std::coroutine_handle<> waiter;
+  std::vector<std::function<void()>> listeners;  ///< Told when it is answered.
 };
 
 /// What `co_await ctx.call_activity(...)` and friends return.
 class durable {
  public:
   explicit durable(std::shared_ptr<durable_slot> slot) : slot_(std::move(slot)) {}
+  const std::shared_ptr<durable_slot>& slot() const { return slot_; }
   bool await_ready() const noexcept { return slot_->done; }
   void await_suspend(std::coroutine_handle<> waiter) noexcept { slot_->waiter = waiter; }
   json await_resume() const {
@@ -147,6 +150,13 @@ class orchestration_context {
   durable create_timer_at(std::chrono::system_clock::time_point fire_at);
   /// Completes with the event's data when an event of this name is raised.
   durable wait_for_external_event(const std::string& name);
+  /// The same with a limit: throws task_failed (TimeoutError) when the durable timer
+  /// fires first; the wait is withdrawn, so a later event stays for the next wait.
+  task<json> wait_for_external_event(std::string name, std::chrono::milliseconds timeout);
+  /// Completes with the index of the first of `calls` to finish (in history order).
+  durable when_any(const std::vector<durable>& calls);
+  /// Completes with all results, in order; the first failure is thrown.
+  task<json> when_all(std::vector<durable> calls);
   void set_custom_status(const json& status) { custom_status_ = status.dump(); }
   /// Ends this execution and starts a fresh one with `input`; with
   /// `keep_unprocessed_events`, events not yet handled carry over.
@@ -164,6 +174,8 @@ class orchestration_context {
     bool in_history = false;
   };
   durable schedule(core::orchestrator_action action);
+  void answer(durable_slot& slot, std::optional<json> value, std::optional<core::failure_details> failure);
+  std::uint64_t answered_count_ = 0;
 
   std::string instance_id_;
   std::string name_;

@@ -71,6 +71,27 @@ task<json> long_wait(orchestration_context& ctx, json) {
 
 task<json> echo(orchestration_context&, json input) { co_return input; }
 
+task<json> race(orchestration_context& ctx, json) {
+  std::vector<sdk::durable> contenders;
+  contenders.push_back(ctx.call_activity("Slow", 2000));
+  contenders.push_back(ctx.create_timer(std::chrono::milliseconds(100)));
+  co_return co_await ctx.when_any(contenders);
+}
+
+task<json> event_with_timeout(orchestration_context& ctx, json input) {
+  try {
+    co_return co_await ctx.wait_for_external_event("Hello", std::chrono::milliseconds(input.get<int>()));
+  } catch (const sdk::task_failed& failure) {
+    co_return failure.details().error_type;
+  }
+}
+
+task<json> fan_all(orchestration_context& ctx, json) {
+  std::vector<sdk::durable> calls;
+  for (int i = 1; i <= 5; ++i) calls.push_back(ctx.call_activity("Double", i));
+  co_return co_await ctx.when_all(calls);
+}
+
 std::mutex flaky_mutex;
 std::map<std::string, int> flaky_calls;
 
@@ -93,6 +114,13 @@ int main(int argc, char** argv) {
       .add_orchestrator("Retrying", retrying)
       .add_orchestrator("LongWait", long_wait)
       .add_orchestrator("Echo", echo)
+      .add_orchestrator("Race", race)
+      .add_orchestrator("EventWithTimeout", event_with_timeout)
+      .add_orchestrator("FanAll", fan_all)
+      .add_activity("Slow", [](const sdk::activity_context&, const json& ms) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(ms.get<int>()));
+        return json("slow done");
+      })
       .add_activity("Double", [](const sdk::activity_context&, const json& x) { return json(x.get<int>() * 2); })
       .add_activity("Fail", [](const sdk::activity_context&, const json& x) -> json {
         throw std::runtime_error("activity failed with " + x.get<std::string>());

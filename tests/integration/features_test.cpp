@@ -199,3 +199,19 @@ TEST_CASE("features: a scheduled start waits for its time") {
   CHECK(done.completed_at_ns >= done.scheduled_start_ns);
   CHECK(sdk::output_of(done) == "later");
 }
+
+TEST_CASE("features: when_any answers with the first to finish, a timer beating a slow activity") {
+  CHECK(sdk::output_of(finish(start("Race"))) == 1);
+}
+
+TEST_CASE("features: waiting for an event times out on a durable timer, or gets the event in time") {
+  CHECK(sdk::output_of(finish(start("EventWithTimeout", 200))) == "TimeoutError");
+  auto id = start("EventWithTimeout", 30000);
+  wait_status(id, core::runtime_status::running);
+  REQUIRE(env().client->raise_event(id, "Hello", "in time"));
+  CHECK(sdk::output_of(finish(id)) == "in time");
+}
+
+TEST_CASE("features: when_all gathers every result in order") {
+  CHECK(sdk::output_of(finish(start("FanAll"))) == json{2, 4, 6, 8, 10});
+}

@@ -174,10 +174,95 @@ class actor_scheduler final : public scheduler {
     });
   }
 
-  void purge(const std::string& hub_name, const std::string& id, callback<void> done) override {
-    mutate(hub_name, id, std::move(done), [id](partition_context& ctx) {
-      return ctx.engine().purge(id, ctx.now_ns());
+  /// Counts purges across partitions and answers once every branch is done.
+  struct purge_tracker {
+    explicit purge_tracker(callback<std::size_t> finished) : done(std::move(finished)) {}
+    std::atomic<std::size_t> purged{0};
+    std::atomic<std::size_t> pending{1};
+    std::mutex mutex;
+    std::optional<dtsd::error> failure;
+    callback<std::size_t> done;
+    void fail(dtsd::error failed) {
+      std::lock_guard lock(mutex);
+      if (!failure) failure = std::move(failed);
+    }
+    void finish_one() {
+      if (--pending != 0) return;
+      if (failure) return done(*failure);
+      done(purged.load());
+    }
+  };
+
+  /// Purges `id`; with `recursive`, its sub-orchestrations once its purge is durable.
+  /// Only the top instance's refusal is an error: children that are still running
+  /// are left in place.
+  void purge_branch(const hub& h, const std::string& id, bool recursive, std::shared_ptr<purge_tracker> tracker,
+                    bool top) {
+    send_to(h, id, [this, h, id, recursive, tracker, top](partition_context& ctx) {
+      auto children = recursive ? ctx.engine().sub_orchestrations_of(id) : std::vector<std::string>{};
+      auto batch = ctx.engine().purge(id, ctx.now_ns());
+      if (!batch) {
+        if (top) tracker->fail(batch.error());
+        return tracker->finish_one();
+      }
+      ctx.after_commit(*batch, [this, h, children, tracker] {
+        ++tracker->purged;
+        for (const auto& child : children) {
+          ++tracker->pending;
+          purge_branch(h, child, true, tracker, false);
+        }
+        tracker->finish_one();
+      });
     });
+  }
+
+  void purge(const std::string& hub_name, const std::string& id, bool recursive, callback<std::size_t> done) override {
+    if (auto valid = core::validate_instance_id(id); !valid) return done(valid.error());
+    auto found = find(hub_name);
+    if (!found) return done(found.error());
+    purge_branch(*found, id, recursive, std::make_shared<purge_tracker>(std::move(done)), true);
+  }
+
+  void purge_where(const std::string& hub_name, store::instance_query filter, bool recursive,
+                   callback<std::size_t> done) override {
+    auto found = find(hub_name);
+    if (!found) return done(found.error());
+    if (filter.statuses.empty()) filter.statuses = core::terminal_statuses();
+    for (auto status : filter.statuses) {
+      if (!core::is_terminal(status)) {
+        return done(error{errc::invalid_argument,
+                          fmt::format("status {} cannot be purged: only completed, failed, canceled or terminated "
+                                      "instances can",
+                                      core::to_string(status))});
+      }
+    }
+    filter.page_size = store::query_page_size_max;
+    filter.fetch_payloads = false;
+    auto tracker = std::make_shared<purge_tracker>(std::move(done));
+    tracker->pending += found->partitions.size();
+    for (auto& partition : found->partitions) {
+      caf::anon_send(partition, run_atom::value,
+                     std::make_shared<std::function<void(partition_context&)>>(
+                         [this, h = *found, filter, recursive, tracker](partition_context& ctx) mutable {
+                           std::vector<std::string> ids;
+                           for (int pages = 0; pages < 10000; ++pages) {
+                             auto page = ctx.engine().store().query(filter);
+                             if (!page) {
+                               tracker->fail(page.error());
+                               break;
+                             }
+                             for (auto& record : page->instances) ids.push_back(std::move(record.instance_id));
+                             if (page->continuation_token.empty()) break;
+                             filter.continuation_token = page->continuation_token;
+                           }
+                           for (const auto& id : ids) {
+                             ++tracker->pending;
+                             purge_branch(h, id, recursive, tracker, false);
+                           }
+                           tracker->finish_one();
+                         }));
+    }
+    tracker->finish_one();
   }
 
   void query(const std::string& hub_name, store::instance_query query, callback<store::query_page> done) override {

@@ -74,8 +74,14 @@ class scheduler {
                        core::payload reason, callback<void> done) = 0;
   virtual void resume(const std::string& hub, const std::string& instance_id, core::payload reason,
                       callback<void> done) = 0;
-  virtual void purge(const std::string& hub, const std::string& instance_id,
-                     callback<void> done) = 0;
+  /// Purges one terminal instance (with `recursive`, also the terminal
+  /// sub-orchestrations it created, in any partition); answers how many were purged.
+  virtual void purge(const std::string& hub, const std::string& instance_id, bool recursive,
+                     callback<std::size_t> done) = 0;
+  /// Purges every terminal instance the filter matches (its statuses must all be
+  /// terminal; none means all terminal ones); answers how many were purged.
+  virtual void purge_where(const std::string& hub, store::instance_query filter, bool recursive,
+                           callback<std::size_t> done) = 0;
   virtual void query(const std::string& hub, store::instance_query query,
                      callback<store::query_page> done) = 0;
 

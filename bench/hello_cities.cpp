@@ -7,7 +7,7 @@
 // dtsd CPU seconds and peak RSS. Then an idle-latency run: one orchestration at a
 // time.
 //
-//   build/release/bench/hello_cities [--count 5000] [--partitions 12]
+//   build/release/bench/hello_cities [--count 5000] [--partitions 12] [--durability fsync]
 //       [--latency-count 200] [--dtsd PATH] [--worker PATH] [--data-dir DIR]
 
 #include <netinet/in.h>
@@ -123,18 +123,22 @@ int main(int argc, char** argv) {
   std::string dtsd_path = (self_dir / "../src/server/dtsd").string();
   std::string worker_path = (self_dir / "../samples/hello_cities/hello_cities").string();
   std::string data_dir = "bench-data/hello_cities";
+  std::string durability = "fsync";
   app.add_option("--count", count)->check(CLI::Range(1, 1000000))->capture_default_str();
   app.add_option("--partitions", partitions)->check(CLI::Range(1u, 1024u))->capture_default_str();
   app.add_option("--latency-count", latency_count)->check(CLI::Range(0, 100000))->capture_default_str();
   app.add_option("--dtsd", dtsd_path)->capture_default_str();
   app.add_option("--worker", worker_path)->capture_default_str();
   app.add_option("--data-dir", data_dir)->capture_default_str();
+  app.add_option("--durability", durability, "fsync | nosync | memory")
+      ->check(CLI::IsMember({"fsync", "nosync", "memory"}))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   fs::remove_all(data_dir);
   const auto address = "127.0.0.1:" + std::to_string(free_port());
   auto server = launch(dtsd_path, {"--data-dir", data_dir, "--listen", address, "--partitions", std::to_string(partitions),
-                                   "--durability", "fsync", "--log-level", "warn"});
+                                   "--durability", durability, "--log-level", "warn"});
   auto client = connect(address);
   auto worker = launch(worker_path, {"worker", "--address", address, "--activities", "16"});
 
@@ -180,11 +184,11 @@ int main(int argc, char** argv) {
   fs::remove_all(data_dir);
 
   std::printf(
-      "{\"bench\":\"hello_cities\",\"worker\":\"cpp\",\"n\":%d,\"correct\":%d,\"partitions\":%u,\"wall_s\":%.3f,"
+      "{\"bench\":\"hello_cities\",\"worker\":\"cpp\",\"durability\":\"%s\",\"n\":%d,\"correct\":%d,\"partitions\":%u,\"wall_s\":%.3f,"
       "\"server_span_s\":%.3f,\"orchestrations_per_s\":%.0f,\"activities_per_s\":%.0f,\"p50_ms\":%.1f,"
       "\"p95_ms\":%.1f,\"p99_ms\":%.1f,\"dtsd_cpu_s\":%.2f,\"dtsd_peak_rss_mib\":%.0f,\"idle_n\":%zu,"
       "\"idle_p50_ms\":%.2f,\"idle_p99_ms\":%.2f}\n",
-      count, correct, partitions, wall_s, server_s, count / wall_s, 5.0 * count / wall_s, percentile(latencies_ms, 0.5),
+      durability.c_str(), count, correct, partitions, wall_s, server_s, count / wall_s, 5.0 * count / wall_s, percentile(latencies_ms, 0.5),
       percentile(latencies_ms, 0.95), percentile(latencies_ms, 0.99), cpu_s, rss_mib, idle_ms.size(),
       percentile(idle_ms, 0.5), percentile(idle_ms, 0.99));
   return correct == count ? 0 : 1;

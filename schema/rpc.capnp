@@ -55,7 +55,7 @@ interface Scheduler {
   terminate @4 (taskHub :Text, instanceId :Text, reason :Text, recurse :Bool) -> ();
   suspend @5 (taskHub :Text, instanceId :Text, reason :Text) -> ();
   resume @6 (taskHub :Text, instanceId :Text, reason :Text) -> ();
-  purge @7 (taskHub :Text, instanceId :Text) -> ();
+  purge @7 (taskHub :Text, instanceId :Text, recursive :Bool) -> (purged :UInt64);
   query @8 (taskHub :Text, query :InstanceQuery)
       -> (instances :List(Model.InstanceRecord), continuationToken :Text);
   listTaskHubs @9 () -> (names :List(Text));
@@ -64,4 +64,7 @@ interface Scheduler {
   openWorkerSession @12 (taskHub :Text, orchestratorConcurrency :UInt32,
                          activityConcurrency :UInt32, sink :WorkSink)
       -> (session :WorkerSession);
+  # Purges every terminal instance the query's filters match (statuses, created
+  # range, name and id prefixes, tags); paging fields are ignored.
+  purgeWhere @13 (taskHub :Text, query :InstanceQuery, recursive :Bool) -> (purged :UInt64);
 }

@@ -8,7 +8,8 @@
 //   dtsctl ... instance terminate ID [--reason JSON] [--recurse]
 //   dtsctl ... instance suspend|resume ID [--reason TEXT]
 //   dtsctl ... instance restart ID [--new-id]
-//   dtsctl ... instance purge ID
+//   dtsctl ... instance purge ID [--recursive]
+//   dtsctl ... instance purge-where [--status S]... [--name-prefix P] [--id-prefix P] [--recursive]
 //
 // Exit codes: 0 done, 1 the server refused or is unreachable (the reason on
 // stderr), 2 the command line is wrong.
@@ -168,6 +169,12 @@ int main(int argc, char** argv) {
   restart->add_flag("--new-id", new_id, "Under a new random id instead of the same one");
   auto* purge = instance->add_subcommand("purge", "Delete a finished instance and its history");
   purge->add_option("id", id)->required();
+  purge->add_flag("--recursive", recurse, "Its finished sub-orchestrations too");
+  auto* purge_where = instance->add_subcommand("purge-where", "Delete every finished instance that matches");
+  purge_where->add_option("--status", statuses, "Completed, Failed, Terminated, Canceled (repeatable)");
+  purge_where->add_option("--name-prefix", name_prefix);
+  purge_where->add_option("--id-prefix", id_prefix);
+  purge_where->add_flag("--recursive", recurse, "Their finished sub-orchestrations too");
   CLI11_PARSE(app, argc, argv);
 
   auto connected = sdk::client::connect(g.address, g.hub);
@@ -270,7 +277,30 @@ int main(int argc, char** argv) {
   }
   if (suspend->parsed()) return done(client.suspend(id, reason), "suspended " + id);
   if (resume->parsed()) return done(client.resume(id, reason), "resumed " + id);
-  if (purge->parsed()) return done(client.purge(id), "purged " + id);
+  auto purged = [&](expected<std::size_t> count) {
+    if (!count) return refused(count.error());
+    if (g.as_json) {
+      std::printf("%s\n", json({{"purged", *count}}).dump().c_str());
+    } else {
+      std::printf("purged %zu instance(s)\n", *count);
+    }
+    return 0;
+  };
+  if (purge->parsed()) return purged(client.purge(id, recurse));
+  if (purge_where->parsed()) {
+    sdk::query_options filter;
+    for (const auto& text : statuses) {
+      auto status = parse_status(text);
+      if (!status) {
+        std::fprintf(stderr, "dtsctl: unknown status '%s'\n", text.c_str());
+        return 2;
+      }
+      filter.statuses.push_back(*status);
+    }
+    filter.name_prefix = name_prefix;
+    filter.instance_id_prefix = id_prefix;
+    return purged(client.purge_where(filter, recurse));
+  }
   if (restart->parsed()) {
     auto found = client.get(id);
     if (!found) return refused(found.error());

@@ -509,4 +509,10 @@ expected<std::optional<core::instance_record>> partition_engine::get_instance(
   return std::optional<core::instance_record>((*slot)->state->record);
 }
 
+std::vector<std::string> partition_engine::sub_orchestrations_of(const std::string& instance_id) {
+  auto slot = slot_of(instance_id);
+  if (!slot || !(*slot)->state) return {};
+  return core::all_sub_orchestrations(*(*slot)->state);
+}
+
 }  // namespace dtsd::engine

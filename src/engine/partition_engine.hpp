@@ -137,6 +137,8 @@ class partition_engine {
   // -- Reads of the in-memory state (what is applied, durable or about to be).
 
   expected<std::optional<core::instance_record>> get_instance(const std::string& instance_id);
+  /// Ids of every sub-orchestration the instance's current execution created.
+  std::vector<std::string> sub_orchestrations_of(const std::string& instance_id);
   std::size_t cached_instance_count() const { return instances_.size(); }
 
  private:

@@ -253,12 +253,24 @@ class scheduler_service final : public s::Scheduler::Server {
 
   kj::Promise<void> purge(PurgeContext context) override {
     auto p = context.getParams();
-    return change([&](auto done) { scheduler_.purge(text(p.getTaskHub()), text(p.getInstanceId()), done); });
+    auto pending = answer<std::size_t>();
+    scheduler_.purge(text(p.getTaskHub()), text(p.getInstanceId()), p.getRecursive(), pending.callback);
+    return pending.promise.then([context](expected<std::size_t> result) mutable {
+      context.getResults().setPurged(value_or_fail(std::move(result)));
+    });
   }
 
-  kj::Promise<void> query(QueryContext context) override {
-    auto params = context.getParams();
-    auto q = params.getQuery();
+  kj::Promise<void> purgeWhere(PurgeWhereContext context) override {
+    auto p = context.getParams();
+    auto filter = read_query(p.getQuery());
+    auto pending = answer<std::size_t>();
+    scheduler_.purge_where(text(p.getTaskHub()), std::move(filter), p.getRecursive(), pending.callback);
+    return pending.promise.then([context](expected<std::size_t> result) mutable {
+      context.getResults().setPurged(value_or_fail(std::move(result)));
+    });
+  }
+
+  static store::instance_query read_query(s::InstanceQuery::Reader q) {
     store::instance_query query;
     for (auto status : q.getStatuses()) query.statuses.push_back(wire::read(status));
     if (q.getCreatedFromNs() != 0) query.created_from_ns = q.getCreatedFromNs();
@@ -269,6 +281,12 @@ class scheduler_service final : public s::Scheduler::Server {
     query.page_size = q.getPageSize() == 0 ? 100 : q.getPageSize();
     query.continuation_token = text(q.getContinuationToken());
     query.fetch_payloads = q.getFetchPayloads();
+    return query;
+  }
+
+  kj::Promise<void> query(QueryContext context) override {
+    auto params = context.getParams();
+    auto query = read_query(params.getQuery());
     auto pending = answer<store::query_page>();
     scheduler_.query(text(params.getTaskHub()), std::move(query), pending.callback);
     return pending.promise.then([context](expected<store::query_page> result) mutable {

@@ -177,27 +177,46 @@ class capnp_client final : public client {
     });
   }
 
-  expected<void> purge(const std::string& id) override {
+  expected<std::size_t> purge(const std::string& id, bool recursive) override {
     return guarded([&] {
       auto request = scheduler_.purgeRequest();
       request.setTaskHub(text(hub_));
       request.setInstanceId(text(id));
-      request.send().wait(rpc_.getWaitScope());
+      request.setRecursive(recursive);
+      return static_cast<std::size_t>(request.send().wait(rpc_.getWaitScope()).getPurged());
     });
+  }
+
+  expected<std::size_t> purge_where(const query_options& filter, bool recursive) override {
+    return guarded([&] {
+      auto request = scheduler_.purgeWhereRequest();
+      request.setTaskHub(text(hub_));
+      write_query(request.initQuery(), filter);
+      request.setRecursive(recursive);
+      return static_cast<std::size_t>(request.send().wait(rpc_.getWaitScope()).getPurged());
+    });
+  }
+
+  static void write_query(s::InstanceQuery::Builder q, const query_options& options) {
+    auto statuses = q.initStatuses(static_cast<unsigned>(options.statuses.size()));
+    for (unsigned i = 0; i < options.statuses.size(); ++i) statuses.set(i, wire::write(options.statuses[i]));
+    auto ns = [](std::chrono::system_clock::time_point t) {
+      return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+    };
+    if (options.created_from) q.setCreatedFromNs(ns(*options.created_from));
+    if (options.created_to) q.setCreatedToNs(ns(*options.created_to));
+    q.setNamePrefix(text(options.name_prefix));
+    q.setInstanceIdPrefix(text(options.instance_id_prefix));
+    q.setPageSize(options.page_size);
+    q.setContinuationToken(text(options.continuation_token));
+    q.setFetchPayloads(true);
   }
 
   expected<query_result> query(const query_options& options) override {
     return guarded([&] {
       auto request = scheduler_.queryRequest();
       request.setTaskHub(text(hub_));
-      auto q = request.initQuery();
-      auto statuses = q.initStatuses(static_cast<unsigned>(options.statuses.size()));
-      for (unsigned i = 0; i < options.statuses.size(); ++i) statuses.set(i, wire::write(options.statuses[i]));
-      q.setNamePrefix(text(options.name_prefix));
-      q.setInstanceIdPrefix(text(options.instance_id_prefix));
-      q.setPageSize(options.page_size);
-      q.setContinuationToken(text(options.continuation_token));
-      q.setFetchPayloads(true);
+      write_query(request.initQuery(), options);
       auto response = request.send().wait(rpc_.getWaitScope());
       query_result result;
       for (auto record : response.getInstances()) result.instances.push_back(wire::read(record));

@@ -28,6 +28,8 @@ struct start_options {
 
 struct query_options {
   std::vector<core::runtime_status> statuses;
+  std::optional<std::chrono::system_clock::time_point> created_from;
+  std::optional<std::chrono::system_clock::time_point> created_to;
   std::string name_prefix;
   std::string instance_id_prefix;
   std::uint32_t page_size = 100;
@@ -67,7 +69,12 @@ class client {
   virtual expected<void> terminate(const std::string& instance_id, const json& reason, bool recurse = false) = 0;
   virtual expected<void> suspend(const std::string& instance_id, const std::string& reason = {}) = 0;
   virtual expected<void> resume(const std::string& instance_id, const std::string& reason = {}) = 0;
-  virtual expected<void> purge(const std::string& instance_id) = 0;
+  /// Purges a finished instance (with `recursive`, its finished sub-orchestrations
+  /// too); returns how many instances were purged.
+  virtual expected<std::size_t> purge(const std::string& instance_id, bool recursive = false) = 0;
+  /// Purges every finished instance that `filter` matches (statuses must be
+  /// terminal; none: all terminal ones). Paging fields are ignored.
+  virtual expected<std::size_t> purge_where(const query_options& filter, bool recursive = false) = 0;
   virtual expected<query_result> query(const query_options& options) = 0;
   virtual expected<std::vector<std::string>> task_hubs() = 0;
   virtual expected<void> create_task_hub(const std::string& name, std::uint32_t partitions = 0) = 0;

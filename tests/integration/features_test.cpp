@@ -145,7 +145,9 @@ TEST_CASE("features: a suspended orchestration holds its events until resumed") 
 TEST_CASE("features: purge removes a finished instance and its history") {
   auto id = start("Echo", "x");
   finish(id);
-  REQUIRE(env().client->purge(id));
+  auto purged = env().client->purge(id);
+  REQUIRE(purged);
+  CHECK(*purged == 1);
   auto gone = env().client->get(id);
   REQUIRE(gone);
   CHECK_FALSE(gone->has_value());
@@ -214,4 +216,42 @@ TEST_CASE("features: waiting for an event times out on a durable timer, or gets 
 
 TEST_CASE("features: when_all gathers every result in order") {
   CHECK(sdk::output_of(finish(start("FanAll"))) == json{2, 4, 6, 8, 10});
+}
+
+TEST_CASE("features: a recursive purge removes the sub-orchestrations in their partitions too") {
+  auto id = start("Parent");
+  finish(id);
+  auto purged = env().client->purge(id, true);
+  REQUIRE_MESSAGE(purged, (purged ? "" : purged.error().message));
+  CHECK(*purged == 4);
+  for (const auto& gone : {id, id + ":0", id + ":1", id + ":2"}) {
+    auto record = env().client->get(gone);
+    REQUIRE(record);
+    CHECK_MESSAGE(!record->has_value(), gone);
+  }
+}
+
+TEST_CASE("features: purge by filter removes only the finished instances that match") {
+  for (int i = 0; i < 12; ++i) {
+    sdk::start_options options;
+    options.instance_id = "sweep-" + std::to_string(i);
+    finish(start("Echo", i, options));
+  }
+  sdk::start_options waiting;
+  waiting.instance_id = "sweep-running";
+  auto running = start("LongWait", json(), waiting);
+  wait_status(running, core::runtime_status::running);
+  sdk::query_options filter;
+  filter.instance_id_prefix = "sweep-";
+  auto purged = env().client->purge_where(filter);
+  REQUIRE(purged);
+  CHECK(*purged == 12);
+  auto left = env().client->query(filter);
+  REQUIRE(left);
+  REQUIRE(left->instances.size() == 1);
+  CHECK(left->instances[0].instance_id == "sweep-running");
+  filter.statuses = {core::runtime_status::running};
+  auto refused = env().client->purge_where(filter);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == errc::invalid_argument);
 }

@@ -445,8 +445,35 @@ released partition_engine::batch_committed(std::uint64_t batch) {
   if (!sealed.outbound.empty()) {
     durable_outbox_end_ = std::max(durable_outbox_end_, sealed.outbound.back().sequence + 1);
   }
+  evict_idle();
   return released{sealed.number, std::move(sealed.outbound), std::move(sealed.receipts),
                   std::move(sealed.records), std::move(sealed.purged)};
+}
+
+void partition_engine::evict_idle() {
+  const auto limit = options_.instance_cache_count_max;
+  if (instances_.size() <= limit) return;
+  // Evict down to 90% so eviction does not run on every commit.
+  const auto target = limit - limit / 10;
+  std::set<std::string_view> pinned;
+  for (const auto& [id, change] : open_.changes) pinned.insert(id);
+  for (const auto& sealed : sealed_) {
+    for (const auto& [id, end] : sealed.inbox_ends) pinned.insert(id);
+  }
+  for (auto it = instances_.begin(); it != instances_.end() && instances_.size() > target;) {
+    const auto& [id, slot] = *it;
+    // Only state that is all on disk, with no work item out and none to give, may go.
+    // (The ready list may still name it; a name with no cached instance is skipped.)
+    const auto* state = slot.state ? &*slot.state : nullptr;
+    bool has_work = state && !state->inbox.empty() && !core::is_terminal(state->record.status);
+    bool idle = !pinned.count(id) && !has_work && (state == nullptr || !state->in_flight);
+    if (!idle) {
+      ++it;
+      continue;
+    }
+    ready_set_.erase(id);
+    it = instances_.erase(it);
+  }
 }
 
 // ---------------------------------------------------------------------------

@@ -42,6 +42,9 @@ struct engine_options {
   core::payload_limits limits;
   /// Bounds one call of fire_due_timers; the rest fire on the next call.
   std::size_t timers_per_tick_max = 10000;
+  /// Past this many cached instances, idle ones are evicted (they reload from the
+  /// store, which holds all of their state, when next touched).
+  std::size_t instance_cache_count_max = 100000;
 };
 
 /// An activity handed to a worker under a lease token.
@@ -192,6 +195,8 @@ class partition_engine {
   expected<std::uint64_t> change_existing(const std::string& instance_id, std::int64_t now_ns,
                                           Apply apply, logged_input input);
   void fire_timer(const core::timer_entry& timer, std::int64_t now_ns);
+  /// Drops idle instances from the cache when it is over its limit.
+  void evict_idle();
   void make_ready(const std::string& instance_id);
   std::uint32_t partition_of(const std::string& instance_id) const;
 

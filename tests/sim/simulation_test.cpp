@@ -130,7 +130,11 @@ world::counters totals;
 
 void simulate(std::uint64_t seed) {
   INFO("DTSD_SIM_SEED=" << seed);
-  world w(partitions, seed);
+  // Odd seeds run with a tiny instance cache, so eviction and reloading happen
+  // in the middle of everything else.
+  engine::engine_options options;
+  if (seed % 2 == 1) options.instance_cache_count_max = 3;
+  world w(partitions, seed, options);
   auto wanted = workload();
   for (int step = 0; step < fault_steps; ++step) fault_step(w, wanted);
   int rounds = 0;

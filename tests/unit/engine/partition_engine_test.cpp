@@ -187,3 +187,27 @@ TEST_CASE("engine: replaying a partition's log rebuilds the same instances") {
           errc::failed_precondition);
   for (std::uint32_t p = 0; p < 2; ++p) CHECK(replay_matches(w, p) > 0);
 }
+
+TEST_CASE("engine: idle instances are evicted past the cache limit and reload whole when touched") {
+  engine::engine_options small;
+  small.instance_cache_count_max = 4;
+  world w(1, 8, small);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 20; ++i) {
+    ids.push_back("hello-" + std::to_string(i));
+    REQUIRE(w.engines[0]->start(request(ids.back()), w.now));
+  }
+  run_to_quiet(w);
+  CHECK(w.engines[0]->cached_instance_count() <= 4);
+  for (const auto& id : ids) {
+    auto state = w.stored(id);
+    REQUIRE(state);
+    REQUIRE(state->has_value());
+    CHECK_MESSAGE((*state)->record.output == core::payload(hello_output()), id);
+  }
+  // An evicted instance still answers from the engine's view.
+  auto record = w.engines[0]->get_instance(ids.front());
+  REQUIRE(record);
+  REQUIRE(record->has_value());
+  CHECK((*record)->status == core::runtime_status::completed);
+}

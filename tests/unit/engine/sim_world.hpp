@@ -165,7 +165,10 @@ struct world {
                 deliveries = 0, commits = 0;
   } count;
 
-  world(std::uint32_t partitions, std::uint64_t seed) : partition_count(partitions), random(seed) {
+  engine::engine_options options;
+
+  world(std::uint32_t partitions, std::uint64_t seed, engine::engine_options engine_options = {})
+      : partition_count(partitions), random(seed), options(engine_options) {
     for (std::uint32_t p = 0; p < partitions; ++p) {
       disks.push_back(store::open_memory());
       engines.emplace_back();
@@ -178,7 +181,7 @@ struct world {
                                              {"sim", p, partition_count});
     REQUIRE(made);
     auto draw = [this] { return fmt::format("{:016x}{:016x}", random(), random()); };
-    auto opened = engine::partition_engine::open(std::move(*made), {}, draw, now);
+    auto opened = engine::partition_engine::open(std::move(*made), options, draw, now);
     REQUIRE_MESSAGE(opened, (opened ? "" : opened.error().message));
     engines[p] = std::move(*opened);
   }

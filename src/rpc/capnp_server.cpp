@@ -70,63 +70,100 @@ struct sink_channel {
   kj::TaskSet tasks;
 };
 
-/// What the actors hold of a session: push() and keep_alive() run on actor threads
-/// and hop to the loop thread, where the channel is used only while the session
-/// is open (both the check and the close happen on the loop thread).
-class capnp_work_sink final : public actors::work_sink {
+/// What the actors hold of a session. push() and keep_alive() run on actor threads
+/// and never block: they queue, and wake the loop thread's drain through a
+/// cross-thread fulfiller; the drain sends everything queued as one push.
+class capnp_work_sink final : public actors::work_sink,
+                              public std::enable_shared_from_this<capnp_work_sink> {
  public:
-  capnp_work_sink(sink_channel* channel, std::shared_ptr<std::atomic<bool>> closed,
-                  const kj::Executor& executor)
-      : channel_(channel), closed_(std::move(closed)), executor_(executor.addRef()) {}
   ~capnp_work_sink() noexcept override {}
 
   void push(std::vector<actors::work_item> items) override {
-    run([items = std::move(items)](sink_channel& channel) mutable {
-      auto request = channel.sink.pushRequest();
-      auto list = request.initItems(static_cast<unsigned>(items.size()));
-      for (unsigned i = 0; i < items.size(); ++i) {
-        if (auto* orchestration = std::get_if<core::orchestrator_work_item>(&items[i])) {
-          wire::write(list[i].initOrchestrator(), *orchestration);
-        } else {
-          const auto& activity = std::get<engine::activity_work_item>(items[i]);
-          wire::write(list[i].initActivity(), activity.request, activity.completion_token);
-        }
-      }
-      channel.tasks.add(request.send());
-    });
+    std::lock_guard lock(mutex_);
+    if (closed_) return;
+    std::move(items.begin(), items.end(), std::back_inserter(queue_));
+    wake_locked();
   }
 
   void keep_alive() override {
-    run([](sink_channel& channel) {
-      channel.tasks.add(channel.sink.keepAliveRequest().send().ignoreResult());
+    std::lock_guard lock(mutex_);
+    if (closed_) return;
+    keep_alive_due_ = true;
+    wake_locked();
+  }
+
+  /// On the loop thread: sends what is queued, then waits for more.
+  kj::Promise<void> drain(sink_channel& channel) {
+    auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+    {
+      std::lock_guard lock(mutex_);
+      if (closed_) return kj::READY_NOW;
+      if (queue_.empty() && !keep_alive_due_) {
+        wake_ = kj::mv(paf.fulfiller);
+      } else {
+        paf.fulfiller->fulfill();
+      }
+    }
+    return paf.promise.then([self = shared_from_this(), &channel]() -> kj::Promise<void> {
+      std::vector<actors::work_item> items;
+      bool keep_alive = false;
+      {
+        std::lock_guard lock(self->mutex_);
+        if (self->closed_) return kj::READY_NOW;
+        items.swap(self->queue_);
+        keep_alive = std::exchange(self->keep_alive_due_, false);
+      }
+      if (!items.empty()) send(channel, items);
+      if (keep_alive) channel.tasks.add(channel.sink.keepAliveRequest().send().ignoreResult());
+      return self->drain(channel);
     });
   }
 
+  /// On the loop thread, when the session ends: later pushes are dropped.
+  void close() {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    queue_.clear();
+    wake_ = nullptr;
+  }
+
  private:
-  template <class Fn>
-  void run(Fn fn) {
-    if (closed_->load() || !executor_->isLive()) return;
-    try {
-      executor_->executeSync([this, &fn] {
-        if (!closed_->load()) fn(*channel_);
-      });
-    } catch (const kj::Exception& failure) {
-      spdlog::warn("push to a worker failed: {}", failure.getDescription().cStr());
+  void wake_locked() {
+    if (wake_) {
+      wake_->fulfill();
+      wake_ = nullptr;
     }
   }
 
-  sink_channel* channel_;
-  std::shared_ptr<std::atomic<bool>> closed_;
-  kj::Own<const kj::Executor> executor_;
+  static void send(sink_channel& channel, const std::vector<actors::work_item>& items) {
+    auto request = channel.sink.pushRequest();
+    auto list = request.initItems(static_cast<unsigned>(items.size()));
+    for (unsigned i = 0; i < items.size(); ++i) {
+      if (const auto* orchestration = std::get_if<core::orchestrator_work_item>(&items[i])) {
+        wire::write(list[i].initOrchestrator(), *orchestration);
+      } else {
+        const auto& activity = std::get<engine::activity_work_item>(items[i]);
+        wire::write(list[i].initActivity(), activity.request, activity.completion_token);
+      }
+    }
+    channel.tasks.add(request.send());
+  }
+
+  std::mutex mutex_;
+  std::vector<actors::work_item> queue_;
+  bool keep_alive_due_ = false;
+  bool closed_ = false;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> wake_;
 };
 
 class worker_session final : public s::WorkerSession::Server {
  public:
-  worker_session(actors::scheduler& scheduler, s::WorkSink::Client sink, const kj::Executor& executor)
+  worker_session(actors::scheduler& scheduler, s::WorkSink::Client sink)
       : scheduler_(scheduler),
         channel_(kj::heap<sink_channel>(kj::mv(sink))),
-        closed_(std::make_shared<std::atomic<bool>>(false)),
-        sink_(std::make_shared<capnp_work_sink>(channel_.get(), closed_, executor)) {}
+        sink_(std::make_shared<capnp_work_sink>()) {
+    channel_->tasks.add(sink_->drain(*channel_));
+  }
 
   expected<void> open(const std::string& hub, std::uint32_t orchestrators, std::uint32_t activities) {
     auto id = scheduler_.open_session(hub, orchestrators, activities, sink_);
@@ -137,7 +174,7 @@ class worker_session final : public s::WorkerSession::Server {
 
   /// The worker dropped the session or its connection: its items go back.
   ~worker_session() noexcept(false) {
-    closed_->store(true);
+    sink_->close();
     if (id_ != 0) scheduler_.close_session(id_);
   }
 
@@ -171,7 +208,6 @@ class worker_session final : public s::WorkerSession::Server {
   actors::scheduler& scheduler_;
   std::uint64_t id_ = 0;
   kj::Own<sink_channel> channel_;
-  std::shared_ptr<std::atomic<bool>> closed_;
   std::shared_ptr<capnp_work_sink> sink_;
 };
 
@@ -318,8 +354,7 @@ class scheduler_service final : public s::Scheduler::Server {
 
   kj::Promise<void> openWorkerSession(OpenWorkerSessionContext context) override {
     auto p = context.getParams();
-    // Runs on the loop thread, whose executor the session's pushes go through.
-    auto session = kj::heap<worker_session>(scheduler_, p.getSink(), kj::getCurrentThreadExecutor());
+    auto session = kj::heap<worker_session>(scheduler_, p.getSink());
     value_or_fail(session->open(text(p.getTaskHub()), p.getOrchestratorConcurrency(), p.getActivityConcurrency()));
     context.getResults().setSession(kj::mv(session));
     return kj::READY_NOW;

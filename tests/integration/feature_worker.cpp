@@ -73,7 +73,7 @@ task<json> echo(orchestration_context&, json input) { co_return input; }
 
 task<json> race(orchestration_context& ctx, json) {
   std::vector<sdk::durable> contenders;
-  contenders.push_back(ctx.call_activity("Slow", 2000));
+  contenders.push_back(ctx.call_activity("Slow", 10000));  // A wide margin on a loaded machine.
   contenders.push_back(ctx.create_timer(std::chrono::milliseconds(100)));
   co_return co_await ctx.when_any(contenders);
 }

@@ -177,7 +177,8 @@ int main(int argc, char** argv) {
   purge_where->add_flag("--recursive", recurse, "Their finished sub-orchestrations too");
   CLI11_PARSE(app, argc, argv);
 
-  auto connected = sdk::client::connect(g.address, g.hub);
+  // Task hub commands work whatever hubs exist; instance commands need theirs.
+  auto connected = sdk::client::connect(g.address, taskhub->parsed() ? std::string() : g.hub);
   if (!connected) return refused(connected.error());
   auto& client = **connected;
   auto done = [&](expected<void> result, const std::string& what) {

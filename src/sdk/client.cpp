@@ -271,7 +271,7 @@ expected<std::unique_ptr<client>> client::connect(const std::string& address, co
     // A first call proves the server is there and the hub exists.
     auto hubs = made->task_hubs();
     if (!hubs) return hubs.error();
-    if (std::find(hubs->begin(), hubs->end(), task_hub) == hubs->end()) {
+    if (!task_hub.empty() && std::find(hubs->begin(), hubs->end(), task_hub) == hubs->end()) {
       return error{errc::not_found, fmt::format("task hub '{}' does not exist", task_hub)};
     }
     return std::unique_ptr<client>(std::move(made));

@@ -46,7 +46,8 @@ json output_of(const core::instance_record& record);
 
 class client {
  public:
-  /// Connects to `address` ("127.0.0.1:8081"); calls go to `task_hub`.
+  /// Connects to `address` ("127.0.0.1:8081"); calls go to `task_hub`, which must
+  /// exist. An empty `task_hub` is for task hub management only.
   static expected<std::unique_ptr<client>> connect(const std::string& address = "127.0.0.1:8081",
                                                    const std::string& task_hub = "default");
   virtual ~client() = default;

@@ -113,6 +113,53 @@ class process {
   int out_ = -1;
 };
 
+struct command_result {
+  int exit_code = -1;
+  std::string out;
+};
+
+/// Runs a command to its end (bounded by `limit`) and returns its exit code and stdout.
+inline command_result run_command(const std::string& path, std::vector<std::string> args,
+                                  std::chrono::seconds limit = std::chrono::seconds(60),
+                                  const std::vector<std::string>& environment = {}) {
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    close(fds[1]);
+    for (const auto& assignment : environment) putenv(const_cast<char*>(assignment.c_str()));
+    std::vector<char*> argv{const_cast<char*>(path.c_str())};
+    for (auto& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    execv(path.c_str(), argv.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  command_result result;
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  char buffer[4096];
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      kill(pid, SIGKILL);
+      break;
+    }
+    pollfd readable{fds[0], POLLIN, 0};
+    if (poll(&readable, 1, static_cast<int>(left.count())) <= 0) continue;
+    auto got = read(fds[0], buffer, sizeof buffer);
+    if (got <= 0) break;
+    result.out.append(buffer, static_cast<std::size_t>(got));
+  }
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
 struct server_setup {
   std::filesystem::path data_dir;
   int port = 0;

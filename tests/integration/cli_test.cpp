@@ -1,0 +1,97 @@
+// dtsctl and dtsd's configuration, as a user runs them.
+
+#include <doctest/doctest.h>
+
+#include <fstream>
+
+#include "processes.hpp"
+
+using namespace dtsd;
+using namespace integration;
+using sdk::json;
+
+namespace {
+
+command_result dtsctl(const server_setup& setup, std::vector<std::string> args) {
+  args.insert(args.begin(), {"--address", setup.address()});
+  return run_command(binary("DTSCTL_BIN"), std::move(args));
+}
+
+}  // namespace
+
+TEST_CASE("cli: dtsctl manages task hubs and instances, with --json for scripts and clear exit codes") {
+  auto setup = fresh_server("cli");
+  process dtsd(binary("DTSD_BIN"), setup.args(), true);
+
+  auto hubs = dtsctl(setup, {"--json", "taskhub", "list"});
+  CHECK(hubs.exit_code == 0);
+  CHECK(json::parse(hubs.out) == json{"default"});
+  CHECK(dtsctl(setup, {"taskhub", "create", "staging", "--partitions", "2"}).exit_code == 0);
+  CHECK(json::parse(dtsctl(setup, {"--json", "taskhub", "list"}).out) == json{"default", "staging"});
+
+  auto started = dtsctl(setup, {"--json", "instance", "start", "Anything", "--id", "cli-1", "--input", "{\"n\":1}"});
+  CHECK(started.exit_code == 0);
+  CHECK(json::parse(started.out)["instanceId"] == "cli-1");
+  auto shown = dtsctl(setup, {"--json", "instance", "show", "cli-1"});
+  REQUIRE(shown.exit_code == 0);
+  auto record = json::parse(shown.out);
+  CHECK(record["runtimeStatus"] == "Pending");
+  CHECK(record["input"] == json{{"n", 1}});
+  auto listed = dtsctl(setup, {"--json", "instance", "list", "--status", "pending"});
+  CHECK(json::parse(listed.out)["instances"].size() == 1);
+  auto table = dtsctl(setup, {"instance", "list"});
+  CHECK(table.out.find("cli-1") != std::string::npos);
+  CHECK(dtsctl(setup, {"instance", "terminate", "cli-1", "--reason", "done"}).exit_code == 0);
+  CHECK(json::parse(dtsctl(setup, {"--json", "instance", "show", "cli-1"}).out)["runtimeStatus"] == "Terminated");
+  auto purged = dtsctl(setup, {"--json", "instance", "purge", "cli-1"});
+  CHECK(purged.exit_code == 0);
+  CHECK(json::parse(purged.out)["purged"] == 1);
+
+  // Refusals exit 1 and say why on stderr; a wrong command line exits 2.
+  CHECK(dtsctl(setup, {"instance", "show", "missing"}).exit_code == 1);
+  CHECK(dtsctl(setup, {"--task-hub", "nope", "instance", "list"}).exit_code == 1);
+  CHECK(dtsctl(setup, {"instance", "start", "X", "--input", "{not json"}).exit_code == 2);
+  CHECK(dtsctl(setup, {"instance", "list", "--status", "sleepy"}).exit_code == 2);
+  CHECK(dtsctl(setup, {"instance", "frobnicate"}).exit_code != 0);
+  CHECK(run_command(binary("DTSCTL_BIN"), {"--address", "127.0.0.1:1", "taskhub", "list"}).exit_code == 1);
+  std::filesystem::remove_all(setup.data_dir);
+}
+
+TEST_CASE("cli: dtsd reads a TOML --config file and DTS_TASK_HUB_NAMES, and refuses bad settings") {
+  auto setup = fresh_server("config");
+  std::filesystem::create_directories(setup.data_dir);
+  auto config = setup.data_dir / "dtsd.toml";
+  {
+    std::ofstream toml(config);
+    toml << "listen = \"" << setup.address() << "\"\n"
+         << "data-dir = \"" << (setup.data_dir / "data").string() << "\"\n"
+         << "task-hubs = \"alpha,beta\"\n"
+         << "partitions = 3\n";
+  }
+  {
+    process dtsd(binary("DTSD_BIN"), {"--config", config.string()}, true);
+    auto hubs = dtsctl(setup, {"--json", "taskhub", "list"});
+    CHECK(json::parse(hubs.out) == json{"alpha", "beta"});
+    CHECK(std::filesystem::is_directory(setup.data_dir / "data" / "alpha" / "p2"));
+    CHECK_FALSE(std::filesystem::exists(setup.data_dir / "data" / "alpha" / "p3"));
+    CHECK(dtsd.terminate(std::chrono::seconds(20)) == 0);
+  }
+  // The environment names the hubs when no flag or file does.
+  {
+    int port = free_port();
+    std::string address = "127.0.0.1:" + std::to_string(port);
+    server_setup other = setup;
+    other.port = port;
+    std::string hubs_env = "DTS_TASK_HUB_NAMES=dev,prod";
+    putenv(hubs_env.data());
+    process dtsd(binary("DTSD_BIN"), {"--data-dir", (setup.data_dir / "env").string(), "--listen", address}, true);
+    unsetenv("DTS_TASK_HUB_NAMES");
+    CHECK(json::parse(dtsctl(other, {"--json", "taskhub", "list"}).out) == json{"dev", "prod"});
+  }
+  // Bad settings: a clear message and a non-zero exit, before anything starts.
+  auto bad_hub = run_command(binary("DTSD_BIN"), {"--task-hubs", "a/b", "--listen", "127.0.0.1:0"});
+  CHECK(bad_hub.exit_code == 2);
+  auto bad_durability = run_command(binary("DTSD_BIN"), {"--durability", "sometimes"});
+  CHECK(bad_durability.exit_code != 0);
+  std::filesystem::remove_all(setup.data_dir);
+}

@@ -102,6 +102,24 @@ std::optional<core::runtime_status> parse_status(const std::string& text) {
   return std::nullopt;
 }
 
+/// The --status/--name-prefix/--id-prefix filter; nullopt (after saying why) when a
+/// status is unknown.
+std::optional<sdk::query_options> filter_of(const std::vector<std::string>& statuses,
+                                            const std::string& name_prefix, const std::string& id_prefix) {
+  sdk::query_options filter;
+  for (const auto& text : statuses) {
+    auto status = parse_status(text);
+    if (!status) {
+      std::fprintf(stderr, "dtsctl: unknown status '%s'\n", text.c_str());
+      return std::nullopt;
+    }
+    filter.statuses.push_back(*status);
+  }
+  filter.name_prefix = name_prefix;
+  filter.instance_id_prefix = id_prefix;
+  return filter;
+}
+
 std::optional<json> parse_json_argument(const std::string& text, const char* what) {
   auto parsed = json::parse(text, nullptr, false);
   if (parsed.is_discarded()) {
@@ -205,26 +223,17 @@ int main(int argc, char** argv) {
   if (hub_delete->parsed()) return done(client.delete_task_hub(hub_name), "deleted task hub " + hub_name);
 
   if (list->parsed()) {
-    sdk::query_options options;
-    for (const auto& text : statuses) {
-      auto status = parse_status(text);
-      if (!status) {
-        std::fprintf(stderr, "dtsctl: unknown status '%s'\n", text.c_str());
-        return 2;
-      }
-      options.statuses.push_back(*status);
-    }
-    options.name_prefix = name_prefix;
-    options.instance_id_prefix = id_prefix;
-    options.page_size = page_size;
+    auto options = filter_of(statuses, name_prefix, id_prefix);
+    if (!options) return 2;
+    options->page_size = page_size;
     std::vector<core::instance_record> records;
     std::string token;
     do {
-      auto page = client.query(options);
+      auto page = client.query(*options);
       if (!page) return refused(page.error());
       records.insert(records.end(), page->instances.begin(), page->instances.end());
       token = page->continuation_token;
-      options.continuation_token = token;
+      options->continuation_token = token;
     } while (all_pages && !token.empty());
     if (g.as_json) {
       json out = {{"instances", json::array()}, {"continuationToken", token}};
@@ -289,18 +298,9 @@ int main(int argc, char** argv) {
   };
   if (purge->parsed()) return purged(client.purge(id, recurse));
   if (purge_where->parsed()) {
-    sdk::query_options filter;
-    for (const auto& text : statuses) {
-      auto status = parse_status(text);
-      if (!status) {
-        std::fprintf(stderr, "dtsctl: unknown status '%s'\n", text.c_str());
-        return 2;
-      }
-      filter.statuses.push_back(*status);
-    }
-    filter.name_prefix = name_prefix;
-    filter.instance_id_prefix = id_prefix;
-    return purged(client.purge_where(filter, recurse));
+    auto filter = filter_of(statuses, name_prefix, id_prefix);
+    if (!filter) return 2;
+    return purged(client.purge_where(*filter, recurse));
   }
   if (restart->parsed()) {
     auto found = client.get(id);

@@ -18,6 +18,7 @@
 #include <set>
 #include <sstream>
 
+#include "../support/spawn.hpp"
 #include "crash_workload.hpp"
 
 using namespace dtsd;
@@ -36,19 +37,7 @@ std::string child_path() {
 
 /// Starts the child, kills it after `delay`, and returns the batches it reported.
 std::set<std::uint64_t> run_and_kill(const std::string& data_dir, std::chrono::milliseconds delay) {
-  int fds[2];
-  REQUIRE(pipe(fds) == 0);
-  const auto path = child_path();
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    dup2(fds[1], STDOUT_FILENO);
-    close(fds[0]);
-    close(fds[1]);
-    execl(path.c_str(), path.c_str(), data_dir.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(fds[1]);
+  auto [pid, out] = test_support::spawn(child_path(), {data_dir});
   std::string output;
   char buffer[4096];
   const auto deadline = std::chrono::steady_clock::now() + delay;
@@ -56,17 +45,17 @@ std::set<std::uint64_t> run_and_kill(const std::string& data_dir, std::chrono::m
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) break;
-    pollfd readable{fds[0], POLLIN, 0};
+    pollfd readable{out, POLLIN, 0};
     if (poll(&readable, 1, static_cast<int>(left.count())) <= 0) continue;
-    auto got = read(fds[0], buffer, sizeof buffer);
+    auto got = read(out, buffer, sizeof buffer);
     if (got <= 0) break;  // The child ended by itself: a failure, checked below.
     output.append(buffer, static_cast<std::size_t>(got));
   }
   kill(pid, SIGKILL);
-  for (ssize_t got; (got = read(fds[0], buffer, sizeof buffer)) > 0;) {
+  for (ssize_t got; (got = read(out, buffer, sizeof buffer)) > 0;) {
     output.append(buffer, static_cast<std::size_t>(got));
   }
-  close(fds[0]);
+  close(out);
   int status = 0;
   REQUIRE(waitpid(pid, &status, 0) == pid);
   CHECK_MESSAGE((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL),

@@ -16,8 +16,10 @@
 #include <filesystem>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
+#include "../support/spawn.hpp"
 #include "sdk/client.hpp"
 
 namespace integration {
@@ -45,22 +47,7 @@ inline int free_port() {
 class process {
  public:
   process(const std::string& path, std::vector<std::string> args, bool wait_ready = false) {
-    int fds[2];
-    REQUIRE(pipe(fds) == 0);
-    pid_ = fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      dup2(fds[1], STDOUT_FILENO);
-      close(fds[0]);
-      close(fds[1]);
-      std::vector<char*> argv{const_cast<char*>(path.c_str())};
-      for (auto& arg : args) argv.push_back(arg.data());
-      argv.push_back(nullptr);
-      execv(path.c_str(), argv.data());
-      _exit(127);
-    }
-    close(fds[1]);
-    out_ = fds[0];
+    std::tie(pid_, out_) = test_support::spawn(path, std::move(args));
     if (wait_ready) wait_for_line("ready", std::chrono::seconds(30));
   }
   ~process() { kill_now(); }
@@ -122,22 +109,7 @@ struct command_result {
 inline command_result run_command(const std::string& path, std::vector<std::string> args,
                                   std::chrono::seconds limit = std::chrono::seconds(60),
                                   const std::vector<std::string>& environment = {}) {
-  int fds[2];
-  REQUIRE(pipe(fds) == 0);
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    dup2(fds[1], STDOUT_FILENO);
-    close(fds[0]);
-    close(fds[1]);
-    for (const auto& assignment : environment) putenv(const_cast<char*>(assignment.c_str()));
-    std::vector<char*> argv{const_cast<char*>(path.c_str())};
-    for (auto& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    execv(path.c_str(), argv.data());
-    _exit(127);
-  }
-  close(fds[1]);
+  auto [pid, out] = test_support::spawn(path, std::move(args), environment);
   command_result result;
   const auto deadline = std::chrono::steady_clock::now() + limit;
   char buffer[4096];
@@ -147,13 +119,13 @@ inline command_result run_command(const std::string& path, std::vector<std::stri
       kill(pid, SIGKILL);
       break;
     }
-    pollfd readable{fds[0], POLLIN, 0};
+    pollfd readable{out, POLLIN, 0};
     if (poll(&readable, 1, static_cast<int>(left.count())) <= 0) continue;
-    auto got = read(fds[0], buffer, sizeof buffer);
+    auto got = read(out, buffer, sizeof buffer);
     if (got <= 0) break;
     result.out.append(buffer, static_cast<std::size_t>(got));
   }
-  close(fds[0]);
+  close(out);
   int status = 0;
   waitpid(pid, &status, 0);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;

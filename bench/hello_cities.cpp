@@ -137,7 +137,7 @@ int main(int argc, char** argv) {
 
   fs::remove_all(data_dir);
   const auto address = "127.0.0.1:" + std::to_string(free_port());
-  auto server = launch(dtsd_path, {"--data-dir", data_dir, "--listen", address, "--partitions", std::to_string(partitions),
+  auto server = launch(dtsd_path, {"--data-dir", data_dir, "--listen", address, "--grpc-listen", "127.0.0.1:0", "--partitions", std::to_string(partitions),
                                    "--durability", durability, "--log-level", "warn"});
   auto client = connect(address);
   auto worker = launch(worker_path, {"worker", "--address", address, "--activities", "16"});

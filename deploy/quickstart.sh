@@ -16,6 +16,7 @@ esac
 
 data_dir=./dtsd-data
 address=127.0.0.1:8081
+grpc_address=${DTSD_GRPC_LISTEN:-localhost:8080}
 build=build/release
 pid_file="$data_dir/dtsd.pid"
 log_file="$data_dir/dtsd.log"
@@ -33,7 +34,7 @@ if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2> /dev/null; then
   echo "== dtsd is already running (pid $(cat "$pid_file"))"
 else
   echo "== starting dtsd (data in $data_dir, log in $log_file)"
-  nohup "$build/src/server/dtsd" --data-dir "$data_dir" --listen "$address" > "$log_file" 2>&1 &
+  nohup "$build/src/server/dtsd" --data-dir "$data_dir" --listen "$address" --grpc-listen "$grpc_address" > "$log_file" 2>&1 &
   echo $! > "$pid_file"
   for _ in $(seq 1 150); do
     grep -q "dtsd ready" "$log_file" 2> /dev/null && break
@@ -58,7 +59,10 @@ trap - EXIT
 
 cat <<INFO
 
-dtsd is running (pid $(cat "$pid_file")), native API on $address, task hub 'default'.
+dtsd is running (pid $(cat "$pid_file")), task hub 'default'.
+  gRPC API:         $grpc_address, for the official Durable Task SDKs; connection string
+                    Endpoint=http://$grpc_address;Authentication=None;TaskHub=default
+  native API:       $address (Cap'n Proto; the C++ SDK and dtsctl)
   list instances:   $build/src/cli/dtsctl instance list
   start one:        $build/src/cli/dtsctl instance start HelloCities
                     (with a worker running: $build/samples/hello_cities/hello_cities worker)

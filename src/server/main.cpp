@@ -13,6 +13,7 @@
 
 #include "actors/scheduler.hpp"
 #include "core/ids.hpp"
+#include "grpc/grpc_server.hpp"
 #include "rpc/capnp_server.hpp"
 
 using namespace dtsd;
@@ -25,6 +26,8 @@ struct options {
   std::uint32_t partitions = 12;
   std::string durability = "fsync";
   std::string listen = "127.0.0.1:8081";
+  std::string grpc_listen = "localhost:8080";
+  std::uint32_t grpc_default_concurrency = 1000;
   std::int64_t lease_seconds = 300;
   std::int64_t keep_alive_seconds = 30;
   int threads = 0;
@@ -59,6 +62,8 @@ int main(int argc, char** argv) {
   app.add_option("--partitions", opts.partitions, "Partitions of a new task hub")->check(CLI::Range(1u, core::partition_count_max))->capture_default_str();
   app.add_option("--durability", opts.durability, "fsync | nosync | memory")->check(CLI::IsMember({"fsync", "nosync", "memory"}))->capture_default_str();
   app.add_option("--listen", opts.listen, "Address of the native Cap'n Proto API")->envname("DTSD_LISTEN")->capture_default_str();
+  app.add_option("--grpc-listen", opts.grpc_listen, "Address of the Durable Task gRPC API (official SDKs)")->envname("DTSD_GRPC_LISTEN")->capture_default_str();
+  app.add_option("--grpc-default-concurrency", opts.grpc_default_concurrency, "Work items of each kind pushed to a gRPC worker that sets no limit")->check(CLI::Range(1u, 100000u))->capture_default_str();
   app.add_option("--lease-seconds", opts.lease_seconds, "How long a worker may hold a work item")->check(CLI::Range(1, 86400))->capture_default_str();
   app.add_option("--keep-alive-seconds", opts.keep_alive_seconds, "Keep-alive interval for idle workers")->check(CLI::Range(1, 3600))->capture_default_str();
   app.add_option("--threads", opts.threads, "Actor scheduler threads (0: one per core)")->check(CLI::Range(0, 256))->capture_default_str();
@@ -99,8 +104,15 @@ int main(int argc, char** argv) {
   if (!scheduler) return fail(scheduler.error().message);
   auto server = rpc::capnp_server::start(**scheduler, opts.listen);
   if (!server) return fail(server.error().message);
+  grpc_api::grpc_options grpc_options;
+  grpc_options.address = opts.grpc_listen;
+  grpc_options.partition_count = opts.partitions;
+  grpc_options.default_concurrency = opts.grpc_default_concurrency;
+  auto grpc = grpc_api::grpc_server::start(**scheduler, grpc_options);
+  if (!grpc) return fail(grpc.error().message);
 
-  std::printf("dtsd ready: native API on port %u, task hubs %s, data %s, durability %s\n", (*server)->port(),
+  std::printf("dtsd ready: gRPC API on port %u, native API on port %u, task hubs %s, data %s, durability %s\n",
+              (*grpc)->port(), (*server)->port(),
               opts.task_hubs.c_str(), config.durability == store::durability::memory ? "(memory)" : opts.data_dir.c_str(),
               opts.durability.c_str());
   std::fflush(stdout);
@@ -108,6 +120,7 @@ int main(int argc, char** argv) {
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   spdlog::info("signal {}: draining", signal_number);
+  (*grpc)->stop();
   (*server)->stop();
   (*scheduler)->drain();
   scheduler->reset();

@@ -66,6 +66,7 @@ TEST_CASE("cli: dtsd reads a TOML --config file and DTS_TASK_HUB_NAMES, and refu
     toml << "listen = \"" << setup.address() << "\"\n"
          << "data-dir = \"" << (setup.data_dir / "data").string() << "\"\n"
          << "task-hubs = \"alpha,beta\"\n"
+         << "grpc-listen = \"127.0.0.1:0\"\n"
          << "partitions = 3\n";
   }
   {
@@ -84,12 +85,13 @@ TEST_CASE("cli: dtsd reads a TOML --config file and DTS_TASK_HUB_NAMES, and refu
     other.port = port;
     std::string hubs_env = "DTS_TASK_HUB_NAMES=dev,prod";
     putenv(hubs_env.data());
-    process dtsd(binary("DTSD_BIN"), {"--data-dir", (setup.data_dir / "env").string(), "--listen", address}, true);
+    process dtsd(binary("DTSD_BIN"), {"--data-dir", (setup.data_dir / "env").string(), "--listen", address,
+                                                "--grpc-listen", "127.0.0.1:0"}, true);
     unsetenv("DTS_TASK_HUB_NAMES");
     CHECK(json::parse(dtsctl(other, {"--json", "taskhub", "list"}).out) == json{"dev", "prod"});
   }
   // Bad settings: a clear message and a non-zero exit, before anything starts.
-  auto bad_hub = run_command(binary("DTSD_BIN"), {"--task-hubs", "a/b", "--listen", "127.0.0.1:0"});
+  auto bad_hub = run_command(binary("DTSD_BIN"), {"--task-hubs", "a/b", "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"});
   CHECK(bad_hub.exit_code == 2);
   auto bad_durability = run_command(binary("DTSD_BIN"), {"--durability", "sometimes"});
   CHECK(bad_durability.exit_code != 0);

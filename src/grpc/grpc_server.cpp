@@ -1,0 +1,961 @@
+#include "grpc/grpc_server.hpp"
+
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <charconv>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <random>
+#include <unordered_map>
+
+#include "core/overloaded.hpp"
+#include "durabletask.grpc.pb.h"
+#include "grpc/proto_convert.hpp"
+
+namespace dtsd::grpc_api {
+namespace {
+
+using grpc::CallbackServerContext;
+using grpc::ServerUnaryReactor;
+using grpc::Status;
+using grpc::StatusCode;
+
+Status to_status(const error& failure) {
+  switch (failure.code) {
+    case errc::invalid_argument: return {StatusCode::INVALID_ARGUMENT, failure.message};
+    case errc::not_found: return {StatusCode::NOT_FOUND, failure.message};
+    case errc::already_exists: return {StatusCode::ALREADY_EXISTS, failure.message};
+    case errc::failed_precondition:
+    case errc::stale_token:
+    case errc::duplicate: return {StatusCode::FAILED_PRECONDITION, failure.message};
+    case errc::corrupt: return {StatusCode::DATA_LOSS, failure.message};
+    case errc::io: return {StatusCode::UNAVAILABLE, failure.message};
+  }
+  return {StatusCode::INTERNAL, failure.message};
+}
+
+std::string task_hub_of(const CallbackServerContext* context) {
+  const auto& metadata = context->client_metadata();
+  auto found = metadata.find("taskhub");
+  if (found == metadata.end() || found->second.empty()) return "default";
+  return {found->second.data(), found->second.size()};
+}
+
+std::string random_hex_id() {
+  thread_local std::mt19937_64 generator{std::random_device{}()};
+  return fmt::format("{:016x}{:016x}", generator(), generator());
+}
+
+// ------------------------------------------------------------------ unary calls
+
+/// A unary call, finished exactly once: by the scheduler's answer (on an actor
+/// thread) or by the client's cancellation, whichever comes first. The answer
+/// may arrive after the call is gone; it then finds `finished` set and drops out.
+class unary_call final : public ServerUnaryReactor {
+ public:
+  struct state {
+    std::mutex mutex;
+    bool finished = false;
+    unary_call* call = nullptr;
+  };
+  using handle = std::shared_ptr<state>;
+
+  unary_call() : state_(std::make_shared<state>()) { state_->call = this; }
+  const handle& shared() const { return state_; }
+
+  /// Runs `fill` (only when `status` is OK) and finishes, unless already finished.
+  template <class Fill>
+  static void finish(const handle& call, const Status& status, Fill&& fill) {
+    unary_call* reactor = nullptr;
+    {
+      std::lock_guard lock(call->mutex);
+      if (call->finished) return;
+      call->finished = true;
+      reactor = call->call;
+      if (status.ok()) fill();
+    }
+    reactor->Finish(status);  // The reactor lives until OnDone, which follows this.
+  }
+  static void finish(const handle& call, const Status& status) {
+    finish(call, status, [] {});
+  }
+
+  void OnCancel() override { finish(state_, Status(StatusCode::CANCELLED, "the client cancelled the call")); }
+  void OnDone() override { delete this; }
+
+ private:
+  handle state_;
+};
+
+/// The callback for a scheduler call whose answer fills the response through `fill`.
+template <class T, class Fill>
+actors::callback<T> answer_with(const unary_call::handle& call, Fill fill) {
+  return [call, fill = std::move(fill)](expected<T> result) mutable {
+    if (!result) return unary_call::finish(call, to_status(result.error()));
+    unary_call::finish(call, Status::OK, [&] { fill(*result); });
+  };
+}
+
+actors::callback<void> answer_empty(const unary_call::handle& call) {
+  return [call](expected<void> result) {
+    unary_call::finish(call, result ? Status::OK : to_status(result.error()));
+  };
+}
+
+// ------------------------------------------------------------------ work streams
+
+/// A work item handed to a gRPC worker and not yet completed or abandoned.
+struct outstanding {
+  bool orchestrator = true;
+  std::uint64_t token = 0;
+  std::string instance_id;
+  core::activity_request activity;  ///< For activities: what to give back on abandon.
+};
+
+class work_stream;
+
+/// What the actors hold of a GetWorkItems stream. push() and keep_alive() run on
+/// actor threads and never block: items are queued, and written one at a time
+/// (gRPC allows one write in flight); OnWriteDone writes the next.
+class stream_sink final : public actors::work_sink {
+ public:
+  explicit stream_sink(std::uint64_t stream) : stream_(stream) {}
+
+  void push(std::vector<actors::work_item> items) override {
+    std::vector<WorkItem> converted;
+    converted.reserve(items.size());
+    std::lock_guard lock(mutex_);
+    if (closed_) return;
+    for (auto& item : items) {
+      WorkItem message;
+      std::string token;
+      std::visit(overloaded{
+                     [&](const core::orchestrator_work_item& orchestration) {
+                       token = fmt::format("{}.o{}", stream_, orchestration.completion_token);
+                       write(message.mutable_orchestrator_request(), orchestration);
+                       held_[token] = outstanding{true, orchestration.completion_token, orchestration.instance_id, {}};
+                     },
+                     [&](const engine::activity_work_item& activity) {
+                       token = fmt::format("{}.a{}", stream_, activity.completion_token);
+                       write(message.mutable_activity_request(), activity.request);
+                       held_[token] = outstanding{false, activity.completion_token, activity.request.instance_id,
+                                                  activity.request};
+                     },
+                 },
+                 item);
+      message.set_completion_token(std::move(token));
+      queue_.push_back(std::move(message));
+    }
+    write_next_locked();
+  }
+
+  void keep_alive() override {
+    std::lock_guard lock(mutex_);
+    if (closed_) return;
+    WorkItem ping;
+    ping.mutable_health_ping();
+    queue_.push_back(std::move(ping));
+    write_next_locked();
+  }
+
+  /// Called once the scheduler has opened the session: writes may start.
+  void activate(work_stream* stream, std::uint64_t session) {
+    std::lock_guard lock(mutex_);
+    stream_reactor_ = stream;
+    session_ = session;
+    write_next_locked();
+  }
+
+  /// The item a completion token names, taken out of the held set.
+  std::optional<outstanding> take(const std::string& token) {
+    std::lock_guard lock(mutex_);
+    auto found = held_.find(token);
+    if (found == held_.end()) return std::nullopt;
+    auto item = std::move(found->second);
+    held_.erase(found);
+    return item;
+  }
+
+  /// Puts an item back after a completion the scheduler refused for a reason the
+  /// worker may fix (say, an invalid action list); stale tokens stay out.
+  void put_back(const std::string& token, outstanding item) {
+    std::lock_guard lock(mutex_);
+    if (!closed_) held_[token] = std::move(item);
+  }
+
+  std::uint64_t session() {
+    std::lock_guard lock(mutex_);
+    return session_;
+  }
+
+  /// OnWriteDone: the write finished (ok) or the stream broke. Returns whether
+  /// the stream must now be finished.
+  bool write_done(bool ok);
+  /// OnCancel: returns whether the stream must now be finished (no write in flight).
+  bool cancel() {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    queue_.clear();
+    return !writing_ && !std::exchange(finish_sent_, true);
+  }
+  void close() {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    queue_.clear();
+    held_.clear();
+    stream_reactor_ = nullptr;
+  }
+
+ private:
+  void write_next_locked();
+
+  const std::uint64_t stream_;
+  std::mutex mutex_;
+  std::deque<WorkItem> queue_;
+  WorkItem current_;
+  bool writing_ = false;
+  bool closed_ = false;
+  bool finish_sent_ = false;
+  work_stream* stream_reactor_ = nullptr;
+  std::uint64_t session_ = 0;
+  std::unordered_map<std::string, outstanding> held_;
+};
+
+class grpc_service;
+
+/// One GetWorkItems call: a scheduler session for as long as the stream lives.
+class work_stream final : public grpc::ServerWriteReactor<WorkItem> {
+ public:
+  work_stream(grpc_service& service, std::uint64_t id, std::shared_ptr<stream_sink> sink)
+      : service_(service), id_(id), sink_(std::move(sink)) {}
+
+  void start_write(const WorkItem* item) { StartWrite(item); }
+  void finish(const Status& status) { Finish(status); }
+
+  void OnWriteDone(bool ok) override {
+    if (sink_->write_done(ok)) Finish(Status(StatusCode::CANCELLED, "the work stream ended"));
+  }
+  void OnCancel() override {
+    if (sink_->cancel()) Finish(Status(StatusCode::CANCELLED, "the work stream ended"));
+  }
+  void OnDone() override;
+
+  void set_session(std::uint64_t session) { session_ = session; }
+
+ private:
+  grpc_service& service_;
+  std::uint64_t id_;
+  std::uint64_t session_ = 0;
+  std::shared_ptr<stream_sink> sink_;
+};
+
+void stream_sink::write_next_locked() {
+  if (writing_ || closed_ || stream_reactor_ == nullptr || queue_.empty()) return;
+  writing_ = true;
+  current_ = std::move(queue_.front());
+  queue_.pop_front();
+  stream_reactor_->start_write(&current_);
+}
+
+bool stream_sink::write_done(bool ok) {
+  std::lock_guard lock(mutex_);
+  writing_ = false;
+  if (!ok) {
+    closed_ = true;
+    queue_.clear();
+  }
+  if (closed_) return !std::exchange(finish_sent_, true);
+  write_next_locked();
+  return false;
+}
+
+// ------------------------------------------------------------------ history streams
+
+class history_stream final : public grpc::ServerWriteReactor<HistoryChunk> {
+ public:
+  static constexpr std::size_t events_per_chunk = 200;
+
+  /// Writes the chunks of `history`, or finishes with `status` when it is not OK.
+  void start(const Status& status, std::vector<core::history_event> history) {
+    if (!status.ok()) return Finish(status);
+    for (std::size_t i = 0; i < history.size(); i += events_per_chunk) {
+      auto& chunk = chunks_.emplace_back();
+      for (std::size_t j = i; j < std::min(history.size(), i + events_per_chunk); ++j) {
+        write(chunk.add_events(), history[j]);
+      }
+    }
+    next();
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) return Finish(Status(StatusCode::CANCELLED, "the history stream broke"));
+    next();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void next() {
+    if (sent_ == chunks_.size()) return Finish(Status::OK);
+    StartWrite(&chunks_[sent_++]);
+  }
+  std::vector<HistoryChunk> chunks_;
+  std::size_t sent_ = 0;
+};
+
+// ------------------------------------------------------------------ the service
+
+class grpc_service final : public TaskHubSidecarService::CallbackService {
+ public:
+  grpc_service(actors::scheduler& scheduler, grpc_options options)
+      : scheduler_(scheduler), options_(std::move(options)) {}
+
+  ServerUnaryReactor* Hello(CallbackServerContext* context, const google::protobuf::Empty*,
+                            google::protobuf::Empty*) override {
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(Status::OK);
+    return reactor;
+  }
+
+  ServerUnaryReactor* StartInstance(CallbackServerContext* context, const CreateInstanceRequest* request,
+                                    CreateInstanceResponse* response) override {
+    auto* call = new unary_call();
+    auto start = read_start(*request);
+    if (!start) {
+      unary_call::finish(call->shared(), to_status(start.error()));
+      return call;
+    }
+    scheduler_.start(task_hub_of(context), std::move(*start),
+                     answer_with<engine::started>(call->shared(), [response](const engine::started& started) {
+                       response->set_instance_id(started.instance_id);
+                     }));
+    return call;
+  }
+
+  ServerUnaryReactor* GetInstance(CallbackServerContext* context, const GetInstanceRequest* request,
+                                  GetInstanceResponse* response) override {
+    auto* call = new unary_call();
+    const bool payloads = request->get_inputs_and_outputs();
+    scheduler_.get(task_hub_of(context), request->instance_id(), false,
+                   answer_with<std::optional<actors::instance_view>>(
+                       call->shared(), [response, payloads](const std::optional<actors::instance_view>& view) {
+                         response->set_exists(view.has_value());
+                         if (view) write(response->mutable_orchestration_state(), view->record, payloads);
+                       }));
+    return call;
+  }
+
+  ServerUnaryReactor* WaitForInstanceStart(CallbackServerContext* context, const GetInstanceRequest* request,
+                                           GetInstanceResponse* response) override {
+    return wait(context, *request, response, false);
+  }
+
+  ServerUnaryReactor* WaitForInstanceCompletion(CallbackServerContext* context, const GetInstanceRequest* request,
+                                                GetInstanceResponse* response) override {
+    return wait(context, *request, response, true);
+  }
+
+  ServerUnaryReactor* RewindInstance(CallbackServerContext* context, const RewindInstanceRequest*,
+                                     RewindInstanceResponse*) override {
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(Status(StatusCode::UNIMPLEMENTED, "RewindInstance is not implemented by dtsd yet"));
+    return reactor;
+  }
+
+  ServerUnaryReactor* RestartInstance(CallbackServerContext* context, const RestartInstanceRequest* request,
+                                      RestartInstanceResponse* response) override {
+    auto* call = new unary_call();
+    auto handle = call->shared();
+    const auto hub = task_hub_of(context);
+    const auto id = request->instance_id();
+    const bool new_id = request->restart_with_new_instance_id();
+    scheduler_.get(hub, id, false, [this, handle, hub, id, new_id, response](
+                                       expected<std::optional<actors::instance_view>> found) {
+      if (!found) return unary_call::finish(handle, to_status(found.error()));
+      if (!*found) {
+        return unary_call::finish(handle, Status(StatusCode::NOT_FOUND, fmt::format("no instance '{}'", id)));
+      }
+      const auto& record = (*found)->record;
+      if (!core::is_terminal(record.status)) {
+        return unary_call::finish(
+            handle, Status(StatusCode::FAILED_PRECONDITION,
+                           fmt::format("instance '{}' is {}: only a finished instance can be restarted", id,
+                                       core::to_string(record.status))));
+      }
+      core::start_request start;
+      start.instance_id = new_id ? random_hex_id() : id;
+      start.name = record.name;
+      start.version = record.version;
+      start.input = record.input;
+      start.tags = record.tags;
+      start.replaceable_statuses = core::terminal_statuses();
+      scheduler_.start(hub, std::move(start), answer_with<engine::started>(handle, [response](const engine::started& s) {
+                         response->set_instance_id(s.instance_id);
+                       }));
+    });
+    return call;
+  }
+
+  ServerUnaryReactor* RaiseEvent(CallbackServerContext* context, const RaiseEventRequest* request,
+                                 RaiseEventResponse*) override {
+    auto* call = new unary_call();
+    scheduler_.raise_event(task_hub_of(context), request->instance_id(), request->name(),
+                           read_payload(request->input(), request->has_input()), answer_empty(call->shared()));
+    return call;
+  }
+
+  ServerUnaryReactor* TerminateInstance(CallbackServerContext* context, const TerminateRequest* request,
+                                        TerminateResponse*) override {
+    auto* call = new unary_call();
+    scheduler_.terminate(task_hub_of(context), request->instance_id(),
+                         core::terminate_request{read_payload(request->output(), request->has_output()), request->recursive()},
+                         answer_empty(call->shared()));
+    return call;
+  }
+
+  ServerUnaryReactor* SuspendInstance(CallbackServerContext* context, const SuspendRequest* request,
+                                      SuspendResponse*) override {
+    auto* call = new unary_call();
+    scheduler_.suspend(task_hub_of(context), request->instance_id(), read_payload(request->reason(), request->has_reason()),
+                       answer_empty(call->shared()));
+    return call;
+  }
+
+  ServerUnaryReactor* ResumeInstance(CallbackServerContext* context, const ResumeRequest* request,
+                                     ResumeResponse*) override {
+    auto* call = new unary_call();
+    scheduler_.resume(task_hub_of(context), request->instance_id(), read_payload(request->reason(), request->has_reason()),
+                      answer_empty(call->shared()));
+    return call;
+  }
+
+  ServerUnaryReactor* QueryInstances(CallbackServerContext* context, const QueryInstancesRequest* request,
+                                     QueryInstancesResponse* response) override {
+    auto* call = new unary_call();
+    const auto& q = request->query();
+    store::instance_query query;
+    for (int status : q.runtime_status()) {
+      auto read_status = read(static_cast<OrchestrationStatus>(status));
+      if (!read_status) {
+        unary_call::finish(call->shared(), to_status(read_status.error()));
+        return call;
+      }
+      query.statuses.push_back(*read_status);
+    }
+    if (q.has_created_time_from()) query.created_from_ns = to_ns(q.created_time_from());
+    if (q.has_created_time_to()) query.created_to_ns = to_ns(q.created_time_to());
+    if (q.has_instance_id_prefix()) query.instance_id_prefix = q.instance_id_prefix().value();
+    if (q.has_continuation_token()) query.continuation_token = q.continuation_token().value();
+    query.page_size = page_size(q.max_instance_count());
+    query.fetch_payloads = q.fetch_inputs_and_outputs();
+    const bool payloads = query.fetch_payloads;
+    scheduler_.query(task_hub_of(context), std::move(query),
+                     answer_with<store::query_page>(call->shared(), [response, payloads](const store::query_page& page) {
+                       for (const auto& record : page.instances) {
+                         write(response->add_orchestration_state(), record, payloads);
+                       }
+                       if (!page.continuation_token.empty()) {
+                         response->mutable_continuation_token()->set_value(page.continuation_token);
+                       }
+                     }));
+    return call;
+  }
+
+  ServerUnaryReactor* ListInstanceIds(CallbackServerContext* context, const ListInstanceIdsRequest* request,
+                                      ListInstanceIdsResponse* response) override {
+    auto* call = new unary_call();
+    store::instance_query query;
+    for (int status : request->runtime_status()) {
+      auto read_status = read(static_cast<OrchestrationStatus>(status));
+      if (!read_status) {
+        unary_call::finish(call->shared(), to_status(read_status.error()));
+        return call;
+      }
+      query.statuses.push_back(*read_status);
+    }
+    if (request->has_last_instance_key()) query.continuation_token = request->last_instance_key().value();
+    query.page_size = page_size(request->page_size());
+    query.fetch_payloads = false;
+    // The index orders by creation; the completed-time range filters the page.
+    const auto from = request->has_completed_time_from() ? to_ns(request->completed_time_from()) : INT64_MIN;
+    const auto to = request->has_completed_time_to() ? to_ns(request->completed_time_to()) : INT64_MAX;
+    const bool by_completion = request->has_completed_time_from() || request->has_completed_time_to();
+    scheduler_.query(task_hub_of(context), std::move(query),
+                     answer_with<store::query_page>(call->shared(), [=](const store::query_page& page) {
+                       for (const auto& record : page.instances) {
+                         if (by_completion && (record.completed_at_ns == 0 || record.completed_at_ns < from ||
+                                               record.completed_at_ns > to)) {
+                           continue;
+                         }
+                         response->add_instance_ids(record.instance_id);
+                       }
+                       if (!page.continuation_token.empty()) {
+                         response->mutable_last_instance_key()->set_value(page.continuation_token);
+                       }
+                     }));
+    return call;
+  }
+
+  ServerUnaryReactor* PurgeInstances(CallbackServerContext* context, const PurgeInstancesRequest* request,
+                                     PurgeInstancesResponse* response) override {
+    auto* call = new unary_call();
+    auto handle = call->shared();
+    const auto hub = task_hub_of(context);
+    const bool recursive = request->recursive();
+    auto purged = [handle, response](expected<std::size_t> count) {
+      // Purging an instance that does not exist purges nothing; it is not an error.
+      if (!count && count.error().code == errc::not_found && count.error().message.find("task hub") == std::string::npos) {
+        count = std::size_t{0};
+      }
+      if (!count) return unary_call::finish(handle, to_status(count.error()));
+      unary_call::finish(handle, Status::OK, [&] {
+        response->set_deleted_instance_count(static_cast<std::int32_t>(*count));
+        response->mutable_is_complete()->set_value(true);
+      });
+    };
+    switch (request->request_case()) {
+      case PurgeInstancesRequest::kInstanceId:
+        scheduler_.purge(hub, request->instance_id(), recursive, purged);
+        break;
+      case PurgeInstancesRequest::kPurgeInstanceFilter: {
+        const auto& f = request->purge_instance_filter();
+        store::instance_query filter;
+        for (int status : f.runtime_status()) {
+          auto read_status = read(static_cast<OrchestrationStatus>(status));
+          if (!read_status) {
+            unary_call::finish(handle, to_status(read_status.error()));
+            return call;
+          }
+          filter.statuses.push_back(*read_status);
+        }
+        if (f.has_created_time_from()) filter.created_from_ns = to_ns(f.created_time_from());
+        if (f.has_created_time_to()) filter.created_to_ns = to_ns(f.created_time_to());
+        scheduler_.purge_where(hub, std::move(filter), recursive, purged);
+        break;
+      }
+      case PurgeInstancesRequest::kInstanceBatch:
+        purge_batch(hub, {request->instance_batch().instance_ids().begin(), request->instance_batch().instance_ids().end()},
+                    recursive, std::move(purged));
+        break;
+      case PurgeInstancesRequest::REQUEST_NOT_SET:
+        unary_call::finish(handle, Status(StatusCode::INVALID_ARGUMENT,
+                                          "PurgeInstances needs an instance id, a filter or an instance batch"));
+        break;
+    }
+    return call;
+  }
+
+  grpc::ServerWriteReactor<WorkItem>* GetWorkItems(CallbackServerContext* context,
+                                                   const GetWorkItemsRequest* request) override;
+
+  ServerUnaryReactor* CompleteOrchestratorTask(CallbackServerContext*, const OrchestratorResponse* response,
+                                               CompleteTaskResponse*) override {
+    auto* call = new unary_call();
+    auto handle = call->shared();
+    auto held = take(response->completion_token(), true);
+    if (!held) {
+      unary_call::finish(handle, to_status(held.error()));
+      return call;
+    }
+    auto& [sink, item] = *held;
+    if (item.instance_id != response->instance_id()) {
+      sink->put_back(response->completion_token(), item);
+      unary_call::finish(handle, Status(StatusCode::INVALID_ARGUMENT,
+                                        fmt::format("completion token '{}' belongs to instance '{}', not '{}'",
+                                                    response->completion_token(), item.instance_id,
+                                                    response->instance_id())));
+      return call;
+    }
+    auto completion = read(*response);
+    if (!completion) {
+      sink->put_back(response->completion_token(), item);
+      unary_call::finish(handle, to_status(completion.error()));
+      return call;
+    }
+    completion->completion_token = item.token;
+    scheduler_.complete_orchestrator(sink->session(), std::move(*completion),
+                                     completion_answer(handle, sink, response->completion_token(), item));
+    return call;
+  }
+
+  ServerUnaryReactor* CompleteActivityTask(CallbackServerContext*, const ActivityResponse* response,
+                                           CompleteTaskResponse*) override {
+    auto* call = new unary_call();
+    auto handle = call->shared();
+    auto held = take(response->completion_token(), false);
+    if (!held) {
+      unary_call::finish(handle, to_status(held.error()));
+      return call;
+    }
+    auto& [sink, item] = *held;
+    if (item.instance_id != response->instance_id() || item.activity.task_id != response->task_id()) {
+      sink->put_back(response->completion_token(), item);
+      unary_call::finish(handle, Status(StatusCode::INVALID_ARGUMENT,
+                                        fmt::format("completion token '{}' belongs to task {} of instance '{}'",
+                                                    response->completion_token(), item.activity.task_id,
+                                                    item.instance_id)));
+      return call;
+    }
+    core::activity_result result;
+    result.instance_id = item.activity.instance_id;
+    result.execution_id = item.activity.execution_id;
+    result.task_id = item.activity.task_id;
+    result.completion_token = item.token;
+    if (response->has_failure_details()) {
+      result.outcome = read(response->failure_details());
+    } else {
+      result.outcome = read_payload(response->result(), response->has_result());
+    }
+    scheduler_.complete_activity(sink->session(), std::move(result),
+                                 completion_answer(handle, sink, response->completion_token(), item));
+    return call;
+  }
+
+  ServerUnaryReactor* AbandonTaskOrchestratorWorkItem(CallbackServerContext* context,
+                                                      const AbandonOrchestrationTaskRequest* request,
+                                                      AbandonOrchestrationTaskResponse*) override {
+    auto* reactor = context->DefaultReactor();
+    auto held = take(request->completion_token(), true);
+    if (!held) {
+      reactor->Finish(to_status(held.error()));
+      return reactor;
+    }
+    scheduler_.abandon_orchestrator(held->first->session(), held->second.instance_id, held->second.token);
+    reactor->Finish(Status::OK);
+    return reactor;
+  }
+
+  ServerUnaryReactor* AbandonTaskActivityWorkItem(CallbackServerContext* context,
+                                                  const AbandonActivityTaskRequest* request,
+                                                  AbandonActivityTaskResponse*) override {
+    auto* reactor = context->DefaultReactor();
+    auto held = take(request->completion_token(), false);
+    if (!held) {
+      reactor->Finish(to_status(held.error()));
+      return reactor;
+    }
+    scheduler_.abandon_activity(held->first->session(), held->second.activity, held->second.token);
+    reactor->Finish(Status::OK);
+    return reactor;
+  }
+
+  ServerUnaryReactor* AbandonTaskEntityWorkItem(CallbackServerContext* context, const AbandonEntityTaskRequest*,
+                                                AbandonEntityTaskResponse*) override {
+    return unimplemented(context, "entities");
+  }
+  ServerUnaryReactor* CompleteEntityTask(CallbackServerContext* context, const EntityBatchResult*,
+                                         CompleteTaskResponse*) override {
+    return unimplemented(context, "entities");
+  }
+  ServerUnaryReactor* SignalEntity(CallbackServerContext* context, const SignalEntityRequest*,
+                                   SignalEntityResponse*) override {
+    return unimplemented(context, "entities");
+  }
+  ServerUnaryReactor* GetEntity(CallbackServerContext* context, const GetEntityRequest*,
+                                GetEntityResponse*) override {
+    return unimplemented(context, "entities");
+  }
+  ServerUnaryReactor* QueryEntities(CallbackServerContext* context, const QueryEntitiesRequest*,
+                                    QueryEntitiesResponse*) override {
+    return unimplemented(context, "entities");
+  }
+  ServerUnaryReactor* CleanEntityStorage(CallbackServerContext* context, const CleanEntityStorageRequest*,
+                                         CleanEntityStorageResponse*) override {
+    return unimplemented(context, "entities");
+  }
+
+  grpc::ServerWriteReactor<HistoryChunk>* StreamInstanceHistory(CallbackServerContext* context,
+                                                                const StreamInstanceHistoryRequest* request) override {
+    auto* stream = new history_stream();
+    const auto id = request->instance_id();
+    scheduler_.get(task_hub_of(context), id, true, [stream, id](expected<std::optional<actors::instance_view>> view) {
+      if (!view) return stream->start(to_status(view.error()), {});
+      if (!*view) return stream->start(Status(StatusCode::NOT_FOUND, fmt::format("no instance '{}'", id)), {});
+      stream->start(Status::OK, std::move((*view)->history));
+    });
+    return stream;
+  }
+
+  ServerUnaryReactor* CreateTaskHub(CallbackServerContext* context, const CreateTaskHubRequest* request,
+                                    CreateTaskHubResponse*) override {
+    auto* reactor = context->DefaultReactor();
+    const auto hub = task_hub_of(context);
+    auto hubs = scheduler_.task_hubs();
+    const bool exists = std::find(hubs.begin(), hubs.end(), hub) != hubs.end();
+    if (exists && !request->recreate_if_exists()) {
+      reactor->Finish(Status::OK);
+      return reactor;
+    }
+    if (exists) {
+      if (auto deleted = scheduler_.delete_task_hub(hub); !deleted) {
+        reactor->Finish(to_status(deleted.error()));
+        return reactor;
+      }
+    }
+    auto created = scheduler_.create_task_hub(hub, options_.partition_count);
+    reactor->Finish(created ? Status::OK : to_status(created.error()));
+    return reactor;
+  }
+
+  ServerUnaryReactor* DeleteTaskHub(CallbackServerContext* context, const DeleteTaskHubRequest*,
+                                    DeleteTaskHubResponse*) override {
+    auto* reactor = context->DefaultReactor();
+    auto deleted = scheduler_.delete_task_hub(task_hub_of(context));
+    reactor->Finish(deleted ? Status::OK : to_status(deleted.error()));
+    return reactor;
+  }
+
+  ServerUnaryReactor* SkipGracefulOrchestrationTerminations(
+      CallbackServerContext* context, const SkipGracefulOrchestrationTerminationsRequest* request,
+      SkipGracefulOrchestrationTerminationsResponse* response) override;
+
+  void forget_stream(std::uint64_t id) {
+    std::lock_guard lock(streams_mutex_);
+    streams_.erase(id);
+  }
+
+ private:
+  friend class work_stream;
+
+  std::size_t page_size(std::int32_t asked) const {
+    if (asked <= 0) return 100;
+    return std::min<std::size_t>(static_cast<std::size_t>(asked), store::query_page_size_max);
+  }
+
+  static ServerUnaryReactor* unimplemented(CallbackServerContext* context, const char* what) {
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(Status(StatusCode::UNIMPLEMENTED, fmt::format("dtsd does not support {} yet", what)));
+    return reactor;
+  }
+
+  static expected<core::start_request> read_start(const CreateInstanceRequest& request) {
+    core::start_request start;
+    start.instance_id = request.instance_id().empty() ? random_hex_id() : request.instance_id();
+    start.name = request.name();
+    start.version = read_payload(request.version(), request.has_version());
+    start.input = read_payload(request.input(), request.has_input());
+    start.tags = core::tag_map(request.tags().begin(), request.tags().end());
+    // The JS SDK sends the epoch for "now"; only a time in the future delays the start.
+    if (request.has_scheduled_start_timestamp()) start.scheduled_start_ns = to_ns(request.scheduled_start_timestamp());
+    if (request.has_orchestration_id_reuse_policy()) {
+      for (int status : request.orchestration_id_reuse_policy().replaceable_status()) {
+        auto read_status = read(static_cast<OrchestrationStatus>(status));
+        if (!read_status) return read_status.error();
+        start.replaceable_statuses.push_back(*read_status);
+      }
+    } else {
+      start.replaceable_statuses = core::terminal_statuses();
+    }
+    return start;
+  }
+
+  ServerUnaryReactor* wait(CallbackServerContext* context, const GetInstanceRequest& request,
+                           GetInstanceResponse* response, bool until_completed) {
+    auto* call = new unary_call();
+    const bool payloads = request.get_inputs_and_outputs();
+    scheduler_.wait(task_hub_of(context), request.instance_id(), until_completed,
+                    answer_with<core::instance_record>(call->shared(), [response, payloads](const core::instance_record& r) {
+                      response->set_exists(true);
+                      write(response->mutable_orchestration_state(), r, payloads);
+                    }));
+    return call;
+  }
+
+  void purge_batch(const std::string& hub, std::vector<std::string> ids, bool recursive,
+                   std::function<void(expected<std::size_t>)> done) {
+    struct batch {
+      std::vector<std::string> ids;
+      std::size_t next = 0;
+      std::size_t purged = 0;
+    };
+    auto state = std::make_shared<batch>(batch{std::move(ids), 0, 0});
+    auto step = std::make_shared<std::function<void()>>();
+    *step = [this, hub, recursive, state, step, done] {
+      if (state->next == state->ids.size()) {
+        done(state->purged);
+        *step = nullptr;  // Breaks the self-reference.
+        return;
+      }
+      const auto& id = state->ids[state->next++];
+      scheduler_.purge(hub, id, recursive, [state, step, done](expected<std::size_t> count) {
+        if (count) {
+          state->purged += *count;
+        } else if (count.error().code != errc::not_found) {
+          done(count.error());
+          *step = nullptr;
+          return;
+        }
+        (*step)();
+      });
+    };
+    (*step)();
+  }
+
+  /// The sink and the item a completion token names, taken from its stream.
+  expected<std::pair<std::shared_ptr<stream_sink>, outstanding>> take(const std::string& token, bool orchestrator) {
+    const auto dot = token.find('.');
+    std::uint64_t stream = 0;
+    const bool well_formed = dot != std::string::npos && dot + 1 < token.size() &&
+                             std::from_chars(token.data(), token.data() + dot, stream).ec == std::errc() &&
+                             token[dot + 1] == (orchestrator ? 'o' : 'a');
+    if (!well_formed) {
+      return error{errc::invalid_argument,
+                   fmt::format("'{}' is not a {} completion token", token, orchestrator ? "orchestrator" : "activity")};
+    }
+    std::shared_ptr<stream_sink> sink;
+    {
+      std::lock_guard lock(streams_mutex_);
+      if (auto found = streams_.find(stream); found != streams_.end()) sink = found->second.lock();
+    }
+    std::optional<outstanding> item;
+    if (sink) item = sink->take(token);
+    if (!item) {
+      return error{errc::stale_token,
+                   fmt::format("completion token '{}' is not held by any connected worker (already completed, "
+                               "abandoned, or its work stream ended)",
+                               token)};
+    }
+    return std::pair{std::move(sink), std::move(*item)};
+  }
+
+  static actors::callback<void> completion_answer(const unary_call::handle& call, std::shared_ptr<stream_sink> sink,
+                                                  std::string token, outstanding item) {
+    return [call, sink = std::move(sink), token = std::move(token), item = std::move(item)](expected<void> done) mutable {
+      if (!done && done.error().code == errc::invalid_argument) sink->put_back(token, std::move(item));
+      unary_call::finish(call, done ? Status::OK : to_status(done.error()));
+    };
+  }
+
+  actors::scheduler& scheduler_;
+  grpc_options options_;
+  std::atomic<std::uint64_t> next_stream_{1};
+  std::mutex streams_mutex_;
+  std::unordered_map<std::uint64_t, std::weak_ptr<stream_sink>> streams_;
+};
+
+grpc::ServerWriteReactor<WorkItem>* grpc_service::GetWorkItems(CallbackServerContext* context,
+                                                               const GetWorkItemsRequest* request) {
+  const auto id = next_stream_++;
+  auto sink = std::make_shared<stream_sink>(id);
+  auto* stream = new work_stream(*this, id, sink);
+  auto slots = [this](std::int32_t asked) {
+    return asked > 0 ? static_cast<std::uint32_t>(asked) : options_.default_concurrency;
+  };
+  {
+    std::lock_guard lock(streams_mutex_);
+    streams_[id] = sink;
+  }
+  auto session = scheduler_.open_session(task_hub_of(context), slots(request->max_concurrent_orchestration_work_items()),
+                                         slots(request->max_concurrent_activity_work_items()), sink);
+  if (!session) {
+    sink->close();
+    stream->finish(to_status(session.error()));
+    return stream;
+  }
+  stream->set_session(*session);
+  sink->activate(stream, *session);
+  spdlog::debug("gRPC work stream {} opened session {}", id, *session);
+  return stream;
+}
+
+void work_stream::OnDone() {
+  sink_->close();
+  service_.forget_stream(id_);
+  if (session_ != 0) service_.scheduler_.close_session(session_);
+  delete this;
+}
+
+grpc::ServerUnaryReactor* grpc_service::SkipGracefulOrchestrationTerminations(
+    CallbackServerContext* context, const SkipGracefulOrchestrationTerminationsRequest* request,
+    SkipGracefulOrchestrationTerminationsResponse* response) {
+  auto* call = new unary_call();
+  auto handle = call->shared();
+  const auto& ids = request->instance_batch().instance_ids();
+  if (ids.size() > 500) {
+    unary_call::finish(handle, Status(StatusCode::INVALID_ARGUMENT,
+                                      fmt::format("{} instance ids: at most 500 at a time", ids.size())));
+    return call;
+  }
+  struct batch {
+    std::mutex mutex;
+    std::size_t left = 0;
+    std::vector<std::string> unterminated;
+  };
+  auto state = std::make_shared<batch>();
+  state->left = static_cast<std::size_t>(ids.size());
+  if (state->left == 0) {
+    unary_call::finish(handle, Status::OK);
+    return call;
+  }
+  const auto hub = task_hub_of(context);
+  const auto reason = read_payload(request->reason(), request->has_reason());
+  for (const auto& id : ids) {
+    scheduler_.terminate(hub, id, core::terminate_request{reason, false},
+                         [state, handle, response, id](expected<void> done) {
+                           std::lock_guard lock(state->mutex);
+                           if (!done) state->unterminated.push_back(id);
+                           if (--state->left != 0) return;
+                           unary_call::finish(handle, Status::OK, [&] {
+                             for (const auto& failed : state->unterminated) response->add_unterminated_instance_ids(failed);
+                           });
+                         });
+  }
+  return call;
+}
+
+// ------------------------------------------------------------------ the server
+
+class grpc_server_impl final : public grpc_server {
+ public:
+  grpc_server_impl(actors::scheduler& scheduler, grpc_options options)
+      : service_(scheduler, options), options_(std::move(options)) {}
+
+  ~grpc_server_impl() override { stop(); }
+
+  expected<void> run() {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort(options_.address, grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&service_);
+    // Our own limits (1 MiB payloads by default) answer oversize input with a clear
+    // INVALID_ARGUMENT; gRPC's 4 MiB default would cut in first for large histories.
+    builder.SetMaxReceiveMessageSize(64 << 20);
+    builder.SetMaxSendMessageSize(-1);
+    server_ = builder.BuildAndStart();
+    if (!server_ || port == 0) {
+      return error{errc::io, fmt::format("cannot serve gRPC on {}", options_.address)};
+    }
+    port_ = static_cast<std::uint16_t>(port);
+    return {};
+  }
+
+  std::uint16_t port() const override { return port_; }
+
+  void stop() override {
+    std::lock_guard lock(stop_mutex_);
+    if (!server_) return;
+    // Open streams and waits are cancelled at once; unary calls in progress get 1 s.
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    server_->Wait();
+    server_.reset();
+  }
+
+ private:
+  grpc_service service_;
+  grpc_options options_;
+  std::unique_ptr<grpc::Server> server_;
+  std::uint16_t port_ = 0;
+  std::mutex stop_mutex_;
+};
+
+}  // namespace
+
+expected<std::unique_ptr<grpc_server>> grpc_server::start(actors::scheduler& scheduler, grpc_options options) {
+  auto server = std::make_unique<grpc_server_impl>(scheduler, std::move(options));
+  if (auto running = server->run(); !running) return running.error();
+  return std::unique_ptr<grpc_server>(std::move(server));
+}
+
+}  // namespace dtsd::grpc_api

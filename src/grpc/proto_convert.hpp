@@ -1,0 +1,39 @@
+#pragma once
+/// Conversions between the core model and the messages of the Durable Task gRPC
+/// protocol (schema/durabletask.proto). Readers of network input check what the
+/// protocol leaves open (an action with no body, an unknown status) and answer
+/// invalid_argument naming the field instead of guessing.
+
+#include <cstdint>
+
+#include "core/error.hpp"
+#include "core/model.hpp"
+#include "durabletask.pb.h"
+
+namespace dtsd::grpc_api {
+
+std::int64_t to_ns(const google::protobuf::Timestamp& time);
+void set_time(google::protobuf::Timestamp* time, std::int64_t ns);
+
+/// A StringValue field: null unless `present`.
+core::payload read_payload(const google::protobuf::StringValue& value, bool present);
+
+expected<core::runtime_status> read(OrchestrationStatus status);
+OrchestrationStatus to_proto(core::runtime_status status);
+
+core::failure_details read(const TaskFailureDetails& failure);
+void write(TaskFailureDetails* out, const core::failure_details& failure);
+
+expected<core::history_event> read(const HistoryEvent& event);
+void write(HistoryEvent* out, const core::history_event& event);
+
+void write(OrchestrationState* out, const core::instance_record& record, bool with_payloads);
+
+expected<core::orchestrator_action> read(const OrchestratorAction& action);
+/// The completion without its token (the endpoint resolves the token itself).
+expected<core::orchestrator_completion> read(const OrchestratorResponse& response);
+
+void write(OrchestratorRequest* out, const core::orchestrator_work_item& item);
+void write(ActivityRequest* out, const core::activity_request& request);
+
+}  // namespace dtsd::grpc_api

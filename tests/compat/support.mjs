@@ -1,0 +1,107 @@
+// Shared pieces of the compat suite: start and stop a real dtsd process, and make
+// clients and workers of the official Durable Task JavaScript SDK pointed at it.
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { Metadata } from "@grpc/grpc-js";
+import { NoOpLogger, TaskHubGrpcClient, TaskHubGrpcWorker } from "@microsoft/durabletask-js";
+
+const here = fileURLToPath(new URL(".", import.meta.url));
+export const dtsdPath = process.env.DTSD_BIN ?? resolve(here, "../../build/release/src/server/dtsd");
+
+/** A dtsd process on free loopback ports with a fresh data directory. */
+export class Dtsd {
+  constructor({ dataDir, extraArgs = [] } = {}) {
+    this.ownDataDir = !dataDir;
+    this.dataDir = dataDir ?? mkdtempSync(join(tmpdir(), "dtsd-compat-"));
+    this.extraArgs = extraArgs;
+    this.grpcPort = 0;
+  }
+
+  /** Starts dtsd; resolves once it prints its ready line (at most 30 s). */
+  async start({ grpcPort = 0 } = {}) {
+    const args = ["--data-dir", this.dataDir, "--listen", "127.0.0.1:0", "--grpc-listen", `127.0.0.1:${grpcPort}`,
+                  "--partitions", "4", "--log-level", "warn", ...this.extraArgs];
+    this.child = spawn(dtsdPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+    this.stderr = "";
+    this.child.stderr.on("data", (chunk) => { this.stderr += chunk; });
+    const exited = new Promise((_, reject) => this.child.once("exit", (code, signal) =>
+      reject(new Error(`dtsd exited (${code ?? signal}) before it was ready: ${this.stderr}`))));
+    const ready = new Promise((resolveReady) => {
+      let out = "";
+      this.child.stdout.on("data", (chunk) => {
+        out += chunk;
+        const match = /gRPC API on port (\d+)/.exec(out);
+        if (match) resolveReady(Number(match[1]));
+      });
+    });
+    const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error("dtsd not ready in 30 s")), 30000).unref());
+    this.grpcPort = await Promise.race([ready, exited, timeout]);
+    this.child.removeAllListeners("exit");
+    return this;
+  }
+
+  get address() { return `127.0.0.1:${this.grpcPort}`; }
+
+  /** SIGKILL: nothing is drained. */
+  async kill() { await this.#stopWith("SIGKILL"); }
+  /** SIGTERM: dtsd drains and exits 0. */
+  async stop() { return this.#stopWith("SIGTERM"); }
+
+  async #stopWith(signal) {
+    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return this.child?.exitCode;
+    const exited = new Promise((resolveExit) => this.child.once("exit", (code) => resolveExit(code)));
+    this.child.kill(signal);
+    const code = await exited;
+    return code;
+  }
+
+  async cleanup() {
+    await this.kill();
+    if (this.ownDataDir) rmSync(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+/** Per-call metadata naming a task hub, as the Azure-managed SDK package sends it. */
+export function hubMetadata(hub) {
+  return async () => {
+    const metadata = new Metadata();
+    metadata.set("taskhub", hub);
+    return metadata;
+  };
+}
+
+export function makeClient(dtsd, { hub } = {}) {
+  return new TaskHubGrpcClient({
+    hostAddress: dtsd.address,
+    logger: new NoOpLogger(),
+    ...(hub ? { metadataGenerator: hubMetadata(hub) } : {}),
+  });
+}
+
+export function makeWorker(dtsd, register, { hub } = {}) {
+  const worker = new TaskHubGrpcWorker({
+    hostAddress: dtsd.address,
+    logger: new NoOpLogger(),
+    shutdownTimeoutMs: 2000,
+    ...(hub ? { metadataGenerator: hubMetadata(hub) } : {}),
+  });
+  register(worker);
+  return worker;
+}
+
+/** Polls `check` until it returns a truthy value (at most `ms`). */
+export async function eventually(check, ms = 20000, what = "condition") {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export const CITIES = ["Tokyo", "Seattle", "London", "Paris", "Cairo"];

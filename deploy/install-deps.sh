@@ -8,8 +8,13 @@ packages=(
   libcaf-dev libcapnp-dev capnproto liblmdb-dev libboost-dev doctest-dev
   libxxhash-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   protobuf-compiler protobuf-compiler-grpc libgrpc++-dev libprotobuf-dev
-
 )
+# The compat suite (tests/compat) runs the official Durable Task JavaScript SDK:
+# Node.js and npm come from Debian unless the machine already has them (say, from
+# NodeSource, whose nodejs package conflicts with Debian's npm).
+if ! command -v node > /dev/null || ! command -v npm > /dev/null; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for package in "${packages[@]}"; do

@@ -94,6 +94,7 @@ struct PartitionEvent {
       completion @2 :Model.OrchestratorCompletion;
       newExecutionId @3 :Text;      # used when the completion continues as new
       consumedEventCount @18 :UInt32;  # inbox events the worker was given
+      startedAtNs @19 :Int64;       # the OrchestratorStarted time the worker was given
     }
     activityCompleted @4 :Model.ActivityCompletion;
     timerFired @5 :TimerEntry;

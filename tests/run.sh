@@ -34,10 +34,33 @@ run_build() {
   if [ "$status" -ne 0 ] && [ "${fail:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
 }
 
+# The compat suite: the official Durable Task JS SDK (pinned in
+# tests/compat/package-lock.json) as client and worker against a real dtsd.
+run_compat() {
+  local dtsd=$1
+  echo "== compat suite against $dtsd"
+  if [ ! -d tests/compat/node_modules ] || [ tests/compat/package-lock.json -nt tests/compat/node_modules ]; then
+    (cd tests/compat && npm ci --no-audit --no-fund --loglevel=error) || { failed=$((failed + 1)); return; }
+    touch tests/compat/node_modules
+  fi
+  local log status=0
+  log=$(mktemp)
+  DTSD_BIN="$dtsd" timeout 900 node --test --test-concurrency=1 --test-reporter=spec tests/compat/ 2>&1 | tee "$log" || status=$?
+  local ok fail
+  ok=$(awk '$2 == "pass" && NF == 3 {print $3}' "$log")
+  fail=$(awk '$2 == "fail" && NF == 3 {print $3}' "$log")
+  rm -f "$log"
+  passed=$((passed + ${ok:-0}))
+  failed=$((failed + ${fail:-0}))
+  if [ "$status" -ne 0 ] && [ "${fail:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
+}
+
 run_build build/release --buildtype=debugoptimized
+run_compat build/release/src/server/dtsd
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 run_build build/sanitize --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+run_compat build/sanitize/src/server/dtsd
 
 # The README's first command, as a user runs it: it must print the hello-cities
 # result. It reuses build/release and stops the dtsd it started, by PID.

@@ -475,18 +475,21 @@ std::optional<instance_message> start_failed_message(const start_request& reques
 
 expected<orchestrator_work_item> dispatch(orchestration_state& state,
                                           std::uint64_t completion_token,
-                                          std::size_t new_event_count_max) {
+                                          std::size_t new_event_count_max,
+                                          std::int64_t started_at_ns) {
   const auto count = std::min(state.inbox.size(), new_event_count_max);
   if (state.in_flight || count == 0 || is_terminal(state.record.status) ||
       state.record.status == runtime_status::suspended) {
     return error{errc::failed_precondition,
                  fmt::format("instance '{}' has no work to dispatch", state.record.instance_id)};
   }
-  state.in_flight = in_flight_work_item{completion_token, count};
-  return orchestrator_work_item{
-      state.record.instance_id, state.record.execution_id, state.history,
-      std::vector<history_event>(state.inbox.begin(), state.inbox.begin() + static_cast<long>(count)),
-      completion_token};
+  state.in_flight = in_flight_work_item{completion_token, count, started_at_ns};
+  std::vector<history_event> new_events;
+  new_events.reserve(count + 1);
+  if (started_at_ns != 0) new_events.push_back(make_event(-1, started_at_ns, events::orchestrator_started{}));
+  new_events.insert(new_events.end(), state.inbox.begin(), state.inbox.begin() + static_cast<long>(count));
+  return orchestrator_work_item{state.record.instance_id, state.record.execution_id, state.history,
+                                std::move(new_events), completion_token};
 }
 
 expected<void> abandon(orchestration_state& state, std::uint64_t completion_token) {
@@ -515,8 +518,9 @@ expected<transition> apply_completion(orchestration_state& state,
 
   transition result;
   const auto consumed = std::min(state.in_flight->new_event_count, state.inbox.size());
+  const auto started_at = state.in_flight->started_at_ns != 0 ? state.in_flight->started_at_ns : now_ns;
   state.in_flight.reset();
-  push_history(state, result.change, make_event(-1, now_ns, events::orchestrator_started{}));
+  push_history(state, result.change, make_event(-1, started_at, events::orchestrator_started{}));
   for (std::size_t i = 0; i < consumed; ++i) {
     push_history(state, result.change, std::move(state.inbox[i]));
   }

@@ -27,6 +27,9 @@ namespace dtsd::core {
 struct in_flight_work_item {
   std::uint64_t completion_token = 0;
   std::size_t new_event_count = 0;  ///< Inbox rows the worker was given.
+  /// The time of the OrchestratorStarted event the work item began with (the
+  /// orchestrator's "current time"); the same event goes into the history.
+  std::int64_t started_at_ns = 0;
 };
 
 struct orchestration_state {
@@ -87,10 +90,13 @@ std::optional<instance_message> start_failed_message(const start_request& reques
 
 /// A work item was dispatched under `completion_token`: the worker gets the history
 /// and the first `new_event_count_max` inbox events (the ones already durable).
+/// With `started_at_ns`, the new events begin with an OrchestratorStarted event of
+/// that time, as the protocol's workers expect (it is their current time).
 /// Fails when the instance is not ready or no inbox event may be given.
 expected<orchestrator_work_item> dispatch(orchestration_state& state,
                                           std::uint64_t completion_token,
-                                          std::size_t new_event_count_max = SIZE_MAX);
+                                          std::size_t new_event_count_max = SIZE_MAX,
+                                          std::int64_t started_at_ns = 0);
 
 /// The worker gave the work item back unprocessed; the instance becomes ready again.
 expected<void> abandon(orchestration_state& state, std::uint64_t completion_token);

@@ -238,12 +238,13 @@ expected<std::uint64_t> partition_engine::complete_orchestrator(
   if (!slot) return slot.error();
   auto& state = *(*slot)->state;
   const auto consumed = state.in_flight ? state.in_flight->new_event_count : 0;
+  const auto started_at = state.in_flight ? state.in_flight->started_at_ns : 0;
   auto next_execution = core::derive_execution_id(state.record.execution_id, "continue-as-new");
   auto applied =
       core::apply_completion(state, completion, next_execution, now_ns, options_.limits);
   if (!applied) return applied.error();
   log(now_ns, store::logged::orchestrator_completed{completion, std::move(next_execution),
-                                                    static_cast<std::uint32_t>(consumed)});
+                                                    static_cast<std::uint32_t>(consumed), started_at});
   record(completion.instance_id, **slot, std::move(*applied), now_ns, 0);
   return next_batch_;
 }
@@ -340,7 +341,7 @@ expected<void> partition_engine::replay(const store::partition_event& event) {
             auto slot = existing(e.completion.instance_id);
             if (!slot) return slot.error();
             (*slot)->state->in_flight =
-                core::in_flight_work_item{e.completion.completion_token, e.consumed_event_count};
+                core::in_flight_work_item{e.completion.completion_token, e.consumed_event_count, e.started_at_ns};
             return done(complete_orchestrator(e.completion, now));
           },
           [&](const core::activity_result& e) {
@@ -495,7 +496,7 @@ std::optional<core::orchestrator_work_item> partition_engine::next_orchestrator_
                              ? std::min<std::uint64_t>(slot.durable_inbox_end - first, state.inbox.size())
                              : 0;
     if (durable == 0) continue;  // Made ready again when its batch commits.
-    auto item = core::dispatch(state, next_token_++, durable);
+    auto item = core::dispatch(state, next_token_++, durable, now_ns);
     if (item) return std::move(*item);
   }
   return std::nullopt;

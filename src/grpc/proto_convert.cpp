@@ -11,6 +11,12 @@ namespace act = core::actions;
 namespace pb = google::protobuf;
 
 std::int64_t to_ns(const pb::Timestamp& time) {
+  // Nanoseconds in an int64 span the years 1678-2262; protobuf times span 1-9999.
+  // Times outside saturate (a timer in 9999 never fires, one in year 1000 fires at
+  // once) instead of overflowing.
+  constexpr std::int64_t seconds_max = INT64_MAX / 1'000'000'000 - 1;
+  if (time.seconds() > seconds_max) return INT64_MAX;
+  if (time.seconds() < -seconds_max) return INT64_MIN + 1;
   return time.seconds() * 1'000'000'000 + time.nanos();
 }
 

@@ -757,6 +757,7 @@ void fill(s::PartitionEvent::Builder b, const partition_event& x) {
                    fill(g.initCompletion(), e.completion);
                    g.setNewExecutionId(text(e.new_execution_id));
                    g.setConsumedEventCount(e.consumed_event_count);
+                   g.setStartedAtNs(e.started_at_ns);
                  },
                  [&](const core::activity_result& e) { fill(b.initActivityCompleted(), e); },
                  [&](const core::timer_entry& e) { fill(b.initTimerFired(), e); },
@@ -798,7 +799,7 @@ partition_event from(s::PartitionEvent::Reader r) {
     case W::ORCHESTRATOR_COMPLETED: {
       auto g = r.getOrchestratorCompleted();
       x.body = logged::orchestrator_completed{from(g.getCompletion()), str(g.getNewExecutionId()),
-                                              g.getConsumedEventCount()};
+                                              g.getConsumedEventCount(), g.getStartedAtNs()};
       break;
     }
     case W::ACTIVITY_COMPLETED: x.body = from(r.getActivityCompleted()); break;

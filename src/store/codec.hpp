@@ -50,6 +50,7 @@ struct orchestrator_completed {
   core::orchestrator_completion completion;
   std::string new_execution_id;
   std::uint32_t consumed_event_count = 0;  ///< Inbox events the work item held.
+  std::int64_t started_at_ns = 0;  ///< The OrchestratorStarted time the work item gave.
   friend bool operator==(const orchestrator_completed&, const orchestrator_completed&) = default;
 };
 struct event_raised {

@@ -513,6 +513,22 @@ TEST_CASE("orchestration: a dispatch gives only as many new events as allowed") 
   CHECK(is_ready(*h.instance, h.now));
 }
 
+TEST_CASE("orchestration: the OrchestratorStarted time the worker was given is the one the history keeps") {
+  harness h;
+  h.start(h.request());
+  const auto dispatched_at = h.now + 1000;
+  auto item = dispatch(*h.instance, 9, SIZE_MAX, dispatched_at);
+  REQUIRE(item);
+  REQUIRE(item->new_events.size() == 2);
+  CHECK(std::holds_alternative<events::orchestrator_started>(item->new_events[0].body));
+  CHECK(item->new_events[0].timestamp_ns == dispatched_at);
+  h.now += 5000;  // The worker answers later; replay must still see the dispatch time.
+  h.complete(*item, {});
+  REQUIRE_FALSE(h.instance->history.empty());
+  CHECK(std::holds_alternative<events::orchestrator_started>(h.instance->history[0].body));
+  CHECK(h.instance->history[0].timestamp_ns == dispatched_at);
+}
+
 TEST_CASE("orchestration: abandon makes the work item available again; a wrong token changes nothing") {
   harness h;
   h.start(h.request());

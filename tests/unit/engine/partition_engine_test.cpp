@@ -51,7 +51,11 @@ TEST_CASE("engine: a start is acknowledged with its batch and its work appears o
   engine.batch_committed(batch->first);
   auto item = engine.next_orchestrator_item(w.now);
   REQUIRE(item);
-  CHECK(item->new_events.size() == 1);
+  // OrchestratorStarted (the orchestrator's current time), then ExecutionStarted.
+  REQUIRE(item->new_events.size() == 2);
+  CHECK(std::holds_alternative<core::events::orchestrator_started>(item->new_events[0].body));
+  CHECK(item->new_events[0].timestamp_ns == w.now);
+  CHECK(std::holds_alternative<core::events::execution_started>(item->new_events[1].body));
 }
 
 TEST_CASE("engine: an event that is not yet durable is held back from the work item") {
@@ -62,14 +66,14 @@ TEST_CASE("engine: an event that is not yet durable is held back from the work i
   REQUIRE(engine.raise_event("order-1", "Approval", std::string("true"), w.now));
   auto item = engine.next_orchestrator_item(w.now);
   REQUIRE(item);
-  CHECK(item->new_events.size() == 1);  // ExecutionStarted only: the event is not on disk.
+  CHECK(item->new_events.size() == 2);  // OrchestratorStarted, ExecutionStarted: the event is not on disk.
   REQUIRE(engine.complete_orchestrator({"order-1", item->completion_token, {}, {}}, w.now));
   CHECK_FALSE(engine.next_orchestrator_item(w.now));
   w.commit(0);
   auto next = engine.next_orchestrator_item(w.now);
   REQUIRE(next);
-  REQUIRE(next->new_events.size() == 1);
-  CHECK(std::holds_alternative<core::events::event_raised>(next->new_events[0].body));
+  REQUIRE(next->new_events.size() == 2);
+  CHECK(std::holds_alternative<core::events::event_raised>(next->new_events[1].body));
 }
 
 TEST_CASE("engine: hello cities, a fan-out across partitions and a durable timer complete with exact output") {

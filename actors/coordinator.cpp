@@ -226,6 +226,13 @@ caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self, st
         self->state.release(token, false);
         self->state.pump();
       },
+      // A worker gave an item back unprocessed: it is dispatched again at once.
+      [=](abandon_atom, std::uint64_t session, std::uint64_t token) {
+        auto found = self->state.leases.find(token);
+        if (found == self->state.leases.end() || found->second.session != session) return;
+        self->state.release(token, true);
+        self->state.pump();
+      },
       [=](tick_atom) {
         self->state.tick();
         self->state.pump();

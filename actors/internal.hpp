@@ -23,6 +23,7 @@ using take_atom = caf::atom_constant<caf::atom("take")>;
 using work_atom = caf::atom_constant<caf::atom("work")>;
 using ready_atom = caf::atom_constant<caf::atom("ready")>;
 using done_atom = caf::atom_constant<caf::atom("done")>;
+using abandon_atom = caf::atom_constant<caf::atom("abandon")>;
 using open_atom = caf::atom_constant<caf::atom("open")>;
 using close_atom = caf::atom_constant<caf::atom("close")>;
 using wire_atom = caf::atom_constant<caf::atom("wire")>;

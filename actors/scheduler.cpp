@@ -349,21 +349,16 @@ class actor_scheduler final : public scheduler {
     });
   }
 
-  void abandon_orchestrator(std::uint64_t session, const std::string& id, std::uint64_t token) override {
+  // The coordinator holds the lease: it gives the item back to its partition and
+  // tells the partition's work announcement, so the item is pushed again at once.
+  void abandon_orchestrator(std::uint64_t session, const std::string&, std::uint64_t token) override {
     auto found = hub_of_session(session, false);
-    if (!found) return;
-    caf::anon_send(found->coordinator, done_atom::value, token);
-    send_to(*found, id, [id, token](partition_context& ctx) { (void)ctx.engine().abandon_orchestrator(id, token); });
+    if (found) caf::anon_send(found->coordinator, abandon_atom::value, session, token);
   }
 
-  void abandon_activity(std::uint64_t session, core::activity_request request, std::uint64_t token) override {
+  void abandon_activity(std::uint64_t session, core::activity_request, std::uint64_t token) override {
     auto found = hub_of_session(session, false);
-    if (!found) return;
-    caf::anon_send(found->coordinator, done_atom::value, token);
-    auto id = request.instance_id;
-    send_to(*found, id, [request, token](partition_context& ctx) {
-      (void)ctx.engine().abandon_activity(request, token);
-    });
+    if (found) caf::anon_send(found->coordinator, abandon_atom::value, session, token);
   }
 
   void drain() override {

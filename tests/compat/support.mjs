@@ -105,3 +105,62 @@ export async function eventually(check, ms = 20000, what = "condition") {
 }
 
 export const CITIES = ["Tokyo", "Seattle", "London", "Paris", "Cairo"];
+
+/** A JS SDK worker process (worker.mjs); resolves once it is connected. */
+export async function startWorkerProcess(address, delayMs = 0) {
+  const child = spawn(process.execPath, [resolve(here, "worker.mjs"), address, String(delayMs)],
+                      { stdio: ["ignore", "pipe", "inherit"] });
+  await new Promise((resolveReady, reject) => {
+    let out = "";
+    const timer = setTimeout(() => reject(new Error("worker not ready in 30 s")), 30000);
+    child.stdout.on("data", (chunk) => {
+      out += chunk;
+      if (out.includes("worker ready")) { clearTimeout(timer); resolveReady(); }
+    });
+    child.once("exit", (code) => { clearTimeout(timer); reject(new Error(`worker exited (${code})`)); });
+  });
+  child.removeAllListeners("exit");
+  return {
+    child,
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGKILL");
+      await exited;
+    },
+  };
+}
+
+/** A loopback port that was free a moment ago (for a dtsd that must come back on the same port). */
+export async function freePort() {
+  const { createServer } = await import("node:net");
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+/** Each task scheduled once and completed once; one ExecutionStarted and one ExecutionCompleted. */
+export function checkHistory(history) {
+  const scheduled = new Map();
+  const completed = new Map();
+  let started = 0;
+  let finished = 0;
+  for (const event of history) {
+    if (event.type === "TaskScheduled") scheduled.set(event.eventId, (scheduled.get(event.eventId) ?? 0) + 1);
+    if (event.type === "TaskCompleted") completed.set(event.taskScheduledId, (completed.get(event.taskScheduledId) ?? 0) + 1);
+    if (event.type === "ExecutionStarted") started += 1;
+    if (event.type === "ExecutionCompleted") finished += 1;
+  }
+  const problems = [];
+  if (started !== 1) problems.push(`${started} ExecutionStarted events`);
+  if (finished !== 1) problems.push(`${finished} ExecutionCompleted events`);
+  for (const [id, n] of scheduled) if (n !== 1) problems.push(`task ${id} scheduled ${n} times`);
+  for (const [id, n] of completed) if (n !== 1) problems.push(`task ${id} completed ${n} times`);
+  for (const id of scheduled.keys()) if (!completed.has(id)) problems.push(`task ${id} never completed`);
+  return problems;
+}

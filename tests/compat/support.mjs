@@ -59,9 +59,11 @@ export class Dtsd {
     return code;
   }
 
+  /** Kills dtsd and removes its data; fails if a sanitizer reported anything. */
   async cleanup() {
     await this.kill();
     if (this.ownDataDir) rmSync(this.dataDir, { recursive: true, force: true });
+    if (/Sanitizer|runtime error:/.test(this.stderr)) throw new Error(`dtsd reported:\n${this.stderr}`);
   }
 }
 

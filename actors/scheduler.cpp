@@ -168,6 +168,12 @@ class actor_scheduler final : public scheduler {
     });
   }
 
+  void rewind(const std::string& hub_name, const std::string& id, core::payload reason, callback<void> done) override {
+    mutate(hub_name, id, std::move(done), [id, reason](partition_context& ctx) {
+      return ctx.engine().rewind(id, reason, ctx.now_ns());
+    });
+  }
+
   void resume(const std::string& hub_name, const std::string& id, core::payload reason, callback<void> done) override {
     mutate(hub_name, id, std::move(done), [id, reason](partition_context& ctx) {
       return ctx.engine().resume(id, reason, ctx.now_ns());

@@ -74,6 +74,9 @@ class scheduler {
                        core::payload reason, callback<void> done) = 0;
   virtual void resume(const std::string& hub, const std::string& instance_id, core::payload reason,
                       callback<void> done) = 0;
+  /// A failed orchestration resumes from its last good point (core::apply_rewind).
+  virtual void rewind(const std::string& hub, const std::string& instance_id, core::payload reason,
+                      callback<void> done) = 0;
   /// Purges one terminal instance (with `recursive`, also the terminal
   /// sub-orchestrations it created, in any partition); answers how many were purged.
   virtual void purge(const std::string& hub, const std::string& instance_id, bool recursive,

@@ -118,6 +118,10 @@ struct PartitionEvent {
     }
     purged @16 :Text;               # instance id
     opaque @17 :Data;               # for tests and benchmarks of the store alone
+    rewound :group {
+      instanceId @20 :Text;
+      reason @21 :Text;
+    }
   }
 }
 

@@ -147,6 +147,7 @@ struct ExecutionResumedEvent {
 
 struct ExecutionRewoundEvent {
   reason @0 :Text;
+  parentExecutionId @1 :Text;  # set when a rewound parent rewinds this child
 }
 
 struct EntityOperationSignaledEvent {

@@ -55,6 +55,8 @@ interface Scheduler {
   terminate @4 (taskHub :Text, instanceId :Text, reason :Text, recurse :Bool) -> ();
   suspend @5 (taskHub :Text, instanceId :Text, reason :Text) -> ();
   resume @6 (taskHub :Text, instanceId :Text, reason :Text) -> ();
+  # A failed orchestration resumes from its last good point.
+  rewind @14 (taskHub :Text, instanceId :Text, reason :Text) -> ();
   purge @7 (taskHub :Text, instanceId :Text, recursive :Bool) -> (purged :UInt64);
   query @8 (taskHub :Text, query :InstanceQuery)
       -> (instances :List(Model.InstanceRecord), continuationToken :Text);

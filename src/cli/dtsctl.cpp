@@ -6,7 +6,7 @@
 //   dtsctl ... instance start NAME [--input JSON] [--id ID]
 //   dtsctl ... instance raise ID EVENT [--data JSON]
 //   dtsctl ... instance terminate ID [--reason JSON] [--recurse]
-//   dtsctl ... instance suspend|resume ID [--reason TEXT]
+//   dtsctl ... instance suspend|resume|rewind ID [--reason TEXT]
 //   dtsctl ... instance restart ID [--new-id]
 //   dtsctl ... instance purge ID [--recursive]
 //   dtsctl ... instance purge-where [--status S]... [--name-prefix P] [--id-prefix P] [--recursive]
@@ -182,6 +182,9 @@ int main(int argc, char** argv) {
   auto* resume = instance->add_subcommand("resume", "Resume an instance");
   resume->add_option("id", id)->required();
   resume->add_option("--reason", reason);
+  auto* rewind = instance->add_subcommand("rewind", "Resume a failed orchestration from its last good point");
+  rewind->add_option("id", id)->required();
+  rewind->add_option("--reason", reason);
   auto* restart = instance->add_subcommand("restart", "Start a finished instance again with its input");
   restart->add_option("id", id)->required();
   restart->add_flag("--new-id", new_id, "Under a new random id instead of the same one");
@@ -287,6 +290,7 @@ int main(int argc, char** argv) {
   }
   if (suspend->parsed()) return done(client.suspend(id, reason), "suspended " + id);
   if (resume->parsed()) return done(client.resume(id, reason), "resumed " + id);
+  if (rewind->parsed()) return done(client.rewind(id, reason), "rewound " + id);
   auto purged = [&](expected<std::size_t> count) {
     if (!count) return refused(count.error());
     if (g.as_json) {

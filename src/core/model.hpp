@@ -166,6 +166,8 @@ struct execution_resumed {
 };
 struct execution_rewound {
   payload reason;
+  /// Set on a rewind sent by a parent that was rewound: the parent's new execution.
+  std::string parent_execution_id;
   friend bool operator==(const execution_rewound&, const execution_rewound&) = default;
 };
 struct entity_operation_signaled {

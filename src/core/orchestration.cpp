@@ -626,6 +626,10 @@ expected<transition> apply_event_message(orchestration_state& state, const insta
             return deliver_result<events::sub_orchestration_created>(
                 state, e.task_scheduled_id, event, "sub-orchestration result");
           },
+          [&](const events::execution_rewound& e) {
+            return apply_rewind(state, e.reason, e.parent_execution_id,
+                                derive_execution_id(state.record.execution_id, "rewind"), now_ns, limits);
+          },
           [&](const auto&) -> expected<transition> {
             return invalid(fmt::format("a message to instance '{}' carries an event kind an "
                                        "orchestration does not accept",
@@ -714,6 +718,83 @@ expected<transition> apply_resume(orchestration_state& state, const payload& rea
   state.record.status = state.history.empty() ? runtime_status::pending : runtime_status::running;
   state.record.last_updated_at_ns = now_ns;
   result.change.record_changed = true;
+  return result;
+}
+
+expected<transition> apply_rewind(orchestration_state& state, const payload& reason,
+                                  std::string_view parent_execution_id,
+                                  std::string_view new_execution_id, std::int64_t now_ns,
+                                  const payload_limits& limits) {
+  auto& record = state.record;
+  if (record.status != runtime_status::failed) {
+    return error{errc::failed_precondition,
+                 fmt::format("instance '{}' is {}: only a failed orchestration can be rewound",
+                             record.instance_id, to_string(record.status))};
+  }
+  if (auto fits = check_payload("rewind reason", reason, limits.event_data_bytes_max); !fits) {
+    return fits.error();
+  }
+  // What finished well stays; what failed or never finished goes.
+  std::set<std::int32_t> finished;
+  std::set<std::int32_t> failed_children;
+  for (const auto& event : state.history) {
+    std::visit(overloaded{[&](const events::task_completed& e) { finished.insert(e.task_scheduled_id); },
+                          [&](const events::timer_fired& e) { finished.insert(e.timer_id); },
+                          [&](const events::sub_orchestration_completed& e) {
+                            finished.insert(e.task_scheduled_id);
+                          },
+                          [&](const events::sub_orchestration_failed& e) {
+                            failed_children.insert(e.task_scheduled_id);
+                          },
+                          [](const auto&) {}},
+               event.body);
+  }
+  transition result;
+  std::vector<history_event> kept;
+  for (auto& event : state.history) {
+    const bool drop = std::visit(
+        overloaded{[&](const events::task_scheduled&) { return !finished.count(event.event_id); },
+                   [&](const events::timer_created&) { return !finished.count(event.event_id); },
+                   [](const events::task_failed&) { return true; },
+                   [](const events::sub_orchestration_failed&) { return true; },
+                   [](const events::execution_completed&) { return true; },
+                   [&](const events::sub_orchestration_created& e) {
+                     if (failed_children.count(event.event_id)) {
+                       result.effects.messages.push_back(instance_message{
+                           e.instance_id, {},
+                           make_event(-1, now_ns,
+                                      events::execution_rewound{reason, std::string(new_execution_id)})});
+                     }
+                     return false;
+                   },
+                   [](const auto&) { return false; }},
+        event.body);
+    if (drop) continue;
+    if (auto* started = std::get_if<events::execution_started>(&event.body)) {
+      started->instance.execution_id = std::string(new_execution_id);
+      if (started->parent && !parent_execution_id.empty()) {
+        started->parent->instance.execution_id = std::string(parent_execution_id);
+      }
+    }
+    kept.push_back(std::move(event));
+  }
+  state.history = std::move(kept);
+  result.change.history_reset = true;
+  result.change.history_appended = state.history.size();
+
+  record.execution_id = std::string(new_execution_id);
+  if (record.parent && !parent_execution_id.empty()) {
+    record.parent->instance.execution_id = std::string(parent_execution_id);
+  }
+  record.status = runtime_status::running;
+  record.output.reset();
+  record.failure.reset();
+  record.completed_at_ns = 0;
+  record.last_updated_at_ns = now_ns;
+  result.change.record_changed = true;
+  clear_inbox(state, result.change);
+  push_inbox(state, result.change,
+             make_event(-1, now_ns, events::execution_rewound{reason, std::string(parent_execution_id)}));
   return result;
 }
 

@@ -137,4 +137,16 @@ expected<transition> apply_resume(orchestration_state& state, const payload& rea
 /// Deletes a terminal instance. `instance` is emptied.
 expected<transition> apply_purge(std::optional<orchestration_state>& instance);
 
+/// Rewinds a failed orchestration to its last good point: the history loses the
+/// failures (failed tasks with their scheduling, failed sub-orchestrations, the
+/// completion) and every task or timer that never finished, so the orchestrator's
+/// replay schedules them again; the instance runs on as `new_execution_id` with an
+/// ExecutionRewound event as its next work. Failed sub-orchestrations are rewound
+/// too (they report to the new execution). With `parent_execution_id`, the parent
+/// that created this instance now runs under that execution.
+expected<transition> apply_rewind(orchestration_state& state, const payload& reason,
+                                  std::string_view parent_execution_id,
+                                  std::string_view new_execution_id, std::int64_t now_ns,
+                                  const payload_limits& limits);
+
 }  // namespace dtsd::core

@@ -212,6 +212,18 @@ expected<std::uint64_t> partition_engine::suspend(const std::string& instance_id
       store::logged::suspended{instance_id, reason});
 }
 
+expected<std::uint64_t> partition_engine::rewind(const std::string& instance_id,
+                                                 const core::payload& reason, std::int64_t now_ns) {
+  return change_existing(
+      instance_id, now_ns,
+      [&](core::orchestration_state& state) {
+        return core::apply_rewind(state, reason, {},
+                                  core::derive_execution_id(state.record.execution_id, "rewind"), now_ns,
+                                  options_.limits);
+      },
+      store::logged::rewound{instance_id, reason});
+}
+
 expected<std::uint64_t> partition_engine::resume(const std::string& instance_id,
                                                  const core::payload& reason,
                                                  std::int64_t now_ns) {
@@ -361,6 +373,7 @@ expected<void> partition_engine::replay(const store::partition_event& event) {
             return done(terminate(e.instance_id, e.request, now));
           },
           [&](const store::logged::suspended& e) { return done(suspend(e.instance_id, e.reason, now)); },
+          [&](const store::logged::rewound& e) { return done(rewind(e.instance_id, e.reason, now)); },
           [&](const store::logged::resumed& e) { return done(resume(e.instance_id, e.reason, now)); },
           [&](const store::logged::purged& e) { return done(purge(e.instance_id, now)); },
           [&](const store::logged::opaque&) -> expected<void> { return {}; },

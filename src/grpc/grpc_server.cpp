@@ -357,11 +357,12 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     return wait(context, *request, response, true);
   }
 
-  ServerUnaryReactor* RewindInstance(CallbackServerContext* context, const RewindInstanceRequest*,
+  ServerUnaryReactor* RewindInstance(CallbackServerContext* context, const RewindInstanceRequest* request,
                                      RewindInstanceResponse*) override {
-    auto* reactor = context->DefaultReactor();
-    reactor->Finish(Status(StatusCode::UNIMPLEMENTED, "RewindInstance is not implemented by dtsd yet"));
-    return reactor;
+    auto* call = new unary_call();
+    scheduler_.rewind(task_hub_of(context), request->instance_id(),
+                      read_payload(request->reason(), request->has_reason()), answer_empty(call->shared()));
+    return call;
   }
 
   ServerUnaryReactor* RestartInstance(CallbackServerContext* context, const RestartInstanceRequest* request,

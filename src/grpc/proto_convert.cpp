@@ -281,7 +281,10 @@ expected<core::history_event> read(const HistoryEvent& event) {
       out.body = read(event.entity_unlock_sent());
       break;
     case HistoryEvent::kExecutionRewound:
-      out.body = ev::execution_rewound{DTSD_PAYLOAD(event.execution_rewound(), reason)};
+      out.body = ev::execution_rewound{
+          DTSD_PAYLOAD(event.execution_rewound(), reason),
+          optional_string(event.execution_rewound().parent_execution_id(),
+                          event.execution_rewound().has_parent_execution_id())};
       break;
     case HistoryEvent::EVENT_TYPE_NOT_SET:
       return invalid(fmt::format("history event {} has no event type", event.event_id()));
@@ -379,7 +382,9 @@ void write(HistoryEvent* out, const core::history_event& event) {
           },
           [&](const ev::execution_resumed& e) { DTSD_SET_PAYLOAD(out->mutable_execution_resumed(), input, e.input); },
           [&](const ev::execution_rewound& e) {
-            DTSD_SET_PAYLOAD(out->mutable_execution_rewound(), reason, e.reason);
+            auto* m = out->mutable_execution_rewound();
+            DTSD_SET_PAYLOAD(m, reason, e.reason);
+            if (!e.parent_execution_id.empty()) m->mutable_parent_execution_id()->set_value(e.parent_execution_id);
           },
           [&](const ev::entity_operation_signaled& e) { write(out->mutable_entity_operation_signaled(), e); },
           [&](const ev::entity_operation_called& e) { write(out->mutable_entity_operation_called(), e); },

@@ -287,6 +287,14 @@ class scheduler_service final : public s::Scheduler::Server {
     });
   }
 
+  kj::Promise<void> rewind(RewindContext context) override {
+    auto p = context.getParams();
+    return change([&](auto done) {
+      scheduler_.rewind(text(p.getTaskHub()), text(p.getInstanceId()),
+                        optional_text(p.hasReason(), p.getReason()), done);
+    });
+  }
+
   kj::Promise<void> purge(PurgeContext context) override {
     auto p = context.getParams();
     auto pending = answer<std::size_t>();

@@ -158,23 +158,15 @@ class capnp_client final : public client {
   }
 
   expected<void> suspend(const std::string& id, const std::string& reason) override {
-    return guarded([&] {
-      auto request = scheduler_.suspendRequest();
-      request.setTaskHub(text(hub_));
-      request.setInstanceId(text(id));
-      if (!reason.empty()) request.setReason(text(reason));
-      request.send().wait(rpc_.getWaitScope());
-    });
+    return with_reason(scheduler_.suspendRequest(), id, reason);
   }
 
   expected<void> resume(const std::string& id, const std::string& reason) override {
-    return guarded([&] {
-      auto request = scheduler_.resumeRequest();
-      request.setTaskHub(text(hub_));
-      request.setInstanceId(text(id));
-      if (!reason.empty()) request.setReason(text(reason));
-      request.send().wait(rpc_.getWaitScope());
-    });
+    return with_reason(scheduler_.resumeRequest(), id, reason);
+  }
+
+  expected<void> rewind(const std::string& id, const std::string& reason) override {
+    return with_reason(scheduler_.rewindRequest(), id, reason);
   }
 
   expected<std::size_t> purge(const std::string& id, bool recursive) override {
@@ -252,6 +244,17 @@ class capnp_client final : public client {
   }
 
  private:
+  /// Suspend, resume and rewind: (hub, instance id, optional reason) -> ().
+  template <class Request>
+  expected<void> with_reason(Request request, const std::string& id, const std::string& reason) {
+    return guarded([&] {
+      request.setTaskHub(text(hub_));
+      request.setInstanceId(text(id));
+      if (!reason.empty()) request.setReason(text(reason));
+      request.send().wait(rpc_.getWaitScope());
+    });
+  }
+
   capnp::EzRpcClient rpc_;
   std::string hub_;
   s::Scheduler::Client scheduler_;

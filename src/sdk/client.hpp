@@ -70,6 +70,9 @@ class client {
   virtual expected<void> terminate(const std::string& instance_id, const json& reason, bool recurse = false) = 0;
   virtual expected<void> suspend(const std::string& instance_id, const std::string& reason = {}) = 0;
   virtual expected<void> resume(const std::string& instance_id, const std::string& reason = {}) = 0;
+  /// A failed orchestration resumes from its last good point: failed tasks (and
+  /// any that never finished) run again; failed sub-orchestrations are rewound too.
+  virtual expected<void> rewind(const std::string& instance_id, const std::string& reason = {}) = 0;
   /// Purges a finished instance (with `recursive`, its finished sub-orchestrations
   /// too); returns how many instances were purged.
   virtual expected<std::size_t> purge(const std::string& instance_id, bool recursive = false) = 0;

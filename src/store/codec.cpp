@@ -372,6 +372,7 @@ void fill(s::HistoryEvent::Builder b, const core::history_event& event) {
           [&](const ev::execution_rewound& e) {
             auto c = b.initExecutionRewound();
             DTSD_PUT_PAYLOAD(c, Reason, e.reason);
+            c.setParentExecutionId(text(e.parent_execution_id));
           },
           [&](const ev::entity_operation_signaled& e) { fill(b.initEntityOperationSignaled(), e); },
           [&](const ev::entity_operation_called& e) { fill(b.initEntityOperationCalled(), e); },
@@ -438,7 +439,7 @@ core::history_event from(s::HistoryEvent::Reader r) {
     }
     case W::EXECUTION_REWOUND: {
       auto c = r.getExecutionRewound();
-      event.body = ev::execution_rewound{DTSD_GET_PAYLOAD(c, Reason)};
+      event.body = ev::execution_rewound{DTSD_GET_PAYLOAD(c, Reason), str(c.getParentExecutionId())};
       break;
     }
     case W::ENTITY_OPERATION_SIGNALED: event.body = from(r.getEntityOperationSignaled()); break;
@@ -784,6 +785,11 @@ void fill(s::PartitionEvent::Builder b, const partition_event& x) {
                    DTSD_PUT_PAYLOAD(g, Reason, e.reason);
                  },
                  [&](const logged::purged& e) { b.setPurged(text(e.instance_id)); },
+                 [&](const logged::rewound& e) {
+                   auto g = b.initRewound();
+                   g.setInstanceId(text(e.instance_id));
+                   DTSD_PUT_PAYLOAD(g, Reason, e.reason);
+                 },
                  [&](const logged::opaque& e) {
                    b.setOpaque(capnp::Data::Reader(
                        reinterpret_cast<const kj::byte*>(e.data.data()), e.data.size()));
@@ -827,6 +833,11 @@ partition_event from(s::PartitionEvent::Reader r) {
       break;
     }
     case W::PURGED: x.body = logged::purged{str(r.getPurged())}; break;
+    case W::REWOUND: {
+      auto g = r.getRewound();
+      x.body = logged::rewound{str(g.getInstanceId()), DTSD_GET_PAYLOAD(g, Reason)};
+      break;
+    }
     case W::OPAQUE: {
       auto data = r.getOpaque();
       x.body = logged::opaque{std::string(reinterpret_cast<const char*>(data.begin()), data.size())};

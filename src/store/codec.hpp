@@ -74,6 +74,11 @@ struct resumed {
   core::payload reason;
   friend bool operator==(const resumed&, const resumed&) = default;
 };
+struct rewound {
+  std::string instance_id;
+  core::payload reason;
+  friend bool operator==(const rewound&, const rewound&) = default;
+};
 struct purged {
   std::string instance_id;
   friend bool operator==(const purged&, const purged&) = default;
@@ -89,7 +94,7 @@ struct partition_event {
   std::int64_t timestamp_ns = 0;
   std::variant<core::start_request, logged::orchestrator_completed, core::activity_result,
                core::timer_entry, outbox_entry, logged::event_raised, logged::terminated,
-               logged::suspended, logged::resumed, logged::purged, logged::opaque>
+               logged::suspended, logged::resumed, logged::purged, logged::opaque, logged::rewound>
       body;
   friend bool operator==(const partition_event&, const partition_event&) = default;
 };

@@ -8,7 +8,10 @@ import { HistoryEventType, OrchestrationStatus, PurgeInstanceCriteria, RetryPoli
 import { CITIES, Dtsd, eventually, makeClient, makeWorker } from "./support.mjs";
 
 const run = Date.now().toString(36);
+/** The gRPC status of an SDK error (some client methods wrap the gRPC error as `cause`). */
+const grpcCode = (e) => e.code ?? e.cause?.code;
 const attempts = new Map();  // Activity attempts per key, for the retry test.
+const fixed = new Set();     // Keys whose BrokenUntilFixed activity works.
 
 function register(w) {
   w.addNamedActivity("SayHello", async (_ctx, city) => `Hello, ${city}!`);
@@ -19,6 +22,12 @@ function register(w) {
     return `succeeded on attempt ${n}`;
   });
   w.addNamedActivity("AlwaysFails", async () => { throw new TypeError("the city is closed"); });
+  // Fails until the test "fixes" it (the bug a rewind is for).
+  w.addNamedActivity("BrokenUntilFixed", async (_ctx, key) => {
+    if (!fixed.has(key)) throw new Error(`${key} is broken`);
+    attempts.set(key, (attempts.get(key) ?? 0) + 1);
+    return `${key} works`;
+  });
 
   w.addNamedOrchestrator("HelloCities", async function* (ctx) {
     const out = [];
@@ -57,6 +66,15 @@ function register(w) {
     return yield ctx.callActivity("Flaky", key, {
       retry: new RetryPolicy({ maxNumberOfAttempts: 3, firstRetryIntervalInMilliseconds: 100 }),
     });
+  });
+  w.addNamedOrchestrator("NeedsFix", async function* (ctx, key) {
+    const before = yield ctx.callActivity("SayHello", "Tokyo");
+    const fixedResult = yield ctx.callActivity("BrokenUntilFixed", key);
+    return [before, fixedResult];
+  });
+  w.addNamedOrchestrator("ParentOfBroken", async function* (ctx, key) {
+    const child = yield ctx.callSubOrchestrator("NeedsFix", key, { instanceId: `${ctx.instanceId}-child` });
+    return { child };
   });
   w.addNamedOrchestrator("Failing", async function* (ctx) {
     return yield ctx.callActivity("AlwaysFails");
@@ -164,6 +182,42 @@ describe("orchestrations through the official JS SDK", () => {
     assert.match(state.failureDetails.message, /the city is closed/);
     assert.ok(state.failureDetails.errorType.length > 0);
     assert.throws(() => state.raiseIfFailed());
+  });
+
+  test("rewind: a failed orchestration resumes from its last good point", async () => {
+    const key = `rewind-${run}`;
+    const id = await client.scheduleNewOrchestration("NeedsFix", key);
+    let state = await client.waitForOrchestrationCompletion(id, true, 30);
+    assert.equal(state.runtimeStatus, OrchestrationStatus.FAILED);
+    await assert.rejects(client.rewindInstance(`missing-${run}`, "x"), (e) => grpcCode(e) === 5 /* NOT_FOUND */);
+    const done = await client.scheduleNewOrchestration("FanOut", 1);
+    await client.waitForOrchestrationCompletion(done, true, 30);
+    await assert.rejects(client.rewindInstance(done, "not failed"), (e) => grpcCode(e) === 9 /* FAILED_PRECONDITION */);
+
+    fixed.add(key);
+    await client.rewindInstance(id, "deployed the fix");
+    state = await client.waitForOrchestrationCompletion(id, true, 30);
+    assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
+    assert.deepEqual(JSON.parse(state.serializedOutput), ["Hello, Tokyo!", `${key} works`]);
+    const history = await client.getOrchestrationHistory(id);
+    const kinds = history.map((e) => e.type);
+    assert.equal(kinds.filter((k) => k === HistoryEventType.TaskScheduled).length, 2, "Tokyo kept, the fixed task scheduled again");
+    assert.ok(!kinds.includes(HistoryEventType.TaskFailed));
+    assert.ok(kinds.includes(HistoryEventType.ExecutionRewound));
+  });
+
+  test("rewind: a parent rewinds its failed sub-orchestration too", async () => {
+    const key = `rewind-child-${run}`;
+    const id = `parent-of-broken-${run}`;
+    await client.scheduleNewOrchestration("ParentOfBroken", key, { instanceId: id });
+    assert.equal((await client.waitForOrchestrationCompletion(id, true, 30)).runtimeStatus, OrchestrationStatus.FAILED);
+    assert.equal((await client.getOrchestrationState(`${id}-child`)).runtimeStatus, OrchestrationStatus.FAILED);
+    fixed.add(key);
+    await client.rewindInstance(id, "fixed the child");
+    const state = await client.waitForOrchestrationCompletion(id, true, 30);
+    assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
+    assert.deepEqual(JSON.parse(state.serializedOutput), { child: ["Hello, Tokyo!", `${key} works`] });
+    assert.equal((await client.getOrchestrationState(`${id}-child`)).runtimeStatus, OrchestrationStatus.COMPLETED);
   });
 
   test("custom status is visible while the orchestration runs", async () => {

@@ -95,6 +95,13 @@ task<json> fan_all(orchestration_context& ctx, json) {
 std::mutex flaky_mutex;
 std::map<std::string, int> flaky_calls;
 
+task<json> rewindable(orchestration_context& ctx, json) {
+  json out = json::array();
+  out.push_back(co_await ctx.call_activity("Double", 21));
+  out.push_back(co_await ctx.call_activity("FailsOnce", ctx.instance_id()));
+  co_return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -117,6 +124,7 @@ int main(int argc, char** argv) {
       .add_orchestrator("Race", race)
       .add_orchestrator("EventWithTimeout", event_with_timeout)
       .add_orchestrator("FanAll", fan_all)
+      .add_orchestrator("Rewindable", rewindable)
       .add_activity("Slow", [](const sdk::activity_context&, const json& ms) {
         std::this_thread::sleep_for(std::chrono::milliseconds(ms.get<int>()));
         return json("slow done");
@@ -124,6 +132,11 @@ int main(int argc, char** argv) {
       .add_activity("Double", [](const sdk::activity_context&, const json& x) { return json(x.get<int>() * 2); })
       .add_activity("Fail", [](const sdk::activity_context&, const json& x) -> json {
         throw std::runtime_error("activity failed with " + x.get<std::string>());
+      })
+      .add_activity("FailsOnce", [](const sdk::activity_context&, const json& id) -> json {
+        std::lock_guard lock(flaky_mutex);
+        if (++flaky_calls["once:" + id.get<std::string>()] == 1) throw std::runtime_error("first call fails");
+        return "second call works";
       })
       .add_activity("Flaky", [](const sdk::activity_context&, const json& id) -> json {
         std::lock_guard lock(flaky_mutex);

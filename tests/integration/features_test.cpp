@@ -255,3 +255,28 @@ TEST_CASE("features: purge by filter removes only the finished instances that ma
   REQUIRE_FALSE(refused);
   CHECK(refused.error().code == errc::invalid_argument);
 }
+
+TEST_CASE("features: rewind resumes a failed orchestration from its last good point") {
+  auto id = start("Rewindable");
+  CHECK(finish(id).status == core::runtime_status::failed);
+  auto echo = start("Echo", 1);
+  finish(echo);
+  auto not_failed = env().client->rewind(echo);
+  REQUIRE_FALSE(not_failed);
+  CHECK(not_failed.error().code == errc::failed_precondition);
+  REQUIRE(env().client->rewind(id, "the activity is fixed"));
+  auto done = finish(id);
+  REQUIRE(done.status == core::runtime_status::completed);
+  CHECK(sdk::output_of(done) == json::array({42, "second call works"}));
+  auto history = env().client->history(id);
+  REQUIRE(history);
+  int scheduled = 0;
+  for (const auto& event : *history) {
+    CHECK_FALSE(std::holds_alternative<core::events::task_failed>(event.body));
+    if (std::holds_alternative<core::events::task_scheduled>(event.body)) ++scheduled;
+  }
+  CHECK(scheduled == 2);  // Double kept, FailsOnce scheduled again.
+  auto missing = env().client->rewind("no-such-instance");
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().code == errc::not_found);
+}

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "core/orchestration.hpp"
 
@@ -576,4 +577,45 @@ TEST_CASE("orchestration: only open sub-orchestrations are listed as open") {
                         h.now, h.limits));
   CHECK(open_sub_orchestrations(*h.instance) == std::vector<std::string>{"b"});
   CHECK(all_sub_orchestrations(*h.instance) == std::vector<std::string>{"a", "b"});
+}
+
+TEST_CASE("orchestration: rewind drops the failures and the unfinished, and runs on as a new execution") {
+  harness h;
+  h.start(h.request());
+  auto first = h.dispatch_now();
+  h.complete(first, {schedule(0, "A", "1"), schedule(1, "B", "2"), schedule(2, "C", "3")});
+  REQUIRE(apply_activity_result(*h.instance, {"order-1", h.instance->record.execution_id, 0, 0, payload("\"a\"")}, h.now, h.limits));
+  REQUIRE(apply_activity_result(*h.instance, {"order-1", h.instance->record.execution_id, 1, 0, failure_details{"E", "boom", {}, {}, false}}, h.now, h.limits));
+  auto second = h.dispatch_now();
+  core::actions::complete_orchestration failed;
+  failed.status = runtime_status::failed;
+  failed.failure = failure_details{"E", "boom", {}, {}, false};
+  h.complete(second, {orchestrator_action{3, failed}});
+  REQUIRE(h.instance->record.status == runtime_status::failed);
+  const auto old_execution = h.instance->record.execution_id;
+
+  CHECK(apply_rewind(*h.instance, payload("fixed"), {}, "rewound-ex", h.now, h.limits));
+  const auto& state = *h.instance;
+  CHECK(state.record.status == runtime_status::running);
+  CHECK(state.record.execution_id == "rewound-ex");
+  CHECK_FALSE(state.record.failure);
+  std::set<std::int32_t> scheduled;
+  for (const auto& event : state.history) {
+    CHECK_FALSE(std::holds_alternative<events::task_failed>(event.body));
+    CHECK_FALSE(std::holds_alternative<events::execution_completed>(event.body));
+    if (std::holds_alternative<events::task_scheduled>(event.body)) scheduled.insert(event.event_id);
+    if (const auto* started = std::get_if<events::execution_started>(&event.body)) {
+      CHECK(started->instance.execution_id == "rewound-ex");
+    }
+  }
+  CHECK(scheduled == std::set<std::int32_t>{0});  // A finished; B failed; C never finished.
+  REQUIRE(state.inbox.size() == 1);
+  CHECK(std::holds_alternative<events::execution_rewound>(state.inbox[0].body));
+  CHECK(is_ready(state, h.now));
+  CHECK(old_execution != "rewound-ex");
+
+  // Only a failed orchestration can be rewound.
+  auto again = apply_rewind(*h.instance, std::nullopt, {}, "x", h.now, h.limits);
+  REQUIRE_FALSE(again);
+  CHECK(again.error().code == errc::failed_precondition);
 }

@@ -58,7 +58,7 @@ std::vector<history_event> every_event_kind() {
       ev::continue_as_new{"\"again\""},
       ev::execution_suspended{"pause"},
       ev::execution_resumed{std::nullopt},
-      ev::execution_rewound{"retry"},
+      ev::execution_rewound{"retry", "parent-ex"},
       ev::entity_operation_signaled{"req-1", "add", 77, "5", "@counter@a"},
       ev::entity_operation_called{"req-2", "get", 0, std::nullopt, "orch", "orch-ex", "@counter@a"},
       ev::entity_operation_completed{"req-2", "42"},
@@ -147,6 +147,10 @@ TEST_CASE("codec: a log record with every partition event kind and every action 
   record.events.push_back({13, logged::resumed{"order-1", std::nullopt}});
   record.events.push_back({14, logged::purged{"order-1"}});
   record.events.push_back({15, logged::opaque{std::string("\0\1\2", 3)}});
+  record.events.push_back({16, logged::rewound{"order-1", "\"fixed the bug\""}});
+  record.events.push_back({17, logged::orchestrator_completed{{"order-1", 78, {}, std::nullopt}, "", 2, 12345}});
+  record.events.push_back(
+      {18, outbox_entry{8, 1, 4, {"child", "", history_event{-1, 18, events::execution_rewound{"why", "parent-ex"}}}}});
   auto decoded = decode_log_record(encode(record));
   REQUIRE(decoded);
   REQUIRE(decoded->events.size() == record.events.size());

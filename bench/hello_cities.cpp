@@ -1,14 +1,15 @@
 // bench/hello_cities: DTS's own benchmark against dtsd.
 //
-// Starts dtsd (fsync durability) and a C++ hello_cities worker as separate
-// processes, starts N orchestrations at once (each calls 5 activities in
+// Starts dtsd (fsync durability) and a hello_cities worker as separate processes
+// (the C++ SDK worker over the native API, or with --worker-kind js the official
+// Durable Task JS SDK over gRPC: tests/compat/worker.mjs), starts N orchestrations at once (each calls 5 activities in
 // sequence), waits for all, checks every output, and prints one JSON line:
 // throughput, latency percentiles (from the server's created/completed times),
 // dtsd CPU seconds and peak RSS. Then an idle-latency run: one orchestration at a
 // time.
 //
 //   build/release/bench/hello_cities [--count 5000] [--partitions 12] [--durability fsync]
-//       [--latency-count 200] [--dtsd PATH] [--worker PATH] [--data-dir DIR]
+//       [--latency-count 200] [--worker-kind cpp|js] [--dtsd PATH] [--worker PATH] [--data-dir DIR]
 
 #include <netinet/in.h>
 #include <signal.h>
@@ -52,7 +53,7 @@ pid_t launch(const std::string& path, std::vector<std::string> args) {
     std::vector<char*> argv{const_cast<char*>(path.c_str())};
     for (auto& arg : args) argv.push_back(arg.data());
     argv.push_back(nullptr);
-    execv(path.c_str(), argv.data());
+    execvp(path.c_str(), argv.data());
     _exit(127);
   }
   return pid;
@@ -124,6 +125,15 @@ int main(int argc, char** argv) {
   std::string worker_path = (self_dir / "../samples/hello_cities/hello_cities").string();
   std::string data_dir = "bench-data/hello_cities";
   std::string durability = "fsync";
+  std::string worker_kind = "cpp";
+  std::string node_path = "node";
+  std::string js_worker = (self_dir / "../../../tests/compat/worker.mjs").lexically_normal().string();
+  app.add_option("--worker-kind", worker_kind, "cpp (C++ SDK, native API) | js (official JS SDK, gRPC)")
+      ->check(CLI::IsMember({"cpp", "js"}))
+      ->capture_default_str();
+  app.add_option("--node", node_path, "Node.js for the js worker")->capture_default_str();
+  app.add_option("--js-worker", js_worker, "The JS worker script (needs tests/compat/node_modules: npm ci)")
+      ->capture_default_str();
   app.add_option("--count", count)->check(CLI::Range(1, 1000000))->capture_default_str();
   app.add_option("--partitions", partitions)->check(CLI::Range(1u, 1024u))->capture_default_str();
   app.add_option("--latency-count", latency_count)->check(CLI::Range(0, 100000))->capture_default_str();
@@ -137,10 +147,13 @@ int main(int argc, char** argv) {
 
   fs::remove_all(data_dir);
   const auto address = "127.0.0.1:" + std::to_string(free_port());
-  auto server = launch(dtsd_path, {"--data-dir", data_dir, "--listen", address, "--grpc-listen", "127.0.0.1:0", "--partitions", std::to_string(partitions),
-                                   "--durability", durability, "--log-level", "warn"});
+  const auto grpc_address = "127.0.0.1:" + std::to_string(free_port());
+  auto server = launch(dtsd_path, {"--data-dir", data_dir, "--listen", address, "--grpc-listen", grpc_address,
+                                   "--partitions", std::to_string(partitions), "--durability", durability,
+                                   "--log-level", "warn"});
   auto client = connect(address);
-  auto worker = launch(worker_path, {"worker", "--address", address, "--activities", "16"});
+  auto worker = worker_kind == "js" ? launch(node_path, {js_worker, grpc_address})
+                                    : launch(worker_path, {"worker", "--address", address, "--activities", "16"});
 
   std::fprintf(stderr, "hello_cities bench: starting %d orchestrations\n", count);
   const auto started_at = std::chrono::steady_clock::now();
@@ -184,11 +197,11 @@ int main(int argc, char** argv) {
   fs::remove_all(data_dir);
 
   std::printf(
-      "{\"bench\":\"hello_cities\",\"worker\":\"cpp\",\"durability\":\"%s\",\"n\":%d,\"correct\":%d,\"partitions\":%u,\"wall_s\":%.3f,"
+      "{\"bench\":\"hello_cities\",\"worker\":\"%s\",\"durability\":\"%s\",\"n\":%d,\"correct\":%d,\"partitions\":%u,\"wall_s\":%.3f,"
       "\"server_span_s\":%.3f,\"orchestrations_per_s\":%.0f,\"activities_per_s\":%.0f,\"p50_ms\":%.1f,"
       "\"p95_ms\":%.1f,\"p99_ms\":%.1f,\"dtsd_cpu_s\":%.2f,\"dtsd_peak_rss_mib\":%.0f,\"idle_n\":%zu,"
       "\"idle_p50_ms\":%.2f,\"idle_p99_ms\":%.2f}\n",
-      durability.c_str(), count, correct, partitions, wall_s, server_s, count / wall_s, 5.0 * count / wall_s, percentile(latencies_ms, 0.5),
+      worker_kind.c_str(), durability.c_str(), count, correct, partitions, wall_s, server_s, count / wall_s, 5.0 * count / wall_s, percentile(latencies_ms, 0.5),
       percentile(latencies_ms, 0.95), percentile(latencies_ms, 0.99), cpu_s, rss_mib, idle_ms.size(),
       percentile(idle_ms, 0.5), percentile(idle_ms, 0.99));
   return correct == count ? 0 : 1;

@@ -20,16 +20,22 @@ struct lease {
   std::uint64_t session = 0;
   std::uint32_t partition = 0;
   std::int64_t deadline_ns = 0;
-  std::string instance_id;                        // Orchestrator items.
+  work_kind kind = work_kind::orchestrator;
+  std::string instance_id;                         // Orchestrator and entity items.
   std::optional<core::activity_request> activity;  // Activity items.
 };
 
 struct session_state {
   session_info info;
-  std::uint32_t orchestrators_out = 0;
-  std::uint32_t activities_out = 0;
+  per_kind out{};
   std::int64_t last_push_ns = 0;
+  std::int64_t free(work_kind kind) const {
+    return std::int64_t{info.slots[kind_index(kind)]} - out[kind_index(kind)];
+  }
 };
+
+constexpr std::array<work_kind, work_kind_count> all_kinds = {work_kind::orchestrator, work_kind::activity,
+                                                              work_kind::entity};
 
 struct coordinator_state {
   caf::event_based_actor* self = nullptr;
@@ -39,67 +45,66 @@ struct coordinator_state {
   std::map<std::uint64_t, session_state> sessions;
   std::map<std::uint64_t, lease> leases;  // By completion token.
   std::map<std::uint32_t, work_kinds> with_work;
-  std::uint32_t orchestrators_asked = 0;
-  std::uint32_t activities_asked = 0;
+  per_kind asked{};  ///< Items asked of partitions and not yet handed over.
 
-  std::int64_t free_orchestrator_slots() const {
+  std::int64_t free_slots(work_kind kind) const {
     std::int64_t free = 0;
-    for (const auto& [id, s] : sessions) free += s.info.orchestrator_slots - s.orchestrators_out;
-    return free - orchestrators_asked;
-  }
-  std::int64_t free_activity_slots() const {
-    std::int64_t free = 0;
-    for (const auto& [id, s] : sessions) free += s.info.activity_slots - s.activities_out;
-    return free - activities_asked;
+    for (const auto& [id, s] : sessions) free += s.free(kind);
+    return free - asked[kind_index(kind)];
   }
 
   /// Asks partitions that have work for as much of it as the sessions can take. A
   /// partition whose kinds of work no session has room for stays in mind.
   void pump() {
     for (auto it = with_work.begin(); it != with_work.end();) {
-      auto free_orchestrators = std::clamp<std::int64_t>(free_orchestrator_slots(), 0, take_count_max);
-      auto free_activities = std::clamp<std::int64_t>(free_activity_slots(), 0, take_count_max);
-      if (free_orchestrators == 0 && free_activities == 0) return;
+      per_kind free{};
+      bool any_free = false;
+      for (auto kind : all_kinds) {
+        free[kind_index(kind)] = static_cast<std::uint32_t>(std::clamp<std::int64_t>(free_slots(kind), 0, take_count_max));
+        any_free = any_free || free[kind_index(kind)] > 0;
+      }
+      if (!any_free) return;
       const auto partition = it->first;
       const auto kinds = it->second;
-      auto orchestrators = kinds.orchestrators ? free_orchestrators : 0;
-      auto activities = kinds.activities ? free_activities : 0;
-      if (orchestrators == 0 && activities == 0) {
+      per_kind wanted{};
+      bool any_wanted = false;
+      for (auto kind : all_kinds) {
+        wanted[kind_index(kind)] = kinds.has[kind_index(kind)] ? free[kind_index(kind)] : 0;
+        any_wanted = any_wanted || wanted[kind_index(kind)] > 0;
+      }
+      if (!any_wanted) {
         ++it;
         continue;
       }
       it = with_work.erase(it);
-      orchestrators_asked += static_cast<std::uint32_t>(orchestrators);
-      activities_asked += static_cast<std::uint32_t>(activities);
-      self->send(partitions[partition], take_atom::value, static_cast<std::uint32_t>(orchestrators),
-                 static_cast<std::uint32_t>(activities));
+      for (auto kind : all_kinds) asked[kind_index(kind)] += wanted[kind_index(kind)];
+      self->send(partitions[partition], take_atom::value, wanted);
     }
   }
 
   void note_work(std::uint32_t partition, work_kinds kinds) {
     if (!kinds.any()) return;
     auto& known = with_work[partition];
-    known.orchestrators = known.orchestrators || kinds.orchestrators;
-    known.activities = known.activities || kinds.activities;
+    for (auto kind : all_kinds) known.has[kind_index(kind)] = known.has[kind_index(kind)] || kinds.has[kind_index(kind)];
   }
 
   /// The session with the most free slots of a kind, if any has one.
-  session_state* pick(bool orchestrator) {
+  session_state* pick(work_kind kind) {
     session_state* best = nullptr;
     std::int64_t best_free = 0;
     for (auto& [id, s] : sessions) {
-      std::int64_t free = orchestrator ? std::int64_t{s.info.orchestrator_slots} - s.orchestrators_out
-                                       : std::int64_t{s.info.activity_slots} - s.activities_out;
-      if (free > best_free) {
+      if (s.free(kind) > best_free) {
         best = &s;
-        best_free = free;
+        best_free = s.free(kind);
       }
     }
     return best;
   }
 
   void give_back(std::uint32_t partition, std::uint64_t token, const lease& held) {
-    note_work(partition, {!held.activity, held.activity.has_value()});
+    work_kinds kinds;
+    kinds.has[kind_index(held.kind)] = true;
+    note_work(partition, kinds);
     if (held.activity) {
       auto request = *held.activity;
       self->send(partitions[partition], run_atom::value,
@@ -117,35 +122,37 @@ struct coordinator_state {
     }
   }
 
+  /// Leases each item to a session with room for its kind and queues its push.
+  template <class Item>
+  void place(work_kind kind, std::uint32_t partition, std::vector<Item>& items, std::int64_t now,
+             std::map<std::uint64_t, std::vector<work_item>>& pushes) {
+    for (auto& item : items) {
+      lease held{0, partition, now + lease_ns, kind, {}, std::nullopt};
+      if constexpr (std::is_same_v<Item, engine::activity_work_item>) {
+        held.instance_id = item.request.instance_id;
+        held.activity = item.request;
+      } else {
+        held.instance_id = item.instance_id;
+      }
+      auto* session = pick(kind);
+      if (session == nullptr) {
+        give_back(partition, item.completion_token, held);
+        continue;
+      }
+      held.session = session->info.id;
+      ++session->out[kind_index(kind)];
+      leases.emplace(item.completion_token, std::move(held));
+      pushes[session->info.id].push_back(std::move(item));
+    }
+  }
+
   void on_work(work_batch work) {
-    orchestrators_asked -= std::min(orchestrators_asked, work.orchestrators_asked);
-    activities_asked -= std::min(activities_asked, work.activities_asked);
+    for (auto kind : all_kinds) asked[kind_index(kind)] -= std::min(asked[kind_index(kind)], work.asked[kind_index(kind)]);
     const auto now = wall_clock_ns();
     std::map<std::uint64_t, std::vector<work_item>> pushes;
-    for (auto& item : work.orchestrators) {
-      lease held{0, work.partition, now + lease_ns, item.instance_id, std::nullopt};
-      auto* session = pick(true);
-      if (session == nullptr) {
-        give_back(work.partition, item.completion_token, held);
-        continue;
-      }
-      held.session = session->info.id;
-      ++session->orchestrators_out;
-      leases.emplace(item.completion_token, std::move(held));
-      pushes[session->info.id].push_back(std::move(item));
-    }
-    for (auto& item : work.activities) {
-      lease held{0, work.partition, now + lease_ns, item.request.instance_id, item.request};
-      auto* session = pick(false);
-      if (session == nullptr) {
-        give_back(work.partition, item.completion_token, held);
-        continue;
-      }
-      held.session = session->info.id;
-      ++session->activities_out;
-      leases.emplace(item.completion_token, std::move(held));
-      pushes[session->info.id].push_back(std::move(item));
-    }
+    place(work_kind::orchestrator, work.partition, work.orchestrators, now, pushes);
+    place(work_kind::activity, work.partition, work.activities, now, pushes);
+    place(work_kind::entity, work.partition, work.entities, now, pushes);
     for (auto& [id, items] : pushes) {
       auto& session = sessions.at(id);
       session.last_push_ns = now;
@@ -160,7 +167,7 @@ struct coordinator_state {
     auto held = std::move(found->second);
     leases.erase(found);
     if (auto session = sessions.find(held.session); session != sessions.end()) {
-      auto& out = held.activity ? session->second.activities_out : session->second.orchestrators_out;
+      auto& out = session->second.out[kind_index(held.kind)];
       out -= std::min<std::uint32_t>(out, 1);
     }
     if (give_back_to_partition) give_back(held.partition, token, held);
@@ -207,7 +214,7 @@ caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self, st
         self->state.pump();
       },
       [=](open_atom, const session_info& info) {
-        self->state.sessions[info.id] = session_state{info, 0, 0, wall_clock_ns()};
+        self->state.sessions[info.id] = session_state{info, {}, wall_clock_ns()};
         self->state.pump();
       },
       [=](close_atom, std::uint64_t session) {

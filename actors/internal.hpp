@@ -4,6 +4,7 @@
 
 #include <caf/all.hpp>
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <future>
@@ -47,28 +48,33 @@ class partition_context {
                           callback<core::instance_record> done) = 0;
 };
 
+/// The kinds of work, each with its own slots in a session.
+enum class work_kind : std::uint8_t { orchestrator, activity, entity };
+inline constexpr std::size_t work_kind_count = 3;
+inline constexpr std::size_t kind_index(work_kind kind) { return static_cast<std::size_t>(kind); }
+/// A count per kind of work.
+using per_kind = std::array<std::uint32_t, work_kind_count>;
+
 /// Which kinds of work a partition may have: what it announces, and what it says
 /// is left after handing work over.
 struct work_kinds {
-  bool orchestrators = false;
-  bool activities = false;
-  bool any() const { return orchestrators || activities; }
+  std::array<bool, work_kind_count> has{};
+  bool any() const { return has[0] || has[1] || has[2]; }
 };
 
 /// Work handed from a partition to the coordinator.
 struct work_batch {
   std::uint32_t partition = 0;
-  std::uint32_t orchestrators_asked = 0;
-  std::uint32_t activities_asked = 0;
+  per_kind asked{};
   std::vector<core::orchestrator_work_item> orchestrators;
   std::vector<engine::activity_work_item> activities;
+  std::vector<core::orchestrator_work_item> entities;  ///< Entity batches.
   work_kinds left;  ///< What the partition may still have.
 };
 
 struct session_info {
   std::uint64_t id = 0;
-  std::uint32_t orchestrator_slots = 0;
-  std::uint32_t activity_slots = 0;
+  per_kind slots{};
   std::shared_ptr<work_sink> sink;
 };
 
@@ -93,6 +99,7 @@ caf::actor spawn_coordinator(caf::actor_system& system, std::int64_t lease_ms,
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::partition_command)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::work_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::work_kinds)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::per_kind)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::drain_signal)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::session_info)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<caf::actor>)

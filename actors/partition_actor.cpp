@@ -152,18 +152,23 @@ class partition_state : public partition_context {
   }
 
   work_kinds available() const {
-    return {engine_->may_have_orchestrator_work(), engine_->has_activity_work()};
+    work_kinds kinds;
+    kinds.has[kind_index(work_kind::orchestrator)] = engine_->may_have_orchestrator_work();
+    kinds.has[kind_index(work_kind::activity)] = engine_->has_activity_work();
+    kinds.has[kind_index(work_kind::entity)] = engine_->may_have_entity_work();
+    return kinds;
   }
 
   /// Tells the coordinator about any kind of work it does not know this partition has.
   void announce() {
     if (!coordinator || draining) return;
     auto kinds = available();
-    bool news = (kinds.orchestrators && !announced.orchestrators) ||
-                (kinds.activities && !announced.activities);
+    bool news = false;
+    for (std::size_t k = 0; k < work_kind_count; ++k) {
+      news = news || (kinds.has[k] && !announced.has[k]);
+      announced.has[k] = announced.has[k] || kinds.has[k];
+    }
     if (!news) return;
-    announced.orchestrators = announced.orchestrators || kinds.orchestrators;
-    announced.activities = announced.activities || kinds.activities;
     self->send(coordinator, ready_atom::value, index, announced);
   }
 
@@ -226,18 +231,23 @@ class partition_state : public partition_context {
     announce();
   }
 
-  void on_take(std::uint32_t orchestrators, std::uint32_t activities) {
-    work_batch work{index, orchestrators, activities, {}, {}, {}};
+  void on_take(const per_kind& wanted) {
+    work_batch work{index, wanted, {}, {}, {}, {}};
     const auto now = wall_clock_ns();
-    while (work.orchestrators.size() < orchestrators) {
+    while (work.orchestrators.size() < wanted[kind_index(work_kind::orchestrator)]) {
       auto item = engine_->next_orchestrator_item(now);
       if (!item) break;
       work.orchestrators.push_back(std::move(*item));
     }
-    while (work.activities.size() < activities) {
+    while (work.activities.size() < wanted[kind_index(work_kind::activity)]) {
       auto item = engine_->next_activity_item();
       if (!item) break;
       work.activities.push_back(std::move(*item));
+    }
+    while (work.entities.size() < wanted[kind_index(work_kind::entity)]) {
+      auto item = engine_->next_entity_item(now);
+      if (!item) break;
+      work.entities.push_back(std::move(*item));
     }
     // The coordinator keeps what is left in mind; new kinds are announced later.
     work.left = available();
@@ -270,8 +280,8 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
         s.announce();
         s.pump();
       },
-      [=](take_atom, std::uint32_t orchestrators, std::uint32_t activities) {
-        self->state.on_take(orchestrators, activities);
+      [=](take_atom, const per_kind& wanted) {
+        self->state.on_take(wanted);
         self->state.pump();
       },
       [=](drain_atom, const drain_signal& signal) {

@@ -316,21 +316,22 @@ class actor_scheduler final : public scheduler {
     }
   }
 
-  expected<std::uint64_t> open_session(const std::string& hub_name, std::uint32_t orchestrator_slots,
-                                       std::uint32_t activity_slots, std::shared_ptr<work_sink> sink) override {
+  expected<std::uint64_t> open_session(const std::string& hub_name, session_slots slots,
+                                       std::shared_ptr<work_sink> sink) override {
     auto found = find(hub_name);
     if (!found) return found.error();
-    if (orchestrator_slots == 0 && activity_slots == 0) {
-      return error{errc::invalid_argument, "a worker session must take at least one orchestrator or activity item"};
+    if (slots.orchestrators == 0 && slots.activities == 0 && slots.entities == 0) {
+      return error{errc::invalid_argument, "a worker session must take at least one orchestrator, activity or entity item"};
     }
     const auto id = next_session_++;
     {
       std::lock_guard lock(mutex_);
       sessions_[id] = hub_name;
     }
-    caf::anon_send(found->coordinator, open_atom::value, session_info{id, orchestrator_slots, activity_slots, std::move(sink)});
-    spdlog::info("worker session {} opened on hub '{}' ({} orchestrator, {} activity slots)", id, hub_name,
-                 orchestrator_slots, activity_slots);
+    caf::anon_send(found->coordinator, open_atom::value,
+                   session_info{id, {slots.orchestrators, slots.activities, slots.entities}, std::move(sink)});
+    spdlog::info("worker session {} opened on hub '{}' ({} orchestrator, {} activity, {} entity slots)", id, hub_name,
+                 slots.orchestrators, slots.activities, slots.entities);
     return id;
   }
 

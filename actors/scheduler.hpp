@@ -33,6 +33,13 @@ struct instance_view {
 
 using work_item = std::variant<core::orchestrator_work_item, engine::activity_work_item>;
 
+/// How many items of each kind a worker session takes at once.
+struct session_slots {
+  std::uint32_t orchestrators = 0;
+  std::uint32_t activities = 0;
+  std::uint32_t entities = 0;  ///< Entity batches (0: the worker runs no entities).
+};
+
 /// Where a worker session's work goes. Called from actor threads; must not block.
 class work_sink {
  public:
@@ -89,9 +96,7 @@ class scheduler {
                      callback<store::query_page> done) = 0;
 
   /// Opens a worker session; returns its id.
-  virtual expected<std::uint64_t> open_session(const std::string& hub,
-                                               std::uint32_t orchestrator_slots,
-                                               std::uint32_t activity_slots,
+  virtual expected<std::uint64_t> open_session(const std::string& hub, session_slots slots,
                                                std::shared_ptr<work_sink> sink) = 0;
   /// Everything the session still holds is given back for re-dispatch.
   virtual void close_session(std::uint64_t session) = 0;

@@ -314,6 +314,11 @@ struct InstanceRecord {
   parentInstance @12 :ParentInstanceInfo;
   tags @13 :List(Tag);
   failureDetails @14 :FailureDetails;
+  # Entities (instance ids "@name@key") only:
+  entityState @15 :Text;               # null: the entity has no state
+  entityLockedBy @16 :Text;            # the orchestration holding the lock, or empty
+  entityLockId @17 :Text;              # its critical section id
+  entityDeferred @18 :List(HistoryEvent);  # messages waiting for the lock or their time
 }
 
 # ---------------------------------------------------------------------------
@@ -341,6 +346,42 @@ struct OrchestratorCompletion {
   completionToken @1 :UInt64;
   actions @2 :List(OrchestratorAction);
   customStatus @3 :Text;
+  entity @4 :EntityBatchResult;  # set when the work item was an entity batch
+}
+
+# What a worker made of an entity batch: one result per operation it ran (in
+# order), the messages to send, the new state; or the whole batch failed.
+struct EntityBatchResult {
+  results @0 :List(EntityOperationResult);
+  actions @1 :List(EntityAction);
+  state @2 :Text;
+  failure @3 :FailureDetails;
+}
+
+struct EntityOperationResult {
+  union {
+    success @0 :Text;          # the result (unset: null)
+    failure @1 :FailureDetails;
+  }
+  succeeded @2 :Bool;
+}
+
+struct EntityAction {
+  union {
+    signal :group {
+      instanceId @0 :Text;
+      operation @1 :Text;
+      input @2 :Text;
+      scheduledNs @3 :Int64;
+    }
+    startOrchestration :group {
+      instanceId @4 :Text;
+      name @5 :Text;
+      version @6 :Text;
+      input @7 :Text;
+      scheduledNs @8 :Int64;
+    }
+  }
 }
 
 struct ActivityCompletion {

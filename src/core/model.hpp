@@ -329,6 +329,11 @@ struct instance_record {
   std::optional<parent_instance> parent;
   tag_map tags;
   std::optional<failure_details> failure;
+  // Entities (instance ids "@name@key") only:
+  payload entity_state;                  ///< Null: the entity has no state.
+  std::string entity_locked_by;          ///< The orchestration holding its lock, or empty.
+  std::string entity_lock_id;            ///< That lock's critical section id.
+  std::vector<history_event> entity_deferred;  ///< Messages waiting for the lock, or for their time.
   friend bool operator==(const instance_record&, const instance_record&) = default;
 };
 
@@ -366,12 +371,49 @@ struct instance_message {
   friend bool operator==(const instance_message&, const instance_message&) = default;
 };
 
+/// An orchestrator work item, or an entity batch: entities ride the same dispatch
+/// path (one item in flight per instance, leases, tokens). For an entity the new
+/// events are the operations (signaled and called events), there is no history,
+/// and `entity_state` is its current state.
 struct orchestrator_work_item {
   std::string instance_id;
   std::string execution_id;
   std::vector<history_event> past_events;
   std::vector<history_event> new_events;
   std::uint64_t completion_token = 0;
+  bool entity = false;
+  payload entity_state = std::nullopt;
+};
+
+namespace entity_actions {
+struct signal {
+  std::string instance_id;
+  std::string operation;
+  payload input;
+  std::int64_t scheduled_ns = 0;  ///< 0: now.
+  friend bool operator==(const signal&, const signal&) = default;
+};
+struct start_orchestration {
+  std::string instance_id;
+  std::string name;
+  payload version;
+  payload input;
+  std::int64_t scheduled_ns = 0;
+  friend bool operator==(const start_orchestration&, const start_orchestration&) = default;
+};
+}  // namespace entity_actions
+using entity_action = std::variant<entity_actions::signal, entity_actions::start_orchestration>;
+
+/// What a worker made of an entity batch.
+struct entity_batch_result {
+  /// One per operation it ran, in order (a result, or the operation's failure);
+  /// operations past the last result stay queued.
+  std::vector<std::variant<payload, failure_details>> results;
+  std::vector<entity_action> actions;
+  payload state;
+  /// The whole batch failed: the state stays, every operation fails with this.
+  std::optional<failure_details> failure;
+  friend bool operator==(const entity_batch_result&, const entity_batch_result&) = default;
 };
 
 struct orchestrator_completion {
@@ -379,6 +421,7 @@ struct orchestrator_completion {
   std::uint64_t completion_token = 0;
   std::vector<orchestrator_action> actions;
   payload custom_status;
+  std::optional<entity_batch_result> entity = std::nullopt;  ///< Set for an entity batch.
   friend bool operator==(const orchestrator_completion&,
                          const orchestrator_completion&) = default;
 };

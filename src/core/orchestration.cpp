@@ -483,13 +483,23 @@ expected<orchestrator_work_item> dispatch(orchestration_state& state,
     return error{errc::failed_precondition,
                  fmt::format("instance '{}' has no work to dispatch", state.record.instance_id)};
   }
+  if (is_entity_id(state.record.instance_id)) {
+    state.in_flight = in_flight_work_item{completion_token, count, 0};
+    return orchestrator_work_item{state.record.instance_id,
+                                  state.record.execution_id,
+                                  {},
+                                  std::vector<history_event>(state.inbox.begin(), state.inbox.begin() + static_cast<long>(count)),
+                                  completion_token,
+                                  true,
+                                  state.record.entity_state};
+  }
   state.in_flight = in_flight_work_item{completion_token, count, started_at_ns};
   std::vector<history_event> new_events;
   new_events.reserve(count + 1);
   if (started_at_ns != 0) new_events.push_back(make_event(-1, started_at_ns, events::orchestrator_started{}));
   new_events.insert(new_events.end(), state.inbox.begin(), state.inbox.begin() + static_cast<long>(count));
   return orchestrator_work_item{state.record.instance_id, state.record.execution_id, state.history,
-                                std::move(new_events), completion_token};
+                                std::move(new_events), completion_token, false, {}};
 }
 
 expected<void> abandon(orchestration_state& state, std::uint64_t completion_token) {
@@ -511,6 +521,11 @@ expected<transition> apply_completion(orchestration_state& state,
                  fmt::format("completion token {} does not match the current work item of "
                              "instance '{}'",
                              completion.completion_token, state.record.instance_id)};
+  }
+  if (is_entity_id(state.record.instance_id)) return apply_entity_completion(state, completion, now_ns, limits);
+  if (completion.entity) {
+    return invalid(fmt::format("'{}' is an orchestration: an entity batch result does not apply",
+                               state.record.instance_id));
   }
   if (auto valid = validate_completion(state, completion, new_execution_id, limits); !valid) {
     return valid.error();
@@ -577,6 +592,7 @@ expected<transition> apply_activity_result(orchestration_state& state,
 expected<transition> apply_timer_fired(orchestration_state& state, const timer_entry& timer,
                                        std::int64_t now_ns) {
   constexpr std::string_view what = "timer";
+  if (is_entity_id(state.record.instance_id)) return apply_entity_wakeup(state, now_ns);
   if (auto current = require_execution(state, timer.execution_id, what); !current) {
     return current.error();
   }
@@ -600,6 +616,13 @@ expected<transition> apply_raise_event(orchestration_state& state, std::string_v
 }
 
 namespace {
+
+expected<transition> accept_entity_answer(orchestration_state& state, const history_event& event) {
+  if (auto alive = require_not_terminal(state, "an entity answer"); !alive) return alive.error();
+  transition result;
+  push_inbox(state, result.change, event);
+  return result;
+}
 
 expected<transition> apply_event_message(orchestration_state& state, const instance_message& message,
                                          const history_event& event, std::int64_t now_ns,
@@ -626,6 +649,10 @@ expected<transition> apply_event_message(orchestration_state& state, const insta
             return deliver_result<events::sub_orchestration_created>(
                 state, e.task_scheduled_id, event, "sub-orchestration result");
           },
+          // Answers from entities: the worker matches them by request or critical section id.
+          [&](const events::entity_operation_completed&) { return accept_entity_answer(state, event); },
+          [&](const events::entity_operation_failed&) { return accept_entity_answer(state, event); },
+          [&](const events::entity_lock_granted&) { return accept_entity_answer(state, event); },
           [&](const events::execution_rewound& e) {
             return apply_rewind(state, e.reason, e.parent_execution_id,
                                 derive_execution_id(state.record.execution_id, "rewind"), now_ns, limits);
@@ -643,6 +670,7 @@ expected<transition> apply_event_message(orchestration_state& state, const insta
 expected<transition> apply_message(std::optional<orchestration_state>& instance,
                                    const instance_message& message, std::int64_t now_ns,
                                    const payload_limits& limits) {
+  if (is_entity_id(message.target_instance_id)) return apply_entity_message(instance, message, now_ns);
   if (const auto* start = std::get_if<start_request>(&message.body)) {
     return apply_start(instance, *start, now_ns, limits);
   }
@@ -800,7 +828,13 @@ expected<transition> apply_rewind(orchestration_state& state, const payload& rea
 
 expected<transition> apply_purge(std::optional<orchestration_state>& instance) {
   if (!instance) return error{errc::not_found, "no such instance"};
-  if (!is_terminal(instance->record.status)) {
+  if (is_entity_id(instance->record.instance_id)) {
+    if (!is_empty_entity(*instance)) {
+      return error{errc::failed_precondition,
+                   fmt::format("entity '{}' still has state, a lock or queued operations",
+                               instance->record.instance_id)};
+    }
+  } else if (!is_terminal(instance->record.status)) {
     return error{errc::failed_precondition,
                  fmt::format("instance '{}' is {}: only a completed, failed or terminated "
                              "instance can be purged",
@@ -809,6 +843,234 @@ expected<transition> apply_purge(std::optional<orchestration_state>& instance) {
   transition result;
   result.change.purged = true;
   instance.reset();
+  return result;
+}
+
+// ---------------------------------------------------------------------------
+// Entities
+
+std::string entity_name(std::string_view entity_id) {
+  if (entity_id.size() < 2 || entity_id.front() != '@') return {};
+  const auto end = entity_id.find('@', 1);
+  return std::string(entity_id.substr(1, end == std::string_view::npos ? std::string_view::npos : end - 1));
+}
+
+bool is_empty_entity(const orchestration_state& state) {
+  const auto& record = state.record;
+  return !record.entity_state && record.entity_locked_by.empty() && record.entity_deferred.empty() &&
+         state.inbox.empty() && !state.in_flight;
+}
+
+namespace {
+
+/// Delivers one message to an entity: into the inbox (an operation the worker may
+/// run now), into the record's waiting list, or applied at once (locks).
+struct entity_delivery {
+  orchestration_state& state;
+  transition& result;
+  std::int64_t now_ns;
+
+  void defer(history_event event) {
+    state.record.entity_deferred.push_back(std::move(event));
+    result.change.record_changed = true;
+  }
+
+  /// Waits for its time: the instance gets a wakeup then.
+  bool wait_for_time(const history_event& event, std::int64_t scheduled_ns) {
+    if (scheduled_ns <= now_ns) return false;
+    result.effects.timers.push_back(timer_entry{state.record.instance_id, state.record.execution_id, -1, scheduled_ns});
+    defer(event);
+    return true;
+  }
+
+  void operator()(history_event event) {
+    auto& record = state.record;
+    const bool locked = !record.entity_locked_by.empty();
+    std::visit(
+        overloaded{
+            [&](const events::entity_operation_signaled& e) {
+              if (wait_for_time(event, e.scheduled_time_ns)) return;
+              if (locked) return defer(std::move(event));
+              push_inbox(state, result.change, std::move(event));
+            },
+            [&](const events::entity_operation_called& e) {
+              if (wait_for_time(event, e.scheduled_time_ns)) return;
+              if (locked && e.parent_instance_id != record.entity_locked_by) return defer(std::move(event));
+              push_inbox(state, result.change, std::move(event));
+            },
+            [&](const events::entity_lock_requested& e) {
+              if (locked) return defer(std::move(event));
+              record.entity_locked_by = e.parent_instance_id;
+              record.entity_lock_id = e.critical_section_id;
+              result.change.record_changed = true;
+              const auto next = static_cast<std::size_t>(e.position) + 1;
+              if (next < e.lock_set.size()) {
+                auto forward = e;
+                forward.position = static_cast<std::int32_t>(next);
+                result.effects.messages.push_back(
+                    instance_message{e.lock_set[next], {}, make_event(-1, now_ns, std::move(forward))});
+              } else {
+                result.effects.messages.push_back(instance_message{
+                    e.parent_instance_id, {}, make_event(-1, now_ns, events::entity_lock_granted{e.critical_section_id})});
+              }
+            },
+            [&](const events::entity_unlock_sent& e) {
+              if (!locked || e.critical_section_id != record.entity_lock_id) return;  // Stale: nothing held.
+              record.entity_locked_by.clear();
+              record.entity_lock_id.clear();
+              result.change.record_changed = true;
+              redeliver();
+            },
+            [](const auto&) {},
+        },
+        event.body);
+  }
+
+  /// Everything waiting goes through delivery again, in order.
+  void redeliver() {
+    auto waiting = std::move(state.record.entity_deferred);
+    state.record.entity_deferred.clear();
+    result.change.record_changed = true;
+    for (auto& event : waiting) (*this)(std::move(event));
+  }
+};
+
+bool is_entity_message(const history_event& event) {
+  return std::holds_alternative<events::entity_operation_signaled>(event.body) ||
+         std::holds_alternative<events::entity_operation_called>(event.body) ||
+         std::holds_alternative<events::entity_lock_requested>(event.body) ||
+         std::holds_alternative<events::entity_unlock_sent>(event.body);
+}
+
+}  // namespace
+
+expected<transition> apply_entity_message(std::optional<orchestration_state>& instance,
+                                          const instance_message& message, std::int64_t now_ns) {
+  const auto* event = std::get_if<history_event>(&message.body);
+  if (event == nullptr || !is_entity_message(*event)) {
+    return invalid(fmt::format("entity '{}' takes only operations and lock messages", message.target_instance_id));
+  }
+  transition result;
+  if (!instance) {
+    if (auto valid = validate_instance_id(message.target_instance_id); !valid || entity_name(message.target_instance_id).empty()) {
+      return invalid(fmt::format("'{}' is not an entity id (@name@key)", message.target_instance_id));
+    }
+    instance.emplace();
+    auto& record = instance->record;
+    record.instance_id = message.target_instance_id;
+    record.execution_id = derive_execution_id(record.instance_id, "entity");
+    record.name = entity_name(record.instance_id);
+    record.status = runtime_status::running;
+    record.created_at_ns = now_ns;
+    record.last_updated_at_ns = now_ns;
+    result.change.record_changed = true;
+  }
+  entity_delivery{*instance, result, now_ns}(*event);
+  return result;
+}
+
+expected<transition> apply_entity_wakeup(orchestration_state& state, std::int64_t now_ns) {
+  transition result;
+  entity_delivery{state, result, now_ns}.redeliver();
+  return result;
+}
+
+namespace {
+
+expected<void> validate_entity_batch(const orchestration_state& state, const entity_batch_result& batch,
+                                     std::size_t operations, const payload_limits& limits) {
+  if (!batch.failure && batch.results.size() > operations) {
+    return invalid(fmt::format("entity '{}': {} results for a batch of {} operations", state.record.instance_id,
+                               batch.results.size(), operations));
+  }
+  if (!batch.failure) {
+    if (auto fits = check_payload("entity state", batch.state, limits.entity_state_bytes_max); !fits) return fits;
+  }
+  for (const auto& result : batch.results) {
+    if (const auto* value = std::get_if<payload>(&result)) {
+      if (auto fits = check_payload("entity operation result", *value, limits.activity_output_bytes_max); !fits) {
+        return fits;
+      }
+    }
+  }
+  for (const auto& action : batch.actions) {
+    auto checked = std::visit(
+        overloaded{[&](const entity_actions::signal& a) -> expected<void> {
+                     if (!is_entity_id(a.instance_id) || entity_name(a.instance_id).empty()) {
+                       return invalid(fmt::format("entity signal action targets '{}', which is not an entity id",
+                                                  a.instance_id));
+                     }
+                     return check_payload("entity signal input", a.input, limits.event_data_bytes_max);
+                   },
+                   [&](const entity_actions::start_orchestration& a) -> expected<void> {
+                     if (!a.instance_id.empty()) {
+                       if (auto valid = validate_orchestration_id(a.instance_id); !valid) return valid.error();
+                     }
+                     if (a.name.empty()) return invalid("entity start action has no orchestration name");
+                     return check_payload("orchestration input", a.input, limits.orchestration_input_bytes_max);
+                   }},
+        action);
+    if (!checked) return checked;
+  }
+  return {};
+}
+
+}  // namespace
+
+expected<transition> apply_entity_completion(orchestration_state& state, const orchestrator_completion& completion,
+                                             std::int64_t now_ns, const payload_limits& limits) {
+  if (!completion.entity) {
+    return invalid(fmt::format("'{}' is an entity: its work item needs an entity batch result",
+                               state.record.instance_id));
+  }
+  const auto& batch = *completion.entity;
+  const auto given = std::min(state.in_flight->new_event_count, state.inbox.size());
+  if (auto valid = validate_entity_batch(state, batch, given, limits); !valid) return valid.error();
+
+  transition result;
+  auto& record = state.record;
+  const auto consumed = batch.failure ? given : batch.results.size();
+  for (std::size_t i = 0; i < consumed; ++i) {
+    const auto* called = std::get_if<events::entity_operation_called>(&state.inbox[i].body);
+    if (called == nullptr || called->parent_instance_id.empty()) continue;  // Signals get no answer.
+    const failure_details* failed =
+        batch.failure ? &*batch.failure : std::get_if<failure_details>(&batch.results[i]);
+    event_body answer = failed ? event_body(events::entity_operation_failed{called->request_id, *failed})
+                               : event_body(events::entity_operation_completed{
+                                     called->request_id, std::get<payload>(batch.results[i])});
+    result.effects.messages.push_back(instance_message{called->parent_instance_id, called->parent_execution_id,
+                                                       make_event(-1, now_ns, std::move(answer))});
+  }
+  if (!batch.failure) record.entity_state = batch.state;
+  for (std::size_t i = 0; i < batch.actions.size(); ++i) {
+    const auto salt = fmt::format("{}:{}", completion.completion_token, i);
+    std::visit(overloaded{[&](const entity_actions::signal& a) {
+                            events::entity_operation_signaled signal{derive_execution_id(record.instance_id, "signal:" + salt),
+                                                                     a.operation, a.scheduled_ns, a.input, a.instance_id};
+                            result.effects.messages.push_back(
+                                instance_message{a.instance_id, {}, make_event(-1, now_ns, std::move(signal))});
+                          },
+                          [&](const entity_actions::start_orchestration& a) {
+                            start_request start;
+                            start.instance_id = a.instance_id.empty()
+                                                    ? derive_execution_id(record.instance_id, "start:" + salt)
+                                                    : a.instance_id;
+                            start.execution_id = derive_execution_id(start.instance_id, "start:" + salt);
+                            start.name = a.name;
+                            start.version = a.version;
+                            start.input = a.input;
+                            start.scheduled_start_ns = a.scheduled_ns;
+                            start.replaceable_statuses = terminal_statuses();
+                            result.effects.messages.push_back(instance_message{start.instance_id, {}, std::move(start)});
+                          }},
+               batch.actions[i]);
+  }
+  state.inbox.erase(state.inbox.begin(), state.inbox.begin() + static_cast<long>(consumed));
+  state.inbox_first_sequence += consumed;
+  result.change.inbox_appended = 0;
+  state.in_flight.reset();
+  record.last_updated_at_ns = now_ns;
+  result.change.record_changed = true;
   return result;
 }
 

@@ -137,6 +137,34 @@ expected<transition> apply_resume(orchestration_state& state, const payload& rea
 /// Deletes a terminal instance. `instance` is emptied.
 expected<transition> apply_purge(std::optional<orchestration_state>& instance);
 
+// ---------------------------------------------------------------------------
+// Entities: instance ids "@name@key". They share the instance state, the inbox and
+// the dispatch path with orchestrations (one batch in flight, leases, tokens); the
+// record keeps their state, their lock and the messages waiting for either.
+
+/// The "name" of "@name@key".
+std::string entity_name(std::string_view entity_id);
+
+/// An entity whose state is null and which holds nothing: CleanEntityStorage may
+/// remove it.
+bool is_empty_entity(const orchestration_state& state);
+
+/// A message for an entity (an operation signaled or called, a lock requested or
+/// released); the first one creates it. Operations wait in the record while the
+/// entity is locked by another orchestration or until their scheduled time; lock
+/// requests wait for the lock. A granted lock moves on to the next entity of the
+/// lock set, or (at the last) tells the orchestration.
+expected<transition> apply_entity_message(std::optional<orchestration_state>& instance,
+                                          const instance_message& message, std::int64_t now_ns);
+
+/// A worker finished an entity batch: callers get their answers, the state and the
+/// actions (signals, orchestration starts) apply, the operations leave the inbox.
+expected<transition> apply_entity_completion(orchestration_state& state, const orchestrator_completion& completion,
+                                             std::int64_t now_ns, const payload_limits& limits);
+
+/// A scheduled operation's time came: waiting messages are delivered again.
+expected<transition> apply_entity_wakeup(orchestration_state& state, std::int64_t now_ns);
+
 /// Rewinds a failed orchestration to its last good point: the history loses the
 /// failures (failed tasks with their scheduling, failed sub-orchestrations, the
 /// completion) and every task or timer that never finished, so the orchestrator's

@@ -89,6 +89,10 @@ void partition_engine::log(std::int64_t now_ns, decltype(store::partition_event:
 }
 
 void partition_engine::make_ready(const std::string& instance_id) {
+  if (core::is_entity_id(instance_id)) {
+    if (ready_entities_set_.insert(instance_id).second) ready_entities_.push_back(instance_id);
+    return;
+  }
   if (ready_set_.insert(instance_id).second) ready_.push_back(instance_id);
 }
 
@@ -486,6 +490,7 @@ void partition_engine::evict_idle() {
       continue;
     }
     ready_set_.erase(id);
+    ready_entities_set_.erase(id);
     it = instances_.erase(it);
   }
 }
@@ -495,10 +500,20 @@ void partition_engine::evict_idle() {
 
 std::optional<core::orchestrator_work_item> partition_engine::next_orchestrator_item(
     std::int64_t now_ns) {
-  while (!ready_.empty()) {
-    auto id = std::move(ready_.front());
-    ready_.pop_front();
-    ready_set_.erase(id);
+  return next_ready(ready_, ready_set_, now_ns);
+}
+
+std::optional<core::orchestrator_work_item> partition_engine::next_entity_item(std::int64_t now_ns) {
+  return next_ready(ready_entities_, ready_entities_set_, now_ns);
+}
+
+std::optional<core::orchestrator_work_item> partition_engine::next_ready(std::deque<std::string>& ready,
+                                                                         std::set<std::string>& ready_set,
+                                                                         std::int64_t now_ns) {
+  while (!ready.empty()) {
+    auto id = std::move(ready.front());
+    ready.pop_front();
+    ready_set.erase(id);
     auto found = instances_.find(id);
     if (found == instances_.end() || !found->second.state) continue;
     auto& slot = found->second;

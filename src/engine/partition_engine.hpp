@@ -130,6 +130,10 @@ class partition_engine {
   /// Whether next_orchestrator_item may find something (the ready list can hold
   /// instances that turn out not to be ready).
   bool may_have_orchestrator_work() const { return !ready_.empty(); }
+  /// The next entity batch (entities wait in a ready list of their own, since only
+  /// workers that run entities take them).
+  std::optional<core::orchestrator_work_item> next_entity_item(std::int64_t now_ns);
+  bool may_have_entity_work() const { return !ready_entities_.empty(); }
   bool has_activity_work() const { return !activity_queue_.empty(); }
   /// The earliest time a timer or a scheduled start is due, if any.
   std::optional<std::int64_t> next_wakeup_ns() const;
@@ -214,6 +218,10 @@ class partition_engine {
 
   std::deque<std::string> ready_;
   std::set<std::string> ready_set_;
+  std::deque<std::string> ready_entities_;
+  std::set<std::string> ready_entities_set_;
+  std::optional<core::orchestrator_work_item> next_ready(std::deque<std::string>& ready, std::set<std::string>& ready_set,
+                                                         std::int64_t now_ns);
   std::deque<core::activity_request> activity_queue_;
   std::map<std::tuple<std::string, std::string, std::int32_t>, std::uint64_t> activity_leases_;
   std::priority_queue<wakeup, std::vector<wakeup>, std::greater<>> wakeups_;

@@ -848,8 +848,11 @@ grpc::ServerWriteReactor<WorkItem>* grpc_service::GetWorkItems(CallbackServerCon
     std::lock_guard lock(streams_mutex_);
     streams_[id] = sink;
   }
-  auto session = scheduler_.open_session(task_hub_of(context), slots(request->max_concurrent_orchestration_work_items()),
-                                         slots(request->max_concurrent_activity_work_items()), sink);
+  auto session = scheduler_.open_session(task_hub_of(context),
+                                         {slots(request->max_concurrent_orchestration_work_items()),
+                                          slots(request->max_concurrent_activity_work_items()),
+                                          slots(request->max_concurrent_entity_work_items())},
+                                         sink);
   if (!session) {
     sink->close();
     stream->finish(to_status(session.error()));

@@ -166,7 +166,8 @@ class worker_session final : public s::WorkerSession::Server {
   }
 
   expected<void> open(const std::string& hub, std::uint32_t orchestrators, std::uint32_t activities) {
-    auto id = scheduler_.open_session(hub, orchestrators, activities, sink_);
+    // The C++ SDK runs no entities yet: its sessions take none.
+    auto id = scheduler_.open_session(hub, {orchestrators, activities, 0}, sink_);
     if (!id) return id.error();
     id_ = *id;
     return {};

@@ -45,6 +45,9 @@ core::runtime_status from_schema(s::OrchestrationStatus status) {
 // ---------------------------------------------------------------------------
 // Small shared structs
 
+void fill(s::HistoryEvent::Builder b, const core::history_event& event);
+core::history_event from(s::HistoryEvent::Reader r);
+
 void fill(s::FailureDetails::Builder b, const core::failure_details& f) {
   b.setErrorType(text(f.error_type));
   b.setErrorMessage(text(f.error_message));
@@ -110,6 +113,13 @@ void fill(s::InstanceRecord::Builder b, const core::instance_record& x) {
   if (x.parent) fill(b.initParentInstance(), *x.parent);
   if (!x.tags.empty()) fill(b.initTags(static_cast<unsigned>(x.tags.size())), x.tags);
   if (x.failure) fill(b.initFailureDetails(), *x.failure);
+  DTSD_PUT_PAYLOAD(b, EntityState, x.entity_state);
+  if (!x.entity_locked_by.empty()) b.setEntityLockedBy(text(x.entity_locked_by));
+  if (!x.entity_lock_id.empty()) b.setEntityLockId(text(x.entity_lock_id));
+  if (!x.entity_deferred.empty()) {
+    auto list = b.initEntityDeferred(static_cast<unsigned>(x.entity_deferred.size()));
+    for (unsigned i = 0; i < x.entity_deferred.size(); ++i) fill(list[i], x.entity_deferred[i]);
+  }
 }
 core::instance_record from(s::InstanceRecord::Reader r) {
   core::instance_record x;
@@ -128,6 +138,10 @@ core::instance_record from(s::InstanceRecord::Reader r) {
   if (r.hasParentInstance()) x.parent = from(r.getParentInstance());
   x.tags = from(r.getTags());
   if (r.hasFailureDetails()) x.failure = from(r.getFailureDetails());
+  x.entity_state = DTSD_GET_PAYLOAD(r, EntityState);
+  x.entity_locked_by = str(r.getEntityLockedBy());
+  x.entity_lock_id = str(r.getEntityLockId());
+  for (auto event : r.getEntityDeferred()) x.entity_deferred.push_back(from(event));
   return x;
 }
 
@@ -585,17 +599,77 @@ core::orchestrator_action from(s::OrchestratorAction::Reader r) {
   return action;
 }
 
+void fill(s::EntityBatchResult::Builder b, const core::entity_batch_result& x) {
+  auto results = b.initResults(static_cast<unsigned>(x.results.size()));
+  for (unsigned i = 0; i < x.results.size(); ++i) {
+    if (const auto* ok = std::get_if<core::payload>(&x.results[i])) {
+      results[i].setSucceeded(true);
+      DTSD_PUT_PAYLOAD(results[i], Success, *ok);
+    } else {
+      fill(results[i].initFailure(), std::get<core::failure_details>(x.results[i]));
+    }
+  }
+  auto actions = b.initActions(static_cast<unsigned>(x.actions.size()));
+  for (unsigned i = 0; i < x.actions.size(); ++i) {
+    std::visit(overloaded{[&](const core::entity_actions::signal& a) {
+                            auto g = actions[i].initSignal();
+                            g.setInstanceId(text(a.instance_id));
+                            g.setOperation(text(a.operation));
+                            DTSD_PUT_PAYLOAD(g, Input, a.input);
+                            g.setScheduledNs(a.scheduled_ns);
+                          },
+                          [&](const core::entity_actions::start_orchestration& a) {
+                            auto g = actions[i].initStartOrchestration();
+                            g.setInstanceId(text(a.instance_id));
+                            g.setName(text(a.name));
+                            DTSD_PUT_PAYLOAD(g, Version, a.version);
+                            DTSD_PUT_PAYLOAD(g, Input, a.input);
+                            g.setScheduledNs(a.scheduled_ns);
+                          }},
+               x.actions[i]);
+  }
+  DTSD_PUT_PAYLOAD(b, State, x.state);
+  if (x.failure) fill(b.initFailure(), *x.failure);
+}
+core::entity_batch_result from(s::EntityBatchResult::Reader r) {
+  core::entity_batch_result x;
+  for (auto result : r.getResults()) {
+    if (result.getSucceeded()) {
+      x.results.emplace_back(result.hasSuccess() ? core::payload(str(result.getSuccess())) : core::payload());
+    } else {
+      x.results.emplace_back(from(result.getFailure()));
+    }
+  }
+  for (auto action : r.getActions()) {
+    if (action.isSignal()) {
+      auto g = action.getSignal();
+      x.actions.emplace_back(core::entity_actions::signal{str(g.getInstanceId()), str(g.getOperation()),
+                                                          DTSD_GET_PAYLOAD(g, Input), g.getScheduledNs()});
+    } else {
+      auto g = action.getStartOrchestration();
+      x.actions.emplace_back(core::entity_actions::start_orchestration{
+          str(g.getInstanceId()), str(g.getName()), DTSD_GET_PAYLOAD(g, Version), DTSD_GET_PAYLOAD(g, Input),
+          g.getScheduledNs()});
+    }
+  }
+  x.state = DTSD_GET_PAYLOAD(r, State);
+  if (r.hasFailure()) x.failure = from(r.getFailure());
+  return x;
+}
+
 void fill(s::OrchestratorCompletion::Builder b, const core::orchestrator_completion& c) {
   b.setInstanceId(text(c.instance_id));
   b.setCompletionToken(c.completion_token);
   auto list = b.initActions(static_cast<unsigned>(c.actions.size()));
   for (unsigned i = 0; i < c.actions.size(); ++i) fill(list[i], c.actions[i]);
   DTSD_PUT_PAYLOAD(b, CustomStatus, c.custom_status);
+  if (c.entity) fill(b.initEntity(), *c.entity);
 }
 core::orchestrator_completion from(s::OrchestratorCompletion::Reader r) {
   core::orchestrator_completion c{str(r.getInstanceId()), r.getCompletionToken(), {},
-                                  DTSD_GET_PAYLOAD(r, CustomStatus)};
+                                  DTSD_GET_PAYLOAD(r, CustomStatus), std::nullopt};
   for (auto action : r.getActions()) c.actions.push_back(from(action));
+  if (r.hasEntity()) c.entity = from(r.getEntity());
   return c;
 }
 
@@ -1026,7 +1100,8 @@ core::activity_result read(schema::ActivityCompletion::Reader r) { return from(r
 void write(schema::ActivityCompletion::Builder b, const core::activity_result& x) { fill(b, x); }
 
 core::orchestrator_work_item read(schema::OrchestratorWorkItem::Reader r) {
-  core::orchestrator_work_item x{str(r.getInstanceId()), str(r.getExecutionId()), {}, {}, r.getCompletionToken()};
+  core::orchestrator_work_item x{str(r.getInstanceId()), str(r.getExecutionId()), {}, {}, r.getCompletionToken(),
+                                 false, {}};
   for (auto event : r.getPastEvents()) x.past_events.push_back(from(event));
   for (auto event : r.getNewEvents()) x.new_events.push_back(from(event));
   return x;

@@ -115,7 +115,7 @@ TEST_CASE("scheduler: hello cities, fan-out and a timer run to completion throug
   std::filesystem::remove_all(data_dir);
   auto scheduler = make(store::durability::fsync, data_dir);
   auto worker = std::make_shared<test_worker>(*scheduler);
-  auto session = scheduler->open_session("default", 10, 10, worker);
+  auto session = scheduler->open_session("default", {10, 10, 0}, worker);
   REQUIRE(session);
   worker->session = *session;
 
@@ -148,7 +148,7 @@ TEST_CASE("scheduler: unknown hubs, bad ids and duplicate starts are clear error
   REQUIRE(call<engine::started>([&](auto done) { scheduler->start("default", request("dup", "X"), done); }));
   auto again = call<engine::started>([&](auto done) { scheduler->start("default", request("dup", "X"), done); });
   CHECK(again.error().code == errc::already_exists);
-  CHECK_FALSE(scheduler->open_session("nope", 1, 1, nullptr));
+  CHECK_FALSE(scheduler->open_session("nope", {1, 1, 0}, nullptr));
   REQUIRE(scheduler->create_task_hub("second", 2));
   CHECK(scheduler->task_hubs() == std::vector<std::string>{"default", "second"});
   CHECK(scheduler->create_task_hub("second", 2).error().code == errc::already_exists);
@@ -159,7 +159,7 @@ TEST_CASE("scheduler: unknown hubs, bad ids and duplicate starts are clear error
 TEST_CASE("scheduler: a closed session's work goes to another session") {
   auto scheduler = make(store::durability::memory, "");
   auto stuck = std::make_shared<test_worker>(*scheduler, true);
-  auto stuck_session = scheduler->open_session("default", 10, 10, stuck);
+  auto stuck_session = scheduler->open_session("default", {10, 10, 0}, stuck);
   REQUIRE(stuck_session);
   stuck->session = *stuck_session;
   REQUIRE(call<engine::started>([&](auto done) { scheduler->start("default", request("hello-1", "HelloCities"), done); }));
@@ -167,7 +167,7 @@ TEST_CASE("scheduler: a closed session's work goes to another session") {
   REQUIRE(stuck->pushed() == 1);
 
   auto healthy = std::make_shared<test_worker>(*scheduler);
-  auto healthy_session = scheduler->open_session("default", 10, 10, healthy);
+  auto healthy_session = scheduler->open_session("default", {10, 10, 0}, healthy);
   REQUIRE(healthy_session);
   healthy->session = *healthy_session;
   scheduler->close_session(*stuck_session);

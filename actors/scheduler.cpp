@@ -168,6 +168,13 @@ class actor_scheduler final : public scheduler {
     });
   }
 
+  void deliver(const std::string& hub_name, core::instance_message message, callback<void> done) override {
+    auto id = message.target_instance_id;
+    mutate(hub_name, id, std::move(done), [message = std::move(message)](partition_context& ctx) {
+      return ctx.engine().deliver(message, ctx.now_ns());
+    });
+  }
+
   void rewind(const std::string& hub_name, const std::string& id, core::payload reason, callback<void> done) override {
     mutate(hub_name, id, std::move(done), [id, reason](partition_context& ctx) {
       return ctx.engine().rewind(id, reason, ctx.now_ns());

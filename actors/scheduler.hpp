@@ -81,6 +81,9 @@ class scheduler {
                        core::payload reason, callback<void> done) = 0;
   virtual void resume(const std::string& hub, const std::string& instance_id, core::payload reason,
                       callback<void> done) = 0;
+  /// Delivers a message from a client to its instance (entity operations signaled,
+  /// lock releases); answers once it is durable.
+  virtual void deliver(const std::string& hub, core::instance_message message, callback<void> done) = 0;
   /// A failed orchestration resumes from its last good point (core::apply_rewind).
   virtual void rewind(const std::string& hub, const std::string& instance_id, core::payload reason,
                       callback<void> done) = 0;

@@ -122,6 +122,7 @@ struct PartitionEvent {
       instanceId @20 :Text;
       reason @21 :Text;
     }
+    delivered @22 :InstanceMessage;  # from a client (entity signals, lock releases)
   }
 }
 

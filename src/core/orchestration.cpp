@@ -983,9 +983,6 @@ expected<void> validate_entity_batch(const orchestration_state& state, const ent
     return invalid(fmt::format("entity '{}': {} results for a batch of {} operations", state.record.instance_id,
                                batch.results.size(), operations));
   }
-  if (!batch.failure) {
-    if (auto fits = check_payload("entity state", batch.state, limits.entity_state_bytes_max); !fits) return fits;
-  }
   for (const auto& result : batch.results) {
     if (const auto* value = std::get_if<payload>(&result)) {
       if (auto fits = check_payload("entity operation result", *value, limits.activity_output_bytes_max); !fits) {
@@ -1023,9 +1020,17 @@ expected<transition> apply_entity_completion(orchestration_state& state, const o
     return invalid(fmt::format("'{}' is an entity: its work item needs an entity batch result",
                                state.record.instance_id));
   }
-  const auto& batch = *completion.entity;
   const auto given = std::min(state.in_flight->new_event_count, state.inbox.size());
-  if (auto valid = validate_entity_batch(state, batch, given, limits); !valid) return valid.error();
+  if (auto valid = validate_entity_batch(state, *completion.entity, given, limits); !valid) return valid.error();
+  // A state over the limit fails the whole batch: the state stays as it was, the
+  // callers learn why, and nothing else of the batch applies.
+  entity_batch_result refused;
+  if (!completion.entity->failure) {
+    if (auto fits = check_payload("entity state", completion.entity->state, limits.entity_state_bytes_max); !fits) {
+      refused.failure = failure_details{"EntityStateTooLarge", fits.error().message, {}, {}, true};
+    }
+  }
+  const auto& batch = refused.failure ? refused : *completion.entity;
 
   transition result;
   auto& record = state.record;

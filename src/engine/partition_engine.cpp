@@ -216,6 +216,16 @@ expected<std::uint64_t> partition_engine::suspend(const std::string& instance_id
       store::logged::suspended{instance_id, reason});
 }
 
+expected<std::uint64_t> partition_engine::deliver(const core::instance_message& message, std::int64_t now_ns) {
+  auto slot = slot_of(message.target_instance_id);
+  if (!slot) return slot.error();
+  auto applied = core::apply_message((*slot)->state, message, now_ns, options_.limits);
+  if (!applied) return applied.error();
+  log(now_ns, store::logged::delivered{message});
+  record(message.target_instance_id, **slot, std::move(*applied), now_ns, 0);
+  return next_batch_;
+}
+
 expected<std::uint64_t> partition_engine::rewind(const std::string& instance_id,
                                                  const core::payload& reason, std::int64_t now_ns) {
   return change_existing(
@@ -378,6 +388,7 @@ expected<void> partition_engine::replay(const store::partition_event& event) {
           },
           [&](const store::logged::suspended& e) { return done(suspend(e.instance_id, e.reason, now)); },
           [&](const store::logged::rewound& e) { return done(rewind(e.instance_id, e.reason, now)); },
+          [&](const store::logged::delivered& e) { return done(deliver(e.message, now)); },
           [&](const store::logged::resumed& e) { return done(resume(e.instance_id, e.reason, now)); },
           [&](const store::logged::purged& e) { return done(purge(e.instance_id, now)); },
           [&](const store::logged::opaque&) -> expected<void> { return {}; },

@@ -92,6 +92,8 @@ class partition_engine {
                                       const core::payload& input, std::int64_t now_ns);
   expected<std::uint64_t> terminate(const std::string& instance_id,
                                     const core::terminate_request& request, std::int64_t now_ns);
+  /// A message from a client straight to an instance (entity signals, lock releases).
+  expected<std::uint64_t> deliver(const core::instance_message& message, std::int64_t now_ns);
   /// Rewinds a failed orchestration (see core::apply_rewind).
   expected<std::uint64_t> rewind(const std::string& instance_id, const core::payload& reason,
                                  std::int64_t now_ns);

@@ -12,6 +12,8 @@
 #include <random>
 #include <unordered_map>
 
+#include "core/ids.hpp"
+#include "core/orchestration.hpp"
 #include "core/overloaded.hpp"
 #include "durabletask.grpc.pb.h"
 #include "grpc/proto_convert.hpp"
@@ -43,6 +45,11 @@ std::string task_hub_of(const CallbackServerContext* context) {
   auto found = metadata.find("taskhub");
   if (found == metadata.end() || found->second.empty()) return "default";
   return {found->second.data(), found->second.size()};
+}
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 std::string random_hex_id() {
@@ -109,8 +116,20 @@ actors::callback<void> answer_empty(const unary_call::handle& call) {
 // ------------------------------------------------------------------ work streams
 
 /// A work item handed to a gRPC worker and not yet completed or abandoned.
+/// The letter a completion token carries for its kind of work item.
+enum class token_kind : char { orchestrator = 'o', activity = 'a', entity = 'e' };
+
+const char* describe(token_kind kind) {
+  switch (kind) {
+    case token_kind::orchestrator: return "orchestrator";
+    case token_kind::activity: return "activity";
+    case token_kind::entity: return "entity";
+  }
+  return "work item";
+}
+
 struct outstanding {
-  bool orchestrator = true;
+  token_kind kind = token_kind::orchestrator;
   std::uint64_t token = 0;
   std::string instance_id;
   core::activity_request activity;  ///< For activities: what to give back on abandon.
@@ -135,14 +154,19 @@ class stream_sink final : public actors::work_sink {
       std::string token;
       std::visit(overloaded{
                      [&](const core::orchestrator_work_item& orchestration) {
-                       token = fmt::format("{}.o{}", stream_, orchestration.completion_token);
-                       write(message.mutable_orchestrator_request(), orchestration);
-                       held_[token] = outstanding{true, orchestration.completion_token, orchestration.instance_id, {}};
+                       const auto kind = orchestration.entity ? token_kind::entity : token_kind::orchestrator;
+                       token = fmt::format("{}.{}{}", stream_, static_cast<char>(kind), orchestration.completion_token);
+                       if (orchestration.entity) {
+                         write(message.mutable_entity_request_v2(), orchestration);
+                       } else {
+                         write(message.mutable_orchestrator_request(), orchestration);
+                       }
+                       held_[token] = outstanding{kind, orchestration.completion_token, orchestration.instance_id, {}};
                      },
                      [&](const engine::activity_work_item& activity) {
                        token = fmt::format("{}.a{}", stream_, activity.completion_token);
                        write(message.mutable_activity_request(), activity.request);
-                       held_[token] = outstanding{false, activity.completion_token, activity.request.instance_id,
+                       held_[token] = outstanding{token_kind::activity, activity.completion_token, activity.request.instance_id,
                                                   activity.request};
                      },
                  },
@@ -555,7 +579,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
                                                CompleteTaskResponse*) override {
     auto* call = new unary_call();
     auto handle = call->shared();
-    auto held = take(response->completion_token(), true);
+    auto held = take(response->completion_token(), token_kind::orchestrator);
     if (!held) {
       unary_call::finish(handle, to_status(held.error()));
       return call;
@@ -585,7 +609,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
                                            CompleteTaskResponse*) override {
     auto* call = new unary_call();
     auto handle = call->shared();
-    auto held = take(response->completion_token(), false);
+    auto held = take(response->completion_token(), token_kind::activity);
     if (!held) {
       unary_call::finish(handle, to_status(held.error()));
       return call;
@@ -618,7 +642,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
                                                       const AbandonOrchestrationTaskRequest* request,
                                                       AbandonOrchestrationTaskResponse*) override {
     auto* reactor = context->DefaultReactor();
-    auto held = take(request->completion_token(), true);
+    auto held = take(request->completion_token(), token_kind::orchestrator);
     if (!held) {
       reactor->Finish(to_status(held.error()));
       return reactor;
@@ -632,7 +656,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
                                                   const AbandonActivityTaskRequest* request,
                                                   AbandonActivityTaskResponse*) override {
     auto* reactor = context->DefaultReactor();
-    auto held = take(request->completion_token(), false);
+    auto held = take(request->completion_token(), token_kind::activity);
     if (!held) {
       reactor->Finish(to_status(held.error()));
       return reactor;
@@ -642,30 +666,119 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     return reactor;
   }
 
-  ServerUnaryReactor* AbandonTaskEntityWorkItem(CallbackServerContext* context, const AbandonEntityTaskRequest*,
+  ServerUnaryReactor* AbandonTaskEntityWorkItem(CallbackServerContext* context, const AbandonEntityTaskRequest* request,
                                                 AbandonEntityTaskResponse*) override {
-    return unimplemented(context, "entities");
+    auto* reactor = context->DefaultReactor();
+    auto held = take(request->completion_token(), token_kind::entity);
+    if (!held) {
+      reactor->Finish(to_status(held.error()));
+      return reactor;
+    }
+    scheduler_.abandon_orchestrator(held->first->session(), held->second.instance_id, held->second.token);
+    reactor->Finish(Status::OK);
+    return reactor;
   }
-  ServerUnaryReactor* CompleteEntityTask(CallbackServerContext* context, const EntityBatchResult*,
+
+  ServerUnaryReactor* CompleteEntityTask(CallbackServerContext*, const EntityBatchResult* result,
                                          CompleteTaskResponse*) override {
-    return unimplemented(context, "entities");
+    auto* call = new unary_call();
+    auto handle = call->shared();
+    auto held = take(result->completion_token(), token_kind::entity);
+    if (!held) {
+      unary_call::finish(handle, to_status(held.error()));
+      return call;
+    }
+    auto& [sink, item] = *held;
+    auto batch = read(*result);
+    if (!batch) {
+      sink->put_back(result->completion_token(), item);
+      unary_call::finish(handle, to_status(batch.error()));
+      return call;
+    }
+    core::orchestrator_completion completion;
+    completion.instance_id = item.instance_id;
+    completion.completion_token = item.token;
+    completion.entity = std::move(*batch);
+    scheduler_.complete_orchestrator(sink->session(), std::move(completion),
+                                     completion_answer(handle, sink, result->completion_token(), item));
+    return call;
   }
-  ServerUnaryReactor* SignalEntity(CallbackServerContext* context, const SignalEntityRequest*,
+
+  ServerUnaryReactor* SignalEntity(CallbackServerContext* context, const SignalEntityRequest* request,
                                    SignalEntityResponse*) override {
-    return unimplemented(context, "entities");
+    auto* call = new unary_call();
+    core::events::entity_operation_signaled signal;
+    signal.request_id = request->request_id().empty() ? random_hex_id() : request->request_id();
+    signal.operation = request->name();
+    signal.scheduled_time_ns = request->has_scheduled_time() ? to_ns(request->scheduled_time()) : 0;
+    signal.input = read_payload(request->input(), request->has_input());
+    signal.target_instance_id = request->instance_id();
+    if (!core::is_entity_id(request->instance_id()) || core::entity_name(request->instance_id()).empty()) {
+      unary_call::finish(call->shared(), Status(StatusCode::INVALID_ARGUMENT,
+                                                fmt::format("'{}' is not an entity id (@name@key)", request->instance_id())));
+      return call;
+    }
+    if (signal.operation.empty()) {
+      unary_call::finish(call->shared(), Status(StatusCode::INVALID_ARGUMENT, "a signal needs an operation name"));
+      return call;
+    }
+    core::instance_message message{request->instance_id(), {},
+                                   core::history_event{-1, now_ns(), std::move(signal)}};
+    scheduler_.deliver(task_hub_of(context), std::move(message), answer_empty(call->shared()));
+    return call;
   }
-  ServerUnaryReactor* GetEntity(CallbackServerContext* context, const GetEntityRequest*,
-                                GetEntityResponse*) override {
-    return unimplemented(context, "entities");
+
+  ServerUnaryReactor* GetEntity(CallbackServerContext* context, const GetEntityRequest* request,
+                                GetEntityResponse* response) override {
+    auto* call = new unary_call();
+    const bool with_state = request->include_state();
+    if (!core::is_entity_id(request->instance_id())) {
+      unary_call::finish(call->shared(), Status(StatusCode::INVALID_ARGUMENT,
+                                                fmt::format("'{}' is not an entity id (@name@key)", request->instance_id())));
+      return call;
+    }
+    scheduler_.get(task_hub_of(context), request->instance_id(), false,
+                   answer_with<std::optional<actors::instance_view>>(
+                       call->shared(), [response, with_state](const std::optional<actors::instance_view>& view) {
+                         // An entity exists while it has state (as in DTS).
+                         const bool exists = view && view->record.entity_state.has_value();
+                         response->set_exists(exists);
+                         if (exists) write(response->mutable_entity(), view->record, with_state);
+                       }));
+    return call;
   }
-  ServerUnaryReactor* QueryEntities(CallbackServerContext* context, const QueryEntitiesRequest*,
-                                    QueryEntitiesResponse*) override {
-    return unimplemented(context, "entities");
+
+  ServerUnaryReactor* QueryEntities(CallbackServerContext* context, const QueryEntitiesRequest* request,
+                                    QueryEntitiesResponse* response) override {
+    auto* call = new unary_call();
+    const auto& q = request->query();
+    store::instance_query query;
+    query.entities = true;
+    if (q.has_instance_id_starts_with()) query.instance_id_prefix = q.instance_id_starts_with().value();
+    if (q.has_continuation_token()) query.continuation_token = q.continuation_token().value();
+    query.page_size = page_size(q.has_page_size() ? q.page_size().value() : 0);
+    query.fetch_payloads = true;  // The state tells a transient entity; write() drops it unless asked.
+    const auto from = q.has_last_modified_from() ? to_ns(q.last_modified_from()) : INT64_MIN;
+    const auto to = q.has_last_modified_to() ? to_ns(q.last_modified_to()) : INT64_MAX;
+    const bool with_state = q.include_state();
+    const bool transient = q.include_transient();
+    scheduler_.query(task_hub_of(context), std::move(query),
+                     answer_with<store::query_page>(call->shared(), [=](const store::query_page& page) {
+                       for (const auto& record : page.instances) {
+                         if (record.last_updated_at_ns < from || record.last_updated_at_ns > to) continue;
+                         // Without state an entity is transient (it may only hold a lock or a queue).
+                         if (!record.entity_state && !transient) continue;
+                         write(response->add_entities(), record, with_state);
+                       }
+                       if (!page.continuation_token.empty()) {
+                         response->mutable_continuation_token()->set_value(page.continuation_token);
+                       }
+                     }));
+    return call;
   }
-  ServerUnaryReactor* CleanEntityStorage(CallbackServerContext* context, const CleanEntityStorageRequest*,
-                                         CleanEntityStorageResponse*) override {
-    return unimplemented(context, "entities");
-  }
+
+  ServerUnaryReactor* CleanEntityStorage(CallbackServerContext* context, const CleanEntityStorageRequest* request,
+                                         CleanEntityStorageResponse* response) override;
 
   grpc::ServerWriteReactor<HistoryChunk>* StreamInstanceHistory(CallbackServerContext* context,
                                                                 const StreamInstanceHistoryRequest* request) override {
@@ -795,15 +908,15 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
   }
 
   /// The sink and the item a completion token names, taken from its stream.
-  expected<std::pair<std::shared_ptr<stream_sink>, outstanding>> take(const std::string& token, bool orchestrator) {
+  expected<std::pair<std::shared_ptr<stream_sink>, outstanding>> take(const std::string& token, token_kind kind) {
     const auto dot = token.find('.');
     std::uint64_t stream = 0;
     const bool well_formed = dot != std::string::npos && dot + 1 < token.size() &&
                              std::from_chars(token.data(), token.data() + dot, stream).ec == std::errc() &&
-                             token[dot + 1] == (orchestrator ? 'o' : 'a');
+                             token[dot + 1] == static_cast<char>(kind);
     if (!well_formed) {
       return error{errc::invalid_argument,
-                   fmt::format("'{}' is not a {} completion token", token, orchestrator ? "orchestrator" : "activity")};
+                   fmt::format("'{}' is not an {} completion token", token, describe(kind))};
     }
     std::shared_ptr<stream_sink> sink;
     {
@@ -869,6 +982,82 @@ void work_stream::OnDone() {
   service_.forget_stream(id_);
   if (session_ != 0) service_.scheduler_.close_session(session_);
   delete this;
+}
+
+grpc::ServerUnaryReactor* grpc_service::CleanEntityStorage(CallbackServerContext* context,
+                                                          const CleanEntityStorageRequest* request,
+                                                          CleanEntityStorageResponse* response) {
+  auto* call = new unary_call();
+  auto handle = call->shared();
+  const auto hub = task_hub_of(context);
+  const bool remove_empty = request->remove_empty_entities();
+  const bool release_orphans = request->release_orphaned_locks();
+  store::instance_query query;
+  query.entities = true;
+  query.page_size = 100;
+  query.fetch_payloads = true;
+  if (request->has_continuation_token()) query.continuation_token = request->continuation_token().value();
+  // One page per call; the answer's token continues (the SDK loops until it is empty).
+  scheduler_.query(hub, std::move(query), [this, handle, hub, remove_empty, release_orphans,
+                                           response](expected<store::query_page> page) {
+    if (!page) return unary_call::finish(handle, to_status(page.error()));
+    struct tally {
+      std::mutex mutex;
+      std::size_t left = 1;  // One for this loop; released at its end.
+      std::int32_t removed = 0;
+      std::int32_t released = 0;
+      std::string token;
+    };
+    auto counts = std::make_shared<tally>();
+    counts->token = page->continuation_token;
+    auto settle = [handle, response, counts] {
+      std::lock_guard lock(counts->mutex);
+      if (--counts->left != 0) return;
+      unary_call::finish(handle, Status::OK, [&] {
+        response->set_empty_entities_removed(counts->removed);
+        response->set_orphaned_locks_released(counts->released);
+        if (!counts->token.empty()) response->mutable_continuation_token()->set_value(counts->token);
+      });
+    };
+    auto more = [counts] {
+      std::lock_guard lock(counts->mutex);
+      ++counts->left;
+    };
+    for (const auto& record : page->instances) {
+      const auto id = record.instance_id;
+      if (remove_empty && !record.entity_state && record.entity_locked_by.empty() && record.entity_deferred.empty()) {
+        more();
+        scheduler_.purge(hub, id, false, [counts, settle](expected<std::size_t> purged) {
+          if (purged && *purged > 0) {
+            std::lock_guard lock(counts->mutex);
+            counts->removed += 1;
+          }
+          settle();
+        });
+      }
+      if (release_orphans && !record.entity_locked_by.empty()) {
+        more();
+        const auto holder = record.entity_locked_by;
+        const auto lock_id = record.entity_lock_id;
+        scheduler_.get(hub, holder, false, [this, hub, id, holder, lock_id, counts, settle](
+                                               expected<std::optional<actors::instance_view>> found) {
+          const bool orphaned = found && (!*found || core::is_terminal((*found)->record.status));
+          if (!orphaned) return settle();
+          core::instance_message unlock{id, {},
+                                        core::history_event{-1, now_ns(), core::events::entity_unlock_sent{lock_id, holder, id}}};
+          scheduler_.deliver(hub, std::move(unlock), [counts, settle](expected<void> done) {
+            if (done) {
+              std::lock_guard lock(counts->mutex);
+              counts->released += 1;
+            }
+            settle();
+          });
+        });
+      }
+    }
+    settle();
+  });
+  return call;
 }
 
 grpc::ServerUnaryReactor* grpc_service::SkipGracefulOrchestrationTerminations(

@@ -524,6 +524,60 @@ void write(OrchestratorRequest* out, const core::orchestrator_work_item& item) {
   for (const auto& event : item.new_events) write(out->add_new_events(), event);
 }
 
+void write(EntityRequest* out, const core::orchestrator_work_item& item) {
+  out->set_instance_id(item.instance_id);
+  out->set_execution_id(item.execution_id);
+  DTSD_SET_PAYLOAD(out, entity_state, item.entity_state);
+  for (const auto& event : item.new_events) write(out->add_operation_requests(), event);
+}
+
+expected<core::entity_batch_result> read(const EntityBatchResult& result) {
+  core::entity_batch_result out;
+  for (const auto& each : result.results()) {
+    switch (each.result_type_case()) {
+      case OperationResult::kSuccess:
+        out.results.emplace_back(DTSD_PAYLOAD(each.success(), result));
+        break;
+      case OperationResult::kFailure:
+        out.results.emplace_back(read(each.failure().failure_details()));
+        break;
+      case OperationResult::RESULT_TYPE_NOT_SET:
+        return invalid(fmt::format("entity operation result {} is neither a success nor a failure",
+                                   out.results.size()));
+    }
+  }
+  for (const auto& action : result.actions()) {
+    switch (action.operation_action_type_case()) {
+      case OperationAction::kSendSignal: {
+        const auto& a = action.send_signal();
+        out.actions.emplace_back(core::entity_actions::signal{
+            a.instance_id(), a.name(), DTSD_PAYLOAD(a, input), a.has_scheduled_time() ? to_ns(a.scheduled_time()) : 0});
+        break;
+      }
+      case OperationAction::kStartNewOrchestration: {
+        const auto& a = action.start_new_orchestration();
+        out.actions.emplace_back(core::entity_actions::start_orchestration{
+            a.instance_id(), a.name(), DTSD_PAYLOAD(a, version), DTSD_PAYLOAD(a, input),
+            a.has_scheduled_time() ? to_ns(a.scheduled_time()) : 0});
+        break;
+      }
+      case OperationAction::OPERATION_ACTION_TYPE_NOT_SET:
+        return invalid(fmt::format("entity action {} has no action type", action.id()));
+    }
+  }
+  out.state = DTSD_PAYLOAD(result, entity_state);
+  if (result.has_failure_details()) out.failure = read(result.failure_details());
+  return out;
+}
+
+void write(EntityMetadata* out, const core::instance_record& record, bool with_state) {
+  out->set_instance_id(record.instance_id);
+  set_time(out->mutable_last_modified_time(), record.last_updated_at_ns);
+  out->set_backlog_queue_size(static_cast<std::int32_t>(record.entity_deferred.size()));
+  if (!record.entity_locked_by.empty()) out->mutable_locked_by()->set_value(record.entity_locked_by);
+  if (with_state) DTSD_SET_PAYLOAD(out, serialized_state, record.entity_state);
+}
+
 void write(ActivityRequest* out, const core::activity_request& request) {
   out->set_name(request.name);
   DTSD_SET_PAYLOAD(out, version, request.version);

@@ -34,6 +34,11 @@ expected<core::orchestrator_action> read(const OrchestratorAction& action);
 expected<core::orchestrator_completion> read(const OrchestratorResponse& response);
 
 void write(OrchestratorRequest* out, const core::orchestrator_work_item& item);
+/// An entity batch (an orchestrator work item with `entity` set).
+void write(EntityRequest* out, const core::orchestrator_work_item& item);
+expected<core::entity_batch_result> read(const EntityBatchResult& result);
+/// An entity's record as the protocol's EntityMetadata.
+void write(EntityMetadata* out, const core::instance_record& record, bool with_state);
 void write(ActivityRequest* out, const core::activity_request& request);
 
 }  // namespace dtsd::grpc_api

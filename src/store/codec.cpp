@@ -859,6 +859,7 @@ void fill(s::PartitionEvent::Builder b, const partition_event& x) {
                    DTSD_PUT_PAYLOAD(g, Reason, e.reason);
                  },
                  [&](const logged::purged& e) { b.setPurged(text(e.instance_id)); },
+                 [&](const logged::delivered& e) { fill(b.initDelivered(), e.message); },
                  [&](const logged::rewound& e) {
                    auto g = b.initRewound();
                    g.setInstanceId(text(e.instance_id));
@@ -907,6 +908,7 @@ partition_event from(s::PartitionEvent::Reader r) {
       break;
     }
     case W::PURGED: x.body = logged::purged{str(r.getPurged())}; break;
+    case W::DELIVERED: x.body = logged::delivered{from(r.getDelivered())}; break;
     case W::REWOUND: {
       auto g = r.getRewound();
       x.body = logged::rewound{str(g.getInstanceId()), DTSD_GET_PAYLOAD(g, Reason)};

@@ -74,6 +74,10 @@ struct resumed {
   core::payload reason;
   friend bool operator==(const resumed&, const resumed&) = default;
 };
+struct delivered {
+  core::instance_message message;
+  friend bool operator==(const delivered&, const delivered&) = default;
+};
 struct rewound {
   std::string instance_id;
   core::payload reason;
@@ -94,7 +98,8 @@ struct partition_event {
   std::int64_t timestamp_ns = 0;
   std::variant<core::start_request, logged::orchestrator_completed, core::activity_result,
                core::timer_entry, outbox_entry, logged::event_raised, logged::terminated,
-               logged::suspended, logged::resumed, logged::purged, logged::opaque, logged::rewound>
+               logged::suspended, logged::resumed, logged::purged, logged::opaque, logged::rewound,
+               logged::delivered>
       body;
   friend bool operator==(const partition_event&, const partition_event&) = default;
 };

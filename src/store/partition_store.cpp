@@ -200,6 +200,7 @@ expected<std::optional<query_position>> parse_token(std::string_view token) {
 }
 
 bool matches(const core::instance_record& record, const instance_query& query) {
+  if (core::is_entity_id(record.instance_id) != query.entities) return false;
   if (!record.name.starts_with(query.name_prefix)) return false;
   if (!record.instance_id.starts_with(query.instance_id_prefix)) return false;
   for (const auto& [key, value] : query.tags) {
@@ -290,6 +291,7 @@ query_page run_query(kv_reader& reader, const instance_query& query,
       record.input.reset();
       record.output.reset();
       record.custom_status.reset();
+      record.entity_state.reset();
     }
     page.instances.push_back(std::move(record));
     last = position;

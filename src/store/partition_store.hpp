@@ -90,6 +90,7 @@ struct instance_query {
   std::size_t page_size = 100;
   std::string continuation_token;  ///< From the previous page; empty for the first.
   bool fetch_payloads = true;      ///< False drops input, output and custom status.
+  bool entities = false;           ///< Entities (@name@key) instead of orchestrations.
   /// Bounds the work of one call: past this many index rows the page ends early
   /// (maybe empty) with a token to go on from.
   std::size_t scan_count_max = 10000;

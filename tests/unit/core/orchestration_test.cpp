@@ -619,3 +619,41 @@ TEST_CASE("orchestration: rewind drops the failures and the unfinished, and runs
   REQUIRE_FALSE(again);
   CHECK(again.error().code == errc::failed_precondition);
 }
+
+TEST_CASE("orchestration: an entity grants its lock in order and holds other callers' operations meanwhile") {
+  const std::string id = "@counter@one";
+  std::optional<orchestration_state> entity;
+  auto send = [&](event_body body) {
+    auto applied = apply_entity_message(entity, instance_message{id, {}, history_event{-1, 1, std::move(body)}}, 1);
+    REQUIRE(applied);
+    return std::move(*applied);
+  };
+  send(events::entity_operation_signaled{"s1", "add", 0, "1", id});
+  REQUIRE(entity);
+  CHECK(entity->record.name == "counter");
+  CHECK(entity->inbox.size() == 1);
+
+  auto locked = send(events::entity_lock_requested{"cs-1", {id, "@counter@two"}, 0, "orch-1"});
+  CHECK(entity->record.entity_locked_by == "orch-1");
+  REQUIRE(locked.effects.messages.size() == 1);  // Passed on to the next entity of the set.
+  CHECK(locked.effects.messages[0].target_instance_id == "@counter@two");
+  CHECK(std::get<events::entity_lock_requested>(std::get<history_event>(locked.effects.messages[0].body).body).position == 1);
+
+  send(events::entity_operation_signaled{"s2", "add", 0, "2", id});                   // Waits.
+  send(events::entity_operation_called{"c1", "get", 0, std::nullopt, "orch-2", "x", id});  // Waits.
+  send(events::entity_operation_called{"c2", "get", 0, std::nullopt, "orch-1", "x", id});  // The holder: runs.
+  send(events::entity_lock_requested{"cs-2", {id}, 0, "orch-2"});                     // Waits.
+  CHECK(entity->inbox.size() == 2);
+  CHECK(entity->record.entity_deferred.size() == 3);
+  send(events::entity_unlock_sent{"cs-other", "orch-1", id});  // Not the held section: ignored.
+  CHECK(entity->record.entity_locked_by == "orch-1");
+
+  auto released = send(events::entity_unlock_sent{"cs-1", "orch-1", id});
+  // The waiting messages go through again in order: two operations run, then orch-2 locks.
+  CHECK(entity->inbox.size() == 4);
+  CHECK(entity->record.entity_locked_by == "orch-2");
+  CHECK(entity->record.entity_deferred.empty());
+  REQUIRE(released.effects.messages.size() == 1);
+  CHECK(released.effects.messages[0].target_instance_id == "orch-2");
+  CHECK(std::holds_alternative<events::entity_lock_granted>(std::get<history_event>(released.effects.messages[0].body).body));
+}

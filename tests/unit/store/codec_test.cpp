@@ -31,6 +31,10 @@ instance_record full_record() {
   r.parent = parent_instance{7, "Parent", std::nullopt, {"p", "pe"}};
   r.tags = {{"team", "payments"}, {"env", "dev"}};
   r.failure = nested_failure();
+  r.entity_state = "{\"count\":3}";
+  r.entity_locked_by = "holder";
+  r.entity_lock_id = "cs-1";
+  r.entity_deferred = {history_event{-1, 5, events::entity_operation_signaled{"r1", "add", 9, "1", "@counter@a"}}};
   return r;
 }
 
@@ -151,6 +155,18 @@ TEST_CASE("codec: a log record with every partition event kind and every action 
   record.events.push_back({17, logged::orchestrator_completed{{"order-1", 78, {}, std::nullopt}, "", 2, 12345}});
   record.events.push_back(
       {18, outbox_entry{8, 1, 4, {"child", "", history_event{-1, 18, events::execution_rewound{"why", "parent-ex"}}}}});
+  entity_batch_result batch;
+  batch.results = {payload("1"), payload(), nested_failure()};
+  batch.actions = {entity_actions::signal{"@other@k", "add", "2", 77},
+                   entity_actions::start_orchestration{"job-1", "Job", "v2", std::nullopt, 0}};
+  batch.state = "5";
+  orchestrator_completion entity_completion{"@counter@a", 79, {}, std::nullopt, batch};
+  record.events.push_back({19, logged::orchestrator_completed{entity_completion, "", 3, 0}});
+  entity_batch_result failed_batch;
+  failed_batch.failure = nested_failure();
+  record.events.push_back({20, logged::orchestrator_completed{{"@counter@b", 80, {}, std::nullopt, failed_batch}, "", 1, 0}});
+  record.events.push_back(
+      {21, logged::delivered{{"@counter@a", "", history_event{-1, 21, events::entity_unlock_sent{"cs", "p", "@counter@a"}}}}});
   auto decoded = decode_log_record(encode(record));
   REQUIRE(decoded);
   REQUIRE(decoded->events.size() == record.events.size());

@@ -168,6 +168,47 @@ describe("protocol misuse", () => {
     assert.equal((await client.getOrchestrationState(id)).name, "RawOrchestration");
   });
 
+  test("a cancelled wait ends on the server, which keeps serving", async () => {
+    const id = await client.scheduleNewOrchestration("RawOrchestration", 4);  // No worker: never finishes.
+    const request = new pb.GetInstanceRequest();
+    request.setInstanceid(id);
+    const outcome = new Promise((resolve) => {
+      const call = stub.waitForInstanceCompletion(request, new Metadata(), (error) => resolve(error));
+      setTimeout(() => call.cancel(), 300);
+    });
+    const error = await outcome;
+    assert.equal(error.code, 1 /* CANCELLED */);
+    await unary(stub, "hello", new Empty());
+    assert.equal((await client.getOrchestrationState(id)).runtimeStatus, OrchestrationStatus.PENDING);
+  });
+
+  test("task hubs: create and delete through the taskhub header", async () => {
+    const metadata = new Metadata();
+    metadata.set("taskhub", "extra");
+    await unary(stub, "createTaskHub", new pb.CreateTaskHubRequest(), metadata);
+    const start = new pb.CreateInstanceRequest();
+    start.setInstanceid("in-extra");
+    start.setName("RawOrchestration");
+    await unary(stub, "startInstance", start, metadata);
+    const get = new pb.GetInstanceRequest();
+    get.setInstanceid("in-extra");
+    assert.equal((await unary(stub, "getInstance", get, metadata)).getExists(), true);
+    assert.equal((await unary(stub, "getInstance", get)).getExists(), false, "hubs are separate");
+    await unary(stub, "deleteTaskHub", new pb.DeleteTaskHubRequest(), metadata);
+    await assert.rejects(unary(stub, "getInstance", get, metadata), (e) => e.code === Code.NOT_FOUND);
+  });
+
+  test("skip graceful terminations: running instances end at once, the rest are reported", async () => {
+    const running = await client.scheduleNewOrchestration("RawOrchestration", 5);
+    const batch = new pb.InstanceBatch();
+    batch.setInstanceidsList([running, "no-such-instance"]);
+    const request = new pb.SkipGracefulOrchestrationTerminationsRequest();
+    request.setInstancebatch(batch);
+    const response = await unary(stub, "skipGracefulOrchestrationTerminations", request);
+    assert.deepEqual(response.getUnterminatedinstanceidsList(), ["no-such-instance"]);
+    assert.equal((await client.getOrchestrationState(running)).runtimeStatus, OrchestrationStatus.TERMINATED);
+  });
+
   test("an unknown task hub is NOT_FOUND, naming the hub", async () => {
     const metadata = new Metadata();
     metadata.set("taskhub", "no-such-hub");

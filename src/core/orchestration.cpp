@@ -1,6 +1,7 @@
 #include "orchestration.hpp"
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include <fmt/format.h>
@@ -303,8 +304,30 @@ struct action_applier {
   void operator()(const actions::complete_orchestration&) {}  // Applied last, see below.
 };
 
+/// An execution that ends inside a critical section (it failed, or was terminated)
+/// releases the entity locks it still holds, as if it had left the section.
+void release_entity_locks(const orchestration_state& state, std::int64_t now_ns, effects& out) {
+  std::map<std::string, std::set<std::string>> open;  // Critical section -> entities not yet unlocked.
+  for (const auto& event : state.history) {
+    if (const auto* lock = std::get_if<events::entity_lock_requested>(&event.body)) {
+      open[lock->critical_section_id].insert(lock->lock_set.begin(), lock->lock_set.end());
+    } else if (const auto* unlock = std::get_if<events::entity_unlock_sent>(&event.body)) {
+      if (auto found = open.find(unlock->critical_section_id); found != open.end()) {
+        found->second.erase(unlock->target_instance_id);
+      }
+    }
+  }
+  for (const auto& [section, entities] : open) {
+    for (const auto& entity : entities) {
+      out.messages.push_back(instance_message{
+          entity, {}, make_event(-1, now_ns, events::entity_unlock_sent{section, state.record.instance_id, entity})});
+    }
+  }
+}
+
 void finish_execution(orchestration_state& state, transition& result, std::int32_t id,
                       const actions::complete_orchestration& a, std::int64_t now_ns) {
+  release_entity_locks(state, now_ns, result.effects);
   push_history(state, result.change,
                make_event(id, now_ns, events::execution_completed{a.status, a.result, a.failure}));
   state.record.status = a.status;
@@ -712,6 +735,7 @@ expected<transition> apply_terminate(orchestration_state& state, const terminate
   result.change.record_changed = true;
   state.in_flight.reset();
   clear_inbox(state, result.change);
+  release_entity_locks(state, now_ns, result.effects);
   notify_parent(state, now_ns, result.effects);
   return result;
 }

@@ -45,6 +45,12 @@ function register(w) {
       lock.release();
     }
   });
+  w.addNamedActivity("Boom", async () => { throw new Error("boom inside the critical section"); });
+  // Fails while it holds a lock, without leaving the critical section itself.
+  w.addNamedOrchestrator("FailWhileLocked", async function* (ctx, key) {
+    yield ctx.entities.lockEntities(new EntityInstanceId("counter", key));
+    yield ctx.callActivity("Boom");
+  });
   w.addNamedOrchestrator("Grow", async function* (ctx, { key, bytes }) {
     return yield ctx.entities.callEntity(new EntityInstanceId("counter", key), "grow", bytes);
   });
@@ -106,6 +112,19 @@ describe("entities through the official JS SDK", () => {
     assert.equal(a, 1000 + moved);
     const locked = await client.getEntity(new EntityInstanceId("counter", x), false);
     assert.equal(locked.lockedBy, undefined, "every lock was released");
+  });
+
+  test("an orchestration that fails inside a critical section releases its locks", async () => {
+    const key = `orphan-${run}`;
+    const id = new EntityInstanceId("counter", key);
+    const instance = await client.scheduleNewOrchestration("FailWhileLocked", key);
+    assert.equal((await client.waitForOrchestrationCompletion(instance, true, 30)).runtimeStatus, OrchestrationStatus.FAILED);
+    await client.signalEntity(id, "add", 2);
+    const entity = await eventually(async () => {
+      const e = await client.getEntity(id, true);
+      return e?.state === 2 ? e : undefined;
+    }, 20000, "the signal after the release");
+    assert.equal(entity.lockedBy, undefined);
   });
 
   test("a scheduled signal waits for its time", async () => {

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <charconv>
 #include <atomic>
 #include <filesystem>
 #include <mutex>
@@ -29,6 +30,16 @@ struct hub {
 engine::execution_id_source random_execution_ids() {
   auto generator = std::make_shared<std::mt19937_64>(std::random_device{}());
   return [generator] { return fmt::format("{:016x}{:016x}", (*generator)(), (*generator)()); };
+}
+
+/// The (created time, instance id) position a page token names, or nothing for
+/// "no more".
+std::optional<std::pair<std::int64_t, std::string>> token_position(const std::string& token) {
+  const auto dot = token.find('.');
+  if (token.empty() || dot == std::string::npos) return std::nullopt;
+  std::int64_t created = 0;
+  if (std::from_chars(token.data(), token.data() + dot, created).ec != std::errc()) return std::nullopt;
+  return std::make_pair(created, token.substr(dot + 1));
 }
 
 /// The partition count of a hub already on disk (its p<k> directories), or 0.
@@ -282,12 +293,15 @@ class actor_scheduler final : public scheduler {
     auto found = find(hub_name);
     if (!found) return done(found.error());
     // Every partition answers one page; the merged page keeps the global (created,
-    // id) order, and its token is the last item returned.
+    // id) order, and its token is the last item returned. A partition that has more
+    // has looked only up to its token: nothing past the lowest such token may be
+    // returned yet, or the next page (which starts after the last item) would skip
+    // that partition's rows in between.
     struct gather {
       std::mutex mutex;
       std::size_t left;
       std::vector<core::instance_record> records;
-      bool more = false;
+      std::optional<std::pair<std::int64_t, std::string>> horizon;
       std::optional<dtsd::error> failure;
     };
     auto state = std::make_shared<gather>();
@@ -302,7 +316,9 @@ class actor_scheduler final : public scheduler {
                        if (!page) {
                          state->failure = page.error();
                        } else {
-                         state->more = state->more || !page->continuation_token.empty();
+                         if (auto reached = token_position(page->continuation_token)) {
+                           if (!state->horizon || *reached < *state->horizon) state->horizon = std::move(*reached);
+                         }
                          std::move(page->instances.begin(), page->instances.end(), std::back_inserter(state->records));
                        }
                        if (--state->left != 0) return;
@@ -312,10 +328,19 @@ class actor_scheduler final : public scheduler {
                          return std::tie(a.created_at_ns, a.instance_id) < std::tie(b.created_at_ns, b.instance_id);
                        });
                        store::query_page merged;
-                       bool more = state->more || records.size() > page_size;
+                       const auto& horizon = state->horizon;
+                       if (horizon) {
+                         std::erase_if(records, [&](const core::instance_record& r) {
+                           return std::make_pair(r.created_at_ns, r.instance_id) > *horizon;
+                         });
+                       }
+                       bool more = horizon.has_value() || records.size() > page_size;
                        if (records.size() > page_size) records.resize(page_size);
                        if (more && !records.empty()) {
                          merged.continuation_token = fmt::format("{}.{}", records.back().created_at_ns, records.back().instance_id);
+                       } else if (more) {
+                         // Every partition stopped at its scan budget before finding a match.
+                         merged.continuation_token = fmt::format("{}.{}", horizon->first, horizon->second);
                        }
                        merged.instances = std::move(records);
                        (*finish)(std::move(merged));

@@ -8,7 +8,10 @@
 #include <filesystem>
 #include <future>
 #include <mutex>
+#include <set>
 #include <thread>
+
+#include <fmt/format.h>
 
 #include "actors/scheduler.hpp"
 #include "../unit/engine/sim_world.hpp"
@@ -174,4 +177,34 @@ TEST_CASE("scheduler: a closed session's work goes to another session") {
   auto record = call<core::instance_record>([&](auto done) { scheduler->wait("default", "hello-1", true, done); });
   REQUIRE(record);
   CHECK(record->output == core::payload(sim::hello_output()));
+}
+
+TEST_CASE("scheduler: hub-level query pages return every match once, even when partitions stop at their scan budget") {
+  auto scheduler = make(store::durability::memory, "");
+  std::set<std::string> wanted;
+  for (int i = 0; i < 120; ++i) {
+    // Sparse matches: one instance in six has the name the query asks for.
+    const bool match = i % 6 == 0;
+    const auto id = fmt::format("q-{:03}", i);
+    REQUIRE(call<engine::started>([&](auto done) {
+      scheduler->start("default", request(id, match ? "Wanted" : "Other"), done);
+    }));
+    if (match) wanted.insert(id);
+  }
+  store::instance_query query;
+  query.name_prefix = "Wanted";
+  query.page_size = 3;
+  query.scan_count_max = 4;  // Every partition page stops early, most of them empty.
+  std::multiset<std::string> seen;
+  int pages = 0;
+  for (; pages < 500; ++pages) {
+    auto page = call<store::query_page>([&](auto done) { scheduler->query("default", query, done); });
+    REQUIRE_MESSAGE(page, (page ? "" : page.error().message));
+    CHECK(page->instances.size() <= 3);
+    for (const auto& record : page->instances) seen.insert(record.instance_id);
+    if (page->continuation_token.empty()) break;
+    query.continuation_token = page->continuation_token;
+  }
+  CHECK(pages < 500);
+  CHECK(seen == std::multiset<std::string>(wanted.begin(), wanted.end()));
 }

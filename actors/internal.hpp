@@ -43,9 +43,11 @@ class partition_context {
   virtual std::int64_t now_ns() const = 0;
   /// Runs `action` once batch `batch` is durable.
   virtual void after_commit(std::uint64_t batch, std::function<void()> action) = 0;
-  /// Answers `done` once the instance started (or ended) durably.
-  virtual void add_waiter(const std::string& instance_id, bool until_completed,
+  /// Answers `done` once the instance started (or ended) durably; `handle` names
+  /// the wait for remove_waiter.
+  virtual void add_waiter(const std::string& instance_id, bool until_completed, std::uint64_t handle,
                           callback<core::instance_record> done) = 0;
+  virtual void remove_waiter(const std::string& instance_id, std::uint64_t handle) = 0;
 };
 
 /// The kinds of work, each with its own slots in a session.

@@ -78,6 +78,7 @@ class batch_writer {
 
 struct waiter {
   bool until_completed;
+  std::uint64_t handle;
   callback<core::instance_record> done;
 };
 
@@ -114,7 +115,7 @@ class partition_state : public partition_context {
     }
   }
 
-  void add_waiter(const std::string& instance_id, bool until_completed,
+  void add_waiter(const std::string& instance_id, bool until_completed, std::uint64_t handle,
                   callback<core::instance_record> done) override {
     // Only durable state answers a waiter: the store, not the engine's memory.
     auto durable = engine_->store().get_instance(instance_id);
@@ -125,7 +126,14 @@ class partition_state : public partition_context {
     if (!*durable && !*live) {
       return done(error{errc::not_found, fmt::format("no instance with id '{}'", instance_id)});
     }
-    waiters[instance_id].push_back({until_completed, std::move(done)});
+    waiters[instance_id].push_back({until_completed, handle, std::move(done)});
+  }
+
+  void remove_waiter(const std::string& instance_id, std::uint64_t handle) override {
+    auto found = waiters.find(instance_id);
+    if (found == waiters.end()) return;
+    std::erase_if(found->second, [handle](const waiter& w) { return w.handle == handle; });
+    if (found->second.empty()) waiters.erase(found);
   }
 
   void notify_waiters(const engine::released& released) {

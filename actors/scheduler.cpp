@@ -152,11 +152,18 @@ class actor_scheduler final : public scheduler {
     });
   }
 
-  void wait(const std::string& hub_name, const std::string& id, bool until_completed,
-            callback<core::instance_record> done) override {
-    on_partition(hub_name, id, done, [id, until_completed, done = shared(done)](partition_context& ctx) {
-      ctx.add_waiter(id, until_completed, *done);
+  std::uint64_t wait(const std::string& hub_name, const std::string& id, bool until_completed,
+                     callback<core::instance_record> done) override {
+    const auto handle = next_wait_++;
+    on_partition(hub_name, id, done, [id, until_completed, handle, done = shared(done)](partition_context& ctx) {
+      ctx.add_waiter(id, until_completed, handle, *done);
     });
+    return handle;
+  }
+
+  void cancel_wait(const std::string& hub_name, const std::string& id, std::uint64_t handle) override {
+    callback<void> ignore = [](expected<void>) {};
+    on_partition(hub_name, id, ignore, [id, handle](partition_context& ctx) { ctx.remove_waiter(id, handle); });
   }
 
   void raise_event(const std::string& hub_name, const std::string& id, const std::string& name, core::payload input,
@@ -507,6 +514,7 @@ class actor_scheduler final : public scheduler {
   std::map<std::string, hub> hubs_;
   std::map<std::uint64_t, std::string> sessions_;
   std::atomic<std::uint64_t> next_session_{1};
+  std::atomic<std::uint64_t> next_wait_{1};
 };
 
 }  // namespace

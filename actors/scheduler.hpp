@@ -70,9 +70,13 @@ class scheduler {
   virtual void get(const std::string& hub, const std::string& instance_id, bool with_history,
                    callback<std::optional<instance_view>> done) = 0;
   /// Answers once the instance started (or, with `until_completed`, reached a
-  /// terminal status) and that state is durable. No time limit.
-  virtual void wait(const std::string& hub, const std::string& instance_id, bool until_completed,
-                    callback<core::instance_record> done) = 0;
+  /// terminal status) and that state is durable. No time limit. Returns a handle
+  /// for cancel_wait.
+  virtual std::uint64_t wait(const std::string& hub, const std::string& instance_id, bool until_completed,
+                             callback<core::instance_record> done) = 0;
+  /// The caller gave up (its client went away): the wait is forgotten and its
+  /// callback never runs. A wait already answered is not affected.
+  virtual void cancel_wait(const std::string& hub, const std::string& instance_id, std::uint64_t handle) = 0;
   virtual void raise_event(const std::string& hub, const std::string& instance_id,
                            const std::string& name, core::payload input, callback<void> done) = 0;
   virtual void terminate(const std::string& hub, const std::string& instance_id,

@@ -91,11 +91,17 @@ class unary_call final : public ServerUnaryReactor {
     finish(call, status, [] {});
   }
 
-  void OnCancel() override { finish(state_, Status(StatusCode::CANCELLED, "the client cancelled the call")); }
+  void OnCancel() override {
+    if (on_cancel_) on_cancel_();
+    finish(state_, Status(StatusCode::CANCELLED, "the client cancelled the call"));
+  }
+  /// Runs when the client cancels (set before the call is returned to gRPC).
+  void on_cancel(std::function<void()> action) { on_cancel_ = std::move(action); }
   void OnDone() override { delete this; }
 
  private:
   handle state_;
+  std::function<void()> on_cancel_;
 };
 
 /// The callback for a scheduler call whose answer fills the response through `fill`.
@@ -869,11 +875,16 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
                            GetInstanceResponse* response, bool until_completed) {
     auto* call = new unary_call();
     const bool payloads = request.get_inputs_and_outputs();
-    scheduler_.wait(task_hub_of(context), request.instance_id(), until_completed,
-                    answer_with<core::instance_record>(call->shared(), [response, payloads](const core::instance_record& r) {
-                      response->set_exists(true);
-                      write(response->mutable_orchestration_state(), r, payloads);
-                    }));
+    const auto hub = task_hub_of(context);
+    const auto id = request.instance_id();
+    const auto handle =
+        scheduler_.wait(hub, id, until_completed,
+                        answer_with<core::instance_record>(call->shared(), [response, payloads](const core::instance_record& r) {
+                          response->set_exists(true);
+                          write(response->mutable_orchestration_state(), r, payloads);
+                        }));
+    // The wait has no time limit: a client that gives up must not leave it registered.
+    call->on_cancel([this, hub, id, handle] { scheduler_.cancel_wait(hub, id, handle); });
     return call;
   }
 

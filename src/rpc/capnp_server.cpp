@@ -249,11 +249,15 @@ class scheduler_service final : public s::Scheduler::Server {
   kj::Promise<void> waitForInstance(WaitForInstanceContext context) override {
     auto params = context.getParams();
     auto pending = answer<core::instance_record>();
-    scheduler_.wait(text(params.getTaskHub()), text(params.getInstanceId()), params.getUntilCompleted(),
-                    pending.callback);
-    return pending.promise.then([context](expected<core::instance_record> result) mutable {
-      wire::write(context.getResults().initRecord(), value_or_fail(std::move(result)));
-    });
+    auto hub = text(params.getTaskHub());
+    auto id = text(params.getInstanceId());
+    const auto handle = scheduler_.wait(hub, id, params.getUntilCompleted(), pending.callback);
+    // A client that cancels the call (or goes away) drops this promise: forget the wait.
+    return pending.promise
+        .then([context](expected<core::instance_record> result) mutable {
+          wire::write(context.getResults().initRecord(), value_or_fail(std::move(result)));
+        })
+        .attach(kj::defer([this, hub, id, handle] { scheduler_.cancel_wait(hub, id, handle); }));
   }
 
   kj::Promise<void> raiseEvent(RaiseEventContext context) override {

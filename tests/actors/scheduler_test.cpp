@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <filesystem>
 #include <future>
@@ -207,4 +208,26 @@ TEST_CASE("scheduler: hub-level query pages return every match once, even when p
   }
   CHECK(pages < 500);
   CHECK(seen == std::multiset<std::string>(wanted.begin(), wanted.end()));
+}
+
+TEST_CASE("scheduler: a cancelled wait is forgotten; the others are answered") {
+  auto scheduler = make(store::durability::memory, "");
+  REQUIRE(call<engine::started>([&](auto done) { scheduler->start("default", request("hello-1", "HelloCities"), done); }));
+  std::atomic<bool> cancelled_answered{false};
+  const auto handle = scheduler->wait("default", "hello-1", true,
+                                      [&](expected<core::instance_record>) { cancelled_answered = true; });
+  scheduler->cancel_wait("default", "hello-1", handle);
+  // No worker yet: nothing finishes until one connects.
+  auto worker = std::make_shared<test_worker>(*scheduler);
+  auto record = call<core::instance_record>([&](auto done) {
+    scheduler->wait("default", "hello-1", true, done);
+    auto session = scheduler->open_session("default", {10, 10, 0}, worker);
+    REQUIRE(session);
+    worker->session = *session;
+  });
+  REQUIRE_MESSAGE(record, (record ? "" : record.error().message));
+  CHECK(record->status == core::runtime_status::completed);
+  scheduler->close_session(worker->session);
+  scheduler->drain();
+  CHECK_FALSE(cancelled_answered.load());
 }

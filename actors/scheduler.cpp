@@ -91,6 +91,7 @@ class actor_scheduler final : public scheduler {
       }
       auto made = store::partition_store::open(std::move(kv), identity);
       if (!made) return stop_failed(h, made.error());
+      (*made)->set_log_retention(config_.log_retention_records);
       auto engine = engine::partition_engine::open(std::move(*made), {config_.limits, 10000},
                                                    random_execution_ids(), wall_clock_ns());
       if (!engine) return stop_failed(h, engine.error());

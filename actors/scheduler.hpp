@@ -55,6 +55,8 @@ struct scheduler_config {
   core::payload_limits limits;
   std::int64_t lease_ms = 5 * 60 * 1000;
   std::int64_t keep_alive_ms = 30 * 1000;
+  /// Log records each partition keeps (0: all); see partition_store::set_log_retention.
+  std::uint64_t log_retention_records = 10000;
 };
 
 class scheduler {

@@ -526,6 +526,7 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
     }
   }
   const auto segment = next_segment_sequence_;
+  std::optional<std::uint64_t> trimmed_to;
   commit_info info;
   std::string log_bytes;
   if (!batch.events.empty()) {
@@ -534,7 +535,16 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
   }
   try {
     auto written = engine_->write([&](kv_writer& writer) {
-      if (info.log_sequence != 0) writer.put(table::log, keys::u64(info.log_sequence), log_bytes);
+      if (info.log_sequence != 0) {
+        writer.put(table::log, keys::u64(info.log_sequence), log_bytes);
+        if (log_retention_ != 0 && info.log_sequence > log_retention_) {
+          const auto floor = info.log_sequence - log_retention_ + 1;
+          if (floor > log_trimmed_below_) {
+            writer.erase_range(table::log, keys::u64(log_trimmed_below_), keys::u64(floor));
+            trimmed_to = floor;
+          }
+        }
+      }
       for (const auto& change : batch.instances) write_instance(writer, change, segment);
       for (const auto& activity : batch.activities_added) {
         writer.put(table::activities,
@@ -571,6 +581,7 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
     return failed.failure;
   }
   if (info.log_sequence != 0) ++next_log_sequence_;
+  if (trimmed_to) log_trimmed_below_ = *trimmed_to;
   ++next_segment_sequence_;
   return info;
 }

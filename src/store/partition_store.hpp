@@ -124,6 +124,12 @@ class partition_store {
 
   const partition_identity& identity() const { return identity_; }
 
+  /// The log keeps the newest `records` records; each commit drops what falls out
+  /// of that window (the first one after opening drops the whole backlog). The
+  /// materialized tables are the state; the log is for replay and inspection.
+  /// 0 keeps everything.
+  void set_log_retention(std::uint64_t records) { log_retention_ = records; }
+
   expected<commit_info> commit(const write_batch& batch, std::int64_t now_ns);
 
   expected<std::optional<core::instance_record>> get_instance(std::string_view instance_id);
@@ -151,6 +157,8 @@ class partition_store {
   partition_identity identity_;
   std::uint64_t next_log_sequence_ = 1;
   std::uint64_t next_segment_sequence_ = 1;
+  std::uint64_t log_retention_ = 0;
+  std::uint64_t log_trimmed_below_ = 0;  ///< Every record below this sequence is gone.
 };
 
 }  // namespace dtsd::store

@@ -431,6 +431,31 @@ TEST_CASE_TEMPLATE("store conformance: the log holds every logged batch in order
   CHECK(f.store->check_consistency());
 }
 
+TEST_CASE_TEMPLATE("store conformance: the log keeps only its retention window; the backlog goes at the first commit", F, STORES) {
+  F f;
+  auto commit_logged = [&](int i) {
+    write_batch batch;
+    batch.events.push_back({i, logged::opaque{"batch " + std::to_string(i)}});
+    REQUIRE(f.store->commit(batch, 1000 + i));
+  };
+  for (int i = 1; i <= 20; ++i) commit_logged(i);  // No retention yet: all 20 stay.
+  REQUIRE(f.store->read_log(0, 100)->size() == 20);
+  f.reopen();
+  f.store->set_log_retention(5);
+  commit_logged(21);
+  auto log = f.store->read_log(0, 100);
+  REQUIRE(log);
+  REQUIRE(log->size() == 5);
+  CHECK(log->front().sequence == 17);
+  CHECK(log->back().sequence == 21);
+  for (int i = 22; i <= 30; ++i) commit_logged(i);
+  log = f.store->read_log(0, 100);
+  REQUIRE(log->size() == 5);
+  CHECK(log->front().sequence == 26);
+  CHECK(std::get<logged::opaque>(log->back().events[0].body).data == "batch 30");
+  CHECK(f.store->check_consistency());
+}
+
 TEST_CASE_TEMPLATE("store conformance: the consistency check finds damaged indexes and orphan rows", F, STORES) {
   F f;
   driver d{*f.store};

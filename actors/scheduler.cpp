@@ -140,16 +140,20 @@ class actor_scheduler final : public scheduler {
 
   void get(const std::string& hub_name, const std::string& id, bool with_history,
            callback<std::optional<instance_view>> done) override {
+    // Durable state only, record and history from one read of the store: the
+    // engine's memory may hold a batch that is not committed yet, which a crash
+    // would undo (and whose history rows are not on disk).
     on_partition(hub_name, id, done, [id, with_history, done = shared(done)](partition_context& ctx) {
-      auto record = ctx.engine().get_instance(id);
-      if (!record) return (*done)(record.error());
-      if (!*record) return (*done)(std::optional<instance_view>());
-      instance_view view{**record, {}};
-      if (with_history) {
-        auto history = ctx.engine().store().history(id);
-        if (history) view.history = std::move(*history);
+      if (!with_history) {
+        auto record = ctx.engine().store().get_instance(id);
+        if (!record) return (*done)(record.error());
+        if (!*record) return (*done)(std::optional<instance_view>());
+        return (*done)(std::optional<instance_view>(instance_view{std::move(**record), {}}));
       }
-      (*done)(std::optional<instance_view>(std::move(view)));
+      auto state = ctx.engine().store().load_instance(id);
+      if (!state) return (*done)(state.error());
+      if (!*state) return (*done)(std::optional<instance_view>());
+      (*done)(std::optional<instance_view>(instance_view{std::move((*state)->record), std::move((*state)->history)}));
     });
   }
 
@@ -191,6 +195,70 @@ class actor_scheduler final : public scheduler {
     auto id = message.target_instance_id;
     mutate(hub_name, id, std::move(done), [message = std::move(message)](partition_context& ctx) {
       return ctx.engine().deliver(message, ctx.now_ns());
+    });
+  }
+
+  void clean_entity_storage(const std::string& hub_name, entity_clean_request request,
+                            callback<entity_clean_result> done) override {
+    store::instance_query query;
+    query.entities = true;
+    query.page_size = 100;
+    query.continuation_token = request.continuation_token;
+    // One page per call; its token continues (the SDKs loop until it is empty).
+    this->query(hub_name, std::move(query), [this, hub_name, request, done](expected<store::query_page> page) {
+      if (!page) return done(page.error());
+      struct tally {
+        std::mutex mutex;
+        std::size_t left = 1;  // One for this loop, released at its end.
+        entity_clean_result result;
+      };
+      auto counts = std::make_shared<tally>();
+      counts->result.continuation_token = page->continuation_token;
+      auto settle = [counts, done] {
+        std::unique_lock lock(counts->mutex);
+        if (--counts->left != 0) return;
+        auto result = counts->result;
+        lock.unlock();
+        done(std::move(result));
+      };
+      auto one_more = [counts] {
+        std::lock_guard lock(counts->mutex);
+        ++counts->left;
+      };
+      for (const auto& record : page->instances) {
+        const auto id = record.instance_id;
+        if (request.remove_empty && !record.entity_state && record.entity_locked_by.empty() &&
+            record.entity_deferred.empty()) {
+          one_more();
+          purge(hub_name, id, false, [counts, settle](expected<std::size_t> purged) {
+            if (purged && *purged > 0) {
+              std::lock_guard lock(counts->mutex);
+              counts->result.removed += 1;
+            }
+            settle();
+          });
+        }
+        if (request.release_orphaned_locks && !record.entity_locked_by.empty()) {
+          one_more();
+          const auto holder = record.entity_locked_by;
+          const auto lock_id = record.entity_lock_id;
+          get(hub_name, holder, false,
+              [this, hub_name, id, holder, lock_id, counts, settle](expected<std::optional<instance_view>> found) {
+                const bool orphaned = found && (!*found || core::is_terminal((*found)->record.status));
+                if (!orphaned) return settle();
+                core::instance_message unlock{
+                    id, {}, core::history_event{-1, wall_clock_ns(), core::events::entity_unlock_sent{lock_id, holder, id}}};
+                deliver(hub_name, std::move(unlock), [counts, settle](expected<void> released) {
+                  if (released) {
+                    std::lock_guard lock(counts->mutex);
+                    counts->result.released += 1;
+                  }
+                  settle();
+                });
+              });
+        }
+      }
+      settle();
     });
   }
 

@@ -48,6 +48,17 @@ class work_sink {
   virtual void keep_alive() = 0;
 };
 
+struct entity_clean_request {
+  bool remove_empty = false;            ///< Entities with no state, lock or waiting messages.
+  bool release_orphaned_locks = false;  ///< Locks whose orchestration has ended or is gone.
+  std::string continuation_token;
+};
+struct entity_clean_result {
+  std::size_t removed = 0;
+  std::size_t released = 0;
+  std::string continuation_token;  ///< Empty when every entity was looked at.
+};
+
 struct scheduler_config {
   std::string data_dir = "./dtsd-data";
   store::durability durability = store::durability::fsync;
@@ -90,6 +101,10 @@ class scheduler {
   /// Delivers a message from a client to its instance (entity operations signaled,
   /// lock releases); answers once it is durable.
   virtual void deliver(const std::string& hub, core::instance_message message, callback<void> done) = 0;
+  /// Looks at one page of entities: removes the empty ones and releases locks held
+  /// by orchestrations that ended; the answer's token goes on to the next page.
+  virtual void clean_entity_storage(const std::string& hub, entity_clean_request request,
+                                    callback<entity_clean_result> done) = 0;
   /// A failed orchestration resumes from its last good point (core::apply_rewind).
   virtual void rewind(const std::string& hub, const std::string& instance_id, core::payload reason,
                       callback<void> done) = 0;

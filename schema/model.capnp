@@ -330,6 +330,8 @@ struct OrchestratorWorkItem {
   pastEvents @2 :List(HistoryEvent);
   newEvents @3 :List(HistoryEvent);
   completionToken @4 :UInt64;
+  entity @5 :Bool;          # an entity batch: newEvents are its operations
+  entityState @6 :Text;     # its state (unset: none)
 }
 
 struct ActivityWorkItem {

@@ -19,6 +19,7 @@ struct InstanceQuery {
   pageSize @6 :UInt32;
   continuationToken @7 :Text;
   fetchPayloads @8 :Bool;
+  entities @9 :Bool;                # entities (@name@key) instead of orchestrations
 }
 
 struct WorkItem {
@@ -64,9 +65,14 @@ interface Scheduler {
   createTaskHub @10 (name :Text, partitionCount :UInt32) -> ();
   deleteTaskHub @11 (name :Text) -> ();
   openWorkerSession @12 (taskHub :Text, orchestratorConcurrency :UInt32,
-                         activityConcurrency :UInt32, sink :WorkSink)
+                         activityConcurrency :UInt32, sink :WorkSink, entityConcurrency :UInt32)
       -> (session :WorkerSession);
   # Purges every terminal instance the query's filters match (statuses, created
   # range, name and id prefixes, tags); paging fields are ignored.
   purgeWhere @13 (taskHub :Text, query :InstanceQuery, recursive :Bool) -> (purged :UInt64);
+  # Entities: read them with getInstance (the record has their state and lock) and
+  # query with `entities` set.
+  signalEntity @15 (taskHub :Text, instanceId :Text, operation :Text, input :Text, scheduledNs :Int64) -> ();
+  cleanEntityStorage @16 (taskHub :Text, continuationToken :Text, removeEmpty :Bool, releaseOrphanedLocks :Bool)
+      -> (continuationToken :Text, removed :UInt32, released :UInt32);
 }

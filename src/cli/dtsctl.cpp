@@ -10,6 +10,10 @@
 //   dtsctl ... instance restart ID [--new-id]
 //   dtsctl ... instance purge ID [--recursive]
 //   dtsctl ... instance purge-where [--status S]... [--name-prefix P] [--id-prefix P] [--recursive]
+//   dtsctl ... entity list [--id-prefix P] [--page-size N] [--all]
+//   dtsctl ... entity show @NAME@KEY
+//   dtsctl ... entity signal @NAME@KEY OPERATION [--input JSON]
+//   dtsctl ... entity clean [--keep-empty] [--keep-orphaned-locks]
 //
 // Exit codes: 0 done, 1 the server refused or is unreachable (the reason on
 // stderr), 2 the command line is wrong.
@@ -47,6 +51,21 @@ std::string time_text(std::int64_t ns) {
   return text;
 }
 
+json payload_json(const core::payload& p) {
+  if (!p) return nullptr;
+  auto parsed = json::parse(*p, nullptr, false);
+  return parsed.is_discarded() ? json(*p) : parsed;
+}
+
+json entity_json(const core::instance_record& r) {
+  json out = {{"entityId", r.instance_id},
+              {"lastModifiedAt", time_text(r.last_updated_at_ns)},
+              {"state", payload_json(r.entity_state)},
+              {"waitingMessages", r.entity_deferred.size()}};
+  out["lockedBy"] = r.entity_locked_by.empty() ? json(nullptr) : json(r.entity_locked_by);
+  return out;
+}
+
 json record_json(const core::instance_record& r) {
   json out = {{"instanceId", r.instance_id},
               {"executionId", r.execution_id},
@@ -55,14 +74,9 @@ json record_json(const core::instance_record& r) {
               {"createdAt", time_text(r.created_at_ns)},
               {"lastUpdatedAt", time_text(r.last_updated_at_ns)},
               {"completedAt", time_text(r.completed_at_ns)}};
-  auto payload = [](const core::payload& p) -> json {
-    if (!p) return nullptr;
-    auto parsed = json::parse(*p, nullptr, false);
-    return parsed.is_discarded() ? json(*p) : parsed;
-  };
-  out["input"] = payload(r.input);
-  out["output"] = payload(r.output);
-  out["customStatus"] = payload(r.custom_status);
+  out["input"] = payload_json(r.input);
+  out["output"] = payload_json(r.output);
+  out["customStatus"] = payload_json(r.custom_status);
   if (!r.tags.empty()) out["tags"] = r.tags;
   if (r.parent) out["parentInstanceId"] = r.parent->instance.instance_id;
   if (r.failure) out["failure"] = {{"type", r.failure->error_type}, {"message", r.failure->error_message}};
@@ -79,6 +93,16 @@ std::string event_kind(const core::history_event& event) {
                                 "EntityOperationCalled", "EntityOperationCompleted", "EntityOperationFailed",
                                 "EntityLockRequested", "EntityLockGranted", "EntityUnlockSent"};
   return names[event.body.index()];
+}
+
+void print_entity_table(const std::vector<core::instance_record>& records) {
+  std::printf("%-40s %-19s %-24s %s\n", "ENTITY", "MODIFIED (UTC)", "LOCKED BY", "STATE");
+  for (const auto& r : records) {
+    auto state = r.entity_state ? *r.entity_state : std::string("-");
+    if (state.size() > 60) state = state.substr(0, 57) + "...";
+    std::printf("%-40s %-19s %-24s %s\n", r.instance_id.c_str(), time_text(r.last_updated_at_ns).c_str(),
+                r.entity_locked_by.empty() ? "-" : r.entity_locked_by.c_str(), state.c_str());
+  }
 }
 
 void print_table(const std::vector<core::instance_record>& records) {
@@ -196,6 +220,22 @@ int main(int argc, char** argv) {
   purge_where->add_option("--name-prefix", name_prefix);
   purge_where->add_option("--id-prefix", id_prefix);
   purge_where->add_flag("--recursive", recurse, "Their finished sub-orchestrations too");
+  auto* entity = app.add_subcommand("entity", "Work with durable entities (@name@key)")->require_subcommand(1);
+  auto* entity_list = entity->add_subcommand("list", "List entities");
+  entity_list->add_option("--id-prefix", id_prefix, "e.g. @counter@");
+  entity_list->add_option("--page-size", page_size)->check(CLI::Range(1u, 1000u));
+  entity_list->add_flag("--all", all_pages, "Follow continuation tokens to the end");
+  auto* entity_show = entity->add_subcommand("show", "Show one entity and its state");
+  entity_show->add_option("id", id)->required();
+  std::string operation;
+  auto* entity_signal = entity->add_subcommand("signal", "Send an operation to an entity");
+  entity_signal->add_option("id", id)->required();
+  entity_signal->add_option("operation", operation)->required();
+  entity_signal->add_option("--input", input, "JSON input");
+  bool keep_empty = false, keep_locks = false;
+  auto* entity_clean = entity->add_subcommand("clean", "Remove empty entities and release orphaned locks");
+  entity_clean->add_flag("--keep-empty", keep_empty, "Do not remove entities without state");
+  entity_clean->add_flag("--keep-orphaned-locks", keep_locks, "Do not release locks of ended orchestrations");
   CLI11_PARSE(app, argc, argv);
 
   // Task hub commands work whatever hubs exist; instance commands need theirs.
@@ -225,26 +265,58 @@ int main(int argc, char** argv) {
   if (hub_create->parsed()) return done(client.create_task_hub(hub_name, hub_partitions), "created task hub " + hub_name);
   if (hub_delete->parsed()) return done(client.delete_task_hub(hub_name), "deleted task hub " + hub_name);
 
-  if (list->parsed()) {
-    auto options = filter_of(statuses, name_prefix, id_prefix);
-    if (!options) return 2;
-    options->page_size = page_size;
+  // One page, or with --all every page; then JSON or a table.
+  auto list_pages = [&](sdk::query_options options, const char* key, auto to_json, auto print) {
+    options.page_size = page_size;
     std::vector<core::instance_record> records;
     std::string token;
     do {
-      auto page = client.query(*options);
+      auto page = client.query(options);
       if (!page) return refused(page.error());
       records.insert(records.end(), page->instances.begin(), page->instances.end());
       token = page->continuation_token;
-      options->continuation_token = token;
+      options.continuation_token = token;
     } while (all_pages && !token.empty());
     if (g.as_json) {
-      json out = {{"instances", json::array()}, {"continuationToken", token}};
-      for (const auto& r : records) out["instances"].push_back(record_json(r));
+      json out = {{key, json::array()}, {"continuationToken", token}};
+      for (const auto& r : records) out[key].push_back(to_json(r));
       std::printf("%s\n", out.dump().c_str());
     } else {
-      print_table(records);
+      print(records);
       if (!token.empty()) std::printf("(more: --all, or the next page from token %s)\n", token.c_str());
+    }
+    return 0;
+  };
+  if (list->parsed()) {
+    auto options = filter_of(statuses, name_prefix, id_prefix);
+    if (!options) return 2;
+    return list_pages(*options, "instances", record_json, print_table);
+  }
+  if (entity_list->parsed()) {
+    sdk::query_options options;
+    options.entities = true;
+    options.instance_id_prefix = id_prefix;
+    return list_pages(options, "entities", entity_json, print_entity_table);
+  }
+  if (entity_show->parsed()) {
+    auto found = client.get_entity(id);
+    if (!found) return refused(found.error());
+    if (!*found) return refused({errc::not_found, "entity '" + id + "' has no state"});
+    std::printf("%s\n", entity_json(**found).dump(g.as_json ? -1 : 2).c_str());
+    return 0;
+  }
+  if (entity_signal->parsed()) {
+    auto parsed = parse_json_argument(input, "--input");
+    if (!parsed) return 2;
+    return done(client.signal_entity(id, operation, *parsed), "signaled " + operation + " to " + id);
+  }
+  if (entity_clean->parsed()) {
+    auto cleaned = client.clean_entity_storage(!keep_empty, !keep_locks);
+    if (!cleaned) return refused(cleaned.error());
+    if (g.as_json) {
+      std::printf("%s\n", json({{"removed", cleaned->removed}, {"released", cleaned->released}}).dump().c_str());
+    } else {
+      std::printf("removed %zu empty entit(ies), released %zu orphaned lock(s)\n", cleaned->removed, cleaned->released);
     }
     return 0;
   }

@@ -90,4 +90,10 @@ std::uint32_t partition_of(std::string_view instance_id, std::uint32_t partition
                                     partition_count);
 }
 
+std::string entity_name(std::string_view entity_id) {
+  if (entity_id.size() < 2 || entity_id.front() != '@') return {};
+  const auto end = entity_id.find('@', 1);
+  return std::string(entity_id.substr(1, end == std::string_view::npos ? std::string_view::npos : end - 1));
+}
+
 }  // namespace dtsd::core

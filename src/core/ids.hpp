@@ -23,6 +23,9 @@ expected<void> validate_instance_id(std::string_view id);
 
 inline bool is_entity_id(std::string_view id) { return !id.empty() && id.front() == '@'; }
 
+/// The "name" of "@name@key" (empty when `entity_id` is not one).
+std::string entity_name(std::string_view entity_id);
+
 /// Task hub names become directory names: 1..64 characters of [A-Za-z0-9_-],
 /// starting with a letter or digit.
 expected<void> validate_task_hub_name(std::string_view name);

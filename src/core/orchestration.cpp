@@ -873,12 +873,6 @@ expected<transition> apply_purge(std::optional<orchestration_state>& instance) {
 // ---------------------------------------------------------------------------
 // Entities
 
-std::string entity_name(std::string_view entity_id) {
-  if (entity_id.size() < 2 || entity_id.front() != '@') return {};
-  const auto end = entity_id.find('@', 1);
-  return std::string(entity_id.substr(1, end == std::string_view::npos ? std::string_view::npos : end - 1));
-}
-
 bool is_empty_entity(const orchestration_state& state) {
   const auto& record = state.record;
   return !record.entity_state && record.entity_locked_by.empty() && record.entity_deferred.empty() &&

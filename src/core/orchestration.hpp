@@ -142,9 +142,6 @@ expected<transition> apply_purge(std::optional<orchestration_state>& instance);
 // the dispatch path with orchestrations (one batch in flight, leases, tokens); the
 // record keeps their state, their lock and the messages waiting for either.
 
-/// The "name" of "@name@key".
-std::string entity_name(std::string_view entity_id);
-
 /// An entity whose state is null and which holds nothing: CleanEntityStorage may
 /// remove it.
 bool is_empty_entity(const orchestration_state& state);

@@ -999,75 +999,17 @@ grpc::ServerUnaryReactor* grpc_service::CleanEntityStorage(CallbackServerContext
                                                           const CleanEntityStorageRequest* request,
                                                           CleanEntityStorageResponse* response) {
   auto* call = new unary_call();
-  auto handle = call->shared();
-  const auto hub = task_hub_of(context);
-  const bool remove_empty = request->remove_empty_entities();
-  const bool release_orphans = request->release_orphaned_locks();
-  store::instance_query query;
-  query.entities = true;
-  query.page_size = 100;
-  query.fetch_payloads = true;
-  if (request->has_continuation_token()) query.continuation_token = request->continuation_token().value();
-  // One page per call; the answer's token continues (the SDK loops until it is empty).
-  scheduler_.query(hub, std::move(query), [this, handle, hub, remove_empty, release_orphans,
-                                           response](expected<store::query_page> page) {
-    if (!page) return unary_call::finish(handle, to_status(page.error()));
-    struct tally {
-      std::mutex mutex;
-      std::size_t left = 1;  // One for this loop; released at its end.
-      std::int32_t removed = 0;
-      std::int32_t released = 0;
-      std::string token;
-    };
-    auto counts = std::make_shared<tally>();
-    counts->token = page->continuation_token;
-    auto settle = [handle, response, counts] {
-      std::lock_guard lock(counts->mutex);
-      if (--counts->left != 0) return;
-      unary_call::finish(handle, Status::OK, [&] {
-        response->set_empty_entities_removed(counts->removed);
-        response->set_orphaned_locks_released(counts->released);
-        if (!counts->token.empty()) response->mutable_continuation_token()->set_value(counts->token);
-      });
-    };
-    auto more = [counts] {
-      std::lock_guard lock(counts->mutex);
-      ++counts->left;
-    };
-    for (const auto& record : page->instances) {
-      const auto id = record.instance_id;
-      if (remove_empty && !record.entity_state && record.entity_locked_by.empty() && record.entity_deferred.empty()) {
-        more();
-        scheduler_.purge(hub, id, false, [counts, settle](expected<std::size_t> purged) {
-          if (purged && *purged > 0) {
-            std::lock_guard lock(counts->mutex);
-            counts->removed += 1;
-          }
-          settle();
-        });
-      }
-      if (release_orphans && !record.entity_locked_by.empty()) {
-        more();
-        const auto holder = record.entity_locked_by;
-        const auto lock_id = record.entity_lock_id;
-        scheduler_.get(hub, holder, false, [this, hub, id, holder, lock_id, counts, settle](
-                                               expected<std::optional<actors::instance_view>> found) {
-          const bool orphaned = found && (!*found || core::is_terminal((*found)->record.status));
-          if (!orphaned) return settle();
-          core::instance_message unlock{id, {},
-                                        core::history_event{-1, now_ns(), core::events::entity_unlock_sent{lock_id, holder, id}}};
-          scheduler_.deliver(hub, std::move(unlock), [counts, settle](expected<void> done) {
-            if (done) {
-              std::lock_guard lock(counts->mutex);
-              counts->released += 1;
-            }
-            settle();
-          });
-        });
-      }
-    }
-    settle();
-  });
+  actors::entity_clean_request clean;
+  clean.remove_empty = request->remove_empty_entities();
+  clean.release_orphaned_locks = request->release_orphaned_locks();
+  if (request->has_continuation_token()) clean.continuation_token = request->continuation_token().value();
+  scheduler_.clean_entity_storage(
+      task_hub_of(context), std::move(clean),
+      answer_with<actors::entity_clean_result>(call->shared(), [response](const actors::entity_clean_result& done) {
+        response->set_empty_entities_removed(static_cast<std::int32_t>(done.removed));
+        response->set_orphaned_locks_released(static_cast<std::int32_t>(done.released));
+        if (!done.continuation_token.empty()) response->mutable_continuation_token()->set_value(done.continuation_token);
+      }));
   return call;
 }
 

@@ -9,6 +9,8 @@
 #include <mutex>
 #include <thread>
 
+#include "core/ids.hpp"
+#include "core/orchestration.hpp"
 #include "rpc.capnp.h"
 #include "store/wire.hpp"
 
@@ -165,9 +167,8 @@ class worker_session final : public s::WorkerSession::Server {
     channel_->tasks.add(sink_->drain(*channel_));
   }
 
-  expected<void> open(const std::string& hub, std::uint32_t orchestrators, std::uint32_t activities) {
-    // The C++ SDK runs no entities yet: its sessions take none.
-    auto id = scheduler_.open_session(hub, {orchestrators, activities, 0}, sink_);
+  expected<void> open(const std::string& hub, actors::session_slots slots) {
+    auto id = scheduler_.open_session(hub, slots, sink_);
     if (!id) return id.error();
     id_ = *id;
     return {};
@@ -330,6 +331,7 @@ class scheduler_service final : public s::Scheduler::Server {
     query.page_size = q.getPageSize() == 0 ? 100 : q.getPageSize();
     query.continuation_token = text(q.getContinuationToken());
     query.fetch_payloads = q.getFetchPayloads();
+    query.entities = q.getEntities();
     return query;
   }
 
@@ -344,6 +346,36 @@ class scheduler_service final : public s::Scheduler::Server {
       auto list = results.initInstances(static_cast<unsigned>(page.instances.size()));
       for (unsigned i = 0; i < page.instances.size(); ++i) wire::write(list[i], page.instances[i]);
       results.setContinuationToken(text(page.continuation_token));
+    });
+  }
+
+  kj::Promise<void> signalEntity(SignalEntityContext context) override {
+    auto p = context.getParams();
+    const auto id = text(p.getInstanceId());
+    if (!core::is_entity_id(id) || core::entity_name(id).empty()) {
+      fail(error{errc::invalid_argument, fmt::format("'{}' is not an entity id (@name@key)", id)});
+    }
+    if (p.getOperation().size() == 0) fail(error{errc::invalid_argument, "a signal needs an operation name"});
+    core::events::entity_operation_signaled signal{fmt::format("native-{:x}", signal_counter_++), text(p.getOperation()),
+                                                   p.getScheduledNs(), optional_text(p.hasInput(), p.getInput()), id};
+    const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    core::instance_message message{id, {}, core::history_event{-1, now, std::move(signal)}};
+    return change([&](auto done) { scheduler_.deliver(text(p.getTaskHub()), std::move(message), done); });
+  }
+
+  kj::Promise<void> cleanEntityStorage(CleanEntityStorageContext context) override {
+    auto p = context.getParams();
+    actors::entity_clean_request request{p.getRemoveEmpty(), p.getReleaseOrphanedLocks(), text(p.getContinuationToken())};
+    auto pending = answer<actors::entity_clean_result>();
+    scheduler_.clean_entity_storage(text(p.getTaskHub()), std::move(request), pending.callback);
+    return pending.promise.then([context](expected<actors::entity_clean_result> result) mutable {
+      auto done = value_or_fail(std::move(result));
+      auto results = context.getResults();
+      results.setContinuationToken(text(done.continuation_token));
+      results.setRemoved(static_cast<std::uint32_t>(done.removed));
+      results.setReleased(static_cast<std::uint32_t>(done.released));
     });
   }
 
@@ -368,7 +400,8 @@ class scheduler_service final : public s::Scheduler::Server {
   kj::Promise<void> openWorkerSession(OpenWorkerSessionContext context) override {
     auto p = context.getParams();
     auto session = kj::heap<worker_session>(scheduler_, p.getSink());
-    value_or_fail(session->open(text(p.getTaskHub()), p.getOrchestratorConcurrency(), p.getActivityConcurrency()));
+    value_or_fail(session->open(text(p.getTaskHub()),
+                                {p.getOrchestratorConcurrency(), p.getActivityConcurrency(), p.getEntityConcurrency()}));
     context.getResults().setSession(kj::mv(session));
     return kj::READY_NOW;
   }
@@ -382,6 +415,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   actors::scheduler& scheduler_;
+  std::atomic<std::uint64_t> signal_counter_{1};
 };
 
 class capnp_server_impl final : public capnp_server {

@@ -202,6 +202,7 @@ class capnp_client final : public client {
     q.setPageSize(options.page_size);
     q.setContinuationToken(text(options.continuation_token));
     q.setFetchPayloads(true);
+    q.setEntities(options.entities);
   }
 
   expected<query_result> query(const query_options& options) override {
@@ -240,6 +241,46 @@ class capnp_client final : public client {
       auto request = scheduler_.deleteTaskHubRequest();
       request.setName(text(name));
       request.send().wait(rpc_.getWaitScope());
+    });
+  }
+
+  expected<void> signal_entity(const std::string& entity_id, const std::string& operation, const json& input,
+                               std::optional<std::chrono::system_clock::time_point> at) override {
+    return guarded([&] {
+      auto request = scheduler_.signalEntityRequest();
+      request.setTaskHub(text(hub_));
+      request.setInstanceId(text(entity_id));
+      request.setOperation(text(operation));
+      const auto encoded = input.dump();
+      if (!input.is_null()) request.setInput(text(encoded));
+      if (at) request.setScheduledNs(std::chrono::duration_cast<std::chrono::nanoseconds>(at->time_since_epoch()).count());
+      request.send().wait(rpc_.getWaitScope());
+    });
+  }
+
+  expected<std::optional<core::instance_record>> get_entity(const std::string& entity_id) override {
+    auto record = get(entity_id);
+    if (!record) return record.error();
+    if (*record && !(*record)->entity_state) return std::optional<core::instance_record>();
+    return record;
+  }
+
+  expected<entity_clean_summary> clean_entity_storage(bool remove_empty, bool release_orphaned_locks) override {
+    return guarded([&] {
+      entity_clean_summary summary;
+      std::string token;
+      do {
+        auto request = scheduler_.cleanEntityStorageRequest();
+        request.setTaskHub(text(hub_));
+        request.setContinuationToken(text(token));
+        request.setRemoveEmpty(remove_empty);
+        request.setReleaseOrphanedLocks(release_orphaned_locks);
+        auto response = request.send().wait(rpc_.getWaitScope());
+        summary.removed += response.getRemoved();
+        summary.released += response.getReleased();
+        token = std::string(response.getContinuationToken().cStr());
+      } while (!token.empty());
+      return summary;
     });
   }
 

@@ -34,6 +34,13 @@ struct query_options {
   std::string instance_id_prefix;
   std::uint32_t page_size = 100;
   std::string continuation_token;
+  bool entities = false;  ///< Entities (@name@key) instead of orchestrations.
+};
+
+/// What clean_entity_storage did over every page.
+struct entity_clean_summary {
+  std::size_t removed = 0;
+  std::size_t released = 0;
 };
 
 struct query_result {
@@ -80,6 +87,16 @@ class client {
   /// terminal; none: all terminal ones). Paging fields are ignored.
   virtual expected<std::size_t> purge_where(const query_options& filter, bool recursive = false) = 0;
   virtual expected<query_result> query(const query_options& options) = 0;
+
+  /// Sends an operation to an entity ("@name@key"), now or at `at`; no answer.
+  virtual expected<void> signal_entity(const std::string& entity_id, const std::string& operation,
+                                       const json& input = json(),
+                                       std::optional<std::chrono::system_clock::time_point> at = std::nullopt) = 0;
+  /// The entity's record (its state is `entity_state`), or nothing while it has no state.
+  virtual expected<std::optional<core::instance_record>> get_entity(const std::string& entity_id) = 0;
+  /// Removes entities with no state, lock or waiting messages, and/or releases locks
+  /// held by orchestrations that ended; over every page.
+  virtual expected<entity_clean_summary> clean_entity_storage(bool remove_empty, bool release_orphaned_locks) = 0;
   virtual expected<std::vector<std::string>> task_hubs() = 0;
   virtual expected<void> create_task_hub(const std::string& name, std::uint32_t partitions = 0) = 0;
   virtual expected<void> delete_task_hub(const std::string& name) = 0;

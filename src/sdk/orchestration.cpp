@@ -40,6 +40,20 @@ durable orchestration_context::call_sub_orchestrator(const std::string& name, co
   return schedule({0, core::actions::create_sub_orchestration{std::move(instance_id), name, std::nullopt, input.dump()}});
 }
 
+durable orchestration_context::call_entity(const std::string& entity_id, const std::string& operation,
+                                           const json& input) {
+  core::events::entity_operation_called called{new_guid(), operation,     0,        input.dump(),
+                                               instance_id_, execution_id_, entity_id};
+  return schedule({0, core::actions::send_entity_message{std::move(called)}});
+}
+
+void orchestration_context::signal_entity(const std::string& entity_id, const std::string& operation,
+                                          const json& input) {
+  core::events::entity_operation_signaled signaled{new_guid(), operation, 0, input.dump(), entity_id};
+  auto sent = schedule({0, core::actions::send_entity_message{std::move(signaled)}});
+  answer(*sent.slot(), json(), std::nullopt);  // Nothing comes back.
+}
+
 durable orchestration_context::create_timer(std::chrono::milliseconds delay) {
   return schedule({0, core::actions::create_timer{current_time_ns_ + delay.count() * 1'000'000}});
 }
@@ -165,6 +179,7 @@ const char* action_kind(const core::orchestrator_action& action) {
   return std::visit(overloaded{[](const core::actions::schedule_task&) { return "an activity"; },
                                [](const core::actions::create_sub_orchestration&) { return "a sub-orchestration"; },
                                [](const core::actions::create_timer&) { return "a timer"; },
+                               [](const core::actions::send_entity_message&) { return "an entity message"; },
                                [](const auto&) { return "another action"; }},
                     action.body);
 }
@@ -198,6 +213,17 @@ class replay {
     ctx_.answer(*slot, std::move(value), std::move(failure));
   }
 
+  /// An entity's answer names the call by its request id.
+  void entity_answer(const std::string& request_id, std::optional<json> value,
+                     std::optional<core::failure_details> failure) {
+    for (auto& [id, call] : ctx_.calls_) {
+      const auto* message = std::get_if<core::actions::send_entity_message>(&call.action.body);
+      if (message == nullptr) continue;
+      const auto* called = std::get_if<core::events::entity_operation_called>(&message->message);
+      if (called != nullptr && called->request_id == request_id) return answer(id, std::move(value), std::move(failure));
+    }
+  }
+
   void event_raised(const core::history_event& event) {
     const auto& raised = std::get<core::events::event_raised>(event.body);
     auto& waiters = ctx_.event_waiters_[raised.name];
@@ -225,6 +251,12 @@ class replay {
                    [&](const ev::sub_orchestration_failed& e) { answer(e.task_scheduled_id, std::nullopt, e.failure); },
                    [&](const ev::timer_fired& e) { answer(e.timer_id, json(), std::nullopt); },
                    [&](const ev::event_raised&) { event_raised(event); },
+                   [&](const ev::entity_operation_called& e) { scheduled(event, "an entity message", e.operation); },
+                   [&](const ev::entity_operation_signaled& e) { scheduled(event, "an entity message", e.operation); },
+                   [&](const ev::entity_operation_completed& e) {
+                     entity_answer(e.request_id, parse_payload(e.output), std::nullopt);
+                   },
+                   [&](const ev::entity_operation_failed& e) { entity_answer(e.request_id, std::nullopt, e.failure); },
                    [&](const auto&) {},
                },
                event.body);
@@ -253,6 +285,7 @@ core::orchestrator_completion run_orchestrator(const orchestrator_fn& orchestrat
   if (started == nullptr) return fail("ProtocolError", "the work item holds no ExecutionStarted event");
 
   orchestration_context ctx(item.instance_id, started->name);
+  ctx.execution_id_ = item.execution_id;
   replay driver(ctx);
   std::optional<task<json>> body;
   try {

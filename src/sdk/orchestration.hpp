@@ -162,6 +162,12 @@ class orchestration_context {
   /// `keep_unprocessed_events`, events not yet handled carry over.
   void continue_as_new(const json& input, bool keep_unprocessed_events = true);
 
+  /// Calls an operation of an entity ("@name@key") and completes with its result
+  /// (or throws task_failed with the operation's error).
+  durable call_entity(const std::string& entity_id, const std::string& operation, const json& input = json());
+  /// Sends an operation to an entity without waiting for it.
+  void signal_entity(const std::string& entity_id, const std::string& operation, const json& input = json());
+
   /// Calls an activity again after failures, waiting between attempts on durable timers.
   task<json> call_activity_with_retry(std::string name, json input, retry_policy policy);
 
@@ -178,6 +184,7 @@ class orchestration_context {
   std::uint64_t answered_count_ = 0;
 
   std::string instance_id_;
+  std::string execution_id_;
   std::string name_;
   bool replaying_ = true;
   std::int64_t current_time_ns_ = 0;

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <thread>
 
+#include "core/ids.hpp"
 #include "rpc.capnp.h"
 #include "sdk/errors.hpp"
 #include "store/wire.hpp"
@@ -73,10 +74,24 @@ core::failure_details failure_of(const std::string& type, const std::string& mes
 
 }  // namespace
 
+std::string entity_context::key() const {
+  const auto name = core::entity_name(entity_id_);
+  return entity_id_.size() > name.size() + 2 ? entity_id_.substr(name.size() + 2) : std::string();
+}
+
+void entity_context::signal_entity(const std::string& entity_id, const std::string& operation, const json& input) {
+  actions_.emplace_back(core::entity_actions::signal{entity_id, operation, input.dump(), 0});
+}
+
+void entity_context::start_orchestration(const std::string& name, const json& input, std::string instance_id) {
+  actions_.emplace_back(core::entity_actions::start_orchestration{std::move(instance_id), name, std::nullopt, input.dump(), 0});
+}
+
 struct worker::impl {
   worker_options options;
   std::map<std::string, orchestrator_fn> orchestrators;
   std::map<std::string, activity_fn> activities;
+  std::map<std::string, entity_fn> entities;
   std::atomic<bool> stopping{false};
   std::unique_ptr<thread_pool> pool;
 
@@ -135,6 +150,55 @@ struct worker::impl {
     });
   }
 
+  /// Runs an entity batch: each operation in order over the state the ones before
+  /// it left; a failed operation leaves no trace but its failure.
+  void run_entity(std::uint64_t of_generation, core::orchestrator_work_item item) {
+    core::entity_batch_result batch;
+    std::optional<json> state;
+    if (item.entity_state) {
+      auto parsed = json::parse(*item.entity_state, nullptr, false);
+      state = parsed.is_discarded() ? json(*item.entity_state) : parsed;
+    }
+    const auto name = core::entity_name(item.instance_id);
+    auto found = entities.find(name);
+    for (const auto& event : item.new_events) {
+      std::string operation;
+      core::payload input;
+      if (const auto* signaled = std::get_if<core::events::entity_operation_signaled>(&event.body)) {
+        operation = signaled->operation;
+        input = signaled->input;
+      } else if (const auto* called = std::get_if<core::events::entity_operation_called>(&event.body)) {
+        operation = called->operation;
+        input = called->input;
+      } else {
+        continue;  // Not an operation: nothing to run (the server sends none other).
+      }
+      if (found == entities.end()) {
+        batch.results.emplace_back(
+            failure_of("EntityNotFound", "no entity named '" + name + "' is registered on this worker", true));
+        continue;
+      }
+      entity_context context(item.instance_id, state);
+      try {
+        json parsed_input = input ? json::parse(*input, nullptr, false) : json();
+        if (parsed_input.is_discarded()) parsed_input = json(*input);
+        auto result = found->second(context, operation, parsed_input);
+        state = context.current_state();
+        for (auto& action : context.actions()) batch.actions.push_back(std::move(action));
+        batch.results.emplace_back(core::payload(result.dump()));
+      } catch (const std::exception& failure) {
+        batch.results.emplace_back(failure_of("EntityOperationFailed", failure.what(), false));
+      }
+    }
+    if (state) batch.state = state->dump();
+    core::orchestrator_completion completion{item.instance_id, item.completion_token, {}, std::nullopt, std::move(batch)};
+    send(of_generation, [completion = std::move(completion)](s::WorkerSession::Client& session) {
+      auto request = session.completeOrchestratorRequest();
+      wire::write(request.initCompletion(), completion);
+      return request.send().ignoreResult();
+    });
+  }
+
   void run_activity(std::uint64_t of_generation, core::activity_request request, std::uint64_t token) {
     core::activity_result result{request.instance_id, request.execution_id, request.task_id, token, core::payload()};
     auto found = activities.find(request.name);
@@ -167,7 +231,11 @@ struct worker::impl {
       for (auto item : context.getParams().getItems()) {
         if (item.isOrchestrator()) {
           owner_.pool->post([this_impl = &owner_, g = generation_, work = wire::read(item.getOrchestrator())]() mutable {
-            this_impl->run_orchestration(g, std::move(work));
+            if (work.entity) {
+              this_impl->run_entity(g, std::move(work));
+            } else {
+              this_impl->run_orchestration(g, std::move(work));
+            }
           });
         } else {
           auto [request, token] = wire::read(item.getActivity());
@@ -205,6 +273,7 @@ struct worker::impl {
     open.setTaskHub(kj::StringPtr(options.task_hub.c_str()));
     open.setOrchestratorConcurrency(options.orchestrator_concurrency);
     open.setActivityConcurrency(options.activity_concurrency);
+    open.setEntityConcurrency(entities.empty() ? 0 : options.entity_concurrency);
     open.setSink(kj::heap<sink>(*this, of_generation));
     auto session_client = open.send().wait(wait_scope).getSession();
     error_log errors;
@@ -262,6 +331,11 @@ worker& worker::add_orchestrator(const std::string& name, orchestrator_fn orches
 
 worker& worker::add_activity(const std::string& name, activity_fn activity) {
   impl_->activities[name] = std::move(activity);
+  return *this;
+}
+
+worker& worker::add_entity(const std::string& name, entity_fn entity) {
+  impl_->entities[name] = std::move(entity);
   return *this;
 }
 

@@ -8,7 +8,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "sdk/orchestration.hpp"
 
@@ -22,11 +24,44 @@ struct activity_context {
 
 using activity_fn = std::function<json(const activity_context&, const json& input)>;
 
+/// What an entity operation sees: the entity's state (as of the operations before
+/// it in the batch) and what it may send. An operation that throws fails alone:
+/// its state change and messages are dropped, and a caller gets the error.
+class entity_context {
+ public:
+  entity_context(std::string entity_id, std::optional<json> state)
+      : entity_id_(std::move(entity_id)), state_(std::move(state)) {}
+  const std::string& entity_id() const { return entity_id_; }
+  /// "key" of "@name@key".
+  std::string key() const;
+  bool has_state() const { return state_.has_value(); }
+  /// The state, or `fallback` while there is none.
+  json state(const json& fallback = json()) const { return state_.value_or(fallback); }
+  void set_state(json state) { state_ = std::move(state); }
+  /// The entity has no state afterwards (and may be cleaned away).
+  void delete_state() { state_.reset(); }
+  void signal_entity(const std::string& entity_id, const std::string& operation, const json& input = json());
+  void start_orchestration(const std::string& name, const json& input = json(), std::string instance_id = {});
+
+  const std::optional<json>& current_state() const { return state_; }
+  std::vector<core::entity_action>& actions() { return actions_; }
+
+ private:
+  std::string entity_id_;
+  std::optional<json> state_;
+  std::vector<core::entity_action> actions_;
+};
+
+/// An entity's operations: answers `operation` with `input` (the result goes to a
+/// caller; signals have none).
+using entity_fn = std::function<json(entity_context&, const std::string& operation, const json& input)>;
+
 struct worker_options {
   std::string address = "127.0.0.1:8081";
   std::string task_hub = "default";
   std::uint32_t orchestrator_concurrency = 64;
   std::uint32_t activity_concurrency = 8;  ///< Also the number of pool threads.
+  std::uint32_t entity_concurrency = 16;   ///< Declared only when entities are registered.
 };
 
 class worker {
@@ -38,6 +73,8 @@ class worker {
 
   worker& add_orchestrator(const std::string& name, orchestrator_fn orchestrator);
   worker& add_activity(const std::string& name, activity_fn activity);
+  /// Registers an entity by name: it serves every "@name@key".
+  worker& add_entity(const std::string& name, entity_fn entity);
 
   /// Serves until stop(); reconnects when the connection breaks.
   void run();

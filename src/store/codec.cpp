@@ -1103,7 +1103,7 @@ void write(schema::ActivityCompletion::Builder b, const core::activity_result& x
 
 core::orchestrator_work_item read(schema::OrchestratorWorkItem::Reader r) {
   core::orchestrator_work_item x{str(r.getInstanceId()), str(r.getExecutionId()), {}, {}, r.getCompletionToken(),
-                                 false, {}};
+                                 r.getEntity(), DTSD_GET_PAYLOAD(r, EntityState)};
   for (auto event : r.getPastEvents()) x.past_events.push_back(from(event));
   for (auto event : r.getNewEvents()) x.new_events.push_back(from(event));
   return x;
@@ -1116,6 +1116,8 @@ void write(schema::OrchestratorWorkItem::Builder b, const core::orchestrator_wor
   auto fresh = b.initNewEvents(static_cast<unsigned>(x.new_events.size()));
   for (unsigned i = 0; i < x.new_events.size(); ++i) fill(fresh[i], x.new_events[i]);
   b.setCompletionToken(x.completion_token);
+  b.setEntity(x.entity);
+  DTSD_PUT_PAYLOAD(b, EntityState, x.entity_state);
 }
 
 std::pair<core::activity_request, std::uint64_t> read(schema::ActivityWorkItem::Reader r) {

@@ -47,6 +47,19 @@ TEST_CASE("cli: dtsctl manages task hubs and instances, with --json for scripts 
   CHECK(purged.exit_code == 0);
   CHECK(json::parse(purged.out)["purged"] == 1);
 
+  // Entities: with no worker running, a signal waits in the entity's queue.
+  CHECK(dtsctl(setup, {"entity", "signal", "@counter@c1", "add", "--input", "5"}).exit_code == 0);
+  auto entities = json::parse(dtsctl(setup, {"--json", "entity", "list", "--id-prefix", "@counter@"}).out);
+  REQUIRE(entities["entities"].size() == 1);
+  CHECK(entities["entities"][0]["entityId"] == "@counter@c1");
+  CHECK(entities["entities"][0]["state"].is_null());
+  CHECK(dtsctl(setup, {"entity", "show", "@counter@c1"}).exit_code == 1);  // No state yet.
+  CHECK(dtsctl(setup, {"entity", "signal", "not-an-entity", "add"}).exit_code == 1);
+  auto cleaned = dtsctl(setup, {"--json", "entity", "clean"});
+  CHECK(cleaned.exit_code == 0);
+  CHECK(json::parse(cleaned.out)["removed"] == 0);  // Its operation still waits: not empty.
+  CHECK(json::parse(dtsctl(setup, {"--json", "instance", "list"}).out)["instances"].empty());
+
   // Refusals exit 1 and say why on stderr; a wrong command line exits 2.
   CHECK(dtsctl(setup, {"instance", "show", "missing"}).exit_code == 1);
   CHECK(dtsctl(setup, {"--task-hub", "nope", "instance", "list"}).exit_code == 1);

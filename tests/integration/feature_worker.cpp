@@ -95,6 +95,44 @@ task<json> fan_all(orchestration_context& ctx, json) {
 std::mutex flaky_mutex;
 std::map<std::string, int> flaky_calls;
 
+/// A counter entity: add, get, fail (throws), delete (removes the state), forward
+/// (signals another counter).
+json counter_entity(sdk::entity_context& ctx, const std::string& operation, const json& input) {
+  if (operation == "add") {
+    ctx.set_state(ctx.state(0).get<int>() + input.get<int>());
+    return ctx.state();
+  }
+  if (operation == "get") return ctx.state(0);
+  if (operation == "fail") {
+    ctx.set_state(-1000);  // Dropped with the failure.
+    throw std::runtime_error("the counter refuses");
+  }
+  if (operation == "delete") {
+    ctx.delete_state();
+    return json();
+  }
+  if (operation == "forward") {
+    ctx.signal_entity(input.get<std::string>(), "add", 1);
+    return json();
+  }
+  throw std::runtime_error("no operation " + operation);
+}
+
+task<json> entity_caller(orchestration_context& ctx, json key) {
+  const auto id = "@counter@" + key.get<std::string>();
+  co_await ctx.call_entity(id, "add", 3);
+  ctx.signal_entity(id + "-side", "add", 7);
+  json out = json::object();
+  out["after"] = co_await ctx.call_entity(id, "add", 4);
+  try {
+    co_await ctx.call_entity(id, "fail");
+  } catch (const sdk::task_failed& failed) {
+    out["failure"] = failed.details().error_message;
+  }
+  out["final"] = co_await ctx.call_entity(id, "get");
+  co_return out;
+}
+
 task<json> rewindable(orchestration_context& ctx, json) {
   json out = json::array();
   out.push_back(co_await ctx.call_activity("Double", 21));
@@ -125,6 +163,8 @@ int main(int argc, char** argv) {
       .add_orchestrator("EventWithTimeout", event_with_timeout)
       .add_orchestrator("FanAll", fan_all)
       .add_orchestrator("Rewindable", rewindable)
+      .add_orchestrator("EntityCaller", entity_caller)
+      .add_entity("counter", counter_entity)
       .add_activity("Slow", [](const sdk::activity_context&, const json& ms) {
         std::this_thread::sleep_for(std::chrono::milliseconds(ms.get<int>()));
         return json("slow done");

@@ -280,3 +280,67 @@ TEST_CASE("features: rewind resumes a failed orchestration from its last good po
   REQUIRE_FALSE(missing);
   CHECK(missing.error().code == errc::not_found);
 }
+
+namespace {
+std::optional<json> entity_state(const std::string& id) {
+  auto entity = env().client->get_entity(id);
+  REQUIRE_MESSAGE(entity, (entity ? "" : entity.error().message));
+  if (!*entity) return std::nullopt;
+  return json::parse(*(*entity)->entity_state);
+}
+
+json wait_entity_state(const std::string& id, const json& wanted) {
+  for (int i = 0; i < 1000; ++i) {
+    auto state = entity_state(id);
+    if (state && *state == wanted) return *state;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  FAIL("entity " << id << " never reached " << wanted.dump());
+  return {};
+}
+}  // namespace
+
+TEST_CASE("features: entities through the C++ SDK: signals, calls from an orchestration, failures, query, clean") {
+  REQUIRE(env().client->signal_entity("@counter@f1", "add", 5));
+  REQUIRE(env().client->signal_entity("@counter@f1", "add", 6));
+  wait_entity_state("@counter@f1", 11);
+  CHECK_FALSE(entity_state("@counter@never"));
+  auto bad = env().client->signal_entity("not-an-entity", "add", 1);
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().code == errc::invalid_argument);
+
+  auto id = start("EntityCaller", "f2");
+  auto done = finish(id);
+  REQUIRE(done.status == core::runtime_status::completed);
+  auto out = sdk::output_of(done);
+  CHECK(out["after"] == 7);
+  CHECK(out["failure"].get<std::string>().find("refuses") != std::string::npos);
+  CHECK(out["final"] == 7);  // The failed operation changed nothing.
+  wait_entity_state("@counter@f2-side", 7);
+
+  // A signal scheduled for later waits for its time.
+  const auto later = std::chrono::system_clock::now() + std::chrono::milliseconds(800);
+  REQUIRE(env().client->signal_entity("@counter@f1", "add", 100, later));
+  CHECK(entity_state("@counter@f1") == json(11));
+  wait_entity_state("@counter@f1", 111);
+  CHECK(std::chrono::system_clock::now() >= later);
+
+  sdk::query_options query;
+  query.entities = true;
+  query.instance_id_prefix = "@counter@f";
+  auto page = env().client->query(query);
+  REQUIRE(page);
+  std::set<std::string> ids;
+  for (const auto& record : page->instances) ids.insert(record.instance_id);
+  CHECK(ids == std::set<std::string>{"@counter@f1", "@counter@f2", "@counter@f2-side"});
+  sdk::query_options orchestrations;
+  orchestrations.instance_id_prefix = "@";
+  CHECK(env().client->query(orchestrations)->instances.empty());  // Entities are not orchestrations.
+
+  REQUIRE(env().client->signal_entity("@counter@f2-side", "delete"));
+  for (int i = 0; i < 1000 && entity_state("@counter@f2-side"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  auto cleaned = env().client->clean_entity_storage(true, true);
+  REQUIRE(cleaned);
+  CHECK(cleaned->removed == 1);
+  CHECK(env().client->query(query)->instances.size() == 2);
+}

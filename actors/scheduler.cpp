@@ -553,14 +553,17 @@ class actor_scheduler final : public scheduler {
     send_to(*found, id, std::move(command));
   }
 
-  /// A worker's answer: the coordinator frees the item's slot whatever the partition
-  /// says, and the worker hears the partition's verdict once it is durable.
+  /// A worker's answer: the coordinator frees the item's slot once the partition has
+  /// taken or finally refused it, and the worker hears the verdict once it is
+  /// durable. An invalid answer leaves the item leased (the engine keeps it in
+  /// flight for a corrected answer), so its lease still expires, and an abandon or
+  /// a closed session still gives it back.
   template <class Apply>
   void complete(std::uint64_t session, const std::string& id, std::uint64_t token, callback<void> done, Apply apply) {
     auto found = hub_of_session(session, false);
     if (!found) return done(found.error());
     auto on_done = [coordinator = found->coordinator, token, done = std::move(done)](expected<void> outcome) {
-      caf::anon_send(coordinator, done_atom::value, token);
+      if (outcome || outcome.error().code != errc::invalid_argument) caf::anon_send(coordinator, done_atom::value, token);
       done(std::move(outcome));
     };
     mutate(found->name, id, std::move(on_done), std::move(apply));

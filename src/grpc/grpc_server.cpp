@@ -232,9 +232,12 @@ class stream_sink final : public actors::work_sink {
     queue_.clear();
     return !writing_ && !std::exchange(finish_sent_, true);
   }
+  /// The stream is over (OnDone), or its caller finishes it at once (the session
+  /// could not open): nothing is written, and OnCancel does not finish it again.
   void close() {
     std::lock_guard lock(mutex_);
     closed_ = true;
+    finish_sent_ = true;
     queue_.clear();
     held_.clear();
     stream_reactor_ = nullptr;
@@ -310,7 +313,13 @@ class history_stream final : public grpc::ServerWriteReactor<HistoryChunk> {
   static constexpr std::size_t events_per_chunk = 200;
 
   /// Writes the chunks of `history`, or finishes with `status` when it is not OK.
+  /// Runs on an actor thread; a client that cancelled first has been answered.
   void start(const Status& status, std::vector<core::history_event> history) {
+    {
+      std::lock_guard lock(mutex_);
+      if (finished_) return;
+      started_ = true;
+    }
     if (!status.ok()) return Finish(status);
     for (std::size_t i = 0; i < history.size(); i += events_per_chunk) {
       auto& chunk = chunks_.emplace_back();
@@ -324,9 +333,22 @@ class history_stream final : public grpc::ServerWriteReactor<HistoryChunk> {
     if (!ok) return Finish(Status(StatusCode::CANCELLED, "the history stream broke"));
     next();
   }
+  /// Before the answer arrived (it may never: its hub can be deleted meanwhile),
+  /// the call ends here; once writing, OnWriteDone(false) ends it.
+  void OnCancel() override {
+    {
+      std::lock_guard lock(mutex_);
+      if (started_ || finished_) return;
+      finished_ = true;
+    }
+    Finish(Status(StatusCode::CANCELLED, "the client cancelled the call"));
+  }
   void OnDone() override { delete this; }
 
  private:
+  std::mutex mutex_;
+  bool started_ = false;
+  bool finished_ = false;
   void next() {
     if (sent_ == chunks_.size()) return Finish(Status::OK);
     StartWrite(&chunks_[sent_++]);
@@ -402,7 +424,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     const auto hub = task_hub_of(context);
     const auto id = request->instance_id();
     const bool new_id = request->restart_with_new_instance_id();
-    scheduler_.get(hub, id, false, [this, handle, hub, id, new_id, response](
+    scheduler_.get(hub, id, false, [&scheduler = scheduler_, handle, hub, id, new_id, response](
                                        expected<std::optional<actors::instance_view>> found) {
       if (!found) return unary_call::finish(handle, to_status(found.error()));
       if (!*found) {
@@ -422,7 +444,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
       start.input = record.input;
       start.tags = record.tags;
       start.replaceable_statuses = core::terminal_statuses();
-      scheduler_.start(hub, std::move(start), answer_with<engine::started>(handle, [response](const engine::started& s) {
+      scheduler.start(hub, std::move(start), answer_with<engine::started>(handle, [response](const engine::started& s) {
                          response->set_instance_id(s.instance_id);
                        }));
     });
@@ -884,7 +906,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
                           write(response->mutable_orchestration_state(), r, payloads);
                         }));
     // The wait has no time limit: a client that gives up must not leave it registered.
-    call->on_cancel([this, hub, id, handle] { scheduler_.cancel_wait(hub, id, handle); });
+    call->on_cancel([&scheduler = scheduler_, hub, id, handle] { scheduler.cancel_wait(hub, id, handle); });
     return call;
   }
 
@@ -897,14 +919,14 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     };
     auto state = std::make_shared<batch>(batch{std::move(ids), 0, 0});
     auto step = std::make_shared<std::function<void()>>();
-    *step = [this, hub, recursive, state, step, done] {
+    *step = [&scheduler = scheduler_, hub, recursive, state, step, done] {
       if (state->next == state->ids.size()) {
         done(state->purged);
         *step = nullptr;  // Breaks the self-reference.
         return;
       }
       const auto& id = state->ids[state->next++];
-      scheduler_.purge(hub, id, recursive, [state, step, done](expected<std::size_t> count) {
+      scheduler.purge(hub, id, recursive, [state, step, done](expected<std::size_t> count) {
         if (count) {
           state->purged += *count;
         } else if (count.error().code != errc::not_found) {
@@ -1082,7 +1104,9 @@ class grpc_server_impl final : public grpc_server {
   void stop() override {
     std::lock_guard lock(stop_mutex_);
     if (!server_) return;
-    // Open streams and waits are cancelled at once; unary calls in progress get 1 s.
+    // Calls get up to 1 s to end on their own (a unary call waiting for its commit
+    // usually does); then everything left, work streams and waits included, is
+    // cancelled.
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
     server_->Wait();
     server_.reset();

@@ -217,4 +217,21 @@ describe("protocol misuse", () => {
     await assert.rejects(unary(stub, "getInstance", request, metadata),
                          (e) => e.code === Code.NOT_FOUND && /no-such-hub/.test(e.details));
   });
+  // Last: it stops dtsd.
+  test("a work stream for an unknown hub is refused, and dtsd still drains and exits 0", async () => {
+    const metadata = new Metadata();
+    metadata.set("taskhub", "no-such-hub");
+    const refused = await new Promise((resolve) => {
+      const stream = stub.getWorkItems(new pb.GetWorkItemsRequest(), metadata);
+      stream.on("error", (e) => resolve(e));
+      stream.on("data", () => {});
+      setTimeout(() => stream.cancel(), 50);
+    });
+    assert.ok(refused.code === Code.NOT_FOUND || refused.code === 1 /* CANCELLED first */, `code ${refused.code}`);
+    const open = stub.getWorkItems(new pb.GetWorkItemsRequest(), new Metadata());
+    open.on("error", () => {});
+    open.on("data", () => {});
+    await unary(stub, "hello", new Empty());
+    assert.equal(await dtsd.stop(), 0);
+  });
 });

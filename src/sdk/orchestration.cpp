@@ -54,6 +54,26 @@ void orchestration_context::signal_entity(const std::string& entity_id, const st
   answer(*sent.slot(), json(), std::nullopt);  // Nothing comes back.
 }
 
+durable orchestration_context::lock_entities(std::vector<std::string> entity_ids) {
+  std::sort(entity_ids.begin(), entity_ids.end());
+  entity_ids.erase(std::unique(entity_ids.begin(), entity_ids.end()), entity_ids.end());
+  if (!section_id_.empty()) throw std::logic_error("lock_entities: this orchestration already holds entity locks");
+  if (entity_ids.empty()) throw std::invalid_argument("lock_entities: no entity named");
+  section_id_ = new_guid();
+  section_entities_ = entity_ids;
+  core::events::entity_lock_requested request{section_id_, std::move(entity_ids), 0, instance_id_};
+  return schedule({0, core::actions::send_entity_message{std::move(request)}});
+}
+
+void orchestration_context::unlock_entities() {
+  for (const auto& entity : section_entities_) {
+    auto sent = schedule({0, core::actions::send_entity_message{core::events::entity_unlock_sent{section_id_, instance_id_, entity}}});
+    answer(*sent.slot(), json(), std::nullopt);
+  }
+  section_id_.clear();
+  section_entities_.clear();
+}
+
 durable orchestration_context::create_timer(std::chrono::milliseconds delay) {
   return schedule({0, core::actions::create_timer{current_time_ns_ + delay.count() * 1'000'000}});
 }
@@ -224,6 +244,15 @@ class replay {
     }
   }
 
+  void lock_granted(const std::string& section) {
+    for (auto& [id, call] : ctx_.calls_) {
+      const auto* message = std::get_if<core::actions::send_entity_message>(&call.action.body);
+      if (message == nullptr) continue;
+      const auto* request = std::get_if<core::events::entity_lock_requested>(&message->message);
+      if (request != nullptr && request->critical_section_id == section) return answer(id, json(section), std::nullopt);
+    }
+  }
+
   void event_raised(const core::history_event& event) {
     const auto& raised = std::get<core::events::event_raised>(event.body);
     auto& waiters = ctx_.event_waiters_[raised.name];
@@ -257,6 +286,9 @@ class replay {
                      entity_answer(e.request_id, parse_payload(e.output), std::nullopt);
                    },
                    [&](const ev::entity_operation_failed& e) { entity_answer(e.request_id, std::nullopt, e.failure); },
+                   [&](const ev::entity_lock_requested&) { scheduled(event, "an entity message", "lock"); },
+                   [&](const ev::entity_unlock_sent&) { scheduled(event, "an entity message", "unlock"); },
+                   [&](const ev::entity_lock_granted& e) { lock_granted(e.critical_section_id); },
                    [&](const auto&) {},
                },
                event.body);

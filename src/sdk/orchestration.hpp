@@ -167,6 +167,13 @@ class orchestration_context {
   durable call_entity(const std::string& entity_id, const std::string& operation, const json& input = json());
   /// Sends an operation to an entity without waiting for it.
   void signal_entity(const std::string& entity_id, const std::string& operation, const json& input = json());
+  /// Enters a critical section: completes once this orchestration holds the lock of
+  /// every entity named (granted in a fixed order, so two sections cannot
+  /// deadlock). While it holds them, only its own calls reach those entities.
+  durable lock_entities(std::vector<std::string> entity_ids);
+  /// Leaves the critical section (the locks are also released if the execution
+  /// ends while holding them).
+  void unlock_entities();
 
   /// Calls an activity again after failures, waiting between attempts on durable timers.
   task<json> call_activity_with_retry(std::string name, json input, retry_policy policy);
@@ -197,6 +204,8 @@ class orchestration_context {
   std::optional<json> continue_input_;
   bool keep_events_ = true;
   std::optional<std::string> nondeterminism_;
+  std::string section_id_;                    ///< The critical section held, if any.
+  std::vector<std::string> section_entities_;
 };
 
 /// Runs an orchestrator over a work item and returns the completion to send.

@@ -103,6 +103,10 @@ json counter_entity(sdk::entity_context& ctx, const std::string& operation, cons
     return ctx.state();
   }
   if (operation == "get") return ctx.state(0);
+  if (operation == "set") {
+    ctx.set_state(input);
+    return input;
+  }
   if (operation == "fail") {
     ctx.set_state(-1000);  // Dropped with the failure.
     throw std::runtime_error("the counter refuses");
@@ -131,6 +135,24 @@ task<json> entity_caller(orchestration_context& ctx, json key) {
   }
   out["final"] = co_await ctx.call_entity(id, "get");
   co_return out;
+}
+
+/// Moves an amount between two counters with a read-modify-write that only a
+/// critical section keeps correct.
+task<json> locked_transfer(orchestration_context& ctx, json input) {
+  const auto from = "@counter@" + input["from"].get<std::string>();
+  const auto to = "@counter@" + input["to"].get<std::string>();
+  const auto amount = input["amount"].get<int>();
+  std::vector<std::string> both;
+  both.push_back(from);
+  both.push_back(to);
+  co_await ctx.lock_entities(both);
+  const auto a = (co_await ctx.call_entity(from, "get")).get<int>();
+  const auto b = (co_await ctx.call_entity(to, "get")).get<int>();
+  co_await ctx.call_entity(from, "set", a - amount);
+  co_await ctx.call_entity(to, "set", b + amount);
+  ctx.unlock_entities();
+  co_return a;
 }
 
 task<json> rewindable(orchestration_context& ctx, json) {
@@ -164,6 +186,7 @@ int main(int argc, char** argv) {
       .add_orchestrator("FanAll", fan_all)
       .add_orchestrator("Rewindable", rewindable)
       .add_orchestrator("EntityCaller", entity_caller)
+      .add_orchestrator("LockedTransfer", locked_transfer)
       .add_entity("counter", counter_entity)
       .add_activity("Slow", [](const sdk::activity_context&, const json& ms) {
         std::this_thread::sleep_for(std::chrono::milliseconds(ms.get<int>()));

@@ -344,3 +344,27 @@ TEST_CASE("features: entities through the C++ SDK: signals, calls from an orches
   CHECK(cleaned->removed == 1);
   CHECK(env().client->query(query)->instances.size() == 2);
 }
+
+TEST_CASE("features: critical sections over entities keep concurrent read-modify-write transfers exact") {
+  REQUIRE(env().client->signal_entity("@counter@acct-a", "add", 1000));
+  wait_entity_state("@counter@acct-a", 1000);
+  std::vector<std::string> ids;
+  int moved = 0;
+  for (int i = 0; i < 8; ++i) {
+    const bool forward = i % 2 == 0;
+    json input = {{"from", forward ? "acct-a" : "acct-b"}, {"to", forward ? "acct-b" : "acct-a"}, {"amount", 10 + i}};
+    moved += forward ? -(10 + i) : 10 + i;
+    ids.push_back(start("LockedTransfer", input));
+  }
+  for (const auto& id : ids) CHECK(finish(id).status == core::runtime_status::completed);
+  const auto a = entity_state("@counter@acct-a");
+  const auto b = entity_state("@counter@acct-b");
+  REQUIRE(a);
+  REQUIRE(b);
+  CHECK(a->get<int>() + b->get<int>() == 1000);
+  CHECK(a->get<int>() == 1000 + moved);
+  auto record = env().client->get_entity("@counter@acct-a");
+  REQUIRE(record);
+  REQUIRE(*record);
+  CHECK((*record)->entity_locked_by.empty());
+}

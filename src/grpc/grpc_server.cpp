@@ -669,42 +669,18 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
   ServerUnaryReactor* AbandonTaskOrchestratorWorkItem(CallbackServerContext* context,
                                                       const AbandonOrchestrationTaskRequest* request,
                                                       AbandonOrchestrationTaskResponse*) override {
-    auto* reactor = context->DefaultReactor();
-    auto held = take(request->completion_token(), token_kind::orchestrator);
-    if (!held) {
-      reactor->Finish(to_status(held.error()));
-      return reactor;
-    }
-    scheduler_.abandon_orchestrator(held->first->session(), held->second.instance_id, held->second.token);
-    reactor->Finish(Status::OK);
-    return reactor;
+    return abandon(context, request->completion_token(), token_kind::orchestrator);
   }
 
   ServerUnaryReactor* AbandonTaskActivityWorkItem(CallbackServerContext* context,
                                                   const AbandonActivityTaskRequest* request,
                                                   AbandonActivityTaskResponse*) override {
-    auto* reactor = context->DefaultReactor();
-    auto held = take(request->completion_token(), token_kind::activity);
-    if (!held) {
-      reactor->Finish(to_status(held.error()));
-      return reactor;
-    }
-    scheduler_.abandon_activity(held->first->session(), held->second.activity, held->second.token);
-    reactor->Finish(Status::OK);
-    return reactor;
+    return abandon(context, request->completion_token(), token_kind::activity);
   }
 
   ServerUnaryReactor* AbandonTaskEntityWorkItem(CallbackServerContext* context, const AbandonEntityTaskRequest* request,
                                                 AbandonEntityTaskResponse*) override {
-    auto* reactor = context->DefaultReactor();
-    auto held = take(request->completion_token(), token_kind::entity);
-    if (!held) {
-      reactor->Finish(to_status(held.error()));
-      return reactor;
-    }
-    scheduler_.abandon_orchestrator(held->first->session(), held->second.instance_id, held->second.token);
-    reactor->Finish(Status::OK);
-    return reactor;
+    return abandon(context, request->completion_token(), token_kind::entity);
   }
 
   ServerUnaryReactor* CompleteEntityTask(CallbackServerContext*, const EntityBatchResult* result,
@@ -860,6 +836,24 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
  private:
   friend class work_stream;
+
+  /// The worker gives an item back unprocessed; it is dispatched again at once.
+  ServerUnaryReactor* abandon(CallbackServerContext* context, const std::string& token, token_kind kind) {
+    auto* reactor = context->DefaultReactor();
+    auto held = take(token, kind);
+    if (!held) {
+      reactor->Finish(to_status(held.error()));
+      return reactor;
+    }
+    const auto& [sink, item] = *held;
+    if (kind == token_kind::activity) {
+      scheduler_.abandon_activity(sink->session(), item.activity, item.token);
+    } else {
+      scheduler_.abandon_orchestrator(sink->session(), item.instance_id, item.token);  // Entities too.
+    }
+    reactor->Finish(Status::OK);
+    return reactor;
+  }
 
   std::size_t page_size(std::int32_t asked) const {
     if (asked <= 0) return 100;

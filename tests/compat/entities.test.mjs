@@ -2,11 +2,11 @@
 // calls from orchestrations, critical sections over several entities, queries,
 // storage cleaning and the 1 MiB state limit.
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import { EntityInstanceId, OrchestrationStatus, TaskEntity, whenAll } from "@microsoft/durabletask-js";
 
-import { Dtsd, eventually, makeClient, makeWorker } from "./support.mjs";
+import { eventually, sharedEnvironment } from "./support.mjs";
 
 const run = Date.now().toString(36);
 
@@ -57,71 +57,56 @@ function register(w) {
 }
 
 describe("entities through the official JS SDK", () => {
-  let dtsd;
-  let client;
-  let worker;
-
-  before(async () => {
-    dtsd = await new Dtsd().start();
-    client = makeClient(dtsd);
-    worker = makeWorker(dtsd, register);
-    await worker.start();
-  });
-
-  after(async () => {
-    await worker?.stop().catch(() => {});
-    await client?.stop().catch(() => {});
-    await dtsd?.cleanup();
-  });
+  const env = sharedEnvironment(register);
 
   test("signals update the state; getEntity reads it", async () => {
     const id = new EntityInstanceId("counter", `signals-${run}`);
-    for (const amount of [1, 2, 3, 4]) await client.signalEntity(id, "add", amount);
+    for (const amount of [1, 2, 3, 4]) await env.client.signalEntity(id, "add", amount);
     const entity = await eventually(async () => {
-      const e = await client.getEntity(id, true);
+      const e = await env.client.getEntity(id, true);
       return e?.state === 10 ? e : undefined;
     }, 20000, "the counter to reach 10");
     assert.equal(entity.id.toString(), id.toString());
     assert.equal(entity.lockedBy, undefined);
-    assert.equal(await client.getEntity(new EntityInstanceId("counter", `never-${run}`)), undefined);
+    assert.equal(await env.client.getEntity(new EntityInstanceId("counter", `never-${run}`)), undefined);
   });
 
   test("an orchestration calls an entity and gets its answers", async () => {
-    const instance = await client.scheduleNewOrchestration("CallCounter", `calls-${run}`);
-    const state = await client.waitForOrchestrationCompletion(instance, true, 30);
+    const instance = await env.client.scheduleNewOrchestration("CallCounter", `calls-${run}`);
+    const state = await env.client.waitForOrchestrationCompletion(instance, true, 30);
     assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
     assert.equal(JSON.parse(state.serializedOutput), 15);
   });
 
   test("critical sections: concurrent transfers lose nothing", async () => {
     const [x, y] = [`acct-a-${run}`, `acct-b-${run}`];
-    await client.signalEntity(new EntityInstanceId("counter", x), "add", 1000);
-    await eventually(async () => (await client.getEntity(new EntityInstanceId("counter", x), true))?.state === 1000,
+    await env.client.signalEntity(new EntityInstanceId("counter", x), "add", 1000);
+    await eventually(async () => (await env.client.getEntity(new EntityInstanceId("counter", x), true))?.state === 1000,
                      20000, "the first deposit");
     const ids = [];
     for (let i = 0; i < 10; i++) {
       const [from, to] = i % 2 === 0 ? [x, y] : [y, x];
-      ids.push(await client.scheduleNewOrchestration("Transfer", { from, to, amount: 7 + i }));
+      ids.push(await env.client.scheduleNewOrchestration("Transfer", { from, to, amount: 7 + i }));
     }
-    const states = await Promise.all(ids.map((id) => client.waitForOrchestrationCompletion(id, true, 60)));
+    const states = await Promise.all(ids.map((id) => env.client.waitForOrchestrationCompletion(id, true, 60)));
     for (const s of states) assert.equal(s.runtimeStatus, OrchestrationStatus.COMPLETED, s.failureDetails?.message);
-    const a = (await client.getEntity(new EntityInstanceId("counter", x), true)).state;
-    const b = (await client.getEntity(new EntityInstanceId("counter", y), true)).state;
+    const a = (await env.client.getEntity(new EntityInstanceId("counter", x), true)).state;
+    const b = (await env.client.getEntity(new EntityInstanceId("counter", y), true)).state;
     assert.equal(a + b, 1000, "money is neither made nor lost");
     const moved = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9].reduce((sum, i) => sum + (i % 2 === 0 ? -(7 + i) : 7 + i), 0);
     assert.equal(a, 1000 + moved);
-    const locked = await client.getEntity(new EntityInstanceId("counter", x), false);
+    const locked = await env.client.getEntity(new EntityInstanceId("counter", x), false);
     assert.equal(locked.lockedBy, undefined, "every lock was released");
   });
 
   test("an orchestration that fails inside a critical section releases its locks", async () => {
     const key = `orphan-${run}`;
     const id = new EntityInstanceId("counter", key);
-    const instance = await client.scheduleNewOrchestration("FailWhileLocked", key);
-    assert.equal((await client.waitForOrchestrationCompletion(instance, true, 30)).runtimeStatus, OrchestrationStatus.FAILED);
-    await client.signalEntity(id, "add", 2);
+    const instance = await env.client.scheduleNewOrchestration("FailWhileLocked", key);
+    assert.equal((await env.client.waitForOrchestrationCompletion(instance, true, 30)).runtimeStatus, OrchestrationStatus.FAILED);
+    await env.client.signalEntity(id, "add", 2);
     const entity = await eventually(async () => {
-      const e = await client.getEntity(id, true);
+      const e = await env.client.getEntity(id, true);
       return e?.state === 2 ? e : undefined;
     }, 20000, "the signal after the release");
     assert.equal(entity.lockedBy, undefined);
@@ -129,45 +114,45 @@ describe("entities through the official JS SDK", () => {
 
   test("a scheduled signal waits for its time", async () => {
     const id = new EntityInstanceId("counter", `later-${run}`);
-    await client.signalEntity(id, "add", 1);
-    await eventually(async () => (await client.getEntity(id, true))?.state === 1, 20000, "the first signal");
+    await env.client.signalEntity(id, "add", 1);
+    await eventually(async () => (await env.client.getEntity(id, true))?.state === 1, 20000, "the first signal");
     const sent = Date.now();
-    await client.signalEntity(id, "add", 41, { signalTime: new Date(sent + 1500) });
+    await env.client.signalEntity(id, "add", 41, { signalTime: new Date(sent + 1500) });
     await new Promise((r) => setTimeout(r, 500));
-    assert.equal((await client.getEntity(id, true)).state, 1, "not before its time");
-    await eventually(async () => (await client.getEntity(id, true))?.state === 42, 20000, "the scheduled signal");
+    assert.equal((await env.client.getEntity(id, true)).state, 1, "not before its time");
+    await eventually(async () => (await env.client.getEntity(id, true))?.state === 42, 20000, "the scheduled signal");
     assert.ok(Date.now() - sent >= 1400);
   });
 
   test("query by prefix, and clean storage removes entities without state", async () => {
     const prefix = `q${run}`;
-    for (let i = 0; i < 5; i++) await client.signalEntity(new EntityInstanceId("counter", `${prefix}-${i}`), "add", i + 1);
+    for (let i = 0; i < 5; i++) await env.client.signalEntity(new EntityInstanceId("counter", `${prefix}-${i}`), "add", i + 1);
     const found = await eventually(async () => {
       const seen = [];
-      for await (const e of client.getEntities({ instanceIdStartsWith: `@counter@${prefix}`, includeState: true })) seen.push(e);
+      for await (const e of env.client.getEntities({ instanceIdStartsWith: `@counter@${prefix}`, includeState: true })) seen.push(e);
       return seen.length === 5 ? seen : undefined;
     }, 20000, "five entities");
     assert.deepEqual(found.map((e) => e.state).sort(), [1, 2, 3, 4, 5]);
 
     const doomed = new EntityInstanceId("counter", `${prefix}-0`);
-    await client.signalEntity(doomed, "delete");
-    await eventually(async () => (await client.getEntity(doomed)) === undefined, 20000, "the state to be deleted");
-    const cleaned = await client.cleanEntityStorage({ removeEmptyEntities: true, releaseOrphanedLocks: true }, true);
+    await env.client.signalEntity(doomed, "delete");
+    await eventually(async () => (await env.client.getEntity(doomed)) === undefined, 20000, "the state to be deleted");
+    const cleaned = await env.client.cleanEntityStorage({ removeEmptyEntities: true, releaseOrphanedLocks: true }, true);
     assert.ok(cleaned.emptyEntitiesRemoved >= 1, JSON.stringify(cleaned));
     const left = [];
-    for await (const e of client.getEntities({ instanceIdStartsWith: `@counter@${prefix}`, includeTransient: true })) left.push(e);
+    for await (const e of env.client.getEntities({ instanceIdStartsWith: `@counter@${prefix}`, includeTransient: true })) left.push(e);
     assert.equal(left.length, 4);
   });
 
   test("a state over 1 MiB fails the operation and keeps the old state", async () => {
     const key = `big-${run}`;
     const id = new EntityInstanceId("counter", key);
-    await client.signalEntity(id, "add", 3);
-    await eventually(async () => (await client.getEntity(id, true))?.state === 3, 20000, "the small state");
-    const instance = await client.scheduleNewOrchestration("Grow", { key, bytes: 1024 * 1024 + 100 });
-    const state = await client.waitForOrchestrationCompletion(instance, true, 30);
+    await env.client.signalEntity(id, "add", 3);
+    await eventually(async () => (await env.client.getEntity(id, true))?.state === 3, 20000, "the small state");
+    const instance = await env.client.scheduleNewOrchestration("Grow", { key, bytes: 1024 * 1024 + 100 });
+    const state = await env.client.waitForOrchestrationCompletion(instance, true, 30);
     assert.equal(state.runtimeStatus, OrchestrationStatus.FAILED);
     assert.match(state.failureDetails.message, /entity state|bytes|limit/i);
-    assert.equal((await client.getEntity(id, true)).state, 3);
+    assert.equal((await env.client.getEntity(id, true)).state, 3);
   });
 });

@@ -1,11 +1,11 @@
 // Orchestration features through the official JS SDK (client and worker) against a
 // real dtsd: the app code is what a user of the DTS emulator would write.
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import { HistoryEventType, OrchestrationStatus, PurgeInstanceCriteria, RetryPolicy, whenAll, whenAny } from "@microsoft/durabletask-js";
 
-import { CITIES, Dtsd, eventually, makeClient, makeWorker } from "./support.mjs";
+import { CITIES, eventually, sharedEnvironment } from "./support.mjs";
 
 const run = Date.now().toString(36);
 /** The gRPC status of an SDK error (some client methods wrap the gRPC error as `cause`). */
@@ -88,30 +88,15 @@ function register(w) {
 }
 
 describe("orchestrations through the official JS SDK", () => {
-  let dtsd;
-  let client;
-  let worker;
-
-  before(async () => {
-    dtsd = await new Dtsd().start();
-    client = makeClient(dtsd);
-    worker = makeWorker(dtsd, register);
-    await worker.start();
-  });
-
-  after(async () => {
-    await worker?.stop().catch(() => {});
-    await client?.stop().catch(() => {});
-    await dtsd?.cleanup();
-  });
+  const env = sharedEnvironment(register);
 
   test("hello cities: five activities in sequence; the history is what DTS stores", async () => {
-    const id = await client.scheduleNewOrchestration("HelloCities");
-    const state = await client.waitForOrchestrationCompletion(id, true, 30);
+    const id = await env.client.scheduleNewOrchestration("HelloCities");
+    const state = await env.client.waitForOrchestrationCompletion(id, true, 30);
     assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
     assert.deepEqual(JSON.parse(state.serializedOutput), CITIES.map((c) => `Hello, ${c}!`));
 
-    const history = await client.getOrchestrationHistory(id);
+    const history = await env.client.getOrchestrationHistory(id);
     const kinds = history.map((e) => e.type);
     assert.equal(kinds.filter((k) => k === HistoryEventType.TaskScheduled).length, 5);
     assert.equal(kinds.filter((k) => k === HistoryEventType.TaskCompleted).length, 5);
@@ -121,63 +106,63 @@ describe("orchestrations through the official JS SDK", () => {
   });
 
   test("fan-out/fan-in over 50 activities", async () => {
-    const id = await client.scheduleNewOrchestration("FanOut", 50);
-    const state = await client.waitForOrchestrationCompletion(id, true, 30);
+    const id = await env.client.scheduleNewOrchestration("FanOut", 50);
+    const state = await env.client.waitForOrchestrationCompletion(id, true, 30);
     assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
     assert.equal(JSON.parse(state.serializedOutput), 50);
   });
 
   test("a durable timer fires no earlier than asked", async () => {
     const began = Date.now();
-    const id = await client.scheduleNewOrchestration("Sleeper", 1500);
-    const state = await client.waitForOrchestrationCompletion(id, true, 30);
+    const id = await env.client.scheduleNewOrchestration("Sleeper", 1500);
+    const state = await env.client.waitForOrchestrationCompletion(id, true, 30);
     assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
     assert.equal(JSON.parse(state.serializedOutput), "woke up");
     assert.ok(Date.now() - began >= 1400, `finished after ${Date.now() - began} ms`);
-    const kinds = (await client.getOrchestrationHistory(id)).map((e) => e.type);
+    const kinds = (await env.client.getOrchestrationHistory(id)).map((e) => e.type);
     assert.ok(kinds.includes(HistoryEventType.TimerCreated) && kinds.includes(HistoryEventType.TimerFired));
   });
 
   test("external events: delivered before the timeout, or the timeout wins", async () => {
-    const approved = await client.scheduleNewOrchestration("Approval", 60000);
-    await client.waitForOrchestrationStart(approved, false, 30);
-    await client.raiseOrchestrationEvent(approved, "Approval", "by alice");
-    let state = await client.waitForOrchestrationCompletion(approved, true, 30);
+    const approved = await env.client.scheduleNewOrchestration("Approval", 60000);
+    await env.client.waitForOrchestrationStart(approved, false, 30);
+    await env.client.raiseOrchestrationEvent(approved, "Approval", "by alice");
+    let state = await env.client.waitForOrchestrationCompletion(approved, true, 30);
     assert.equal(JSON.parse(state.serializedOutput), "approved: by alice");
 
-    const ignored = await client.scheduleNewOrchestration("Approval", 300);
-    state = await client.waitForOrchestrationCompletion(ignored, true, 30);
+    const ignored = await env.client.scheduleNewOrchestration("Approval", 300);
+    state = await env.client.waitForOrchestrationCompletion(ignored, true, 30);
     assert.equal(JSON.parse(state.serializedOutput), "timed out");
   });
 
   test("sub-orchestrations: the child's start event names its parent", async () => {
     const id = `parent-${run}`;
-    await client.scheduleNewOrchestration("Parent", 20, { instanceId: id });
-    const state = await client.waitForOrchestrationCompletion(id, true, 30);
+    await env.client.scheduleNewOrchestration("Parent", 20, { instanceId: id });
+    const state = await env.client.waitForOrchestrationCompletion(id, true, 30);
     assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
     assert.equal(JSON.parse(state.serializedOutput), 41);
-    const childHistory = await client.getOrchestrationHistory(`${id}-child`);
+    const childHistory = await env.client.getOrchestrationHistory(`${id}-child`);
     const started = childHistory.find((e) => e.type === HistoryEventType.ExecutionStarted);
     assert.equal(started.parentInstance?.orchestrationInstance?.instanceId, id);
   });
 
   test("continue-as-new restarts with the new input until done", async () => {
-    const id = await client.scheduleNewOrchestration("Counter", 0);
-    const state = await client.waitForOrchestrationCompletion(id, true, 30);
+    const id = await env.client.scheduleNewOrchestration("Counter", 0);
+    const state = await env.client.waitForOrchestrationCompletion(id, true, 30);
     assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
     assert.equal(JSON.parse(state.serializedOutput), 5);
   });
 
   test("retries: a flaky activity succeeds on its third attempt", async () => {
-    const id = await client.scheduleNewOrchestration("Retrying", `flaky-${run}`);
-    const state = await client.waitForOrchestrationCompletion(id, true, 30);
+    const id = await env.client.scheduleNewOrchestration("Retrying", `flaky-${run}`);
+    const state = await env.client.waitForOrchestrationCompletion(id, true, 30);
     assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
     assert.equal(JSON.parse(state.serializedOutput), "succeeded on attempt 3");
   });
 
   test("failure details: an activity's error fails the orchestration with its type and message", async () => {
-    const id = await client.scheduleNewOrchestration("Failing");
-    const state = await client.waitForOrchestrationCompletion(id, true, 30);
+    const id = await env.client.scheduleNewOrchestration("Failing");
+    const state = await env.client.waitForOrchestrationCompletion(id, true, 30);
     assert.equal(state.runtimeStatus, OrchestrationStatus.FAILED);
     assert.match(state.failureDetails.message, /the city is closed/);
     assert.ok(state.failureDetails.errorType.length > 0);
@@ -186,20 +171,20 @@ describe("orchestrations through the official JS SDK", () => {
 
   test("rewind: a failed orchestration resumes from its last good point", async () => {
     const key = `rewind-${run}`;
-    const id = await client.scheduleNewOrchestration("NeedsFix", key);
-    let state = await client.waitForOrchestrationCompletion(id, true, 30);
+    const id = await env.client.scheduleNewOrchestration("NeedsFix", key);
+    let state = await env.client.waitForOrchestrationCompletion(id, true, 30);
     assert.equal(state.runtimeStatus, OrchestrationStatus.FAILED);
-    await assert.rejects(client.rewindInstance(`missing-${run}`, "x"), (e) => grpcCode(e) === 5 /* NOT_FOUND */);
-    const done = await client.scheduleNewOrchestration("FanOut", 1);
-    await client.waitForOrchestrationCompletion(done, true, 30);
-    await assert.rejects(client.rewindInstance(done, "not failed"), (e) => grpcCode(e) === 9 /* FAILED_PRECONDITION */);
+    await assert.rejects(env.client.rewindInstance(`missing-${run}`, "x"), (e) => grpcCode(e) === 5 /* NOT_FOUND */);
+    const done = await env.client.scheduleNewOrchestration("FanOut", 1);
+    await env.client.waitForOrchestrationCompletion(done, true, 30);
+    await assert.rejects(env.client.rewindInstance(done, "not failed"), (e) => grpcCode(e) === 9 /* FAILED_PRECONDITION */);
 
     fixed.add(key);
-    await client.rewindInstance(id, "deployed the fix");
-    state = await client.waitForOrchestrationCompletion(id, true, 30);
+    await env.client.rewindInstance(id, "deployed the fix");
+    state = await env.client.waitForOrchestrationCompletion(id, true, 30);
     assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
     assert.deepEqual(JSON.parse(state.serializedOutput), ["Hello, Tokyo!", `${key} works`]);
-    const history = await client.getOrchestrationHistory(id);
+    const history = await env.client.getOrchestrationHistory(id);
     const kinds = history.map((e) => e.type);
     assert.equal(kinds.filter((k) => k === HistoryEventType.TaskScheduled).length, 2, "Tokyo kept, the fixed task scheduled again");
     assert.ok(!kinds.includes(HistoryEventType.TaskFailed));
@@ -209,149 +194,149 @@ describe("orchestrations through the official JS SDK", () => {
   test("rewind: a parent rewinds its failed sub-orchestration too", async () => {
     const key = `rewind-child-${run}`;
     const id = `parent-of-broken-${run}`;
-    await client.scheduleNewOrchestration("ParentOfBroken", key, { instanceId: id });
-    assert.equal((await client.waitForOrchestrationCompletion(id, true, 30)).runtimeStatus, OrchestrationStatus.FAILED);
-    assert.equal((await client.getOrchestrationState(`${id}-child`)).runtimeStatus, OrchestrationStatus.FAILED);
+    await env.client.scheduleNewOrchestration("ParentOfBroken", key, { instanceId: id });
+    assert.equal((await env.client.waitForOrchestrationCompletion(id, true, 30)).runtimeStatus, OrchestrationStatus.FAILED);
+    assert.equal((await env.client.getOrchestrationState(`${id}-child`)).runtimeStatus, OrchestrationStatus.FAILED);
     fixed.add(key);
-    await client.rewindInstance(id, "fixed the child");
-    const state = await client.waitForOrchestrationCompletion(id, true, 30);
+    await env.client.rewindInstance(id, "fixed the child");
+    const state = await env.client.waitForOrchestrationCompletion(id, true, 30);
     assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
     assert.deepEqual(JSON.parse(state.serializedOutput), { child: ["Hello, Tokyo!", `${key} works`] });
-    assert.equal((await client.getOrchestrationState(`${id}-child`)).runtimeStatus, OrchestrationStatus.COMPLETED);
+    assert.equal((await env.client.getOrchestrationState(`${id}-child`)).runtimeStatus, OrchestrationStatus.COMPLETED);
   });
 
   test("custom status is visible while the orchestration runs", async () => {
-    const id = await client.scheduleNewOrchestration("Gate", "x");
+    const id = await env.client.scheduleNewOrchestration("Gate", "x");
     const running = await eventually(async () => {
-      const s = await client.getOrchestrationState(id, true);
+      const s = await env.client.getOrchestrationState(id, true);
       return s?.serializedCustomStatus ? s : undefined;
     }, 20000, "custom status");
     assert.equal(running.runtimeStatus, OrchestrationStatus.RUNNING);
     assert.deepEqual(JSON.parse(running.serializedCustomStatus), { step: "waiting", input: "x" });
-    await client.raiseOrchestrationEvent(id, "Open", 7);
-    const done = await client.waitForOrchestrationCompletion(id, true, 30);
+    await env.client.raiseOrchestrationEvent(id, "Open", 7);
+    const done = await env.client.waitForOrchestrationCompletion(id, true, 30);
     assert.equal(JSON.parse(done.serializedOutput), "opened with 7");
     assert.deepEqual(JSON.parse(done.serializedCustomStatus), { step: "done" });
   });
 
   test("terminate ends a running orchestration with the given output", async () => {
-    const id = await client.scheduleNewOrchestration("Gate", "t");
-    await client.waitForOrchestrationStart(id, false, 30);
-    await client.terminateOrchestration(id, "stopped by test");
-    const state = await client.waitForOrchestrationCompletion(id, true, 30);
+    const id = await env.client.scheduleNewOrchestration("Gate", "t");
+    await env.client.waitForOrchestrationStart(id, false, 30);
+    await env.client.terminateOrchestration(id, "stopped by test");
+    const state = await env.client.waitForOrchestrationCompletion(id, true, 30);
     assert.equal(state.runtimeStatus, OrchestrationStatus.TERMINATED);
     assert.equal(JSON.parse(state.serializedOutput), "stopped by test");
   });
 
   test("suspend holds events until resume", async () => {
-    const id = await client.scheduleNewOrchestration("Gate", "s");
-    await eventually(async () => (await client.getOrchestrationState(id))?.runtimeStatus === OrchestrationStatus.RUNNING,
+    const id = await env.client.scheduleNewOrchestration("Gate", "s");
+    await eventually(async () => (await env.client.getOrchestrationState(id))?.runtimeStatus === OrchestrationStatus.RUNNING,
                      20000, "running");
-    await client.suspendOrchestration(id);
-    await eventually(async () => (await client.getOrchestrationState(id))?.runtimeStatus === OrchestrationStatus.SUSPENDED,
+    await env.client.suspendOrchestration(id);
+    await eventually(async () => (await env.client.getOrchestrationState(id))?.runtimeStatus === OrchestrationStatus.SUSPENDED,
                      20000, "suspended");
-    await client.raiseOrchestrationEvent(id, "Open", 1);
+    await env.client.raiseOrchestrationEvent(id, "Open", 1);
     await new Promise((r) => setTimeout(r, 500));
-    assert.equal((await client.getOrchestrationState(id)).runtimeStatus, OrchestrationStatus.SUSPENDED);
-    await client.resumeOrchestration(id);
-    const state = await client.waitForOrchestrationCompletion(id, true, 30);
+    assert.equal((await env.client.getOrchestrationState(id)).runtimeStatus, OrchestrationStatus.SUSPENDED);
+    await env.client.resumeOrchestration(id);
+    const state = await env.client.waitForOrchestrationCompletion(id, true, 30);
     assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
     assert.equal(JSON.parse(state.serializedOutput), "opened with 1");
   });
 
   test("restart: under the same id, and under a new one", async () => {
     const id = `restart-${run}`;
-    await client.scheduleNewOrchestration("FanOut", 3, { instanceId: id });
-    await client.waitForOrchestrationCompletion(id, true, 30);
-    const same = await client.restartOrchestration(id, false);
+    await env.client.scheduleNewOrchestration("FanOut", 3, { instanceId: id });
+    await env.client.waitForOrchestrationCompletion(id, true, 30);
+    const same = await env.client.restartOrchestration(id, false);
     assert.equal(same, id);
-    let state = await client.waitForOrchestrationCompletion(same, true, 30);
+    let state = await env.client.waitForOrchestrationCompletion(same, true, 30);
     assert.equal(JSON.parse(state.serializedOutput), 3);
-    const fresh = await client.restartOrchestration(id, true);
+    const fresh = await env.client.restartOrchestration(id, true);
     assert.notEqual(fresh, id);
-    state = await client.waitForOrchestrationCompletion(fresh, true, 30);
+    state = await env.client.waitForOrchestrationCompletion(fresh, true, 30);
     assert.equal(JSON.parse(state.serializedOutput), 3);
     assert.equal(state.name, "FanOut");
   });
 
   test("purge: one instance, then by filter; running instances are refused", async () => {
-    const id = await client.scheduleNewOrchestration("FanOut", 1);
-    await client.waitForOrchestrationCompletion(id, true, 30);
-    const one = await client.purgeOrchestration(id);
+    const id = await env.client.scheduleNewOrchestration("FanOut", 1);
+    await env.client.waitForOrchestrationCompletion(id, true, 30);
+    const one = await env.client.purgeOrchestration(id);
     assert.equal(one.deletedInstanceCount, 1);
-    assert.equal(await client.getOrchestrationState(id), undefined);
-    assert.equal((await client.purgeOrchestration(id)).deletedInstanceCount, 0);
+    assert.equal(await env.client.getOrchestrationState(id), undefined);
+    assert.equal((await env.client.purgeOrchestration(id)).deletedInstanceCount, 0);
 
-    const running = await client.scheduleNewOrchestration("Gate", "p");
-    await client.waitForOrchestrationStart(running, false, 30);
-    await assert.rejects(client.purgeOrchestration(running), (e) => e.code === 9 /* FAILED_PRECONDITION */);
+    const running = await env.client.scheduleNewOrchestration("Gate", "p");
+    await env.client.waitForOrchestrationStart(running, false, 30);
+    await assert.rejects(env.client.purgeOrchestration(running), (e) => e.code === 9 /* FAILED_PRECONDITION */);
 
     const since = new Date();
     const ids = [];
-    for (let i = 0; i < 3; i++) ids.push(await client.scheduleNewOrchestration("FanOut", 1));
-    for (const each of ids) await client.waitForOrchestrationCompletion(each, true, 30);
+    for (let i = 0; i < 3; i++) ids.push(await env.client.scheduleNewOrchestration("FanOut", 1));
+    for (const each of ids) await env.client.waitForOrchestrationCompletion(each, true, 30);
     const criteria = new PurgeInstanceCriteria();
     criteria.setCreatedTimeFrom(since);
     criteria.setRuntimeStatusList([OrchestrationStatus.COMPLETED]);
-    const many = await client.purgeOrchestration(criteria);
+    const many = await env.client.purgeOrchestration(criteria);
     assert.equal(many.deletedInstanceCount, 3);
-    for (const each of ids) assert.equal(await client.getOrchestrationState(each), undefined);
-    assert.equal((await client.getOrchestrationState(running)).runtimeStatus, OrchestrationStatus.RUNNING);
-    await client.terminateOrchestration(running, "cleanup");
+    for (const each of ids) assert.equal(await env.client.getOrchestrationState(each), undefined);
+    assert.equal((await env.client.getOrchestrationState(running)).runtimeStatus, OrchestrationStatus.RUNNING);
+    await env.client.terminateOrchestration(running, "cleanup");
   });
 
   test("query pages through instances by prefix", async () => {
     const prefix = `q-${run}-`;
     const ids = [];
-    for (let i = 0; i < 25; i++) ids.push(await client.scheduleNewOrchestration("FanOut", 1, { instanceId: `${prefix}${i}` }));
-    for (const id of ids) await client.waitForOrchestrationCompletion(id, false, 30);
+    for (let i = 0; i < 25; i++) ids.push(await env.client.scheduleNewOrchestration("FanOut", 1, { instanceId: `${prefix}${i}` }));
+    for (const id of ids) await env.client.waitForOrchestrationCompletion(id, false, 30);
     const seen = [];
     let pages = 0;
-    for await (const page of client.getAllInstances({ instanceIdPrefix: prefix, pageSize: 10 }).asPages()) {
+    for await (const page of env.client.getAllInstances({ instanceIdPrefix: prefix, pageSize: 10 }).asPages()) {
       pages += 1;
       assert.ok(page.values.length <= 10);
       for (const state of page.values) seen.push(state.instanceId);
     }
     assert.equal(pages, 3);
     assert.deepEqual(seen.sort(), [...ids].sort());
-    const completed = await client.listInstanceIds({ runtimeStatusList: [OrchestrationStatus.COMPLETED], pageSize: 1000 });
+    const completed = await env.client.listInstanceIds({ runtimeStatusList: [OrchestrationStatus.COMPLETED], pageSize: 1000 });
     for (const id of ids) assert.ok(completed.values.includes(id), `${id} listed`);
   });
 
   test("id reuse: a running id is refused; a finished one is replaced", async () => {
     const id = `reuse-${run}`;
-    await client.scheduleNewOrchestration("Gate", "first", { instanceId: id });
-    await client.waitForOrchestrationStart(id, false, 30);
-    await assert.rejects(client.scheduleNewOrchestration("Gate", "second", { instanceId: id }),
+    await env.client.scheduleNewOrchestration("Gate", "first", { instanceId: id });
+    await env.client.waitForOrchestrationStart(id, false, 30);
+    await assert.rejects(env.client.scheduleNewOrchestration("Gate", "second", { instanceId: id }),
                          (e) => e.code === 6 /* ALREADY_EXISTS */ && /already|exists|running/i.test(e.details));
-    await client.raiseOrchestrationEvent(id, "Open", "a");
-    await client.waitForOrchestrationCompletion(id, true, 30);
-    await client.scheduleNewOrchestration("FanOut", 2, { instanceId: id });
-    const state = await client.waitForOrchestrationCompletion(id, true, 30);
+    await env.client.raiseOrchestrationEvent(id, "Open", "a");
+    await env.client.waitForOrchestrationCompletion(id, true, 30);
+    await env.client.scheduleNewOrchestration("FanOut", 2, { instanceId: id });
+    const state = await env.client.waitForOrchestrationCompletion(id, true, 30);
     assert.equal(state.name, "FanOut");
     assert.equal(JSON.parse(state.serializedOutput), 2);
   });
 
   test("tags round-trip on the instance", async () => {
     const tags = { team: "cities", env: "test" };
-    const id = await client.scheduleNewOrchestration("FanOut", 1, { tags });
-    const state = await client.waitForOrchestrationCompletion(id, true, 30);
+    const id = await env.client.scheduleNewOrchestration("FanOut", 1, { tags });
+    const state = await env.client.waitForOrchestrationCompletion(id, true, 30);
     assert.deepEqual(state.tags, tags);
   });
 
   test("bad input is refused with a clear status and changes nothing", async () => {
     const big = "x".repeat(1024 * 1024 + 10);
-    await assert.rejects(client.scheduleNewOrchestration("FanOut", big, { instanceId: `big-${run}` }),
+    await assert.rejects(env.client.scheduleNewOrchestration("FanOut", big, { instanceId: `big-${run}` }),
                          (e) => e.code === 3 /* INVALID_ARGUMENT */ && /bytes|limit|large/i.test(e.details));
-    assert.equal(await client.getOrchestrationState(`big-${run}`), undefined);
-    await assert.rejects(client.scheduleNewOrchestration("FanOut", 1, { instanceId: "x".repeat(101) }),
+    assert.equal(await env.client.getOrchestrationState(`big-${run}`), undefined);
+    await assert.rejects(env.client.scheduleNewOrchestration("FanOut", 1, { instanceId: "x".repeat(101) }),
                          (e) => e.code === 3 && /100/.test(e.details));
-    await assert.rejects(client.raiseOrchestrationEvent(`missing-${run}`, "Open", 1), (e) => e.code === 5 /* NOT_FOUND */);
+    await assert.rejects(env.client.raiseOrchestrationEvent(`missing-${run}`, "Open", 1), (e) => e.code === 5 /* NOT_FOUND */);
   });
 
   test("wait for completion has no server-side limit and survives a slow orchestration", async () => {
-    const id = await client.scheduleNewOrchestration("Sleeper", 3000);
-    const state = await client.waitForOrchestrationCompletion(id, true, 60);
+    const id = await env.client.scheduleNewOrchestration("Sleeper", 3000);
+    const state = await env.client.waitForOrchestrationCompletion(id, true, 60);
     assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
   });
 });

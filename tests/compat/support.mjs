@@ -4,6 +4,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { after, before } from "node:test";
 import { fileURLToPath } from "node:url";
 
 import { Metadata } from "@grpc/grpc-js";
@@ -165,4 +166,25 @@ export function checkHistory(history) {
   for (const [id, n] of completed) if (n !== 1) problems.push(`task ${id} completed ${n} times`);
   for (const id of scheduled.keys()) if (!completed.has(id)) problems.push(`task ${id} never completed`);
   return problems;
+}
+
+/**
+ * For a describe block: before it, a fresh dtsd, a client and a started worker
+ * (registered by `register`); after it, all three stopped. The returned object's
+ * fields are set once `before` has run.
+ */
+export function sharedEnvironment(register) {
+  const env = {};
+  before(async () => {
+    env.dtsd = await new Dtsd().start();
+    env.client = makeClient(env.dtsd);
+    env.worker = makeWorker(env.dtsd, register);
+    await env.worker.start();
+  });
+  after(async () => {
+    await env.worker?.stop().catch(() => {});
+    await env.client?.stop().catch(() => {});
+    await env.dtsd?.cleanup();
+  });
+  return env;
 }

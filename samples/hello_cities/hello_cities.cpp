@@ -110,6 +110,10 @@ int main(int argc, char** argv) {
     command->add_option("--task-hub", hub)->capture_default_str();
   }
   worker->add_option("--activities", options.activity_concurrency, "Activities run at once")->capture_default_str();
+  worker->add_option("--threads", options.threads, "Threads running work (0: one per activity slot)")
+      ->capture_default_str();
+  worker->add_option("--orchestrators", options.orchestrator_concurrency, "Orchestrator work items taken at once")
+      ->capture_default_str();
   client->add_option("--count", count, "Orchestrations to run")->check(CLI::Range(1, 1000000))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (worker->parsed()) {

@@ -95,34 +95,76 @@ struct worker::impl {
   std::atomic<bool> stopping{false};
   std::unique_ptr<thread_pool> pool;
 
-  // The live connection. `executor` is shared with pool threads under the mutex;
-  // `session` and `live_generation` are touched only on the loop thread.
+  /// Answers on their way to the server, queued by pool threads and sent by the
+  /// loop thread (a pool thread never waits for the loop: it queues and moves on).
+  struct outgoing {
+    using answer = std::function<kj::Promise<void>(s::WorkerSession::Client&)>;
+    std::mutex mutex;
+    std::vector<answer> queue;
+    kj::Own<kj::CrossThreadPromiseFulfiller<void>> wake;
+    bool closed = false;
+
+    void add(answer send) {
+      std::lock_guard lock(mutex);
+      if (closed) return;
+      queue.push_back(std::move(send));
+      if (wake) {
+        wake->fulfill();
+        wake = nullptr;
+      }
+    }
+
+    /// On the loop thread: sends everything queued, then waits for more.
+    kj::Promise<void> drain(s::WorkerSession::Client& session, kj::TaskSet& tasks) {
+      auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+      {
+        std::lock_guard lock(mutex);
+        if (closed) return kj::READY_NOW;
+        if (queue.empty()) {
+          wake = kj::mv(paf.fulfiller);
+        } else {
+          paf.fulfiller->fulfill();
+        }
+      }
+      return paf.promise.then([this, &session, &tasks]() -> kj::Promise<void> {
+        std::vector<answer> ready;
+        {
+          std::lock_guard lock(mutex);
+          if (closed) return kj::READY_NOW;
+          ready.swap(queue);
+        }
+        for (auto& send : ready) tasks.add(send(session));
+        return drain(session, tasks);
+      });
+    }
+
+    /// When the connection ends: later answers are dropped (the server dispatches
+    /// their items again).
+    void close() {
+      std::lock_guard lock(mutex);
+      closed = true;
+      queue.clear();
+      wake = nullptr;
+    }
+  };
+
+  // The live connection's answer queue and stop signal, shared with pool threads
+  // under the mutex.
   std::mutex mutex;
-  kj::Own<const kj::Executor> executor;
   std::uint64_t generation = 0;
-  std::uint64_t live_generation = 0;
-  s::WorkerSession::Client* session = nullptr;
-  kj::TaskSet* tasks = nullptr;
+  std::shared_ptr<outgoing> answers;
   std::shared_ptr<kj::Own<kj::CrossThreadPromiseFulfiller<void>>> stop_signal;
 
-  /// Runs `send` on the loop thread if the connection it belongs to is still live;
+  /// Queues `send` for the connection `of_generation` if it is still live;
   /// otherwise the answer is dropped and the server dispatches the item again.
-  template <class Send>
-  void send(std::uint64_t of_generation, Send send_on_loop) {
-    kj::Own<const kj::Executor> target;
+  void send(std::uint64_t of_generation, outgoing::answer send_on_loop) {
+    std::shared_ptr<outgoing> target;
     {
       std::lock_guard lock(mutex);
-      if (!executor || generation != of_generation) return;
-      target = executor->addRef();
+      if (!answers || generation != of_generation) return;
+      target = answers;
     }
-    try {
-      target->executeSync([&] {
-        if (live_generation != of_generation || session == nullptr) return;
-        tasks->add(send_on_loop(*session));
-      });
-    } catch (const kj::Exception& failure) {
-      spdlog::debug("an answer was dropped with its connection: {}", failure.getDescription().cStr());
-    }
+    target->add(std::move(send_on_loop));
   }
 
   void run_orchestration(std::uint64_t of_generation, core::orchestrator_work_item item) {
@@ -276,16 +318,15 @@ struct worker::impl {
     open.setEntityConcurrency(entities.empty() ? 0 : options.entity_concurrency);
     open.setSink(kj::heap<sink>(*this, of_generation));
     auto session_client = open.send().wait(wait_scope).getSession();
+    auto queue = std::make_shared<outgoing>();  // Outlives the tasks that drain it.
     error_log errors;
     kj::TaskSet answer_tasks(errors);
     auto stopped = kj::newPromiseAndCrossThreadFulfiller<void>();
     auto stop_forked = stopped.promise.fork();
-    session = &session_client;
-    tasks = &answer_tasks;
-    live_generation = of_generation;
+    answer_tasks.add(queue->drain(session_client, answer_tasks));
     {
       std::lock_guard lock(mutex);
-      executor = kj::getCurrentThreadExecutor().addRef();
+      answers = queue;
       stop_signal = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(stopped.fulfiller));
     }
     spdlog::info("worker connected to {} (task hub '{}')", options.address, options.task_hub);
@@ -309,11 +350,9 @@ struct worker::impl {
   }
 
   void forget_connection() {
-    live_generation = 0;
-    session = nullptr;
-    tasks = nullptr;
     std::lock_guard lock(mutex);
-    executor = nullptr;
+    if (answers) answers->close();
+    answers = nullptr;
     stop_signal.reset();
   }
 };
@@ -340,7 +379,8 @@ worker& worker::add_entity(const std::string& name, entity_fn entity) {
 }
 
 void worker::run() {
-  impl_->pool = std::make_unique<thread_pool>(std::max<std::uint32_t>(1, impl_->options.activity_concurrency));
+  const auto threads = impl_->options.threads != 0 ? impl_->options.threads : impl_->options.activity_concurrency;
+  impl_->pool = std::make_unique<thread_pool>(std::max<std::uint32_t>(1, threads));
   auto delay = std::chrono::milliseconds(100);
   while (!impl_->stopping) {
     try {

@@ -60,7 +60,10 @@ struct worker_options {
   std::string address = "127.0.0.1:8081";
   std::string task_hub = "default";
   std::uint32_t orchestrator_concurrency = 64;
-  std::uint32_t activity_concurrency = 8;  ///< Also the number of pool threads.
+  std::uint32_t activity_concurrency = 8;
+  /// Threads that run orchestrators, activities and entities; 0: as many as
+  /// activity_concurrency, so that every activity taken can block at once.
+  std::uint32_t threads = 0;
   std::uint32_t entity_concurrency = 16;   ///< Declared only when entities are registered.
 };
 

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/commit_pool.hpp"
 #include "actors/scheduler.hpp"
 #include "engine/partition_engine.hpp"
 
@@ -89,8 +90,10 @@ inline std::int64_t wall_clock_ns() {
 /// Set once a draining partition has committed everything it holds.
 using drain_signal = std::shared_ptr<std::promise<void>>;
 
-/// Spawns the actor of one partition; it owns `engine` and a writer thread.
-caf::actor spawn_partition(caf::actor_system& system, std::unique_ptr<engine::partition_engine> engine);
+/// Spawns the actor of one partition; it owns `engine` and commits through a lane
+/// of `commits`, which must outlive it.
+caf::actor spawn_partition(caf::actor_system& system, std::unique_ptr<engine::partition_engine> engine,
+                           commit_pool& commits);
 
 /// Spawns the coordinator of a hub: worker sessions, leases, push dispatch.
 caf::actor spawn_coordinator(caf::actor_system& system, std::int64_t lease_ms,
@@ -103,6 +106,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::work_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::work_kinds)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::per_kind)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::drain_signal)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::commit_pool*)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::session_info)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<caf::actor>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::core::orchestrator_work_item)

@@ -1,80 +1,18 @@
-// The partition actor: owns one partition engine and a writer thread. While the
-// writer commits batch k (an LMDB transaction begins and ends on that thread), the
-// actor keeps applying inputs into batch k+1: group commit, pipelined. What a batch
-// releases (acks, outbox messages, receipts, work, waiters) goes out only when the
-// writer reports it durable.
+// The partition actor: owns one partition engine and a lane of the commit pool.
+// While a pool thread commits batch k (an LMDB transaction begins and ends on that
+// thread), the actor keeps applying inputs into batch k+1: group commit, pipelined.
+// What a batch releases (acks, outbox messages, receipts, work, waiters) goes out
+// only when the pool reports it durable.
 
 #include <spdlog/spdlog.h>
 
-#include <condition_variable>
 #include <map>
-#include <future>
-#include <mutex>
-#include <thread>
 #include <unordered_map>
 
 #include "actors/internal.hpp"
 
 namespace dtsd::actors {
 namespace {
-
-/// Commits batches on a thread of its own, one at a time.
-class batch_writer {
- public:
-  batch_writer(store::partition_store& store, caf::actor owner)
-      : store_(store), owner_(std::move(owner)), thread_([this] { run(); }) {}
-
-  ~batch_writer() {
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
-    }
-    wake_.notify_one();
-    thread_.join();
-  }
-
-  batch_writer(const batch_writer&) = delete;
-  batch_writer& operator=(const batch_writer&) = delete;
-
-  void write(std::uint64_t number, store::write_batch batch) {
-    {
-      std::lock_guard lock(mutex_);
-      job_.emplace(number, std::move(batch));
-    }
-    wake_.notify_one();
-  }
-
- private:
-  void run() {
-    for (;;) {
-      std::pair<std::uint64_t, store::write_batch> job;
-      {
-        std::unique_lock lock(mutex_);
-        wake_.wait(lock, [this] { return stopping_ || job_.has_value(); });
-        if (!job_) return;  // Stopping with nothing left to write.
-        job = std::move(*job_);
-        job_.reset();
-      }
-      auto committed = store_.commit(job.second, wall_clock_ns());
-      if (!committed) {
-        // Memory and disk disagree from here on; only a restart from disk is safe.
-        spdlog::critical("partition {} of hub '{}': commit failed: {}; exiting",
-                         store_.identity().partition_index, store_.identity().task_hub,
-                         committed.error().message);
-        std::_Exit(70);
-      }
-      caf::anon_send(owner_, committed_atom::value, job.first);
-    }
-  }
-
-  store::partition_store& store_;
-  caf::actor owner_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::optional<std::pair<std::uint64_t, store::write_batch>> job_;
-  bool stopping_ = false;
-  std::thread thread_;
-};
 
 struct waiter {
   bool until_completed;
@@ -91,7 +29,7 @@ class partition_state : public partition_context {
  public:
   caf::event_based_actor* self = nullptr;
   std::shared_ptr<engine::partition_engine> engine_;
-  std::unique_ptr<batch_writer> writer;
+  std::unique_ptr<commit_pool::lane> writer;  ///< Declared after the engine: goes first.
   bool writing = false;
   std::uint64_t committed_up_to = 0;
   std::multimap<std::uint64_t, std::function<void()>> acks;
@@ -265,12 +203,14 @@ class partition_state : public partition_context {
 };
 
 caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
-                              std::shared_ptr<engine::partition_engine> owned) {
+                              std::shared_ptr<engine::partition_engine> owned, commit_pool* commits) {
   auto& state = self->state;
   state.self = self;
   // The engine arrives through a shared_ptr because spawn arguments must be copyable.
   state.engine_ = std::move(owned);
-  state.writer = std::make_unique<batch_writer>(state.engine_->store(), caf::actor_cast<caf::actor>(self));
+  state.writer = commits->open(state.engine_->store(), [owner = caf::actor_cast<caf::actor>(self)](std::uint64_t batch) {
+    caf::anon_send(owner, committed_atom::value, batch);
+  });
   state.index = state.engine_->identity().partition_index;
   return {
       [=](run_atom, const partition_command& command) {
@@ -312,9 +252,9 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
 
 }  // namespace
 
-caf::actor spawn_partition(caf::actor_system& system,
-                           std::unique_ptr<engine::partition_engine> engine) {
-  return system.spawn(partition_actor, std::shared_ptr<engine::partition_engine>(std::move(engine)));
+caf::actor spawn_partition(caf::actor_system& system, std::unique_ptr<engine::partition_engine> engine,
+                           commit_pool& commits) {
+  return system.spawn(partition_actor, std::shared_ptr<engine::partition_engine>(std::move(engine)), &commits);
 }
 
 }  // namespace dtsd::actors

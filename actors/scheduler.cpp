@@ -59,7 +59,8 @@ std::shared_ptr<callback<T>> shared(callback<T> done) {
 
 class actor_scheduler final : public scheduler {
  public:
-  actor_scheduler(const scheduler_config& config, int threads) : config_(config), system_(configure(threads)) {}
+  actor_scheduler(const scheduler_config& config, int threads)
+      : config_(config), commits_(config.commit_threads), system_(configure(threads)) {}
 
   ~actor_scheduler() override {
     std::lock_guard lock(mutex_);
@@ -95,7 +96,7 @@ class actor_scheduler final : public scheduler {
       auto engine = engine::partition_engine::open(std::move(*made), {config_.limits, 10000},
                                                    random_execution_ids(), wall_clock_ns());
       if (!engine) return stop_failed(h, engine.error());
-      h.partitions.push_back(spawn_partition(system_, std::move(*engine)));
+      h.partitions.push_back(spawn_partition(system_, std::move(*engine), commits_));
     }
     for (auto& partition : h.partitions) caf::anon_send(partition, wire_atom::value, h.partitions, h.coordinator);
     caf::anon_send(h.coordinator, wire_atom::value, h.partitions);
@@ -581,6 +582,7 @@ class actor_scheduler final : public scheduler {
   }
 
   scheduler_config config_;
+  commit_pool commits_;  ///< Outlives the actor system, whose partitions commit through it.
   caf::actor_system system_;
   std::mutex mutex_;
   std::map<std::string, hub> hubs_;

@@ -68,6 +68,8 @@ struct scheduler_config {
   std::int64_t keep_alive_ms = 30 * 1000;
   /// Log records each partition keeps (0: all); see partition_store::set_log_retention.
   std::uint64_t log_retention_records = 10000;
+  /// Threads committing the batches of every partition (see commit_pool).
+  std::size_t commit_threads = 2;
 };
 
 class scheduler {

@@ -31,6 +31,7 @@ struct options {
   std::int64_t lease_seconds = 300;
   std::int64_t keep_alive_seconds = 30;
   int threads = 0;
+  std::size_t commit_threads = 2;
   std::size_t payload_limit_bytes = core::payload_bytes_default;
   std::string log_level = "info";
   std::uint64_t log_retention = 10000;
@@ -68,6 +69,7 @@ int main(int argc, char** argv) {
   app.add_option("--lease-seconds", opts.lease_seconds, "How long a worker may hold a work item")->check(CLI::Range(1, 86400))->capture_default_str();
   app.add_option("--keep-alive-seconds", opts.keep_alive_seconds, "Keep-alive interval for idle workers")->check(CLI::Range(1, 3600))->capture_default_str();
   app.add_option("--threads", opts.threads, "Actor scheduler threads (0: one per core)")->check(CLI::Range(0, 256))->capture_default_str();
+  app.add_option("--commit-threads", opts.commit_threads, "Threads committing partition batches, shared by all partitions")->check(CLI::Range(std::size_t{1}, std::size_t{64}))->capture_default_str();
   app.add_option("--payload-limit-bytes", opts.payload_limit_bytes, "Largest input, output, event or status")->check(CLI::Range(std::size_t{1}, std::size_t{64} << 20))->capture_default_str();
   app.add_option("--log-retention", opts.log_retention, "Partition log records kept for replay and inspection (0: all)")->capture_default_str();
   app.add_option("--log-level", opts.log_level, "trace | debug | info | warn | error")->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))->capture_default_str();
@@ -96,6 +98,7 @@ int main(int argc, char** argv) {
   config.lease_ms = opts.lease_seconds * 1000;
   config.keep_alive_ms = opts.keep_alive_seconds * 1000;
   config.log_retention_records = opts.log_retention;
+  config.commit_threads = opts.commit_threads;
   auto& limits = config.limits;
   limits.orchestration_input_bytes_max = limits.orchestration_output_bytes_max = opts.payload_limit_bytes;
   limits.activity_input_bytes_max = limits.activity_output_bytes_max = opts.payload_limit_bytes;

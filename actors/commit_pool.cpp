@@ -1,0 +1,81 @@
+#include "actors/commit_pool.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdlib>
+
+namespace dtsd::actors {
+namespace {
+
+std::int64_t wall_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+commit_pool::commit_pool(std::size_t threads) {
+  for (std::size_t i = 0; i < std::max<std::size_t>(1, threads); ++i) threads_.emplace_back([this] { run(); });
+}
+
+commit_pool::~commit_pool() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  work_.notify_all();
+  for (auto& thread : threads_) thread.join();
+}
+
+std::unique_ptr<commit_pool::lane> commit_pool::open(store::partition_store& store,
+                                                     std::function<void(std::uint64_t)> committed) {
+  return std::unique_ptr<lane>(new lane(*this, store, std::move(committed)));
+}
+
+void commit_pool::run() {
+  for (;;) {
+    lane* next = nullptr;
+    std::pair<std::uint64_t, store::write_batch> job;
+    {
+      std::unique_lock lock(mutex_);
+      work_.wait(lock, [this] { return stopping_ || !queued_.empty(); });
+      if (queued_.empty()) return;  // Stopping, and every lane is written out.
+      next = queued_.front();
+      queued_.pop_front();
+      job = std::move(*next->job_);
+      next->job_.reset();
+      ++next->writing_;
+    }
+    auto committed = next->store_.commit(job.second, wall_ns());
+    if (!committed) {
+      // Memory and disk disagree from here on; only a restart from disk is safe.
+      spdlog::critical("partition {} of hub '{}': commit failed: {}; exiting",
+                       next->store_.identity().partition_index, next->store_.identity().task_hub,
+                       committed.error().message);
+      std::_Exit(70);
+    }
+    next->committed_(job.first);
+    {
+      std::lock_guard lock(mutex_);
+      --next->writing_;
+    }
+    lane_idle_.notify_all();
+  }
+}
+
+commit_pool::lane::~lane() {
+  std::unique_lock lock(pool_.mutex_);
+  pool_.lane_idle_.wait(lock, [this] { return !job_ && writing_ == 0; });
+}
+
+void commit_pool::lane::write(std::uint64_t number, store::write_batch batch) {
+  {
+    std::lock_guard lock(pool_.mutex_);
+    job_.emplace(number, std::move(batch));
+    pool_.queued_.push_back(this);
+  }
+  pool_.work_.notify_one();
+}
+
+}  // namespace dtsd::actors

@@ -1,0 +1,81 @@
+#pragma once
+/// The threads that commit partition batches, shared by every partition of the
+/// process. Each partition writes through a lane that holds at most one batch
+/// (queued or being written), so a partition's batches are committed in order and
+/// one at a time; while its lane waits for a free thread, the partition's next batch
+/// keeps growing. An LMDB write transaction begins and ends inside one commit, on
+/// one pool thread.
+///
+/// At idle a batch finds a thread free and is written at once; under load, a few
+/// threads for many partitions make batches larger and commits fewer, and the
+/// process keeps a few writer threads instead of one per partition.
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "store/partition_store.hpp"
+
+namespace dtsd::actors {
+
+class commit_pool {
+ public:
+  class lane;
+
+  /// Starts `threads` writer threads (at least one).
+  explicit commit_pool(std::size_t threads);
+  /// Joins the threads; every lane must be gone by then.
+  ~commit_pool();
+  commit_pool(const commit_pool&) = delete;
+  commit_pool& operator=(const commit_pool&) = delete;
+
+  /// A lane for `store`; `committed(number)` runs on a pool thread once batch
+  /// `number` is durable. The store and the lane must outlive each other's use:
+  /// destroying the lane waits until its batch is written.
+  std::unique_ptr<lane> open(store::partition_store& store, std::function<void(std::uint64_t)> committed);
+
+  std::size_t thread_count() const { return threads_.size(); }
+
+ private:
+  void run();
+
+  std::mutex mutex_;
+  std::condition_variable work_;
+  std::condition_variable lane_idle_;
+  std::deque<lane*> queued_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+class commit_pool::lane {
+ public:
+  ~lane();
+  lane(const lane&) = delete;
+  lane& operator=(const lane&) = delete;
+
+  /// Queues batch `number`. The previous batch of this lane must have been
+  /// reported committed.
+  void write(std::uint64_t number, store::write_batch batch);
+
+ private:
+  friend class commit_pool;
+  lane(commit_pool& pool, store::partition_store& store, std::function<void(std::uint64_t)> committed)
+      : pool_(pool), store_(store), committed_(std::move(committed)) {}
+
+  commit_pool& pool_;
+  store::partition_store& store_;
+  std::function<void(std::uint64_t)> committed_;
+  // Guarded by the pool's mutex.
+  std::optional<std::pair<std::uint64_t, store::write_batch>> job_;
+  /// Pool threads inside this lane's commit or its callback (the next batch can
+  /// start on another thread while the previous one's thread is still leaving).
+  int writing_ = 0;
+};
+
+}  // namespace dtsd::actors

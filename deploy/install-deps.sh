@@ -8,6 +8,7 @@ packages=(
   libcaf-dev libcapnp-dev capnproto liblmdb-dev libboost-dev doctest-dev
   libxxhash-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   protobuf-compiler protobuf-compiler-grpc libgrpc++-dev libprotobuf-dev
+  libjemalloc-dev
 )
 # The compat suite (tests/compat) runs the official Durable Task JavaScript SDK:
 # Node.js and npm come from Debian unless the machine already has them (say, from

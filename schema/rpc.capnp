@@ -42,6 +42,17 @@ interface WorkerSession {
   completeActivity @1 (completion :Model.ActivityCompletion) -> ();
   abandonOrchestrator @2 (instanceId :Text, completionToken :UInt64) -> ();
   abandonActivity @3 (item :Model.ActivityWorkItem) -> ();
+  # Several answers in one call (what a worker has ready at once). Each is applied
+  # as if sent alone; the call returns once every one is durable or refused, and
+  # names each refused one.
+  completeMany @4 (orchestrators :List(Model.OrchestratorCompletion),
+                   activities :List(Model.ActivityCompletion)) -> (refusals :List(Refusal));
+}
+
+# An answer the server did not take: its instance and why ("<code>: <message>").
+struct Refusal {
+  instanceId @0 :Text;
+  error @1 :Text;
 }
 
 interface Scheduler {

@@ -158,6 +158,34 @@ class capnp_work_sink final : public actors::work_sink,
   kj::Own<kj::CrossThreadPromiseFulfiller<void>> wake_;
 };
 
+/// The verdicts of several answers sent in one call: `done` runs once with the
+/// refused ones (instance id, why) when the last verdict is in. Verdicts arrive on
+/// actor threads.
+class verdict_tally : public std::enable_shared_from_this<verdict_tally> {
+ public:
+  using refusals = std::vector<std::pair<std::string, dtsd::error>>;
+  verdict_tally(std::size_t count, actors::callback<refusals> done) : remaining_(count), done_(std::move(done)) {}
+
+  actors::callback<void> verdict_for(std::string instance_id) {
+    return [self = shared_from_this(), id = std::move(instance_id)](expected<void> verdict) mutable {
+      refusals all;
+      {
+        std::lock_guard lock(self->mutex_);
+        if (!verdict) self->refused_.emplace_back(std::move(id), std::move(verdict.error()));
+        if (--self->remaining_ != 0) return;
+        all.swap(self->refused_);
+      }
+      self->done_(std::move(all));
+    };
+  }
+
+ private:
+  std::mutex mutex_;
+  std::size_t remaining_;
+  refusals refused_;
+  actors::callback<refusals> done_;
+};
+
 class worker_session final : public s::WorkerSession::Server {
  public:
   worker_session(actors::scheduler& scheduler, s::WorkSink::Client sink)
@@ -192,6 +220,35 @@ class worker_session final : public s::WorkerSession::Server {
     auto pending = answer<void>();
     scheduler_.complete_activity(id_, std::move(result), pending.callback);
     return pending.promise.then([](expected<void> outcome) { value_or_fail(std::move(outcome)); });
+  }
+
+  kj::Promise<void> completeMany(CompleteManyContext context) override {
+    auto params = context.getParams();
+    auto orchestrators = params.getOrchestrators();
+    auto activities = params.getActivities();
+    const std::size_t count = orchestrators.size() + activities.size();
+    if (count == 0) return kj::READY_NOW;
+    auto pending = answer<verdict_tally::refusals>();
+    auto tally = std::make_shared<verdict_tally>(count, pending.callback);
+    for (auto completion : orchestrators) {
+      auto read = wire::read(completion);
+      auto verdict = tally->verdict_for(read.instance_id);
+      scheduler_.complete_orchestrator(id_, std::move(read), std::move(verdict));
+    }
+    for (auto completion : activities) {
+      auto read = wire::read(completion);
+      auto verdict = tally->verdict_for(read.instance_id);
+      scheduler_.complete_activity(id_, std::move(read), std::move(verdict));
+    }
+    return pending.promise.then([context](expected<verdict_tally::refusals> result) mutable {
+      auto refused = value_or_fail(std::move(result));
+      auto list = context.getResults().initRefusals(static_cast<unsigned>(refused.size()));
+      for (unsigned i = 0; i < refused.size(); ++i) {
+        const auto& [id, why] = refused[i];
+        list[i].setInstanceId(text(id));
+        list[i].setError(text(std::string(to_string(why.code)) + ": " + why.message));
+      }
+    });
   }
 
   kj::Promise<void> abandonOrchestrator(AbandonOrchestratorContext context) override {

@@ -11,8 +11,7 @@ namespace dtsd::sdk {
 
 /// The server sends "<code>: <message>"; Cap'n Proto may add a "remote exception: "
 /// prefix. Anything else (a broken connection) is an I/O error.
-inline dtsd::error error_of(const kj::Exception& failure) {
-  std::string text = failure.getDescription().cStr();
+inline dtsd::error error_of_text(std::string text) {
   const std::string remote = "remote exception: ";
   if (text.rfind(remote, 0) == 0) text.erase(0, remote.size());
   static const std::pair<const char*, errc> codes[] = {
@@ -26,5 +25,7 @@ inline dtsd::error error_of(const kj::Exception& failure) {
   }
   return {errc::io, text};
 }
+
+inline dtsd::error error_of(const kj::Exception& failure) { return error_of_text(failure.getDescription().cStr()); }
 
 }  // namespace dtsd::sdk

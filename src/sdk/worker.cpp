@@ -95,19 +95,25 @@ struct worker::impl {
   std::atomic<bool> stopping{false};
   std::unique_ptr<thread_pool> pool;
 
+  /// An answer serialized on the pool thread that produced it.
+  struct prepared_answer {
+    bool orchestrator = false;  ///< An orchestrator (or entity) completion; else an activity result.
+    std::unique_ptr<capnp::MallocMessageBuilder> message;
+  };
+
   /// Answers on their way to the server, queued by pool threads and sent by the
   /// loop thread (a pool thread never waits for the loop: it queues and moves on).
+  /// What is queued when the loop wakes goes out in as few calls as possible.
   struct outgoing {
-    using answer = std::function<kj::Promise<void>(s::WorkerSession::Client&)>;
     std::mutex mutex;
-    std::vector<answer> queue;
+    std::vector<prepared_answer> queue;
     kj::Own<kj::CrossThreadPromiseFulfiller<void>> wake;
     bool closed = false;
 
-    void add(answer send) {
+    void add(prepared_answer answer) {
       std::lock_guard lock(mutex);
       if (closed) return;
-      queue.push_back(std::move(send));
+      queue.push_back(std::move(answer));
       if (wake) {
         wake->fulfill();
         wake = nullptr;
@@ -127,15 +133,51 @@ struct worker::impl {
         }
       }
       return paf.promise.then([this, &session, &tasks]() -> kj::Promise<void> {
-        std::vector<answer> ready;
+        std::vector<prepared_answer> ready;
         {
           std::lock_guard lock(mutex);
           if (closed) return kj::READY_NOW;
           ready.swap(queue);
         }
-        for (auto& send : ready) tasks.add(send(session));
+        for (std::size_t at = 0; at < ready.size();) at = send_some(session, tasks, ready, at);
         return drain(session, tasks);
       });
+    }
+
+    /// Sends answers from `at` on in one call: up to 256 of them and about 16 MiB
+    /// (an answer bigger than that goes alone). Returns where the next call starts.
+    static std::size_t send_some(s::WorkerSession::Client& session, kj::TaskSet& tasks,
+                                 std::vector<prepared_answer>& ready, std::size_t at) {
+      constexpr std::size_t count_max = 256;
+      constexpr std::size_t words_max = (std::size_t{16} << 20) / sizeof(capnp::word);
+      std::size_t end = at, words = 0, orchestrators = 0;
+      while (end < ready.size() && end - at < count_max) {
+        const auto size = ready[end].message->sizeInWords();
+        if (end > at && words + size > words_max) break;
+        words += size;
+        orchestrators += ready[end].orchestrator ? 1 : 0;
+        ++end;
+      }
+      auto request = session.completeManyRequest();
+      auto orchestrator_list = request.initOrchestrators(static_cast<unsigned>(orchestrators));
+      auto activity_list = request.initActivities(static_cast<unsigned>(end - at - orchestrators));
+      unsigned next_orchestrator = 0, next_activity = 0;
+      for (std::size_t i = at; i < end; ++i) {
+        auto& message = *ready[i].message;
+        if (ready[i].orchestrator) {
+          orchestrator_list.setWithCaveats(next_orchestrator++, message.getRoot<s::OrchestratorCompletion>().asReader());
+        } else {
+          activity_list.setWithCaveats(next_activity++, message.getRoot<s::ActivityCompletion>().asReader());
+        }
+      }
+      tasks.add(request.send().then([](auto response) {
+        for (auto refusal : response.getRefusals()) {
+          auto why = error_of_text(refusal.getError().cStr());
+          if (why.code == errc::stale_token || why.code == errc::duplicate) continue;  // Already handled.
+          spdlog::warn("an answer for '{}' was refused: {}", refusal.getInstanceId().cStr(), why.message);
+        }
+      }));
+      return end;
     }
 
     /// When the connection ends: later answers are dropped (the server dispatches
@@ -155,16 +197,28 @@ struct worker::impl {
   std::shared_ptr<outgoing> answers;
   std::shared_ptr<kj::Own<kj::CrossThreadPromiseFulfiller<void>>> stop_signal;
 
-  /// Queues `send` for the connection `of_generation` if it is still live;
+  /// Queues an answer for the connection `of_generation` if it is still live;
   /// otherwise the answer is dropped and the server dispatches the item again.
-  void send(std::uint64_t of_generation, outgoing::answer send_on_loop) {
+  void send(std::uint64_t of_generation, prepared_answer answer) {
     std::shared_ptr<outgoing> target;
     {
       std::lock_guard lock(mutex);
       if (!answers || generation != of_generation) return;
       target = answers;
     }
-    target->add(std::move(send_on_loop));
+    target->add(std::move(answer));
+  }
+
+  void send(std::uint64_t of_generation, const core::orchestrator_completion& completion) {
+    prepared_answer answer{true, std::make_unique<capnp::MallocMessageBuilder>()};
+    wire::write(answer.message->initRoot<s::OrchestratorCompletion>(), completion);
+    send(of_generation, std::move(answer));
+  }
+
+  void send(std::uint64_t of_generation, const core::activity_result& result) {
+    prepared_answer answer{false, std::make_unique<capnp::MallocMessageBuilder>()};
+    wire::write(answer.message->initRoot<s::ActivityCompletion>(), result);
+    send(of_generation, std::move(answer));
   }
 
   void run_orchestration(std::uint64_t of_generation, core::orchestrator_work_item item) {
@@ -185,11 +239,7 @@ struct worker::impl {
     } else {
       completion = run_orchestrator(found->second, item);
     }
-    send(of_generation, [completion = std::move(completion)](s::WorkerSession::Client& session) {
-      auto request = session.completeOrchestratorRequest();
-      wire::write(request.initCompletion(), completion);
-      return request.send().ignoreResult();
-    });
+    send(of_generation, completion);
   }
 
   /// Runs an entity batch: each operation in order over the state the ones before
@@ -234,11 +284,7 @@ struct worker::impl {
     }
     if (state) batch.state = state->dump();
     core::orchestrator_completion completion{item.instance_id, item.completion_token, {}, std::nullopt, std::move(batch)};
-    send(of_generation, [completion = std::move(completion)](s::WorkerSession::Client& session) {
-      auto request = session.completeOrchestratorRequest();
-      wire::write(request.initCompletion(), completion);
-      return request.send().ignoreResult();
-    });
+    send(of_generation, completion);
   }
 
   void run_activity(std::uint64_t of_generation, core::activity_request request, std::uint64_t token) {
@@ -257,11 +303,7 @@ struct worker::impl {
         result.outcome = failure_of("ActivityFailed", failure.what(), false);
       }
     }
-    send(of_generation, [result = std::move(result)](s::WorkerSession::Client& session) {
-      auto call = session.completeActivityRequest();
-      wire::write(call.initCompletion(), result);
-      return call.send().ignoreResult();
-    });
+    send(of_generation, result);
   }
 
   /// Receives pushed work on the loop thread and hands it to the pool.

@@ -201,6 +201,24 @@ TEST_CASE("end to end: out-of-order completions and malformed RPC input are refu
   result.setResult("\"x\"");
   CHECK(refused(activity.send()).code == errc::stale_token);
 
+  // Both again in one completeMany call: the call succeeds and names each refusal.
+  auto many = session.completeManyRequest();
+  auto many_orchestrator = many.initOrchestrators(1)[0];
+  many_orchestrator.setInstanceId("wire-1");
+  many_orchestrator.setCompletionToken(12345);
+  auto many_activity = many.initActivities(1)[0];
+  many_activity.setInstanceId("wire-1");
+  many_activity.setTaskId(0);
+  many_activity.setCompletionToken(99);
+  many_activity.setResult("\"x\"");
+  auto refusals = many.send().wait(wait_scope).getRefusals();
+  REQUIRE(refusals.size() == 2);
+  for (auto refusal : refusals) {
+    CHECK(std::string(refusal.getInstanceId().cStr()) == "wire-1");
+    CHECK(sdk::error_of_text(refusal.getError().cStr()).code == errc::stale_token);
+  }
+  CHECK(session.completeManyRequest().send().wait(wait_scope).getRefusals().size() == 0);
+
   // A status value outside the schema's enum.
   auto start = scheduler.startInstanceRequest();
   start.setTaskHub("default");

@@ -211,7 +211,8 @@ TEST_CASE("end to end: out-of-order completions and malformed RPC input are refu
   many_activity.setTaskId(0);
   many_activity.setCompletionToken(99);
   many_activity.setResult("\"x\"");
-  auto refusals = many.send().wait(wait_scope).getRefusals();
+  auto answer = many.send().wait(wait_scope);  // Owns what getRefusals() reads.
+  auto refusals = answer.getRefusals();
   REQUIRE(refusals.size() == 2);
   for (auto refusal : refusals) {
     CHECK(std::string(refusal.getInstanceId().cStr()) == "wire-1");

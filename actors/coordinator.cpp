@@ -117,7 +117,7 @@ struct coordinator_state {
       self->send(partitions[partition], run_atom::value,
                  std::make_shared<std::function<void(partition_context&)>>(
                      [id, token](partition_context& ctx) {
-                       (void)ctx.engine().abandon_orchestrator(id, token);
+                       ctx.engine().abandon_orchestrator(id, token, [](expected<void>) {});
                      }));
     }
   }

@@ -30,6 +30,7 @@ using open_atom = caf::atom_constant<caf::atom("open")>;
 using close_atom = caf::atom_constant<caf::atom("close")>;
 using wire_atom = caf::atom_constant<caf::atom("wire")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 
 class partition_context;
 
@@ -50,6 +51,14 @@ class partition_context {
                           callback<core::instance_record> done) = 0;
   virtual void remove_waiter(const std::string& instance_id, std::uint64_t handle) = 0;
 };
+
+/// An operation for a live instance (see engine/instance.hpp): `on_instance` runs
+/// on the instance's actor, then `then` on its partition's.
+struct instance_job {
+  std::function<void(engine::live_instance&)> on_instance;
+  std::function<void()> then;
+};
+using instance_job_ptr = std::shared_ptr<instance_job>;
 
 /// The kinds of work, each with its own slots in a session.
 enum class work_kind : std::uint8_t { orchestrator, activity, entity };
@@ -102,6 +111,8 @@ caf::actor spawn_coordinator(caf::actor_system& system, std::int64_t lease_ms,
 }  // namespace dtsd::actors
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::partition_command)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::instance_job_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<dtsd::engine::live_instance>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::work_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::work_kinds)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::per_kind)

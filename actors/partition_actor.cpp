@@ -14,6 +14,63 @@
 namespace dtsd::actors {
 namespace {
 
+/// How often a partition ends the instance actors that stayed idle (and all on
+/// disk) for a whole period; they are made live again from the store when needed.
+constexpr auto instance_sweep_period = std::chrono::seconds(30);
+
+/// One live orchestration or entity, pinned to its partition: runs the partition's
+/// operations on the instance's state, in the order sent, and hands each back to the
+/// partition. It never writes storage; linked to its partition, it ends with it.
+struct instance_state {
+  std::shared_ptr<engine::live_instance> live;
+};
+
+caf::behavior instance_actor(caf::stateful_actor<instance_state>* self, caf::actor partition,
+                             std::shared_ptr<engine::live_instance> live) {
+  self->state.live = std::move(live);
+  return {
+      [=](run_atom, const instance_job_ptr& job) {
+        job->on_instance(*self->state.live);
+        self->send(partition, run_atom::value,
+                   std::make_shared<std::function<void(partition_context&)>>([job](partition_context&) { job->then(); }));
+      },
+      [=](close_atom) { self->quit(); },
+  };
+}
+
+/// The partition's live instances, each an actor of its own.
+class actor_host final : public engine::instance_host {
+ public:
+  explicit actor_host(caf::event_based_actor* partition) : partition_(partition) {}
+
+  void run(const std::string& id, std::function<void(engine::live_instance&)> on_instance,
+           std::function<void()> then) override {
+    auto found = live_.find(id);
+    if (found == live_.end()) {
+      auto made = std::make_shared<engine::live_instance>(id, load_);
+      if (made->load_error) {  // Not made live: the next operation tries the store again.
+        on_instance(*made);
+        return then();
+      }
+      auto actor = partition_->spawn<caf::linked>(instance_actor, caf::actor_cast<caf::actor>(partition_), std::move(made));
+      found = live_.emplace(id, std::move(actor)).first;
+    }
+    partition_->send(found->second, run_atom::value,
+                     std::make_shared<instance_job>(instance_job{std::move(on_instance), std::move(then)}));
+  }
+
+  void evict(const std::string& id) override {
+    auto found = live_.find(id);
+    if (found == live_.end()) return;
+    partition_->send(found->second, close_atom::value);  // After every operation sent before.
+    live_.erase(found);
+  }
+
+ private:
+  caf::event_based_actor* partition_;
+  std::unordered_map<std::string, caf::actor> live_;
+};
+
 struct waiter {
   bool until_completed;
   std::uint64_t handle;
@@ -53,19 +110,32 @@ class partition_state : public partition_context {
     }
   }
 
+// GCC 12 reports the error copied out of `live` below as maybe uninitialized (a false
+// positive through std::variant inlined into std::function).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
   void add_waiter(const std::string& instance_id, bool until_completed, std::uint64_t handle,
                   callback<core::instance_record> done) override {
-    // Only durable state answers a waiter: the store, not the engine's memory.
+    // Only durable state answers a waiter: the store, not the instance's memory.
     auto durable = engine_->store().get_instance(instance_id);
     if (!durable) return done(durable.error());
     if (*durable && satisfies(**durable, until_completed)) return done(**durable);
-    auto live = engine_->get_instance(instance_id);
-    if (!live) return done(live.error());
-    if (!*durable && !*live) {
-      return done(error{errc::not_found, fmt::format("no instance with id '{}'", instance_id)});
+    if (*durable) {
+      waiters[instance_id].push_back({until_completed, handle, std::move(done)});
+      return;
     }
-    waiters[instance_id].push_back({until_completed, handle, std::move(done)});
+    // Not on disk: wait only if the instance exists, about to be committed.
+    engine_->get_instance(instance_id, [this, instance_id, until_completed, handle,
+                                        done = std::move(done)](expected<std::optional<core::instance_record>> live) {
+      if (!live) return done(live.error());
+      if (!*live) return done(error{errc::not_found, fmt::format("no instance with id '{}'", instance_id)});
+      // Its batch may have committed while the instance answered.
+      auto now_durable = engine_->store().get_instance(instance_id);
+      if (now_durable && *now_durable && satisfies(**now_durable, until_completed)) return done(**now_durable);
+      waiters[instance_id].push_back({until_completed, handle, std::move(done)});
+    });
   }
+#pragma GCC diagnostic pop
 
   void remove_waiter(const std::string& instance_id, std::uint64_t handle) override {
     auto found = waiters.find(instance_id);
@@ -125,11 +195,12 @@ class partition_state : public partition_context {
       if (auto batch = engine_->take_batch()) {
         writing = true;
         writer->write(batch->first, std::move(batch->second));
-      } else if (draining) {
+      } else if (draining && engine_->quiescent()) {
         for (auto& done : drained) done();
         drained.clear();
       }
     }
+    announce();
     if (auto due = engine_->next_wakeup_ns(); due && (!wake_at_ns || *due < *wake_at_ns)) {
       wake_at_ns = due;
       auto delay = std::max<std::int64_t>(0, *due - wall_clock_ns());
@@ -147,11 +218,12 @@ class partition_state : public partition_context {
       auto message = std::make_shared<store::outbox_entry>(std::move(entry));
       send_to_peer(destination, std::make_shared<std::function<void(partition_context&)>>(
                                     [message](partition_context& ctx) {
-                                      auto received = ctx.engine().receive(*message, ctx.now_ns());
-                                      if (!received) {
-                                        spdlog::warn("message {} refused: {}", message->sequence,
-                                                     received.error().message);
-                                      }
+                                      ctx.engine().receive(*message, ctx.now_ns(), [message](expected<std::uint64_t> received) {
+                                        if (!received) {
+                                          spdlog::warn("message {} refused: {}", message->sequence,
+                                                       received.error().message);
+                                        }
+                                      });
                                     }));
     }
   }
@@ -178,27 +250,33 @@ class partition_state : public partition_context {
   }
 
   void on_take(const per_kind& wanted) {
-    work_batch work{index, wanted, {}, {}, {}, {}};
-    const auto now = wall_clock_ns();
-    while (work.orchestrators.size() < wanted[kind_index(work_kind::orchestrator)]) {
-      auto item = engine_->next_orchestrator_item(now);
-      if (!item) break;
-      work.orchestrators.push_back(std::move(*item));
-    }
-    while (work.activities.size() < wanted[kind_index(work_kind::activity)]) {
+    auto work = std::make_shared<work_batch>(work_batch{index, wanted, {}, {}, {}, {}});
+    while (work->activities.size() < wanted[kind_index(work_kind::activity)]) {
       auto item = engine_->next_activity_item();
       if (!item) break;
-      work.activities.push_back(std::move(*item));
+      work->activities.push_back(std::move(*item));
     }
-    while (work.entities.size() < wanted[kind_index(work_kind::entity)]) {
-      auto item = engine_->next_entity_item(now);
-      if (!item) break;
-      work.entities.push_back(std::move(*item));
-    }
-    // The coordinator keeps what is left in mind; new kinds are announced later.
-    work.left = available();
-    announced = work.left;
-    self->send(coordinator, work_atom::value, std::move(work));
+    // Orchestrator and entity items come from their instances; the answer goes to
+    // the coordinator once both kinds are in.
+    const auto now = wall_clock_ns();
+    auto answered = std::make_shared<int>(0);
+    auto finish = [this, work, answered] {
+      if (++*answered < 2) return;
+      // The coordinator keeps what is left in mind; new kinds are announced later.
+      work->left = available();
+      announced = work->left;
+      self->send(coordinator, work_atom::value, std::move(*work));
+    };
+    engine_->take_work(false, wanted[kind_index(work_kind::orchestrator)], now,
+                       [work, finish](std::vector<core::orchestrator_work_item> items) {
+                         work->orchestrators = std::move(items);
+                         finish();
+                       });
+    engine_->take_work(true, wanted[kind_index(work_kind::entity)], now,
+                       [work, finish](std::vector<core::orchestrator_work_item> items) {
+                         work->entities = std::move(items);
+                         finish();
+                       });
   }
 };
 
@@ -208,6 +286,7 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
   state.self = self;
   // The engine arrives through a shared_ptr because spawn arguments must be copyable.
   state.engine_ = std::move(owned);
+  state.engine_->set_host(std::make_unique<actor_host>(self));
   state.writer = commits->open(state.engine_->store(), [owner = caf::actor_cast<caf::actor>(self)](std::uint64_t batch) {
     caf::anon_send(owner, committed_atom::value, batch);
   });
@@ -238,10 +317,15 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
         s.drained.push_back([signal] { signal->set_value(); });
         s.pump();
       },
+      [=](sweep_atom) {
+        self->state.engine_->evict_untouched();
+        self->delayed_send(self, instance_sweep_period, sweep_atom::value);
+      },
       [=](wire_atom, const std::vector<caf::actor>& peers, const caf::actor& coordinator) {
         auto& s = self->state;
         s.peers = peers;
         s.coordinator = coordinator;
+        self->delayed_send(self, instance_sweep_period, sweep_atom::value);
         // After a restart: resend what the other partitions never acknowledged.
         s.deliver(s.engine_->unacknowledged_outbox());
         s.announce();

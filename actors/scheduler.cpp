@@ -133,9 +133,10 @@ class actor_scheduler final : public scheduler {
   void start(const std::string& hub_name, core::start_request request, callback<engine::started> done) override {
     auto id = request.instance_id;
     on_partition(hub_name, id, done, [request = std::move(request), done = shared(done)](partition_context& ctx) mutable {
-      auto started = ctx.engine().start(std::move(request), ctx.now_ns());
-      if (!started) return (*done)(started.error());
-      ctx.after_commit(started->batch, [done, started = *started] { (*done)(started); });
+      ctx.engine().start(std::move(request), ctx.now_ns(), [&ctx, done](expected<engine::started> started) {
+        if (!started) return (*done)(started.error());
+        ctx.after_commit(started->batch, [done, started = *started] { (*done)(started); });
+      });
     });
   }
 
@@ -174,28 +175,28 @@ class actor_scheduler final : public scheduler {
 
   void raise_event(const std::string& hub_name, const std::string& id, const std::string& name, core::payload input,
                    callback<void> done) override {
-    mutate(hub_name, id, std::move(done), [id, name, input](partition_context& ctx) {
-      return ctx.engine().raise_event(id, name, input, ctx.now_ns());
+    mutate(hub_name, id, std::move(done), [id, name, input](partition_context& ctx, engine::reply<std::uint64_t> applied) {
+      ctx.engine().raise_event(id, name, input, ctx.now_ns(), std::move(applied));
     });
   }
 
   void terminate(const std::string& hub_name, const std::string& id, core::terminate_request request,
                  callback<void> done) override {
-    mutate(hub_name, id, std::move(done), [id, request](partition_context& ctx) {
-      return ctx.engine().terminate(id, request, ctx.now_ns());
+    mutate(hub_name, id, std::move(done), [id, request](partition_context& ctx, engine::reply<std::uint64_t> applied) {
+      ctx.engine().terminate(id, request, ctx.now_ns(), std::move(applied));
     });
   }
 
   void suspend(const std::string& hub_name, const std::string& id, core::payload reason, callback<void> done) override {
-    mutate(hub_name, id, std::move(done), [id, reason](partition_context& ctx) {
-      return ctx.engine().suspend(id, reason, ctx.now_ns());
+    mutate(hub_name, id, std::move(done), [id, reason](partition_context& ctx, engine::reply<std::uint64_t> applied) {
+      ctx.engine().suspend(id, reason, ctx.now_ns(), std::move(applied));
     });
   }
 
   void deliver(const std::string& hub_name, core::instance_message message, callback<void> done) override {
     auto id = message.target_instance_id;
-    mutate(hub_name, id, std::move(done), [message = std::move(message)](partition_context& ctx) {
-      return ctx.engine().deliver(message, ctx.now_ns());
+    mutate(hub_name, id, std::move(done), [message = std::move(message)](partition_context& ctx, engine::reply<std::uint64_t> applied) {
+      ctx.engine().deliver(message, ctx.now_ns(), std::move(applied));
     });
   }
 
@@ -264,14 +265,14 @@ class actor_scheduler final : public scheduler {
   }
 
   void rewind(const std::string& hub_name, const std::string& id, core::payload reason, callback<void> done) override {
-    mutate(hub_name, id, std::move(done), [id, reason](partition_context& ctx) {
-      return ctx.engine().rewind(id, reason, ctx.now_ns());
+    mutate(hub_name, id, std::move(done), [id, reason](partition_context& ctx, engine::reply<std::uint64_t> applied) {
+      ctx.engine().rewind(id, reason, ctx.now_ns(), std::move(applied));
     });
   }
 
   void resume(const std::string& hub_name, const std::string& id, core::payload reason, callback<void> done) override {
-    mutate(hub_name, id, std::move(done), [id, reason](partition_context& ctx) {
-      return ctx.engine().resume(id, reason, ctx.now_ns());
+    mutate(hub_name, id, std::move(done), [id, reason](partition_context& ctx, engine::reply<std::uint64_t> applied) {
+      ctx.engine().resume(id, reason, ctx.now_ns(), std::move(applied));
     });
   }
 
@@ -300,20 +301,24 @@ class actor_scheduler final : public scheduler {
   void purge_branch(const hub& h, const std::string& id, bool recursive, std::shared_ptr<purge_tracker> tracker,
                     bool top) {
     send_to(h, id, [this, h, id, recursive, tracker, top](partition_context& ctx) {
-      auto children = recursive ? ctx.engine().sub_orchestrations_of(id) : std::vector<std::string>{};
-      auto batch = ctx.engine().purge(id, ctx.now_ns());
-      if (!batch) {
-        if (top) tracker->fail(batch.error());
-        return tracker->finish_one();
-      }
-      ctx.after_commit(*batch, [this, h, children, tracker] {
-        ++tracker->purged;
-        for (const auto& child : children) {
-          ++tracker->pending;
-          purge_branch(h, child, true, tracker, false);
-        }
-        tracker->finish_one();
-      });
+      auto purge_with = [this, &ctx, h, id, tracker, top](std::vector<std::string> children) {
+        ctx.engine().purge(id, ctx.now_ns(), [this, &ctx, h, children, tracker, top](expected<std::uint64_t> batch) {
+          if (!batch) {
+            if (top) tracker->fail(batch.error());
+            return tracker->finish_one();
+          }
+          ctx.after_commit(*batch, [this, h, children, tracker] {
+            ++tracker->purged;
+            for (const auto& child : children) {
+              ++tracker->pending;
+              purge_branch(h, child, true, tracker, false);
+            }
+            tracker->finish_one();
+          });
+        });
+      };
+      if (!recursive) return purge_with({});
+      ctx.engine().sub_orchestrations_of(id, std::move(purge_with));
     });
   }
 
@@ -452,16 +457,16 @@ class actor_scheduler final : public scheduler {
   void complete_orchestrator(std::uint64_t session, core::orchestrator_completion completion, callback<void> done) override {
     auto id = completion.instance_id;
     const auto token = completion.completion_token;
-    complete(session, id, token, std::move(done), [completion = std::move(completion)](partition_context& ctx) {
-      return ctx.engine().complete_orchestrator(completion, ctx.now_ns());
+    complete(session, id, token, std::move(done), [completion = std::move(completion)](partition_context& ctx, engine::reply<std::uint64_t> applied) {
+      ctx.engine().complete_orchestrator(completion, ctx.now_ns(), std::move(applied));
     });
   }
 
   void complete_activity(std::uint64_t session, core::activity_result result, callback<void> done) override {
     auto id = result.instance_id;
     const auto token = result.completion_token;
-    complete(session, id, token, std::move(done), [result = std::move(result)](partition_context& ctx) {
-      return ctx.engine().complete_activity(result, ctx.now_ns());
+    complete(session, id, token, std::move(done), [result = std::move(result)](partition_context& ctx, engine::reply<std::uint64_t> applied) {
+      ctx.engine().complete_activity(result, ctx.now_ns(), std::move(applied));
     });
   }
 
@@ -570,14 +575,16 @@ class actor_scheduler final : public scheduler {
     mutate(found->name, id, std::move(on_done), std::move(apply));
   }
 
-  /// A change: answered once the batch holding it is durable.
+  /// A change: answered once the batch holding it is durable. `apply(ctx, applied)`
+  /// hands the change to the engine, which answers `applied` with that batch.
   template <class Apply>
   void mutate(const std::string& hub_name, const std::string& id, callback<void> done, Apply apply) {
     auto finish = shared(std::move(done));
     on_partition(hub_name, id, *finish, [apply = std::move(apply), finish](partition_context& ctx) {
-      auto batch = apply(ctx);
-      if (!batch) return (*finish)(batch.error());
-      ctx.after_commit(*batch, [finish] { (*finish)(expected<void>()); });
+      apply(ctx, [&ctx, finish](expected<std::uint64_t> batch) {
+        if (!batch) return (*finish)(batch.error());
+        ctx.after_commit(*batch, [finish] { (*finish)(expected<void>()); });
+      });
     });
   }
 

@@ -2,37 +2,52 @@
 
 #include <fmt/format.h>
 
+#include <cassert>
+
 #include "core/ids.hpp"
 #include "core/overloaded.hpp"
 
 namespace dtsd::engine {
 namespace {
 
-/// Messages to the own partition are applied at once, this many levels deep (a
-/// recursive termination of a local tree, say); deeper ones take the outbox.
-constexpr int local_route_depth_max = 16;
+error no_instance(const std::string& instance_id) {
+  return error{errc::not_found, fmt::format("no instance with id '{}'", instance_id)};
+}
 
-const core::orchestration_state& empty_state() {
-  static const core::orchestration_state state;
-  return state;
+/// Runs an input through its callback form on an inline host and returns the answer.
+template <class T, class Call>
+expected<T> answered(Call call) {
+  std::optional<expected<T>> answer;
+  call([&answer](expected<T> result) { answer.emplace(std::move(result)); });
+  if (!answer) return error{errc::failed_precondition, "the answer is not in yet (is the host inline?)"};
+  return std::move(*answer);
 }
 
 }  // namespace
 
 partition_engine::partition_engine(std::unique_ptr<store::partition_store> store,
                                    engine_options options, execution_id_source new_execution_id,
-                                   std::int64_t now_ns)
+                                   std::int64_t now_ns, std::unique_ptr<instance_host> host)
     : store_(std::move(store)),
       options_(options),
       new_execution_id_(std::move(new_execution_id)),
+      host_(host ? std::move(host) : std::make_unique<inline_host>()),
       // Tokens from before a restart must never match again: start above the clock.
-      next_token_(static_cast<std::uint64_t>(now_ns) | 1) {}
+      next_token_(static_cast<std::uint64_t>(now_ns) | 1) {
+  set_host(std::move(host_));
+}
+
+void partition_engine::set_host(std::unique_ptr<instance_host> host) {
+  assert(live_.empty());
+  host_ = std::move(host);
+  host_->set_loader([store = store_.get()](const std::string& id) { return store->load_instance(id); });
+}
 
 expected<std::unique_ptr<partition_engine>> partition_engine::open(
     std::unique_ptr<store::partition_store> store, engine_options options,
-    execution_id_source new_execution_id, std::int64_t now_ns) {
+    execution_id_source new_execution_id, std::int64_t now_ns, std::unique_ptr<instance_host> host) {
   std::unique_ptr<partition_engine> engine(
-      new partition_engine(std::move(store), options, std::move(new_execution_id), now_ns));
+      new partition_engine(std::move(store), options, std::move(new_execution_id), now_ns, std::move(host)));
   if (auto recovered = engine->recover(now_ns); !recovered) return recovered.error();
   return engine;
 }
@@ -41,12 +56,13 @@ expected<void> partition_engine::recover(std::int64_t now_ns) {
   auto recovered = store_->recover();
   if (!recovered) return recovered.error();
   for (const auto& id : recovered->instances_with_inbox) {
-    auto slot = slot_of(id);
-    if (!slot) return slot.error();
-    if (!(*slot)->state) continue;
-    if (auto due = core::start_due_ns(*(*slot)->state, now_ns)) {
-      wakeups_.push({*due, std::nullopt, id});
-    }
+    // Read here only to know when a scheduled start is due; the instance is made
+    // live when its work is taken.
+    auto state = store_->load_instance(id);
+    if (!state) return state.error();
+    if (!*state) continue;
+    if (auto due = core::start_due_ns(**state, now_ns)) wakeups_.push({*due, std::nullopt, id});
+    recovered_.insert(id);
     make_ready(id);
   }
   activity_queue_.assign(recovered->activities.begin(), recovered->activities.end());
@@ -62,30 +78,28 @@ std::uint32_t partition_engine::partition_of(const std::string& instance_id) con
   return core::partition_of(instance_id, identity().partition_count);
 }
 
-expected<partition_engine::instance_slot*> partition_engine::slot_of(
-    const std::string& instance_id) {
-  if (auto found = instances_.find(instance_id); found != instances_.end()) return &found->second;
-  auto loaded = store_->load_instance(instance_id);
-  if (!loaded) return loaded.error();
-  instance_slot slot;
-  slot.state = std::move(*loaded);
-  if (slot.state) slot.durable_inbox_end = slot.state->inbox_first_sequence + slot.state->inbox.size();
-  return &instances_.emplace(instance_id, std::move(slot)).first->second;
+partition_engine::open_batch& partition_engine::batch(std::uint64_t number) {
+  auto& open = unsealed_[number];
+  open.number = number;
+  return open;
 }
 
-expected<partition_engine::instance_slot*> partition_engine::existing(
-    const std::string& instance_id) {
-  if (auto valid = core::validate_instance_id(instance_id); !valid) return valid.error();
-  auto slot = slot_of(instance_id);
-  if (!slot) return slot.error();
-  if (!(*slot)->state) {
-    return error{errc::not_found, fmt::format("no instance with id '{}'", instance_id)};
-  }
-  return *slot;
+void partition_engine::operate(const std::string& id, std::uint64_t batch_number,
+                               std::function<void(live_instance&)> on_instance, std::function<void()> then) {
+  auto& info = live_[id];
+  ++info.outstanding;
+  info.touched = true;
+  if (batch_number != 0) ++batch(batch_number).outstanding;
+  host_->run(id, std::move(on_instance), [this, id, batch_number, then = std::move(then)] {
+    auto found = live_.find(id);
+    if (found != live_.end()) --found->second.outstanding;
+    then();
+    if (batch_number != 0) --batch(batch_number).outstanding;
+  });
 }
 
-void partition_engine::log(std::int64_t now_ns, decltype(store::partition_event::body) body) {
-  open_.batch.events.push_back({now_ns, std::move(body)});
+void partition_engine::log(std::uint64_t batch_number, std::int64_t now_ns, logged_input body) {
+  batch(batch_number).batch.events.push_back({now_ns, std::move(body)});
 }
 
 void partition_engine::make_ready(const std::string& instance_id) {
@@ -96,230 +110,271 @@ void partition_engine::make_ready(const std::string& instance_id) {
   if (ready_set_.insert(instance_id).second) ready_.push_back(instance_id);
 }
 
-void partition_engine::record(const std::string& instance_id, instance_slot& slot,
-                              core::transition transition, std::int64_t now_ns, int depth) {
-  core::merge(open_.changes[instance_id], transition.change,
-              slot.state ? *slot.state : empty_state());
-  auto& effects = transition.effects;
-  for (auto& activity : effects.activities) {
-    open_.batch.activities_added.push_back(activity);
-    open_.activities.push_back(std::move(activity));
-  }
-  for (auto& timer : effects.timers) {
-    open_.batch.timers_added.push_back(timer);
-    wakeups_.push({timer.fire_at_ns, timer, timer.instance_id});
-  }
-  if (slot.state) {
-    if (auto due = core::start_due_ns(*slot.state, now_ns)) {
-      wakeups_.push({*due, std::nullopt, instance_id});
-    }
-    make_ready(instance_id);
-  }
-  for (auto& message : effects.messages) route(std::move(message), now_ns, depth + 1);
+void partition_engine::step::noted(live_instance& instance, std::uint64_t batch_number, std::int64_t now_ns) {
+  write = instance.note(batch_number, applied->change);
+  has_state = instance.state.has_value();
+  if (instance.state) start_due_ns = core::start_due_ns(*instance.state, now_ns);
+  idle = instance.idle();
 }
 
-void partition_engine::route(core::instance_message message, std::int64_t now_ns, int depth) {
-  const auto destination = partition_of(message.target_instance_id);
-  if (destination == identity().partition_index && depth <= local_route_depth_max) {
-    apply_local(message, now_ns, depth);
-    return;
+void partition_engine::record(const std::string& instance_id, std::uint64_t batch_number, step& done,
+                              std::int64_t now_ns) {
+  (void)now_ns;
+  auto& open = batch(batch_number);
+  open.writes[instance_id] = std::move(done.write);
+  auto& info = live_[instance_id];
+  info.last_batch = std::max(info.last_batch, batch_number);
+  info.idle = done.idle;
+  auto& effects = done.applied->effects;
+  for (auto& activity : effects.activities) {
+    open.batch.activities_added.push_back(activity);
+    open.activities.push_back(std::move(activity));
   }
-  store::outbox_entry entry{next_outbox_sequence_++, identity().partition_index, destination,
-                            std::move(message)};
-  open_.batch.outbox_added.push_back(entry);
-  open_.outbound.push_back(entry);
+  for (auto& timer : effects.timers) {
+    open.batch.timers_added.push_back(timer);
+    wakeups_.push({timer.fire_at_ns, timer, timer.instance_id});
+  }
+  if (done.has_state) {
+    if (done.start_due_ns) wakeups_.push({*done.start_due_ns, std::nullopt, instance_id});
+    make_ready(instance_id);
+  }
+  for (auto& message : effects.messages) route(batch_number, std::move(message));
+}
+
+void partition_engine::route(std::uint64_t batch_number, core::instance_message message) {
+  // Every message, to this partition too, is written to the outbox in the sender's
+  // batch and applied by its receiver once that batch is durable: the receiver's
+  // instance may already be taking inputs of a later batch.
+  const auto destination = partition_of(message.target_instance_id);
+  store::outbox_entry entry{next_outbox_sequence_++, identity().partition_index, destination, std::move(message)};
+  auto& open = batch(batch_number);
+  open.batch.outbox_added.push_back(entry);
+  open.outbound.push_back(entry);
   outbox_.emplace(entry.sequence, std::move(entry));
 }
 
-void partition_engine::apply_local(const core::instance_message& message, std::int64_t now_ns,
-                                   int depth) {
-  auto slot = slot_of(message.target_instance_id);
-  if (!slot) return;  // The store failed; the sender's resend or a retry brings it back.
-  auto applied = core::apply_message((*slot)->state, message, now_ns, options_.limits);
-  if (applied) {
-    record(message.target_instance_id, **slot, std::move(*applied), now_ns, depth);
-    return;
-  }
-  // A start that failed reports back to its parent; other refusals (a result for an
-  // execution that moved on, a duplicate) are dropped as the state machine decided.
-  if (const auto* start = std::get_if<core::start_request>(&message.body)) {
-    if (auto failed = core::start_failed_message(*start, applied.error(), now_ns)) {
-      route(std::move(*failed), now_ns, depth + 1);
-    }
-  }
+void partition_engine::change(const std::string& instance_id, bool must_exist, std::int64_t now_ns,
+                              std::function<expected<core::transition>(live_instance&)> apply,
+                              std::function<logged_input()> input, reply<std::uint64_t> done) {
+  const auto number = next_batch_;
+  auto outcome = std::make_shared<step>();
+  operate(
+      instance_id, number,
+      [outcome, must_exist, number, now_ns, apply = std::move(apply)](live_instance& instance) {
+        if (instance.load_error) {
+          outcome->applied = *instance.load_error;
+        } else if (must_exist && !instance.state) {
+          outcome->applied = no_instance(instance.id());
+        } else {
+          outcome->applied = apply(instance);
+        }
+        if (outcome->applied) outcome->noted(instance, number, now_ns);
+      },
+      [this, instance_id, number, now_ns, outcome, input = std::move(input), done = std::move(done)] {
+        if (!outcome->applied) return done(outcome->applied.error());
+        log(number, now_ns, input());
+        record(instance_id, number, *outcome, now_ns);
+        done(number);
+      });
 }
 
 // ---------------------------------------------------------------------------
 // Inputs
 
-expected<started> partition_engine::start(core::start_request request, std::int64_t now_ns) {
-  if (auto valid = core::validate_orchestration_id(request.instance_id); !valid) {
-    return valid.error();
-  }
+void partition_engine::start(core::start_request request, std::int64_t now_ns, reply<started> done) {
+  if (auto valid = core::validate_orchestration_id(request.instance_id); !valid) return done(valid.error());
   if (partition_of(request.instance_id) != identity().partition_index) {
-    return error{errc::invalid_argument,
-                 fmt::format("instance '{}' belongs to partition {}, not {}", request.instance_id,
-                             partition_of(request.instance_id), identity().partition_index)};
+    return done(error{errc::invalid_argument,
+                      fmt::format("instance '{}' belongs to partition {}, not {}", request.instance_id,
+                                  partition_of(request.instance_id), identity().partition_index)});
   }
   if (request.execution_id.empty()) request.execution_id = new_execution_id_();
-  auto slot = slot_of(request.instance_id);
-  if (!slot) return slot.error();
-  auto applied = core::apply_start((*slot)->state, request, now_ns, options_.limits);
-  if (!applied) return applied.error();
-  log(now_ns, request);
-  record(request.instance_id, **slot, std::move(*applied), now_ns, 0);
-  return started{request.instance_id, request.execution_id, next_batch_};
-}
-
-template <class Apply>
-expected<std::uint64_t> partition_engine::change_existing(const std::string& instance_id,
-                                                         std::int64_t now_ns, Apply apply,
-                                                         logged_input input) {
-  auto slot = existing(instance_id);
-  if (!slot) return slot.error();
-  auto applied = apply(*(*slot)->state);
-  if (!applied) return applied.error();
-  log(now_ns, std::move(input));
-  record(instance_id, **slot, std::move(*applied), now_ns, 0);
-  return next_batch_;
-}
-
-expected<std::uint64_t> partition_engine::raise_event(const std::string& instance_id,
-                                                      const std::string& name,
-                                                      const core::payload& input,
-                                                      std::int64_t now_ns) {
-  return change_existing(
-      instance_id, now_ns,
-      [&](core::orchestration_state& state) {
-        return core::apply_raise_event(state, name, input, now_ns, options_.limits);
+  const auto id = request.instance_id;
+  const auto execution = request.execution_id;
+  auto shared = std::make_shared<core::start_request>(std::move(request));
+  change(
+      id, false, now_ns,
+      [shared, now_ns, limits = options_.limits](live_instance& instance) {
+        return core::apply_start(instance.state, *shared, now_ns, limits);
       },
-      store::logged::event_raised{instance_id, name, input});
+      [shared] { return logged_input(*shared); },
+      [id, execution, done = std::move(done)](expected<std::uint64_t> batch) {
+        if (!batch) return done(batch.error());
+        done(started{id, execution, *batch});
+      });
 }
 
-expected<std::uint64_t> partition_engine::terminate(const std::string& instance_id,
-                                                    const core::terminate_request& request,
-                                                    std::int64_t now_ns) {
-  return change_existing(
-      instance_id, now_ns,
-      [&](core::orchestration_state& state) {
-        return core::apply_terminate(state, request, now_ns, options_.limits);
+void partition_engine::raise_event(const std::string& instance_id, const std::string& name,
+                                   const core::payload& input, std::int64_t now_ns, reply<std::uint64_t> done) {
+  if (auto valid = core::validate_instance_id(instance_id); !valid) return done(valid.error());
+  change(
+      instance_id, true, now_ns,
+      [name, input, now_ns, limits = options_.limits](live_instance& instance) {
+        return core::apply_raise_event(*instance.state, name, input, now_ns, limits);
       },
-      store::logged::terminated{instance_id, request});
+      [=] { return logged_input(store::logged::event_raised{instance_id, name, input}); }, std::move(done));
 }
 
-expected<std::uint64_t> partition_engine::suspend(const std::string& instance_id,
-                                                  const core::payload& reason,
-                                                  std::int64_t now_ns) {
-  return change_existing(
-      instance_id, now_ns,
-      [&](core::orchestration_state& state) { return core::apply_suspend(state, reason, now_ns); },
-      store::logged::suspended{instance_id, reason});
-}
-
-expected<std::uint64_t> partition_engine::deliver(const core::instance_message& message, std::int64_t now_ns) {
-  auto slot = slot_of(message.target_instance_id);
-  if (!slot) return slot.error();
-  auto applied = core::apply_message((*slot)->state, message, now_ns, options_.limits);
-  if (!applied) return applied.error();
-  log(now_ns, store::logged::delivered{message});
-  record(message.target_instance_id, **slot, std::move(*applied), now_ns, 0);
-  return next_batch_;
-}
-
-expected<std::uint64_t> partition_engine::rewind(const std::string& instance_id,
-                                                 const core::payload& reason, std::int64_t now_ns) {
-  return change_existing(
-      instance_id, now_ns,
-      [&](core::orchestration_state& state) {
-        return core::apply_rewind(state, reason, {},
-                                  core::derive_execution_id(state.record.execution_id, "rewind"), now_ns,
-                                  options_.limits);
+void partition_engine::terminate(const std::string& instance_id, const core::terminate_request& request,
+                                 std::int64_t now_ns, reply<std::uint64_t> done) {
+  if (auto valid = core::validate_instance_id(instance_id); !valid) return done(valid.error());
+  change(
+      instance_id, true, now_ns,
+      [request, now_ns, limits = options_.limits](live_instance& instance) {
+        return core::apply_terminate(*instance.state, request, now_ns, limits);
       },
-      store::logged::rewound{instance_id, reason});
+      [=] { return logged_input(store::logged::terminated{instance_id, request}); }, std::move(done));
 }
 
-expected<std::uint64_t> partition_engine::resume(const std::string& instance_id,
-                                                 const core::payload& reason,
-                                                 std::int64_t now_ns) {
-  return change_existing(
-      instance_id, now_ns,
-      [&](core::orchestration_state& state) { return core::apply_resume(state, reason, now_ns); },
-      store::logged::resumed{instance_id, reason});
+void partition_engine::suspend(const std::string& instance_id, const core::payload& reason, std::int64_t now_ns,
+                               reply<std::uint64_t> done) {
+  if (auto valid = core::validate_instance_id(instance_id); !valid) return done(valid.error());
+  change(
+      instance_id, true, now_ns,
+      [reason, now_ns](live_instance& instance) { return core::apply_suspend(*instance.state, reason, now_ns); },
+      [=] { return logged_input(store::logged::suspended{instance_id, reason}); }, std::move(done));
 }
 
-expected<std::uint64_t> partition_engine::purge(const std::string& instance_id,
-                                                std::int64_t now_ns) {
-  auto slot = existing(instance_id);
-  if (!slot) return slot.error();
-  auto applied = core::apply_purge((*slot)->state);
-  if (!applied) return applied.error();
-  log(now_ns, store::logged::purged{instance_id});
-  record(instance_id, **slot, std::move(*applied), now_ns, 0);
-  return next_batch_;
+void partition_engine::resume(const std::string& instance_id, const core::payload& reason, std::int64_t now_ns,
+                              reply<std::uint64_t> done) {
+  if (auto valid = core::validate_instance_id(instance_id); !valid) return done(valid.error());
+  change(
+      instance_id, true, now_ns,
+      [reason, now_ns](live_instance& instance) { return core::apply_resume(*instance.state, reason, now_ns); },
+      [=] { return logged_input(store::logged::resumed{instance_id, reason}); }, std::move(done));
 }
 
-expected<std::uint64_t> partition_engine::complete_orchestrator(
-    const core::orchestrator_completion& completion, std::int64_t now_ns) {
-  auto slot = existing(completion.instance_id);
-  if (!slot) return slot.error();
-  auto& state = *(*slot)->state;
-  const auto consumed = state.in_flight ? state.in_flight->new_event_count : 0;
-  const auto started_at = state.in_flight ? state.in_flight->started_at_ns : 0;
-  auto next_execution = core::derive_execution_id(state.record.execution_id, "continue-as-new");
-  auto applied =
-      core::apply_completion(state, completion, next_execution, now_ns, options_.limits);
-  if (!applied) return applied.error();
-  log(now_ns, store::logged::orchestrator_completed{completion, std::move(next_execution),
-                                                    static_cast<std::uint32_t>(consumed), started_at});
-  record(completion.instance_id, **slot, std::move(*applied), now_ns, 0);
-  return next_batch_;
+void partition_engine::deliver(const core::instance_message& message, std::int64_t now_ns,
+                               reply<std::uint64_t> done) {
+  if (auto valid = core::validate_instance_id(message.target_instance_id); !valid) return done(valid.error());
+  change(
+      message.target_instance_id, false, now_ns,
+      [message, now_ns, limits = options_.limits](live_instance& instance) {
+        return core::apply_message(instance.state, message, now_ns, limits);
+      },
+      [message] { return logged_input(store::logged::delivered{message}); }, std::move(done));
 }
 
-expected<void> partition_engine::abandon_orchestrator(const std::string& instance_id,
-                                                      std::uint64_t token) {
-  auto slot = existing(instance_id);
-  if (!slot) return slot.error();
-  if (auto abandoned = core::abandon(*(*slot)->state, token); !abandoned) return abandoned;
-  make_ready(instance_id);
-  return {};
+void partition_engine::rewind(const std::string& instance_id, const core::payload& reason, std::int64_t now_ns,
+                              reply<std::uint64_t> done) {
+  if (auto valid = core::validate_instance_id(instance_id); !valid) return done(valid.error());
+  change(
+      instance_id, true, now_ns,
+      [reason, now_ns, limits = options_.limits](live_instance& instance) {
+        auto& state = *instance.state;
+        return core::apply_rewind(state, reason, {}, core::derive_execution_id(state.record.execution_id, "rewind"),
+                                  now_ns, limits);
+      },
+      [=] { return logged_input(store::logged::rewound{instance_id, reason}); }, std::move(done));
 }
 
-expected<std::uint64_t> partition_engine::complete_activity(const core::activity_result& result,
-                                                            std::int64_t now_ns) {
+void partition_engine::purge(const std::string& instance_id, std::int64_t now_ns, reply<std::uint64_t> done) {
+  if (auto valid = core::validate_instance_id(instance_id); !valid) return done(valid.error());
+  change(
+      instance_id, true, now_ns, [](live_instance& instance) { return core::apply_purge(instance.state); },
+      [=] { return logged_input(store::logged::purged{instance_id}); }, std::move(done));
+}
+
+void partition_engine::complete_orchestrator(const core::orchestrator_completion& completion, std::int64_t now_ns,
+                                             reply<std::uint64_t> done) {
+  if (auto valid = core::validate_instance_id(completion.instance_id); !valid) return done(valid.error());
+  // What the log needs besides the completion is read on the instance.
+  struct consumed_work {
+    std::string next_execution;
+    std::uint32_t consumed = 0;
+    std::int64_t started_at = 0;
+  };
+  auto work = std::make_shared<consumed_work>();
+  auto shared = std::make_shared<core::orchestrator_completion>(completion);
+  change(
+      completion.instance_id, true, now_ns,
+      [shared, work, now_ns, limits = options_.limits](live_instance& instance) {
+        auto& state = *instance.state;
+        work->consumed = static_cast<std::uint32_t>(state.in_flight ? state.in_flight->new_event_count : 0);
+        work->started_at = state.in_flight ? state.in_flight->started_at_ns : 0;
+        work->next_execution = core::derive_execution_id(state.record.execution_id, "continue-as-new");
+        return core::apply_completion(state, *shared, work->next_execution, now_ns, limits);
+      },
+      [shared, work] {
+        return logged_input(
+            store::logged::orchestrator_completed{*shared, work->next_execution, work->consumed, work->started_at});
+      },
+      std::move(done));
+}
+
+void partition_engine::abandon_orchestrator(const std::string& instance_id, std::uint64_t token,
+                                            reply<void> done) {
+  if (auto valid = core::validate_instance_id(instance_id); !valid) return done(valid.error());
+  auto outcome = std::make_shared<expected<void>>();
+  auto idle = std::make_shared<bool>(true);
+  operate(
+      instance_id, 0,
+      [outcome, idle, token](live_instance& instance) {
+        if (instance.load_error) {
+          *outcome = *instance.load_error;
+        } else if (!instance.state) {
+          *outcome = no_instance(instance.id());
+        } else {
+          *outcome = core::abandon(*instance.state, token);
+        }
+        *idle = instance.idle();
+      },
+      [this, instance_id, outcome, idle, done = std::move(done)] {
+        if (auto found = live_.find(instance_id); found != live_.end()) found->second.idle = *idle;
+        if (*outcome) make_ready(instance_id);
+        done(*outcome);
+      });
+}
+
+void partition_engine::complete_activity(const core::activity_result& result, std::int64_t now_ns,
+                                         reply<std::uint64_t> done) {
   const auto key = std::make_tuple(result.instance_id, result.execution_id, result.task_id);
+  auto stale = [result] {
+    return error{errc::stale_token, fmt::format("activity {} of instance '{}' is not leased under token {}",
+                                                result.task_id, result.instance_id, result.completion_token)};
+  };
   auto lease = activity_leases_.find(key);
-  if (lease == activity_leases_.end() || lease->second != result.completion_token) {
-    return error{errc::stale_token,
-                 fmt::format("activity {} of instance '{}' is not leased under token {}",
-                             result.task_id, result.instance_id, result.completion_token)};
-  }
-  auto slot = slot_of(result.instance_id);
-  if (!slot) return slot.error();
-  expected<core::transition> applied =
-      (*slot)->state ? core::apply_activity_result(*(*slot)->state, result, now_ns, options_.limits)
-                     : expected<core::transition>(error{errc::not_found, "instance is gone"});
-  if (!applied && applied.error().code == errc::invalid_argument) {
-    return applied.error();  // The worker's answer is bad; the lease stays, nothing changes.
-  }
-  activity_leases_.erase(lease);
-  open_.batch.activities_removed.push_back({result.instance_id, result.execution_id, result.task_id});
-  if (applied) {
-    log(now_ns, result);
-    record(result.instance_id, **slot, std::move(*applied), now_ns, 0);
-  }
-  // A result the instance no longer wants (it finished, moved to a new execution,
-  // or already has it) still ends the activity.
-  return next_batch_;
+  if (lease == activity_leases_.end() || lease->second != result.completion_token) return done(stale());
+  const auto number = next_batch_;
+  auto outcome = std::make_shared<step>();
+  auto shared = std::make_shared<core::activity_result>(result);
+  operate(
+      result.instance_id, number,
+      [outcome, shared, number, now_ns, limits = options_.limits](live_instance& instance) {
+        if (instance.load_error) {
+          outcome->applied = *instance.load_error;
+        } else if (!instance.state) {
+          outcome->applied = error{errc::not_found, "instance is gone"};
+        } else {
+          outcome->applied = core::apply_activity_result(*instance.state, *shared, now_ns, limits);
+        }
+        if (outcome->applied) outcome->noted(instance, number, now_ns);
+      },
+      [this, key, number, now_ns, outcome, shared, stale, done = std::move(done)] {
+        if (!outcome->applied && outcome->applied.error().code == errc::invalid_argument) {
+          return done(outcome->applied.error());  // The worker's answer is bad; the lease stays, nothing changes.
+        }
+        // Another answer under the same lease may have been taken meanwhile.
+        auto lease = activity_leases_.find(key);
+        if (lease == activity_leases_.end() || lease->second != shared->completion_token) return done(stale());
+        activity_leases_.erase(lease);
+        batch(number).batch.activities_removed.push_back({shared->instance_id, shared->execution_id, shared->task_id});
+        if (outcome->applied) {
+          log(number, now_ns, *shared);
+          record(shared->instance_id, number, *outcome, now_ns);
+        }
+        // A result the instance no longer wants (it finished, moved to a new
+        // execution, or already has it) still ends the activity.
+        done(number);
+      });
 }
 
-expected<void> partition_engine::abandon_activity(const core::activity_request& request,
-                                                  std::uint64_t token) {
+expected<void> partition_engine::abandon_activity(const core::activity_request& request, std::uint64_t token) {
   const auto key = std::make_tuple(request.instance_id, request.execution_id, request.task_id);
   auto lease = activity_leases_.find(key);
   if (lease == activity_leases_.end() || lease->second != token) {
-    return error{errc::stale_token,
-                 fmt::format("activity {} of instance '{}' is not leased under token {}",
-                             request.task_id, request.instance_id, token)};
+    return error{errc::stale_token, fmt::format("activity {} of instance '{}' is not leased under token {}",
+                                                request.task_id, request.instance_id, token)};
   }
   activity_leases_.erase(lease);
   activity_queue_.push_front(request);
@@ -340,13 +395,150 @@ void partition_engine::fire_due_timers(std::int64_t now_ns) {
 }
 
 void partition_engine::fire_timer(const core::timer_entry& timer, std::int64_t now_ns) {
-  open_.batch.timers_removed.push_back(timer);
-  auto slot = slot_of(timer.instance_id);
-  if (!slot || !(*slot)->state) return;
-  auto applied = core::apply_timer_fired(*(*slot)->state, timer, now_ns);
-  if (!applied) return;  // The execution moved on or the instance ended.
-  log(now_ns, timer);
-  record(timer.instance_id, **slot, std::move(*applied), now_ns, 0);
+  const auto number = next_batch_;
+  batch(number).batch.timers_removed.push_back(timer);
+  auto outcome = std::make_shared<step>();
+  operate(
+      timer.instance_id, number,
+      [outcome, timer, number, now_ns](live_instance& instance) {
+        if (instance.load_error || !instance.state) return;  // Gone: the timer just ends.
+        outcome->applied = core::apply_timer_fired(*instance.state, timer, now_ns);
+        if (outcome->applied) outcome->noted(instance, number, now_ns);
+      },
+      [this, outcome, timer, number, now_ns] {
+        if (!outcome->applied) return;  // The execution moved on or the instance ended.
+        log(number, now_ns, timer);
+        record(timer.instance_id, number, *outcome, now_ns);
+      });
+}
+
+void partition_engine::receive(const store::outbox_entry& entry, std::int64_t now_ns, reply<std::uint64_t> done) {
+  if (entry.destination_partition != identity().partition_index) {
+    return done(error{errc::invalid_argument,
+                      fmt::format("message {} from partition {} is for partition {}, not {}", entry.sequence,
+                                  entry.source_partition, entry.destination_partition, identity().partition_index)});
+  }
+  const auto number = next_batch_;
+  auto& open = batch(number);
+  auto& mark = dedup_marks_[entry.source_partition];
+  auto& receipt = open.receipts[entry.source_partition];
+  if (entry.sequence <= mark) {
+    receipt = std::max(receipt, mark);  // A resend: acknowledge again, apply nothing.
+    return done(number);
+  }
+  mark = entry.sequence;
+  receipt = entry.sequence;
+  open.batch.dedup_marks[entry.source_partition] = entry.sequence;
+  log(number, now_ns, entry);
+  const auto& message = entry.message;
+  auto outcome = std::make_shared<step>();
+  operate(
+      message.target_instance_id, number,
+      [outcome, message, number, now_ns, limits = options_.limits](live_instance& instance) {
+        if (instance.load_error) {
+          outcome->applied = *instance.load_error;
+          return;
+        }
+        outcome->applied = core::apply_message(instance.state, message, now_ns, limits);
+        if (outcome->applied) outcome->noted(instance, number, now_ns);
+      },
+      [this, outcome, message, number, now_ns, done = std::move(done)] {
+        if (outcome->applied) {
+          record(message.target_instance_id, number, *outcome, now_ns);
+        } else if (const auto* start = std::get_if<core::start_request>(&message.body)) {
+          // A start that failed reports back to its parent; other refusals (a result
+          // for an execution that moved on, a duplicate) are dropped as the state
+          // machine decided.
+          if (auto failed = core::start_failed_message(*start, outcome->applied.error(), now_ns)) {
+            route(number, std::move(*failed));
+          }
+        }
+        done(number);
+      });
+}
+
+void partition_engine::outbound_acknowledged(std::uint32_t destination, std::uint64_t sequence) {
+  for (auto it = outbox_.begin(); it != outbox_.end() && it->first <= sequence;) {
+    if (it->second.destination_partition == destination && it->first < durable_outbox_end_) {
+      batch(next_batch_).batch.outbox_removed.push_back(it->first);
+      it = outbox_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Synchronous forms (inline host)
+
+expected<started> partition_engine::start(core::start_request request, std::int64_t now_ns) {
+  return answered<started>([&](reply<started> done) { start(std::move(request), now_ns, std::move(done)); });
+}
+
+expected<std::uint64_t> partition_engine::raise_event(const std::string& instance_id, const std::string& name,
+                                                      const core::payload& input, std::int64_t now_ns) {
+  return answered<std::uint64_t>(
+      [&](reply<std::uint64_t> done) { raise_event(instance_id, name, input, now_ns, std::move(done)); });
+}
+
+expected<std::uint64_t> partition_engine::terminate(const std::string& instance_id,
+                                                    const core::terminate_request& request, std::int64_t now_ns) {
+  return answered<std::uint64_t>([&](reply<std::uint64_t> done) { terminate(instance_id, request, now_ns, std::move(done)); });
+}
+
+expected<std::uint64_t> partition_engine::suspend(const std::string& instance_id, const core::payload& reason,
+                                                  std::int64_t now_ns) {
+  return answered<std::uint64_t>([&](reply<std::uint64_t> done) { suspend(instance_id, reason, now_ns, std::move(done)); });
+}
+
+expected<std::uint64_t> partition_engine::resume(const std::string& instance_id, const core::payload& reason,
+                                                 std::int64_t now_ns) {
+  return answered<std::uint64_t>([&](reply<std::uint64_t> done) { resume(instance_id, reason, now_ns, std::move(done)); });
+}
+
+expected<std::uint64_t> partition_engine::rewind(const std::string& instance_id, const core::payload& reason,
+                                                 std::int64_t now_ns) {
+  return answered<std::uint64_t>([&](reply<std::uint64_t> done) { rewind(instance_id, reason, now_ns, std::move(done)); });
+}
+
+expected<std::uint64_t> partition_engine::deliver(const core::instance_message& message, std::int64_t now_ns) {
+  return answered<std::uint64_t>([&](reply<std::uint64_t> done) { deliver(message, now_ns, std::move(done)); });
+}
+
+expected<std::uint64_t> partition_engine::purge(const std::string& instance_id, std::int64_t now_ns) {
+  return answered<std::uint64_t>([&](reply<std::uint64_t> done) { purge(instance_id, now_ns, std::move(done)); });
+}
+
+expected<std::uint64_t> partition_engine::complete_orchestrator(const core::orchestrator_completion& completion,
+                                                                std::int64_t now_ns) {
+  return answered<std::uint64_t>(
+      [&](reply<std::uint64_t> done) { complete_orchestrator(completion, now_ns, std::move(done)); });
+}
+
+expected<void> partition_engine::abandon_orchestrator(const std::string& instance_id, std::uint64_t token) {
+  return answered<void>([&](reply<void> done) { abandon_orchestrator(instance_id, token, std::move(done)); });
+}
+
+expected<std::uint64_t> partition_engine::complete_activity(const core::activity_result& result,
+                                                            std::int64_t now_ns) {
+  return answered<std::uint64_t>([&](reply<std::uint64_t> done) { complete_activity(result, now_ns, std::move(done)); });
+}
+
+expected<std::uint64_t> partition_engine::receive(const store::outbox_entry& entry, std::int64_t now_ns) {
+  return answered<std::uint64_t>([&](reply<std::uint64_t> done) { receive(entry, now_ns, std::move(done)); });
+}
+
+std::optional<core::orchestrator_work_item> partition_engine::next_orchestrator_item(std::int64_t now_ns) {
+  std::optional<core::orchestrator_work_item> item;
+  take_work(false, 1, now_ns, [&item](std::vector<core::orchestrator_work_item> items) {
+    if (!items.empty()) item = std::move(items.front());
+  });
+  return item;
+}
+
+expected<std::optional<core::instance_record>> partition_engine::get_instance(const std::string& instance_id) {
+  return answered<std::optional<core::instance_record>>(
+      [&](reply<std::optional<core::instance_record>> done) { get_instance(instance_id, std::move(done)); });
 }
 
 namespace {
@@ -356,6 +548,7 @@ expected<void> done(const expected<T>& result) {
   if (!result) return result.error();
   return {};
 }
+
 }  // namespace
 
 expected<void> partition_engine::replay(const store::partition_event& event) {
@@ -364,15 +557,29 @@ expected<void> partition_engine::replay(const store::partition_event& event) {
       overloaded{
           [&](const core::start_request& e) { return done(start(e, now)); },
           [&](const store::logged::orchestrator_completed& e) -> expected<void> {
-            auto slot = existing(e.completion.instance_id);
-            if (!slot) return slot.error();
-            (*slot)->state->in_flight =
-                core::in_flight_work_item{e.completion.completion_token, e.consumed_event_count, e.started_at_ns};
+            // The work item the worker had: its lease and the events it was given.
+            const core::in_flight_work_item given{e.completion.completion_token, e.consumed_event_count,
+                                                  e.started_at_ns};
+            auto restored = answered<void>([&](reply<void> restored_done) {
+              auto result = std::make_shared<expected<void>>();
+              operate(
+                  e.completion.instance_id, 0,
+                  [result, work = given](live_instance& instance) {
+                    if (instance.load_error) {
+                      *result = *instance.load_error;
+                    } else if (!instance.state) {
+                      *result = no_instance(instance.id());
+                    } else {
+                      instance.state->in_flight = work;
+                    }
+                  },
+                  [result, restored_done] { restored_done(*result); });
+            });
+            if (!restored) return restored;
             return done(complete_orchestrator(e.completion, now));
           },
           [&](const core::activity_result& e) {
-            activity_leases_[std::make_tuple(e.instance_id, e.execution_id, e.task_id)] =
-                e.completion_token;
+            activity_leases_[std::make_tuple(e.instance_id, e.execution_id, e.task_id)] = e.completion_token;
             return done(complete_activity(e, now));
           },
           [&](const core::timer_entry& e) -> expected<void> {
@@ -383,9 +590,7 @@ expected<void> partition_engine::replay(const store::partition_event& event) {
           [&](const store::logged::event_raised& e) {
             return done(raise_event(e.instance_id, e.name, e.input, now));
           },
-          [&](const store::logged::terminated& e) {
-            return done(terminate(e.instance_id, e.request, now));
-          },
+          [&](const store::logged::terminated& e) { return done(terminate(e.instance_id, e.request, now)); },
           [&](const store::logged::suspended& e) { return done(suspend(e.instance_id, e.reason, now)); },
           [&](const store::logged::rewound& e) { return done(rewind(e.instance_id, e.reason, now)); },
           [&](const store::logged::delivered& e) { return done(deliver(e.message, now)); },
@@ -396,78 +601,68 @@ expected<void> partition_engine::replay(const store::partition_event& event) {
       event.body);
 }
 
-expected<std::uint64_t> partition_engine::receive(const store::outbox_entry& entry,
-                                                  std::int64_t now_ns) {
-  if (entry.destination_partition != identity().partition_index) {
-    return error{errc::invalid_argument,
-                 fmt::format("message {} from partition {} is for partition {}, not {}",
-                             entry.sequence, entry.source_partition, entry.destination_partition,
-                             identity().partition_index)};
-  }
-  auto& mark = dedup_marks_[entry.source_partition];
-  auto& receipt = open_.receipts[entry.source_partition];
-  if (entry.sequence <= mark) {
-    receipt = std::max(receipt, mark);  // A resend: acknowledge again, apply nothing.
-    return next_batch_;
-  }
-  mark = entry.sequence;
-  receipt = entry.sequence;
-  open_.batch.dedup_marks[entry.source_partition] = entry.sequence;
-  log(now_ns, entry);
-  apply_local(entry.message, now_ns, 0);
-  return next_batch_;
-}
-
-void partition_engine::outbound_acknowledged(std::uint32_t destination, std::uint64_t sequence) {
-  for (auto it = outbox_.begin(); it != outbox_.end() && it->first <= sequence;) {
-    if (it->second.destination_partition == destination && it->first < durable_outbox_end_) {
-      open_.batch.outbox_removed.push_back(it->first);
-      it = outbox_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-}
-
 // ---------------------------------------------------------------------------
 // Commit cycle
 
 bool partition_engine::has_open_batch() const {
-  return !open_.batch.empty() || !open_.changes.empty() || !open_.receipts.empty();
+  for (const auto& [number, open] : unsealed_) {
+    if (!open.empty() || open.outstanding > 0) return true;
+  }
+  return false;
+}
+
+bool partition_engine::quiescent() const {
+  if (has_open_batch()) return false;
+  for (const auto& [id, info] : live_) {
+    if (info.outstanding > 0) return false;
+  }
+  return true;
 }
 
 std::optional<std::pair<std::uint64_t, store::write_batch>> partition_engine::take_batch() {
-  if (!has_open_batch()) return std::nullopt;
-  sealed_batch sealed;
-  sealed.number = next_batch_++;
-  for (const auto& [id, change] : open_.changes) {
-    const auto& slot = instances_.at(id);
-    const core::orchestration_state* state = slot.state ? &*slot.state : nullptr;
-    open_.batch.instances.push_back(store::make_instance_write(id, state, change));
-    sealed.inbox_ends.emplace_back(id, state ? state->inbox_first_sequence + state->inbox.size() : 0);
-    if (open_.batch.instances.back().purged) {
-      sealed.purged.push_back(id);
-    } else {
-      sealed.records.push_back(open_.batch.instances.back().row.record);
+  while (!unsealed_.empty()) {
+    auto first = unsealed_.begin();
+    if (first->first == next_batch_) {
+      // Nothing is closing: close the open batch, if it holds anything.
+      if (first->second.empty() && first->second.outstanding == 0) {
+        unsealed_.erase(first);
+        return std::nullopt;
+      }
+      ++next_batch_;
     }
+    if (first->second.outstanding > 0) return std::nullopt;  // Taken again when the answers are in.
+    auto open = std::move(first->second);
+    unsealed_.erase(first);
+    if (open.empty()) continue;  // Everything it was given failed; acks on it resolve with the next commit.
+    sealed_batch sealed;
+    sealed.number = open.number;
+    for (auto& [id, write] : open.writes) {
+      sealed.inbox_ends.emplace_back(id, write.purged ? 0 : write.row.inbox_first_sequence + write.row.inbox_count);
+      if (write.purged) {
+        sealed.purged.push_back(id);
+      } else {
+        sealed.records.push_back(write.row.record);
+      }
+      open.batch.instances.push_back(std::move(write));
+    }
+    sealed.activities = std::move(open.activities);
+    sealed.outbound = std::move(open.outbound);
+    sealed.receipts = std::move(open.receipts);
+    sealed_.push_back(std::move(sealed));
+    return std::make_pair(sealed_.back().number, std::move(open.batch));
   }
-  sealed.activities = std::move(open_.activities);
-  sealed.outbound = std::move(open_.outbound);
-  sealed.receipts = std::move(open_.receipts);
-  auto batch = std::move(open_.batch);
-  open_ = open_batch{};
-  sealed_.push_back(std::move(sealed));
-  return std::make_pair(sealed_.back().number, std::move(batch));
+  return std::nullopt;
 }
 
-released partition_engine::batch_committed(std::uint64_t batch) {
-  assert(!sealed_.empty() && sealed_.front().number == batch);
+released partition_engine::batch_committed(std::uint64_t batch_number) {
+  assert(!sealed_.empty() && sealed_.front().number == batch_number);
   auto sealed = std::move(sealed_.front());
   sealed_.pop_front();
+  committed_ = batch_number;
   for (const auto& [id, inbox_end] : sealed.inbox_ends) {
-    auto found = instances_.find(id);
-    if (found == instances_.end()) continue;
-    found->second.durable_inbox_end = inbox_end;
+    auto found = live_.find(id);
+    if (found == live_.end()) continue;
+    found->second.durable_inbox_end = inbox_end;  // The instance learns it with its next work item.
     make_ready(id);
   }
   for (auto& activity : sealed.activities) activity_queue_.push_back(std::move(activity));
@@ -479,66 +674,93 @@ released partition_engine::batch_committed(std::uint64_t batch) {
                   std::move(sealed.records), std::move(sealed.purged)};
 }
 
+bool partition_engine::evictable(const live_info& info) const {
+  // Only an instance that is all on disk, with no operation, no work item out and
+  // none to give, may go. (The ready list may still name it: taking work from it
+  // makes it live again from the store, and it has none.)
+  return info.outstanding == 0 && info.last_batch <= committed_ && info.idle;
+}
+
+std::unordered_map<std::string, partition_engine::live_info>::iterator partition_engine::evict(
+    std::unordered_map<std::string, live_info>::iterator it) {
+  host_->evict(it->first);
+  return live_.erase(it);
+}
+
 void partition_engine::evict_idle() {
   const auto limit = options_.instance_cache_count_max;
-  if (instances_.size() <= limit) return;
+  if (live_.size() <= limit) return;
   // Evict down to 90% so eviction does not run on every commit.
   const auto target = limit - limit / 10;
-  std::set<std::string_view> pinned;
-  for (const auto& [id, change] : open_.changes) pinned.insert(id);
-  for (const auto& sealed : sealed_) {
-    for (const auto& [id, end] : sealed.inbox_ends) pinned.insert(id);
+  for (auto it = live_.begin(); it != live_.end() && live_.size() > target;) {
+    it = evictable(it->second) ? evict(it) : std::next(it);
   }
-  for (auto it = instances_.begin(); it != instances_.end() && instances_.size() > target;) {
-    const auto& [id, slot] = *it;
-    // Only state that is all on disk, with no work item out and none to give, may go.
-    // (The ready list may still name it; a name with no cached instance is skipped.)
-    const auto* state = slot.state ? &*slot.state : nullptr;
-    bool has_work = state && !state->inbox.empty() && !core::is_terminal(state->record.status);
-    bool idle = !pinned.count(id) && !has_work && (state == nullptr || !state->in_flight);
-    if (!idle) {
+}
+
+void partition_engine::evict_untouched() {
+  for (auto it = live_.begin(); it != live_.end();) {
+    if (!it->second.touched && evictable(it->second)) {
+      it = evict(it);
+    } else {
+      it->second.touched = false;
       ++it;
-      continue;
     }
-    ready_set_.erase(id);
-    ready_entities_set_.erase(id);
-    it = instances_.erase(it);
   }
 }
 
 // ---------------------------------------------------------------------------
 // Work
 
-std::optional<core::orchestrator_work_item> partition_engine::next_orchestrator_item(
-    std::int64_t now_ns) {
-  return next_ready(ready_, ready_set_, now_ns);
-}
-
-std::optional<core::orchestrator_work_item> partition_engine::next_entity_item(std::int64_t now_ns) {
-  return next_ready(ready_entities_, ready_entities_set_, now_ns);
-}
-
-std::optional<core::orchestrator_work_item> partition_engine::next_ready(std::deque<std::string>& ready,
-                                                                         std::set<std::string>& ready_set,
-                                                                         std::int64_t now_ns) {
-  while (!ready.empty()) {
+void partition_engine::take_work(bool entities, std::size_t count_max, std::int64_t now_ns,
+                                 std::function<void(std::vector<core::orchestrator_work_item>)> done) {
+  auto& ready = entities ? ready_entities_ : ready_;
+  auto& ready_set = entities ? ready_entities_set_ : ready_set_;
+  struct gathering {
+    std::vector<core::orchestrator_work_item> items;
+    std::size_t waiting = 0;
+    bool asked_all = false;
+    std::function<void(std::vector<core::orchestrator_work_item>)> done;
+  };
+  auto gathered = std::make_shared<gathering>();
+  gathered->done = std::move(done);
+  // Asks instances until as many have answered with work, or are still to answer,
+  // as were wanted (an inline host answers at once, so its misses are made up for).
+  while (gathered->items.size() + gathered->waiting < count_max && !ready.empty()) {
     auto id = std::move(ready.front());
     ready.pop_front();
     ready_set.erase(id);
-    auto found = instances_.find(id);
-    if (found == instances_.end() || !found->second.state) continue;
-    auto& slot = found->second;
-    auto& state = *slot.state;
-    if (!core::is_ready(state, now_ns)) continue;
-    const auto first = state.inbox_first_sequence;
-    const auto durable = slot.durable_inbox_end > first
-                             ? std::min<std::uint64_t>(slot.durable_inbox_end - first, state.inbox.size())
-                             : 0;
-    if (durable == 0) continue;  // Made ready again when its batch commits.
-    auto item = core::dispatch(state, next_token_++, durable, now_ns);
-    if (item) return std::move(*item);
+    // One not live is skipped unless recovery found work for it: an evicted
+    // instance had none. Recovered ones are made live from the store.
+    if (!live_.count(id) && recovered_.erase(id) == 0) continue;
+    auto item = std::make_shared<std::optional<core::orchestrator_work_item>>();
+    auto idle = std::make_shared<bool>(true);
+    ++gathered->waiting;
+    const auto known = live_.count(id) ? live_[id].durable_inbox_end : std::nullopt;
+    operate(
+        id, 0,
+        [item, idle, known, token = next_token_++, now_ns](live_instance& instance) {
+          if (known) instance.durable_inbox_end = *known;
+          if (instance.state && core::is_ready(*instance.state, now_ns)) {
+            auto& state = *instance.state;
+            const auto first = state.inbox_first_sequence;
+            const auto durable = instance.durable_inbox_end > first
+                                     ? std::min<std::uint64_t>(instance.durable_inbox_end - first, state.inbox.size())
+                                     : 0;
+            // Nothing durable to give: made ready again when its batch commits.
+            if (durable > 0) {
+              if (auto dispatched = core::dispatch(state, token, durable, now_ns)) *item = std::move(*dispatched);
+            }
+          }
+          *idle = instance.idle();
+        },
+        [this, id, item, idle, gathered] {
+          if (auto found = live_.find(id); found != live_.end()) found->second.idle = *idle;
+          if (*item) gathered->items.push_back(std::move(**item));
+          if (--gathered->waiting == 0 && gathered->asked_all) gathered->done(std::move(gathered->items));
+        });
   }
-  return std::nullopt;
+  gathered->asked_all = true;
+  if (gathered->waiting == 0) gathered->done(std::move(gathered->items));
 }
 
 std::optional<activity_work_item> partition_engine::next_activity_item() {
@@ -567,19 +789,32 @@ std::vector<store::outbox_entry> partition_engine::unacknowledged_outbox() const
   return entries;
 }
 
-expected<std::optional<core::instance_record>> partition_engine::get_instance(
-    const std::string& instance_id) {
-  if (auto valid = core::validate_instance_id(instance_id); !valid) return valid.error();
-  auto slot = slot_of(instance_id);
-  if (!slot) return slot.error();
-  if (!(*slot)->state) return std::optional<core::instance_record>();
-  return std::optional<core::instance_record>((*slot)->state->record);
+void partition_engine::get_instance(const std::string& instance_id,
+                                    reply<std::optional<core::instance_record>> done) {
+  if (auto valid = core::validate_instance_id(instance_id); !valid) return done(valid.error());
+  auto result = std::make_shared<expected<std::optional<core::instance_record>>>(std::nullopt);
+  operate(
+      instance_id, 0,
+      [result](live_instance& instance) {
+        if (instance.load_error) {
+          *result = *instance.load_error;
+        } else if (instance.state) {
+          *result = std::optional<core::instance_record>(instance.state->record);
+        }
+      },
+      [result, done = std::move(done)] { done(std::move(*result)); });
 }
 
-std::vector<std::string> partition_engine::sub_orchestrations_of(const std::string& instance_id) {
-  auto slot = slot_of(instance_id);
-  if (!slot || !(*slot)->state) return {};
-  return core::all_sub_orchestrations(*(*slot)->state);
+void partition_engine::sub_orchestrations_of(const std::string& instance_id,
+                                             std::function<void(std::vector<std::string>)> done) {
+  if (!core::validate_instance_id(instance_id)) return done({});
+  auto children = std::make_shared<std::vector<std::string>>();
+  operate(
+      instance_id, 0,
+      [children](live_instance& instance) {
+        if (instance.state) *children = core::all_sub_orchestrations(*instance.state);
+      },
+      [children, done = std::move(done)] { done(std::move(*children)); });
 }
 
 }  // namespace dtsd::engine

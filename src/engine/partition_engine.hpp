@@ -10,11 +10,19 @@
 /// for), messages to other partitions, activity work, and orchestrator work, which
 /// carries only inbox events already on disk.
 ///
-/// Messages to instances of the same partition are applied in the same batch.
-/// Messages to other partitions go through the outbox and are deduplicated by the
-/// receiver with a high-water mark per source partition; the transport between two
-/// partitions must deliver in order (resending everything unacknowledged, in order,
-/// after a reconnect), which a connection or a CAF mailbox does.
+/// The state of each instance lives with the instance (see instance.hpp): the
+/// engine sends it operations and records what they did into the batch the input
+/// belongs to. Inputs are therefore answered through callbacks; with an
+/// `inline_host` (tests, simulation, replay) every callback runs before the call
+/// returns, and the synchronous overloads below may be used. A batch is closed to
+/// new inputs first and sealed once every operation it holds has answered.
+///
+/// Messages between instances, in this partition or another, go through the outbox
+/// (written in the sender's batch, delivered once it is durable) and are
+/// deduplicated by the receiver with a high-water mark per source partition; the
+/// transport between two partitions must deliver in order (resending everything
+/// unacknowledged, in order, after a reconnect), which a connection or a CAF mailbox
+/// does.
 
 #include <cstdint>
 #include <deque>
@@ -26,11 +34,13 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/error.hpp"
 #include "core/limits.hpp"
 #include "core/orchestration.hpp"
+#include "engine/instance.hpp"
 #include "store/partition_store.hpp"
 
 namespace dtsd::engine {
@@ -38,11 +48,15 @@ namespace dtsd::engine {
 /// Draws execution ids for top-level starts (random in production, seeded in tests).
 using execution_id_source = std::function<std::string()>;
 
+/// How an input is answered.
+template <class T>
+using reply = std::function<void(expected<T>)>;
+
 struct engine_options {
   core::payload_limits limits;
   /// Bounds one call of fire_due_timers; the rest fire on the next call.
   std::size_t timers_per_tick_max = 10000;
-  /// Past this many cached instances, idle ones are evicted (they reload from the
+  /// Past this many live instances, idle ones are evicted (they reload from the
   /// store, which holds all of their state, when next touched).
   std::size_t instance_cache_count_max = 100000;
 };
@@ -76,49 +90,77 @@ struct released {
 class partition_engine {
  public:
   /// Recovers the engine from its store: instances with pending events, queued
-  /// activities, timers, the unacknowledged outbox and the dedup marks.
+  /// activities, timers, the unacknowledged outbox and the dedup marks. Without a
+  /// host, instances live in an inline_host.
   static expected<std::unique_ptr<partition_engine>> open(
       std::unique_ptr<store::partition_store> store, engine_options options,
-      execution_id_source new_execution_id, std::int64_t now_ns);
+      execution_id_source new_execution_id, std::int64_t now_ns,
+      std::unique_ptr<instance_host> host = nullptr);
 
   const store::partition_identity& identity() const { return store_->identity(); }
   store::partition_store& store() { return *store_; }
+  /// Moves live instances to `host`; only before any instance is live (right after
+  /// open, as a partition actor takes the engine over).
+  void set_host(std::unique_ptr<instance_host> host);
 
-  // -- Inputs. Each returns the batch that makes it durable, or an error and no change.
+  // -- Inputs. Each answers with the batch that makes it durable, or an error and no change.
 
   /// An empty execution id in `request` is drawn from the execution id source.
+  void start(core::start_request request, std::int64_t now_ns, reply<started> done);
+  void raise_event(const std::string& instance_id, const std::string& name, const core::payload& input,
+                   std::int64_t now_ns, reply<std::uint64_t> done);
+  void terminate(const std::string& instance_id, const core::terminate_request& request, std::int64_t now_ns,
+                 reply<std::uint64_t> done);
+  /// A message from a client straight to an instance (entity signals, lock releases).
+  void deliver(const core::instance_message& message, std::int64_t now_ns, reply<std::uint64_t> done);
+  /// Rewinds a failed orchestration (see core::apply_rewind).
+  void rewind(const std::string& instance_id, const core::payload& reason, std::int64_t now_ns,
+              reply<std::uint64_t> done);
+  void suspend(const std::string& instance_id, const core::payload& reason, std::int64_t now_ns,
+               reply<std::uint64_t> done);
+  void resume(const std::string& instance_id, const core::payload& reason, std::int64_t now_ns,
+              reply<std::uint64_t> done);
+  void purge(const std::string& instance_id, std::int64_t now_ns, reply<std::uint64_t> done);
+  void complete_orchestrator(const core::orchestrator_completion& completion, std::int64_t now_ns,
+                             reply<std::uint64_t> done);
+  void abandon_orchestrator(const std::string& instance_id, std::uint64_t token, reply<void> done);
+  void complete_activity(const core::activity_result& result, std::int64_t now_ns, reply<std::uint64_t> done);
+  expected<void> abandon_activity(const core::activity_request& request, std::uint64_t token);
+  /// Fires every timer due at `now_ns` (at most timers_per_tick_max).
+  void fire_due_timers(std::int64_t now_ns);
+  /// A message from a partition's outbox (this one's included).
+  void receive(const store::outbox_entry& entry, std::int64_t now_ns, reply<std::uint64_t> done);
+  /// The destination applied our messages up to `sequence`; they leave the outbox.
+  void outbound_acknowledged(std::uint32_t destination, std::uint64_t sequence);
+
+  // -- The same, answered before they return: only with an inline_host.
+
   expected<started> start(core::start_request request, std::int64_t now_ns);
   expected<std::uint64_t> raise_event(const std::string& instance_id, const std::string& name,
                                       const core::payload& input, std::int64_t now_ns);
-  expected<std::uint64_t> terminate(const std::string& instance_id,
-                                    const core::terminate_request& request, std::int64_t now_ns);
-  /// A message from a client straight to an instance (entity signals, lock releases).
+  expected<std::uint64_t> terminate(const std::string& instance_id, const core::terminate_request& request,
+                                    std::int64_t now_ns);
+  expected<std::uint64_t> suspend(const std::string& instance_id, const core::payload& reason, std::int64_t now_ns);
+  expected<std::uint64_t> resume(const std::string& instance_id, const core::payload& reason, std::int64_t now_ns);
+  expected<std::uint64_t> rewind(const std::string& instance_id, const core::payload& reason, std::int64_t now_ns);
   expected<std::uint64_t> deliver(const core::instance_message& message, std::int64_t now_ns);
-  /// Rewinds a failed orchestration (see core::apply_rewind).
-  expected<std::uint64_t> rewind(const std::string& instance_id, const core::payload& reason,
-                                 std::int64_t now_ns);
-  expected<std::uint64_t> suspend(const std::string& instance_id, const core::payload& reason,
-                                  std::int64_t now_ns);
-  expected<std::uint64_t> resume(const std::string& instance_id, const core::payload& reason,
-                                 std::int64_t now_ns);
   expected<std::uint64_t> purge(const std::string& instance_id, std::int64_t now_ns);
   expected<std::uint64_t> complete_orchestrator(const core::orchestrator_completion& completion,
                                                 std::int64_t now_ns);
   expected<void> abandon_orchestrator(const std::string& instance_id, std::uint64_t token);
-  expected<std::uint64_t> complete_activity(const core::activity_result& result,
-                                            std::int64_t now_ns);
-  expected<void> abandon_activity(const core::activity_request& request, std::uint64_t token);
-  /// Fires every timer due at `now_ns` (at most timers_per_tick_max).
-  void fire_due_timers(std::int64_t now_ns);
-  /// A message from another partition's outbox.
+  expected<std::uint64_t> complete_activity(const core::activity_result& result, std::int64_t now_ns);
   expected<std::uint64_t> receive(const store::outbox_entry& entry, std::int64_t now_ns);
-  /// The destination applied our messages up to `sequence`; they leave the outbox.
-  void outbound_acknowledged(std::uint32_t destination, std::uint64_t sequence);
+  std::optional<core::orchestrator_work_item> next_orchestrator_item(std::int64_t now_ns);
+  expected<std::optional<core::instance_record>> get_instance(const std::string& instance_id);
 
   // -- The commit cycle.
 
   bool has_open_batch() const;
-  /// Closes the open batch for writing. Batches must be committed in this order.
+  /// No batch holds anything and no operation is outstanding.
+  bool quiescent() const;
+  /// Closes the open batch to new inputs and, once everything it holds has
+  /// answered, seals it for writing (until then: nothing). Batches must be
+  /// committed in this order.
   std::optional<std::pair<std::uint64_t, store::write_batch>> take_batch();
   /// The batch is durable; returns what it releases and makes its work available.
   released batch_committed(std::uint64_t batch);
@@ -127,14 +169,13 @@ class partition_engine {
 
   // -- Work, only what is durable.
 
-  std::optional<core::orchestrator_work_item> next_orchestrator_item(std::int64_t now_ns);
+  /// Up to `count_max` orchestrator work items (entity batches with `entities`).
+  void take_work(bool entities, std::size_t count_max, std::int64_t now_ns,
+                 std::function<void(std::vector<core::orchestrator_work_item>)> done);
   std::optional<activity_work_item> next_activity_item();
-  /// Whether next_orchestrator_item may find something (the ready list can hold
-  /// instances that turn out not to be ready).
+  /// Whether take_work may find something (the ready list can hold instances that
+  /// turn out not to be ready).
   bool may_have_orchestrator_work() const { return !ready_.empty(); }
-  /// The next entity batch (entities wait in a ready list of their own, since only
-  /// workers that run entities take them).
-  std::optional<core::orchestrator_work_item> next_entity_item(std::int64_t now_ns);
   bool may_have_entity_work() const { return !ready_entities_.empty(); }
   bool has_activity_work() const { return !activity_queue_.empty(); }
   /// The earliest time a timer or a scheduled start is due, if any.
@@ -143,29 +184,43 @@ class partition_engine {
 
   /// Applies one logged input again, as it was applied live (the lease and the
   /// events a worker was given come from the log). Replaying a partition's log into
-  /// an engine over an empty store rebuilds the same instances.
+  /// an engine over an empty store rebuilds the same instances. Inline host only.
   expected<void> replay(const store::partition_event& event);
 
-  // -- Reads of the in-memory state (what is applied, durable or about to be).
+  // -- Reads of the live state (what is applied, durable or about to be).
 
-  expected<std::optional<core::instance_record>> get_instance(const std::string& instance_id);
+  void get_instance(const std::string& instance_id, reply<std::optional<core::instance_record>> done);
   /// Ids of every sub-orchestration the instance's current execution created.
-  std::vector<std::string> sub_orchestrations_of(const std::string& instance_id);
-  std::size_t cached_instance_count() const { return instances_.size(); }
+  void sub_orchestrations_of(const std::string& instance_id, std::function<void(std::vector<std::string>)> done);
+  std::size_t cached_instance_count() const { return live_.size(); }
+  /// Ends every live instance that could go (idle, all on disk, nothing
+  /// outstanding) and was not operated on since the previous call. A partition
+  /// calls this periodically: instances idle for a whole period are evicted.
+  void evict_untouched();
 
  private:
-  struct instance_slot {
-    std::optional<core::orchestration_state> state;
-    /// Inbox rows below this sequence are on disk and may be given to a worker.
-    std::uint64_t durable_inbox_end = 0;
+  using logged_input = decltype(store::partition_event::body);
+
+  /// What the engine knows of a live instance without asking it.
+  struct live_info {
+    std::size_t outstanding = 0;  ///< Operations sent, not yet answered.
+    std::uint64_t last_batch = 0;  ///< The last batch that writes it.
+    bool idle = true;             ///< As of its last answer.
+    bool touched = true;          ///< Operated on since the last evict_untouched.
+    /// Inbox rows below this are on disk, as of the last batch that wrote it and
+    /// committed; handed to the instance with its next work item.
+    std::optional<std::uint64_t> durable_inbox_end;
   };
 
   struct open_batch {
+    std::uint64_t number = 0;
     store::write_batch batch;
-    std::map<std::string, core::instance_change> changes;
+    std::map<std::string, store::instance_write> writes;  ///< Each instance's latest rows.
     std::vector<core::activity_request> activities;
     std::vector<store::outbox_entry> outbound;
     std::map<std::uint32_t, std::uint64_t> receipts;
+    std::size_t outstanding = 0;  ///< Operations of this batch not yet answered.
+    bool empty() const { return batch.empty() && writes.empty() && receipts.empty(); }
   };
 
   struct sealed_batch {
@@ -185,45 +240,61 @@ class partition_engine {
     bool operator>(const wakeup& other) const { return due_ns > other.due_ns; }
   };
 
+  /// What an operation that changes an instance did (filled on the instance).
+  struct step {
+    expected<core::transition> applied = error{errc::io, "the operation did not run"};
+    store::instance_write write;
+    bool has_state = false;
+    std::optional<std::int64_t> start_due_ns;
+    bool idle = true;
+    /// Fills the rest once `applied` holds a transition.
+    void noted(live_instance& instance, std::uint64_t batch, std::int64_t now_ns);
+  };
+
   partition_engine(std::unique_ptr<store::partition_store> store, engine_options options,
-                   execution_id_source new_execution_id, std::int64_t now_ns);
+                   execution_id_source new_execution_id, std::int64_t now_ns,
+                   std::unique_ptr<instance_host> host);
 
   expected<void> recover(std::int64_t now_ns);
-  expected<instance_slot*> slot_of(const std::string& instance_id);
-  expected<instance_slot*> existing(const std::string& instance_id);
-  /// Records a successful transition: the row change, the log entry and the effects.
-  void record(const std::string& instance_id, instance_slot& slot, core::transition transition,
-              std::int64_t now_ns, int depth);
-  void route(core::instance_message message, std::int64_t now_ns, int depth);
-  void apply_local(const core::instance_message& message, std::int64_t now_ns, int depth);
-  using logged_input = decltype(store::partition_event::body);
-  void log(std::int64_t now_ns, logged_input body);
-  /// Applies `apply` to an existing instance and, if it succeeds, logs `input` and
-  /// records the transition.
-  template <class Apply>
-  expected<std::uint64_t> change_existing(const std::string& instance_id, std::int64_t now_ns,
-                                          Apply apply, logged_input input);
+  open_batch& batch(std::uint64_t number);
+  /// Sends an operation to instance `id`; `batch` (0: none) is held open until it answers.
+  void operate(const std::string& id, std::uint64_t batch, std::function<void(live_instance&)> on_instance,
+               std::function<void()> then);
+  /// Applies `apply` (run on the instance, returning a transition) and, if it
+  /// succeeds, logs `input` and records the transition; answers the batch.
+  void change(const std::string& instance_id, bool must_exist, std::int64_t now_ns,
+              std::function<expected<core::transition>(live_instance&)> apply,
+              std::function<logged_input()> input, reply<std::uint64_t> done);
+  /// Records a successful transition: the rows, the effects.
+  void record(const std::string& instance_id, std::uint64_t batch, step& done, std::int64_t now_ns);
+  void route(std::uint64_t batch, core::instance_message message);
+  void log(std::uint64_t batch, std::int64_t now_ns, logged_input body);
   void fire_timer(const core::timer_entry& timer, std::int64_t now_ns);
-  /// Drops idle instances from the cache when it is over its limit.
+  /// Ends idle live instances when there are more than the limit.
   void evict_idle();
+  bool evictable(const live_info& info) const;
+  /// Ends the live instance at `it`; returns the next.
+  std::unordered_map<std::string, live_info>::iterator evict(std::unordered_map<std::string, live_info>::iterator it);
   void make_ready(const std::string& instance_id);
   std::uint32_t partition_of(const std::string& instance_id) const;
 
   std::unique_ptr<store::partition_store> store_;
   engine_options options_;
   execution_id_source new_execution_id_;
+  std::unique_ptr<instance_host> host_;
 
-  std::unordered_map<std::string, instance_slot> instances_;
-  open_batch open_;
+  std::unordered_map<std::string, live_info> live_;
+  /// Instances recovery found work for, not made live yet.
+  std::unordered_set<std::string> recovered_;
+  std::map<std::uint64_t, open_batch> unsealed_;  ///< At most two: the closing one and the open one.
   std::deque<sealed_batch> sealed_;
   std::uint64_t next_batch_ = 1;
+  std::uint64_t committed_ = 0;
 
   std::deque<std::string> ready_;
   std::set<std::string> ready_set_;
   std::deque<std::string> ready_entities_;
   std::set<std::string> ready_entities_set_;
-  std::optional<core::orchestrator_work_item> next_ready(std::deque<std::string>& ready, std::set<std::string>& ready_set,
-                                                         std::int64_t now_ns);
   std::deque<core::activity_request> activity_queue_;
   std::map<std::tuple<std::string, std::string, std::int32_t>, std::uint64_t> activity_leases_;
   std::priority_queue<wakeup, std::vector<wakeup>, std::greater<>> wakeups_;

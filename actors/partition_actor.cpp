@@ -200,6 +200,7 @@ class partition_state : public partition_context {
         drained.clear();
       }
     }
+    if (!draining) engine_->prepare(wall_clock_ns());
     announce();
     if (auto due = engine_->next_wakeup_ns(); due && (!wake_at_ns || *due < *wake_at_ns)) {
       wake_at_ns = due;
@@ -250,33 +251,19 @@ class partition_state : public partition_context {
   }
 
   void on_take(const per_kind& wanted) {
-    auto work = std::make_shared<work_batch>(work_batch{index, wanted, {}, {}, {}, {}});
+    auto work = std::make_unique<work_batch>(work_batch{index, wanted, {}, {}, {}, {}});
     while (work->activities.size() < wanted[kind_index(work_kind::activity)]) {
       auto item = engine_->next_activity_item();
       if (!item) break;
       work->activities.push_back(std::move(*item));
     }
-    // Orchestrator and entity items come from their instances; the answer goes to
-    // the coordinator once both kinds are in.
     const auto now = wall_clock_ns();
-    auto answered = std::make_shared<int>(0);
-    auto finish = [this, work, answered] {
-      if (++*answered < 2) return;
-      // The coordinator keeps what is left in mind; new kinds are announced later.
-      work->left = available();
-      announced = work->left;
-      self->send(coordinator, work_atom::value, std::move(*work));
-    };
-    engine_->take_work(false, wanted[kind_index(work_kind::orchestrator)], now,
-                       [work, finish](std::vector<core::orchestrator_work_item> items) {
-                         work->orchestrators = std::move(items);
-                         finish();
-                       });
-    engine_->take_work(true, wanted[kind_index(work_kind::entity)], now,
-                       [work, finish](std::vector<core::orchestrator_work_item> items) {
-                         work->entities = std::move(items);
-                         finish();
-                       });
+    work->orchestrators = engine_->take_work(false, wanted[kind_index(work_kind::orchestrator)], now);
+    work->entities = engine_->take_work(true, wanted[kind_index(work_kind::entity)], now);
+    // The coordinator keeps what is left in mind; new kinds are announced later.
+    work->left = available();
+    announced = work->left;
+    self->send(coordinator, work_atom::value, std::move(*work));
   }
 };
 

@@ -134,10 +134,9 @@ void partition_engine::record(const std::string& instance_id, std::uint64_t batc
     open.batch.timers_added.push_back(timer);
     wakeups_.push({timer.fire_at_ns, timer, timer.instance_id});
   }
-  if (done.has_state) {
-    if (done.start_due_ns) wakeups_.push({*done.start_due_ns, std::nullopt, instance_id});
-    make_ready(instance_id);
-  }
+  // Its next work item can be prepared once this batch commits (batch_committed);
+  // a scheduled start waits for its time too.
+  if (done.has_state && done.start_due_ns) wakeups_.push({*done.start_due_ns, std::nullopt, instance_id});
   for (auto& message : effects.messages) route(batch_number, std::move(message));
 }
 
@@ -529,11 +528,9 @@ expected<std::uint64_t> partition_engine::receive(const store::outbox_entry& ent
 }
 
 std::optional<core::orchestrator_work_item> partition_engine::next_orchestrator_item(std::int64_t now_ns) {
-  std::optional<core::orchestrator_work_item> item;
-  take_work(false, 1, now_ns, [&item](std::vector<core::orchestrator_work_item> items) {
-    if (!items.empty()) item = std::move(items.front());
-  });
-  return item;
+  auto items = take_work(false, 1, now_ns);
+  if (items.empty()) return std::nullopt;
+  return std::move(items.front());
 }
 
 expected<std::optional<core::instance_record>> partition_engine::get_instance(const std::string& instance_id) {
@@ -711,56 +708,59 @@ void partition_engine::evict_untouched() {
 // ---------------------------------------------------------------------------
 // Work
 
-void partition_engine::take_work(bool entities, std::size_t count_max, std::int64_t now_ns,
-                                 std::function<void(std::vector<core::orchestrator_work_item>)> done) {
-  auto& ready = entities ? ready_entities_ : ready_;
-  auto& ready_set = entities ? ready_entities_set_ : ready_set_;
-  struct gathering {
-    std::vector<core::orchestrator_work_item> items;
-    std::size_t waiting = 0;
-    bool asked_all = false;
-    std::function<void(std::vector<core::orchestrator_work_item>)> done;
-  };
-  auto gathered = std::make_shared<gathering>();
-  gathered->done = std::move(done);
-  // Asks instances until as many have answered with work, or are still to answer,
-  // as were wanted (an inline host answers at once, so its misses are made up for).
-  while (gathered->items.size() + gathered->waiting < count_max && !ready.empty()) {
-    auto id = std::move(ready.front());
-    ready.pop_front();
-    ready_set.erase(id);
-    // One not live is skipped unless recovery found work for it: an evicted
-    // instance had none. Recovered ones are made live from the store.
-    if (!live_.count(id) && recovered_.erase(id) == 0) continue;
-    auto item = std::make_shared<std::optional<core::orchestrator_work_item>>();
-    auto idle = std::make_shared<bool>(true);
-    ++gathered->waiting;
-    const auto known = live_.count(id) ? live_[id].durable_inbox_end : std::nullopt;
-    operate(
-        id, 0,
-        [item, idle, known, token = next_token_++, now_ns](live_instance& instance) {
-          if (known) instance.durable_inbox_end = *known;
-          if (instance.state && core::is_ready(*instance.state, now_ns)) {
-            auto& state = *instance.state;
-            const auto first = state.inbox_first_sequence;
-            const auto durable = instance.durable_inbox_end > first
-                                     ? std::min<std::uint64_t>(instance.durable_inbox_end - first, state.inbox.size())
-                                     : 0;
-            // Nothing durable to give: made ready again when its batch commits.
-            if (durable > 0) {
-              if (auto dispatched = core::dispatch(state, token, durable, now_ns)) *item = std::move(*dispatched);
+void partition_engine::prepare(std::int64_t now_ns) {
+  for (bool entities : {false, true}) {
+    auto& ready = entities ? ready_entities_ : ready_;
+    auto& ready_set = entities ? ready_entities_set_ : ready_set_;
+    auto& prepared = entities ? prepared_entities_ : prepared_;
+    auto& preparing = entities ? preparing_entities_ : preparing_;
+    while (prepared.size() + preparing < options_.prepared_max && !ready.empty()) {
+      auto id = std::move(ready.front());
+      ready.pop_front();
+      ready_set.erase(id);
+      // One not live is skipped unless recovery found work for it: an evicted
+      // instance had none. Recovered ones are made live from the store.
+      if (!live_.count(id) && recovered_.erase(id) == 0) continue;
+      const auto known = live_.count(id) ? live_[id].durable_inbox_end : std::nullopt;
+      auto item = std::make_shared<std::optional<core::orchestrator_work_item>>();
+      auto idle = std::make_shared<bool>(true);
+      ++preparing;
+      operate(
+          id, 0,
+          [item, idle, known, token = next_token_++, now_ns](live_instance& instance) {
+            if (known) instance.durable_inbox_end = *known;
+            if (instance.state && core::is_ready(*instance.state, now_ns)) {
+              auto& state = *instance.state;
+              const auto first = state.inbox_first_sequence;
+              const auto durable = instance.durable_inbox_end > first
+                                       ? std::min<std::uint64_t>(instance.durable_inbox_end - first, state.inbox.size())
+                                       : 0;
+              // Nothing durable to give: made ready again when its batch commits.
+              if (durable > 0) {
+                if (auto dispatched = core::dispatch(state, token, durable, now_ns)) *item = std::move(*dispatched);
+              }
             }
-          }
-          *idle = instance.idle();
-        },
-        [this, id, item, idle, gathered] {
-          if (auto found = live_.find(id); found != live_.end()) found->second.idle = *idle;
-          if (*item) gathered->items.push_back(std::move(**item));
-          if (--gathered->waiting == 0 && gathered->asked_all) gathered->done(std::move(gathered->items));
-        });
+            *idle = instance.idle();
+          },
+          [this, id, item, idle, entities] {
+            if (auto found = live_.find(id); found != live_.end()) found->second.idle = *idle;
+            --(entities ? preparing_entities_ : preparing_);
+            if (*item) (entities ? prepared_entities_ : prepared_).push_back(std::move(**item));
+          });
+    }
   }
-  gathered->asked_all = true;
-  if (gathered->waiting == 0) gathered->done(std::move(gathered->items));
+}
+
+std::vector<core::orchestrator_work_item> partition_engine::take_work(bool entities, std::size_t count_max,
+                                                                      std::int64_t now_ns) {
+  prepare(now_ns);
+  auto& prepared = entities ? prepared_entities_ : prepared_;
+  std::vector<core::orchestrator_work_item> items;
+  while (items.size() < count_max && !prepared.empty()) {
+    items.push_back(std::move(prepared.front()));
+    prepared.pop_front();
+  }
+  return items;
 }
 
 std::optional<activity_work_item> partition_engine::next_activity_item() {

@@ -59,6 +59,8 @@ struct engine_options {
   /// Past this many live instances, idle ones are evicted (they reload from the
   /// store, which holds all of their state, when next touched).
   std::size_t instance_cache_count_max = 100000;
+  /// Orchestrator (and, apart, entity) work items prepared ahead of the workers.
+  std::size_t prepared_max = 1024;
 };
 
 /// An activity handed to a worker under a lease token.
@@ -169,14 +171,17 @@ class partition_engine {
 
   // -- Work, only what is durable.
 
-  /// Up to `count_max` orchestrator work items (entity batches with `entities`).
-  void take_work(bool entities, std::size_t count_max, std::int64_t now_ns,
-                 std::function<void(std::vector<core::orchestrator_work_item>)> done);
+  /// Asks instances with work, and with everything it needs on disk, for their
+  /// next work item, so that the item is waiting when a worker has room: called
+  /// after each input (the partition actor) and by take_work. At most
+  /// `prepared_max` of each kind wait or are being asked for.
+  void prepare(std::int64_t now_ns);
+  /// Up to `count_max` prepared orchestrator work items (entity batches with `entities`).
+  std::vector<core::orchestrator_work_item> take_work(bool entities, std::size_t count_max, std::int64_t now_ns);
   std::optional<activity_work_item> next_activity_item();
-  /// Whether take_work may find something (the ready list can hold instances that
-  /// turn out not to be ready).
-  bool may_have_orchestrator_work() const { return !ready_.empty(); }
-  bool may_have_entity_work() const { return !ready_entities_.empty(); }
+  /// Whether take_work has something to give.
+  bool may_have_orchestrator_work() const { return !prepared_.empty(); }
+  bool may_have_entity_work() const { return !prepared_entities_.empty(); }
   bool has_activity_work() const { return !activity_queue_.empty(); }
   /// The earliest time a timer or a scheduled start is due, if any.
   std::optional<std::int64_t> next_wakeup_ns() const;
@@ -295,6 +300,10 @@ class partition_engine {
   std::set<std::string> ready_set_;
   std::deque<std::string> ready_entities_;
   std::set<std::string> ready_entities_set_;
+  std::deque<core::orchestrator_work_item> prepared_;
+  std::deque<core::orchestrator_work_item> prepared_entities_;
+  std::size_t preparing_ = 0;
+  std::size_t preparing_entities_ = 0;
   std::deque<core::activity_request> activity_queue_;
   std::map<std::tuple<std::string, std::string, std::int32_t>, std::uint64_t> activity_leases_;
   std::priority_queue<wakeup, std::vector<wakeup>, std::greater<>> wakeups_;

@@ -144,12 +144,7 @@ void partition_engine::route(std::uint64_t batch_number, core::instance_message 
   // Every message, to this partition too, is written to the outbox in the sender's
   // batch and applied by its receiver once that batch is durable: the receiver's
   // instance may already be taking inputs of a later batch.
-  const auto destination = partition_of(message.target_instance_id);
-  store::outbox_entry entry{next_outbox_sequence_++, identity().partition_index, destination, std::move(message)};
-  auto& open = batch(batch_number);
-  open.batch.outbox_added.push_back(entry);
-  open.outbound.push_back(entry);
-  outbox_.emplace(entry.sequence, std::move(entry));
+  batch(batch_number).messages.push_back(std::move(message));
 }
 
 void partition_engine::change(const std::string& instance_id, bool must_exist, std::int64_t now_ns,
@@ -643,7 +638,13 @@ std::optional<std::pair<std::uint64_t, store::write_batch>> partition_engine::ta
       open.batch.instances.push_back(std::move(write));
     }
     sealed.activities = std::move(open.activities);
-    sealed.outbound = std::move(open.outbound);
+    for (auto& message : open.messages) {
+      const auto destination = partition_of(message.target_instance_id);
+      store::outbox_entry entry{next_outbox_sequence_++, identity().partition_index, destination, std::move(message)};
+      open.batch.outbox_added.push_back(entry);
+      sealed.outbound.push_back(entry);
+      outbox_.emplace(entry.sequence, std::move(entry));
+    }
     sealed.receipts = std::move(open.receipts);
     sealed_.push_back(std::move(sealed));
     return std::make_pair(sealed_.back().number, std::move(open.batch));

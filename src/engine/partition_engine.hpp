@@ -222,10 +222,13 @@ class partition_engine {
     store::write_batch batch;
     std::map<std::string, store::instance_write> writes;  ///< Each instance's latest rows.
     std::vector<core::activity_request> activities;
-    std::vector<store::outbox_entry> outbound;
+    /// Messages to instances; they get their outbox sequence when the batch is
+    /// sealed, so sequences follow commit order (a receiver drops anything at or
+    /// below the last sequence it applied from a partition).
+    std::vector<core::instance_message> messages;
     std::map<std::uint32_t, std::uint64_t> receipts;
     std::size_t outstanding = 0;  ///< Operations of this batch not yet answered.
-    bool empty() const { return batch.empty() && writes.empty() && receipts.empty(); }
+    bool empty() const { return batch.empty() && writes.empty() && messages.empty() && receipts.empty(); }
   };
 
   struct sealed_batch {

@@ -246,3 +246,90 @@ TEST_CASE("engine: instances idle for a whole sweep period stop being live; busy
   REQUIRE(busy->has_value());
   CHECK((*busy)->record.status == core::runtime_status::completed);
 }
+
+namespace {
+
+/// Runs each operation on its instance at once but holds the answers back until
+/// released, in any order: how instance actors on several threads can answer.
+class held_host final : public engine::instance_host {
+ public:
+  bool holding = false;
+  std::vector<std::function<void()>> held;
+
+  void run(const std::string& id, std::function<void(engine::live_instance&)> on_instance,
+           std::function<void()> then) override {
+    auto found = live_.find(id);
+    if (found == live_.end()) found = live_.emplace(id, std::make_unique<engine::live_instance>(id, load_)).first;
+    on_instance(*found->second);
+    if (holding) {
+      held.push_back(std::move(then));
+    } else {
+      then();
+    }
+  }
+  void evict(const std::string& id) override { live_.erase(id); }
+
+ private:
+  std::unordered_map<std::string, std::unique_ptr<engine::live_instance>> live_;
+};
+
+}  // namespace
+
+TEST_CASE("engine: messages get outbox sequences in commit order even when answers come back out of order") {
+  auto made = store::partition_store::open(store::open_memory(), {"held", 0, 1});
+  REQUIRE(made);
+  auto host = std::make_unique<held_host>();
+  auto& held = *host;
+  std::int64_t now = 1'000'000'000;
+  int ids = 0;
+  auto opened = engine::partition_engine::open(std::move(*made), {}, [&ids] { return fmt::format("{:032}", ++ids); },
+                                               now, std::move(host));
+  REQUIRE(opened);
+  auto& engine = **opened;
+  auto commit = [&engine, now] {
+    std::vector<store::outbox_entry> sent;
+    while (auto batch = engine.take_batch()) {
+      REQUIRE(engine.store().commit(batch->second, now));
+      auto released = engine.batch_committed(batch->first);
+      for (auto& entry : released.outbound) sent.push_back(std::move(entry));
+    }
+    return sent;
+  };
+  for (const char* id : {"parent-1", "parent-2"}) REQUIRE(engine.start(request(id, "FanOut"), now));
+  commit();
+  auto first = engine.next_orchestrator_item(now);
+  auto second = engine.next_orchestrator_item(now);
+  REQUIRE(first);
+  REQUIRE(second);
+  auto spawning = [](const core::orchestrator_work_item& item) {
+    core::actions::create_sub_orchestration child;
+    child.instance_id = item.instance_id + ":child";
+    child.name = "HelloCities";
+    return core::orchestrator_completion{item.instance_id, item.completion_token, {{0, std::move(child)}}, {}};
+  };
+
+  held.holding = true;
+  std::vector<std::uint64_t> batches;
+  engine.complete_orchestrator(spawning(*first), now, [&](expected<std::uint64_t> b) { batches.push_back(b.value()); });
+  CHECK_FALSE(engine.take_batch());  // Closed, but its answer is not in: nothing to write yet.
+  engine.complete_orchestrator(spawning(*second), now, [&](expected<std::uint64_t> b) { batches.push_back(b.value()); });
+  REQUIRE(held.held.size() == 2);
+  held.holding = false;
+  held.held[1]();  // The later batch's answer first.
+  held.held[0]();
+  REQUIRE(batches.size() == 2);
+  CHECK(batches[0] > batches[1]);  // Answered in that order, each into its own batch.
+
+  auto sent = commit();
+  REQUIRE(sent.size() == 2);
+  CHECK(sent[0].sequence < sent[1].sequence);
+  CHECK(std::get<core::start_request>(sent[0].message.body).instance_id == first->instance_id + ":child");
+  // Delivered in commit order, both apply: neither looks like a resend of the other.
+  for (const auto& entry : sent) REQUIRE(engine.receive(entry, now));
+  commit();
+  for (const auto* parent : {&*first, &*second}) {
+    auto child = engine.store().load_instance(parent->instance_id + ":child");
+    REQUIRE(child);
+    CHECK_MESSAGE(child->has_value(), parent->instance_id);
+  }
+}

@@ -50,7 +50,7 @@ void client_step(world& w, wanted_instance& instance) {
   request.instance_id = instance.id;
   request.name = instance.name;
   request.replaceable_statuses = core::terminal_statuses();
-  (void)w.owner(instance.id).start(request, w.now);
+  w.owner(instance.id).start(request, w.now, [](expected<engine::started>) {});
 }
 
 std::pair<std::uint32_t, std::uint32_t> random_link(world& w) {
@@ -68,8 +68,10 @@ void fault_step(world& w, std::vector<wanted_instance>& wanted) {
     w.commit(p);
   } else if (roll < 52) {
     w.deliver(random_link(w), w.random() % 20 == 0);
-  } else if (roll < 60) {
+  } else if (roll < 54) {
     w.reconnect(random_link(w));
+  } else if (roll < 60) {
+    w.answer(p, w.random() % 16);
   } else if (roll < 72) {
     w.pull_work(p);
   } else if (roll < 90) {
@@ -91,6 +93,8 @@ bool all_done(world& w, const std::vector<wanted_instance>& wanted) {
 }
 
 void calm_round(world& w, std::vector<wanted_instance>& wanted) {
+  // Batches are closed while answers are still held, and inputs of the next batch
+  // come in before the held ones are let through, in random order.
   for (auto& [key, l] : w.links) w.reconnect(key);
   w.commit_all();
   for (auto& [key, l] : w.links) {
@@ -98,8 +102,11 @@ void calm_round(world& w, std::vector<wanted_instance>& wanted) {
   }
   for (std::uint32_t p = 0; p < partitions; ++p) w.pull_work(p);
   while (!w.orchestrator_items.empty() || !w.activity_items.empty()) w.work_one(false);
+  w.answer_all();
+  w.commit_all();
   w.tick(100'000'000);
   for (auto& instance : wanted) client_step(w, instance);
+  w.answer_all();
 }
 
 void check_outcome(world& w, const std::vector<wanted_instance>& wanted) {
@@ -134,7 +141,9 @@ void simulate(std::uint64_t seed) {
   // in the middle of everything else.
   engine::engine_options options;
   if (seed % 2 == 1) options.instance_cache_count_max = 3;
-  world w(partitions, seed, options);
+  // Half the seeds hold the instances' answers back and let them through late and
+  // out of order, as instance actors on several threads answer.
+  world w(partitions, seed, options, seed % 4 >= 2);
   auto wanted = workload();
   for (int step = 0; step < fault_steps; ++step) fault_step(w, wanted);
   int rounds = 0;

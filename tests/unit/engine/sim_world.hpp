@@ -150,6 +150,43 @@ struct link {
   bool broken = false;
 };
 
+/// Runs each operation on its instance at once but holds the answers back, in
+/// order per instance, until the world lets them through in a random
+/// interleaving across instances: how instance actors on several threads answer.
+class shuffling_host final : public engine::instance_host {
+ public:
+  void run(const std::string& id, std::function<void(engine::live_instance&)> on_instance,
+           std::function<void()> then) override {
+    auto found = live_.find(id);
+    if (found == live_.end()) {
+      auto made = std::make_unique<engine::live_instance>(id, load_);
+      if (made->load_error) {
+        on_instance(*made);
+        return then();
+      }
+      found = live_.emplace(id, std::move(made)).first;
+    }
+    on_instance(*found->second);
+    held_[id].push_back(std::move(then));
+  }
+  void evict(const std::string& id) override { live_.erase(id); }
+
+  /// Lets the oldest held answer of a random instance through; false if none is held.
+  bool answer_one(std::mt19937_64& random) {
+    if (held_.empty()) return false;
+    auto it = std::next(held_.begin(), static_cast<long>(random() % held_.size()));
+    auto then = std::move(it->second.front());
+    it->second.pop_front();
+    if (it->second.empty()) held_.erase(it);
+    then();
+    return true;
+  }
+
+ private:
+  std::unordered_map<std::string, std::unique_ptr<engine::live_instance>> live_;
+  std::map<std::string, std::deque<std::function<void()>>> held_;  // Ordered: the seed decides.
+};
+
 /// Partitions, links and workers. Faults happen only when the test asks for them.
 struct world {
   std::uint32_t partition_count;
@@ -166,14 +203,30 @@ struct world {
   } count;
 
   engine::engine_options options;
+  /// With shuffled answers, instances answer late and out of order (shuffling_host);
+  /// otherwise at once.
+  bool shuffle_answers = false;
+  std::vector<shuffling_host*> hosts;  ///< Owned by the engines; null without shuffling.
 
-  world(std::uint32_t partitions, std::uint64_t seed, engine::engine_options engine_options = {})
-      : partition_count(partitions), random(seed), options(engine_options) {
+  world(std::uint32_t partitions, std::uint64_t seed, engine::engine_options engine_options = {},
+        bool shuffled = false)
+      : partition_count(partitions), random(seed), options(engine_options), shuffle_answers(shuffled) {
     for (std::uint32_t p = 0; p < partitions; ++p) {
       disks.push_back(store::open_memory());
       engines.emplace_back();
+      hosts.push_back(nullptr);
       open(p);
     }
+  }
+
+  /// Lets up to `count` held answers of partition p through.
+  void answer(std::uint32_t p, std::size_t count) {
+    for (std::size_t i = 0; i < count && hosts[p] && hosts[p]->answer_one(random); ++i) {
+    }
+  }
+
+  void answer_all() {
+    for (std::uint32_t p = 0; p < partition_count; ++p) answer(p, SIZE_MAX);
   }
 
   void open(std::uint32_t p) {
@@ -181,7 +234,10 @@ struct world {
                                              {"sim", p, partition_count});
     REQUIRE(made);
     auto draw = [this] { return fmt::format("{:016x}{:016x}", random(), random()); };
-    auto opened = engine::partition_engine::open(std::move(*made), options, draw, now);
+    std::unique_ptr<shuffling_host> host;
+    if (shuffle_answers) host = std::make_unique<shuffling_host>();
+    hosts[p] = host.get();
+    auto opened = engine::partition_engine::open(std::move(*made), options, draw, now, std::move(host));
     REQUIRE_MESSAGE(opened, (opened ? "" : opened.error().message));
     engines[p] = std::move(*opened);
   }
@@ -193,7 +249,8 @@ struct world {
   /// Everything not committed is lost; connections to and from it reset.
   void crash(std::uint32_t p) {
     ++count.partition_crashes;
-    engines[p].reset();
+    hosts[p] = nullptr;
+    engines[p].reset();  // Its held answers go with it.
     open(p);
     for (auto& [key, l] : links) {
       if (key.first == p || key.second == p) {
@@ -241,7 +298,7 @@ struct world {
       ++count.deliveries;
       auto entry = std::move(l.messages.front());
       l.messages.pop_front();
-      REQUIRE(engines[key.second]->receive(entry, now));
+      engines[key.second]->receive(entry, now, [](expected<std::uint64_t> received) { REQUIRE(received); });
     } else if (!l.receipts.empty()) {
       engines[key.first]->outbound_acknowledged(key.second, l.receipts.front());
       l.receipts.pop_front();
@@ -272,12 +329,13 @@ struct world {
       orchestrator_items.erase(orchestrator_items.begin() + static_cast<long>(index));
       if (crash_worker) {
         ++count.worker_crashes;
-        (void)engines[p]->abandon_orchestrator(item.instance_id, item.completion_token);
+        engines[p]->abandon_orchestrator(item.instance_id, item.completion_token, [](expected<void>) {});
         return;
       }
-      auto answered =
-          engines[p]->complete_orchestrator({item.instance_id, item.completion_token, decide(item), {}}, now);
-      if (!answered) ++count.refused_answers;
+      engines[p]->complete_orchestrator({item.instance_id, item.completion_token, decide(item), {}}, now,
+                                        [this](expected<std::uint64_t> answered) {
+                                          if (!answered) ++count.refused_answers;
+                                        });
     } else if (!activity_items.empty()) {
       auto index = random() % activity_items.size();
       auto [p, item] = std::move(activity_items[index]);
@@ -287,7 +345,9 @@ struct world {
         (void)engines[p]->abandon_activity(item.request, item.completion_token);
         return;
       }
-      if (!engines[p]->complete_activity(run_activity(item), now)) ++count.refused_answers;
+      engines[p]->complete_activity(run_activity(item), now, [this](expected<std::uint64_t> answered) {
+        if (!answered) ++count.refused_answers;
+      });
     }
   }
 

@@ -102,6 +102,26 @@ void partition_engine::log(std::uint64_t batch_number, std::int64_t now_ns, logg
   batch(batch_number).batch.events.push_back({now_ns, std::move(body)});
 }
 
+std::size_t partition_engine::reserve_log(std::uint64_t batch_number, std::int64_t now_ns) {
+  auto& events = batch(batch_number).batch.events;
+  events.push_back({now_ns, store::logged::opaque{}});
+  return events.size() - 1;
+}
+
+void partition_engine::fill_log(std::uint64_t batch_number, std::size_t slot, logged_input body) {
+  batch(batch_number).batch.events[slot].body = std::move(body);
+}
+
+namespace {
+
+/// A log place whose input was refused: dropped when the batch is sealed.
+bool unfilled(const store::partition_event& event) {
+  const auto* placeholder = std::get_if<store::logged::opaque>(&event.body);
+  return placeholder != nullptr && placeholder->data.empty();
+}
+
+}  // namespace
+
 void partition_engine::make_ready(const std::string& instance_id) {
   if (core::is_entity_id(instance_id)) {
     if (ready_entities_set_.insert(instance_id).second) ready_entities_.push_back(instance_id);
@@ -121,8 +141,14 @@ void partition_engine::record(const std::string& instance_id, std::uint64_t batc
                               std::int64_t now_ns) {
   (void)now_ns;
   auto& open = batch(batch_number);
-  open.writes[instance_id] = std::move(done.write);
   auto& info = live_[instance_id];
+  if (done.write.purged || done.write.reset) {
+    // Its inbox starts over: nothing of it is known durable until this batch
+    // commits, and inbox ends of earlier batches no longer apply.
+    info.reset_batch = batch_number;
+    info.durable_inbox_end = 0;
+  }
+  open.writes[instance_id] = std::move(done.write);
   info.last_batch = std::max(info.last_batch, batch_number);
   info.idle = done.idle;
   auto& effects = done.applied->effects;
@@ -151,6 +177,7 @@ void partition_engine::change(const std::string& instance_id, bool must_exist, s
                               std::function<expected<core::transition>(live_instance&)> apply,
                               std::function<logged_input()> input, reply<std::uint64_t> done) {
   const auto number = next_batch_;
+  const auto slot = reserve_log(number, now_ns);
   auto outcome = std::make_shared<step>();
   operate(
       instance_id, number,
@@ -164,9 +191,9 @@ void partition_engine::change(const std::string& instance_id, bool must_exist, s
         }
         if (outcome->applied) outcome->noted(instance, number, now_ns);
       },
-      [this, instance_id, number, now_ns, outcome, input = std::move(input), done = std::move(done)] {
+      [this, instance_id, number, slot, now_ns, outcome, input = std::move(input), done = std::move(done)] {
         if (!outcome->applied) return done(outcome->applied.error());
-        log(number, now_ns, input());
+        fill_log(number, slot, input());
         record(instance_id, number, *outcome, now_ns);
         done(number);
       });
@@ -328,15 +355,23 @@ void partition_engine::complete_activity(const core::activity_result& result, st
                                                 result.task_id, result.instance_id, result.completion_token)};
   };
   auto lease = activity_leases_.find(key);
-  if (lease == activity_leases_.end() || lease->second != result.completion_token) return done(stale());
+  if (lease == activity_leases_.end() || lease->second != result.completion_token || completing_activities_.count(key)) {
+    return done(stale());
+  }
+  // Until the instance answers, the lease can be neither given back nor answered
+  // again: the instance may already hold the result.
+  completing_activities_.insert(key);
   const auto number = next_batch_;
+  const auto slot = reserve_log(number, now_ns);
   auto outcome = std::make_shared<step>();
+  auto load_failed = std::make_shared<bool>(false);
   auto shared = std::make_shared<core::activity_result>(result);
   operate(
       result.instance_id, number,
-      [outcome, shared, number, now_ns, limits = options_.limits](live_instance& instance) {
+      [outcome, load_failed, shared, number, now_ns, limits = options_.limits](live_instance& instance) {
         if (instance.load_error) {
           outcome->applied = *instance.load_error;
+          *load_failed = true;
         } else if (!instance.state) {
           outcome->applied = error{errc::not_found, "instance is gone"};
         } else {
@@ -344,17 +379,19 @@ void partition_engine::complete_activity(const core::activity_result& result, st
         }
         if (outcome->applied) outcome->noted(instance, number, now_ns);
       },
-      [this, key, number, now_ns, outcome, shared, stale, done = std::move(done)] {
-        if (!outcome->applied && outcome->applied.error().code == errc::invalid_argument) {
-          return done(outcome->applied.error());  // The worker's answer is bad; the lease stays, nothing changes.
+      [this, key, number, slot, now_ns, outcome, load_failed, shared, stale, done = std::move(done)] {
+        completing_activities_.erase(key);
+        if (!outcome->applied && (*load_failed || outcome->applied.error().code == errc::invalid_argument)) {
+          // The worker's answer is bad, or the instance could not be read: the
+          // lease stays and nothing changes.
+          return done(outcome->applied.error());
         }
-        // Another answer under the same lease may have been taken meanwhile.
         auto lease = activity_leases_.find(key);
         if (lease == activity_leases_.end() || lease->second != shared->completion_token) return done(stale());
         activity_leases_.erase(lease);
         batch(number).batch.activities_removed.push_back({shared->instance_id, shared->execution_id, shared->task_id});
         if (outcome->applied) {
-          log(number, now_ns, *shared);
+          fill_log(number, slot, *shared);
           record(shared->instance_id, number, *outcome, now_ns);
         }
         // A result the instance no longer wants (it finished, moved to a new
@@ -366,7 +403,7 @@ void partition_engine::complete_activity(const core::activity_result& result, st
 expected<void> partition_engine::abandon_activity(const core::activity_request& request, std::uint64_t token) {
   const auto key = std::make_tuple(request.instance_id, request.execution_id, request.task_id);
   auto lease = activity_leases_.find(key);
-  if (lease == activity_leases_.end() || lease->second != token) {
+  if (lease == activity_leases_.end() || lease->second != token || completing_activities_.count(key)) {
     return error{errc::stale_token, fmt::format("activity {} of instance '{}' is not leased under token {}",
                                                 request.task_id, request.instance_id, token)};
   }
@@ -391,6 +428,7 @@ void partition_engine::fire_due_timers(std::int64_t now_ns) {
 void partition_engine::fire_timer(const core::timer_entry& timer, std::int64_t now_ns) {
   const auto number = next_batch_;
   batch(number).batch.timers_removed.push_back(timer);
+  const auto slot = reserve_log(number, now_ns);
   auto outcome = std::make_shared<step>();
   operate(
       timer.instance_id, number,
@@ -399,9 +437,9 @@ void partition_engine::fire_timer(const core::timer_entry& timer, std::int64_t n
         outcome->applied = core::apply_timer_fired(*instance.state, timer, now_ns);
         if (outcome->applied) outcome->noted(instance, number, now_ns);
       },
-      [this, outcome, timer, number, now_ns] {
+      [this, outcome, timer, number, slot, now_ns] {
         if (!outcome->applied) return;  // The execution moved on or the instance ended.
-        log(number, now_ns, timer);
+        fill_log(number, slot, timer);
         record(timer.instance_id, number, *outcome, now_ns);
       });
 }
@@ -423,6 +461,8 @@ void partition_engine::receive(const store::outbox_entry& entry, std::int64_t no
   mark = entry.sequence;
   receipt = entry.sequence;
   open.batch.dedup_marks[entry.source_partition] = entry.sequence;
+  // Logged as sent (every input takes its place in the log when it is sent to its
+  // instance), so each source's messages stay in sequence order for the dedup mark.
   log(number, now_ns, entry);
   const auto& message = entry.message;
   auto outcome = std::make_shared<step>();
@@ -625,6 +665,7 @@ std::optional<std::pair<std::uint64_t, store::write_batch>> partition_engine::ta
     if (first->second.outstanding > 0) return std::nullopt;  // Taken again when the answers are in.
     auto open = std::move(first->second);
     unsealed_.erase(first);
+    std::erase_if(open.batch.events, unfilled);
     if (open.empty()) continue;  // Everything it was given failed; acks on it resolve with the next commit.
     sealed_batch sealed;
     sealed.number = open.number;
@@ -660,7 +701,9 @@ released partition_engine::batch_committed(std::uint64_t batch_number) {
   for (const auto& [id, inbox_end] : sealed.inbox_ends) {
     auto found = live_.find(id);
     if (found == live_.end()) continue;
-    found->second.durable_inbox_end = inbox_end;  // The instance learns it with its next work item.
+    if (found->second.reset_batch <= batch_number) {
+      found->second.durable_inbox_end = inbox_end;  // The instance learns it with its next work item.
+    }
     make_ready(id);
   }
   for (auto& activity : sealed.activities) activity_queue_.push_back(std::move(activity));

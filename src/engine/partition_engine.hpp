@@ -215,6 +215,7 @@ class partition_engine {
     /// Inbox rows below this are on disk, as of the last batch that wrote it and
     /// committed; handed to the instance with its next work item.
     std::optional<std::uint64_t> durable_inbox_end;
+    std::uint64_t reset_batch = 0;  ///< The last batch that purged it or started its inbox over.
   };
 
   struct open_batch {
@@ -277,6 +278,11 @@ class partition_engine {
   void record(const std::string& instance_id, std::uint64_t batch, step& done, std::int64_t now_ns);
   void route(std::uint64_t batch, core::instance_message message);
   void log(std::uint64_t batch, std::int64_t now_ns, logged_input body);
+  /// Every input takes its place in the log when it is sent to its instance (so an
+  /// instance's inputs are logged in the order it applies them); the place is
+  /// filled when the instance accepts it, or dropped at seal.
+  std::size_t reserve_log(std::uint64_t batch, std::int64_t now_ns);
+  void fill_log(std::uint64_t batch, std::size_t slot, logged_input body);
   void fire_timer(const core::timer_entry& timer, std::int64_t now_ns);
   /// Ends idle live instances when there are more than the limit.
   void evict_idle();
@@ -309,6 +315,8 @@ class partition_engine {
   std::size_t preparing_entities_ = 0;
   std::deque<core::activity_request> activity_queue_;
   std::map<std::tuple<std::string, std::string, std::int32_t>, std::uint64_t> activity_leases_;
+  /// Leases whose answer is with its instance: not given back or answered again meanwhile.
+  std::set<std::tuple<std::string, std::string, std::int32_t>> completing_activities_;
   std::priority_queue<wakeup, std::vector<wakeup>, std::greater<>> wakeups_;
   std::map<std::uint64_t, store::outbox_entry> outbox_;
   std::uint64_t next_outbox_sequence_ = 1;

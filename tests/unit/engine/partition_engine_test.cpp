@@ -333,3 +333,60 @@ TEST_CASE("engine: messages get outbox sequences in commit order even when answe
     CHECK_MESSAGE(child->has_value(), parent->instance_id);
   }
 }
+
+TEST_CASE("engine: an activity lease cannot be given back while its answer is with the instance") {
+  auto made = store::partition_store::open(store::open_memory(), {"held", 0, 1});
+  REQUIRE(made);
+  auto host = std::make_unique<held_host>();
+  auto& held = *host;
+  std::int64_t now = 1'000'000'000;
+  auto opened = engine::partition_engine::open(std::move(*made), {}, [] { return std::string(32, 'e'); }, now,
+                                               std::move(host));
+  REQUIRE(opened);
+  auto& engine = **opened;
+  auto commit = [&engine, now] {
+    while (auto batch = engine.take_batch()) {
+      REQUIRE(engine.store().commit(batch->second, now));
+      engine.batch_committed(batch->first);
+    }
+  };
+  REQUIRE(engine.start(request("order-9"), now));
+  commit();
+  auto item = engine.next_orchestrator_item(now);
+  REQUIRE(item);
+  core::actions::schedule_task task;
+  task.name = "SayHello";
+  task.input = "\"Tokyo\"";
+  REQUIRE(engine.complete_orchestrator({item->instance_id, item->completion_token, {{0, std::move(task)}}, {}}, now));
+  commit();
+  auto activity = engine.next_activity_item();
+  REQUIRE(activity);
+
+  held.holding = true;
+  std::optional<expected<std::uint64_t>> answered;
+  engine.complete_activity({activity->request.instance_id, activity->request.execution_id, activity->request.task_id,
+                            activity->completion_token, core::payload("\"Hello, Tokyo!\"")},
+                           now, [&answered](expected<std::uint64_t> result) { answered = std::move(result); });
+  REQUIRE(held.held.size() == 1);
+  // The lease expires, or the worker's session closes, before the instance answers.
+  auto given_back = engine.abandon_activity(activity->request, activity->completion_token);
+  REQUIRE_FALSE(given_back);
+  CHECK(given_back.error().code == errc::stale_token);
+  CHECK_FALSE(engine.next_activity_item());  // Not queued again.
+  held.holding = false;
+  held.held[0]();
+  REQUIRE(answered);
+  REQUIRE(*answered);
+  commit();
+  auto stored = engine.store().load_instance("order-9");
+  REQUIRE(stored);
+  REQUIRE(stored->has_value());
+  bool result_stored = false;
+  for (const auto& event : (*stored)->inbox) {
+    result_stored = result_stored || std::holds_alternative<core::events::task_completed>(event.body);
+  }
+  CHECK(result_stored);
+  auto recovered = engine.store().recover();
+  REQUIRE(recovered);
+  CHECK(recovered->activities.empty());
+}

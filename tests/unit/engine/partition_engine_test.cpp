@@ -273,28 +273,44 @@ class held_host final : public engine::instance_host {
   std::unordered_map<std::string, std::unique_ptr<engine::live_instance>> live_;
 };
 
-}  // namespace
-
-TEST_CASE("engine: messages get outbox sequences in commit order even when answers come back out of order") {
-  auto made = store::partition_store::open(store::open_memory(), {"held", 0, 1});
-  REQUIRE(made);
-  auto host = std::make_unique<held_host>();
-  auto& held = *host;
+/// One partition over a memory store whose instances answer through a held_host.
+struct held_partition {
   std::int64_t now = 1'000'000'000;
   int ids = 0;
-  auto opened = engine::partition_engine::open(std::move(*made), {}, [&ids] { return fmt::format("{:032}", ++ids); },
-                                               now, std::move(host));
-  REQUIRE(opened);
-  auto& engine = **opened;
-  auto commit = [&engine, now] {
+  held_host* held = nullptr;
+  std::unique_ptr<engine::partition_engine> engine;
+
+  held_partition() {
+    auto made = store::partition_store::open(store::open_memory(), {"held", 0, 1});
+    REQUIRE(made);
+    auto host = std::make_unique<held_host>();
+    held = host.get();
+    auto opened = engine::partition_engine::open(std::move(*made), {}, [this] { return fmt::format("{:032}", ++ids); },
+                                                 now, std::move(host));
+    REQUIRE(opened);
+    engine = std::move(*opened);
+  }
+
+  /// Commits every batch that can be sealed; returns the messages they released.
+  std::vector<store::outbox_entry> commit() {
     std::vector<store::outbox_entry> sent;
-    while (auto batch = engine.take_batch()) {
-      REQUIRE(engine.store().commit(batch->second, now));
-      auto released = engine.batch_committed(batch->first);
+    while (auto batch = engine->take_batch()) {
+      REQUIRE(engine->store().commit(batch->second, now));
+      auto released = engine->batch_committed(batch->first);
       for (auto& entry : released.outbound) sent.push_back(std::move(entry));
     }
     return sent;
-  };
+  }
+};
+
+}  // namespace
+
+TEST_CASE("engine: messages get outbox sequences in commit order even when answers come back out of order") {
+  held_partition p;
+  auto& engine = *p.engine;
+  auto& held = *p.held;
+  const auto now = p.now;
+  auto commit = [&p] { return p.commit(); };
   for (const char* id : {"parent-1", "parent-2"}) REQUIRE(engine.start(request(id, "FanOut"), now));
   commit();
   auto first = engine.next_orchestrator_item(now);
@@ -335,21 +351,11 @@ TEST_CASE("engine: messages get outbox sequences in commit order even when answe
 }
 
 TEST_CASE("engine: an activity lease cannot be given back while its answer is with the instance") {
-  auto made = store::partition_store::open(store::open_memory(), {"held", 0, 1});
-  REQUIRE(made);
-  auto host = std::make_unique<held_host>();
-  auto& held = *host;
-  std::int64_t now = 1'000'000'000;
-  auto opened = engine::partition_engine::open(std::move(*made), {}, [] { return std::string(32, 'e'); }, now,
-                                               std::move(host));
-  REQUIRE(opened);
-  auto& engine = **opened;
-  auto commit = [&engine, now] {
-    while (auto batch = engine.take_batch()) {
-      REQUIRE(engine.store().commit(batch->second, now));
-      engine.batch_committed(batch->first);
-    }
-  };
+  held_partition p;
+  auto& engine = *p.engine;
+  auto& held = *p.held;
+  const auto now = p.now;
+  auto commit = [&p] { p.commit(); };
   REQUIRE(engine.start(request("order-9"), now));
   commit();
   auto item = engine.next_orchestrator_item(now);

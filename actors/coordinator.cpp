@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <map>
+#include <set>
 
 #include "actors/internal.hpp"
 
@@ -25,6 +26,16 @@ struct lease {
   std::optional<core::activity_request> activity;  // Activity items.
 };
 
+/// What a session's filters say of one kind of work.
+const core::kind_filter& filter_of(const core::work_filters& filters, work_kind kind) {
+  switch (kind) {
+    case work_kind::orchestrator: return filters.orchestrations;
+    case work_kind::activity: return filters.activities;
+    case work_kind::entity: return filters.entities;
+  }
+  return filters.orchestrations;
+}
+
 struct session_state {
   session_info info;
   per_kind out{};
@@ -32,7 +43,18 @@ struct session_state {
   std::int64_t free(work_kind kind) const {
     return std::int64_t{info.slots[kind_index(kind)]} - out[kind_index(kind)];
   }
+  bool accepts(work_kind kind, const std::string& name, const core::payload& version) const {
+    return core::accepts(filter_of(info.filters, kind), name, version, kind == work_kind::entity);
+  }
 };
+
+/// The name and version the filters look at.
+std::pair<const std::string&, const core::payload&> routing_key(const core::orchestrator_work_item& item) {
+  return {item.name, item.version};
+}
+std::pair<const std::string&, const core::payload&> routing_key(const engine::activity_work_item& item) {
+  return {item.request.name, item.request.version};
+}
 
 constexpr std::array<work_kind, work_kind_count> all_kinds = {work_kind::orchestrator, work_kind::activity,
                                                               work_kind::entity};
@@ -45,7 +67,26 @@ struct coordinator_state {
   std::map<std::uint64_t, session_state> sessions;
   std::map<std::uint64_t, lease> leases;  // By completion token.
   std::map<std::uint32_t, work_kinds> with_work;
+  /// Partitions keeping items of a kind that no session with room accepted.
+  std::array<std::set<std::uint32_t>, work_kind_count> parked;
   per_kind asked{};  ///< Items asked of partitions and not yet handed over.
+
+  /// What the sessions with room for `kind` accept, together.
+  core::kind_filter acceptable(work_kind kind) const {
+    core::kind_filter accept = std::vector<core::name_filter>{};
+    for (const auto& [id, s] : sessions) {
+      if (s.free(kind) > 0) core::widen(accept, filter_of(s.info.filters, kind));
+    }
+    return accept;
+  }
+
+  /// Sessions changed: partitions with parked items of `kind` are asked again (a
+  /// take that accepts them makes them ready).
+  void retry_parked(work_kind kind) {
+    auto& waiting = parked[kind_index(kind)];
+    for (auto partition : waiting) with_work[partition].has[kind_index(kind)] = true;
+    waiting.clear();
+  }
 
   std::int64_t free_slots(work_kind kind) const {
     std::int64_t free = 0;
@@ -77,8 +118,12 @@ struct coordinator_state {
         continue;
       }
       it = with_work.erase(it);
-      for (auto kind : all_kinds) asked[kind_index(kind)] += wanted[kind_index(kind)];
-      self->send(partitions[partition], take_atom::value, wanted);
+      take_request take{wanted, {}};
+      for (auto kind : all_kinds) {
+        asked[kind_index(kind)] += wanted[kind_index(kind)];
+        if (wanted[kind_index(kind)] > 0) take.accept[kind_index(kind)] = acceptable(kind);
+      }
+      self->send(partitions[partition], take_atom::value, std::move(take));
     }
   }
 
@@ -88,12 +133,12 @@ struct coordinator_state {
     for (auto kind : all_kinds) known.has[kind_index(kind)] = known.has[kind_index(kind)] || kinds.has[kind_index(kind)];
   }
 
-  /// The session with the most free slots of a kind, if any has one.
-  session_state* pick(work_kind kind) {
+  /// The session with the most free slots of a kind that accepts the item, if any.
+  session_state* pick(work_kind kind, const std::string& name, const core::payload& version) {
     session_state* best = nullptr;
     std::int64_t best_free = 0;
     for (auto& [id, s] : sessions) {
-      if (s.free(kind) > best_free) {
+      if (s.free(kind) > best_free && s.accepts(kind, name, version)) {
         best = &s;
         best_free = s.free(kind);
       }
@@ -134,7 +179,8 @@ struct coordinator_state {
       } else {
         held.instance_id = item.instance_id;
       }
-      auto* session = pick(kind);
+      const auto [name, version] = routing_key(item);
+      auto* session = pick(kind, name, version);
       if (session == nullptr) {
         give_back(partition, item.completion_token, held);
         continue;
@@ -153,6 +199,13 @@ struct coordinator_state {
     place(work_kind::orchestrator, work.partition, work.orchestrators, now, pushes);
     place(work_kind::activity, work.partition, work.activities, now, pushes);
     place(work_kind::entity, work.partition, work.entities, now, pushes);
+    for (auto kind : all_kinds) {
+      if (work.parked.has[kind_index(kind)]) {
+        parked[kind_index(kind)].insert(work.partition);
+      } else {
+        parked[kind_index(kind)].erase(work.partition);
+      }
+    }
     for (auto& [id, items] : pushes) {
       auto& session = sessions.at(id);
       session.last_push_ns = now;
@@ -167,8 +220,11 @@ struct coordinator_state {
     auto held = std::move(found->second);
     leases.erase(found);
     if (auto session = sessions.find(held.session); session != sessions.end()) {
+      const bool was_full = session->second.free(held.kind) <= 0;
       auto& out = session->second.out[kind_index(held.kind)];
       out -= std::min<std::uint32_t>(out, 1);
+      // Its filters join the accepted set again.
+      if (was_full && session->second.free(held.kind) > 0) retry_parked(held.kind);
     }
     if (give_back_to_partition) give_back(held.partition, token, held);
   }
@@ -183,8 +239,24 @@ struct coordinator_state {
     spdlog::info("worker session {} closed; {} item(s) go back for re-dispatch", session, held.size());
   }
 
+  std::vector<worker_view> workers() const {
+    std::vector<worker_view> views;
+    for (const auto& [id, s] : sessions) {
+      auto& view = views.emplace_back();
+      view.session = id;
+      view.worker = s.info.worker;
+      view.slots = {s.info.slots[0], s.info.slots[1], s.info.slots[2]};
+      view.in_use = {s.out[0], s.out[1], s.out[2]};
+      view.filters = s.info.filters;
+    }
+    return views;
+  }
+
   void tick() {
     const auto now = wall_clock_ns();
+    // A safety net for parked work: sessions may have changed in ways retry_parked
+    // does not see (a reply crossing a slot freed meanwhile).
+    for (auto kind : all_kinds) retry_parked(kind);
     std::vector<std::uint64_t> expired;
     for (const auto& [token, l] : leases) {
       if (l.deadline_ns <= now) expired.push_back(token);
@@ -215,8 +287,10 @@ caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self, st
       },
       [=](open_atom, const session_info& info) {
         self->state.sessions[info.id] = session_state{info, {}, wall_clock_ns()};
+        for (auto kind : all_kinds) self->state.retry_parked(kind);
         self->state.pump();
       },
+      [=](workers_atom, const workers_reply& reply) { (*reply)(self->state.workers()); },
       [=](close_atom, std::uint64_t session) {
         self->state.close(session);
         self->state.pump();

@@ -31,6 +31,7 @@ using close_atom = caf::atom_constant<caf::atom("close")>;
 using wire_atom = caf::atom_constant<caf::atom("wire")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+using workers_atom = caf::atom_constant<caf::atom("workers")>;
 
 class partition_context;
 
@@ -74,6 +75,13 @@ struct work_kinds {
   bool any() const { return has[0] || has[1] || has[2]; }
 };
 
+/// What the coordinator asks a partition for: how many items of each kind, and
+/// what the sessions with room for that kind accept (their filters together).
+struct take_request {
+  per_kind wanted{};
+  std::array<core::kind_filter, work_kind_count> accept{};
+};
+
 /// Work handed from a partition to the coordinator.
 struct work_batch {
   std::uint32_t partition = 0;
@@ -82,13 +90,21 @@ struct work_batch {
   std::vector<engine::activity_work_item> activities;
   std::vector<core::orchestrator_work_item> entities;  ///< Entity batches.
   work_kinds left;  ///< What the partition may still have.
+  /// Kinds of which the partition keeps items no session took (see
+  /// partition_engine::take_work): worth asking again when sessions change.
+  work_kinds parked;
 };
 
 struct session_info {
   std::uint64_t id = 0;
   per_kind slots{};
   std::shared_ptr<work_sink> sink;
+  core::work_filters filters;
+  std::string worker;  ///< What the worker calls itself, if anything.
 };
+
+/// Answers a workers_atom: the hub's sessions as they are now.
+using workers_reply = std::shared_ptr<callback<std::vector<worker_view>>>;
 
 inline std::int64_t wall_clock_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -116,6 +132,8 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<dtsd::engine::live_instance>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::work_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::work_kinds)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::per_kind)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::take_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::workers_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::drain_signal)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::commit_pool*)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::session_info)

@@ -250,16 +250,24 @@ class partition_state : public partition_context {
     announce();
   }
 
-  void on_take(const per_kind& wanted) {
-    auto work = std::make_unique<work_batch>(work_batch{index, wanted, {}, {}, {}, {}});
-    while (work->activities.size() < wanted[kind_index(work_kind::activity)]) {
-      auto item = engine_->next_activity_item();
-      if (!item) break;
-      work->activities.push_back(std::move(*item));
+  void on_take(const take_request& take) {
+    const auto& wanted = take.wanted;
+    auto work = std::make_unique<work_batch>(work_batch{index, wanted, {}, {}, {}, {}, {}});
+    auto accept = [&](work_kind kind) -> const core::kind_filter& { return take.accept[kind_index(kind)]; };
+    if (wanted[kind_index(work_kind::activity)] > 0) {
+      work->activities = engine_->take_activities(wanted[kind_index(work_kind::activity)], accept(work_kind::activity));
     }
     const auto now = wall_clock_ns();
-    work->orchestrators = engine_->take_work(false, wanted[kind_index(work_kind::orchestrator)], now);
-    work->entities = engine_->take_work(true, wanted[kind_index(work_kind::entity)], now);
+    if (wanted[kind_index(work_kind::orchestrator)] > 0) {
+      work->orchestrators =
+          engine_->take_work(false, wanted[kind_index(work_kind::orchestrator)], now, accept(work_kind::orchestrator));
+    }
+    if (wanted[kind_index(work_kind::entity)] > 0) {
+      work->entities = engine_->take_work(true, wanted[kind_index(work_kind::entity)], now, accept(work_kind::entity));
+    }
+    work->parked.has[kind_index(work_kind::orchestrator)] = engine_->has_parked_orchestrators();
+    work->parked.has[kind_index(work_kind::activity)] = engine_->has_parked_activities();
+    work->parked.has[kind_index(work_kind::entity)] = engine_->has_parked_entities();
     // The coordinator keeps what is left in mind; new kinds are announced later.
     work->left = available();
     announced = work->left;
@@ -294,8 +302,8 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
         s.announce();
         s.pump();
       },
-      [=](take_atom, const per_kind& wanted) {
-        self->state.on_take(wanted);
+      [=](take_atom, const take_request& take) {
+        self->state.on_take(take);
         self->state.pump();
       },
       [=](drain_atom, const drain_signal& signal) {

@@ -431,22 +431,35 @@ class actor_scheduler final : public scheduler {
   }
 
   expected<std::uint64_t> open_session(const std::string& hub_name, session_slots slots,
-                                       std::shared_ptr<work_sink> sink) override {
+                                       std::shared_ptr<work_sink> sink, core::work_filters filters,
+                                       std::string worker) override {
     auto found = find(hub_name);
     if (!found) return found.error();
     if (slots.orchestrators == 0 && slots.activities == 0 && slots.entities == 0) {
       return error{errc::invalid_argument, "a worker session must take at least one orchestrator, activity or entity item"};
     }
+    if (auto valid = core::validate(filters); !valid) return valid.error();
     const auto id = next_session_++;
     {
       std::lock_guard lock(mutex_);
       sessions_[id] = hub_name;
     }
+    spdlog::info("worker session {} opened on hub '{}' ({} orchestrator, {} activity, {} entity slots; takes "
+                 "orchestrations {}, activities {}, entities {})",
+                 id, hub_name, slots.orchestrators, slots.activities, slots.entities,
+                 core::describe(filters.orchestrations), core::describe(filters.activities),
+                 core::describe(filters.entities));
     caf::anon_send(found->coordinator, open_atom::value,
-                   session_info{id, {slots.orchestrators, slots.activities, slots.entities}, std::move(sink)});
-    spdlog::info("worker session {} opened on hub '{}' ({} orchestrator, {} activity, {} entity slots)", id, hub_name,
-                 slots.orchestrators, slots.activities, slots.entities);
+                   session_info{id, {slots.orchestrators, slots.activities, slots.entities}, std::move(sink),
+                                std::move(filters), std::move(worker)});
     return id;
+  }
+
+  void workers(const std::string& hub_name, callback<std::vector<worker_view>> done) override {
+    auto found = find(hub_name);
+    if (!found) return done(found.error());
+    caf::anon_send(found->coordinator, workers_atom::value,
+                   std::make_shared<callback<std::vector<worker_view>>>(std::move(done)));
   }
 
   void close_session(std::uint64_t session) override {

@@ -17,6 +17,7 @@
 #include "core/error.hpp"
 #include "core/limits.hpp"
 #include "core/model.hpp"
+#include "core/work_filter.hpp"
 #include "engine/partition_engine.hpp"
 #include "store/kv.hpp"
 #include "store/partition_store.hpp"
@@ -38,6 +39,15 @@ struct session_slots {
   std::uint32_t orchestrators = 0;
   std::uint32_t activities = 0;
   std::uint32_t entities = 0;  ///< Entity batches (0: the worker runs no entities).
+};
+
+/// A connected worker session, as `dtsctl worker list` and the dashboard show it.
+struct worker_view {
+  std::uint64_t session = 0;
+  std::string worker;  ///< What the worker calls itself (gRPC: its workerid header).
+  session_slots slots;
+  session_slots in_use;  ///< Items leased to it now, per kind.
+  core::work_filters filters;
 };
 
 /// Where a worker session's work goes. Called from actor threads; must not block.
@@ -121,9 +131,13 @@ class scheduler {
   virtual void query(const std::string& hub, store::instance_query query,
                      callback<store::query_page> done) = 0;
 
-  /// Opens a worker session; returns its id.
+  /// Opens a worker session; returns its id. Work goes to it only when `filters`
+  /// accept it (core/work_filter.hpp); `worker` names it in listings.
   virtual expected<std::uint64_t> open_session(const std::string& hub, session_slots slots,
-                                               std::shared_ptr<work_sink> sink) = 0;
+                                               std::shared_ptr<work_sink> sink, core::work_filters filters = {},
+                                               std::string worker = {}) = 0;
+  /// The hub's connected worker sessions.
+  virtual void workers(const std::string& hub, callback<std::vector<worker_view>> done) = 0;
   /// Everything the session still holds is given back for re-dispatch.
   virtual void close_session(std::uint64_t session) = 0;
   virtual void complete_orchestrator(std::uint64_t session, core::orchestrator_completion completion,

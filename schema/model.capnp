@@ -93,6 +93,7 @@ struct SubOrchestrationInstanceCreatedEvent {
   name @1 :Text;
   version @2 :Text;
   input @3 :Text;
+  tags @4 :List(Tag);
 }
 
 struct SubOrchestrationInstanceCompletedEvent {
@@ -148,6 +149,13 @@ struct ExecutionResumedEvent {
 struct ExecutionRewoundEvent {
   reason @0 :Text;
   parentExecutionId @1 :Text;  # set when a rewound parent rewinds this child
+  # Also set then: how the parent created the child, to create it again if it
+  # was purged since it failed.
+  name @2 :Text;
+  version @3 :Text;
+  input @4 :Text;
+  parentInstance @5 :ParentInstanceInfo;
+  tags @6 :List(Tag);
 }
 
 struct EntityOperationSignaledEvent {
@@ -245,6 +253,7 @@ struct CreateSubOrchestrationAction {
   name @1 :Text;
   version @2 :Text;
   input @3 :Text;
+  tags @4 :List(Tag);
 }
 
 struct CreateTimerAction {

@@ -384,6 +384,8 @@ int main(int argc, char** argv) {
     if (!*found) return refused({errc::not_found, "no instance with id '" + id + "'"});
     sdk::start_options options;
     options.instance_id = new_id ? std::string() : id;
+    options.version = (*found)->version;
+    options.tags = (*found)->tags;
     auto restarted = client.start((*found)->name, (*found)->input ? json::parse(*(*found)->input, nullptr, false) : json(),
                                   options);
     if (!restarted) return refused(restarted.error());

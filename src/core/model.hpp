@@ -106,6 +106,7 @@ struct sub_orchestration_created {
   std::string name;
   payload version;
   payload input;
+  tag_map tags = {};
   friend bool operator==(const sub_orchestration_created&,
                          const sub_orchestration_created&) = default;
 };
@@ -168,6 +169,14 @@ struct execution_rewound {
   payload reason;
   /// Set on a rewind sent by a parent that was rewound: the parent's new execution.
   std::string parent_execution_id;
+  /// Also on a parent's rewind: how the child was created (the parent's
+  /// SubOrchestrationInstanceCreated), so that a child purged since its failure is
+  /// created again. The parent is the rewound parent's new execution.
+  std::string name = {};
+  payload version = std::nullopt;
+  payload input = std::nullopt;
+  std::optional<parent_instance> parent = std::nullopt;
+  tag_map tags = {};
   friend bool operator==(const execution_rewound&, const execution_rewound&) = default;
 };
 struct entity_operation_signaled {
@@ -264,6 +273,7 @@ struct create_sub_orchestration {
   std::string name;
   payload version;
   payload input;
+  tag_map tags = {};
   friend bool operator==(const create_sub_orchestration&,
                          const create_sub_orchestration&) = default;
 };
@@ -383,6 +393,10 @@ struct orchestrator_work_item {
   std::uint64_t completion_token = 0;
   bool entity = false;
   payload entity_state = std::nullopt;
+  /// The orchestration's name and version (an entity's name), for routing by the
+  /// sessions' work item filters; not sent to workers (they read the history).
+  std::string name = {};
+  payload version = std::nullopt;
 };
 
 namespace entity_actions {

@@ -77,10 +77,47 @@ std::optional<std::int32_t> completed_task_id(const history_event& event) {
       event.body);
 }
 
-bool already_completed(const orchestration_state& state, std::int32_t task_id) {
-  auto matches = [&](const history_event& e) { return completed_task_id(e) == task_id; };
-  return std::any_of(state.history.begin(), state.history.end(), matches) ||
-         std::any_of(state.inbox.begin(), state.inbox.end(), matches);
+/// The id a scheduling event (an activity, a timer, a sub-orchestration) carries,
+/// or nullopt for other events.
+std::optional<std::int32_t> scheduled_task_id(const history_event& event) {
+  const bool schedules = std::holds_alternative<events::task_scheduled>(event.body) ||
+                         std::holds_alternative<events::timer_created>(event.body) ||
+                         std::holds_alternative<events::sub_orchestration_created>(event.body);
+  if (!schedules) return std::nullopt;
+  return event.event_id;
+}
+
+/// Whether task `task_id` waits for its result. An id may be scheduled again once
+/// its earlier task has finished (SDKs retry a failed activity under the same id),
+/// so each scheduling is matched with one result, in order.
+bool is_outstanding(const orchestration_state& state, std::int32_t task_id) {
+  std::size_t scheduled = 0;
+  std::size_t answered = 0;
+  for (const auto& event : state.history) {
+    if (scheduled_task_id(event) == task_id) ++scheduled;
+    if (completed_task_id(event) == task_id) ++answered;
+  }
+  for (const auto& event : state.inbox) {
+    if (completed_task_id(event) == task_id) ++answered;
+  }
+  return scheduled > answered;
+}
+
+/// Ids of every task this execution scheduled that waits for its result.
+std::set<std::int32_t> outstanding_task_ids(const orchestration_state& state) {
+  std::map<std::int32_t, std::int64_t> balance;  // Schedulings minus results, per id.
+  for (const auto& event : state.history) {
+    if (auto id = scheduled_task_id(event)) ++balance[*id];
+    if (auto id = completed_task_id(event)) --balance[*id];
+  }
+  for (const auto& event : state.inbox) {
+    if (auto id = completed_task_id(event)) --balance[*id];
+  }
+  std::set<std::int32_t> ids;
+  for (const auto& [id, open] : balance) {
+    if (open > 0) ids.insert(id);
+  }
+  return ids;
 }
 
 /// Finds the history event with `event_id` whose body is a `Scheduled`.
@@ -103,7 +140,7 @@ expected<transition> deliver_result(orchestration_state& state, std::int32_t tas
     return invalid(fmt::format("{}: instance '{}' has no task with id {} waiting for it", what,
                                state.record.instance_id, task_id));
   }
-  if (already_completed(state, task_id)) {
+  if (!is_outstanding(state, task_id)) {
     return error{errc::duplicate,
                  fmt::format("{}: task {} of instance '{}' already has its result", what, task_id,
                              state.record.instance_id)};
@@ -224,16 +261,25 @@ expected<void> validate_completion(const orchestration_state& state,
       !fits) {
     return fits;
   }
-  std::set<std::int32_t> used_ids;
-  for (const auto& event : state.history) {
-    if (event.event_id >= 0) used_ids.insert(event.event_id);
-  }
+  // An id may not name a task still waiting for its result, nor two actions of one
+  // response. A finished task's id may be scheduled again: SDKs retry a failed
+  // activity or sub-orchestration under the id of the failed attempt.
+  const auto outstanding = outstanding_task_ids(state);
+  std::set<std::int32_t> in_response;
   action_checker checker{state, limits, new_execution_id};
   for (const auto& action : completion.actions) {
-    if (action.id < 0) return invalid(fmt::format("action id {} is negative", action.id));
-    if (!used_ids.insert(action.id).second) {
-      return invalid(fmt::format("action id {} is used twice in the history of instance '{}'",
-                                 action.id, state.record.instance_id));
+    // The id of a completeOrchestration carries no meaning (the JS SDK sends -1).
+    if (!std::holds_alternative<actions::complete_orchestration>(action.body)) {
+      if (action.id < 0) return invalid(fmt::format("action id {} is negative", action.id));
+      if (!in_response.insert(action.id).second) {
+        return invalid(fmt::format("action id {} is used twice in one response for instance '{}'", action.id,
+                                   state.record.instance_id));
+      }
+      if (outstanding.count(action.id)) {
+        return invalid(fmt::format("action id {} names a task of instance '{}' that is still waiting for "
+                                   "its result",
+                                   action.id, state.record.instance_id));
+      }
     }
     if (auto valid = std::visit(checker, action.body); !valid) return valid;
   }
@@ -259,13 +305,14 @@ struct action_applier {
         activity_request{instance_id(), execution_id(), id, a.name, a.version, a.input, a.tags});
   }
   void operator()(const actions::create_sub_orchestration& a) {
-    record(events::sub_orchestration_created{a.instance_id, a.name, a.version, a.input});
+    record(events::sub_orchestration_created{a.instance_id, a.name, a.version, a.input, a.tags});
     start_request child;
     child.instance_id = a.instance_id;
     child.execution_id = derive_execution_id(execution_id(), fmt::format("sub:{}", id));
     child.name = a.name;
     child.version = a.version;
     child.input = a.input;
+    child.tags = a.tags;
     child.parent = parent_instance{id, state.record.name, state.record.version,
                                    {instance_id(), execution_id()}};
     child.replaceable_statuses = terminal_statuses();
@@ -417,7 +464,7 @@ std::vector<std::string> sub_orchestrations(const orchestration_state& state, bo
   for (const auto& event : state.history) {
     const auto* created = std::get_if<events::sub_orchestration_created>(&event.body);
     if (created == nullptr) continue;
-    if (open_only && already_completed(state, event.event_id)) continue;
+    if (open_only && !is_outstanding(state, event.event_id)) continue;
     ids.push_back(created->instance_id);
   }
   return ids;
@@ -433,6 +480,21 @@ std::vector<std::string> all_sub_orchestrations(const orchestration_state& state
   return sub_orchestrations(state, false);
 }
 
+expected<void> validate_reuse_policy(const std::vector<runtime_status>& replaceable) {
+  auto allows = [&](runtime_status status) {
+    return std::find(replaceable.begin(), replaceable.end(), status) != replaceable.end();
+  };
+  const bool running_replaceable =
+      allows(runtime_status::pending) || allows(runtime_status::running) || allows(runtime_status::suspended);
+  // Replacing a running instance terminates it first, so the policy must allow
+  // replacing a terminated one too (DTS refuses the same policies).
+  if (running_replaceable && !allows(runtime_status::terminated)) {
+    return invalid(
+        "invalid reusable statuses: cannot exclude 'Terminated' while also allowing reuse of running instances");
+  }
+  return {};
+}
+
 expected<transition> apply_start(std::optional<orchestration_state>& instance,
                                  const start_request& request, std::int64_t now_ns,
                                  const payload_limits& limits) {
@@ -444,6 +506,7 @@ expected<transition> apply_start(std::optional<orchestration_state>& instance,
       !fits) {
     return fits.error();
   }
+  if (auto policy = validate_reuse_policy(request.replaceable_statuses); !policy) return policy.error();
   transition result;
   std::uint64_t first_sequence = 0;
   if (instance) {
@@ -514,7 +577,9 @@ expected<orchestrator_work_item> dispatch(orchestration_state& state,
                                   std::vector<history_event>(state.inbox.begin(), state.inbox.begin() + static_cast<long>(count)),
                                   completion_token,
                                   true,
-                                  state.record.entity_state};
+                                  state.record.entity_state,
+                                  entity_name(state.record.instance_id),
+                                  std::nullopt};
   }
   state.in_flight = in_flight_work_item{completion_token, count, started_at_ns};
   std::vector<history_event> new_events;
@@ -522,7 +587,8 @@ expected<orchestrator_work_item> dispatch(orchestration_state& state,
   if (started_at_ns != 0) new_events.push_back(make_event(-1, started_at_ns, events::orchestrator_started{}));
   new_events.insert(new_events.end(), state.inbox.begin(), state.inbox.begin() + static_cast<long>(count));
   return orchestrator_work_item{state.record.instance_id, state.record.execution_id, state.history,
-                                std::move(new_events), completion_token, false, {}};
+                                std::move(new_events), completion_token, false, {}, state.record.name,
+                                state.record.version};
 }
 
 expected<void> abandon(orchestration_state& state, std::uint64_t completion_token) {
@@ -688,6 +754,26 @@ expected<transition> apply_event_message(orchestration_state& state, const insta
       event.body);
 }
 
+/// A rewound parent rewinds its failed children; one purged since then is started
+/// again as its parent first created it, reporting to the parent's new execution.
+std::optional<start_request> recreate_rewound_child(const instance_message& message) {
+  const auto* event = std::get_if<history_event>(&message.body);
+  if (event == nullptr) return std::nullopt;
+  const auto* rewound = std::get_if<events::execution_rewound>(&event->body);
+  if (rewound == nullptr || rewound->name.empty() || !rewound->parent) return std::nullopt;
+  start_request child;
+  child.instance_id = message.target_instance_id;
+  child.execution_id = derive_execution_id(rewound->parent->instance.execution_id,
+                                           fmt::format("sub:{}", rewound->parent->task_scheduled_id));
+  child.name = rewound->name;
+  child.version = rewound->version;
+  child.input = rewound->input;
+  child.tags = rewound->tags;
+  child.parent = rewound->parent;
+  child.replaceable_statuses = terminal_statuses();
+  return child;
+}
+
 }  // namespace
 
 expected<transition> apply_message(std::optional<orchestration_state>& instance,
@@ -698,6 +784,7 @@ expected<transition> apply_message(std::optional<orchestration_state>& instance,
     return apply_start(instance, *start, now_ns, limits);
   }
   if (!instance) {
+    if (auto recreated = recreate_rewound_child(message)) return apply_start(instance, *recreated, now_ns, limits);
     return error{errc::not_found,
                  fmt::format("no instance with id '{}'", message.target_instance_id)};
   }
@@ -812,10 +899,15 @@ expected<transition> apply_rewind(orchestration_state& state, const payload& rea
                    [](const events::execution_completed&) { return true; },
                    [&](const events::sub_orchestration_created& e) {
                      if (failed_children.count(event.event_id)) {
-                       result.effects.messages.push_back(instance_message{
-                           e.instance_id, {},
-                           make_event(-1, now_ns,
-                                      events::execution_rewound{reason, std::string(new_execution_id)})});
+                       events::execution_rewound rewind{reason, std::string(new_execution_id)};
+                       rewind.name = e.name;
+                       rewind.version = e.version;
+                       rewind.input = e.input;
+                       rewind.tags = e.tags;
+                       rewind.parent = parent_instance{event.event_id, record.name, record.version,
+                                                       {record.instance_id, std::string(new_execution_id)}};
+                       result.effects.messages.push_back(
+                           instance_message{e.instance_id, {}, make_event(-1, now_ns, std::move(rewind))});
                      }
                      return false;
                    },

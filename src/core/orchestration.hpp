@@ -78,6 +78,10 @@ std::vector<std::string> open_sub_orchestrations(const orchestration_state& stat
 /// Ids of every sub-orchestration this execution created.
 std::vector<std::string> all_sub_orchestrations(const orchestration_state& state);
 
+/// An id-reuse policy (the statuses an existing instance may have to be replaced)
+/// that allows replacing a running instance must also allow a terminated one.
+expected<void> validate_reuse_policy(const std::vector<runtime_status>& replaceable);
+
 /// A start was requested. `instance` is empty when no instance has this id; it is
 /// filled (or replaced, as the request's reuse policy allows).
 expected<transition> apply_start(std::optional<orchestration_state>& instance,

@@ -796,28 +796,107 @@ void partition_engine::prepare(std::int64_t now_ns) {
 }
 
 std::vector<core::orchestrator_work_item> partition_engine::take_work(bool entities, std::size_t count_max,
-                                                                      std::int64_t now_ns) {
+                                                                      std::int64_t now_ns,
+                                                                      const core::kind_filter& accept) {
+  auto& parked = entities ? parked_entities_ : parked_;
+  if (!parked.empty()) unpark(parked, accept, entities);
   prepare(now_ns);
   auto& prepared = entities ? prepared_entities_ : prepared_;
   std::vector<core::orchestrator_work_item> items;
-  while (items.size() < count_max && !prepared.empty()) {
-    items.push_back(std::move(prepared.front()));
+  if (!accept) {
+    while (items.size() < count_max && !prepared.empty()) {
+      items.push_back(std::move(prepared.front()));
+      prepared.pop_front();
+    }
+    return items;
+  }
+  // A filtered take looks at every prepared item: the ones it does not accept are
+  // parked, so that they neither block the ones it does nor make the partition
+  // announce work nobody takes.
+  std::deque<core::orchestrator_work_item> kept;
+  while (!prepared.empty()) {
+    auto item = std::move(prepared.front());
     prepared.pop_front();
+    if (!core::accepts(accept, item.name, item.version, entities)) {
+      park(std::move(item), parked);
+    } else if (items.size() < count_max) {
+      items.push_back(std::move(item));
+    } else {
+      kept.push_back(std::move(item));
+    }
+  }
+  prepared = std::move(kept);
+  return items;
+}
+
+void partition_engine::park(core::orchestrator_work_item item, parked_instances& parked) {
+  parked[item.name][item.instance_id] = item.version;
+  const auto token = item.completion_token;
+  auto idle = std::make_shared<bool>(true);
+  operate(
+      item.instance_id, 0,
+      [token, idle](live_instance& instance) {
+        if (instance.state) (void)core::abandon(*instance.state, token);
+        *idle = instance.idle();
+      },
+      [this, id = item.instance_id, idle] {
+        if (auto found = live_.find(id); found != live_.end()) found->second.idle = *idle;
+      });
+}
+
+void partition_engine::unpark(parked_instances& parked, const core::kind_filter& accept, bool entities) {
+  for (auto by_name = parked.begin(); by_name != parked.end();) {
+    auto& instances = by_name->second;
+    for (auto it = instances.begin(); it != instances.end();) {
+      if (core::accepts(accept, by_name->first, it->second, entities)) {
+        make_ready(it->first);
+        it = instances.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    by_name = instances.empty() ? parked.erase(by_name) : std::next(by_name);
+  }
+}
+
+std::vector<activity_work_item> partition_engine::take_activities(std::size_t count_max,
+                                                                  const core::kind_filter& accept) {
+  if (!parked_activities_.empty()) {
+    for (auto by_name = parked_activities_.begin(); by_name != parked_activities_.end();) {
+      auto& queued = by_name->second;
+      std::deque<core::activity_request> still;
+      for (auto& request : queued) {
+        if (core::accepts(accept, request.name, request.version)) {
+          activity_queue_.push_front(std::move(request));
+        } else {
+          still.push_back(std::move(request));
+        }
+      }
+      queued = std::move(still);
+      by_name = queued.empty() ? parked_activities_.erase(by_name) : std::next(by_name);
+    }
+  }
+  std::vector<activity_work_item> items;
+  while (items.size() < count_max && !activity_queue_.empty()) {
+    auto request = std::move(activity_queue_.front());
+    activity_queue_.pop_front();
+    if (!core::accepts(accept, request.name, request.version)) {
+      parked_activities_[request.name].push_back(std::move(request));
+      continue;
+    }
+    auto key = std::make_tuple(request.instance_id, request.execution_id, request.task_id);
+    if (activity_leases_.count(key)) continue;  // Already out (queued twice on recovery).
+    const auto token = next_token_++;
+    activity_leases_.emplace(std::move(key), token);
+    items.push_back(activity_work_item{std::move(request), token});
   }
   return items;
 }
 
 std::optional<activity_work_item> partition_engine::next_activity_item() {
-  while (!activity_queue_.empty()) {
-    auto request = std::move(activity_queue_.front());
-    activity_queue_.pop_front();
-    auto key = std::make_tuple(request.instance_id, request.execution_id, request.task_id);
-    if (activity_leases_.count(key)) continue;  // Already out (queued twice on recovery).
-    const auto token = next_token_++;
-    activity_leases_.emplace(std::move(key), token);
-    return activity_work_item{std::move(request), token};
-  }
-  return std::nullopt;
+  auto items = take_activities(1);
+  if (items.empty()) return std::nullopt;
+  return std::move(items.front());
 }
 
 std::optional<std::int64_t> partition_engine::next_wakeup_ns() const {

@@ -40,6 +40,7 @@
 #include "core/error.hpp"
 #include "core/limits.hpp"
 #include "core/orchestration.hpp"
+#include "core/work_filter.hpp"
 #include "engine/instance.hpp"
 #include "store/partition_store.hpp"
 
@@ -176,9 +177,22 @@ class partition_engine {
   /// after each input (the partition actor) and by take_work. At most
   /// `prepared_max` of each kind wait or are being asked for.
   void prepare(std::int64_t now_ns);
-  /// Up to `count_max` prepared orchestrator work items (entity batches with `entities`).
-  std::vector<core::orchestrator_work_item> take_work(bool entities, std::size_t count_max, std::int64_t now_ns);
+  /// Up to `count_max` prepared orchestrator work items (entity batches with
+  /// `entities`) that `accept` accepts. Prepared items it does not accept are
+  /// parked: given back to their instances and kept aside (by name) until a take
+  /// whose filter accepts them, which makes them ready again. With the default
+  /// filter (everything) nothing is ever parked.
+  std::vector<core::orchestrator_work_item> take_work(bool entities, std::size_t count_max, std::int64_t now_ns,
+                                                      const core::kind_filter& accept = std::nullopt);
+  /// Up to `count_max` queued activities `accept` accepts; the ones it skips are
+  /// parked the same way and queued again by a take that accepts them.
+  std::vector<activity_work_item> take_activities(std::size_t count_max,
+                                                  const core::kind_filter& accept = std::nullopt);
   std::optional<activity_work_item> next_activity_item();
+  /// Whether work of a kind waits parked for a session that accepts it.
+  bool has_parked_orchestrators() const { return !parked_.empty(); }
+  bool has_parked_entities() const { return !parked_entities_.empty(); }
+  bool has_parked_activities() const { return !parked_activities_.empty(); }
   /// Whether take_work has something to give.
   bool may_have_orchestrator_work() const { return !prepared_.empty(); }
   bool may_have_entity_work() const { return !prepared_entities_.empty(); }
@@ -290,6 +304,12 @@ class partition_engine {
   /// Ends the live instance at `it`; returns the next.
   std::unordered_map<std::string, live_info>::iterator evict(std::unordered_map<std::string, live_info>::iterator it);
   void make_ready(const std::string& instance_id);
+  /// Instances parked by name: (id, version) pairs waiting for an accepting take.
+  using parked_instances = std::map<std::string, std::map<std::string, core::payload>>;
+  /// Gives a prepared item back to its instance and parks the instance.
+  void park(core::orchestrator_work_item item, parked_instances& parked);
+  /// Makes ready every parked instance `accept` accepts.
+  void unpark(parked_instances& parked, const core::kind_filter& accept, bool entities);
   std::uint32_t partition_of(const std::string& instance_id) const;
 
   std::unique_ptr<store::partition_store> store_;
@@ -314,6 +334,10 @@ class partition_engine {
   std::size_t preparing_ = 0;
   std::size_t preparing_entities_ = 0;
   std::deque<core::activity_request> activity_queue_;
+  parked_instances parked_;
+  parked_instances parked_entities_;
+  /// Activities no taking session accepted, by name.
+  std::map<std::string, std::deque<core::activity_request>> parked_activities_;
   std::map<std::tuple<std::string, std::string, std::int32_t>, std::uint64_t> activity_leases_;
   /// Leases whose answer is with its instance: not given back or answered again meanwhile.
   std::set<std::tuple<std::string, std::string, std::int32_t>> completing_activities_;

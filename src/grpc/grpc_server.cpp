@@ -40,6 +40,9 @@ Status to_status(const error& failure) {
   return {StatusCode::INTERNAL, failure.message};
 }
 
+/// What of a worker's `workerid` header a listing keeps.
+constexpr std::size_t worker_name_bytes_max = 256;
+
 std::string task_hub_of(const CallbackServerContext* context) {
   const auto& metadata = context->client_metadata();
   auto found = metadata.find("taskhub");
@@ -431,10 +434,11 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
         return unary_call::finish(handle, Status(StatusCode::NOT_FOUND, fmt::format("no instance '{}'", id)));
       }
       const auto& record = (*found)->record;
-      if (!core::is_terminal(record.status)) {
+      // Under a new id the original is untouched, so it may still run (as in DTS).
+      if (!new_id && !core::is_terminal(record.status)) {
         return unary_call::finish(
             handle, Status(StatusCode::FAILED_PRECONDITION,
-                           fmt::format("instance '{}' is {}: only a finished instance can be restarted", id,
+                           fmt::format("instance '{}' is {}: only a finished instance can be restarted under its own id", id,
                                        core::to_string(record.status))));
       }
       core::start_request start;
@@ -988,11 +992,15 @@ grpc::ServerWriteReactor<WorkItem>* grpc_service::GetWorkItems(CallbackServerCon
     std::lock_guard lock(streams_mutex_);
     streams_[id] = sink;
   }
+  std::string worker;
+  if (auto found = context->client_metadata().find("workerid"); found != context->client_metadata().end()) {
+    worker.assign(found->second.data(), std::min<std::size_t>(found->second.size(), worker_name_bytes_max));
+  }
   auto session = scheduler_.open_session(task_hub_of(context),
                                          {slots(request->max_concurrent_orchestration_work_items()),
                                           slots(request->max_concurrent_activity_work_items()),
                                           slots(request->max_concurrent_entity_work_items())},
-                                         sink);
+                                         sink, read(request->work_item_filters()), std::move(worker));
   if (!session) {
     sink->close();
     stream->finish(to_status(session.error()));

@@ -210,7 +210,7 @@ expected<core::history_event> read(const HistoryEvent& event) {
     case HistoryEvent::kSubOrchestrationInstanceCreated: {
       const auto& e = event.sub_orchestration_instance_created();
       out.body = ev::sub_orchestration_created{e.instance_id(), e.name(), DTSD_PAYLOAD(e, version),
-                                               DTSD_PAYLOAD(e, input)};
+                                               DTSD_PAYLOAD(e, input), read_tags(e.tags())};
       break;
     }
     case HistoryEvent::kSubOrchestrationInstanceCompleted: {
@@ -341,6 +341,7 @@ void write(HistoryEvent* out, const core::history_event& event) {
             m->set_name(e.name);
             DTSD_SET_PAYLOAD(m, version, e.version);
             DTSD_SET_PAYLOAD(m, input, e.input);
+            m->mutable_tags()->insert(e.tags.begin(), e.tags.end());
           },
           [&](const ev::sub_orchestration_completed& e) {
             auto* m = out->mutable_sub_orchestration_instance_completed();
@@ -439,7 +440,7 @@ expected<core::orchestrator_action> read(const OrchestratorAction& action) {
     case OrchestratorAction::kCreateSubOrchestration: {
       const auto& a = action.create_sub_orchestration();
       out.body = act::create_sub_orchestration{a.instance_id(), a.name(), DTSD_PAYLOAD(a, version),
-                                               DTSD_PAYLOAD(a, input)};
+                                               DTSD_PAYLOAD(a, input), read_tags(a.tags())};
       break;
     }
     case OrchestratorAction::kCreateTimer:
@@ -585,6 +586,27 @@ void write(ActivityRequest* out, const core::activity_request& request) {
   write(out->mutable_orchestration_instance(), {request.instance_id, request.execution_id});
   out->set_task_id(request.task_id);
   write_tags(out->mutable_tags(), request.tags);
+}
+
+namespace {
+
+template <class Filters>
+core::kind_filter read_names(const Filters& entries) {
+  std::vector<core::name_filter> names;
+  names.reserve(static_cast<std::size_t>(entries.size()));
+  for (const auto& entry : entries) {
+    core::name_filter name{entry.name(), {}};
+    if constexpr (requires { entry.versions(); }) name.versions.assign(entry.versions().begin(), entry.versions().end());
+    names.push_back(std::move(name));
+  }
+  return names;
+}
+
+}  // namespace
+
+core::work_filters read(const WorkItemFilters& filters) {
+  if (filters.orchestrations_size() == 0 && filters.activities_size() == 0 && filters.entities_size() == 0) return {};
+  return {read_names(filters.orchestrations()), read_names(filters.activities()), read_names(filters.entities())};
 }
 
 }  // namespace dtsd::grpc_api

@@ -8,6 +8,7 @@
 
 #include "core/error.hpp"
 #include "core/model.hpp"
+#include "core/work_filter.hpp"
 #include "durabletask.pb.h"
 
 namespace dtsd::grpc_api {
@@ -40,5 +41,8 @@ expected<core::entity_batch_result> read(const EntityBatchResult& result);
 /// An entity's record as the protocol's EntityMetadata.
 void write(EntityMetadata* out, const core::instance_record& record, bool with_state);
 void write(ActivityRequest* out, const core::activity_request& request);
+
+/// A worker's work item filters. None, or all three lists empty: everything.
+core::work_filters read(const WorkItemFilters& filters);
 
 }  // namespace dtsd::grpc_api

@@ -54,6 +54,7 @@ class capnp_client final : public client {
       start.instance_id = options.instance_id.empty() ? random_instance_id() : options.instance_id;
       start.name = orchestrator;
       start.input = input.dump();
+      start.version = options.version;
       start.tags = options.tags;
       if (options.start_at) {
         start.scheduled_start_ns =

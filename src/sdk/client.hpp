@@ -19,6 +19,9 @@ using json = nlohmann::json;
 
 struct start_options {
   std::string instance_id;  ///< Empty: a random one.
+  /// The orchestration's version: stored with the instance, given to the worker in
+  /// ExecutionStarted and used by workers' version checks and work item filters.
+  core::payload version;
   core::tag_map tags;
   std::optional<std::chrono::system_clock::time_point> start_at;
   /// Statuses an existing instance with this id may have to be replaced; empty:

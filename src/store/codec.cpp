@@ -217,10 +217,11 @@ void fill(s::SubOrchestrationInstanceCreatedEvent::Builder b, const ev::sub_orch
   b.setName(text(e.name));
   DTSD_PUT_PAYLOAD(b, Version, e.version);
   DTSD_PUT_PAYLOAD(b, Input, e.input);
+  if (!e.tags.empty()) fill(b.initTags(static_cast<unsigned>(e.tags.size())), e.tags);
 }
 ev::sub_orchestration_created from(s::SubOrchestrationInstanceCreatedEvent::Reader r) {
   return {str(r.getInstanceId()), str(r.getName()), DTSD_GET_PAYLOAD(r, Version),
-          DTSD_GET_PAYLOAD(r, Input)};
+          DTSD_GET_PAYLOAD(r, Input), from(r.getTags())};
 }
 
 void fill(s::SubOrchestrationInstanceCompletedEvent::Builder b,
@@ -387,6 +388,11 @@ void fill(s::HistoryEvent::Builder b, const core::history_event& event) {
             auto c = b.initExecutionRewound();
             DTSD_PUT_PAYLOAD(c, Reason, e.reason);
             c.setParentExecutionId(text(e.parent_execution_id));
+            c.setName(text(e.name));
+            DTSD_PUT_PAYLOAD(c, Version, e.version);
+            DTSD_PUT_PAYLOAD(c, Input, e.input);
+            if (e.parent) fill(c.initParentInstance(), *e.parent);
+            if (!e.tags.empty()) fill(c.initTags(static_cast<unsigned>(e.tags.size())), e.tags);
           },
           [&](const ev::entity_operation_signaled& e) { fill(b.initEntityOperationSignaled(), e); },
           [&](const ev::entity_operation_called& e) { fill(b.initEntityOperationCalled(), e); },
@@ -453,7 +459,13 @@ core::history_event from(s::HistoryEvent::Reader r) {
     }
     case W::EXECUTION_REWOUND: {
       auto c = r.getExecutionRewound();
-      event.body = ev::execution_rewound{DTSD_GET_PAYLOAD(c, Reason), str(c.getParentExecutionId())};
+      ev::execution_rewound rewound{DTSD_GET_PAYLOAD(c, Reason), str(c.getParentExecutionId())};
+      rewound.name = str(c.getName());
+      rewound.version = DTSD_GET_PAYLOAD(c, Version);
+      rewound.input = DTSD_GET_PAYLOAD(c, Input);
+      if (c.hasParentInstance()) rewound.parent = from(c.getParentInstance());
+      rewound.tags = from(c.getTags());
+      event.body = std::move(rewound);
       break;
     }
     case W::ENTITY_OPERATION_SIGNALED: event.body = from(r.getEntityOperationSignaled()); break;
@@ -491,6 +503,7 @@ void fill(s::OrchestratorAction::Builder b, const core::orchestrator_action& act
             t.setName(text(a.name));
             DTSD_PUT_PAYLOAD(t, Version, a.version);
             DTSD_PUT_PAYLOAD(t, Input, a.input);
+            if (!a.tags.empty()) fill(t.initTags(static_cast<unsigned>(a.tags.size())), a.tags);
           },
           [&](const act::create_timer& a) { b.initCreateTimer().setFireAtNs(a.fire_at_ns); },
           [&](const act::send_event& a) {
@@ -551,7 +564,7 @@ core::orchestrator_action from(s::OrchestratorAction::Reader r) {
       auto t = r.getCreateSubOrchestration();
       action.body = act::create_sub_orchestration{str(t.getInstanceId()), str(t.getName()),
                                                   DTSD_GET_PAYLOAD(t, Version),
-                                                  DTSD_GET_PAYLOAD(t, Input)};
+                                                  DTSD_GET_PAYLOAD(t, Input), from(t.getTags())};
       break;
     }
     case W::CREATE_TIMER: action.body = act::create_timer{r.getCreateTimer().getFireAtNs()}; break;

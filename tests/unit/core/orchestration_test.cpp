@@ -135,8 +135,100 @@ TEST_CASE("orchestration: a start replaces an instance whose status the reuse po
   auto strict = h.request();
   strict.replaceable_statuses = {runtime_status::completed};
   CHECK(apply_start(h.instance, strict, h.now, h.limits).error().code == errc::already_exists);
-  strict.replaceable_statuses = {runtime_status::pending};
+  strict.replaceable_statuses = {runtime_status::pending, runtime_status::terminated};
   CHECK(apply_start(h.instance, strict, h.now, h.limits));
+}
+
+TEST_CASE("orchestration: a reuse policy that replaces running instances but not terminated ones is refused") {
+  harness h;
+  h.start(h.request());
+  const auto before = *h.instance;
+  for (auto running : {runtime_status::pending, runtime_status::running, runtime_status::suspended}) {
+    auto policy = h.request();
+    policy.replaceable_statuses = {running, runtime_status::completed, runtime_status::failed};
+    auto refused = apply_start(h.instance, policy, h.now, h.limits);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().code == errc::invalid_argument);
+    CHECK(refused.error().message.find("Terminated") != std::string::npos);
+    CHECK(same_state(*h.instance, before));
+    // Refused for a new id too: the policy itself is wrong.
+    std::optional<orchestration_state> none;
+    policy.instance_id = "fresh";
+    CHECK_FALSE(apply_start(none, policy, h.now, h.limits));
+    CHECK_FALSE(none);
+  }
+  // Terminal statuses alone stay fine, with or without Terminated.
+  auto terminal_only = h.request("other");
+  terminal_only.replaceable_statuses = {runtime_status::completed};
+  std::optional<orchestration_state> other;
+  CHECK(apply_start(other, terminal_only, h.now, h.limits));
+}
+
+TEST_CASE("orchestration: a retry may schedule a failed task's id again; an id still outstanding is refused") {
+  harness h;
+  h.start(h.request());
+  h.complete(h.dispatch_now(), {schedule(1, "Flaky", "1")});
+  // While task 1 waits for its result, its id cannot name another task.
+  REQUIRE(apply_raise_event(*h.instance, "poke", std::nullopt, h.now, h.limits));
+  auto item = h.dispatch_now();
+  const auto before = *h.instance;
+  auto clash = apply_completion(*h.instance, {item.instance_id, item.completion_token, {schedule(1, "Other", "2")}, {}},
+                                "x", h.now, h.limits);
+  REQUIRE_FALSE(clash);
+  CHECK(clash.error().code == errc::invalid_argument);
+  CHECK(clash.error().message.find("still waiting") != std::string::npos);
+  CHECK(same_state(*h.instance, before));
+  h.complete(item, {});
+
+  // Task 1 fails; the SDK waits on a retry timer (id 2), then schedules id 1 again.
+  failure_details boom{"Error", "boom", std::nullopt, nullptr, false};
+  REQUIRE(apply_activity_result(*h.instance, {"order-1", h.instance->record.execution_id, 1, 0, boom}, h.now,
+                                h.limits));
+  h.complete(h.dispatch_now(), {{2, actions::create_timer{h.now + 10}}});
+  REQUIRE(apply_timer_fired(*h.instance, {"order-1", h.instance->record.execution_id, 2, h.now + 10}, h.now + 10));
+  h.complete(h.dispatch_now(), {schedule(1, "Flaky", "1")});
+  CHECK(count_kind<events::task_scheduled>(h.instance->history) == 2);
+
+  // The retry's result is applied once, like any result.
+  h.activity_done(1, "\"ok\"");
+  CHECK(apply_activity_result(*h.instance, {"order-1", h.instance->record.execution_id, 1, 0, payload("\"again\"")},
+                              h.now, h.limits)
+            .error()
+            .code == errc::duplicate);
+  item = h.dispatch_now();
+  CHECK(std::get<events::task_completed>(item.new_events.back().body).result == payload("\"ok\""));
+
+  // Two actions of one response may not share an id.
+  const auto at = *h.instance;
+  auto twice = apply_completion(*h.instance,
+                                {item.instance_id, item.completion_token, {schedule(5, "A", "1"), schedule(5, "B", "2")}, {}},
+                                "x", h.now, h.limits);
+  REQUIRE_FALSE(twice);
+  CHECK(twice.error().message.find("twice in one response") != std::string::npos);
+  CHECK(same_state(*h.instance, at));
+  h.complete(item, {complete_with(3, runtime_status::completed, "\"done\"")});
+  CHECK(h.instance->record.status == runtime_status::completed);
+}
+
+TEST_CASE("orchestration: the id of a completeOrchestration action carries no meaning, -1 included") {
+  harness h;
+  h.start(h.request());
+  actions::complete_orchestration failed;
+  failed.status = runtime_status::failed;
+  failed.failure = failure_details{"VersionMismatch", "the worker runs version 2", std::nullopt, nullptr, false};
+  h.complete(h.dispatch_now(), {{-1, failed}});
+  CHECK(h.instance->record.status == runtime_status::failed);
+  REQUIRE(h.instance->record.failure);
+  CHECK(h.instance->record.failure->error_type == "VersionMismatch");
+
+  // Other actions still need an id of zero or more.
+  harness other;
+  other.start(other.request());
+  auto item = other.dispatch_now();
+  auto refused = apply_completion(*other.instance, {item.instance_id, item.completion_token, {schedule(-1, "A", "1")}, {}},
+                                  "x", other.now, other.limits);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message.find("negative") != std::string::npos);
 }
 
 TEST_CASE("orchestration: an invalid start is rejected and creates nothing") {
@@ -618,6 +710,61 @@ TEST_CASE("orchestration: rewind drops the failures and the unfinished, and runs
   auto again = apply_rewind(*h.instance, std::nullopt, {}, "x", h.now, h.limits);
   REQUIRE_FALSE(again);
   CHECK(again.error().code == errc::failed_precondition);
+}
+
+TEST_CASE("orchestration: a rewound parent whose failed child was purged creates the child again") {
+  harness parent;
+  parent.start(parent.request("parent"));
+  actions::create_sub_orchestration create{"parent:child", "Child", payload("v1"), payload("7"), {{"team", "a"}}};
+  auto created = parent.complete(parent.dispatch_now(), {{3, create}});
+  const auto first_start = std::get<start_request>(created.effects.messages.at(0).body);
+  failure_details boom{"E", "child failed", std::nullopt, nullptr, false};
+  REQUIRE(apply_message(parent.instance,
+                        {"parent", parent.instance->record.execution_id,
+                         history_event{-1, parent.now, events::sub_orchestration_failed{3, boom}}},
+                        parent.now, parent.limits));
+  actions::complete_orchestration failed;
+  failed.status = runtime_status::failed;
+  failed.failure = boom;
+  parent.complete(parent.dispatch_now(), {{4, failed}});
+  REQUIRE(parent.instance->record.status == runtime_status::failed);
+
+  // The rewind keeps SubOrchestrationInstanceCreated and sends the child a rewind
+  // that says how to create it.
+  auto rewound = apply_rewind(*parent.instance, payload("fixed"), {}, "parent-ex2", parent.now, parent.limits);
+  REQUIRE(rewound);
+  REQUIRE(rewound->effects.messages.size() == 1);
+  const auto& message = rewound->effects.messages[0];
+  CHECK(message.target_instance_id == "parent:child");
+  CHECK(count_kind<events::sub_orchestration_created>(parent.instance->history) == 1);
+
+  // The child was purged: the rewind message starts it again, reporting to the
+  // parent's new execution, as the parent first created it.
+  harness child;
+  auto started = apply_message(child.instance, message, child.now, child.limits);
+  REQUIRE_MESSAGE(started, (started ? "" : started.error().message));
+  REQUIRE(child.instance);
+  const auto& record = child.instance->record;
+  CHECK(record.name == "Child");
+  CHECK(record.version == payload("v1"));
+  CHECK(record.input == payload("7"));
+  CHECK(record.tags == tag_map{{"team", "a"}});
+  REQUIRE(record.parent);
+  CHECK(record.parent->task_scheduled_id == 3);
+  CHECK(record.parent->instance.execution_id == "parent-ex2");
+  CHECK(record.execution_id != first_start.execution_id);
+
+  auto done = child.complete(child.dispatch_now(), {complete_with(0, runtime_status::completed, "\"ok\"")});
+  REQUIRE(done.effects.messages.size() == 1);
+  CHECK(done.effects.messages[0].target_execution_id == "parent-ex2");
+  REQUIRE(apply_message(parent.instance, done.effects.messages[0], parent.now, parent.limits));
+
+  // A rewind message without creation details still finds nobody.
+  std::optional<orchestration_state> nobody;
+  auto plain = apply_message(nobody, {"gone", {}, history_event{-1, 1, events::execution_rewound{payload("r"), "p"}}},
+                             1, parent.limits);
+  REQUIRE_FALSE(plain);
+  CHECK(plain.error().code == errc::not_found);
 }
 
 TEST_CASE("orchestration: an entity grants its lock in order and holds other callers' operations meanwhile") {

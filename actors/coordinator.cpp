@@ -36,6 +36,15 @@ const core::kind_filter& filter_of(const core::work_filters& filters, work_kind 
   return filters.orchestrations;
 }
 
+core::filter_kind filter_kind_of(work_kind kind) {
+  switch (kind) {
+    case work_kind::orchestrator: return core::filter_kind::orchestration;
+    case work_kind::activity: return core::filter_kind::activity;
+    case work_kind::entity: return core::filter_kind::entity;
+  }
+  return core::filter_kind::orchestration;
+}
+
 struct session_state {
   session_info info;
   per_kind out{};
@@ -44,7 +53,7 @@ struct session_state {
     return std::int64_t{info.slots[kind_index(kind)]} - out[kind_index(kind)];
   }
   bool accepts(work_kind kind, const std::string& name, const core::payload& version) const {
-    return core::accepts(filter_of(info.filters, kind), name, version, kind == work_kind::entity);
+    return core::accepts(filter_of(info.filters, kind), name, version, filter_kind_of(kind));
   }
 };
 

@@ -37,12 +37,14 @@ expected<void> validate_kind(const kind_filter& filter, std::string_view kind) {
 
 }  // namespace
 
-bool accepts(const kind_filter& filter, std::string_view name, const payload& version, bool entity) {
+bool accepts(const kind_filter& filter, std::string_view name, const payload& version, filter_kind kind) {
   if (!filter) return true;
   const std::string_view asked = version ? std::string_view(*version) : std::string_view();
+  const bool entity = kind == filter_kind::entity;
+  const bool any_version = entity || (kind == filter_kind::activity && asked.empty());
   return std::any_of(filter->begin(), filter->end(), [&](const name_filter& entry) {
     if (!same_name(entry.name, name, entity)) return false;
-    if (entity || entry.versions.empty()) return true;
+    if (any_version || entry.versions.empty()) return true;
     return std::find(entry.versions.begin(), entry.versions.end(), asked) != entry.versions.end();
   });
 }

@@ -37,9 +37,18 @@ struct work_filters {
   friend bool operator==(const work_filters&, const work_filters&) = default;
 };
 
-/// Whether `filter` accepts work named `name` at `version`. Entity names compare
-/// without regard to case (the SDKs lower-case them in entity ids).
-bool accepts(const kind_filter& filter, std::string_view name, const payload& version, bool entity = false);
+/// The kinds of work a filter applies to; each matches a little differently.
+enum class filter_kind { orchestration, activity, entity };
+
+/// Whether `filter` accepts work named `name` at `version`.
+/// - Orchestrations: a listed version must match exactly (none: "" matches).
+/// - Activities: the same, except that an activity scheduled without a version
+///   runs on any worker that has its name (SDKs version activities only on
+///   request, while a strict worker lists its own version for every name).
+/// - Entities: names compare without regard to case (SDKs lower-case them in
+///   entity ids); versions do not apply.
+bool accepts(const kind_filter& filter, std::string_view name, const payload& version,
+             filter_kind kind = filter_kind::orchestration);
 
 /// Folds `more` into `into`: the result accepts what either accepts.
 void widen(kind_filter& into, const kind_filter& more);

@@ -795,6 +795,12 @@ void partition_engine::prepare(std::int64_t now_ns) {
   }
 }
 
+namespace {
+core::filter_kind kind_of(bool entities) {
+  return entities ? core::filter_kind::entity : core::filter_kind::orchestration;
+}
+}  // namespace
+
 std::vector<core::orchestrator_work_item> partition_engine::take_work(bool entities, std::size_t count_max,
                                                                       std::int64_t now_ns,
                                                                       const core::kind_filter& accept) {
@@ -817,7 +823,7 @@ std::vector<core::orchestrator_work_item> partition_engine::take_work(bool entit
   while (!prepared.empty()) {
     auto item = std::move(prepared.front());
     prepared.pop_front();
-    if (!core::accepts(accept, item.name, item.version, entities)) {
+    if (!core::accepts(accept, item.name, item.version, kind_of(entities))) {
       park(std::move(item), parked);
     } else if (items.size() < count_max) {
       items.push_back(std::move(item));
@@ -848,7 +854,7 @@ void partition_engine::unpark(parked_instances& parked, const core::kind_filter&
   for (auto by_name = parked.begin(); by_name != parked.end();) {
     auto& instances = by_name->second;
     for (auto it = instances.begin(); it != instances.end();) {
-      if (core::accepts(accept, by_name->first, it->second, entities)) {
+      if (core::accepts(accept, by_name->first, it->second, kind_of(entities))) {
         make_ready(it->first);
         it = instances.erase(it);
       } else {
@@ -866,7 +872,7 @@ std::vector<activity_work_item> partition_engine::take_activities(std::size_t co
       auto& queued = by_name->second;
       std::deque<core::activity_request> still;
       for (auto& request : queued) {
-        if (core::accepts(accept, request.name, request.version)) {
+        if (core::accepts(accept, request.name, request.version, core::filter_kind::activity)) {
           activity_queue_.push_front(std::move(request));
         } else {
           still.push_back(std::move(request));
@@ -880,7 +886,7 @@ std::vector<activity_work_item> partition_engine::take_activities(std::size_t co
   while (items.size() < count_max && !activity_queue_.empty()) {
     auto request = std::move(activity_queue_.front());
     activity_queue_.pop_front();
-    if (!core::accepts(accept, request.name, request.version)) {
+    if (!core::accepts(accept, request.name, request.version, core::filter_kind::activity)) {
       parked_activities_[request.name].push_back(std::move(request));
       continue;
     }

@@ -85,12 +85,14 @@ export function makeClient(dtsd, { hub } = {}) {
   });
 }
 
-export function makeWorker(dtsd, register, { hub } = {}) {
+/** A JS SDK worker; `options` go to the worker as they are (versioning, workItemFilters...). */
+export function makeWorker(dtsd, register, { hub, ...options } = {}) {
   const worker = new TaskHubGrpcWorker({
     hostAddress: dtsd.address,
     logger: new NoOpLogger(),
     shutdownTimeoutMs: 2000,
     ...(hub ? { metadataGenerator: hubMetadata(hub) } : {}),
+    ...options,
   });
   register(worker);
   return worker;

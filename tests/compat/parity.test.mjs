@@ -1,0 +1,327 @@
+// Protocol parity: behaviours of the official SDKs that DTS accepts and dtsd used to
+// refuse or ignore (each of these hung an orchestration before). Raw protocol calls
+// where the JS SDK does not do what another SDK does (the Python SDK's retries).
+import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+import { after, afterEach, before, describe, test } from "node:test";
+
+import { credentials, Metadata } from "@grpc/grpc-js";
+import { OrchestrationStatus, VersionFailureStrategy, VersionMatchStrategy } from "@microsoft/durabletask-js";
+
+import { Dtsd, makeClient, makeWorker } from "./support.mjs";
+
+const require = createRequire(import.meta.url);
+const pb = require("@microsoft/durabletask-js/dist/proto/orchestrator_service_pb.js");
+const services = require("@microsoft/durabletask-js/dist/proto/orchestrator_service_grpc_pb.js");
+const { StringValue } = require("google-protobuf/google/protobuf/wrappers_pb.js");
+const { Timestamp } = require("google-protobuf/google/protobuf/timestamp_pb.js");
+
+const run = Date.now().toString(36);
+const Code = { INVALID_ARGUMENT: 3 };
+const grpcCode = (e) => e.code ?? e.cause?.code;
+
+function unary(stub, method, request) {
+  return new Promise((resolve, reject) => stub[method](request, new Metadata(), (error, response) => (error ? reject(error) : resolve(response))));
+}
+
+function stringValue(text) {
+  const value = new StringValue();
+  value.setValue(text);
+  return value;
+}
+
+/** Opens GetWorkItems and collects what arrives; `next(has)` waits for a matching item. */
+function openStream(stub, request = new pb.GetWorkItemsRequest()) {
+  const stream = stub.getWorkItems(request, new Metadata());
+  const items = [];
+  const waiters = [];
+  stream.on("data", (item) => {
+    items.push(item);
+    for (const w of waiters.splice(0)) w();
+  });
+  stream.on("error", () => {});
+  return {
+    stream,
+    async next(has, ms = 20000) {
+      const deadline = Date.now() + ms;
+      for (;;) {
+        const index = items.findIndex(has);
+        if (index >= 0) return items.splice(index, 1)[0];
+        if (Date.now() > deadline) throw new Error("no work item arrived");
+        await new Promise((r) => { waiters.push(r); setTimeout(r, 100); });
+      }
+    },
+  };
+}
+
+function action(id, set) {
+  const a = new pb.OrchestratorAction();
+  a.setId(id);
+  set(a);
+  return a;
+}
+const scheduleTask = (id, name, input) => action(id, (a) => {
+  const t = new pb.ScheduleTaskAction();
+  t.setName(name);
+  t.setInput(stringValue(input));
+  a.setScheduletask(t);
+});
+const createTimer = (id, at) => action(id, (a) => {
+  const t = new pb.CreateTimerAction();
+  const ts = new Timestamp();
+  ts.fromDate(at);
+  t.setFireat(ts);
+  a.setCreatetimer(t);
+});
+const complete = (id, result) => action(id, (a) => {
+  const c = new pb.CompleteOrchestrationAction();
+  c.setOrchestrationstatus(pb.OrchestrationStatus.ORCHESTRATION_STATUS_COMPLETED);
+  c.setResult(stringValue(result));
+  a.setCompleteorchestration(c);
+});
+
+function respond(stub, item, actions) {
+  const response = new pb.OrchestratorResponse();
+  response.setInstanceid(item.getOrchestratorrequest().getInstanceid());
+  response.setCompletiontoken(item.getCompletiontoken());
+  for (const a of actions) response.addActions(a);
+  return unary(stub, "completeOrchestratorTask", response);
+}
+
+const orchestratorFor = (id) => (i) => i.hasOrchestratorrequest() && i.getOrchestratorrequest().getInstanceid() === id;
+const activityFor = (id) => (i) => i.hasActivityrequest() && i.getActivityrequest().getOrchestrationinstance().getInstanceid() === id;
+
+describe("protocol parity, raw", () => {
+  let dtsd;
+  let stub;
+  let client;
+
+  before(async () => {
+    dtsd = await new Dtsd().start();
+    stub = new services.TaskHubSidecarServiceClient(dtsd.address, credentials.createInsecure());
+    client = makeClient(dtsd);
+  });
+  after(async () => {
+    stub?.close();
+    await client?.stop().catch(() => {});
+    await dtsd?.cleanup();
+  });
+
+  test("a retry scheduled under the failed attempt's action id runs and completes (the Python SDK's retries)", async () => {
+    const work = openStream(stub);
+    try {
+      const id = await client.scheduleNewOrchestration("PyRetry", 1);
+      await respond(stub, await work.next(orchestratorFor(id)), [scheduleTask(1, "Flaky", '"x"')]);
+
+      const first = await work.next(activityFor(id));
+      const failed = new pb.ActivityResponse();
+      failed.setInstanceid(id);
+      failed.setTaskid(1);
+      failed.setCompletiontoken(first.getCompletiontoken());
+      const details = new pb.TaskFailureDetails();
+      details.setErrortype("Error");
+      details.setErrormessage("attempt 1 failed");
+      failed.setFailuredetails(details);
+      await unary(stub, "completeActivityTask", failed);
+
+      // The SDK waits on a retry timer, then schedules the activity again as id 1.
+      await respond(stub, await work.next(orchestratorFor(id)), [createTimer(2, new Date(Date.now() + 50))]);
+      const afterTimer = await work.next(orchestratorFor(id));
+      assert.ok(afterTimer.getOrchestratorrequest().getNeweventsList().some((e) => e.hasTimerfired()));
+      await respond(stub, afterTimer, [scheduleTask(1, "Flaky", '"x"')]);
+
+      const second = await work.next(activityFor(id));
+      assert.equal(second.getActivityrequest().getTaskid(), 1);
+      const ok = new pb.ActivityResponse();
+      ok.setInstanceid(id);
+      ok.setTaskid(1);
+      ok.setCompletiontoken(second.getCompletiontoken());
+      ok.setResult(stringValue('"second attempt"'));
+      await unary(stub, "completeActivityTask", ok);
+
+      const last = await work.next(orchestratorFor(id));
+      const completed = last.getOrchestratorrequest().getNeweventsList().find((e) => e.hasTaskcompleted());
+      assert.equal(completed.getTaskcompleted().getTaskscheduledid(), 1);
+      assert.equal(completed.getTaskcompleted().getResult().getValue(), '"second attempt"');
+      await respond(stub, last, [complete(3, '"done"')]);
+      const state = await client.waitForOrchestrationCompletion(id, true, 20);
+      assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
+      assert.equal(state.serializedOutput, '"done"');
+    } finally {
+      work.stream.cancel();
+    }
+  });
+
+  test("an id still outstanding, or used twice in one response, is refused and the item stays held", async () => {
+    const work = openStream(stub);
+    try {
+      const id = await client.scheduleNewOrchestration("PyClash", 1);
+      await respond(stub, await work.next(orchestratorFor(id)), [scheduleTask(1, "Slow", '"x"')]);
+      await client.raiseOrchestrationEvent(id, "poke", 1);
+      const item = await work.next(orchestratorFor(id));
+      await assert.rejects(respond(stub, item, [scheduleTask(1, "Other", '"y"')]),
+                           (e) => e.code === Code.INVALID_ARGUMENT && /still waiting/.test(e.details));
+      await assert.rejects(respond(stub, item, [scheduleTask(7, "A", '"1"'), scheduleTask(7, "B", '"2"')]),
+                           (e) => e.code === Code.INVALID_ARGUMENT && /twice/.test(e.details));
+      await respond(stub, item, [complete(-1, '"fine"')]);
+      assert.equal((await client.waitForOrchestrationCompletion(id, true, 20)).runtimeStatus, OrchestrationStatus.COMPLETED);
+    } finally {
+      work.stream.cancel();
+    }
+  });
+
+  test("a reuse policy that replaces running instances but keeps terminated ones is refused, as DTS does", async () => {
+    const request = new pb.CreateInstanceRequest();
+    request.setInstanceid(`policy-${run}`);
+    request.setName("Anything");
+    const policy = new pb.OrchestrationIdReusePolicy();
+    policy.addReplaceablestatus(pb.OrchestrationStatus.ORCHESTRATION_STATUS_RUNNING);
+    policy.addReplaceablestatus(pb.OrchestrationStatus.ORCHESTRATION_STATUS_COMPLETED);
+    request.setOrchestrationidreusepolicy(policy);
+    await assert.rejects(unary(stub, "startInstance", request),
+                         (e) => e.code === Code.INVALID_ARGUMENT && /Terminated/.test(e.details));
+    assert.equal(await client.getOrchestrationState(`policy-${run}`), undefined);
+    policy.addReplaceablestatus(pb.OrchestrationStatus.ORCHESTRATION_STATUS_TERMINATED);
+    await unary(stub, "startInstance", request);
+    assert.ok(await client.getOrchestrationState(`policy-${run}`));
+  });
+});
+
+describe("protocol parity, through the SDK", () => {
+  let dtsd;
+  let client;
+  const workers = [];
+  const fixed = new Set();
+  const ranBy = new Map();
+
+  before(async () => {
+    dtsd = await new Dtsd().start();
+    client = makeClient(dtsd);
+  });
+  after(async () => {
+    for (const w of workers) await w.stop().catch(() => {});
+    await client?.stop().catch(() => {});
+    await dtsd?.cleanup();
+  });
+
+  async function startWorker(register, options = {}) {
+    const worker = makeWorker(dtsd, register, options);
+    workers.push(worker);
+    await worker.start();
+    return worker;
+  }
+  // Each test brings its own workers (an unfiltered worker takes every kind of
+  // work, so one test's worker would be handed another test's orchestrations).
+  afterEach(async () => {
+    for (const w of workers.splice(0)) await w.stop().catch(() => {});
+  });
+
+  test("restart with a new instance id while the original runs leaves the original untouched", async () => {
+    await startWorker((w) => {
+      w.addNamedOrchestrator("WaitsForGo", async function* (ctx) { return yield ctx.waitForExternalEvent("go"); });
+    });
+    const id = await client.scheduleNewOrchestration("WaitsForGo", "in", { instanceId: `restart-${run}`, version: "1.5" });
+    await client.waitForOrchestrationStart(id, false, 20);
+    const copy = await client.restartOrchestration(id, true);
+    assert.notEqual(copy, id);
+    await client.waitForOrchestrationStart(copy, false, 20);
+    const copied = await client.getOrchestrationState(copy);
+    assert.equal(copied.name, "WaitsForGo");
+    assert.equal(copied.serializedInput, '"in"');
+    assert.equal((await client.getOrchestrationState(id)).runtimeStatus, OrchestrationStatus.RUNNING);
+    // Under its own id a running instance still cannot be restarted.
+    await assert.rejects(client.restartOrchestration(id, false), (e) => grpcCode(e) === 9 /* FAILED_PRECONDITION */);
+    await client.raiseOrchestrationEvent(id, "go", "first");
+    await client.raiseOrchestrationEvent(copy, "go", "second");
+    assert.equal((await client.waitForOrchestrationCompletion(id, true, 20)).serializedOutput, '"first"');
+    assert.equal((await client.waitForOrchestrationCompletion(copy, true, 20)).serializedOutput, '"second"');
+  });
+
+  test("a rewound parent whose failed sub-orchestration was purged schedules the child again and completes", async () => {
+    await startWorker((w) => {
+      w.addNamedOrchestrator("FragileChild", async function* (_ctx, key) {
+        if (!fixed.has(key)) throw new Error(`${key} is broken`);
+        return `${key} fixed`;
+      });
+      w.addNamedOrchestrator("ParentOfFragile", async function* (ctx, key) {
+        return yield ctx.callSubOrchestrator("FragileChild", key, { instanceId: `${ctx.instanceId}-child` });
+      });
+    });
+    const key = `purged-child-${run}`;
+    const id = `parent-${key}`;
+    await client.scheduleNewOrchestration("ParentOfFragile", key, { instanceId: id });
+    assert.equal((await client.waitForOrchestrationCompletion(id, true, 30)).runtimeStatus, OrchestrationStatus.FAILED);
+    const purged = await client.purgeOrchestration(`${id}-child`);
+    assert.equal(purged.deletedInstanceCount, 1);
+    assert.equal(await client.getOrchestrationState(`${id}-child`), undefined);
+
+    fixed.add(key);
+    await client.rewindInstance(id, "fixed the child");
+    const state = await client.waitForOrchestrationCompletion(id, true, 30);
+    assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
+    assert.equal(state.serializedOutput, JSON.stringify(`${key} fixed`));
+    assert.equal((await client.getOrchestrationState(`${id}-child`)).runtimeStatus, OrchestrationStatus.COMPLETED);
+  });
+
+  test("a strict version mismatch with FailureStrategy.Fail fails the orchestration (the action id -1)", async () => {
+    await startWorker((w) => {
+      w.addNamedOrchestrator("VersionedFail", async function* () { return "ran"; });
+    }, { versioning: { version: "2.0", matchStrategy: VersionMatchStrategy.Strict, failureStrategy: VersionFailureStrategy.Fail } });
+    const id = await client.scheduleNewOrchestration("VersionedFail", null, { version: "1.0" });
+    const state = await client.waitForOrchestrationCompletion(id, true, 30);
+    assert.equal(state.runtimeStatus, OrchestrationStatus.FAILED);
+    assert.equal(state.failureDetails.errorType, "VersionMismatch");
+  });
+
+  test("work item filters route each orchestration and activity to a worker that runs it; the rest wait", async () => {
+    const app = (label, orchestration, activity) => (w) => {
+      w.addNamedActivity(activity, async (_ctx, x) => { ranBy.set(x, label); return `${label}:${x}`; });
+      w.addNamedOrchestrator(orchestration, async function* (ctx, x) { return yield ctx.callActivity(activity, x); });
+    };
+    // Two apps share the hub; each worker sends filters made from what it registered.
+    await startWorker(app("a", "AppA", "StepA"), { workItemFilters: "auto" });
+    await startWorker(app("b", "AppB", "StepB"), { workItemFilters: "auto" });
+
+    const nobody = await client.scheduleNewOrchestration("AppC", "c1");
+    const ids = [];
+    for (let i = 0; i < 6; i++) ids.push(await client.scheduleNewOrchestration(i % 2 ? "AppA" : "AppB", `x${i}`));
+    for (const [i, id] of ids.entries()) {
+      const state = await client.waitForOrchestrationCompletion(id, true, 30);
+      assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
+      const label = i % 2 ? "a" : "b";
+      assert.equal(state.serializedOutput, JSON.stringify(`${label}:x${i}`));
+      assert.equal(ranBy.get(`x${i}`), label);
+    }
+    // Started before all of those, AppC has no worker: it waited, it was not given
+    // to a worker that would have run it with the wrong code.
+    assert.equal((await client.getOrchestrationState(nobody)).runtimeStatus, OrchestrationStatus.PENDING);
+
+    // A worker that runs AppC connects: the waiting instance goes to it.
+    await startWorker(app("c", "AppC", "StepC"), { workItemFilters: "auto" });
+    const state = await client.waitForOrchestrationCompletion(nobody, true, 30);
+    assert.equal(state.serializedOutput, JSON.stringify("c:c1"));
+  });
+
+  test("a strict-version worker with filters gets only its version; other versions wait for theirs", async () => {
+    const versioned = (version) => (w) => {
+      w.addNamedOrchestrator("Versioned", async function* (ctx) { return `v${version} ran ${ctx.version ?? "?"}`; });
+    };
+    await startWorker(versioned("2"), {
+      workItemFilters: "auto",
+      versioning: { version: "2", matchStrategy: VersionMatchStrategy.Strict, failureStrategy: VersionFailureStrategy.Reject },
+    });
+    const old = await client.scheduleNewOrchestration("Versioned", null, { version: "1" });
+    const current = await client.scheduleNewOrchestration("Versioned", null, { version: "2" });
+    const done = await client.waitForOrchestrationCompletion(current, true, 30);
+    assert.equal(done.runtimeStatus, OrchestrationStatus.COMPLETED);
+    assert.match(done.serializedOutput, /^"v2 ran/);
+    assert.equal((await client.getOrchestrationState(old)).runtimeStatus, OrchestrationStatus.PENDING);
+
+    await startWorker(versioned("1"), {
+      workItemFilters: "auto",
+      versioning: { version: "1", matchStrategy: VersionMatchStrategy.Strict, failureStrategy: VersionFailureStrategy.Reject },
+    });
+    const drained = await client.waitForOrchestrationCompletion(old, true, 30);
+    assert.match(drained.serializedOutput, /^"v1 ran/);
+  });
+});

@@ -20,6 +20,34 @@ struct InstanceQuery {
   continuationToken @7 :Text;
   fetchPayloads @8 :Bool;
   entities @9 :Bool;                # entities (@name@key) instead of orchestrations
+  version @10 :Text;                # only instances of this version (unset: any)
+}
+
+# What a worker session takes (see src/core/work_filter.hpp). Unless `filtered`
+# is set it takes everything; otherwise only the names listed per kind (an empty
+# list: none of that kind), at the listed versions (none listed: any).
+struct NameFilter {
+  name @0 :Text;
+  versions @1 :List(Text);
+}
+struct WorkFilters {
+  filtered @0 :Bool;
+  orchestrations @1 :List(NameFilter);
+  activities @2 :List(NameFilter);
+  entities @3 :List(NameFilter);
+}
+
+# A connected worker session, as `dtsctl worker list` shows it.
+struct WorkerInfo {
+  session @0 :UInt64;
+  worker @1 :Text;
+  orchestratorSlots @2 :UInt32;
+  activitySlots @3 :UInt32;
+  entitySlots @4 :UInt32;
+  orchestratorsInUse @5 :UInt32;
+  activitiesInUse @6 :UInt32;
+  entitiesInUse @7 :UInt32;
+  filters @8 :WorkFilters;
 }
 
 struct WorkItem {
@@ -76,7 +104,8 @@ interface Scheduler {
   createTaskHub @10 (name :Text, partitionCount :UInt32) -> ();
   deleteTaskHub @11 (name :Text) -> ();
   openWorkerSession @12 (taskHub :Text, orchestratorConcurrency :UInt32,
-                         activityConcurrency :UInt32, sink :WorkSink, entityConcurrency :UInt32)
+                         activityConcurrency :UInt32, sink :WorkSink, entityConcurrency :UInt32,
+                         filters :WorkFilters, worker :Text)
       -> (session :WorkerSession);
   # Purges every terminal instance the query's filters match (statuses, created
   # range, name and id prefixes, tags); paging fields are ignored.
@@ -86,4 +115,6 @@ interface Scheduler {
   signalEntity @15 (taskHub :Text, instanceId :Text, operation :Text, input :Text, scheduledNs :Int64) -> ();
   cleanEntityStorage @16 (taskHub :Text, continuationToken :Text, removeEmpty :Bool, releaseOrphanedLocks :Bool)
       -> (continuationToken :Text, removed :UInt32, released :UInt32);
+  # The hub's connected worker sessions (native and gRPC), with their filters.
+  listWorkers @17 (taskHub :Text) -> (workers :List(WorkerInfo));
 }

@@ -1,9 +1,9 @@
 // dtsctl: the command line of dtsd.
 //
 //   dtsctl [--address A] [--task-hub H] [--json] taskhub list|create NAME|delete NAME
-//   dtsctl ... instance list [--status S]... [--name-prefix P] [--id-prefix P] [--page-size N] [--all]
+//   dtsctl ... instance list [--status S]... [--name-prefix P] [--id-prefix P] [--version V] [--page-size N] [--all]
 //   dtsctl ... instance show ID [--history]
-//   dtsctl ... instance start NAME [--input JSON] [--id ID]
+//   dtsctl ... instance start NAME [--input JSON] [--id ID] [--version V]
 //   dtsctl ... instance raise ID EVENT [--data JSON]
 //   dtsctl ... instance terminate ID [--reason JSON] [--recurse]
 //   dtsctl ... instance suspend|resume|rewind ID [--reason TEXT]
@@ -14,6 +14,7 @@
 //   dtsctl ... entity show @NAME@KEY
 //   dtsctl ... entity signal @NAME@KEY OPERATION [--input JSON]
 //   dtsctl ... entity clean [--keep-empty] [--keep-orphaned-locks]
+//   dtsctl ... worker list
 //
 // Exit codes: 0 done, 1 the server refused or is unreachable (the reason on
 // stderr), 2 the command line is wrong.
@@ -70,6 +71,7 @@ json record_json(const core::instance_record& r) {
   json out = {{"instanceId", r.instance_id},
               {"executionId", r.execution_id},
               {"name", r.name},
+              {"version", r.version ? json(*r.version) : json(nullptr)},
               {"runtimeStatus", std::string(core::to_string(r.status))},
               {"createdAt", time_text(r.created_at_ns)},
               {"lastUpdatedAt", time_text(r.last_updated_at_ns)},
@@ -144,6 +146,50 @@ std::optional<sdk::query_options> filter_of(const std::vector<std::string>& stat
   return filter;
 }
 
+json filter_json(const core::kind_filter& filter) {
+  if (!filter) return "*";
+  json out = json::array();
+  for (const auto& entry : *filter) out.push_back({{"name", entry.name}, {"versions", entry.versions}});
+  return out;
+}
+
+int list_workers(sdk::client& client, bool as_json) {
+  auto workers = client.workers();
+  if (!workers) {
+    std::fprintf(stderr, "dtsctl: %s\n", workers.error().message.c_str());
+    return 1;
+  }
+  if (as_json) {
+    json out = json::array();
+    for (const auto& w : *workers) {
+      out.push_back({{"session", w.session},
+                     {"worker", w.worker},
+                     {"slots", {{"orchestrators", w.orchestrator_slots}, {"activities", w.activity_slots},
+                                {"entities", w.entity_slots}}},
+                     {"inUse", {{"orchestrators", w.orchestrators_in_use}, {"activities", w.activities_in_use},
+                                {"entities", w.entities_in_use}}},
+                     {"filters", {{"orchestrations", filter_json(w.filters.orchestrations)},
+                                  {"activities", filter_json(w.filters.activities)},
+                                  {"entities", filter_json(w.filters.entities)}}}});
+    }
+    std::printf("%s\n", out.dump().c_str());
+    return 0;
+  }
+  std::printf("%-8s %-24s %-17s %-17s %s\n", "SESSION", "WORKER", "ORCH (USED/ALL)", "ACT (USED/ALL)", "TAKES");
+  for (const auto& w : *workers) {
+    auto used = [](std::uint32_t a, std::uint32_t b) { return std::to_string(a) + "/" + std::to_string(b); };
+    std::string takes = w.filters.accepts_everything()
+                            ? std::string("everything")
+                            : "orchestrations " + core::describe(w.filters.orchestrations) + "; activities " +
+                                  core::describe(w.filters.activities) + "; entities " +
+                                  core::describe(w.filters.entities);
+    std::printf("%-8llu %-24s %-17s %-17s %s\n", static_cast<unsigned long long>(w.session),
+                w.worker.empty() ? "-" : w.worker.c_str(), used(w.orchestrators_in_use, w.orchestrator_slots).c_str(),
+                used(w.activities_in_use, w.activity_slots).c_str(), takes.c_str());
+  }
+  return 0;
+}
+
 std::optional<json> parse_json_argument(const std::string& text, const char* what) {
   auto parsed = json::parse(text, nullptr, false);
   if (parsed.is_discarded()) {
@@ -183,6 +229,8 @@ int main(int argc, char** argv) {
   list->add_option("--status", statuses, "Running, Completed, Failed, ... (repeatable)");
   list->add_option("--name-prefix", name_prefix);
   list->add_option("--id-prefix", id_prefix);
+  std::optional<std::string> version_filter;
+  list->add_option("--version", version_filter, "Only instances of this orchestration version");
   list->add_option("--page-size", page_size)->check(CLI::Range(1u, 1000u));
   list->add_flag("--all", all_pages, "Follow continuation tokens to the end");
   auto* show = instance->add_subcommand("show", "Show one instance");
@@ -192,6 +240,8 @@ int main(int argc, char** argv) {
   start->add_option("name", name)->required();
   start->add_option("--input", input, "JSON input");
   start->add_option("--id", id, "Instance id (default: random)");
+  std::string start_version;
+  start->add_option("--version", start_version, "The orchestration's version");
   auto* raise = instance->add_subcommand("raise", "Raise an event");
   raise->add_option("id", id)->required();
   raise->add_option("event", event)->required();
@@ -236,6 +286,8 @@ int main(int argc, char** argv) {
   auto* entity_clean = entity->add_subcommand("clean", "Remove empty entities and release orphaned locks");
   entity_clean->add_flag("--keep-empty", keep_empty, "Do not remove entities without state");
   entity_clean->add_flag("--keep-orphaned-locks", keep_locks, "Do not release locks of ended orchestrations");
+  auto* worker = app.add_subcommand("worker", "See the connected workers")->require_subcommand(1);
+  auto* worker_list = worker->add_subcommand("list", "List worker sessions, their slots and what they take");
   CLI11_PARSE(app, argc, argv);
 
   // Task hub commands work whatever hubs exist; instance commands need theirs.
@@ -252,6 +304,7 @@ int main(int argc, char** argv) {
     return 0;
   };
 
+  if (worker_list->parsed()) return list_workers(client, g.as_json);
   if (hub_list->parsed()) {
     auto hubs = client.task_hubs();
     if (!hubs) return refused(hubs.error());
@@ -290,6 +343,7 @@ int main(int argc, char** argv) {
   if (list->parsed()) {
     auto options = filter_of(statuses, name_prefix, id_prefix);
     if (!options) return 2;
+    options->version = version_filter;
     return list_pages(*options, "instances", record_json, print_table);
   }
   if (entity_list->parsed()) {
@@ -341,6 +395,7 @@ int main(int argc, char** argv) {
     if (!parsed) return 2;
     sdk::start_options options;
     options.instance_id = id;
+    if (!start_version.empty()) options.version = start_version;
     auto started = client.start(name, *parsed, options);
     if (!started) return refused(started.error());
     id = *started;

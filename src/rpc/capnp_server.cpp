@@ -12,6 +12,7 @@
 #include "core/ids.hpp"
 #include "core/orchestration.hpp"
 #include "rpc.capnp.h"
+#include "rpc/work_filters_wire.hpp"
 #include "store/wire.hpp"
 
 namespace dtsd::rpc {
@@ -195,8 +196,9 @@ class worker_session final : public s::WorkerSession::Server {
     channel_->tasks.add(sink_->drain(*channel_));
   }
 
-  expected<void> open(const std::string& hub, actors::session_slots slots) {
-    auto id = scheduler_.open_session(hub, slots, sink_);
+  expected<void> open(const std::string& hub, actors::session_slots slots, core::work_filters filters,
+                      std::string worker) {
+    auto id = scheduler_.open_session(hub, slots, sink_, std::move(filters), std::move(worker));
     if (!id) return id.error();
     id_ = *id;
     return {};
@@ -384,6 +386,7 @@ class scheduler_service final : public s::Scheduler::Server {
     if (q.getCreatedToNs() != 0) query.created_to_ns = q.getCreatedToNs();
     query.name_prefix = text(q.getNamePrefix());
     query.instance_id_prefix = text(q.getInstanceIdPrefix());
+    if (q.hasVersion()) query.version = text(q.getVersion());
     query.tags = wire::read(q.getTags());
     query.page_size = q.getPageSize() == 0 ? 100 : q.getPageSize();
     query.continuation_token = text(q.getContinuationToken());
@@ -436,6 +439,28 @@ class scheduler_service final : public s::Scheduler::Server {
     });
   }
 
+  kj::Promise<void> listWorkers(ListWorkersContext context) override {
+    auto pending = answer<std::vector<actors::worker_view>>();
+    scheduler_.workers(text(context.getParams().getTaskHub()), pending.callback);
+    return pending.promise.then([context](expected<std::vector<actors::worker_view>> result) mutable {
+      auto views = value_or_fail(std::move(result));
+      auto list = context.getResults().initWorkers(static_cast<unsigned>(views.size()));
+      for (unsigned i = 0; i < views.size(); ++i) {
+        const auto& view = views[i];
+        auto out = list[i];
+        out.setSession(view.session);
+        out.setWorker(text(view.worker));
+        out.setOrchestratorSlots(view.slots.orchestrators);
+        out.setActivitySlots(view.slots.activities);
+        out.setEntitySlots(view.slots.entities);
+        out.setOrchestratorsInUse(view.in_use.orchestrators);
+        out.setActivitiesInUse(view.in_use.activities);
+        out.setEntitiesInUse(view.in_use.entities);
+        rpc_wire::write(out.initFilters(), view.filters);
+      }
+    });
+  }
+
   kj::Promise<void> listTaskHubs(ListTaskHubsContext context) override {
     auto names = scheduler_.task_hubs();
     auto list = context.getResults().initNames(static_cast<unsigned>(names.size()));
@@ -458,7 +483,8 @@ class scheduler_service final : public s::Scheduler::Server {
     auto p = context.getParams();
     auto session = kj::heap<worker_session>(scheduler_, p.getSink());
     value_or_fail(session->open(text(p.getTaskHub()),
-                                {p.getOrchestratorConcurrency(), p.getActivityConcurrency(), p.getEntityConcurrency()}));
+                                {p.getOrchestratorConcurrency(), p.getActivityConcurrency(), p.getEntityConcurrency()},
+                                rpc_wire::read(p.getFilters()), text(p.getWorker())));
     context.getResults().setSession(kj::mv(session));
     return kj::READY_NOW;
   }

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "rpc.capnp.h"
+#include "rpc/work_filters_wire.hpp"
 #include "sdk/errors.hpp"
 #include "store/wire.hpp"
 
@@ -200,6 +201,7 @@ class capnp_client final : public client {
     if (options.created_to) q.setCreatedToNs(ns(*options.created_to));
     q.setNamePrefix(text(options.name_prefix));
     q.setInstanceIdPrefix(text(options.instance_id_prefix));
+    if (options.version) q.setVersion(text(*options.version));
     q.setPageSize(options.page_size);
     q.setContinuationToken(text(options.continuation_token));
     q.setFetchPayloads(true);
@@ -264,6 +266,21 @@ class capnp_client final : public client {
     if (!record) return record.error();
     if (*record && !(*record)->entity_state) return std::optional<core::instance_record>();
     return record;
+  }
+
+  expected<std::vector<worker_info>> workers() override {
+    return guarded([&] {
+      auto request = scheduler_.listWorkersRequest();
+      request.setTaskHub(text(hub_));
+      auto response = request.send().wait(rpc_.getWaitScope());
+      std::vector<worker_info> out;
+      for (auto w : response.getWorkers()) {
+        out.push_back(worker_info{w.getSession(), w.getWorker().cStr(), w.getOrchestratorSlots(), w.getActivitySlots(),
+                                  w.getEntitySlots(), w.getOrchestratorsInUse(), w.getActivitiesInUse(),
+                                  w.getEntitiesInUse(), rpc_wire::read(w.getFilters())});
+      }
+      return out;
+    });
   }
 
   expected<entity_clean_summary> clean_entity_storage(bool remove_empty, bool release_orphaned_locks) override {

@@ -12,6 +12,7 @@
 
 #include "core/error.hpp"
 #include "core/model.hpp"
+#include "core/work_filter.hpp"
 
 namespace dtsd::sdk {
 
@@ -35,6 +36,7 @@ struct query_options {
   std::optional<std::chrono::system_clock::time_point> created_to;
   std::string name_prefix;
   std::string instance_id_prefix;
+  std::optional<std::string> version;  ///< Only this version ("": instances without one).
   std::uint32_t page_size = 100;
   std::string continuation_token;
   bool entities = false;  ///< Entities (@name@key) instead of orchestrations.
@@ -44,6 +46,15 @@ struct query_options {
 struct entity_clean_summary {
   std::size_t removed = 0;
   std::size_t released = 0;
+};
+
+/// A worker session connected to the hub (native or gRPC).
+struct worker_info {
+  std::uint64_t session = 0;
+  std::string worker;  ///< What the worker calls itself, if anything.
+  std::uint32_t orchestrator_slots = 0, activity_slots = 0, entity_slots = 0;
+  std::uint32_t orchestrators_in_use = 0, activities_in_use = 0, entities_in_use = 0;
+  core::work_filters filters;  ///< What it takes (core/work_filter.hpp).
 };
 
 struct query_result {
@@ -100,6 +111,8 @@ class client {
   /// Removes entities with no state, lock or waiting messages, and/or releases locks
   /// held by orchestrations that ended; over every page.
   virtual expected<entity_clean_summary> clean_entity_storage(bool remove_empty, bool release_orphaned_locks) = 0;
+  /// The worker sessions connected to the hub, with the work they take.
+  virtual expected<std::vector<worker_info>> workers() = 0;
   virtual expected<std::vector<std::string>> task_hubs() = 0;
   virtual expected<void> create_task_hub(const std::string& name, std::uint32_t partitions = 0) = 0;
   virtual expected<void> delete_task_hub(const std::string& name) = 0;

@@ -3,8 +3,10 @@
 #include <capnp/ez-rpc.h>
 #include <kj/async-io.h>
 #include <kj/async.h>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -12,6 +14,7 @@
 
 #include "core/ids.hpp"
 #include "rpc.capnp.h"
+#include "rpc/work_filters_wire.hpp"
 #include "sdk/errors.hpp"
 #include "store/wire.hpp"
 
@@ -74,6 +77,34 @@ core::failure_details failure_of(const std::string& type, const std::string& mes
 
 }  // namespace
 
+int compare_versions(std::string_view a, std::string_view b) {
+  auto next = [](std::string_view& rest) {
+    const auto dot = rest.find('.');
+    auto part = rest.substr(0, dot);
+    rest = dot == std::string_view::npos ? std::string_view() : rest.substr(dot + 1);
+    return part;
+  };
+  // A missing part counts as 0, so "1" and "1.0" are the same version.
+  auto number = [](std::string_view part) -> std::optional<long long> {
+    if (part.empty()) return 0;
+    if (part.size() > 18 || !std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return std::nullopt;
+    }
+    return std::stoll(std::string(part));
+  };
+  while (!a.empty() || !b.empty()) {
+    auto x = next(a);
+    auto y = next(b);
+    auto nx = number(x), ny = number(y);
+    if (nx && ny) {
+      if (*nx != *ny) return *nx < *ny ? -1 : 1;
+    } else if (x != y) {
+      return x < y ? -1 : 1;
+    }
+  }
+  return 0;
+}
+
 std::string entity_context::key() const {
   const auto name = core::entity_name(entity_id_);
   return entity_id_.size() > name.size() + 2 ? entity_id_.substr(name.size() + 2) : std::string();
@@ -99,6 +130,8 @@ struct worker::impl {
   struct prepared_answer {
     bool orchestrator = false;  ///< An orchestrator (or entity) completion; else an activity result.
     std::unique_ptr<capnp::MallocMessageBuilder> message;
+    /// Set instead of a message: the orchestrator work item is given back unprocessed.
+    std::optional<std::pair<std::string, std::uint64_t>> abandon = std::nullopt;
   };
 
   /// Answers on their way to the server, queued by pool threads and sent by the
@@ -139,7 +172,18 @@ struct worker::impl {
           if (closed) return kj::READY_NOW;
           ready.swap(queue);
         }
-        for (std::size_t at = 0; at < ready.size();) at = send_some(session, tasks, ready, at);
+        std::vector<prepared_answer> answers;
+        for (auto& answer : ready) {
+          if (!answer.abandon) {
+            answers.push_back(std::move(answer));
+            continue;
+          }
+          auto request = session.abandonOrchestratorRequest();
+          request.setInstanceId(answer.abandon->first);
+          request.setCompletionToken(answer.abandon->second);
+          tasks.add(request.send().ignoreResult());
+        }
+        for (std::size_t at = 0; at < answers.size();) at = send_some(session, tasks, answers, at);
         return drain(session, tasks);
       });
     }
@@ -221,6 +265,38 @@ struct worker::impl {
     send(of_generation, std::move(answer));
   }
 
+  /// Why this worker must not run the item's version, if it must not.
+  std::optional<std::string> version_mismatch(const core::orchestrator_work_item& item) const {
+    const auto& versioning = options.versioning;
+    if (versioning.match == version_match::none) return std::nullopt;
+    std::string version;
+    for (const auto* events : {&item.past_events, &item.new_events}) {
+      for (const auto& event : *events) {
+        if (const auto* started = std::get_if<core::events::execution_started>(&event.body)) {
+          version = started->version.value_or(std::string());
+        }
+      }
+    }
+    const int order = compare_versions(version, versioning.version);
+    const bool fits = versioning.match == version_match::strict ? version == versioning.version : order <= 0;
+    if (fits) return std::nullopt;
+    return fmt::format("the orchestration's version '{}' does not match this worker's version '{}' ({})", version,
+                       versioning.version, versioning.match == version_match::strict ? "strict" : "current or older");
+  }
+
+  /// Filters made of what is registered (sent when options.filter_work_items).
+  core::work_filters filters() const {
+    if (!options.filter_work_items) return {};
+    std::vector<std::string> versions;
+    if (options.versioning.match == version_match::strict) versions.push_back(options.versioning.version);
+    auto names = [&](const auto& registered, bool versioned) {
+      std::vector<core::name_filter> out;
+      for (const auto& [name, fn] : registered) out.push_back({name, versioned ? versions : std::vector<std::string>{}});
+      return out;
+    };
+    return {names(orchestrators, true), names(activities, true), names(entities, false)};
+  }
+
   void run_orchestration(std::uint64_t of_generation, core::orchestrator_work_item item) {
     std::string name;
     for (const auto* events : {&item.past_events, &item.new_events}) {
@@ -230,7 +306,16 @@ struct worker::impl {
     }
     core::orchestrator_completion completion;
     auto found = orchestrators.find(name);
-    if (found == orchestrators.end()) {
+    if (auto mismatch = version_mismatch(item)) {
+      if (options.versioning.on_mismatch == version_failure::reject) {
+        send(of_generation, prepared_answer{true, nullptr, std::pair{item.instance_id, item.completion_token}});
+        return;
+      }
+      core::actions::complete_orchestration failed;
+      failed.status = core::runtime_status::failed;
+      failed.failure = failure_of("VersionMismatch", *mismatch, true);
+      completion = {item.instance_id, item.completion_token, {{0, std::move(failed)}}, std::nullopt};
+    } else if (found == orchestrators.end()) {
       core::actions::complete_orchestration failed;
       failed.status = core::runtime_status::failed;
       failed.failure = failure_of("OrchestratorNotFound",
@@ -359,6 +444,8 @@ struct worker::impl {
     open.setActivityConcurrency(options.activity_concurrency);
     open.setEntityConcurrency(entities.empty() ? 0 : options.entity_concurrency);
     open.setSink(kj::heap<sink>(*this, of_generation));
+    rpc_wire::write(open.initFilters(), filters());
+    open.setWorker(options.name);
     auto session_client = open.send().wait(wait_scope).getSession();
     auto queue = std::make_shared<outgoing>();  // Outlives the tasks that drain it.
     error_log errors;

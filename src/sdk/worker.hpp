@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sdk/orchestration.hpp"
@@ -56,6 +57,23 @@ class entity_context {
 /// caller; signals have none).
 using entity_fn = std::function<json(entity_context&, const std::string& operation, const json& input)>;
 
+/// How a worker compares an orchestration's version with its own (as the official
+/// SDKs do): not at all, equal only, or equal or older (dotted numbers compare
+/// numerically, anything else as text).
+enum class version_match { none, strict, current_or_older };
+/// What a worker does with an orchestration whose version does not match: give it
+/// back for another worker (reject), or fail it with a VersionMismatch failure.
+enum class version_failure { reject, fail };
+
+struct versioning_options {
+  std::string version;  ///< This worker's version.
+  version_match match = version_match::none;
+  version_failure on_mismatch = version_failure::reject;
+};
+
+/// <0, 0 or >0 as version `a` is older than, equal to or newer than `b`.
+int compare_versions(std::string_view a, std::string_view b);
+
 struct worker_options {
   std::string address = "127.0.0.1:8081";
   std::string task_hub = "default";
@@ -65,6 +83,12 @@ struct worker_options {
   /// activity_concurrency, so that every activity taken can block at once.
   std::uint32_t threads = 0;
   std::uint32_t entity_concurrency = 16;   ///< Declared only when entities are registered.
+  versioning_options versioning = {};
+  /// Sends the server work item filters made of the registered names (with this
+  /// worker's version when matching is strict), so that only work this worker
+  /// runs reaches it: apps (or versions) that share a task hub keep apart.
+  bool filter_work_items = false;
+  std::string name = {};  ///< What `dtsctl worker list` shows for this worker.
 };
 
 class worker {

@@ -202,6 +202,7 @@ expected<std::optional<query_position>> parse_token(std::string_view token) {
 bool matches(const core::instance_record& record, const instance_query& query) {
   if (core::is_entity_id(record.instance_id) != query.entities) return false;
   if (!record.name.starts_with(query.name_prefix)) return false;
+  if (query.version && record.version.value_or(std::string()) != *query.version) return false;
   if (!record.instance_id.starts_with(query.instance_id_prefix)) return false;
   for (const auto& [key, value] : query.tags) {
     auto found = record.tags.find(key);

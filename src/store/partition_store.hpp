@@ -86,6 +86,8 @@ struct instance_query {
   std::optional<std::int64_t> created_to_ns;    ///< Inclusive.
   std::string name_prefix;
   std::string instance_id_prefix;
+  /// Only instances of this version ("" matches an instance without one).
+  std::optional<std::string> version;
   core::tag_map tags;  ///< Every tag must be present with this value.
   std::size_t page_size = 100;
   std::string continuation_token;  ///< From the previous page; empty for the first.

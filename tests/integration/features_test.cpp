@@ -6,6 +6,7 @@
 #include <set>
 
 #include "processes.hpp"
+#include "sdk/worker.hpp"
 
 using namespace dtsd;
 using namespace integration;
@@ -373,4 +374,95 @@ TEST_CASE("features: critical sections over entities keep concurrent read-modify
   };
   for (int i = 0; i < 500 && !locked_by().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   CHECK(locked_by().empty());
+}
+
+namespace {
+
+/// A C++ worker in this process, on its own thread, for one hub.
+struct in_process_worker {
+  sdk::worker worker;
+  std::thread thread;
+  explicit in_process_worker(sdk::worker_options options, const std::function<void(sdk::worker&)>& register_all)
+      : worker(std::move(options)) {
+    register_all(worker);
+    thread = std::thread([this] { worker.run(); });
+  }
+  ~in_process_worker() {
+    worker.stop();
+    thread.join();
+  }
+};
+
+sdk::task<json> versioned(sdk::orchestration_context& ctx, json) {
+  co_return json(ctx.instance_id() + " ran");
+}
+
+}  // namespace
+
+TEST_CASE("features: versions are stored and filterable; strict workers with filters get only their version") {
+  REQUIRE(env().client->create_task_hub("versions"));
+  auto connected = sdk::client::connect(env().setup.address(), "versions");
+  REQUIRE(connected);
+  auto& client = **connected;
+  auto start_versioned = [&](const std::string& id, const std::string& version) {
+    sdk::start_options options;
+    options.instance_id = id;
+    options.version = version;
+    auto started = client.start("Versioned", json(), options);
+    REQUIRE_MESSAGE(started, (started ? "" : started.error().message));
+  };
+
+  sdk::worker_options v2{env().setup.address(), "versions"};
+  v2.versioning = {"2.0", sdk::version_match::strict, sdk::version_failure::reject};
+  v2.filter_work_items = true;
+  v2.name = "app-v2";
+  in_process_worker worker_v2(v2, [](sdk::worker& w) { w.add_orchestrator("Versioned", versioned); });
+
+  start_versioned("old", "1.0");
+  start_versioned("new", "2.0");
+  auto done = client.wait_for_completion("new", wait_limit);
+  REQUIRE(done);
+  CHECK(done->version == core::payload("2.0"));
+  CHECK(sdk::output_of(*done) == "new ran");
+  // "old" was started first and no worker takes 1.0: it waits, untouched.
+  auto old = client.get("old");
+  REQUIRE(old);
+  REQUIRE(*old);
+  CHECK((*old)->status == core::runtime_status::pending);
+
+  // The session shows what it takes.
+  auto workers = client.workers();
+  REQUIRE(workers);
+  REQUIRE(workers->size() == 1);
+  CHECK(workers->front().worker == "app-v2");
+  REQUIRE(workers->front().filters.orchestrations);
+  CHECK(*workers->front().filters.orchestrations == std::vector<core::name_filter>{{"Versioned", {"2.0"}}});
+
+  // Queries filter by version.
+  sdk::query_options by_version;
+  by_version.version = "1.0";
+  auto found = client.query(by_version);
+  REQUIRE(found);
+  REQUIRE(found->instances.size() == 1);
+  CHECK(found->instances[0].instance_id == "old");
+
+  // A worker without filters that fails mismatches: 1.0 is newer than nothing it
+  // runs (current-or-older 0.9), so the orchestration fails with VersionMismatch.
+  sdk::worker_options v09{env().setup.address(), "versions"};
+  v09.versioning = {"0.9", sdk::version_match::current_or_older, sdk::version_failure::fail};
+  in_process_worker worker_v09(v09, [](sdk::worker& w) { w.add_orchestrator("Versioned", versioned); });
+  auto failed = client.wait_for_completion("old", wait_limit);
+  REQUIRE(failed);
+  CHECK(failed->status == core::runtime_status::failed);
+  REQUIRE(failed->failure);
+  CHECK(failed->failure->error_type == "VersionMismatch");
+}
+
+TEST_CASE("features: versions compare by their dotted numbers") {
+  CHECK(sdk::compare_versions("1.0", "1.0") == 0);
+  CHECK(sdk::compare_versions("1.2", "1.10") < 0);
+  CHECK(sdk::compare_versions("2", "1.9.9") > 0);
+  CHECK(sdk::compare_versions("1.0.0", "1") == 0);
+  CHECK(sdk::compare_versions("", "0.1") < 0);
+  CHECK(sdk::compare_versions("beta", "alpha") > 0);
 }

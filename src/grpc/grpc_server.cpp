@@ -42,6 +42,17 @@ Status to_status(const error& failure) {
 
 /// What of a worker's `workerid` header a listing keeps.
 constexpr std::size_t worker_name_bytes_max = 256;
+/// The largest message a gRPC client takes unless told otherwise (every official
+/// SDK keeps the default): an orchestrator work item above it cannot be delivered.
+constexpr std::size_t client_message_bytes_max = 4u << 20;
+/// Room left under that limit for the message's own framing.
+constexpr std::size_t work_item_bytes_max = client_message_bytes_max - (64u << 10);
+/// A worker that can stream history (WORKER_CAPABILITY_HISTORY_STREAMING) gets a
+/// work item without its past events once they are this big, and fetches them with
+/// StreamInstanceHistory (as DTS sends them).
+constexpr std::size_t history_streaming_bytes_min = 1u << 20;
+/// The size of one HistoryChunk (a single larger event goes alone).
+constexpr std::size_t history_chunk_bytes_max = 1u << 20;
 
 std::string task_hub_of(const CallbackServerContext* context) {
   const auto& metadata = context->client_metadata();
@@ -151,7 +162,11 @@ class work_stream;
 /// (gRPC allows one write in flight); OnWriteDone writes the next.
 class stream_sink final : public actors::work_sink {
  public:
-  explicit stream_sink(std::uint64_t stream) : stream_(stream) {}
+  /// Fails an orchestration whose work item this worker cannot receive.
+  using fail_fn = std::function<void(std::uint64_t session, core::orchestrator_completion)>;
+
+  stream_sink(std::uint64_t stream, bool history_streaming, fail_fn fail)
+      : stream_(stream), history_streaming_(history_streaming), fail_(std::move(fail)) {}
 
   void push(std::vector<actors::work_item> items) override {
     std::vector<WorkItem> converted;
@@ -169,6 +184,10 @@ class stream_sink final : public actors::work_sink {
                          write(message.mutable_entity_request_v2(), orchestration);
                        } else {
                          write(message.mutable_orchestrator_request(), orchestration);
+                         if (!fits(message, orchestration)) {
+                           token.clear();
+                           return;
+                         }
                        }
                        held_[token] = outstanding{kind, orchestration.completion_token, orchestration.instance_id, {}};
                      },
@@ -180,10 +199,42 @@ class stream_sink final : public actors::work_sink {
                      },
                  },
                  item);
+      if (token.empty()) continue;  // Not deliverable: failed instead.
       message.set_completion_token(std::move(token));
       queue_.push_back(std::move(message));
     }
     write_next_locked();
+  }
+
+  /// Whether the orchestrator work item in `message` can go to this worker. Large
+  /// ones go without their past events to a worker that streams history; one that
+  /// cannot stream and would be handed more than a gRPC client takes gets nothing,
+  /// and the orchestration fails with the reason (rather than being offered again
+  /// and again, forever).
+  bool fits(WorkItem& message, const core::orchestrator_work_item& item) {
+    auto* request = message.mutable_orchestrator_request();
+    const auto size = message.ByteSizeLong();
+    if (history_streaming_ && size > history_streaming_bytes_min) {
+      request->clear_past_events();
+      request->set_requires_history_streaming(true);
+      if (message.ByteSizeLong() <= work_item_bytes_max) return true;
+    } else if (size <= work_item_bytes_max) {
+      return true;
+    }
+    core::actions::complete_orchestration failed;
+    failed.status = core::runtime_status::failed;
+    failed.failure = core::failure_details{
+        "WorkItemTooLarge",
+        fmt::format("the work item of orchestration '{}' is {} bytes, more than the {} bytes a gRPC worker accepts by "
+                    "default{}; its history (or its new events) grew too large",
+                    item.instance_id, size, client_message_bytes_max,
+                    history_streaming_ ? "" : ", and this worker does not stream history "
+                                              "(WORKER_CAPABILITY_HISTORY_STREAMING)"),
+        std::nullopt, nullptr, true};
+    spdlog::warn("{}", failed.failure->error_message);
+    fail_(session_, core::orchestrator_completion{item.instance_id, item.completion_token, {{0, std::move(failed)}},
+                                                  std::nullopt});
+    return false;
   }
 
   void keep_alive() override {
@@ -250,6 +301,8 @@ class stream_sink final : public actors::work_sink {
   void write_next_locked();
 
   const std::uint64_t stream_;
+  const bool history_streaming_;
+  const fail_fn fail_;
   std::mutex mutex_;
   std::deque<WorkItem> queue_;
   WorkItem current_;
@@ -324,11 +377,18 @@ class history_stream final : public grpc::ServerWriteReactor<HistoryChunk> {
       started_ = true;
     }
     if (!status.ok()) return Finish(status);
-    for (std::size_t i = 0; i < history.size(); i += events_per_chunk) {
-      auto& chunk = chunks_.emplace_back();
-      for (std::size_t j = i; j < std::min(history.size(), i + events_per_chunk); ++j) {
-        write(chunk.add_events(), history[j]);
+    // Chunks stay under a gRPC client's message limit: a bounded count of events
+    // and of bytes (a single larger event goes alone).
+    std::size_t bytes = 0;
+    for (std::size_t i = 0; i < history.size(); ++i) {
+      if (chunks_.empty() || chunks_.back().events_size() >= static_cast<int>(events_per_chunk) ||
+          bytes >= history_chunk_bytes_max) {
+        chunks_.emplace_back();
+        bytes = 0;
       }
+      auto* event = chunks_.back().add_events();
+      write(event, history[i]);
+      bytes += event->ByteSizeLong();
     }
     next();
   }
@@ -792,9 +852,19 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
                                                                 const StreamInstanceHistoryRequest* request) override {
     auto* stream = new history_stream();
     const auto id = request->instance_id();
-    scheduler_.get(task_hub_of(context), id, true, [stream, id](expected<std::optional<actors::instance_view>> view) {
+    // A worker streaming the history of its work item names the execution: an
+    // answer about another one would be replayed against the wrong code path.
+    const auto execution = request->has_execution_id() ? request->execution_id().value() : std::string();
+    scheduler_.get(task_hub_of(context), id, true,
+                   [stream, id, execution](expected<std::optional<actors::instance_view>> view) {
       if (!view) return stream->start(to_status(view.error()), {});
       if (!*view) return stream->start(Status(StatusCode::NOT_FOUND, fmt::format("no instance '{}'", id)), {});
+      if (!execution.empty() && execution != (*view)->record.execution_id) {
+        return stream->start(Status(StatusCode::NOT_FOUND,
+                                    fmt::format("instance '{}' has no execution '{}' (its current one is '{}')", id,
+                                                execution, (*view)->record.execution_id)),
+                             {});
+      }
       stream->start(Status::OK, std::move((*view)->history));
     });
     return stream;
@@ -983,7 +1053,15 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 grpc::ServerWriteReactor<WorkItem>* grpc_service::GetWorkItems(CallbackServerContext* context,
                                                                const GetWorkItemsRequest* request) {
   const auto id = next_stream_++;
-  auto sink = std::make_shared<stream_sink>(id);
+  const auto& capabilities = request->capabilities();
+  const bool history_streaming =
+      std::find(capabilities.begin(), capabilities.end(), WORKER_CAPABILITY_HISTORY_STREAMING) != capabilities.end();
+  auto sink = std::make_shared<stream_sink>(
+      id, history_streaming, [this](std::uint64_t session, core::orchestrator_completion completion) {
+        scheduler_.complete_orchestrator(session, std::move(completion), [](expected<void> done) {
+          if (!done) spdlog::warn("failing an undeliverable orchestration was refused: {}", done.error().message);
+        });
+      });
   auto* stream = new work_stream(*this, id, sink);
   auto slots = [this](std::int32_t asked) {
     return asked > 0 ? static_cast<std::uint32_t>(asked) : options_.default_concurrency;

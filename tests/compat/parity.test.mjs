@@ -170,6 +170,78 @@ describe("protocol parity, raw", () => {
     }
   });
 
+  test("a worker that streams history gets a large work item without its past events and fetches them", async () => {
+    const request = new pb.GetWorkItemsRequest();
+    request.addCapabilities(pb.WorkerCapability.WORKER_CAPABILITY_HISTORY_STREAMING);
+    const work = openStream(stub, request);
+    const big = JSON.stringify("x".repeat(500 * 1024));
+    const finishActivity = async (id) => {
+      const item = await work.next(activityFor(id));
+      const done = new pb.ActivityResponse();
+      done.setInstanceid(id);
+      done.setTaskid(item.getActivityrequest().getTaskid());
+      done.setCompletiontoken(item.getCompletiontoken());
+      done.setResult(stringValue(big));
+      await unary(stub, "completeActivityTask", done);
+    };
+    try {
+      const id = await client.scheduleNewOrchestration("Heavy", 1);
+      await respond(stub, await work.next(orchestratorFor(id)), [scheduleTask(0, "Big", "0"), scheduleTask(1, "Big", "1"), scheduleTask(2, "Big", "2")]);
+      for (let i = 0; i < 3; i++) await finishActivity(id);
+      // The three results may arrive in one work item or several; take them all.
+      let seen = 0;
+      while (seen < 3) {
+        const item = await work.next(orchestratorFor(id));
+        seen += item.getOrchestratorrequest().getNeweventsList().filter((e) => e.hasTaskcompleted()).length;
+        await respond(stub, item, seen < 3 ? [] : [scheduleTask(3, "Small", "3")]);
+      }
+      const small = await work.next(activityFor(id));
+      const done = new pb.ActivityResponse();
+      done.setInstanceid(id);
+      done.setTaskid(3);
+      done.setCompletiontoken(small.getCompletiontoken());
+      done.setResult(stringValue('"small"'));
+      await unary(stub, "completeActivityTask", done);
+
+      // Now the past events are 1.5 MB: they are not in the work item.
+      const item = await work.next(orchestratorFor(id));
+      const orchestrator = item.getOrchestratorrequest();
+      assert.equal(orchestrator.getRequireshistorystreaming(), true);
+      assert.equal(orchestrator.getPasteventsList().length, 0);
+      assert.ok(orchestrator.getNeweventsList().some((e) => e.hasTaskcompleted()));
+
+      const ask = new pb.StreamInstanceHistoryRequest();
+      ask.setInstanceid(id);
+      ask.setExecutionid(stringValue(orchestrator.getExecutionid().getValue()));
+      ask.setForworkitemprocessing(true);
+      const chunks = [];
+      await new Promise((resolve, reject) => {
+        const call = stub.streamInstanceHistory(ask, new Metadata());
+        call.on("data", (chunk) => chunks.push(chunk));
+        call.on("error", reject);
+        call.on("end", resolve);
+      });
+      assert.ok(chunks.length >= 2, "a 1.5 MB history comes in chunks of at most 1 MiB");
+      const events = chunks.flatMap((c) => c.getEventsList());
+      assert.equal(events.filter((e) => e.hasTaskcompleted()).length, 3);
+      assert.ok(events[0].hasExecutionstarted() || events[1].hasExecutionstarted());
+
+      // Another execution's history is not handed out as this one's.
+      ask.setExecutionid(stringValue("0123456789abcdef0123456789abcdef"));
+      await assert.rejects(new Promise((resolve, reject) => {
+        const call = stub.streamInstanceHistory(ask, new Metadata());
+        call.on("data", () => {});
+        call.on("error", reject);
+        call.on("end", resolve);
+      }), (e) => e.code === 5 /* NOT_FOUND */);
+
+      await respond(stub, item, [complete(4, '"heavy done"')]);
+      assert.equal((await client.waitForOrchestrationCompletion(id, true, 20)).runtimeStatus, OrchestrationStatus.COMPLETED);
+    } finally {
+      work.stream.cancel();
+    }
+  });
+
   test("a reuse policy that replaces running instances but keeps terminated ones is refused, as DTS does", async () => {
     const request = new pb.CreateInstanceRequest();
     request.setInstanceid(`policy-${run}`);
@@ -261,6 +333,22 @@ describe("protocol parity, through the SDK", () => {
     assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
     assert.equal(state.serializedOutput, JSON.stringify(`${key} fixed`));
     assert.equal((await client.getOrchestrationState(`${id}-child`)).runtimeStatus, OrchestrationStatus.COMPLETED);
+  });
+
+  test("a work item larger than a worker without history streaming can receive fails the orchestration with the reason", async () => {
+    await startWorker((w) => {
+      w.addNamedActivity("Big", async () => "y".repeat(900 * 1024));
+      w.addNamedOrchestrator("GrowsTooBig", async function* (ctx) {
+        for (let i = 0; i < 6; i++) yield ctx.callActivity("Big", i);
+        return "never";
+      });
+    });
+    const id = await client.scheduleNewOrchestration("GrowsTooBig", null);
+    const state = await client.waitForOrchestrationCompletion(id, true, 60);
+    assert.equal(state.runtimeStatus, OrchestrationStatus.FAILED);
+    assert.equal(state.failureDetails.errorType, "WorkItemTooLarge");
+    assert.match(state.failureDetails.message, /bytes, more than the 4194304 bytes/);
+    assert.match(state.failureDetails.message, /HISTORY_STREAMING/);
   });
 
   test("a strict version mismatch with FailureStrategy.Fail fails the orchestration (the action id -1)", async () => {

@@ -281,6 +281,7 @@ class actor_scheduler final : public scheduler {
     explicit purge_tracker(callback<std::size_t> finished) : done(std::move(finished)) {}
     std::atomic<std::size_t> purged{0};
     std::atomic<std::size_t> pending{1};
+    std::shared_ptr<std::atomic<std::size_t>> progress;  ///< Also counts, when set.
     std::mutex mutex;
     std::optional<dtsd::error> failure;
     callback<std::size_t> done;
@@ -309,6 +310,7 @@ class actor_scheduler final : public scheduler {
           }
           ctx.after_commit(*batch, [this, h, children, tracker] {
             ++tracker->purged;
+            if (tracker->progress) ++*tracker->progress;
             for (const auto& child : children) {
               ++tracker->pending;
               purge_branch(h, child, true, tracker, false);
@@ -330,7 +332,7 @@ class actor_scheduler final : public scheduler {
   }
 
   void purge_where(const std::string& hub_name, store::instance_query filter, bool recursive,
-                   callback<std::size_t> done) override {
+                   callback<std::size_t> done, std::shared_ptr<std::atomic<std::size_t>> progress) override {
     auto found = find(hub_name);
     if (!found) return done(found.error());
     if (filter.statuses.empty()) filter.statuses = core::terminal_statuses();
@@ -345,6 +347,7 @@ class actor_scheduler final : public scheduler {
     filter.page_size = store::query_page_size_max;
     filter.fetch_payloads = false;
     auto tracker = std::make_shared<purge_tracker>(std::move(done));
+    tracker->progress = std::move(progress);
     tracker->pending += found->partitions.size();
     for (auto& partition : found->partitions) {
       caf::anon_send(partition, run_atom::value,

@@ -6,6 +6,7 @@
 /// Callbacks run on an actor thread and must not block: a transport hands the
 /// result over to its own thread.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -127,7 +128,8 @@ class scheduler {
   /// Purges every terminal instance the filter matches (its statuses must all be
   /// terminal; none means all terminal ones); answers how many were purged.
   virtual void purge_where(const std::string& hub, store::instance_query filter, bool recursive,
-                           callback<std::size_t> done) = 0;
+                           callback<std::size_t> done,
+                           std::shared_ptr<std::atomic<std::size_t>> progress = nullptr) = 0;
   virtual void query(const std::string& hub, store::instance_query query,
                      callback<store::query_page> done) = 0;
 

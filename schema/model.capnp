@@ -274,6 +274,7 @@ struct CompleteOrchestrationAction {
   # Events not yet consumed that continue-as-new carries into the next execution.
   carryoverEvents @4 :List(HistoryEvent);
   failureDetails @5 :FailureDetails;
+  tags @6 :List(Tag);                # non-empty: the instance's tags from now on
 }
 
 struct TerminateOrchestrationAction {

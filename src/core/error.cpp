@@ -12,6 +12,7 @@ const char* to_string(errc code) noexcept {
     case errc::duplicate: return "duplicate";
     case errc::corrupt: return "corrupt";
     case errc::io: return "io";
+    case errc::unimplemented: return "unimplemented";
   }
   return "unknown";
 }

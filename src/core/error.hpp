@@ -21,6 +21,7 @@ enum class errc {
   duplicate,             ///< The result was already applied; nothing changed.
   corrupt,               ///< Stored data failed a check.
   io,                    ///< The storage layer failed.
+  unimplemented,         ///< A protocol feature dtsd does not support (named in the message).
 };
 
 const char* to_string(errc code) noexcept;

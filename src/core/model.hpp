@@ -294,6 +294,8 @@ struct complete_orchestration {
   payload new_version;
   std::vector<history_event> carryover_events;
   std::optional<failure_details> failure;
+  /// Non-empty: the instance's tags from now on (also those of a new execution).
+  tag_map tags = {};
   friend bool operator==(const complete_orchestration&,
                          const complete_orchestration&) = default;
 };

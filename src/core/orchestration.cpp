@@ -380,6 +380,7 @@ void finish_execution(orchestration_state& state, transition& result, std::int32
   state.record.status = a.status;
   state.record.output = a.result;
   state.record.failure = a.failure;
+  if (!a.tags.empty()) state.record.tags = a.tags;
   state.record.completed_at_ns = now_ns;
   clear_inbox(state, result.change);
   notify_parent(state, now_ns, result.effects);
@@ -395,6 +396,7 @@ void continue_as_new(orchestration_state& state, transition& result,
   auto& record = state.record;
   record.execution_id = std::string(new_execution_id);
   if (a.new_version) record.version = a.new_version;
+  if (!a.tags.empty()) record.tags = a.tags;
   record.input = a.result;
   record.output.reset();
   record.failure.reset();

@@ -4,7 +4,10 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <thread>
 #include <charconv>
 #include <deque>
 #include <map>
@@ -36,6 +39,7 @@ Status to_status(const error& failure) {
     case errc::duplicate: return {StatusCode::FAILED_PRECONDITION, failure.message};
     case errc::corrupt: return {StatusCode::DATA_LOSS, failure.message};
     case errc::io: return {StatusCode::UNAVAILABLE, failure.message};
+    case errc::unimplemented: return {StatusCode::UNIMPLEMENTED, failure.message};
   }
   return {StatusCode::INTERNAL, failure.message};
 }
@@ -51,6 +55,8 @@ constexpr std::size_t work_item_bytes_max = client_message_bytes_max - (64u << 1
 /// work item without its past events once they are this big, and fetches them with
 /// StreamInstanceHistory (as DTS sends them).
 constexpr std::size_t history_streaming_bytes_min = 1u << 20;
+/// PurgeInstanceFilter.timeout beyond this is taken as this (one hour).
+constexpr std::int64_t purge_timeout_s_max = 3600;
 /// The size of one HistoryChunk (a single larger event goes alone).
 constexpr std::size_t history_chunk_bytes_max = 1u << 20;
 
@@ -153,9 +159,18 @@ struct outstanding {
   std::uint64_t token = 0;
   std::string instance_id;
   core::activity_request activity;  ///< For activities: what to give back on abandon.
+  std::size_t new_events = 0;       ///< For orchestrators: new events the worker was given.
 };
 
 class work_stream;
+
+/// New events of a work item other than the OrchestratorStarted dtsd puts first
+/// (an SDK may or may not count that one in numEventsProcessed).
+std::size_t inbox_events(const core::orchestrator_work_item& item) {
+  const bool started_first = !item.new_events.empty() &&
+                             std::holds_alternative<core::events::orchestrator_started>(item.new_events.front().body);
+  return item.new_events.size() - (started_first ? 1 : 0);
+}
 
 /// What the actors hold of a GetWorkItems stream. push() and keep_alive() run on
 /// actor threads and never block: items are queued, and written one at a time
@@ -189,7 +204,8 @@ class stream_sink final : public actors::work_sink {
                            return;
                          }
                        }
-                       held_[token] = outstanding{kind, orchestration.completion_token, orchestration.instance_id, {}};
+                       held_[token] = outstanding{kind, orchestration.completion_token, orchestration.instance_id, {},
+                                                  inbox_events(orchestration)};
                      },
                      [&](const engine::activity_work_item& activity) {
                        token = fmt::format("{}.a{}", stream_, activity.completion_token);
@@ -553,6 +569,17 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     auto* call = new unary_call();
     const auto& q = request->query();
     store::instance_query query;
+    const auto hub = task_hub_of(context);
+    for (const auto& named : q.task_hub_names()) {
+      if (named.value() != hub) {
+        unary_call::finish(call->shared(),
+                           Status(StatusCode::UNIMPLEMENTED,
+                                  fmt::format("querying task hub '{}' from hub '{}' (InstanceQuery.taskHubNames) is not "
+                                              "supported; name the hub in the taskhub header",
+                                              named.value(), hub)));
+        return call;
+      }
+    }
     for (int status : q.runtime_status()) {
       auto read_status = read(static_cast<OrchestrationStatus>(status));
       if (!read_status) {
@@ -568,7 +595,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     query.page_size = page_size(q.max_instance_count());
     query.fetch_payloads = q.fetch_inputs_and_outputs();
     const bool payloads = query.fetch_payloads;
-    scheduler_.query(task_hub_of(context), std::move(query),
+    scheduler_.query(hub, std::move(query),
                      answer_with<store::query_page>(call->shared(), [response, payloads](const store::query_page& page) {
                        for (const auto& record : page.instances) {
                          write(response->add_orchestration_state(), record, payloads);
@@ -634,6 +661,13 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     };
     switch (request->request_case()) {
       case PurgeInstancesRequest::kInstanceId:
+        // isOrchestration says the id names an orchestration, not an entity.
+        if (request->is_orchestration() && core::is_entity_id(request->instance_id())) {
+          unary_call::finish(handle, Status(StatusCode::INVALID_ARGUMENT,
+                                            fmt::format("'{}' is an entity id, but isOrchestration is set",
+                                                        request->instance_id())));
+          return call;
+        }
         scheduler_.purge(hub, request->instance_id(), recursive, purged);
         break;
       case PurgeInstancesRequest::kPurgeInstanceFilter: {
@@ -649,7 +683,11 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
         }
         if (f.has_created_time_from()) filter.created_from_ns = to_ns(f.created_time_from());
         if (f.has_created_time_to()) filter.created_to_ns = to_ns(f.created_time_to());
-        scheduler_.purge_where(hub, std::move(filter), recursive, purged);
+        if (!f.has_timeout()) {
+          scheduler_.purge_where(hub, std::move(filter), recursive, purged);
+          break;
+        }
+        purge_with_timeout(hub, std::move(filter), recursive, f.timeout(), handle, response);
         break;
       }
       case PurgeInstancesRequest::kInstanceBatch:
@@ -683,6 +721,22 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
                                         fmt::format("completion token '{}' belongs to instance '{}', not '{}'",
                                                     response->completion_token(), item.instance_id,
                                                     response->instance_id())));
+      return call;
+    }
+    if (response->requires_history()) {
+      // The worker could not run the item without its history: it goes out again
+      // (as an abandon does), and a redelivered item carries the history.
+      scheduler_.abandon_orchestrator(sink->session(), item.instance_id, item.token);
+      unary_call::finish(handle, Status::OK);
+      return call;
+    }
+    if (response->has_num_events_processed() &&
+        static_cast<std::size_t>(std::max(0, response->num_events_processed().value())) < item.new_events) {
+      sink->put_back(response->completion_token(), item);
+      unary_call::finish(handle, Status(StatusCode::UNIMPLEMENTED,
+                                        fmt::format("the worker processed {} of the {} new events it was given "
+                                                    "(numEventsProcessed); partial processing is not supported",
+                                                    response->num_events_processed().value(), item.new_events)));
       return call;
     }
     auto completion = read(*response);
@@ -757,6 +811,12 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
       return call;
     }
     auto& [sink, item] = *held;
+    if (result->requires_state()) {
+      // Entity batches always carry the state; one the worker says it lacks goes out again.
+      scheduler_.abandon_orchestrator(sink->session(), item.instance_id, item.token);
+      unary_call::finish(handle, Status::OK);
+      return call;
+    }
     auto batch = read(*result);
     if (!batch) {
       sink->put_back(result->completion_token(), item);
@@ -943,6 +1003,13 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
   static expected<core::start_request> read_start(const CreateInstanceRequest& request) {
     core::start_request start;
     start.instance_id = request.instance_id().empty() ? random_hex_id() : request.instance_id();
+    if (request.has_execution_id() && !request.execution_id().value().empty()) {
+      // The caller's own execution id (the protocol allows it); the same rules as ids.
+      if (auto valid = core::validate_instance_id(request.execution_id().value()); !valid) {
+        return error{errc::invalid_argument, "executionId: " + valid.error().message};
+      }
+      start.execution_id = request.execution_id().value();
+    }
     start.name = request.name();
     start.version = read_payload(request.version(), request.has_version());
     start.input = read_payload(request.input(), request.has_input());
@@ -976,6 +1043,48 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     // The wait has no time limit: a client that gives up must not leave it registered.
     call->on_cancel([&scheduler = scheduler_, hub, id, handle] { scheduler.cancel_wait(hub, id, handle); });
     return call;
+  }
+
+  /// PurgeInstanceFilter.timeout: answers by the deadline with what was purged so
+  /// far and isComplete false; the purge itself goes on to the end.
+  void purge_with_timeout(const std::string& hub, store::instance_query filter, bool recursive,
+                          const google::protobuf::Duration& timeout, const unary_call::handle& handle,
+                          PurgeInstancesResponse* response) {
+    struct race {
+      std::shared_ptr<std::atomic<std::size_t>> progress = std::make_shared<std::atomic<std::size_t>>(0);
+      std::mutex mutex;
+      std::condition_variable done;
+      bool finished = false;
+    };
+    auto state = std::make_shared<race>();
+    scheduler_.purge_where(
+        hub, std::move(filter), recursive,
+        [handle, response, state](expected<std::size_t> count) {
+          if (!count) {
+            unary_call::finish(handle, to_status(count.error()));
+          } else {
+            unary_call::finish(handle, Status::OK, [&] {
+              response->set_deleted_instance_count(static_cast<std::int32_t>(*count));
+              response->mutable_is_complete()->set_value(true);
+            });
+          }
+          std::lock_guard lock(state->mutex);
+          state->finished = true;
+          state->done.notify_all();
+        },
+        state->progress);
+    const auto wait = std::chrono::seconds(std::clamp<std::int64_t>(timeout.seconds(), 0, purge_timeout_s_max)) +
+                      std::chrono::nanoseconds(std::max<std::int32_t>(0, timeout.nanos()));
+    // A thread that waits for the deadline, or less when the purge ends first.
+    std::thread([handle, response, state, wait] {
+      std::unique_lock lock(state->mutex);
+      if (state->done.wait_for(lock, wait, [&] { return state->finished; })) return;
+      lock.unlock();
+      unary_call::finish(handle, Status::OK, [&] {
+        response->set_deleted_instance_count(static_cast<std::int32_t>(state->progress->load()));
+        response->mutable_is_complete()->set_value(false);
+      });
+    }).detach();
   }
 
   void purge_batch(const std::string& hub, std::vector<std::string> ids, bool recursive,

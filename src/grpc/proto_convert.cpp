@@ -466,6 +466,7 @@ expected<core::orchestrator_action> read(const OrchestratorAction& action) {
         body.carryover_events.push_back(std::move(*event));
       }
       if (a.has_failure_details()) body.failure = read(a.failure_details());
+      body.tags = read_tags(a.tags());
       out.body = std::move(body);
       break;
     }
@@ -497,7 +498,10 @@ expected<core::orchestrator_action> read(const OrchestratorAction& action) {
       break;
     }
     case OrchestratorAction::kRewindOrchestration:
-      return invalid(fmt::format("action {}: rewind actions are not accepted from workers", action.id()));
+      return error{errc::unimplemented,
+                   fmt::format("action {}: RewindOrchestrationAction (a rewind carried out by the worker) is not "
+                               "supported; rewind with RewindInstance",
+                               action.id())};
     case OrchestratorAction::ORCHESTRATOR_ACTION_TYPE_NOT_SET:
       return invalid(fmt::format("action {} has no action type", action.id()));
   }
@@ -505,6 +509,11 @@ expected<core::orchestrator_action> read(const OrchestratorAction& action) {
 }
 
 expected<core::orchestrator_completion> read(const OrchestratorResponse& response) {
+  if (response.is_partial() || response.has_chunk_index()) {
+    return error{errc::unimplemented,
+                 "chunked completions (OrchestratorResponse.isPartial, chunkIndex) are not supported; send every "
+                 "action in one response"};
+  }
   core::orchestrator_completion out;
   out.instance_id = response.instance_id();
   out.custom_status = DTSD_PAYLOAD(response, custom_status);

@@ -18,7 +18,8 @@ inline dtsd::error error_of_text(std::string text) {
       {"invalid_argument", errc::invalid_argument}, {"not_found", errc::not_found},
       {"already_exists", errc::already_exists},     {"failed_precondition", errc::failed_precondition},
       {"stale_token", errc::stale_token},           {"duplicate", errc::duplicate},
-      {"corrupt", errc::corrupt},                   {"io", errc::io}};
+      {"corrupt", errc::corrupt},                   {"io", errc::io},
+      {"unimplemented", errc::unimplemented}};
   for (const auto& [name, code] : codes) {
     std::string prefix = std::string(name) + ": ";
     if (text.rfind(prefix, 0) == 0) return {code, text.substr(prefix.size())};

@@ -523,6 +523,7 @@ void fill(s::OrchestratorAction::Builder b, const core::orchestrator_action& act
               fill(carried[i], a.carryover_events[i]);
             }
             if (a.failure) fill(t.initFailureDetails(), *a.failure);
+            if (!a.tags.empty()) fill(t.initTags(static_cast<unsigned>(a.tags.size())), a.tags);
           },
           [&](const act::terminate_orchestration& a) {
             auto t = b.initTerminateOrchestration();
@@ -584,6 +585,7 @@ core::orchestrator_action from(s::OrchestratorAction::Reader r) {
                                     std::nullopt};
       for (auto event : t.getCarryoverEvents()) a.carryover_events.push_back(from(event));
       if (t.hasFailureDetails()) a.failure = from(t.getFailureDetails());
+      a.tags = from(t.getTags());
       action.body = std::move(a);
       break;
     }

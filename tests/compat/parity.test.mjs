@@ -242,6 +242,101 @@ describe("protocol parity, raw", () => {
     }
   });
 
+  test("protocol fields: refused with UNIMPLEMENTED when unsupported, honoured otherwise", async () => {
+    const work = openStream(stub);
+    try {
+      const id = await client.scheduleNewOrchestration("Fields", 1);
+      let item = await work.next(orchestratorFor(id));
+      // A worker-side rewind and chunked completions are not supported: named, refused, nothing changes.
+      const rewind = action(1, (a) => a.setRewindorchestration(new pb.RewindOrchestrationAction()));
+      await assert.rejects(respond(stub, item, [rewind]),
+                           (e) => e.code === 12 /* UNIMPLEMENTED */ && /RewindOrchestrationAction/.test(e.details));
+      const partial = new pb.OrchestratorResponse();
+      partial.setInstanceid(id);
+      partial.setCompletiontoken(item.getCompletiontoken());
+      partial.setIspartial(true);
+      await assert.rejects(unary(stub, "completeOrchestratorTask", partial),
+                           (e) => e.code === 12 && /isPartial/.test(e.details));
+      // requiresHistory: the item goes out again, with its history.
+      const needs = new pb.OrchestratorResponse();
+      needs.setInstanceid(id);
+      needs.setCompletiontoken(item.getCompletiontoken());
+      needs.setRequireshistory(true);
+      await unary(stub, "completeOrchestratorTask", needs);
+      item = await work.next(orchestratorFor(id));
+      assert.ok(item.getOrchestratorrequest().getNeweventsList().some((e) => e.hasExecutionstarted()));
+      // Tags on the completion become the instance's tags.
+      const done = complete(2, '"tagged"');
+      done.getCompleteorchestration().getTagsMap().set("stage", "final");
+      await respond(stub, item, [done]);
+      const state = await client.waitForOrchestrationCompletion(id, true, 20);
+      assert.equal(state.tags?.stage ?? state.tags?.get?.("stage"), "final");
+    } finally {
+      work.stream.cancel();
+    }
+
+    // A caller's own execution id is kept.
+    const start = new pb.CreateInstanceRequest();
+    start.setInstanceid(`exec-${run}`);
+    start.setName("Anything");
+    start.setExecutionid(stringValue("my-execution-1"));
+    await unary(stub, "startInstance", start);
+    const got = new pb.GetInstanceRequest();
+    got.setInstanceid(`exec-${run}`);
+    const found = await unary(stub, "getInstance", got);
+    assert.equal(found.getOrchestrationstate().getExecutionid().getValue(), "my-execution-1");
+
+    // Another hub named in the query is refused rather than ignored.
+    const query = new pb.QueryInstancesRequest();
+    const q = new pb.InstanceQuery();
+    q.addTaskhubnames(stringValue("elsewhere"));
+    query.setQuery(q);
+    await assert.rejects(unary(stub, "queryInstances", query), (e) => e.code === 12 && /taskHubNames/.test(e.details));
+  });
+
+  test("PurgeInstanceFilter.timeout answers by its deadline with isComplete false; the purge goes on", async () => {
+    const prefix = `purge-timeout-${run}-`;
+    const count = 300;
+    for (let i = 0; i < count; i++) {
+      const start = new pb.CreateInstanceRequest();
+      start.setInstanceid(`${prefix}${i}`);
+      start.setName("NeverRuns");
+      await unary(stub, "startInstance", start);
+      const end = new pb.TerminateRequest();
+      end.setInstanceid(`${prefix}${i}`);
+      await unary(stub, "terminateInstance", end);
+    }
+    const listed = async () => {
+      const q = new pb.InstanceQuery();
+      q.setInstanceidprefix(stringValue(prefix));
+      q.setMaxinstancecount(1000);
+      const request = new pb.QueryInstancesRequest();
+      request.setQuery(q);
+      return (await unary(stub, "queryInstances", request)).getOrchestrationstateList();
+    };
+    await (async () => {
+      for (let i = 0; i < 200; i++) {
+        const states = await listed();
+        if (states.length === count && states.every((s) => s.getOrchestrationstatus() === pb.OrchestrationStatus.ORCHESTRATION_STATUS_TERMINATED)) return;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error("instances never all terminated");
+    })();
+    const purge = new pb.PurgeInstancesRequest();
+    const filter = new pb.PurgeInstanceFilter();
+    filter.addRuntimestatus(pb.OrchestrationStatus.ORCHESTRATION_STATUS_TERMINATED);
+    const { Duration } = require("google-protobuf/google/protobuf/duration_pb.js");
+    const timeout = new Duration();
+    timeout.setNanos(1);
+    filter.setTimeout(timeout);
+    purge.setPurgeinstancefilter(filter);
+    const answer = await unary(stub, "purgeInstances", purge);
+    assert.equal(answer.getIscomplete().getValue(), false);
+    assert.ok(answer.getDeletedinstancecount() < count);
+    for (let i = 0; i < 200 && (await listed()).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal((await listed()).length, 0, "the purge finished after its answer");
+  });
+
   test("a reuse policy that replaces running instances but keeps terminated ones is refused, as DTS does", async () => {
     const request = new pb.CreateInstanceRequest();
     request.setInstanceid(`policy-${run}`);

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "processes.hpp"
+#include "sdk/worker.hpp"
 
 using namespace dtsd;
 using namespace integration;
@@ -109,4 +110,37 @@ TEST_CASE("cli: dtsd reads a TOML --config file and DTS_TASK_HUB_NAMES, and refu
   auto bad_durability = run_command(binary("DTSD_BIN"), {"--durability", "sometimes"});
   CHECK(bad_durability.exit_code != 0);
   std::filesystem::remove_all(setup.data_dir);
+}
+
+TEST_CASE("cli: dtsctl worker list shows each connected session, its slots and the work it takes") {
+  auto setup = fresh_server("cli-workers");
+  process dtsd(binary("DTSD_BIN"), setup.args(), true);
+  auto empty = dtsctl(setup, {"--json", "worker", "list"});
+  REQUIRE(empty.exit_code == 0);
+  CHECK(json::parse(empty.out) == json::array());
+
+  sdk::worker_options options{setup.address(), "default", 7, 3};
+  options.versioning = {"2", sdk::version_match::strict, sdk::version_failure::reject};
+  options.filter_work_items = true;
+  options.name = "billing-v2";
+  sdk::worker worker(options);
+  worker.add_orchestrator("Invoice", [](sdk::orchestration_context&, json) -> sdk::task<json> { co_return 1; });
+  worker.add_activity("Charge", [](const sdk::activity_context&, const json&) { return json(1); });
+  std::thread running([&] { worker.run(); });
+
+  json listed;
+  for (int i = 0; i < 200; ++i) {
+    listed = json::parse(dtsctl(setup, {"--json", "worker", "list"}).out);
+    if (!listed.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  worker.stop();
+  running.join();
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0]["worker"] == "billing-v2");
+  CHECK(listed[0]["slots"]["orchestrators"] == 7);
+  CHECK(listed[0]["slots"]["activities"] == 3);
+  CHECK(listed[0]["filters"]["orchestrations"] == json::parse(R"([{"name":"Invoice","versions":["2"]}])"));
+  CHECK(listed[0]["filters"]["activities"] == json::parse(R"([{"name":"Charge","versions":["2"]}])"));
+  CHECK(listed[0]["filters"]["entities"] == json::array());
 }

@@ -396,3 +396,69 @@ TEST_CASE("engine: an activity lease cannot be given back while its answer is wi
   REQUIRE(recovered);
   CHECK(recovered->activities.empty());
 }
+
+TEST_CASE("engine: a filtered take parks what it does not accept, and an accepting take gets it back") {
+  world w(1, 5);
+  auto& engine = *w.engines[0];
+  REQUIRE(engine.start(request("a-1", "Sleepy"), w.now));
+  REQUIRE(engine.start(request("b-1", "HelloCities"), w.now));
+  w.commit(0);
+  const core::kind_filter only_a = std::vector<core::name_filter>{{"Sleepy", {}}};
+  const core::kind_filter only_b = std::vector<core::name_filter>{{"HelloCities", {}}};
+
+  auto taken = engine.take_work(false, 10, w.now, only_a);
+  REQUIRE(taken.size() == 1);
+  CHECK(taken[0].instance_id == "a-1");
+  CHECK(taken[0].name == "Sleepy");
+  // HelloCities waits aside: not offered, not announced, but known to be parked.
+  CHECK(engine.has_parked_orchestrators());
+  CHECK_FALSE(engine.may_have_orchestrator_work());
+  CHECK(engine.take_work(false, 10, w.now, only_a).empty());
+
+  // A take that accepts HelloCities makes it ready again: it is prepared and given out.
+  auto again = engine.take_work(false, 10, w.now, only_b);
+  REQUIRE(again.size() == 1);
+  CHECK(again[0].instance_id == "b-1");
+  CHECK_FALSE(engine.has_parked_orchestrators());
+  // Its parked dispatch was given back first: the new item completes normally.
+  REQUIRE(engine.complete_orchestrator({"b-1", again[0].completion_token, decide(again[0]), {}}, w.now));
+  w.commit(0);
+
+  // Activities park by name the same way; an unversioned one matches any version list.
+  const core::kind_filter say_hello_v2 = std::vector<core::name_filter>{{"SayHello", {"2"}}};
+  const core::kind_filter nothing = std::vector<core::name_filter>{};
+  CHECK(engine.take_activities(10, nothing).empty());
+  CHECK(engine.has_parked_activities());
+  CHECK_FALSE(engine.has_activity_work());
+  auto activities = engine.take_activities(10, say_hello_v2);
+  REQUIRE(activities.size() == 1);
+  CHECK(activities[0].request.name == "SayHello");
+  CHECK_FALSE(engine.has_parked_activities());
+}
+
+TEST_CASE("work filters: names, versions and kinds") {
+  using core::filter_kind;
+  const core::kind_filter everything;
+  const core::kind_filter strict = std::vector<core::name_filter>{{"Order", {"2", "3"}}, {"Any", {}}};
+  CHECK(core::accepts(everything, "Whatever", std::nullopt));
+  CHECK(core::accepts(strict, "Order", core::payload("2")));
+  CHECK_FALSE(core::accepts(strict, "Order", core::payload("1")));
+  CHECK_FALSE(core::accepts(strict, "Order", std::nullopt));  // An unversioned orchestration is not version 2.
+  CHECK(core::accepts(strict, "Order", std::nullopt, filter_kind::activity));  // Activities: unversioned fits.
+  CHECK(core::accepts(strict, "Any", core::payload("9")));
+  CHECK_FALSE(core::accepts(strict, "order", core::payload("2")));  // Names are exact...
+  const core::kind_filter counters = std::vector<core::name_filter>{{"Counter", {}}};
+  CHECK(core::accepts(counters, "counter", std::nullopt, filter_kind::entity));  // ...but entity names are not.
+
+  core::kind_filter wide = std::vector<core::name_filter>{};
+  core::widen(wide, strict);
+  CHECK(core::accepts(wide, "Any", std::nullopt));
+  core::widen(wide, everything);
+  CHECK_FALSE(wide.has_value());
+
+  core::work_filters bad;
+  bad.activities = std::vector<core::name_filter>{{"", {}}};
+  CHECK_FALSE(core::validate(bad));
+  bad.activities = std::vector<core::name_filter>{{"x", std::vector<std::string>(core::filter_versions_max + 1, "v")}};
+  CHECK_FALSE(core::validate(bad));
+}

@@ -2,57 +2,17 @@
 // refuse or ignore (each of these hung an orchestration before). Raw protocol calls
 // where the JS SDK does not do what another SDK does (the Python SDK's retries).
 import assert from "node:assert/strict";
-import { createRequire } from "node:module";
 import { after, afterEach, before, describe, test } from "node:test";
 
-import { credentials, Metadata } from "@grpc/grpc-js";
+import { Metadata } from "@grpc/grpc-js";
 import { OrchestrationStatus, VersionFailureStrategy, VersionMatchStrategy } from "@microsoft/durabletask-js";
 
+import { Duration, openStream, pb, rawEnvironment, stringValue, Timestamp, unary } from "./raw.mjs";
 import { Dtsd, makeClient, makeWorker } from "./support.mjs";
-
-const require = createRequire(import.meta.url);
-const pb = require("@microsoft/durabletask-js/dist/proto/orchestrator_service_pb.js");
-const services = require("@microsoft/durabletask-js/dist/proto/orchestrator_service_grpc_pb.js");
-const { StringValue } = require("google-protobuf/google/protobuf/wrappers_pb.js");
-const { Timestamp } = require("google-protobuf/google/protobuf/timestamp_pb.js");
 
 const run = Date.now().toString(36);
 const Code = { INVALID_ARGUMENT: 3 };
 const grpcCode = (e) => e.code ?? e.cause?.code;
-
-function unary(stub, method, request) {
-  return new Promise((resolve, reject) => stub[method](request, new Metadata(), (error, response) => (error ? reject(error) : resolve(response))));
-}
-
-function stringValue(text) {
-  const value = new StringValue();
-  value.setValue(text);
-  return value;
-}
-
-/** Opens GetWorkItems and collects what arrives; `next(has)` waits for a matching item. */
-function openStream(stub, request = new pb.GetWorkItemsRequest()) {
-  const stream = stub.getWorkItems(request, new Metadata());
-  const items = [];
-  const waiters = [];
-  stream.on("data", (item) => {
-    items.push(item);
-    for (const w of waiters.splice(0)) w();
-  });
-  stream.on("error", () => {});
-  return {
-    stream,
-    async next(has, ms = 20000) {
-      const deadline = Date.now() + ms;
-      for (;;) {
-        const index = items.findIndex(has);
-        if (index >= 0) return items.splice(index, 1)[0];
-        if (Date.now() > deadline) throw new Error("no work item arrived");
-        await new Promise((r) => { waiters.push(r); setTimeout(r, 100); });
-      }
-    },
-  };
-}
 
 function action(id, set) {
   const a = new pb.OrchestratorAction();
@@ -92,21 +52,11 @@ const orchestratorFor = (id) => (i) => i.hasOrchestratorrequest() && i.getOrches
 const activityFor = (id) => (i) => i.hasActivityrequest() && i.getActivityrequest().getOrchestrationinstance().getInstanceid() === id;
 
 describe("protocol parity, raw", () => {
+  const env = rawEnvironment();
   let dtsd;
   let stub;
   let client;
-
-  before(async () => {
-    dtsd = await new Dtsd().start();
-    stub = new services.TaskHubSidecarServiceClient(dtsd.address, credentials.createInsecure());
-    client = makeClient(dtsd);
-  });
-  after(async () => {
-    stub?.close();
-    await client?.stop().catch(() => {});
-    await dtsd?.cleanup();
-  });
-
+  before(() => ({ dtsd, stub, client } = env));
   test("a retry scheduled under the failed attempt's action id runs and completes (the Python SDK's retries)", async () => {
     const work = openStream(stub);
     try {
@@ -325,7 +275,6 @@ describe("protocol parity, raw", () => {
     const purge = new pb.PurgeInstancesRequest();
     const filter = new pb.PurgeInstanceFilter();
     filter.addRuntimestatus(pb.OrchestrationStatus.ORCHESTRATION_STATUS_TERMINATED);
-    const { Duration } = require("google-protobuf/google/protobuf/duration_pb.js");
     const timeout = new Duration();
     timeout.setNanos(1);
     filter.setTimeout(timeout);

@@ -1,56 +1,19 @@
 // The protocol below the SDK: raw gRPC calls that a buggy or hostile worker could
 // make. Each gets an error status, never a crash, and changes nothing.
 import assert from "node:assert/strict";
-import { createRequire } from "node:module";
 import { after, before, describe, test } from "node:test";
 
 import { credentials, makeGenericClientConstructor, Metadata } from "@grpc/grpc-js";
 import { OrchestrationStatus } from "@microsoft/durabletask-js";
 
-import { Dtsd, makeClient } from "./support.mjs";
-
-const require = createRequire(import.meta.url);
-const pb = require("@microsoft/durabletask-js/dist/proto/orchestrator_service_pb.js");
-const services = require("@microsoft/durabletask-js/dist/proto/orchestrator_service_grpc_pb.js");
-const { StringValue } = require("google-protobuf/google/protobuf/wrappers_pb.js");
-const { Empty } = require("google-protobuf/google/protobuf/empty_pb.js");
+import { Empty, openStream, pb, rawEnvironment, stringValue, unary } from "./raw.mjs";
 
 const Code = { INVALID_ARGUMENT: 3, NOT_FOUND: 5, FAILED_PRECONDITION: 9 };
-
-function unary(stub, method, request, metadata = new Metadata()) {
-  return new Promise((resolve, reject) => stub[method](request, metadata, (error, response) => (error ? reject(error) : resolve(response))));
-}
-
-/** Opens GetWorkItems and collects what arrives; `next(kind)` waits for one of a kind. */
-function openStream(stub) {
-  const stream = stub.getWorkItems(new pb.GetWorkItemsRequest(), new Metadata());
-  const items = [];
-  const waiters = [];
-  stream.on("data", (item) => {
-    items.push(item);
-    for (const w of waiters.splice(0)) w();
-  });
-  stream.on("error", () => {});
-  return {
-    stream,
-    async next(has, ms = 20000) {
-      const deadline = Date.now() + ms;
-      for (;;) {
-        const index = items.findIndex(has);
-        if (index >= 0) return items.splice(index, 1)[0];
-        if (Date.now() > deadline) throw new Error("no work item arrived");
-        await new Promise((r) => { waiters.push(r); setTimeout(r, 100); });
-      }
-    },
-  };
-}
 
 function completeAction(result) {
   const complete = new pb.CompleteOrchestrationAction();
   complete.setOrchestrationstatus(pb.OrchestrationStatus.ORCHESTRATION_STATUS_COMPLETED);
-  const value = new StringValue();
-  value.setValue(result);
-  complete.setResult(value);
+  complete.setResult(stringValue(result));
   const action = new pb.OrchestratorAction();
   action.setId(0);
   action.setCompleteorchestration(complete);
@@ -66,21 +29,11 @@ function orchestratorResponse(instanceId, token, actions) {
 }
 
 describe("protocol misuse", () => {
+  const env = rawEnvironment();
   let dtsd;
   let stub;
   let client;
-
-  before(async () => {
-    dtsd = await new Dtsd().start();
-    stub = new services.TaskHubSidecarServiceClient(dtsd.address, credentials.createInsecure());
-    client = makeClient(dtsd);
-  });
-
-  after(async () => {
-    stub?.close();
-    await client?.stop().catch(() => {});
-    await dtsd?.cleanup();
-  });
+  before(() => ({ dtsd, stub, client } = env));
 
   test("completions with unknown or malformed tokens are refused", async () => {
     const activity = new pb.ActivityResponse();

@@ -35,9 +35,11 @@ durable orchestration_context::call_activity(const std::string& name, const json
 }
 
 durable orchestration_context::call_sub_orchestrator(const std::string& name, const json& input,
-                                                     std::string instance_id) {
+                                                     std::string instance_id, std::optional<std::string> version) {
   if (instance_id.empty()) instance_id = fmt::format("{}:{}", instance_id_, next_id_);
-  return schedule({0, core::actions::create_sub_orchestration{std::move(instance_id), name, std::nullopt, input.dump()}});
+  if (!version && !version_.empty()) version = version_;
+  return schedule({0, core::actions::create_sub_orchestration{std::move(instance_id), name, std::move(version),
+                                                              input.dump()}});
 }
 
 durable orchestration_context::call_entity(const std::string& entity_id, const std::string& operation,
@@ -318,6 +320,7 @@ core::orchestrator_completion run_orchestrator(const orchestrator_fn& orchestrat
 
   orchestration_context ctx(item.instance_id, started->name);
   ctx.execution_id_ = item.execution_id;
+  ctx.version_ = started->version.value_or(std::string());
   replay driver(ctx);
   std::optional<task<json>> body;
   try {

@@ -136,6 +136,8 @@ class orchestration_context {
 
   const std::string& instance_id() const { return instance_id_; }
   const std::string& name() const { return name_; }
+  /// The version this execution was started with (empty when none).
+  const std::string& version() const { return version_; }
   /// True while the code runs through events it has seen before.
   bool is_replaying() const { return replaying_; }
   /// The time the current step started, the same on every replay.
@@ -144,8 +146,9 @@ class orchestration_context {
   std::string new_guid();
 
   durable call_activity(const std::string& name, const json& input = json());
+  /// A sub-orchestration; without `version` it runs at this orchestration's version.
   durable call_sub_orchestrator(const std::string& name, const json& input = json(),
-                                std::string instance_id = {});
+                                std::string instance_id = {}, std::optional<std::string> version = std::nullopt);
   durable create_timer(std::chrono::milliseconds delay);
   durable create_timer_at(std::chrono::system_clock::time_point fire_at);
   /// Completes with the event's data when an event of this name is raised.
@@ -193,6 +196,7 @@ class orchestration_context {
   std::string instance_id_;
   std::string execution_id_;
   std::string name_;
+  std::string version_;
   bool replaying_ = true;
   std::int64_t current_time_ns_ = 0;
   std::int32_t next_id_ = 0;

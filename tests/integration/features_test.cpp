@@ -394,7 +394,12 @@ struct in_process_worker {
 };
 
 sdk::task<json> versioned(sdk::orchestration_context& ctx, json) {
-  co_return json(ctx.instance_id() + " ran");
+  co_return json(ctx.instance_id() + " ran at " + ctx.version());
+}
+
+/// Its child runs at the parent's version unless told otherwise.
+sdk::task<json> versioned_parent(sdk::orchestration_context& ctx, json) {
+  co_return co_await ctx.call_sub_orchestrator("Versioned", json(), ctx.instance_id() + "-child");
 }
 
 }  // namespace
@@ -416,14 +421,27 @@ TEST_CASE("features: versions are stored and filterable; strict workers with fil
   v2.versioning = {"2.0", sdk::version_match::strict, sdk::version_failure::reject};
   v2.filter_work_items = true;
   v2.name = "app-v2";
-  in_process_worker worker_v2(v2, [](sdk::worker& w) { w.add_orchestrator("Versioned", versioned); });
+  in_process_worker worker_v2(v2, [](sdk::worker& w) {
+    w.add_orchestrator("Versioned", versioned).add_orchestrator("VersionedParent", versioned_parent);
+  });
 
   start_versioned("old", "1.0");
   start_versioned("new", "2.0");
   auto done = client.wait_for_completion("new", wait_limit);
   REQUIRE(done);
   CHECK(done->version == core::payload("2.0"));
-  CHECK(sdk::output_of(*done) == "new ran");
+  CHECK(sdk::output_of(*done) == "new ran at 2.0");
+  sdk::start_options parent_options;
+  parent_options.instance_id = "parent";
+  parent_options.version = "2.0";
+  REQUIRE(client.start("VersionedParent", json(), parent_options));
+  auto parent = client.wait_for_completion("parent", wait_limit);
+  REQUIRE(parent);
+  CHECK(sdk::output_of(*parent) == "parent-child ran at 2.0");
+  auto child = client.get("parent-child");
+  REQUIRE(child);
+  REQUIRE(*child);
+  CHECK((*child)->version == core::payload("2.0"));
   // "old" was started first and no worker takes 1.0: it waits, untouched.
   auto old = client.get("old");
   REQUIRE(old);
@@ -436,14 +454,15 @@ TEST_CASE("features: versions are stored and filterable; strict workers with fil
   REQUIRE(workers->size() == 1);
   CHECK(workers->front().worker == "app-v2");
   REQUIRE(workers->front().filters.orchestrations);
-  CHECK(*workers->front().filters.orchestrations == std::vector<core::name_filter>{{"Versioned", {"2.0"}}});
+  CHECK(*workers->front().filters.orchestrations ==
+        std::vector<core::name_filter>{{"Versioned", {"2.0"}}, {"VersionedParent", {"2.0"}}});
 
   // Queries filter by version.
   sdk::query_options by_version;
   by_version.version = "1.0";
   auto found = client.query(by_version);
   REQUIRE(found);
-  REQUIRE(found->instances.size() == 1);
+  REQUIRE(found->instances.size() == 1);  // Not "new", "parent" or its child.
   CHECK(found->instances[0].instance_id == "old");
 
   // A worker without filters that fails mismatches: 1.0 is newer than nothing it

@@ -52,9 +52,40 @@ std::uint32_t partitions_on_disk(const std::string& data_dir, const std::string&
   return count;
 }
 
+/// How long deleting a hub waits for it to say whether it holds instances.
+constexpr auto hub_check_timeout = std::chrono::seconds(30);
+
+/// A callback answered exactly once: if it is destroyed unanswered (its message was
+/// dropped because the hub's actors stopped: the hub was deleted, or dtsd is
+/// stopping), it answers that the hub went away, so that no caller waits forever.
 template <class T>
-std::shared_ptr<callback<T>> shared(callback<T> done) {
-  return std::make_shared<callback<T>>(std::move(done));
+class answer_once {
+ public:
+  explicit answer_once(callback<T> done) : done_(std::move(done)) {}
+  answer_once(const answer_once&) = delete;
+  answer_once& operator=(const answer_once&) = delete;
+  ~answer_once() {
+    if (auto done = take()) done(dtsd::error{errc::io, "the task hub went away (deleted, or dtsd is stopping) before answering"});
+  }
+  void operator()(expected<T> result) {
+    if (auto done = take()) done(std::move(result));
+  }
+  /// The caller gave up: nothing is answered, now or when this goes.
+  void disarm() { (void)take(); }
+
+ private:
+  /// Answering and disarming may race (a client cancels as the answer comes).
+  callback<T> take() {
+    std::lock_guard lock(mutex_);
+    return std::exchange(done_, nullptr);
+  }
+  std::mutex mutex_;
+  callback<T> done_;
+};
+
+template <class T>
+std::shared_ptr<answer_once<T>> shared(callback<T> done) {
+  return std::make_shared<answer_once<T>>(std::move(done));
 }
 
 class actor_scheduler final : public scheduler {
@@ -109,12 +140,29 @@ class actor_scheduler final : public scheduler {
     return open_hub(name, partition_count == 0 ? config_.partition_count : partition_count);
   }
 
-  expected<void> delete_task_hub(const std::string& name) override {
-    std::lock_guard lock(mutex_);
-    auto found = hubs_.find(name);
-    if (found == hubs_.end()) return unknown_hub(name);
-    stop(found->second);
-    hubs_.erase(found);
+  expected<void> delete_task_hub(const std::string& name, bool force) override {
+    auto found = find(name);
+    if (!found) return found.error();
+    if (!force) {
+      auto used = has_instances(name);
+      if (!used) return used.error();
+      if (*used) {
+        return error{errc::failed_precondition,
+                     fmt::format("task hub '{}' still has instances: delete it with force to remove them too", name)};
+      }
+    }
+    hub h;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = hubs_.find(name);
+      if (it == hubs_.end()) return unknown_hub(name);
+      h = it->second;
+      hubs_.erase(it);  // New calls find no hub from here on.
+    }
+    // What the partitions hold is committed before they stop and their files go;
+    // calls they never answer are answered by their callbacks' guards.
+    drain_partitions(h.partitions);
+    stop(h);
     if (config_.durability != store::durability::memory) {
       std::error_code failed;
       fs::remove_all(fs::path(config_.data_dir) / name, failed);
@@ -132,7 +180,8 @@ class actor_scheduler final : public scheduler {
 
   void start(const std::string& hub_name, core::start_request request, callback<engine::started> done) override {
     auto id = request.instance_id;
-    on_partition(hub_name, id, done, [request = std::move(request), done = shared(done)](partition_context& ctx) mutable {
+    auto once = shared(std::move(done));
+    on_partition(hub_name, id, *once, [request = std::move(request), done = once](partition_context& ctx) mutable {
       ctx.engine().start(std::move(request), ctx.now_ns(), [&ctx, done](expected<engine::started> started) {
         if (!started) return (*done)(started.error());
         ctx.after_commit(started->batch, [done, started = *started] { (*done)(started); });
@@ -145,7 +194,8 @@ class actor_scheduler final : public scheduler {
     // Durable state only, record and history from one read of the store: the
     // engine's memory may hold a batch that is not committed yet, which a crash
     // would undo (and whose history rows are not on disk).
-    on_partition(hub_name, id, done, [id, with_history, done = shared(done)](partition_context& ctx) {
+    auto once = shared(std::move(done));
+    on_partition(hub_name, id, *once, [id, with_history, done = once](partition_context& ctx) {
       if (!with_history) {
         auto record = ctx.engine().store().get_instance(id);
         if (!record) return (*done)(record.error());
@@ -162,13 +212,36 @@ class actor_scheduler final : public scheduler {
   std::uint64_t wait(const std::string& hub_name, const std::string& id, bool until_completed,
                      callback<core::instance_record> done) override {
     const auto handle = next_wait_++;
-    on_partition(hub_name, id, done, [id, until_completed, handle, done = shared(done)](partition_context& ctx) {
-      ctx.add_waiter(id, until_completed, handle, *done);
+    auto once = shared(std::move(done));
+    {
+      std::lock_guard lock(mutex_);
+      waits_[handle] = once;
+    }
+    auto forget = [this, handle] {
+      std::lock_guard lock(mutex_);
+      waits_.erase(handle);
+    };
+    auto answer = [once, forget](const expected<core::instance_record>& record) {
+      forget();
+      (*once)(record);
+    };
+    on_partition(hub_name, id, answer, [id, until_completed, handle, answer](partition_context& ctx) {
+      ctx.add_waiter(id, until_completed, handle, answer);
     });
     return handle;
   }
 
   void cancel_wait(const std::string& hub_name, const std::string& id, std::uint64_t handle) override {
+    // Its callback never runs, not even when the waiter is dropped unanswered.
+    std::shared_ptr<answer_once<core::instance_record>> waiting;
+    {
+      std::lock_guard lock(mutex_);
+      if (auto found = waits_.find(handle); found != waits_.end()) {
+        waiting = found->second.lock();
+        waits_.erase(found);
+      }
+    }
+    if (waiting) waiting->disarm();
     callback<void> ignore = [](expected<void>) {};
     on_partition(hub_name, id, ignore, [id, handle](partition_context& ctx) { ctx.remove_waiter(id, handle); });
   }
@@ -284,7 +357,7 @@ class actor_scheduler final : public scheduler {
     std::shared_ptr<std::atomic<std::size_t>> progress;  ///< Also counts, when set.
     std::mutex mutex;
     std::optional<dtsd::error> failure;
-    callback<std::size_t> done;
+    answer_once<std::size_t> done;
     void fail(dtsd::error failed) {
       std::lock_guard lock(mutex);
       if (!failure) failure = std::move(failed);
@@ -391,7 +464,7 @@ class actor_scheduler final : public scheduler {
     };
     auto state = std::make_shared<gather>();
     state->left = found->partitions.size();
-    auto finish = std::make_shared<callback<store::query_page>>(std::move(done));
+    auto finish = shared(std::move(done));
     const auto page_size = query.page_size;
     for (auto& partition : found->partitions) {
       caf::anon_send(partition, run_atom::value,
@@ -471,6 +544,11 @@ class actor_scheduler final : public scheduler {
   }
 
   void complete_orchestrator(std::uint64_t session, core::orchestrator_completion completion, callback<void> done) override {
+    if (auto why = core::fail_oversize(completion, config_.limits)) {
+      spdlog::warn("orchestration '{}' failed: its worker's answer is too large ({})", completion.instance_id,
+                   why->message);
+      done = reported(std::move(done), *why, "the orchestration was failed with this reason");
+    }
     auto id = completion.instance_id;
     const auto token = completion.completion_token;
     complete(session, id, token, std::move(done), [completion = std::move(completion)](partition_context& ctx, engine::reply<std::uint64_t> applied) {
@@ -479,6 +557,11 @@ class actor_scheduler final : public scheduler {
   }
 
   void complete_activity(std::uint64_t session, core::activity_result result, callback<void> done) override {
+    if (auto why = core::fail_oversize(result, config_.limits)) {
+      spdlog::warn("task {} of '{}' failed: its result is too large ({})", result.task_id, result.instance_id,
+                   why->message);
+      done = reported(std::move(done), *why, "the task was failed with this reason");
+    }
     auto id = result.instance_id;
     const auto token = result.completion_token;
     complete(session, id, token, std::move(done), [result = std::move(result)](partition_context& ctx, engine::reply<std::uint64_t> applied) {
@@ -499,21 +582,47 @@ class actor_scheduler final : public scheduler {
   }
 
   void drain() override {
-    std::vector<std::future<void>> pending;
+    std::vector<caf::actor> partitions;
     {
       std::lock_guard lock(mutex_);
-      for (auto& [name, h] : hubs_) {
-        for (auto& partition : h.partitions) {
-          auto signal = std::make_shared<std::promise<void>>();
-          pending.push_back(signal->get_future());
-          caf::anon_send(partition, drain_atom::value, signal);
-        }
-      }
+      for (auto& [name, h] : hubs_) partitions.insert(partitions.end(), h.partitions.begin(), h.partitions.end());
+    }
+    drain_partitions(partitions);
+  }
+
+ private:
+  /// Waits until every partition has committed what it holds (they take no new work).
+  static void drain_partitions(const std::vector<caf::actor>& partitions) {
+    std::vector<std::future<void>> pending;
+    for (const auto& partition : partitions) {
+      auto signal = std::make_shared<std::promise<void>>();
+      pending.push_back(signal->get_future());
+      caf::anon_send(partition, drain_atom::value, signal);
     }
     for (auto& done : pending) done.wait();
   }
 
- private:
+  /// Whether the hub holds any orchestration or entity (one query page of one row each).
+  expected<bool> has_instances(const std::string& name) {
+    for (bool entities : {false, true}) {
+      store::instance_query any;
+      any.page_size = 1;
+      any.fetch_payloads = false;
+      any.entities = entities;
+      auto answer = std::make_shared<std::promise<expected<bool>>>();
+      auto future = answer->get_future();
+      query(name, std::move(any), [answer](expected<store::query_page> page) {
+        answer->set_value(page ? expected<bool>(!page->instances.empty()) : expected<bool>(page.error()));
+      });
+      if (future.wait_for(hub_check_timeout) != std::future_status::ready) {
+        return error{errc::io, fmt::format("task hub '{}' did not answer whether it holds instances", name)};
+      }
+      auto used = future.get();
+      if (!used || *used) return used;
+    }
+    return false;
+  }
+
   static caf::actor_system_config& configure(int threads) {
     static caf::actor_system_config config;
     config.set("scheduler.max-threads", threads);
@@ -539,6 +648,8 @@ class actor_scheduler final : public scheduler {
   }
 
   expected<hub> find(const std::string& name) {
+    // A name that cannot be a hub is the caller's mistake, not a missing hub.
+    if (auto valid = core::validate_task_hub_name(name); !valid) return valid.error();
     std::lock_guard lock(mutex_);
     auto found = hubs_.find(name);
     if (found == hubs_.end()) return unknown_hub(name);
@@ -567,8 +678,8 @@ class actor_scheduler final : public scheduler {
   }
 
   /// Runs `command` on the partition owning `id`, or answers `done` with why not.
-  template <class T, class Command>
-  void on_partition(const std::string& hub_name, const std::string& id, const callback<T>& done, Command command) {
+  template <class Done, class Command>
+  void on_partition(const std::string& hub_name, const std::string& id, Done& done, Command command) {
     if (auto valid = core::validate_instance_id(id); !valid) return done(valid.error());
     auto found = find(hub_name);
     if (!found) return done(found.error());
@@ -591,6 +702,15 @@ class actor_scheduler final : public scheduler {
     mutate(found->name, id, std::move(on_done), std::move(apply));
   }
 
+  /// Answers a worker whose oversize answer was applied as a failure: once that is
+  /// durable, with payload_too_large and the reason (it must not send it again).
+  static callback<void> reported(callback<void> done, const dtsd::error& why, const char* outcome) {
+    return [done = std::move(done), message = fmt::format("{}; {}", why.message, outcome)](expected<void> applied) {
+      if (!applied) return done(applied);
+      done(dtsd::error{errc::payload_too_large, message});
+    };
+  }
+
   /// A change: answered once the batch holding it is durable. `apply(ctx, applied)`
   /// hands the change to the engine, which answers `applied` with that batch.
   template <class Apply>
@@ -610,6 +730,8 @@ class actor_scheduler final : public scheduler {
   std::mutex mutex_;
   std::map<std::string, hub> hubs_;
   std::map<std::uint64_t, std::string> sessions_;
+  /// Waits not yet answered, so that a cancelled one can be disarmed.
+  std::map<std::uint64_t, std::weak_ptr<answer_once<core::instance_record>>> waits_;
   std::atomic<std::uint64_t> next_session_{1};
   std::atomic<std::uint64_t> next_wait_{1};
 };

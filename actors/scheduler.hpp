@@ -88,7 +88,10 @@ class scheduler {
   virtual ~scheduler() = default;
 
   virtual expected<void> create_task_hub(const std::string& hub, std::uint32_t partition_count) = 0;
-  virtual expected<void> delete_task_hub(const std::string& hub) = 0;
+  /// Deletes a hub and all its data. One that holds instances goes only with
+  /// `force`. New calls on it are refused at once; what its partitions hold is
+  /// committed first, and calls they had not answered are answered (UNAVAILABLE).
+  virtual expected<void> delete_task_hub(const std::string& hub, bool force) = 0;
   virtual std::vector<std::string> task_hubs() = 0;
 
   virtual void start(const std::string& hub, core::start_request request,

@@ -102,7 +102,8 @@ interface Scheduler {
       -> (instances :List(Model.InstanceRecord), continuationToken :Text);
   listTaskHubs @9 () -> (names :List(Text));
   createTaskHub @10 (name :Text, partitionCount :UInt32) -> ();
-  deleteTaskHub @11 (name :Text) -> ();
+  # A hub that still holds instances is deleted only with `force`.
+  deleteTaskHub @11 (name :Text, force :Bool) -> ();
   openWorkerSession @12 (taskHub :Text, orchestratorConcurrency :UInt32,
                          activityConcurrency :UInt32, sink :WorkSink, entityConcurrency :UInt32,
                          filters :WorkFilters, worker :Text)

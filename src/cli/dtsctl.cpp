@@ -1,6 +1,6 @@
 // dtsctl: the command line of dtsd.
 //
-//   dtsctl [--address A] [--task-hub H] [--json] taskhub list|create NAME|delete NAME
+//   dtsctl [--address A] [--task-hub H] [--json] taskhub list|create NAME|delete NAME [--force]
 //   dtsctl ... instance list [--status S]... [--name-prefix P] [--id-prefix P] [--version V] [--page-size N] [--all]
 //   dtsctl ... instance show ID [--history]
 //   dtsctl ... instance start NAME [--input JSON] [--id ID] [--version V]
@@ -218,6 +218,8 @@ int main(int argc, char** argv) {
   hub_create->add_option("--partitions", hub_partitions, "Partitions (default: the server's)");
   auto* hub_delete = taskhub->add_subcommand("delete", "Delete a task hub and all its data");
   hub_delete->add_option("name", hub_name)->required();
+  bool force_delete = false;
+  hub_delete->add_flag("--force", force_delete, "Also when it still holds instances (they are deleted too)");
 
   auto* instance = app.add_subcommand("instance", "Work with orchestration instances")->require_subcommand(1);
   std::string id, name, input = "null", data = "null", reason, event;
@@ -316,7 +318,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (hub_create->parsed()) return done(client.create_task_hub(hub_name, hub_partitions), "created task hub " + hub_name);
-  if (hub_delete->parsed()) return done(client.delete_task_hub(hub_name), "deleted task hub " + hub_name);
+  if (hub_delete->parsed()) {
+    return done(client.delete_task_hub(hub_name, force_delete), "deleted task hub " + hub_name);
+  }
 
   // One page, or with --all every page; then JSON or a table.
   auto list_pages = [&](sdk::query_options options, const char* key, auto to_json, auto print) {

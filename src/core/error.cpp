@@ -13,6 +13,7 @@ const char* to_string(errc code) noexcept {
     case errc::corrupt: return "corrupt";
     case errc::io: return "io";
     case errc::unimplemented: return "unimplemented";
+    case errc::payload_too_large: return "payload_too_large";
   }
   return "unknown";
 }

@@ -22,6 +22,9 @@ enum class errc {
   corrupt,               ///< Stored data failed a check.
   io,                    ///< The storage layer failed.
   unimplemented,         ///< A protocol feature dtsd does not support (named in the message).
+  /// A worker's answer carried a payload over its limit: it was applied as a
+  /// failure naming the field instead (the caller must not send it again).
+  payload_too_large,
 };
 
 const char* to_string(errc code) noexcept;

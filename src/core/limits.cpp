@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "overloaded.hpp"
+
 namespace dtsd::core {
 
 expected<void> check_payload(std::string_view field, const payload& value,
@@ -10,6 +12,82 @@ expected<void> check_payload(std::string_view field, const payload& value,
   return error{errc::invalid_argument,
                fmt::format("{} is {} bytes, over the limit of {} bytes", field, value->size(),
                            bytes_max)};
+}
+
+namespace {
+
+failure_details too_large(const error& why) {
+  return failure_details{std::string(payload_too_large_type), why.message, std::nullopt, nullptr, true};
+}
+
+/// The first payload of `action` over its limit, if any.
+expected<void> check_action(const orchestrator_action& action, const payload_limits& limits) {
+  return std::visit(
+      overloaded{
+          [&](const actions::schedule_task& a) {
+            return check_payload("activity input", a.input, limits.activity_input_bytes_max);
+          },
+          [&](const actions::create_sub_orchestration& a) {
+            return check_payload("sub-orchestration input", a.input, limits.orchestration_input_bytes_max);
+          },
+          [&](const actions::send_event& a) { return check_payload("event data", a.data, limits.event_data_bytes_max); },
+          [&](const actions::complete_orchestration& a) -> expected<void> {
+            if (a.status == runtime_status::continued_as_new) {
+              for (const auto& event : a.carryover_events) {
+                if (const auto* raised = std::get_if<events::event_raised>(&event.body)) {
+                  if (auto fits = check_payload("carried-over event data", raised->input, limits.event_data_bytes_max);
+                      !fits) {
+                    return fits;
+                  }
+                }
+              }
+              return check_payload("continue-as-new input", a.result, limits.orchestration_input_bytes_max);
+            }
+            return check_payload("orchestration output", a.result, limits.orchestration_output_bytes_max);
+          },
+          [&](const actions::terminate_orchestration& a) {
+            return check_payload("termination reason", a.reason, limits.orchestration_output_bytes_max);
+          },
+          [&](const actions::send_entity_message& a) {
+            return std::visit(
+                overloaded{[&](const events::entity_operation_signaled& e) {
+                             return check_payload("entity operation input", e.input, limits.event_data_bytes_max);
+                           },
+                           [&](const events::entity_operation_called& e) {
+                             return check_payload("entity operation input", e.input, limits.event_data_bytes_max);
+                           },
+                           [](const auto&) { return expected<void>(); }},
+                a.message);
+          },
+          [](const actions::create_timer&) { return expected<void>(); }},
+      action.body);
+}
+
+}  // namespace
+
+std::optional<error> fail_oversize(activity_result& result, const payload_limits& limits) {
+  const auto* output = std::get_if<payload>(&result.outcome);
+  if (output == nullptr) return std::nullopt;
+  auto fits = check_payload("activity output", *output, limits.activity_output_bytes_max);
+  if (fits) return std::nullopt;
+  result.outcome = too_large(fits.error());
+  return fits.error();
+}
+
+std::optional<error> fail_oversize(orchestrator_completion& completion, const payload_limits& limits) {
+  if (completion.entity) return std::nullopt;
+  auto fits = check_payload("custom status", completion.custom_status, limits.custom_status_bytes_max);
+  for (const auto& action : completion.actions) {
+    if (!fits) break;
+    fits = check_action(action, limits);
+  }
+  if (fits) return std::nullopt;
+  actions::complete_orchestration failed;
+  failed.status = runtime_status::failed;
+  failed.failure = too_large(fits.error());
+  completion.actions = {orchestrator_action{0, std::move(failed)}};
+  completion.custom_status.reset();
+  return fits.error();
 }
 
 }  // namespace dtsd::core

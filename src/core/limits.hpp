@@ -26,4 +26,18 @@ struct payload_limits {
 expected<void> check_payload(std::string_view field, const payload& value,
                              std::size_t bytes_max);
 
+/// A worker's answer with a payload over its limit cannot be stored, and a worker
+/// would send the same answer again on every retry: rather than refusing it (the
+/// instance would wait, or loop, forever), the answer becomes a failure that names
+/// the field, its size and the limit. An activity result becomes a task failure
+/// the orchestration sees and may handle; an orchestrator's answer (its output,
+/// custom status or any action's payload) fails the orchestration. Returns the
+/// reason when it changed the answer. Entity batches are left alone (their state
+/// limit is checked where the batch is applied).
+std::optional<error> fail_oversize(activity_result& result, const payload_limits& limits);
+std::optional<error> fail_oversize(orchestrator_completion& completion, const payload_limits& limits);
+
+/// The failure type of such an answer.
+inline constexpr std::string_view payload_too_large_type = "PayloadTooLarge";
+
 }  // namespace dtsd::core

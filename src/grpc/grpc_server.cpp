@@ -40,6 +40,7 @@ Status to_status(const error& failure) {
     case errc::corrupt: return {StatusCode::DATA_LOSS, failure.message};
     case errc::io: return {StatusCode::UNAVAILABLE, failure.message};
     case errc::unimplemented: return {StatusCode::UNIMPLEMENTED, failure.message};
+    case errc::payload_too_large: return {StatusCode::INVALID_ARGUMENT, failure.message};
   }
   return {StatusCode::INTERNAL, failure.message};
 }
@@ -60,11 +61,29 @@ constexpr std::int64_t purge_timeout_s_max = 3600;
 /// The size of one HistoryChunk (a single larger event goes alone).
 constexpr std::size_t history_chunk_bytes_max = 1u << 20;
 
+/// The hub a call names in its `taskhub` header; without the header, `default`
+/// (as the DTS emulator). An empty header names no hub: it is passed on as "" and
+/// refused as an invalid hub name, the same on every call.
 std::string task_hub_of(const CallbackServerContext* context) {
   const auto& metadata = context->client_metadata();
   auto found = metadata.find("taskhub");
-  if (found == metadata.end() || found->second.empty()) return "default";
+  if (found == metadata.end()) return "default";
   return {found->second.data(), found->second.size()};
+}
+
+/// The hub DeleteTaskHub names: no default applies to deleting.
+std::optional<std::string> named_task_hub(const CallbackServerContext* context) {
+  const auto& metadata = context->client_metadata();
+  auto found = metadata.find("taskhub");
+  if (found == metadata.end()) return std::nullopt;
+  return std::string(found->second.data(), found->second.size());
+}
+
+/// `dtsd-force-delete: true` deletes a hub that still holds instances.
+bool force_delete(const CallbackServerContext* context) {
+  const auto& metadata = context->client_metadata();
+  auto found = metadata.find("dtsd-force-delete");
+  return found != metadata.end() && std::string_view(found->second.data(), found->second.size()) == "true";
 }
 
 std::int64_t now_ns() {
@@ -941,7 +960,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
       return reactor;
     }
     if (exists) {
-      if (auto deleted = scheduler_.delete_task_hub(hub); !deleted) {
+      if (auto deleted = scheduler_.delete_task_hub(hub, true); !deleted) {
         reactor->Finish(to_status(deleted.error()));
         return reactor;
       }
@@ -954,8 +973,20 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
   ServerUnaryReactor* DeleteTaskHub(CallbackServerContext* context, const DeleteTaskHubRequest*,
                                     DeleteTaskHubResponse*) override {
     auto* reactor = context->DefaultReactor();
-    auto deleted = scheduler_.delete_task_hub(task_hub_of(context));
-    reactor->Finish(deleted ? Status::OK : to_status(deleted.error()));
+    auto hub = named_task_hub(context);
+    if (!hub) {
+      reactor->Finish(Status(StatusCode::INVALID_ARGUMENT,
+                             "DeleteTaskHub needs a taskhub header naming the hub to delete (no default applies)"));
+      return reactor;
+    }
+    auto deleted = scheduler_.delete_task_hub(*hub, force_delete(context));
+    if (deleted) {
+      reactor->Finish(Status::OK);
+      return reactor;
+    }
+    auto failure = deleted.error();
+    if (failure.code == errc::failed_precondition) failure.message += " (send the header dtsd-force-delete: true)";
+    reactor->Finish(to_status(failure));
     return reactor;
   }
 

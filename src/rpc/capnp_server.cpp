@@ -475,7 +475,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> deleteTaskHub(DeleteTaskHubContext context) override {
-    value_or_fail(scheduler_.delete_task_hub(text(context.getParams().getName())));
+    value_or_fail(scheduler_.delete_task_hub(text(context.getParams().getName()), context.getParams().getForce()));
     return kj::READY_NOW;
   }
 

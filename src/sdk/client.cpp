@@ -239,10 +239,11 @@ class capnp_client final : public client {
     });
   }
 
-  expected<void> delete_task_hub(const std::string& name) override {
+  expected<void> delete_task_hub(const std::string& name, bool force) override {
     return guarded([&] {
       auto request = scheduler_.deleteTaskHubRequest();
       request.setName(text(name));
+      request.setForce(force);
       request.send().wait(rpc_.getWaitScope());
     });
   }

@@ -115,7 +115,8 @@ class client {
   virtual expected<std::vector<worker_info>> workers() = 0;
   virtual expected<std::vector<std::string>> task_hubs() = 0;
   virtual expected<void> create_task_hub(const std::string& name, std::uint32_t partitions = 0) = 0;
-  virtual expected<void> delete_task_hub(const std::string& name) = 0;
+  /// Deletes a hub and its data; one that still holds instances only with `force`.
+  virtual expected<void> delete_task_hub(const std::string& name, bool force = false) = 0;
 };
 
 }  // namespace dtsd::sdk

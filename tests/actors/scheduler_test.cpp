@@ -156,7 +156,7 @@ TEST_CASE("scheduler: unknown hubs, bad ids and duplicate starts are clear error
   REQUIRE(scheduler->create_task_hub("second", 2));
   CHECK(scheduler->task_hubs() == std::vector<std::string>{"default", "second"});
   CHECK(scheduler->create_task_hub("second", 2).error().code == errc::already_exists);
-  REQUIRE(scheduler->delete_task_hub("second"));
+  REQUIRE(scheduler->delete_task_hub("second", true));
   CHECK(scheduler->task_hubs() == std::vector<std::string>{"default"});
 }
 

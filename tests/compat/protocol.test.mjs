@@ -147,6 +147,7 @@ describe("protocol misuse", () => {
     get.setInstanceid("in-extra");
     assert.equal((await unary(stub, "getInstance", get, metadata)).getExists(), true);
     assert.equal((await unary(stub, "getInstance", get)).getExists(), false, "hubs are separate");
+    metadata.set("dtsd-force-delete", "true");  // It holds an instance.
     await unary(stub, "deleteTaskHub", new pb.DeleteTaskHubRequest(), metadata);
     await assert.rejects(unary(stub, "getInstance", get, metadata), (e) => e.code === Code.NOT_FOUND);
   });

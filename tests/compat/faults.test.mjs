@@ -1,0 +1,162 @@
+// Ordinary faults that used to leave work stuck with no error anywhere: each is
+// shown happening, then handled (a clear error, a failure the app can see, nothing
+// looping).
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+
+import { Metadata } from "@grpc/grpc-js";
+import { OrchestrationStatus } from "@microsoft/durabletask-js";
+
+import { pb, rawEnvironment, unary } from "./raw.mjs";
+import { sharedEnvironment } from "./support.mjs";
+
+const MiB = 1024 * 1024;
+
+describe("answers over the payload limit fail the task or the orchestration instead of looping", () => {
+  const env = sharedEnvironment((w) => {
+    w.addNamedActivity("Huge", async () => "z".repeat(2 * MiB));
+    w.addNamedOrchestrator("CatchesHugeResult", async function* (ctx) {
+      try {
+        yield ctx.callActivity("Huge", null);
+        return "no failure?";
+      } catch (e) {
+        return `handled: ${e.message}`;
+      }
+    });
+    w.addNamedOrchestrator("HugeOutput", async function* () { return "o".repeat(2 * MiB); });
+    w.addNamedOrchestrator("HugeStatus", async function* (ctx) {
+      ctx.setCustomStatus("s".repeat(2 * MiB));
+      yield ctx.createTimer(new Date(ctx.currentUtcDateTime.getTime() + 10));
+      return "done";
+    });
+  });
+
+  test("an activity result of 2 MiB is a task failure the orchestration sees and handles", async () => {
+    const id = await env.client.scheduleNewOrchestration("CatchesHugeResult", null);
+    const state = await env.client.waitForOrchestrationCompletion(id, true, 30);
+    assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
+    const output = JSON.parse(state.serializedOutput);
+    assert.match(output, /^handled: /);
+    assert.match(output, /activity output is 2097154 bytes, over the limit of 1048576 bytes/);
+  });
+
+  test("an orchestration output of 2 MiB fails the orchestration, naming the field", async () => {
+    const id = await env.client.scheduleNewOrchestration("HugeOutput", null);
+    const state = await env.client.waitForOrchestrationCompletion(id, true, 30);
+    assert.equal(state.runtimeStatus, OrchestrationStatus.FAILED);
+    assert.equal(state.failureDetails.errorType, "PayloadTooLarge");
+    assert.match(state.failureDetails.message, /orchestration output is \d+ bytes, over the limit of 1048576 bytes/);
+  });
+
+  test("a custom status of 2 MiB fails the orchestration, naming the field", async () => {
+    const id = await env.client.scheduleNewOrchestration("HugeStatus", null);
+    const state = await env.client.waitForOrchestrationCompletion(id, true, 30);
+    assert.equal(state.runtimeStatus, OrchestrationStatus.FAILED);
+    assert.match(state.failureDetails.message, /custom status is \d+ bytes, over the limit/);
+  });
+});
+
+describe("a worker's oversize answer gets a clear error, and its token is spent", () => {
+  const env = rawEnvironment();
+
+  test("the completion call is refused with the reason; the same answer again is stale, not applied twice", async () => {
+    const { openStream, stringValue } = await import("./raw.mjs");
+    const work = openStream(env.stub);
+    try {
+      const id = await env.client.scheduleNewOrchestration("RawHuge", null);
+      const item = await work.next((i) => i.hasOrchestratorrequest() && i.getOrchestratorrequest().getInstanceid() === id);
+      const response = new pb.OrchestratorResponse();
+      response.setInstanceid(id);
+      response.setCompletiontoken(item.getCompletiontoken());
+      const complete = new pb.CompleteOrchestrationAction();
+      complete.setOrchestrationstatus(pb.OrchestrationStatus.ORCHESTRATION_STATUS_COMPLETED);
+      complete.setResult(stringValue(JSON.stringify("r".repeat(2 * MiB))));
+      const action = new pb.OrchestratorAction();
+      action.setId(0);
+      action.setCompleteorchestration(complete);
+      response.addActions(action);
+      await assert.rejects(unary(env.stub, "completeOrchestratorTask", response),
+                           (e) => e.code === 3 && /orchestration output is \d+ bytes/.test(e.details) && /was failed/.test(e.details));
+      await assert.rejects(unary(env.stub, "completeOrchestratorTask", response), (e) => e.code === 9 /* FAILED_PRECONDITION */);
+      const state = await env.client.getOrchestrationState(id);
+      assert.equal(state.runtimeStatus, OrchestrationStatus.FAILED);
+    } finally {
+      work.stream.cancel();
+    }
+  });
+});
+
+describe("task hub headers: an empty one names no hub, and DeleteTaskHub needs one", () => {
+  const env = rawEnvironment();
+  const withHub = (hub) => {
+    const metadata = new Metadata();
+    metadata.set("taskhub", hub);
+    return metadata;
+  };
+
+  test("DeleteTaskHub without a taskhub header, or with an empty one, deletes nothing", async () => {
+    const id = await env.client.scheduleNewOrchestration("Anything", null);
+    await assert.rejects(unary(env.stub, "deleteTaskHub", new pb.DeleteTaskHubRequest()),
+                         (e) => e.code === 3 && /taskhub header/.test(e.details));
+    await assert.rejects(unary(env.stub, "deleteTaskHub", new pb.DeleteTaskHubRequest(), withHub("")),
+                         (e) => e.code === 3);
+    assert.ok(await env.client.getOrchestrationState(id), "the default hub and its instance are still there");
+  });
+
+  test("a hub with instances is deleted only when asked to force it", async () => {
+    await unary(env.stub, "createTaskHub", new pb.CreateTaskHubRequest(), withHub("scratch"));
+    const start = new pb.CreateInstanceRequest();
+    start.setInstanceid("keep-me");
+    start.setName("Anything");
+    await unary(env.stub, "startInstance", start, withHub("scratch"));
+    await assert.rejects(unary(env.stub, "deleteTaskHub", new pb.DeleteTaskHubRequest(), withHub("scratch")),
+                         (e) => e.code === 9 && /force/.test(e.details));
+    const get = new pb.GetInstanceRequest();
+    get.setInstanceid("keep-me");
+    assert.equal((await unary(env.stub, "getInstance", get, withHub("scratch"))).getExists(), true);
+    const forced = withHub("scratch");
+    forced.set("dtsd-force-delete", "true");
+    await unary(env.stub, "deleteTaskHub", new pb.DeleteTaskHubRequest(), forced);
+    await assert.rejects(unary(env.stub, "getInstance", get, withHub("scratch")), (e) => e.code === 5);
+    // An empty hub goes without force.
+    await unary(env.stub, "createTaskHub", new pb.CreateTaskHubRequest(), withHub("empty-one"));
+    await unary(env.stub, "deleteTaskHub", new pb.DeleteTaskHubRequest(), withHub("empty-one"));
+  });
+
+  test("every call on a hub deleted and created again meanwhile is answered (OK, NOT_FOUND or UNAVAILABLE)", async () => {
+    const forced = () => {
+      const metadata = withHub("churn");
+      metadata.set("dtsd-force-delete", "true");
+      return metadata;
+    };
+    const codes = new Map();
+    for (let round = 0; round < 15; round++) {
+      await unary(env.stub, "createTaskHub", new pb.CreateTaskHubRequest(), withHub("churn"));
+      const calls = [];
+      for (let i = 0; i < 20; i++) {
+        const start = new pb.CreateInstanceRequest();
+        start.setInstanceid(`churn-${round}-${i}`);
+        start.setName("Anything");
+        calls.push(new Promise((resolve) => {
+          env.stub.startInstance(start, withHub("churn"), { deadline: Date.now() + 15000 }, (error) => resolve(error ? error.code : 0));
+        }));
+      }
+      await new Promise((r) => setImmediate(r));
+      await unary(env.stub, "deleteTaskHub", new pb.DeleteTaskHubRequest(), forced());
+      for (const code of await Promise.all(calls)) codes.set(code, (codes.get(code) ?? 0) + 1);
+    }
+    assert.ok(!codes.has(4 /* DEADLINE_EXCEEDED */), `calls went unanswered: ${JSON.stringify([...codes])}`);
+    for (const code of codes.keys()) assert.ok([0, 5, 14].includes(code), `unexpected code ${code}`);
+  });
+
+  test("an empty taskhub header is INVALID_ARGUMENT on every call, as is a hub name that cannot exist", async () => {
+    const get = new pb.GetInstanceRequest();
+    get.setInstanceid("x");
+    await assert.rejects(unary(env.stub, "getInstance", get, withHub("")), (e) => e.code === 3 && /must not be empty/.test(e.details));
+    const start = new pb.CreateInstanceRequest();
+    start.setName("Anything");
+    await assert.rejects(unary(env.stub, "startInstance", start, withHub("")), (e) => e.code === 3);
+    await assert.rejects(unary(env.stub, "getInstance", get, withHub("bad name!")), (e) => e.code === 3);
+    await assert.rejects(unary(env.stub, "getInstance", get, withHub("missing-hub")), (e) => e.code === 5);
+  });
+});

@@ -21,6 +21,18 @@ struct payload_limits {
   std::size_t entity_state_bytes_max = payload_bytes_default;
 };
 
+/// Names (of orchestrations, activities, events, entity operations) and tags are
+/// bounded too: they are stored with every instance and listed with every query.
+inline constexpr std::size_t name_length_max = 256;
+inline constexpr std::size_t tag_count_max = 64;
+inline constexpr std::size_t tag_key_length_max = 256;
+inline constexpr std::size_t tag_value_length_max = 1024;
+
+/// Fails with invalid_argument naming `field` when `name` is longer than name_length_max.
+expected<void> check_name(std::string_view field, std::string_view name);
+/// Fails with invalid_argument naming `field` when `tags` break a bound above.
+expected<void> check_tags(std::string_view field, const tag_map& tags);
+
 /// Fails with invalid_argument naming `field`, the size and the limit when `value`
 /// is larger than `bytes_max`. A null payload always passes.
 expected<void> check_payload(std::string_view field, const payload& value,

@@ -190,6 +190,8 @@ struct action_checker {
 
   expected<void> operator()(const actions::schedule_task& a) {
     if (a.name.empty()) return invalid("scheduleTask action has an empty activity name");
+    if (auto fits = check_name("activity name", a.name); !fits) return fits;
+    if (auto fits = check_tags("scheduleTask tags", a.tags); !fits) return fits;
     return check_payload("activity input", a.input, limits.activity_input_bytes_max);
   }
   expected<void> operator()(const actions::create_sub_orchestration& a) {
@@ -197,6 +199,8 @@ struct action_checker {
       return invalid("createSubOrchestration action: " + valid.error().message);
     }
     if (a.name.empty()) return invalid("createSubOrchestration action has an empty name");
+    if (auto fits = check_name("sub-orchestration name", a.name); !fits) return fits;
+    if (auto fits = check_tags("createSubOrchestration tags", a.tags); !fits) return fits;
     return check_payload("orchestration input", a.input, limits.orchestration_input_bytes_max);
   }
   expected<void> operator()(const actions::create_timer&) { return {}; }
@@ -205,6 +209,7 @@ struct action_checker {
       return invalid("sendEvent action: " + valid.error().message);
     }
     if (a.name.empty()) return invalid("sendEvent action has an empty event name");
+    if (auto fits = check_name("event name", a.name); !fits) return fits;
     return check_payload("event data", a.data, limits.event_data_bytes_max);
   }
   expected<void> operator()(const actions::complete_orchestration& a) {
@@ -502,6 +507,8 @@ expected<transition> apply_start(std::optional<orchestration_state>& instance,
                                  const payload_limits& limits) {
   if (auto valid = validate_orchestration_id(request.instance_id); !valid) return valid.error();
   if (request.name.empty()) return invalid("orchestration name must not be empty");
+  if (auto fits = check_name("orchestration name", request.name); !fits) return fits.error();
+  if (auto fits = check_tags("orchestration tags", request.tags); !fits) return fits.error();
   if (request.execution_id.empty()) return invalid("start request has no execution id");
   if (auto fits = check_payload("orchestration input", request.input,
                                 limits.orchestration_input_bytes_max);
@@ -697,6 +704,7 @@ expected<transition> apply_raise_event(orchestration_state& state, std::string_v
                                        const payload_limits& limits) {
   if (auto alive = require_not_terminal(state, "raising an event"); !alive) return alive.error();
   if (name.empty()) return invalid("event name must not be empty");
+  if (auto fits = check_name("event name", name); !fits) return fits.error();
   if (auto fits = check_payload("event data", input, limits.event_data_bytes_max); !fits) {
     return fits.error();
   }
@@ -1061,6 +1069,13 @@ expected<transition> apply_entity_message(std::optional<orchestration_state>& in
   const auto* event = std::get_if<history_event>(&message.body);
   if (event == nullptr || !is_entity_message(*event)) {
     return invalid(fmt::format("entity '{}' takes only operations and lock messages", message.target_instance_id));
+  }
+  const auto* signaled = std::get_if<events::entity_operation_signaled>(&event->body);
+  const auto* called = std::get_if<events::entity_operation_called>(&event->body);
+  if (signaled || called) {
+    if (auto fits = check_name("entity operation name", signaled ? signaled->operation : called->operation); !fits) {
+      return fits.error();
+    }
   }
   transition result;
   if (!instance) {

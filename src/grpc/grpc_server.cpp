@@ -45,6 +45,8 @@ Status to_status(const error& failure) {
   return {StatusCode::INTERNAL, failure.message};
 }
 
+/// The page size of a query that names none.
+constexpr std::size_t page_size_default = 100;
 /// What of a worker's `workerid` header a listing keeps.
 constexpr std::size_t worker_name_bytes_max = 256;
 /// The largest message a gRPC client takes unless told otherwise (every official
@@ -472,6 +474,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
   ServerUnaryReactor* StartInstance(CallbackServerContext* context, const CreateInstanceRequest* request,
                                     CreateInstanceResponse* response) override {
     auto* call = new unary_call();
+    if (refused_times(*request, call->shared())) return call;
     auto start = read_start(*request);
     if (!start) {
       unary_call::finish(call->shared(), to_status(start.error()));
@@ -586,6 +589,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
   ServerUnaryReactor* QueryInstances(CallbackServerContext* context, const QueryInstancesRequest* request,
                                      QueryInstancesResponse* response) override {
     auto* call = new unary_call();
+    if (refused_times(*request, call->shared())) return call;
     const auto& q = request->query();
     store::instance_query query;
     const auto hub = task_hub_of(context);
@@ -611,6 +615,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     if (q.has_created_time_to()) query.created_to_ns = to_ns(q.created_time_to());
     if (q.has_instance_id_prefix()) query.instance_id_prefix = q.instance_id_prefix().value();
     if (q.has_continuation_token()) query.continuation_token = q.continuation_token().value();
+    if (refused_page_size(q.max_instance_count(), call->shared())) return call;
     query.page_size = page_size(q.max_instance_count());
     query.fetch_payloads = q.fetch_inputs_and_outputs();
     const bool payloads = query.fetch_payloads;
@@ -629,6 +634,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
   ServerUnaryReactor* ListInstanceIds(CallbackServerContext* context, const ListInstanceIdsRequest* request,
                                       ListInstanceIdsResponse* response) override {
     auto* call = new unary_call();
+    if (refused_times(*request, call->shared())) return call;
     store::instance_query query;
     for (int status : request->runtime_status()) {
       auto read_status = read(static_cast<OrchestrationStatus>(status));
@@ -639,6 +645,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
       query.statuses.push_back(*read_status);
     }
     if (request->has_last_instance_key()) query.continuation_token = request->last_instance_key().value();
+    if (refused_page_size(request->page_size(), call->shared())) return call;
     query.page_size = page_size(request->page_size());
     query.fetch_payloads = false;
     // The index orders by creation; the completed-time range filters the page.
@@ -664,6 +671,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
   ServerUnaryReactor* PurgeInstances(CallbackServerContext* context, const PurgeInstancesRequest* request,
                                      PurgeInstancesResponse* response) override {
     auto* call = new unary_call();
+    if (refused_times(*request, call->shared())) return call;
     auto handle = call->shared();
     const auto hub = task_hub_of(context);
     const bool recursive = request->recursive();
@@ -758,7 +766,8 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
                                                     response->num_events_processed().value(), item.new_events)));
       return call;
     }
-    auto completion = read(*response);
+    auto times = check_times(*response);
+    auto completion = times ? read(*response) : expected<core::orchestrator_completion>(times.error());
     if (!completion) {
       sink->put_back(response->completion_token(), item);
       unary_call::finish(handle, to_status(completion.error()));
@@ -836,7 +845,8 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
       unary_call::finish(handle, Status::OK);
       return call;
     }
-    auto batch = read(*result);
+    auto times = check_times(*result);
+    auto batch = times ? read(*result) : expected<core::entity_batch_result>(times.error());
     if (!batch) {
       sink->put_back(result->completion_token(), item);
       unary_call::finish(handle, to_status(batch.error()));
@@ -854,6 +864,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
   ServerUnaryReactor* SignalEntity(CallbackServerContext* context, const SignalEntityRequest* request,
                                    SignalEntityResponse*) override {
     auto* call = new unary_call();
+    if (refused_times(*request, call->shared())) return call;
     core::events::entity_operation_signaled signal;
     signal.request_id = request->request_id().empty() ? random_hex_id() : request->request_id();
     signal.operation = request->name();
@@ -898,11 +909,13 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
   ServerUnaryReactor* QueryEntities(CallbackServerContext* context, const QueryEntitiesRequest* request,
                                     QueryEntitiesResponse* response) override {
     auto* call = new unary_call();
+    if (refused_times(*request, call->shared())) return call;
     const auto& q = request->query();
     store::instance_query query;
     query.entities = true;
     if (q.has_instance_id_starts_with()) query.instance_id_prefix = q.instance_id_starts_with().value();
     if (q.has_continuation_token()) query.continuation_token = q.continuation_token().value();
+    if (refused_page_size(q.has_page_size() ? q.page_size().value() : 0, call->shared())) return call;
     query.page_size = page_size(q.has_page_size() ? q.page_size().value() : 0);
     query.fetch_payloads = true;  // The state tells a transient entity; write() drops it unless asked.
     const auto from = q.has_last_modified_from() ? to_ns(q.last_modified_from()) : INT64_MIN;
@@ -1020,9 +1033,25 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     return reactor;
   }
 
-  std::size_t page_size(std::int32_t asked) const {
-    if (asked <= 0) return 100;
+  /// Page sizes, the same on every call: 0 (unset) is 100, more than
+  /// store::query_page_size_max (1000) is that maximum; a negative one was checked
+  /// by refused_page_size.
+  static std::size_t page_size(std::int32_t asked) {
+    if (asked <= 0) return page_size_default;
     return std::min<std::size_t>(static_cast<std::size_t>(asked), store::query_page_size_max);
+  }
+  static bool refused_page_size(std::int32_t asked, const unary_call::handle& call) {
+    if (asked >= 0) return false;
+    unary_call::finish(call, Status(StatusCode::INVALID_ARGUMENT, fmt::format("page size {} is negative", asked)));
+    return true;
+  }
+
+  /// Answers INVALID_ARGUMENT when a time in `request` is not a valid protobuf time.
+  static bool refused_times(const google::protobuf::Message& request, const unary_call::handle& call) {
+    auto valid = check_times(request);
+    if (valid) return false;
+    unary_call::finish(call, to_status(valid.error()));
+    return true;
   }
 
   static ServerUnaryReactor* unimplemented(CallbackServerContext* context, const char* what) {

@@ -10,6 +10,47 @@ namespace ev = core::events;
 namespace act = core::actions;
 namespace pb = google::protobuf;
 
+namespace {
+
+constexpr std::int64_t time_seconds_min = -62'135'596'800;  // 0001-01-01T00:00:00Z
+constexpr std::int64_t time_seconds_max = 253'402'300'799;  // 9999-12-31T23:59:59Z
+
+expected<void> check_times_in(const pb::Message& message, const std::string& path) {
+  const auto* descriptor = message.GetDescriptor();
+  if (descriptor == pb::Timestamp::descriptor()) {
+    const auto& time = static_cast<const pb::Timestamp&>(message);
+    if (time.seconds() < time_seconds_min || time.seconds() > time_seconds_max || time.nanos() < 0 ||
+        time.nanos() > 999'999'999) {
+      return error{errc::invalid_argument,
+                   fmt::format("{} is not a valid time (seconds {}, nanos {}): times run from year 1 to 9999, "
+                               "nanos from 0 to 999999999",
+                               path, time.seconds(), time.nanos())};
+    }
+    return {};
+  }
+  const auto* reflection = message.GetReflection();
+  std::vector<const pb::FieldDescriptor*> fields;
+  reflection->ListFields(message, &fields);
+  for (const auto* field : fields) {
+    if (field->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    const auto where = path + "." + field->json_name();
+    if (field->is_repeated()) {
+      for (int i = 0; i < reflection->FieldSize(message, field); ++i) {
+        if (auto valid = check_times_in(reflection->GetRepeatedMessage(message, field, i), where); !valid) return valid;
+      }
+    } else if (auto valid = check_times_in(reflection->GetMessage(message, field), where); !valid) {
+      return valid;
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+expected<void> check_times(const pb::Message& message) {
+  return check_times_in(message, message.GetDescriptor()->name());
+}
+
 std::int64_t to_ns(const pb::Timestamp& time) {
   // Nanoseconds in an int64 span the years 1678-2262; protobuf times span 1-9999.
   // Times outside saturate (a timer in 9999 never fires, one in year 1000 fires at

@@ -14,6 +14,10 @@
 namespace dtsd::grpc_api {
 
 std::int64_t to_ns(const google::protobuf::Timestamp& time);
+/// Every Timestamp anywhere in `message` is a valid protobuf time: years 1 to
+/// 9999, nanos in [0, 1e9). A request with another is refused (naming the field)
+/// rather than stored.
+expected<void> check_times(const google::protobuf::Message& message);
 void set_time(google::protobuf::Timestamp* time, std::int64_t ns);
 
 /// A StringValue field: null unless `present`.

@@ -388,7 +388,8 @@ class scheduler_service final : public s::Scheduler::Server {
     query.instance_id_prefix = text(q.getInstanceIdPrefix());
     if (q.hasVersion()) query.version = text(q.getVersion());
     query.tags = wire::read(q.getTags());
-    query.page_size = q.getPageSize() == 0 ? 100 : q.getPageSize();
+    // The same rule as the gRPC endpoint: 0 is 100, more than the maximum is the maximum.
+    query.page_size = q.getPageSize() == 0 ? 100 : std::min<std::size_t>(q.getPageSize(), store::query_page_size_max);
     query.continuation_token = text(q.getContinuationToken());
     query.fetch_payloads = q.getFetchPayloads();
     query.entities = q.getEntities();

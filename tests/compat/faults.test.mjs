@@ -160,3 +160,75 @@ describe("task hub headers: an empty one names no hub, and DeleteTaskHub needs o
     await assert.rejects(unary(env.stub, "getInstance", get, withHub("missing-hub")), (e) => e.code === 5);
   });
 });
+
+describe("names, tags, times and page sizes have limits, and more is refused naming the field", () => {
+  const env = rawEnvironment();
+
+  test("a name or tag over its limit is INVALID_ARGUMENT and creates nothing", async () => {
+    const { stringValue } = await import("./raw.mjs");
+    const long = "n".repeat(5 * MiB);
+    const start = new pb.CreateInstanceRequest();
+    start.setInstanceid("long-name");
+    start.setName(long);
+    await assert.rejects(unary(env.stub, "startInstance", start),
+                         (e) => e.code === 3 && /orchestration name is 5242880 characters long, over the limit of 256/.test(e.details));
+    start.setName("Fine");
+    start.getTagsMap().set("k", "v".repeat(2000));
+    await assert.rejects(unary(env.stub, "startInstance", start), (e) => e.code === 3 && /tag 'k'/.test(e.details));
+    start.getTagsMap().clear();
+    for (let i = 0; i < 65; i++) start.getTagsMap().set(`k${i}`, "v");
+    await assert.rejects(unary(env.stub, "startInstance", start), (e) => e.code === 3 && /65 tags/.test(e.details));
+    assert.equal(await env.client.getOrchestrationState("long-name"), undefined);
+
+    await env.client.scheduleNewOrchestration("Fine", null, "named-events");
+    const raise = new pb.RaiseEventRequest();
+    raise.setInstanceid("named-events");
+    raise.setName("e".repeat(300));
+    raise.setInput(stringValue("1"));
+    await assert.rejects(unary(env.stub, "raiseEvent", raise), (e) => e.code === 3 && /event name is 300/.test(e.details));
+    const signal = new pb.SignalEntityRequest();
+    signal.setInstanceid("@counter@a");
+    signal.setName("o".repeat(300));
+    await assert.rejects(unary(env.stub, "signalEntity", signal), (e) => e.code === 3 && /operation name/.test(e.details));
+  });
+
+  test("a time outside the protobuf range is INVALID_ARGUMENT, not stored", async () => {
+    const { Timestamp } = await import("./raw.mjs");
+    const start = new pb.CreateInstanceRequest();
+    start.setInstanceid("bad-time");
+    start.setName("Fine");
+    const time = new Timestamp();
+    time.setSeconds(253402300800);  // Year 10000.
+    start.setScheduledstarttimestamp(time);
+    await assert.rejects(unary(env.stub, "startInstance", start),
+                         (e) => e.code === 3 && /scheduledStartTimestamp is not a valid time/.test(e.details));
+    time.setSeconds(0);
+    time.setNanos(-1);
+    await assert.rejects(unary(env.stub, "startInstance", start), (e) => e.code === 3 && /nanos -1/.test(e.details));
+    assert.equal(await env.client.getOrchestrationState("bad-time"), undefined);
+    const query = new pb.QueryInstancesRequest();
+    const q = new pb.InstanceQuery();
+    const from = new Timestamp();
+    from.setSeconds(-62135596801);  // Before year 1.
+    q.setCreatedtimefrom(from);
+    query.setQuery(q);
+    await assert.rejects(unary(env.stub, "queryInstances", query), (e) => e.code === 3 && /createdTimeFrom/.test(e.details));
+  });
+
+  test("page sizes: negative is refused, 0 is 100, more than 1000 is 1000, the same on every call", async () => {
+    for (let i = 0; i < 3; i++) await env.client.scheduleNewOrchestration("Fine", null, `page-${i}`);
+    const query = new pb.QueryInstancesRequest();
+    const q = new pb.InstanceQuery();
+    q.setMaxinstancecount(-1);
+    query.setQuery(q);
+    await assert.rejects(unary(env.stub, "queryInstances", query), (e) => e.code === 3 && /negative/.test(e.details));
+    const ids = new pb.ListInstanceIdsRequest();
+    ids.setPagesize(-5);
+    await assert.rejects(unary(env.stub, "listInstanceIds", ids), (e) => e.code === 3 && /negative/.test(e.details));
+    q.setMaxinstancecount(1000000);
+    const all = await unary(env.stub, "queryInstances", query);
+    assert.ok(all.getOrchestrationstateList().length >= 3);
+    ids.setPagesize(0);
+    assert.ok((await unary(env.stub, "listInstanceIds", ids)).getInstanceidsList().length >= 3);
+  });
+});

@@ -45,10 +45,17 @@ core::filter_kind filter_kind_of(work_kind kind) {
   return core::filter_kind::orchestration;
 }
 
+/// A session whose lease expired is suspect: it gets no new work until it proves
+/// alive (it answers something). One that stays suspect this long is closed.
+constexpr std::int64_t suspect_periods_max = 1;  ///< In lease periods.
+
 struct session_state {
   session_info info;
   per_kind out{};
   std::int64_t last_push_ns = 0;
+  /// Since when its leases expire unanswered (0: it is not suspect).
+  std::int64_t suspect_since_ns = 0;
+  bool suspect() const { return suspect_since_ns != 0; }
   std::int64_t free(work_kind kind) const {
     return std::int64_t{info.slots[kind_index(kind)]} - out[kind_index(kind)];
   }
@@ -84,7 +91,7 @@ struct coordinator_state {
   core::kind_filter acceptable(work_kind kind) const {
     core::kind_filter accept = std::vector<core::name_filter>{};
     for (const auto& [id, s] : sessions) {
-      if (s.free(kind) > 0) core::widen(accept, filter_of(s.info.filters, kind));
+      if (s.free(kind) > 0 && !s.suspect()) core::widen(accept, filter_of(s.info.filters, kind));
     }
     return accept;
   }
@@ -99,7 +106,9 @@ struct coordinator_state {
 
   std::int64_t free_slots(work_kind kind) const {
     std::int64_t free = 0;
-    for (const auto& [id, s] : sessions) free += s.free(kind);
+    for (const auto& [id, s] : sessions) {
+      if (!s.suspect()) free += s.free(kind);
+    }
     return free - asked[kind_index(kind)];
   }
 
@@ -147,7 +156,7 @@ struct coordinator_state {
     session_state* best = nullptr;
     std::int64_t best_free = 0;
     for (auto& [id, s] : sessions) {
-      if (s.free(kind) > best_free && s.accepts(kind, name, version)) {
+      if (s.free(kind) > best_free && !s.suspect() && s.accepts(kind, name, version)) {
         best = &s;
         best_free = s.free(kind);
       }
@@ -223,6 +232,15 @@ struct coordinator_state {
     note_work(work.partition, work.left);
   }
 
+  /// The session answered something: it is alive, and takes work again.
+  void proved_alive(std::uint64_t session) {
+    auto found = sessions.find(session);
+    if (found == sessions.end() || !found->second.suspect()) return;
+    found->second.suspect_since_ns = 0;
+    spdlog::info("worker session {} answers again; it takes work again", session);
+    for (auto kind : all_kinds) retry_parked(kind);
+  }
+
   void release(std::uint64_t token, bool give_back_to_partition) {
     auto found = leases.find(token);
     if (found == leases.end()) return;
@@ -270,9 +288,30 @@ struct coordinator_state {
     for (const auto& [token, l] : leases) {
       if (l.deadline_ns <= now) expired.push_back(token);
     }
+    std::set<std::uint64_t> missing;
+    for (auto token : expired) missing.insert(leases.at(token).session);
+    for (auto session : missing) {
+      auto& s = sessions.at(session);
+      if (!s.suspect()) {
+        s.suspect_since_ns = now;
+        spdlog::warn("worker session {} let a lease expire: it gets no new work until it answers", session);
+      }
+    }
+    // The expired items go to other sessions: the one that held them is suspect.
     for (auto token : expired) {
       spdlog::warn("lease {} expired; its item is dispatched again", token);
       release(token, true);
+    }
+    std::vector<std::uint64_t> hung;
+    for (const auto& [id, s] : sessions) {
+      if (s.suspect() && now - s.suspect_since_ns >= suspect_periods_max * lease_ns) hung.push_back(id);
+    }
+    for (auto session : hung) {
+      auto sink = sessions.at(session).info.sink;
+      spdlog::warn("worker session {} answered nothing for a lease period after a lease expired: closed", session);
+      close(session);
+      sink->end("dtsd closed this worker session: it let its leases expire and answered nothing for a lease "
+                "period; connect again");
     }
     for (auto& [id, s] : sessions) {
       if (now - s.last_push_ns >= keep_alive_ns) {
@@ -312,14 +351,22 @@ caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self, st
         self->state.on_work(work);
         self->state.pump();
       },
-      [=](done_atom, std::uint64_t token) {
+      // A worker's answer, applied or finally refused: its slot is free, and the
+      // session that sent it is alive (even if the lease had expired meanwhile).
+      [=](done_atom, std::uint64_t token, std::uint64_t session) {
+        self->state.proved_alive(session);
         self->state.release(token, false);
+        self->state.pump();
+      },
+      [=](alive_atom, std::uint64_t session) {
+        self->state.proved_alive(session);
         self->state.pump();
       },
       // A worker gave an item back unprocessed: it is dispatched again at once.
       [=](abandon_atom, std::uint64_t session, std::uint64_t token) {
         auto found = self->state.leases.find(token);
         if (found == self->state.leases.end() || found->second.session != session) return;
+        self->state.proved_alive(session);
         self->state.release(token, true);
         self->state.pump();
       },

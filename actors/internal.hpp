@@ -32,6 +32,7 @@ using wire_atom = caf::atom_constant<caf::atom("wire")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 using workers_atom = caf::atom_constant<caf::atom("workers")>;
+using alive_atom = caf::atom_constant<caf::atom("alive")>;
 
 class partition_context;
 

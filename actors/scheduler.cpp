@@ -538,6 +538,11 @@ class actor_scheduler final : public scheduler {
                    std::make_shared<callback<std::vector<worker_view>>>(std::move(done)));
   }
 
+  void session_alive(std::uint64_t session) override {
+    auto found = hub_of_session(session, false);
+    if (found) caf::anon_send(found->coordinator, alive_atom::value, session);
+  }
+
   void close_session(std::uint64_t session) override {
     auto found = hub_of_session(session, true);
     if (found) caf::anon_send(found->coordinator, close_atom::value, session);
@@ -695,8 +700,12 @@ class actor_scheduler final : public scheduler {
   void complete(std::uint64_t session, const std::string& id, std::uint64_t token, callback<void> done, Apply apply) {
     auto found = hub_of_session(session, false);
     if (!found) return done(found.error());
-    auto on_done = [coordinator = found->coordinator, token, done = std::move(done)](expected<void> outcome) {
-      if (outcome || outcome.error().code != errc::invalid_argument) caf::anon_send(coordinator, done_atom::value, token);
+    auto on_done = [coordinator = found->coordinator, token, session, done = std::move(done)](expected<void> outcome) {
+      if (outcome || outcome.error().code != errc::invalid_argument) {
+        caf::anon_send(coordinator, done_atom::value, token, session);
+      } else {
+        caf::anon_send(coordinator, alive_atom::value, session);  // It answers, if wrongly.
+      }
       done(std::move(outcome));
     };
     mutate(found->name, id, std::move(on_done), std::move(apply));

@@ -57,6 +57,9 @@ class work_sink {
   virtual ~work_sink() = default;
   virtual void push(std::vector<work_item> items) = 0;
   virtual void keep_alive() = 0;
+  /// dtsd closed the session (its worker stopped answering): the transport ends
+  /// the worker's stream with `why`; the worker may connect again.
+  virtual void end(const std::string& why) { (void)why; }
 };
 
 struct entity_clean_request {
@@ -145,6 +148,9 @@ class scheduler {
   virtual void workers(const std::string& hub, callback<std::vector<worker_view>> done) = 0;
   /// Everything the session still holds is given back for re-dispatch.
   virtual void close_session(std::uint64_t session) = 0;
+  /// The session's worker answered a keep-alive: it is alive (see the coordinator's
+  /// suspect sessions).
+  virtual void session_alive(std::uint64_t session) = 0;
   virtual void complete_orchestrator(std::uint64_t session, core::orchestrator_completion completion,
                                      callback<void> done) = 0;
   virtual void complete_activity(std::uint64_t session, core::activity_result result,

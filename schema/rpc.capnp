@@ -60,7 +60,12 @@ struct WorkItem {
 # Implemented by the worker: the server pushes work into it.
 interface WorkSink {
   push @0 (items :List(WorkItem)) -> stream;
+  # Answering it tells dtsd the worker is alive (one whose leases expired gets
+  # work again).
   keepAlive @1 () -> ();
+  # dtsd closed the session (the worker let its leases expire and answered nothing
+  # for a lease period): what it holds is given to others; connect again.
+  end @2 (reason :Text) -> ();
 }
 
 # A worker's session: completions go back through it. Dropping it (or the

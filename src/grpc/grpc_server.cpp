@@ -291,6 +291,10 @@ class stream_sink final : public actors::work_sink {
     write_next_locked();
   }
 
+  /// dtsd closed the session: the stream ends (UNAVAILABLE, with why) and what it
+  /// held is forgotten (its tokens are stale from now on).
+  void end(const std::string& why) override;
+
   /// The item a completion token names, taken out of the held set.
   std::optional<outstanding> take(const std::string& token) {
     std::lock_guard lock(mutex_);
@@ -385,6 +389,22 @@ void stream_sink::write_next_locked() {
   current_ = std::move(queue_.front());
   queue_.pop_front();
   stream_reactor_->start_write(&current_);
+}
+
+void stream_sink::end(const std::string& why) {
+  work_stream* reactor = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    if (closed_) return;
+    closed_ = true;
+    queue_.clear();
+    held_.clear();
+    // With a write in flight, OnWriteDone finishes the stream.
+    if (writing_ || finish_sent_ || stream_reactor_ == nullptr) return;
+    finish_sent_ = true;
+    reactor = stream_reactor_;
+  }
+  reactor->finish(Status(StatusCode::UNAVAILABLE, why));
 }
 
 bool stream_sink::write_done(bool ok) {

@@ -95,13 +95,24 @@ class capnp_work_sink final : public actors::work_sink,
     wake_locked();
   }
 
+  void end(const std::string& why) override {
+    std::lock_guard lock(mutex_);
+    if (closed_) return;
+    queue_.clear();
+    end_reason_ = why;
+    wake_locked();
+  }
+
+  /// Runs (on the loop thread) when the worker answers a keep-alive.
+  void on_keep_alive_answered(std::function<void()> alive) { alive_ = std::move(alive); }
+
   /// On the loop thread: sends what is queued, then waits for more.
   kj::Promise<void> drain(sink_channel& channel) {
     auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
     {
       std::lock_guard lock(mutex_);
       if (closed_) return kj::READY_NOW;
-      if (queue_.empty() && !keep_alive_due_) {
+      if (queue_.empty() && !keep_alive_due_ && !end_reason_) {
         wake_ = kj::mv(paf.fulfiller);
       } else {
         paf.fulfiller->fulfill();
@@ -110,14 +121,27 @@ class capnp_work_sink final : public actors::work_sink,
     return paf.promise.then([self = shared_from_this(), &channel]() -> kj::Promise<void> {
       std::vector<actors::work_item> items;
       bool keep_alive = false;
+      std::optional<std::string> ended;
       {
         std::lock_guard lock(self->mutex_);
         if (self->closed_) return kj::READY_NOW;
         items.swap(self->queue_);
         keep_alive = std::exchange(self->keep_alive_due_, false);
+        ended = std::exchange(self->end_reason_, std::nullopt);
+        if (ended) self->closed_ = true;
+      }
+      if (ended) {
+        auto request = channel.sink.endRequest();
+        request.setReason(*ended);
+        channel.tasks.add(request.send().ignoreResult());
+        return kj::READY_NOW;
       }
       if (!items.empty()) send(channel, items);
-      if (keep_alive) channel.tasks.add(channel.sink.keepAliveRequest().send().ignoreResult());
+      if (keep_alive) {
+        channel.tasks.add(channel.sink.keepAliveRequest().send().then([self](auto&&) {
+          if (self->alive_) self->alive_();
+        }));
+      }
       return self->drain(channel);
     });
   }
@@ -156,6 +180,8 @@ class capnp_work_sink final : public actors::work_sink,
   std::vector<actors::work_item> queue_;
   bool keep_alive_due_ = false;
   bool closed_ = false;
+  std::optional<std::string> end_reason_;
+  std::function<void()> alive_;  ///< Set before the session opens; read on the loop thread.
   kj::Own<kj::CrossThreadPromiseFulfiller<void>> wake_;
 };
 
@@ -201,6 +227,7 @@ class worker_session final : public s::WorkerSession::Server {
     auto id = scheduler_.open_session(hub, slots, sink_, std::move(filters), std::move(worker));
     if (!id) return id.error();
     id_ = *id;
+    sink_->on_keep_alive_answered([&scheduler = scheduler_, session = id_] { scheduler.session_alive(session); });
     return {};
   }
 

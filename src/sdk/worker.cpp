@@ -240,6 +240,7 @@ struct worker::impl {
   std::uint64_t generation = 0;
   std::shared_ptr<outgoing> answers;
   std::shared_ptr<kj::Own<kj::CrossThreadPromiseFulfiller<void>>> stop_signal;
+  bool reconnect = false;  ///< The server ended the session (under `mutex`).
 
   /// Queues an answer for the connection `of_generation` if it is still live;
   /// otherwise the answer is dropped and the server dispatches the item again.
@@ -418,6 +419,14 @@ struct worker::impl {
 
     kj::Promise<void> keepAlive(KeepAliveContext) override { return kj::READY_NOW; }
 
+    /// dtsd closed the session: connect again (what this worker still runs is
+    /// answered into a closed connection and dropped; dtsd gave it to others).
+    kj::Promise<void> end(EndContext context) override {
+      spdlog::warn("dtsd ended this worker's session: {}", context.getParams().getReason().cStr());
+      owner_.reconnect_asked(generation_);
+      return kj::READY_NOW;
+    }
+
    private:
     impl& owner_;
     std::uint64_t generation_;
@@ -470,12 +479,29 @@ struct worker::impl {
         stop_forked.addBranch()
             .exclusiveJoin(timer.afterDelay(std::chrono::duration_cast<std::chrono::milliseconds>(health_interval).count() * kj::MILLISECONDS))
             .wait(wait_scope);
+        std::lock_guard lock(mutex);
+        if (std::exchange(reconnect, false)) {
+          throw kj::Exception(kj::Exception::Type::DISCONNECTED, __FILE__, __LINE__,
+                              kj::str("dtsd ended the session"));
+        }
       }
     } catch (...) {
       forget_connection();
       throw;
     }
     forget_connection();
+  }
+
+  /// The server ended the session of `of_generation`: serve_once returns and run()
+  /// connects again.
+  void reconnect_asked(std::uint64_t of_generation) {
+    std::lock_guard lock(mutex);
+    if (generation != of_generation) return;
+    reconnect = true;
+    if (stop_signal) {
+      (*stop_signal)->fulfill();
+      stop_signal.reset();
+    }
   }
 
   void forget_connection() {

@@ -8,7 +8,7 @@ import { Metadata } from "@grpc/grpc-js";
 import { OrchestrationStatus } from "@microsoft/durabletask-js";
 
 import { pb, rawEnvironment, unary } from "./raw.mjs";
-import { sharedEnvironment } from "./support.mjs";
+import { CITIES, Dtsd, eventually, makeClient, sharedEnvironment, startWorkerProcess } from "./support.mjs";
 
 const MiB = 1024 * 1024;
 
@@ -230,5 +230,51 @@ describe("names, tags, times and page sizes have limits, and more is refused nam
     assert.ok(all.getOrchestrationstateList().length >= 3);
     ids.setPagesize(0);
     assert.ok((await unary(env.stub, "listInstanceIds", ids)).getInstanceidsList().length >= 3);
+  });
+});
+
+describe("a hung worker (SIGSTOP: the connection stays open, nothing answers)", () => {
+  test("its expired leases go to a healthy worker within a lease period and a second; its session is closed", async () => {
+    const leaseSeconds = 3;
+    const dtsd = await new Dtsd({ extraArgs: ["--lease-seconds", String(leaseSeconds)] }).start();
+    const client = makeClient(dtsd);
+    let hung;
+    let healthy;
+    try {
+      hung = await startWorkerProcess(dtsd.address, 2500);  // Activities take 2.5 s: it holds them.
+      const ids = [];
+      for (let i = 0; i < 10; i++) ids.push(await client.scheduleNewOrchestration("HelloCities"));
+      // A positive signal first: every orchestration has scheduled its first
+      // activity, and the only worker holds it.
+      await eventually(async () => {
+        for (const id of ids) {
+          const state = await client.getOrchestrationState(id);
+          if (state?.runtimeStatus !== OrchestrationStatus.RUNNING) return false;
+        }
+        return true;
+      }, 20000, "every orchestration to run its first step");
+      hung.child.kill("SIGSTOP");
+      const stoppedAt = Date.now();
+      healthy = await startWorkerProcess(dtsd.address, 0);
+      for (const id of ids) {
+        const state = await client.waitForOrchestrationCompletion(id, true, 60);
+        assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
+        assert.deepEqual(JSON.parse(state.serializedOutput), CITIES.map((c) => `Hello, ${c}!`));
+      }
+      const seconds = (Date.now() - stoppedAt) / 1000;
+      console.log(`hung worker: all 10 orchestrations completed ${seconds.toFixed(2)} s after the worker stopped ` +
+                  `(lease ${leaseSeconds} s)`);
+      // The leases expire at most a lease period after the stop; a second of lease
+      // checks, and the healthy worker's five steps, come on top.
+      assert.ok(seconds < leaseSeconds + 3, `took ${seconds} s`);
+      await eventually(async () => /answered nothing for a lease period after a lease expired: closed/.test(dtsd.stdout + dtsd.stderr),
+                       (leaseSeconds + 3) * 1000, "the hung session to be closed");
+    } finally {
+      hung?.child.kill("SIGCONT");
+      await hung?.kill();
+      await healthy?.kill();
+      await client.stop().catch(() => {});
+      await dtsd.cleanup();
+    }
   });
 });

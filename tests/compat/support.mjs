@@ -28,7 +28,9 @@ export class Dtsd {
                   "--partitions", "4", "--log-level", "warn", ...this.extraArgs];
     this.child = spawn(dtsdPath, args, { stdio: ["ignore", "pipe", "pipe"] });
     this.stderr = "";
+    this.stdout = "";  // dtsd's log lines
     this.child.stderr.on("data", (chunk) => { this.stderr += chunk; });
+    this.child.stdout.on("data", (chunk) => { this.stdout += chunk; });
     const exited = new Promise((_, reject) => this.child.once("exit", (code, signal) =>
       reject(new Error(`dtsd exited (${code ?? signal}) before it was ready: ${this.stderr}`))));
     const ready = new Promise((resolveReady) => {

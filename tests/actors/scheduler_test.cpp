@@ -55,6 +55,14 @@ class test_worker final : public actors::work_sink {
     wake_.notify_one();
   }
   void keep_alive() override {}
+  void end(const std::string& why) override {
+    std::lock_guard lock(mutex_);
+    ended_ = why;
+  }
+  std::string ended() {
+    std::lock_guard lock(mutex_);
+    return ended_;
+  }
   std::uint64_t session = 0;
   std::size_t pushed() {
     std::lock_guard lock(mutex_);
@@ -90,12 +98,15 @@ class test_worker final : public actors::work_sink {
   std::condition_variable wake_;
   std::deque<actors::work_item> queue_;
   std::size_t pushed_ = 0;
+  std::string ended_;
   bool stopping_ = false;
   std::thread thread_;
 };
 
-std::unique_ptr<actors::scheduler> make(store::durability durability, const std::string& data_dir) {
+std::unique_ptr<actors::scheduler> make(store::durability durability, const std::string& data_dir,
+                                        std::int64_t lease_ms = 5 * 60 * 1000) {
   actors::scheduler_config config;
+  config.lease_ms = lease_ms;
   config.durability = durability;
   config.data_dir = data_dir;
   config.partition_count = 4;
@@ -232,4 +243,36 @@ TEST_CASE("scheduler: a cancelled wait is forgotten; the others are answered") {
   scheduler->close_session(worker->session);
   scheduler->drain();
   CHECK_FALSE(cancelled_answered.load());
+}
+
+TEST_CASE("scheduler: a session that lets its lease expire gets no new work, its item goes elsewhere, and it is closed") {
+  constexpr std::int64_t lease_ms = 1000;
+  auto scheduler = make(store::durability::memory, "", lease_ms);
+  auto hung = std::make_shared<test_worker>(*scheduler, true);
+  auto hung_session = scheduler->open_session("default", {10, 10, 0}, hung);
+  REQUIRE(hung_session);
+  hung->session = *hung_session;
+  REQUIRE(call<engine::started>([&](auto done) { scheduler->start("default", request("hello-1", "HelloCities"), done); }));
+  for (int i = 0; i < 300 && hung->pushed() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(hung->pushed() == 1);
+
+  // A healthy session with as many free slots: before, the expired item went back
+  // to the hung session about half the time (the first of two equal ones).
+  auto healthy = std::make_shared<test_worker>(*scheduler);
+  auto healthy_session = scheduler->open_session("default", {10, 10, 0}, healthy);
+  REQUIRE(healthy_session);
+  healthy->session = *healthy_session;
+  auto record = call<core::instance_record>([&](auto done) { scheduler->wait("default", "hello-1", true, done); });
+  REQUIRE(record);
+  CHECK(record->status == core::runtime_status::completed);
+  CHECK(hung->pushed() == 1);  // Nothing more went to it once its lease expired.
+
+  // It answered nothing for a lease period after that: closed, told so.
+  for (int i = 0; i < 400 && hung->ended().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  CHECK(hung->ended().find("let its leases expire") != std::string::npos);
+  auto workers = call<std::vector<actors::worker_view>>([&](auto done) { scheduler->workers("default", done); });
+  REQUIRE(workers);
+  REQUIRE(workers->size() == 1);
+  CHECK(workers->front().session == *healthy_session);
+  scheduler->close_session(*healthy_session);
 }

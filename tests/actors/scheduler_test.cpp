@@ -223,21 +223,23 @@ TEST_CASE("scheduler: hub-level query pages return every match once, even when p
 
 TEST_CASE("scheduler: a cancelled wait is forgotten; the others are answered") {
   auto scheduler = make(store::durability::memory, "");
-  auto worker = std::make_shared<test_worker>(*scheduler);
-  auto session = scheduler->open_session("default", {10, 10, 0}, worker);
-  REQUIRE(session);
-  worker->session = *session;
-  // A scheduled start keeps it pending while the waits come and one goes.
-  auto start = request("hello-1", "HelloCities");
-  start.scheduled_start_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                 (std::chrono::system_clock::now() + std::chrono::milliseconds(500)).time_since_epoch())
-                                 .count();
-  REQUIRE(call<engine::started>([&](auto done) { scheduler->start("default", start, done); }));
+  // No worker yet, so it stays pending while the waits come and one goes; they
+  // reach its partition in the order they are sent (one actor mailbox), so the
+  // worker that arrives after them finds the cancel done. No clock involved.
+  REQUIRE(call<engine::started>([&](auto done) { scheduler->start("default", request("hello-1", "HelloCities"), done); }));
   std::atomic<bool> cancelled_answered{false};
   const auto handle = scheduler->wait("default", "hello-1", true,
                                       [&](expected<core::instance_record>) { cancelled_answered = true; });
   scheduler->cancel_wait("default", "hello-1", handle);
-  auto record = call<core::instance_record>([&](auto done) { scheduler->wait("default", "hello-1", true, done); });
+  auto answered = std::make_shared<std::promise<expected<core::instance_record>>>();
+  auto answer = answered->get_future();
+  scheduler->wait("default", "hello-1", true, [answered](expected<core::instance_record> r) { answered->set_value(std::move(r)); });
+  auto worker = std::make_shared<test_worker>(*scheduler);
+  auto session = scheduler->open_session("default", {10, 10, 0}, worker);
+  REQUIRE(session);
+  worker->session = *session;
+  REQUIRE(answer.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+  auto record = answer.get();
   REQUIRE_MESSAGE(record, (record ? "" : record.error().message));
   CHECK(record->status == core::runtime_status::completed);
   scheduler->close_session(worker->session);

@@ -73,7 +73,11 @@ TEST_CASE("end to end: 500 orchestrations survive dtsd being killed with SIGKILL
   auto setup = fresh_server("kill");
   std::vector<std::string> ids;
   for (int i = 0; i < 500; ++i) ids.push_back("kill-" + std::to_string(i));
-  std::mt19937 random(std::random_device{}());
+  // The kill schedule comes from a seed, printed, and taken from DTSD_KILL_SEED to replay one.
+  const char* given = std::getenv("DTSD_KILL_SEED");
+  const auto seed = given ? static_cast<std::uint32_t>(std::strtoul(given, nullptr, 10)) : std::random_device{}();
+  MESSAGE("SIGKILL schedule seed " << seed << " (replay: DTSD_KILL_SEED=" << seed << ")");
+  std::mt19937 random(seed);
   auto dtsd = std::make_unique<process>(binary("DTSD_BIN"), setup.args(), true);
   process worker(binary("HELLO_BIN"), {"worker", "--address", setup.address()});
   auto client = connect(setup.address());
@@ -98,8 +102,23 @@ TEST_CASE("end to end: a worker killed mid-run leaves its work to another worker
     process doomed(binary("HELLO_BIN"), {"worker", "--address", setup.address()});
     auto client = connect(setup.address());
     start_all(setup.address(), ids, 0, client);
-    std::this_thread::sleep_for(std::chrono::milliseconds(150));
-  }  // SIGKILL, mid-run.
+    // It dies holding work: wait until its session holds leased items, and some
+    // orchestrations are not finished yet.
+    bool holding = false;
+    for (int i = 0; i < 1000 && !holding; ++i) {
+      auto workers = client->workers();
+      REQUIRE(workers);
+      holding = !workers->empty() && workers->front().orchestrators_in_use + workers->front().activities_in_use > 0;
+      if (!holding) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    REQUIRE_MESSAGE(holding, "the worker never held work");
+    sdk::query_options completed;
+    completed.statuses = {core::runtime_status::completed};
+    completed.page_size = 1000;
+    auto done_before = client->query(completed);
+    REQUIRE(done_before);
+    REQUIRE(done_before->instances.size() < ids.size());
+  }  // SIGKILL, holding work.
   process rescuer(binary("HELLO_BIN"), {"worker", "--address", setup.address()});
   check_all_complete(setup.address(), ids);
   std::filesystem::remove_all(setup.data_dir);

@@ -89,6 +89,11 @@ struct coordinator_state {
 
   /// What the sessions with room for `kind` accept, together.
   core::kind_filter acceptable(work_kind kind) const {
+    // The common case first, without building anything: a session with room that
+    // takes everything of this kind.
+    for (const auto& [id, s] : sessions) {
+      if (s.free(kind) > 0 && !s.suspect() && !filter_of(s.info.filters, kind)) return std::nullopt;
+    }
     core::kind_filter accept = std::vector<core::name_filter>{};
     for (const auto& [id, s] : sessions) {
       if (s.free(kind) > 0 && !s.suspect()) core::widen(accept, filter_of(s.info.filters, kind));

@@ -363,15 +363,22 @@ caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self, st
         self->state.release(token, false);
         self->state.pump();
       },
+      // The hub is going away: every session is told, then the coordinator ends.
+      [=](end_atom, const std::string& why) {
+        for (auto& [id, s] : self->state.sessions) s.info.sink->end(why);
+        self->state.sessions.clear();
+        self->state.leases.clear();
+        self->quit();
+      },
       [=](alive_atom, std::uint64_t session) {
         self->state.proved_alive(session);
         self->state.pump();
       },
       // A worker gave an item back unprocessed: it is dispatched again at once.
       [=](abandon_atom, std::uint64_t session, std::uint64_t token) {
+        self->state.proved_alive(session);  // Even for a lease that expired meanwhile.
         auto found = self->state.leases.find(token);
         if (found == self->state.leases.end() || found->second.session != session) return;
-        self->state.proved_alive(session);
         self->state.release(token, true);
         self->state.pump();
       },

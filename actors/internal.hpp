@@ -33,6 +33,7 @@ using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 using workers_atom = caf::atom_constant<caf::atom("workers")>;
 using alive_atom = caf::atom_constant<caf::atom("alive")>;
+using end_atom = caf::atom_constant<caf::atom("end")>;
 
 class partition_context;
 

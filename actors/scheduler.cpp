@@ -92,6 +92,7 @@ class actor_scheduler final : public scheduler {
  public:
   actor_scheduler(const scheduler_config& config, int threads)
       : config_(config), commits_(config.commit_threads), system_(configure(threads)) {}
+  // (system_ is declared last; its initializer runs last too.)
 
   ~actor_scheduler() override {
     std::lock_guard lock(mutex_);
@@ -103,6 +104,9 @@ class actor_scheduler final : public scheduler {
     if (auto valid = core::validate_task_hub_name(name); !valid) return valid;
     std::lock_guard lock(mutex_);
     if (hubs_.count(name)) return error{errc::already_exists, fmt::format("task hub '{}' already exists", name)};
+    if (deleting_.count(name)) {
+      return error{errc::io, fmt::format("task hub '{}' is being deleted; create it again once that is done", name)};
+    }
     if (config_.durability != store::durability::memory) {
       if (auto existing = partitions_on_disk(config_.data_dir, name)) partition_count = existing;
     }
@@ -158,16 +162,28 @@ class actor_scheduler final : public scheduler {
       if (it == hubs_.end()) return unknown_hub(name);
       h = it->second;
       hubs_.erase(it);  // New calls find no hub from here on.
+      deleting_.insert(name);
     }
     // What the partitions hold is committed before they stop and their files go;
-    // calls they never answer are answered by their callbacks' guards.
+    // calls they never answer are answered by their callbacks' guards. Workers
+    // connected to the hub are told it is gone (they connect again).
     drain_partitions(h.partitions);
-    stop(h);
+    caf::anon_send(h.coordinator, end_atom::value, fmt::format("task hub '{}' was deleted", name));
+    for (auto& partition : h.partitions) caf::anon_send_exit(partition, caf::exit_reason::user_shutdown);
+    std::error_code failed;
     if (config_.durability != store::durability::memory) {
-      std::error_code failed;
+      // The partitions' environments close as their actors end; wait for that.
+      for (auto& partition : h.partitions) {
+        caf::scoped_actor waiter{system_};
+        waiter->wait_for(partition);
+      }
       fs::remove_all(fs::path(config_.data_dir) / name, failed);
-      if (failed) return error{errc::io, fmt::format("cannot remove the data of task hub '{}': {}", name, failed.message())};
     }
+    {
+      std::lock_guard lock(mutex_);
+      deleting_.erase(name);
+    }
+    if (failed) return error{errc::io, fmt::format("cannot remove the data of task hub '{}': {}", name, failed.message())};
     return {};
   }
 
@@ -534,8 +550,10 @@ class actor_scheduler final : public scheduler {
   void workers(const std::string& hub_name, callback<std::vector<worker_view>> done) override {
     auto found = find(hub_name);
     if (!found) return done(found.error());
+    auto once = shared(std::move(done));
     caf::anon_send(found->coordinator, workers_atom::value,
-                   std::make_shared<callback<std::vector<worker_view>>>(std::move(done)));
+                   std::make_shared<callback<std::vector<worker_view>>>(
+                       [once](expected<std::vector<worker_view>> views) { (*once)(std::move(views)); }));
   }
 
   void session_alive(std::uint64_t session) override {
@@ -735,14 +753,18 @@ class actor_scheduler final : public scheduler {
 
   scheduler_config config_;
   commit_pool commits_;  ///< Outlives the actor system, whose partitions commit through it.
-  caf::actor_system system_;
   std::mutex mutex_;
   std::map<std::string, hub> hubs_;
+  /// Hubs between their removal from hubs_ and the end of their files: not created again meanwhile.
+  std::set<std::string> deleting_;
   std::map<std::uint64_t, std::string> sessions_;
   /// Waits not yet answered, so that a cancelled one can be disarmed.
   std::map<std::uint64_t, std::weak_ptr<answer_once<core::instance_record>>> waits_;
   std::atomic<std::uint64_t> next_session_{1};
   std::atomic<std::uint64_t> next_wait_{1};
+  /// Last, so that it goes first: actors finishing during its shutdown may still
+  /// use the members above.
+  caf::actor_system system_;
 };
 
 }  // namespace

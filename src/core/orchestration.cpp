@@ -527,6 +527,11 @@ expected<transition> apply_start(std::optional<orchestration_state>& instance,
                                "reuse policy does not allow replacing it",
                                request.instance_id, to_string(status))};
     }
+    if (instance->record.execution_id == request.execution_id) {
+      // Results, timers and children of the old run would reach the new one.
+      return invalid(fmt::format("execution id '{}' is the current execution of instance '{}'",
+                                 request.execution_id, request.instance_id));
+    }
     result.change.history_reset = true;
     first_sequence = instance->inbox_first_sequence + instance->inbox.size();
   }

@@ -218,6 +218,10 @@ class stream_sink final : public actors::work_sink {
                        token = fmt::format("{}.{}{}", stream_, static_cast<char>(kind), orchestration.completion_token);
                        if (orchestration.entity) {
                          write(message.mutable_entity_request_v2(), orchestration);
+                         if (!fits_entity(message, orchestration)) {
+                           token.clear();
+                           return;
+                         }
                        } else {
                          write(message.mutable_orchestrator_request(), orchestration);
                          if (!fits(message, orchestration)) {
@@ -269,8 +273,35 @@ class stream_sink final : public actors::work_sink {
                                               "(WORKER_CAPABILITY_HISTORY_STREAMING)"),
         std::nullopt, nullptr, true};
     spdlog::warn("{}", failed.failure->error_message);
-    fail_(session_, core::orchestrator_completion{item.instance_id, item.completion_token, {{0, std::move(failed)}},
-                                                  std::nullopt});
+    core::orchestrator_completion completion{item.instance_id, item.completion_token, {{0, std::move(failed)}},
+                                             std::nullopt};
+    if (session_ == 0) {
+      unsent_failures_.push_back(std::move(completion));  // Sent once the session id is known (activate).
+    } else {
+      fail_(session_, std::move(completion));
+    }
+    return false;
+  }
+
+  /// An entity batch this worker cannot receive fails as a whole (its operations
+  /// fail, the state stays), like an orchestrator item it cannot receive.
+  bool fits_entity(const WorkItem& message, const core::orchestrator_work_item& item) {
+    const auto size = message.ByteSizeLong();
+    if (size <= work_item_bytes_max) return true;
+    core::entity_batch_result batch;
+    batch.failure = core::failure_details{
+        "WorkItemTooLarge",
+        fmt::format("the operation batch of entity '{}' is {} bytes, more than the {} bytes a gRPC worker accepts by "
+                    "default",
+                    item.instance_id, size, client_message_bytes_max),
+        std::nullopt, nullptr, true};
+    spdlog::warn("{}", batch.failure->error_message);
+    core::orchestrator_completion completion{item.instance_id, item.completion_token, {}, std::nullopt, std::move(batch)};
+    if (session_ == 0) {
+      unsent_failures_.push_back(std::move(completion));
+    } else {
+      fail_(session_, std::move(completion));
+    }
     return false;
   }
 
@@ -288,7 +319,14 @@ class stream_sink final : public actors::work_sink {
     std::lock_guard lock(mutex_);
     stream_reactor_ = stream;
     session_ = session;
+    for (auto& failure : std::exchange(unsent_failures_, {})) fail_(session_, std::move(failure));
     write_next_locked();
+  }
+
+  /// How the stream ends once its last write is done.
+  Status final_status() {
+    std::lock_guard lock(mutex_);
+    return end_status_.value_or(Status(StatusCode::CANCELLED, "the work stream ended"));
   }
 
   /// dtsd closed the session: the stream ends (UNAVAILABLE, with why) and what it
@@ -345,6 +383,8 @@ class stream_sink final : public actors::work_sink {
   const bool history_streaming_;
   const fail_fn fail_;
   std::mutex mutex_;
+  std::vector<core::orchestrator_completion> unsent_failures_;
+  std::optional<Status> end_status_;  ///< Set by end().
   std::deque<WorkItem> queue_;
   WorkItem current_;
   bool writing_ = false;
@@ -367,7 +407,7 @@ class work_stream final : public grpc::ServerWriteReactor<WorkItem> {
   void finish(const Status& status) { Finish(status); }
 
   void OnWriteDone(bool ok) override {
-    if (sink_->write_done(ok)) Finish(Status(StatusCode::CANCELLED, "the work stream ended"));
+    if (sink_->write_done(ok)) Finish(sink_->final_status());
   }
   void OnCancel() override {
     if (sink_->cancel()) Finish(Status(StatusCode::CANCELLED, "the work stream ended"));
@@ -397,6 +437,7 @@ void stream_sink::end(const std::string& why) {
     std::lock_guard lock(mutex_);
     if (closed_) return;
     closed_ = true;
+    end_status_ = Status(StatusCode::UNAVAILABLE, why);
     queue_.clear();
     held_.clear();
     // With a write in flight, OnWriteDone finishes the stream.
@@ -1140,6 +1181,9 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     scheduler_.purge_where(
         hub, std::move(filter), recursive,
         [handle, response, state](expected<std::size_t> count) {
+          if (!count && count.error().code == errc::not_found && count.error().message.find("task hub") == std::string::npos) {
+            count = std::size_t{0};
+          }
           if (!count) {
             unary_call::finish(handle, to_status(count.error()));
           } else {

@@ -464,6 +464,7 @@ struct worker::impl {
     answer_tasks.add(queue->drain(session_client, answer_tasks));
     {
       std::lock_guard lock(mutex);
+      reconnect = false;  // An end asked of an earlier connection does not end this one.
       answers = queue;
       stop_signal = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(stopped.fulfiller));
     }

@@ -804,3 +804,16 @@ TEST_CASE("orchestration: an entity grants its lock in order and holds other cal
   CHECK(released.effects.messages[0].target_instance_id == "orch-2");
   CHECK(std::holds_alternative<events::entity_lock_granted>(std::get<history_event>(released.effects.messages[0].body).body));
 }
+
+TEST_CASE("orchestration: a replacing start may not reuse the current execution id") {
+  harness h;
+  h.start(h.request());
+  h.complete(h.dispatch_now(), {complete_with(0, runtime_status::completed, "\"done\"")});
+  const auto before = *h.instance;
+  auto again = h.request();
+  again.execution_id = h.instance->record.execution_id;
+  auto refused = apply_start(h.instance, again, h.now, h.limits);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == errc::invalid_argument);
+  CHECK(same_state(*h.instance, before));
+}

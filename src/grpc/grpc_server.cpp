@@ -273,13 +273,7 @@ class stream_sink final : public actors::work_sink {
                                               "(WORKER_CAPABILITY_HISTORY_STREAMING)"),
         std::nullopt, nullptr, true};
     spdlog::warn("{}", failed.failure->error_message);
-    core::orchestrator_completion completion{item.instance_id, item.completion_token, {{0, std::move(failed)}},
-                                             std::nullopt};
-    if (session_ == 0) {
-      unsent_failures_.push_back(std::move(completion));  // Sent once the session id is known (activate).
-    } else {
-      fail_(session_, std::move(completion));
-    }
+    send_failure({item.instance_id, item.completion_token, {{0, std::move(failed)}}, std::nullopt});
     return false;
   }
 
@@ -296,13 +290,18 @@ class stream_sink final : public actors::work_sink {
                     item.instance_id, size, client_message_bytes_max),
         std::nullopt, nullptr, true};
     spdlog::warn("{}", batch.failure->error_message);
-    core::orchestrator_completion completion{item.instance_id, item.completion_token, {}, std::nullopt, std::move(batch)};
+    send_failure({item.instance_id, item.completion_token, {}, std::nullopt, std::move(batch)});
+    return false;
+  }
+
+  /// Fails an item this worker cannot receive; before the session id is known
+  /// (activate), the failure waits for it.
+  void send_failure(core::orchestrator_completion completion) {
     if (session_ == 0) {
       unsent_failures_.push_back(std::move(completion));
     } else {
       fail_(session_, std::move(completion));
     }
-    return false;
   }
 
   void keep_alive() override {

@@ -7,7 +7,7 @@ import { describe, test } from "node:test";
 import { Metadata } from "@grpc/grpc-js";
 import { OrchestrationStatus } from "@microsoft/durabletask-js";
 
-import { pb, rawEnvironment, unary } from "./raw.mjs";
+import { openStream, pb, rawEnvironment, stringValue, Timestamp, unary } from "./raw.mjs";
 import { CITIES, Dtsd, eventually, makeClient, sharedEnvironment, startWorkerProcess } from "./support.mjs";
 
 const MiB = 1024 * 1024;
@@ -60,7 +60,6 @@ describe("a worker's oversize answer gets a clear error, and its token is spent"
   const env = rawEnvironment();
 
   test("the completion call is refused with the reason; the same answer again is stale, not applied twice", async () => {
-    const { openStream, stringValue } = await import("./raw.mjs");
     const work = openStream(env.stub);
     try {
       const id = await env.client.scheduleNewOrchestration("RawHuge", null);
@@ -165,7 +164,6 @@ describe("names, tags, times and page sizes have limits, and more is refused nam
   const env = rawEnvironment();
 
   test("a name or tag over its limit is INVALID_ARGUMENT and creates nothing", async () => {
-    const { stringValue } = await import("./raw.mjs");
     const long = "n".repeat(5 * MiB);
     const start = new pb.CreateInstanceRequest();
     start.setInstanceid("long-name");
@@ -193,7 +191,6 @@ describe("names, tags, times and page sizes have limits, and more is refused nam
   });
 
   test("a time outside the protobuf range is INVALID_ARGUMENT, not stored", async () => {
-    const { Timestamp } = await import("./raw.mjs");
     const start = new pb.CreateInstanceRequest();
     start.setInstanceid("bad-time");
     start.setName("Fine");

@@ -63,7 +63,19 @@ class test_worker final : public actors::work_sink {
     std::lock_guard lock(mutex_);
     return ended_;
   }
-  std::uint64_t session = 0;
+  /// The session the scheduler opened for this worker. Items can be pushed before
+  /// open_session returns; the worker answers none until it knows its session.
+  void attach(std::uint64_t opened) {
+    {
+      std::lock_guard lock(mutex_);
+      session_ = opened;
+    }
+    wake_.notify_one();
+  }
+  std::uint64_t session() {
+    std::lock_guard lock(mutex_);
+    return session_;
+  }
   std::size_t pushed() {
     std::lock_guard lock(mutex_);
     return pushed_;
@@ -73,12 +85,14 @@ class test_worker final : public actors::work_sink {
   void run() {
     for (;;) {
       actors::work_item item;
+      std::uint64_t session = 0;
       {
         std::unique_lock lock(mutex_);
-        wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        wake_.wait(lock, [this] { return stopping_ || (session_ != 0 && !queue_.empty()); });
         if (stopping_) return;
         item = std::move(queue_.front());
         queue_.pop_front();
+        session = session_;
       }
       if (auto* orchestration = std::get_if<core::orchestrator_work_item>(&item)) {
         if (hold_) continue;
@@ -99,6 +113,7 @@ class test_worker final : public actors::work_sink {
   std::deque<actors::work_item> queue_;
   std::size_t pushed_ = 0;
   std::string ended_;
+  std::uint64_t session_ = 0;
   bool stopping_ = false;
   std::thread thread_;
 };
@@ -132,7 +147,7 @@ TEST_CASE("scheduler: hello cities, fan-out and a timer run to completion throug
   auto worker = std::make_shared<test_worker>(*scheduler);
   auto session = scheduler->open_session("default", {10, 10, 0}, worker);
   REQUIRE(session);
-  worker->session = *session;
+  worker->attach(*session);
 
   std::vector<std::pair<std::string, std::string>> runs = {
       {"hello-1", "HelloCities"}, {"fan-1", "FanOut"}, {"sleepy-1", "Sleepy"}};
@@ -176,7 +191,7 @@ TEST_CASE("scheduler: a closed session's work goes to another session") {
   auto stuck = std::make_shared<test_worker>(*scheduler, true);
   auto stuck_session = scheduler->open_session("default", {10, 10, 0}, stuck);
   REQUIRE(stuck_session);
-  stuck->session = *stuck_session;
+  stuck->attach(*stuck_session);
   REQUIRE(call<engine::started>([&](auto done) { scheduler->start("default", request("hello-1", "HelloCities"), done); }));
   for (int i = 0; i < 300 && stuck->pushed() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   REQUIRE(stuck->pushed() == 1);
@@ -184,7 +199,7 @@ TEST_CASE("scheduler: a closed session's work goes to another session") {
   auto healthy = std::make_shared<test_worker>(*scheduler);
   auto healthy_session = scheduler->open_session("default", {10, 10, 0}, healthy);
   REQUIRE(healthy_session);
-  healthy->session = *healthy_session;
+  healthy->attach(*healthy_session);
   scheduler->close_session(*stuck_session);
   auto record = call<core::instance_record>([&](auto done) { scheduler->wait("default", "hello-1", true, done); });
   REQUIRE(record);
@@ -237,12 +252,12 @@ TEST_CASE("scheduler: a cancelled wait is forgotten; the others are answered") {
   auto worker = std::make_shared<test_worker>(*scheduler);
   auto session = scheduler->open_session("default", {10, 10, 0}, worker);
   REQUIRE(session);
-  worker->session = *session;
+  worker->attach(*session);
   REQUIRE(answer.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
   auto record = answer.get();
   REQUIRE_MESSAGE(record, (record ? "" : record.error().message));
   CHECK(record->status == core::runtime_status::completed);
-  scheduler->close_session(worker->session);
+  scheduler->close_session(worker->session());
   scheduler->drain();
   CHECK_FALSE(cancelled_answered.load());
 }
@@ -253,7 +268,7 @@ TEST_CASE("scheduler: a session that lets its lease expire gets no new work, its
   auto hung = std::make_shared<test_worker>(*scheduler, true);
   auto hung_session = scheduler->open_session("default", {10, 10, 0}, hung);
   REQUIRE(hung_session);
-  hung->session = *hung_session;
+  hung->attach(*hung_session);
   REQUIRE(call<engine::started>([&](auto done) { scheduler->start("default", request("hello-1", "HelloCities"), done); }));
   for (int i = 0; i < 300 && hung->pushed() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   REQUIRE(hung->pushed() == 1);
@@ -263,7 +278,7 @@ TEST_CASE("scheduler: a session that lets its lease expire gets no new work, its
   auto healthy = std::make_shared<test_worker>(*scheduler);
   auto healthy_session = scheduler->open_session("default", {10, 10, 0}, healthy);
   REQUIRE(healthy_session);
-  healthy->session = *healthy_session;
+  healthy->attach(*healthy_session);
   auto record = call<core::instance_record>([&](auto done) { scheduler->wait("default", "hello-1", true, done); });
   REQUIRE(record);
   CHECK(record->status == core::runtime_status::completed);

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <utility>
 
 namespace dtsd::actors {
 namespace {
@@ -29,8 +30,9 @@ commit_pool::~commit_pool() {
 }
 
 std::unique_ptr<commit_pool::lane> commit_pool::open(store::partition_store& store,
-                                                     std::function<void(std::uint64_t)> committed) {
-  return std::unique_ptr<lane>(new lane(*this, store, std::move(committed)));
+                                                     std::function<void(std::uint64_t)> committed,
+                                                     failure_report failed) {
+  return std::unique_ptr<lane>(new lane(*this, store, std::move(committed), std::move(failed)));
 }
 
 void commit_pool::run() {
@@ -48,14 +50,26 @@ void commit_pool::run() {
       ++next->writing_;
     }
     auto committed = next->store_.commit(job.second, wall_ns());
-    if (!committed) {
-      // Memory and disk disagree from here on; only a restart from disk is safe.
+    if (!committed && committed.error().code == errc::corrupt) {
+      // The store cannot be trusted any more; only a restart from disk is safe.
       spdlog::critical("partition {} of hub '{}': commit failed: {}; exiting",
                        next->store_.identity().partition_index, next->store_.identity().task_hub,
                        committed.error().message);
       std::_Exit(70);
     }
-    next->committed_(job.first);
+    if (!committed) {
+      // Nothing of the batch reached the disk (the store's counters move only on
+      // success): keep it for a retry, and let the owner decide when.
+      const auto number = job.first;
+      {
+        std::lock_guard lock(mutex_);
+        next->job_ = std::move(job);
+        next->stalled_ = true;
+      }
+      if (next->failed_) next->failed_(number, committed.error());
+    } else {
+      next->committed_(job.first);
+    }
     {
       std::lock_guard lock(mutex_);
       --next->writing_;
@@ -66,7 +80,21 @@ void commit_pool::run() {
 
 commit_pool::lane::~lane() {
   std::unique_lock lock(pool_.mutex_);
-  pool_.lane_idle_.wait(lock, [this] { return !job_ && writing_ == 0; });
+  pool_.lane_idle_.wait(lock, [this] { return (!job_ || stalled_) && writing_ == 0; });
+  if (job_) {
+    spdlog::warn("partition {} of hub '{}': batch {} was never committed and is dropped (none of it was acknowledged)",
+                 store_.identity().partition_index, store_.identity().task_hub, job_->first);
+  }
+}
+
+void commit_pool::lane::retry() {
+  {
+    std::lock_guard lock(pool_.mutex_);
+    if (!job_ || !stalled_) return;
+    stalled_ = false;
+    pool_.queued_.push_back(this);
+  }
+  pool_.work_.notify_one();
 }
 
 void commit_pool::lane::write(std::uint64_t number, store::write_batch batch) {

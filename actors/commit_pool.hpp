@@ -9,6 +9,12 @@
 /// At idle a batch finds a thread free and is written at once; under load, a few
 /// threads for many partitions make batches larger and commits fewer, and the
 /// process keeps a few writer threads instead of one per partition.
+///
+/// A commit that fails (a full disk, an I/O error) changes nothing on disk: the lane
+/// keeps the batch, reports the failure and is *stalled* until its owner asks it to
+/// `retry()`; no pool thread waits for it meanwhile. Only a store that can no longer
+/// be trusted (errc::corrupt: LMDB's fatal state) ends the process, since only a
+/// restart from disk is safe then.
 
 #include <condition_variable>
 #include <cstdint>
@@ -28,6 +34,10 @@ class commit_pool {
  public:
   class lane;
 
+  /// Runs on a pool thread when batch `number` could not be committed (the store
+  /// holds nothing of it); the lane keeps the batch until `retry()`.
+  using failure_report = std::function<void(std::uint64_t number, const dtsd::error& why)>;
+
   /// Starts `threads` writer threads (at least one).
   explicit commit_pool(std::size_t threads);
   /// Joins the threads; every lane must be gone by then.
@@ -36,9 +46,11 @@ class commit_pool {
   commit_pool& operator=(const commit_pool&) = delete;
 
   /// A lane for `store`; `committed(number)` runs on a pool thread once batch
-  /// `number` is durable. The store and the lane must outlive each other's use:
-  /// destroying the lane waits until its batch is written.
-  std::unique_ptr<lane> open(store::partition_store& store, std::function<void(std::uint64_t)> committed);
+  /// `number` is durable, `failed` when it could not be. The store and the lane must
+  /// outlive each other's use: destroying the lane waits until its batch is written,
+  /// or drops it if the lane is stalled (none of it was acknowledged).
+  std::unique_ptr<lane> open(store::partition_store& store, std::function<void(std::uint64_t)> committed,
+                             failure_report failed = {});
 
   std::size_t thread_count() const { return threads_.size(); }
 
@@ -62,17 +74,23 @@ class commit_pool::lane {
   /// Queues batch `number`. The previous batch of this lane must have been
   /// reported committed.
   void write(std::uint64_t number, store::write_batch batch);
+  /// Queues the batch whose commit failed again; nothing if the lane is not stalled.
+  void retry();
 
  private:
   friend class commit_pool;
-  lane(commit_pool& pool, store::partition_store& store, std::function<void(std::uint64_t)> committed)
-      : pool_(pool), store_(store), committed_(std::move(committed)) {}
+  lane(commit_pool& pool, store::partition_store& store, std::function<void(std::uint64_t)> committed,
+       failure_report failed)
+      : pool_(pool), store_(store), committed_(std::move(committed)), failed_(std::move(failed)) {}
 
   commit_pool& pool_;
   store::partition_store& store_;
   std::function<void(std::uint64_t)> committed_;
+  failure_report failed_;
   // Guarded by the pool's mutex.
   std::optional<std::pair<std::uint64_t, store::write_batch>> job_;
+  /// The job's commit failed; it waits for retry() instead of a pool thread.
+  bool stalled_ = false;
   /// Pool threads inside this lane's commit or its callback (the next batch can
   /// start on another thread while the previous one's thread is still leaving).
   int writing_ = 0;

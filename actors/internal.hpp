@@ -34,6 +34,8 @@ using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 using workers_atom = caf::atom_constant<caf::atom("workers")>;
 using alive_atom = caf::atom_constant<caf::atom("alive")>;
 using end_atom = caf::atom_constant<caf::atom("end")>;
+using stall_atom = caf::atom_constant<caf::atom("stall")>;
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
 
 class partition_context;
 
@@ -53,6 +55,17 @@ class partition_context {
   virtual void add_waiter(const std::string& instance_id, bool until_completed, std::uint64_t handle,
                           callback<core::instance_record> done) = 0;
   virtual void remove_waiter(const std::string& instance_id, std::uint64_t handle) = 0;
+  /// Why the partition refuses new writes now (it cannot commit), or nothing.
+  virtual const std::optional<dtsd::error>& write_refusal() const = 0;
+};
+
+/// Whether a partition can write: set by its actor, read by the scheduler's
+/// status calls without a message (so a stalled hub still answers them).
+struct write_health {
+  std::mutex mutex;
+  std::optional<std::string> stalled;  ///< Why its commits fail, while they do.
+  std::int64_t since_ns = 0;           ///< When they started failing.
+  std::uint64_t failed_commits = 0;    ///< Since the process started.
 };
 
 /// An operation for a live instance (see engine/instance.hpp): `on_instance` runs
@@ -120,7 +133,7 @@ using drain_signal = std::shared_ptr<std::promise<void>>;
 /// Spawns the actor of one partition; it owns `engine` and commits through a lane
 /// of `commits`, which must outlive it.
 caf::actor spawn_partition(caf::actor_system& system, std::unique_ptr<engine::partition_engine> engine,
-                           commit_pool& commits);
+                           commit_pool& commits, std::shared_ptr<write_health> health);
 
 /// Spawns the coordinator of a hub: worker sessions, leases, push dispatch.
 caf::actor spawn_coordinator(caf::actor_system& system, std::int64_t lease_ms,
@@ -138,6 +151,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::take_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::workers_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::drain_signal)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::commit_pool*)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<dtsd::actors::write_health>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::session_info)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<caf::actor>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::core::orchestrator_work_item)

@@ -17,6 +17,10 @@ namespace {
 /// How often a partition ends the instance actors that stayed idle (and all on
 /// disk) for a whole period; they are made live again from the store when needed.
 constexpr auto instance_sweep_period = std::chrono::seconds(30);
+/// A partition whose commit failed tries the same batch again after this, doubling
+/// up to the maximum, until it succeeds.
+constexpr auto commit_retry_first = std::chrono::milliseconds(100);
+constexpr auto commit_retry_max = std::chrono::seconds(2);
 
 /// One live orchestration or entity, pinned to its partition: runs the partition's
 /// operations on the instance's state, in the order sent, and hands each back to the
@@ -98,6 +102,12 @@ class partition_state : public partition_context {
   work_kinds announced;  ///< What the coordinator believes this partition has.
   bool draining = false;
   std::vector<std::function<void()>> drained;
+  /// While its commits fail: the refusal given to new writes (see on_stalled).
+  std::optional<dtsd::error> stall;
+  std::chrono::milliseconds retry_delay = commit_retry_first;
+  std::shared_ptr<write_health> health;
+
+  const std::optional<dtsd::error>& write_refusal() const override { return stall; }
 
   engine::partition_engine& engine() override { return *engine_; }
   std::int64_t now_ns() const override { return wall_clock_ns(); }
@@ -177,7 +187,7 @@ class partition_state : public partition_context {
 
   /// Tells the coordinator about any kind of work it does not know this partition has.
   void announce() {
-    if (!coordinator || draining) return;
+    if (!coordinator || draining || stall) return;
     auto kinds = available();
     bool news = false;
     for (std::size_t k = 0; k < work_kind_count; ++k) {
@@ -199,6 +209,13 @@ class partition_state : public partition_context {
         for (auto& done : drained) done();
         drained.clear();
       }
+    } else if (draining && stall && !drained.empty()) {
+      // It cannot commit what it holds: stopping must not wait for the disk. None
+      // of the uncommitted changes was acknowledged to anyone.
+      spdlog::warn("partition {} of hub '{}' stops with changes it could not commit (none was acknowledged)", index,
+                   engine_->identity().task_hub);
+      for (auto& done : drained) done();
+      drained.clear();
     }
     if (!draining) engine_->prepare(wall_clock_ns());
     announce();
@@ -229,7 +246,46 @@ class partition_state : public partition_context {
     }
   }
 
+  /// A commit failed and the lane keeps the batch: refuse new writes from clients
+  /// and workers (they get `stall`), hand out no work, keep serving reads and
+  /// applying what is already under way, and retry with a growing delay. Logged
+  /// once per stall, not per attempt.
+  void on_stalled(std::uint64_t batch, const std::string& why) {
+    const auto now = wall_clock_ns();
+    if (!stall) {
+      spdlog::error("partition {} of hub '{}' cannot commit batch {}: {}; it refuses new writes and retries until it "
+                    "can",
+                    index, engine_->identity().task_hub, batch, why);
+      stall = dtsd::error{errc::resource_exhausted,
+                          fmt::format("partition {} of task hub '{}' cannot write to its storage ({}); new writes are "
+                                      "refused until it can: try again later",
+                                      index, engine_->identity().task_hub, why)};
+      retry_delay = commit_retry_first;
+      announced = {};
+    } else {
+      retry_delay = std::min<std::chrono::milliseconds>(retry_delay * 2, commit_retry_max);
+    }
+    {
+      std::lock_guard lock(health->mutex);
+      if (!health->stalled) health->since_ns = now;
+      health->stalled = why;
+      ++health->failed_commits;
+    }
+    self->delayed_send(self, retry_delay, retry_atom::value);
+  }
+
   void on_committed(std::uint64_t batch) {
+    if (stall) {
+      std::int64_t since = 0;
+      {
+        std::lock_guard lock(health->mutex);
+        since = health->since_ns;
+        health->stalled.reset();
+      }
+      spdlog::warn("partition {} of hub '{}' writes again after {:.1f} s", index, engine_->identity().task_hub,
+                   static_cast<double>(wall_clock_ns() - since) / 1e9);
+      stall.reset();
+    }
     writing = false;
     committed_up_to = batch;
     auto released = engine_->batch_committed(batch);
@@ -253,6 +309,11 @@ class partition_state : public partition_context {
   void on_take(const take_request& take) {
     const auto& wanted = take.wanted;
     auto work = std::make_unique<work_batch>(work_batch{index, wanted, {}, {}, {}, {}, {}});
+    if (stall) {  // Its answers could not be committed: nothing until it writes again.
+      announced = {};
+      self->send(coordinator, work_atom::value, std::move(*work));
+      return;
+    }
     auto accept = [&](work_kind kind) -> const core::kind_filter& { return take.accept[kind_index(kind)]; };
     if (wanted[kind_index(work_kind::activity)] > 0) {
       work->activities = engine_->take_activities(wanted[kind_index(work_kind::activity)], accept(work_kind::activity));
@@ -276,15 +337,20 @@ class partition_state : public partition_context {
 };
 
 caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
-                              std::shared_ptr<engine::partition_engine> owned, commit_pool* commits) {
+                              std::shared_ptr<engine::partition_engine> owned, commit_pool* commits,
+                              std::shared_ptr<write_health> health) {
   auto& state = self->state;
   state.self = self;
+  state.health = std::move(health);
   // The engine arrives through a shared_ptr because spawn arguments must be copyable.
   state.engine_ = std::move(owned);
   state.engine_->set_host(std::make_unique<actor_host>(self));
-  state.writer = commits->open(state.engine_->store(), [owner = caf::actor_cast<caf::actor>(self)](std::uint64_t batch) {
-    caf::anon_send(owner, committed_atom::value, batch);
-  });
+  auto owner = caf::actor_cast<caf::actor>(self);
+  state.writer = commits->open(
+      state.engine_->store(), [owner](std::uint64_t batch) { caf::anon_send(owner, committed_atom::value, batch); },
+      [owner](std::uint64_t batch, const dtsd::error& why) {
+        caf::anon_send(owner, stall_atom::value, batch, why.message);
+      });
   state.index = state.engine_->identity().partition_index;
   return {
       [=](run_atom, const partition_command& command) {
@@ -294,6 +360,13 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
       [=](committed_atom, std::uint64_t batch) {
         self->state.on_committed(batch);
         self->state.pump();
+      },
+      [=](stall_atom, std::uint64_t batch, const std::string& why) {
+        self->state.on_stalled(batch, why);
+        self->state.pump();
+      },
+      [=](retry_atom) {
+        if (self->state.stall) self->state.writer->retry();
       },
       [=](tick_atom) {
         auto& s = self->state;
@@ -332,8 +405,9 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
 }  // namespace
 
 caf::actor spawn_partition(caf::actor_system& system, std::unique_ptr<engine::partition_engine> engine,
-                           commit_pool& commits) {
-  return system.spawn(partition_actor, std::shared_ptr<engine::partition_engine>(std::move(engine)), &commits);
+                           commit_pool& commits, std::shared_ptr<write_health> health) {
+  return system.spawn(partition_actor, std::shared_ptr<engine::partition_engine>(std::move(engine)), &commits,
+                      std::move(health));
 }
 
 }  // namespace dtsd::actors

@@ -23,6 +23,7 @@ struct hub {
   std::string name;
   std::uint32_t partition_count = 0;
   std::vector<caf::actor> partitions;
+  std::vector<std::shared_ptr<write_health>> health;  ///< One per partition.
   caf::actor coordinator;
 };
 
@@ -114,7 +115,7 @@ class actor_scheduler final : public scheduler {
       return error{errc::invalid_argument, fmt::format("partition count {} is not in 1..{}", partition_count,
                                                        core::partition_count_max)};
     }
-    hub h{name, partition_count, {}, spawn_coordinator(system_, config_.lease_ms, config_.keep_alive_ms)};
+    hub h{name, partition_count, {}, {}, spawn_coordinator(system_, config_.lease_ms, config_.keep_alive_ms)};
     for (std::uint32_t p = 0; p < partition_count; ++p) {
       store::partition_identity identity{name, p, partition_count};
       std::unique_ptr<store::kv_engine> kv;
@@ -131,7 +132,8 @@ class actor_scheduler final : public scheduler {
       auto engine = engine::partition_engine::open(std::move(*made), {config_.limits, 10000},
                                                    random_execution_ids(), wall_clock_ns());
       if (!engine) return stop_failed(h, engine.error());
-      h.partitions.push_back(spawn_partition(system_, std::move(*engine), commits_));
+      h.health.push_back(std::make_shared<write_health>());
+      h.partitions.push_back(spawn_partition(system_, std::move(*engine), commits_, h.health.back()));
     }
     for (auto& partition : h.partitions) caf::anon_send(partition, wire_atom::value, h.partitions, h.coordinator);
     caf::anon_send(h.coordinator, wire_atom::value, h.partitions);
@@ -198,6 +200,7 @@ class actor_scheduler final : public scheduler {
     auto id = request.instance_id;
     auto once = shared(std::move(done));
     on_partition(hub_name, id, *once, [request = std::move(request), done = once](partition_context& ctx) mutable {
+      if (const auto& refused = ctx.write_refusal()) return (*done)(*refused);
       ctx.engine().start(std::move(request), ctx.now_ns(), [&ctx, done](expected<engine::started> started) {
         if (!started) return (*done)(started.error());
         ctx.after_commit(started->batch, [done, started = *started] { (*done)(started); });
@@ -391,6 +394,10 @@ class actor_scheduler final : public scheduler {
   void purge_branch(const hub& h, const std::string& id, bool recursive, std::shared_ptr<purge_tracker> tracker,
                     bool top) {
     send_to(h, id, [this, h, id, recursive, tracker, top](partition_context& ctx) {
+      if (const auto& refused = ctx.write_refusal()) {
+        tracker->fail(*refused);  // Even for a child: what was asked is not all done.
+        return tracker->finish_one();
+      }
       auto purge_with = [this, &ctx, h, id, tracker, top](std::vector<std::string> children) {
         ctx.engine().purge(id, ctx.now_ns(), [this, &ctx, h, children, tracker, top](expected<std::uint64_t> batch) {
           if (!batch) {
@@ -556,6 +563,18 @@ class actor_scheduler final : public scheduler {
                        [once](expected<std::vector<worker_view>> views) { (*once)(std::move(views)); }));
   }
 
+  expected<std::vector<partition_view>> partitions(const std::string& hub_name) override {
+    auto found = find(hub_name);
+    if (!found) return found.error();
+    std::vector<partition_view> views;
+    for (std::uint32_t p = 0; p < found->health.size(); ++p) {
+      auto& health = *found->health[p];
+      std::lock_guard lock(health.mutex);
+      views.push_back({p, health.stalled.value_or(""), health.stalled ? health.since_ns : 0, health.failed_commits});
+    }
+    return views;
+  }
+
   void session_alive(std::uint64_t session) override {
     auto found = hub_of_session(session, false);
     if (found) caf::anon_send(found->coordinator, alive_atom::value, session);
@@ -719,7 +738,10 @@ class actor_scheduler final : public scheduler {
     auto found = hub_of_session(session, false);
     if (!found) return done(found.error());
     auto on_done = [coordinator = found->coordinator, token, session, done = std::move(done)](expected<void> outcome) {
-      if (outcome || outcome.error().code != errc::invalid_argument) {
+      if (!outcome && outcome.error().code == errc::resource_exhausted) {
+        // The partition cannot write: the item goes back, to run again once it can.
+        caf::anon_send(coordinator, abandon_atom::value, session, token);
+      } else if (outcome || outcome.error().code != errc::invalid_argument) {
         caf::anon_send(coordinator, done_atom::value, token, session);
       } else {
         caf::anon_send(coordinator, alive_atom::value, session);  // It answers, if wrongly.
@@ -744,6 +766,7 @@ class actor_scheduler final : public scheduler {
   void mutate(const std::string& hub_name, const std::string& id, callback<void> done, Apply apply) {
     auto finish = shared(std::move(done));
     on_partition(hub_name, id, *finish, [apply = std::move(apply), finish](partition_context& ctx) {
+      if (const auto& refused = ctx.write_refusal()) return (*finish)(*refused);
       apply(ctx, [&ctx, finish](expected<std::uint64_t> batch) {
         if (!batch) return (*finish)(batch.error());
         ctx.after_commit(*batch, [finish] { (*finish)(expected<void>()); });

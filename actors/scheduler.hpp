@@ -51,6 +51,16 @@ struct worker_view {
   core::work_filters filters;
 };
 
+/// One partition of a hub, as `dtsctl taskhub status` shows it.
+struct partition_view {
+  std::uint32_t index = 0;
+  /// Empty while it writes; otherwise why its commits fail (a full disk...): it
+  /// refuses new writes with errc::resource_exhausted and retries by itself.
+  std::string stalled;
+  std::int64_t stalled_since_ns = 0;
+  std::uint64_t failed_commits = 0;  ///< Since dtsd started.
+};
+
 /// Where a worker session's work goes. Called from actor threads; must not block.
 class work_sink {
  public:
@@ -146,6 +156,8 @@ class scheduler {
                                                std::string worker = {}) = 0;
   /// The hub's connected worker sessions.
   virtual void workers(const std::string& hub, callback<std::vector<worker_view>> done) = 0;
+  /// The hub's partitions and whether each can write; answered without asking them.
+  virtual expected<std::vector<partition_view>> partitions(const std::string& hub) = 0;
   /// Everything the session still holds is given back for re-dispatch.
   virtual void close_session(std::uint64_t session) = 0;
   /// The session's worker answered a keep-alive: it is alive (see the coordinator's

@@ -50,6 +50,14 @@ struct WorkerInfo {
   filters @8 :WorkFilters;
 }
 
+# A partition of a hub, as `dtsctl taskhub status` shows it.
+struct PartitionInfo {
+  index @0 :UInt32;
+  stalled @1 :Text;           # empty while it writes; else why its commits fail
+  stalledSinceNs @2 :Int64;
+  failedCommits @3 :UInt64;   # since dtsd started
+}
+
 struct WorkItem {
   union {
     orchestrator @0 :Model.OrchestratorWorkItem;
@@ -123,4 +131,5 @@ interface Scheduler {
       -> (continuationToken :Text, removed :UInt32, released :UInt32);
   # The hub's connected worker sessions (native and gRPC), with their filters.
   listWorkers @17 (taskHub :Text) -> (workers :List(WorkerInfo));
+  listPartitions @18 (taskHub :Text) -> (partitions :List(PartitionInfo));
 }

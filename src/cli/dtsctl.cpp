@@ -1,6 +1,7 @@
 // dtsctl: the command line of dtsd.
 //
 //   dtsctl [--address A] [--task-hub H] [--json] taskhub list|create NAME|delete NAME [--force]
+//   dtsctl ... taskhub status [NAME]
 //   dtsctl ... instance list [--status S]... [--name-prefix P] [--id-prefix P] [--version V] [--page-size N] [--all]
 //   dtsctl ... instance show ID [--history]
 //   dtsctl ... instance start NAME [--input JSON] [--id ID] [--version V]
@@ -190,6 +191,33 @@ int list_workers(sdk::client& client, bool as_json) {
   return 0;
 }
 
+/// `taskhub status`: one line per partition, saying whether it can write.
+int show_partitions(sdk::client& client, const std::string& hub, bool as_json) {
+  auto partitions = client.partitions(hub);
+  if (!partitions) {
+    std::fprintf(stderr, "dtsctl: %s\n", partitions.error().message.c_str());
+    return 1;
+  }
+  json out = json::array();
+  if (!as_json) std::printf("%-10s %-9s %-14s %s\n", "PARTITION", "STATE", "FAILED-COMMITS", "SINCE / REASON");
+  for (const auto& p : *partitions) {
+    if (as_json) {
+      json row = {{"partition", p.index}, {"writable", p.stalled.empty()}, {"failedCommits", p.failed_commits}};
+      if (!p.stalled.empty()) {
+        row["stalled"] = p.stalled;
+        row["stalledSince"] = time_text(p.stalled_since_ns);
+      }
+      out.push_back(std::move(row));
+      continue;
+    }
+    std::string detail = p.stalled.empty() ? "-" : time_text(p.stalled_since_ns) + "  " + p.stalled;
+    std::printf("%-10u %-9s %-14llu %s\n", p.index, p.stalled.empty() ? "writable" : "STALLED",
+                static_cast<unsigned long long>(p.failed_commits), detail.c_str());
+  }
+  if (as_json) std::printf("%s\n", out.dump().c_str());
+  return 0;
+}
+
 std::optional<json> parse_json_argument(const std::string& text, const char* what) {
   auto parsed = json::parse(text, nullptr, false);
   if (parsed.is_discarded()) {
@@ -220,6 +248,8 @@ int main(int argc, char** argv) {
   hub_delete->add_option("name", hub_name)->required();
   bool force_delete = false;
   hub_delete->add_flag("--force", force_delete, "Also when it still holds instances (they are deleted too)");
+  auto* hub_status = taskhub->add_subcommand("status", "Show whether each partition of a hub can write");
+  hub_status->add_option("name", hub_name, "The hub (default: --task-hub)");
 
   auto* instance = app.add_subcommand("instance", "Work with orchestration instances")->require_subcommand(1);
   std::string id, name, input = "null", data = "null", reason, event;
@@ -317,6 +347,7 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
+  if (hub_status->parsed()) return show_partitions(client, hub_name.empty() ? g.hub : hub_name, g.as_json);
   if (hub_create->parsed()) return done(client.create_task_hub(hub_name, hub_partitions), "created task hub " + hub_name);
   if (hub_delete->parsed()) {
     return done(client.delete_task_hub(hub_name, force_delete), "deleted task hub " + hub_name);

@@ -14,6 +14,7 @@ const char* to_string(errc code) noexcept {
     case errc::io: return "io";
     case errc::unimplemented: return "unimplemented";
     case errc::payload_too_large: return "payload_too_large";
+    case errc::resource_exhausted: return "resource_exhausted";
   }
   return "unknown";
 }

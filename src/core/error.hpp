@@ -25,6 +25,9 @@ enum class errc {
   /// A worker's answer carried a payload over its limit: it was applied as a
   /// failure naming the field instead (the caller must not send it again).
   payload_too_large,
+  /// The partition cannot write (its disk is full or failing): new writes are
+  /// refused until it can again; reads go on. Worth retrying later.
+  resource_exhausted,
 };
 
 const char* to_string(errc code) noexcept;

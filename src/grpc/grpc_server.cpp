@@ -41,6 +41,7 @@ Status to_status(const error& failure) {
     case errc::io: return {StatusCode::UNAVAILABLE, failure.message};
     case errc::unimplemented: return {StatusCode::UNIMPLEMENTED, failure.message};
     case errc::payload_too_large: return {StatusCode::INVALID_ARGUMENT, failure.message};
+    case errc::resource_exhausted: return {StatusCode::RESOURCE_EXHAUSTED, failure.message};
   }
   return {StatusCode::INTERNAL, failure.message};
 }

@@ -489,6 +489,18 @@ class scheduler_service final : public s::Scheduler::Server {
     });
   }
 
+  kj::Promise<void> listPartitions(ListPartitionsContext context) override {
+    auto views = value_or_fail(scheduler_.partitions(text(context.getParams().getTaskHub())));
+    auto list = context.getResults().initPartitions(static_cast<unsigned>(views.size()));
+    for (unsigned i = 0; i < views.size(); ++i) {
+      list[i].setIndex(views[i].index);
+      list[i].setStalled(text(views[i].stalled));
+      list[i].setStalledSinceNs(views[i].stalled_since_ns);
+      list[i].setFailedCommits(views[i].failed_commits);
+    }
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> listTaskHubs(ListTaskHubsContext context) override {
     auto names = scheduler_.task_hubs();
     auto list = context.getResults().initNames(static_cast<unsigned>(names.size()));

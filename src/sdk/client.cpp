@@ -284,6 +284,19 @@ class capnp_client final : public client {
     });
   }
 
+  expected<std::vector<partition_info>> partitions(const std::string& name) override {
+    return guarded([&] {
+      auto request = scheduler_.listPartitionsRequest();
+      request.setTaskHub(text(name));
+      auto response = request.send().wait(rpc_.getWaitScope());
+      std::vector<partition_info> out;
+      for (auto p : response.getPartitions()) {
+        out.push_back(partition_info{p.getIndex(), p.getStalled().cStr(), p.getStalledSinceNs(), p.getFailedCommits()});
+      }
+      return out;
+    });
+  }
+
   expected<entity_clean_summary> clean_entity_storage(bool remove_empty, bool release_orphaned_locks) override {
     return guarded([&] {
       entity_clean_summary summary;

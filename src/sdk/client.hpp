@@ -57,6 +57,16 @@ struct worker_info {
   core::work_filters filters;  ///< What it takes (core/work_filter.hpp).
 };
 
+/// A partition of a hub and whether it can write.
+struct partition_info {
+  std::uint32_t index = 0;
+  /// Empty while it writes; otherwise why its commits fail (it refuses new writes
+  /// with errc::resource_exhausted meanwhile, and resumes by itself).
+  std::string stalled;
+  std::int64_t stalled_since_ns = 0;
+  std::uint64_t failed_commits = 0;  ///< Since dtsd started.
+};
+
 struct query_result {
   std::vector<core::instance_record> instances;
   std::string continuation_token;
@@ -113,6 +123,8 @@ class client {
   virtual expected<entity_clean_summary> clean_entity_storage(bool remove_empty, bool release_orphaned_locks) = 0;
   /// The worker sessions connected to the hub, with the work they take.
   virtual expected<std::vector<worker_info>> workers() = 0;
+  /// The partitions of hub `name` and whether each can write.
+  virtual expected<std::vector<partition_info>> partitions(const std::string& name) = 0;
   virtual expected<std::vector<std::string>> task_hubs() = 0;
   virtual expected<void> create_task_hub(const std::string& name, std::uint32_t partitions = 0) = 0;
   /// Deletes a hub and its data; one that still holds instances only with `force`.

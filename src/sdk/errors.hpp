@@ -19,7 +19,8 @@ inline dtsd::error error_of_text(std::string text) {
       {"already_exists", errc::already_exists},     {"failed_precondition", errc::failed_precondition},
       {"stale_token", errc::stale_token},           {"duplicate", errc::duplicate},
       {"corrupt", errc::corrupt},                   {"io", errc::io},
-      {"unimplemented", errc::unimplemented},       {"payload_too_large", errc::payload_too_large}};
+      {"unimplemented", errc::unimplemented},       {"payload_too_large", errc::payload_too_large},
+      {"resource_exhausted", errc::resource_exhausted}};
   for (const auto& [name, code] : codes) {
     std::string prefix = std::string(name) + ": ";
     if (text.rfind(prefix, 0) == 0) return {code, text.substr(prefix.size())};

@@ -187,8 +187,11 @@ class lmdb_engine final : public kv_engine {
       } catch (const lmdb_failure& failure) {
         if (txn != nullptr) mdb_txn_abort(txn);
         if (failure.code != MDB_MAP_FULL) {
-          return error{errc::io, fmt::format("LMDB {} failed: {}", failure.operation,
-                                             mdb_strerror(failure.code))};
+          // A full disk or an I/O error leaves the environment as it was before the
+          // transaction; LMDB's fatal states do not.
+          const bool fatal = failure.code == MDB_PANIC || failure.code == MDB_CORRUPTED;
+          return error{fatal ? errc::corrupt : errc::io,
+                       fmt::format("LMDB {} failed: {}", failure.operation, mdb_strerror(failure.code))};
         }
       } catch (...) {
         if (txn != nullptr) mdb_txn_abort(txn);

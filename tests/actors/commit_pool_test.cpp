@@ -1,11 +1,13 @@
 // The shared commit pool: each lane's batches are committed one at a time and in
-// order while other lanes' batches run on the other threads, and a lane being
-// destroyed waits for the batch it holds.
+// order while other lanes' batches run on the other threads, a lane being
+// destroyed waits for the batch it holds, and a failed commit keeps its batch for
+// a retry without holding a thread.
 
 #include <doctest/doctest.h>
 
 #include <condition_variable>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "actors/commit_pool.hpp"
@@ -35,6 +37,23 @@ std::uint64_t stored_mark(store::partition_store& store) {
   auto found = recovered->dedup_marks.find(0);
   return found == recovered->dedup_marks.end() ? 0 : found->second;
 }
+
+/// A memory store whose writes fail while `failing` is set, as a full disk does:
+/// nothing of the failed transaction is kept.
+class failing_engine final : public store::kv_engine {
+ public:
+  explicit failing_engine(std::shared_ptr<std::atomic<bool>> failing)
+      : inner_(store::open_memory()), failing_(std::move(failing)) {}
+  expected<void> write(const std::function<void(store::kv_writer&)>& body) override {
+    if (*failing_) return error{errc::io, "LMDB txn_commit failed: No space left on device"};
+    return inner_->write(body);
+  }
+  expected<void> read(const std::function<void(store::kv_reader&)>& body) override { return inner_->read(body); }
+
+ private:
+  std::unique_ptr<store::kv_engine> inner_;
+  std::shared_ptr<std::atomic<bool>> failing_;
+};
 
 }  // namespace
 
@@ -95,4 +114,85 @@ TEST_CASE("destroying a lane waits until the batch it holds is committed") {
   a.reset();
   CHECK(stored_mark(*first) == 7);
   CHECK(reports == 2);
+}
+
+TEST_CASE("a failed commit keeps its batch for a retry, commits it once the store writes again, and holds no thread") {
+  actors::commit_pool pool(1);
+  auto failing = std::make_shared<std::atomic<bool>>(false);
+  auto made = store::partition_store::open(std::make_unique<failing_engine>(failing), {"pool", 0, 2});
+  REQUIRE(made);
+  auto& broken = **made;
+  auto healthy = memory_store(1, 2);
+
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<std::uint64_t> committed, failures, healthy_committed;
+  std::string why;
+  auto wait_until = [&](auto condition) {
+    std::unique_lock lock(mutex);
+    return changed.wait_for(lock, std::chrono::seconds(30), condition);
+  };
+  auto lane = pool.open(
+      broken,
+      [&](std::uint64_t number) {
+        std::lock_guard lock(mutex);
+        committed.push_back(number);
+        changed.notify_all();
+      },
+      [&](std::uint64_t number, const error& failure) {
+        std::lock_guard lock(mutex);
+        failures.push_back(number);
+        why = failure.message;
+        changed.notify_all();
+      });
+  auto other = pool.open(*healthy, [&](std::uint64_t number) {
+    std::lock_guard lock(mutex);
+    healthy_committed.push_back(number);
+    changed.notify_all();
+  });
+
+  lane->write(1, marking(1));
+  REQUIRE(wait_until([&] { return committed.size() == 1; }));
+  *failing = true;
+  lane->write(2, marking(2));
+  REQUIRE(wait_until([&] { return failures.size() == 1; }));
+  CHECK(failures.front() == 2);
+  CHECK(why.find("No space left") != std::string::npos);
+  CHECK(stored_mark(broken) == 1);  // Nothing of batch 2.
+
+  // The one pool thread is free for other lanes while this one is stalled.
+  other->write(1, marking(5));
+  REQUIRE(wait_until([&] { return healthy_committed.size() == 1; }));
+  CHECK(stored_mark(*healthy) == 5);
+
+  lane->retry();  // Still failing: reported again, still not committed.
+  REQUIRE(wait_until([&] { return failures.size() == 2; }));
+  CHECK(failures.back() == 2);
+  *failing = false;
+  lane->retry();
+  REQUIRE(wait_until([&] { return committed.size() == 2; }));
+  CHECK(committed.back() == 2);
+  CHECK(stored_mark(broken) == 2);
+  lane->retry();  // Not stalled: nothing happens.
+  lane->write(3, marking(3));
+  REQUIRE(wait_until([&] { return committed.size() == 3; }));
+  CHECK(stored_mark(broken) == 3);
+  lane.reset();
+  other.reset();
+}
+
+TEST_CASE("destroying a stalled lane drops its batch instead of waiting for the disk") {
+  actors::commit_pool pool(1);
+  auto failing = std::make_shared<std::atomic<bool>>(false);
+  auto made = store::partition_store::open(std::make_unique<failing_engine>(failing), {"pool", 0, 1});
+  REQUIRE(made);
+  *failing = true;
+  std::atomic<int> failures{0};
+  auto lane = pool.open(**made, [](std::uint64_t) {}, [&](std::uint64_t, const error&) { ++failures; });
+  lane->write(1, marking(1));
+  for (int i = 0; i < 3000 && failures == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(failures == 1);
+  lane.reset();  // Returns: the stalled batch is dropped.
+  *failing = false;
+  CHECK(stored_mark(**made) == 0);
 }

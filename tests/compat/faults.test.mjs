@@ -2,13 +2,17 @@
 // shown happening, then handled (a clear error, a failure the app can see, nothing
 // looping).
 import assert from "node:assert/strict";
-import { describe, test } from "node:test";
+import { execFileSync } from "node:child_process";
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { after, describe, test } from "node:test";
 
 import { Metadata } from "@grpc/grpc-js";
 import { OrchestrationStatus } from "@microsoft/durabletask-js";
 
 import { openStream, pb, rawEnvironment, stringValue, Timestamp, unary } from "./raw.mjs";
-import { CITIES, Dtsd, eventually, makeClient, sharedEnvironment, startWorkerProcess } from "./support.mjs";
+import { CITIES, Dtsd, dtsdPath, eventually, makeClient, sharedEnvironment, startWorkerProcess } from "./support.mjs";
 
 const MiB = 1024 * 1024;
 
@@ -275,5 +279,138 @@ describe("a hung worker (SIGSTOP: the connection stays open, nothing answers)", 
       await client.stop().catch(() => {});
       await dtsd.cleanup();
     }
+  });
+});
+
+/** Mounts a tmpfs of `megabytes` at a new directory; null (with the reason) if this machine does not let us. */
+function mountTmpfs(megabytes) {
+  const dir = mkdtempSync(join(tmpdir(), "dtsd-full-"));
+  try {
+    execFileSync("mount", ["-t", "tmpfs", "-o", `size=${megabytes}m`, "tmpfs", dir], { stdio: "pipe" });
+    return { dir };
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    return { why: String(e.stderr ?? e.message).trim() };
+  }
+}
+
+/** Writes zeros into `path` until the filesystem is full, then gives back `spare` bytes. */
+function fillUp(path, spare) {
+  const fd = openSync(path, "w");
+  const chunk = Buffer.alloc(64 * 1024);
+  let written = 0;
+  try {
+    for (;;) written += writeSync(fd, chunk);
+  } catch (e) {
+    if (e.code !== "ENOSPC") throw e;
+  }
+  ftruncateSync(fd, Math.max(0, written - spare));
+  closeSync(fd);
+}
+
+/**
+ * Starts HelloCities with 32 KiB inputs until one is refused (at most a minute).
+ * A start caught in the batch whose commit fails stays unanswered until it is
+ * durable (answering it either way now would be a lie): it is kept, and must be
+ * answered OK and complete once space returns, like every start answered OK before.
+ */
+async function startUntilRefused(client) {
+  const acknowledged = [];
+  const unanswered = [];
+  let refusal = null;
+  const input = "x".repeat(32 * 1024);
+  const deadline = Date.now() + 60000;
+  for (let i = 0; i < 2000 && !refusal && Date.now() < deadline; i++) {
+    const started = client.scheduleNewOrchestration("HelloCities", input).then((id) => ({ id }), (e) => ({ e }));
+    const outcome = await Promise.race([started, new Promise((r) => setTimeout(() => r(null), 1000))]);
+    if (outcome === null) unanswered.push(started);
+    else if (outcome.e) refusal = outcome.e;
+    else acknowledged.push(outcome.id);
+  }
+  return { acknowledged, unanswered, refusal };
+}
+
+const tmpfs = mountTmpfs(16);
+describe("a full disk (a 16 MiB tmpfs filled up, then freed)", () => {
+  const skip = tmpfs.dir ? false : `cannot mount a tmpfs here: ${tmpfs.why}`;
+  test("writes are refused with RESOURCE_EXHAUSTED, reads go on, and every acknowledged instance completes once space returns",
+       { skip }, async () => {
+    const dataDir = join(tmpfs.dir, "data");
+    const dtsd = await new Dtsd({ dataDir }).start();
+    const client = makeClient(dtsd);
+    const dtsctl = resolve(dirname(dtsdPath), "../cli/dtsctl");
+    const nativePort = /native API on port (\d+)/.exec(dtsd.stdout)[1];
+    const status = () => JSON.parse(execFileSync(dtsctl, ["--address", `127.0.0.1:${nativePort}`, "--json",
+                                                          "taskhub", "status", "default"]).toString());
+    let worker;
+    const filler = join(tmpfs.dir, "filler");
+    try {
+      worker = await startWorkerProcess(dtsd.address, 0);
+      const early = await client.scheduleNewOrchestration("HelloCities");
+      assert.equal((await client.waitForOrchestrationCompletion(early, true, 30)).runtimeStatus,
+                   OrchestrationStatus.COMPLETED);
+      assert.ok(status().every((p) => p.writable));
+
+      fillUp(filler, 1024 * 1024);  // About thirty starts' worth left, the worker busy on them.
+      const { acknowledged, unanswered, refusal } = await startUntilRefused(client);
+      assert.ok(refusal, `no start was refused after ${acknowledged.length} on a full disk`);
+      assert.equal(refusal.code, 8 /* RESOURCE_EXHAUSTED */, `refused with ${refusal.code}: ${refusal.details}`);
+      assert.match(refusal.details, /cannot write to its storage \(LMDB .* failed: (No space left on device|Input\/output error)\)/);
+      // dtsd is alive, its reads work, and dtsctl shows which partition is stalled.
+      assert.equal((await client.getOrchestrationState(early)).runtimeStatus, OrchestrationStatus.COMPLETED);
+      const stalled = status().filter((p) => !p.writable);
+      assert.ok(stalled.length >= 1);
+      assert.match(stalled[0].stalled, /No space left on device|Input\/output error/);  // A short write is EIO.
+      // Logged once per stalled partition, not per request or per retry.
+      await new Promise((r) => setTimeout(r, 1500));
+      const logged = dtsd.stdout.match(/cannot commit batch/g) ?? [];
+      assert.ok(logged.length >= 1 && logged.length <= 4, `logged ${logged.length} times`);
+      assert.ok(status().some((p) => !p.writable && p.failedCommits > 1), "it keeps retrying");
+
+      rmSync(filler);
+      for (const started of unanswered) {
+        const outcome = await started;
+        assert.ok(outcome.id, `a start held during the stall was refused: ${outcome.e?.details}`);
+        acknowledged.push(outcome.id);
+      }
+      for (const id of acknowledged) {
+        const state = await client.waitForOrchestrationCompletion(id, true, 60);
+        assert.equal(state?.runtimeStatus, OrchestrationStatus.COMPLETED, `instance ${id}`);
+        assert.deepEqual(JSON.parse(state.serializedOutput), CITIES.map((c) => `Hello, ${c}!`));
+      }
+      console.log(`full disk: ${acknowledged.length} starts acknowledged (${unanswered.length} of them only once space ` +
+                  "returned); all completed");
+      await eventually(async () => status().every((p) => p.writable), 10000, "every partition to write again");
+      assert.match(dtsd.stdout, /writes again after/);
+      const after = await client.scheduleNewOrchestration("HelloCities");
+      assert.equal((await client.waitForOrchestrationCompletion(after, true, 30)).runtimeStatus,
+                   OrchestrationStatus.COMPLETED);
+
+      // Stopping while stalled does not wait for the disk, and loses nothing that
+      // was acknowledged: what it could not commit was answered to no one.
+      fillUp(filler, 256 * 1024);
+      const second = await startUntilRefused(client);
+      assert.equal(second.refusal?.code, 8 /* RESOURCE_EXHAUSTED */);
+      const stoppedAt = Date.now();
+      assert.equal(await dtsd.stop(), 0, "SIGTERM while stalled exits 0");
+      assert.ok(Date.now() - stoppedAt < 15000, `stopping took ${Date.now() - stoppedAt} ms`);
+      assert.match(dtsd.stdout, /stops with changes it could not commit/);
+      rmSync(filler);
+      await dtsd.start({ grpcPort: dtsd.grpcPort });
+      for (const id of second.acknowledged) {
+        const state = await client.waitForOrchestrationCompletion(id, true, 60);
+        assert.equal(state?.runtimeStatus, OrchestrationStatus.COMPLETED, `instance ${id} after the restart`);
+      }
+    } finally {
+      rmSync(filler, { force: true });
+      await worker?.kill();
+      await client.stop().catch(() => {});
+      await dtsd.cleanup();
+    }
+  });
+  after(() => {
+    if (!tmpfs.dir) return;
+    execFileSync("umount", [tmpfs.dir]);
+    rmSync(tmpfs.dir, { recursive: true, force: true });
   });
 });

@@ -29,6 +29,12 @@ TEST_CASE("cli: dtsctl manages task hubs and instances, with --json for scripts 
   CHECK(json::parse(hubs.out) == json{"default"});
   CHECK(dtsctl(setup, {"taskhub", "create", "staging", "--partitions", "2"}).exit_code == 0);
   CHECK(json::parse(dtsctl(setup, {"--json", "taskhub", "list"}).out) == json{"default", "staging"});
+  auto status = dtsctl(setup, {"--json", "taskhub", "status", "staging"});
+  REQUIRE(status.exit_code == 0);
+  CHECK(json::parse(status.out) == json::parse(R"([{"partition":0,"writable":true,"failedCommits":0},
+                                                   {"partition":1,"writable":true,"failedCommits":0}])"));
+  CHECK(dtsctl(setup, {"taskhub", "status"}).out.find("writable") != std::string::npos);  // --task-hub's
+  CHECK(dtsctl(setup, {"taskhub", "status", "nope"}).exit_code == 1);
 
   auto started = dtsctl(setup, {"--json", "instance", "start", "Anything", "--id", "cli-1", "--input", "{\"n\":1}"});
   CHECK(started.exit_code == 0);

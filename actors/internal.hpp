@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "actors/commit_pool.hpp"
+#include "actors/dispatcher.hpp"
 #include "actors/scheduler.hpp"
 #include "engine/partition_engine.hpp"
 
@@ -75,40 +76,6 @@ struct instance_job {
   std::function<void()> then;
 };
 using instance_job_ptr = std::shared_ptr<instance_job>;
-
-/// The kinds of work, each with its own slots in a session.
-enum class work_kind : std::uint8_t { orchestrator, activity, entity };
-inline constexpr std::size_t work_kind_count = 3;
-inline constexpr std::size_t kind_index(work_kind kind) { return static_cast<std::size_t>(kind); }
-/// A count per kind of work.
-using per_kind = std::array<std::uint32_t, work_kind_count>;
-
-/// Which kinds of work a partition may have: what it announces, and what it says
-/// is left after handing work over.
-struct work_kinds {
-  std::array<bool, work_kind_count> has{};
-  bool any() const { return has[0] || has[1] || has[2]; }
-};
-
-/// What the coordinator asks a partition for: how many items of each kind, and
-/// what the sessions with room for that kind accept (their filters together).
-struct take_request {
-  per_kind wanted{};
-  std::array<core::kind_filter, work_kind_count> accept{};
-};
-
-/// Work handed from a partition to the coordinator.
-struct work_batch {
-  std::uint32_t partition = 0;
-  per_kind asked{};
-  std::vector<core::orchestrator_work_item> orchestrators;
-  std::vector<engine::activity_work_item> activities;
-  std::vector<core::orchestrator_work_item> entities;  ///< Entity batches.
-  work_kinds left;  ///< What the partition may still have.
-  /// Kinds of which the partition keeps items no session took (see
-  /// partition_engine::take_work): worth asking again when sessions change.
-  work_kinds parked;
-};
 
 struct session_info {
   std::uint64_t id = 0;

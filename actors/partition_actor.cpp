@@ -177,13 +177,7 @@ class partition_state : public partition_context {
     }
   }
 
-  work_kinds available() const {
-    work_kinds kinds;
-    kinds.has[kind_index(work_kind::orchestrator)] = engine_->may_have_orchestrator_work();
-    kinds.has[kind_index(work_kind::activity)] = engine_->has_activity_work();
-    kinds.has[kind_index(work_kind::entity)] = engine_->may_have_entity_work();
-    return kinds;
-  }
+  work_kinds available() const { return available_work(*engine_); }
 
   /// Tells the coordinator about any kind of work it does not know this partition has.
   void announce() {
@@ -307,32 +301,15 @@ class partition_state : public partition_context {
   }
 
   void on_take(const take_request& take) {
-    const auto& wanted = take.wanted;
-    auto work = std::make_unique<work_batch>(work_batch{index, wanted, {}, {}, {}, {}, {}});
     if (stall) {  // Its answers could not be committed: nothing until it writes again.
       announced = {};
-      self->send(coordinator, work_atom::value, std::move(*work));
+      self->send(coordinator, work_atom::value, work_batch{index, take.wanted, {}, {}, {}, {}, {}});
       return;
     }
-    auto accept = [&](work_kind kind) -> const core::kind_filter& { return take.accept[kind_index(kind)]; };
-    if (wanted[kind_index(work_kind::activity)] > 0) {
-      work->activities = engine_->take_activities(wanted[kind_index(work_kind::activity)], accept(work_kind::activity));
-    }
-    const auto now = wall_clock_ns();
-    if (wanted[kind_index(work_kind::orchestrator)] > 0) {
-      work->orchestrators =
-          engine_->take_work(false, wanted[kind_index(work_kind::orchestrator)], now, accept(work_kind::orchestrator));
-    }
-    if (wanted[kind_index(work_kind::entity)] > 0) {
-      work->entities = engine_->take_work(true, wanted[kind_index(work_kind::entity)], now, accept(work_kind::entity));
-    }
-    work->parked.has[kind_index(work_kind::orchestrator)] = engine_->has_parked_orchestrators();
-    work->parked.has[kind_index(work_kind::activity)] = engine_->has_parked_activities();
-    work->parked.has[kind_index(work_kind::entity)] = engine_->has_parked_entities();
+    auto work = take_work(*engine_, index, take, wall_clock_ns());
     // The coordinator keeps what is left in mind; new kinds are announced later.
-    work->left = available();
-    announced = work->left;
-    self->send(coordinator, work_atom::value, std::move(*work));
+    announced = work.left;
+    self->send(coordinator, work_atom::value, std::move(work));
   }
 };
 

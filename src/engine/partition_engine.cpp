@@ -710,6 +710,13 @@ released partition_engine::batch_committed(std::uint64_t batch_number) {
   if (!sealed.outbound.empty()) {
     durable_outbox_end_ = std::max(durable_outbox_end_, sealed.outbound.back().sequence + 1);
   }
+  // An instance that ended is rarely touched again (reads and waits go to the
+  // store): it leaves memory once its end is durable instead of at the next sweep,
+  // which under a steady load kept tens of thousands of ended instances live.
+  for (const auto& record : sealed.records) {
+    if (!core::is_terminal(record.status)) continue;
+    if (auto found = live_.find(record.instance_id); found != live_.end() && evictable(found->second)) evict(found);
+  }
   evict_idle();
   return released{sealed.number, std::move(sealed.outbound), std::move(sealed.receipts),
                   std::move(sealed.records), std::move(sealed.purged)};

@@ -220,9 +220,27 @@ TEST_CASE("engine: idle instances are evicted past the cache limit and reload wh
   CHECK((*record)->status == core::runtime_status::completed);
 }
 
+TEST_CASE("engine: an instance leaves memory once its end is durable; one still running stays") {
+  world w(1, 9);
+  REQUIRE(w.engines[0]->start(request("ends"), w.now));
+  REQUIRE(w.engines[0]->start(request("waits", "Sleepy"), w.now));  // Waits for a timer.
+  run_to_quiet(w);
+  auto ended = w.stored("ends");
+  REQUIRE(ended);
+  REQUIRE(ended->has_value());
+  CHECK((*ended)->record.status == core::runtime_status::completed);
+  CHECK(w.engines[0]->cached_instance_count() == 1);  // "waits" only.
+  // Read again whole from the store when asked.
+  auto record = w.engines[0]->get_instance("ends");
+  REQUIRE(record);
+  REQUIRE(record->has_value());
+  CHECK((*record)->output == core::payload(hello_output()));
+}
+
 TEST_CASE("engine: instances idle for a whole sweep period stop being live; busy ones stay") {
   world w(1, 9);
-  for (const char* id : {"idle-1", "idle-2"}) REQUIRE(w.engines[0]->start(request(id), w.now));
+  // Waiting for their timers: idle, not ended.
+  for (const char* id : {"idle-1", "idle-2"}) REQUIRE(w.engines[0]->start(request(id, "Sleepy"), w.now));
   run_to_quiet(w);
   REQUIRE(w.engines[0]->cached_instance_count() == 2);
   // A third one is started but its work never taken: it has work to give.
@@ -237,10 +255,16 @@ TEST_CASE("engine: instances idle for a whole sweep period stop being live; busy
   auto record = w.engines[0]->get_instance("idle-1");
   REQUIRE(record);
   REQUIRE(record->has_value());
-  CHECK((*record)->status == core::runtime_status::completed);
-  CHECK((*record)->output == core::payload(hello_output()));
+  CHECK((*record)->status == core::runtime_status::running);
   CHECK(w.engines[0]->cached_instance_count() == 2);
+  // Its timer fires after the eviction: it goes on from the store and ends.
+  w.tick(2 * second_ns);
   run_to_quiet(w);
+  auto woke = w.stored("idle-1");
+  REQUIRE(woke);
+  REQUIRE(woke->has_value());
+  CHECK((*woke)->record.status == core::runtime_status::completed);
+  CHECK((*woke)->record.output == core::payload(expected_output("Sleepy")));
   auto busy = w.stored("busy-1");
   REQUIRE(busy);
   REQUIRE(busy->has_value());

@@ -16,109 +16,13 @@
 // them on 4 threads: with fewer slots the run measures the worker's round trips,
 // not the server (16 slots: about half the throughput).
 
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <CLI/CLI.hpp>
 
-#include <algorithm>
-#include <chrono>
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-#include <thread>
-
-#include "sdk/client.hpp"
+#include "support.hpp"
 
 using namespace dtsd;
-using sdk::json;
+using namespace dtsd::bench;
 namespace fs = std::filesystem;
-
-namespace {
-
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t length = sizeof address;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  close(fd);
-  return ntohs(address.sin_port);
-}
-
-pid_t launch(const std::string& path, std::vector<std::string> args) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    std::vector<char*> argv{const_cast<char*>(path.c_str())};
-    for (auto& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    execvp(path.c_str(), argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-void stop(pid_t pid) {
-  if (pid <= 0) return;
-  kill(pid, SIGTERM);
-  int status = 0;
-  for (int i = 0; i < 200 && waitpid(pid, &status, WNOHANG) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  kill(pid, SIGKILL);
-  waitpid(pid, &status, 0);
-}
-
-/// CPU seconds (user + system) of a live process.
-double cpu_seconds(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  std::getline(stat, line);
-  std::istringstream fields(line.substr(line.rfind(')') + 2));
-  std::string field;
-  unsigned long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-/// Peak resident set size of a live process, in MiB.
-double peak_rss_mib(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-  }
-  return 0;
-}
-
-double percentile(std::vector<double> values, double fraction) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  return values[static_cast<std::size_t>(fraction * static_cast<double>(values.size() - 1))];
-}
-
-json expected_output() {
-  json out = json::array();
-  for (const char* city : {"Tokyo", "Seattle", "London", "Paris", "Cairo"}) out.push_back(std::string("Hello, ") + city + "!");
-  return out;
-}
-
-std::unique_ptr<sdk::client> connect(const std::string& address) {
-  for (int attempt = 0; attempt < 400; ++attempt) {
-    if (auto made = sdk::client::connect(address)) return std::move(*made);
-    std::this_thread::sleep_for(std::chrono::milliseconds(25));
-  }
-  std::fprintf(stderr, "hello_cities bench: cannot connect to %s\n", address.c_str());
-  std::exit(1);
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"hello cities benchmark"};
@@ -167,7 +71,7 @@ int main(int argc, char** argv) {
   auto server = launch(dtsd_path, {"--data-dir", data_dir, "--listen", address, "--grpc-listen", grpc_address,
                                    "--partitions", std::to_string(partitions), "--durability", durability,
                                    "--log-level", "warn"});
-  auto client = connect(address);
+  auto client = connect(address, "hello_cities");
   auto worker = worker_kind == "js" ? launch(node_path, {js_worker, grpc_address})
                                     : launch(worker_path, {"worker", "--address", address, "--activities", std::to_string(worker_activities),
                                                    "--orchestrators", std::to_string(worker_orchestrators),

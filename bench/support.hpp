@@ -1,0 +1,129 @@
+#pragma once
+// What the end-to-end benchmarks share: launching and stopping dtsd and workers as
+// processes, reading their CPU time and memory from /proc, percentiles.
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sdk/client.hpp"
+
+namespace dtsd::bench {
+
+using sdk::json;
+
+inline int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  socklen_t length = sizeof address;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  close(fd);
+  return ntohs(address.sin_port);
+}
+
+inline pid_t launch(const std::string& path, std::vector<std::string> args) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(STDERR_FILENO, STDOUT_FILENO);  // Its output is progress: the bench's stdout is its JSON alone.
+    std::vector<char*> argv{const_cast<char*>(path.c_str())};
+    for (auto& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    execvp(path.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+/// SIGTERM, then SIGKILL after 10 s.
+inline void stop(pid_t pid) {
+  if (pid <= 0) return;
+  kill(pid, SIGTERM);
+  int status = 0;
+  for (int i = 0; i < 200 && waitpid(pid, &status, WNOHANG) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+}
+
+/// CPU seconds (user + system) of a live process.
+inline double cpu_seconds(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  std::istringstream fields(line.substr(line.rfind(')') + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+/// A line of /proc/PID/status ("VmHWM:", "VmRSS:") in MiB.
+inline double status_mib(pid_t pid, const std::string& key) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind(key, 0) == 0) return std::stod(line.substr(key.size())) / 1024.0;
+  }
+  return 0;
+}
+
+/// Peak resident set size of a live process, in MiB.
+inline double peak_rss_mib(pid_t pid) { return status_mib(pid, "VmHWM:"); }
+/// Resident set size of a live process now, in MiB.
+inline double rss_mib(pid_t pid) { return status_mib(pid, "VmRSS:"); }
+
+/// Disk space the files under `dir` take (allocated blocks, not apparent sizes), in MiB.
+inline double disk_usage_mib(const std::filesystem::path& dir) {
+  std::error_code failed;
+  double bytes = 0;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, failed);
+       !failed && it != std::filesystem::recursive_directory_iterator(); it.increment(failed)) {
+    struct stat info {};
+    if (it->is_regular_file(failed) && ::stat(it->path().c_str(), &info) == 0) {
+      bytes += static_cast<double>(info.st_blocks) * 512.0;
+    }
+  }
+  return bytes / (1024.0 * 1024.0);
+}
+
+inline double percentile(std::vector<double> values, double fraction) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  return values[static_cast<std::size_t>(fraction * static_cast<double>(values.size() - 1))];
+}
+
+/// What every hello-cities orchestration returns.
+inline json expected_output() {
+  json out = json::array();
+  for (const char* city : {"Tokyo", "Seattle", "London", "Paris", "Cairo"}) out.push_back(std::string("Hello, ") + city + "!");
+  return out;
+}
+
+/// A native client of the dtsd at `address`, waiting up to 10 s for it to listen.
+inline std::unique_ptr<sdk::client> connect(const std::string& address, const char* bench) {
+  for (int attempt = 0; attempt < 400; ++attempt) {
+    if (auto made = sdk::client::connect(address)) return std::move(*made);
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  std::fprintf(stderr, "%s bench: cannot connect to %s\n", bench, address.c_str());
+  std::exit(1);
+}
+
+}  // namespace dtsd::bench

@@ -50,8 +50,10 @@ void commit_pool::run() {
       ++next->writing_;
     }
     auto committed = next->store_.commit(job.second, wall_ns());
-    if (!committed && committed.error().code == errc::corrupt) {
-      // The store cannot be trusted any more; only a restart from disk is safe.
+    if (!committed && (committed.error().code != errc::io || !next->failed_)) {
+      // A failure retrying cannot clear (LMDB's fatal state, a transaction it
+      // refuses): memory and disk disagree from here on; only a restart from disk
+      // is safe.
       spdlog::critical("partition {} of hub '{}': commit failed: {}; exiting",
                        next->store_.identity().partition_index, next->store_.identity().task_hub,
                        committed.error().message);
@@ -66,7 +68,7 @@ void commit_pool::run() {
         next->job_ = std::move(job);
         next->stalled_ = true;
       }
-      if (next->failed_) next->failed_(number, committed.error());
+      next->failed_(number, committed.error());
     } else {
       next->committed_(job.first);
     }

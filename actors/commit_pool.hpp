@@ -12,9 +12,10 @@
 ///
 /// A commit that fails (a full disk, an I/O error) changes nothing on disk: the lane
 /// keeps the batch, reports the failure and is *stalled* until its owner asks it to
-/// `retry()`; no pool thread waits for it meanwhile. Only a store that can no longer
-/// be trusted (errc::corrupt: LMDB's fatal state) ends the process, since only a
-/// restart from disk is safe then.
+/// `retry()`; no pool thread waits for it meanwhile. Only errc::io failures stall
+/// (the store says so of the ones that may clear up: ENOSPC, EDQUOT, EIO); any
+/// other, or one on a lane opened without a failure report, ends the process,
+/// since only a restart from disk is safe then.
 
 #include <condition_variable>
 #include <cstdint>

@@ -303,7 +303,13 @@ class partition_state : public partition_context {
   void on_take(const take_request& take) {
     if (stall) {  // Its answers could not be committed: nothing until it writes again.
       announced = {};
-      self->send(coordinator, work_atom::value, work_batch{index, take.wanted, {}, {}, {}, {}, {}});
+      work_batch none{index, take.wanted, {}, {}, {}, {}, {}};
+      // What it keeps parked stays known, or a session that accepts it later
+      // would not ask this partition for it.
+      none.parked.has[kind_index(work_kind::orchestrator)] = engine_->has_parked_orchestrators();
+      none.parked.has[kind_index(work_kind::activity)] = engine_->has_parked_activities();
+      none.parked.has[kind_index(work_kind::entity)] = engine_->has_parked_entities();
+      self->send(coordinator, work_atom::value, std::move(none));
       return;
     }
     auto work = take_work(*engine_, index, take, wall_clock_ns());

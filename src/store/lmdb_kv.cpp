@@ -6,6 +6,7 @@
 #include <lmdb.h>
 
 #include <array>
+#include <cerrno>
 #include <filesystem>
 #include <mutex>
 #include <shared_mutex>
@@ -188,9 +189,11 @@ class lmdb_engine final : public kv_engine {
         if (txn != nullptr) mdb_txn_abort(txn);
         if (failure.code != MDB_MAP_FULL) {
           // A full disk or an I/O error leaves the environment as it was before the
-          // transaction; LMDB's fatal states do not.
-          const bool fatal = failure.code == MDB_PANIC || failure.code == MDB_CORRUPTED;
-          return error{fatal ? errc::corrupt : errc::io,
+          // transaction, and may clear up: errc::io (the commit pool retries). Any
+          // other failure (LMDB's fatal states, a transaction too large, a bad
+          // value) fails the same way again: errc::corrupt (dtsd stops).
+          const bool may_clear = failure.code == ENOSPC || failure.code == EDQUOT || failure.code == EIO;
+          return error{may_clear ? errc::io : errc::corrupt,
                        fmt::format("LMDB {} failed: {}", failure.operation, mdb_strerror(failure.code))};
         }
       } catch (...) {
@@ -200,7 +203,7 @@ class lmdb_engine final : public kv_engine {
       resize_guard.unlock();
       if (auto grown = grow_map(); !grown) return grown;
     }
-    return error{errc::io, "LMDB map is full and could not be grown further"};
+    return error{errc::corrupt, "LMDB map is full and could not be grown further"};
   }
 
   expected<void> read(const std::function<void(kv_reader&)>& body) override {
@@ -224,14 +227,15 @@ class lmdb_engine final : public kv_engine {
 
  private:
   /// mdb_env_set_mapsize needs no transaction active in this process.
+  /// A failure may leave the environment without a map: errc::corrupt (dtsd stops).
   expected<void> grow_map() {
     std::unique_lock exclusive(resize_mutex_);
-    map_size_bytes_ *= 2;
-    int rc = mdb_env_set_mapsize(env_, map_size_bytes_);
+    const auto grown = map_size_bytes_ * 2;
+    int rc = mdb_env_set_mapsize(env_, grown);
     if (rc != MDB_SUCCESS) {
-      return error{errc::io, fmt::format("cannot grow LMDB map to {} bytes: {}", map_size_bytes_,
-                                         mdb_strerror(rc))};
+      return error{errc::corrupt, fmt::format("cannot grow LMDB map to {} bytes: {}", grown, mdb_strerror(rc))};
     }
+    map_size_bytes_ = grown;
     return {};
   }
 

@@ -44,6 +44,14 @@ work_kinds available_work(engine::partition_engine& engine) {
   return kinds;
 }
 
+work_kinds parked_work(engine::partition_engine& engine) {
+  work_kinds kinds;
+  kinds.has[kind_index(work_kind::orchestrator)] = engine.has_parked_orchestrators();
+  kinds.has[kind_index(work_kind::activity)] = engine.has_parked_activities();
+  kinds.has[kind_index(work_kind::entity)] = engine.has_parked_entities();
+  return kinds;
+}
+
 work_batch take_work(engine::partition_engine& engine, std::uint32_t index, const take_request& take,
                      std::int64_t now_ns) {
   const auto& wanted = take.wanted;
@@ -59,9 +67,7 @@ work_batch take_work(engine::partition_engine& engine, std::uint32_t index, cons
   if (wanted[kind_index(work_kind::entity)] > 0) {
     work.entities = engine.take_work(true, wanted[kind_index(work_kind::entity)], now_ns, accept(work_kind::entity));
   }
-  work.parked.has[kind_index(work_kind::orchestrator)] = engine.has_parked_orchestrators();
-  work.parked.has[kind_index(work_kind::activity)] = engine.has_parked_activities();
-  work.parked.has[kind_index(work_kind::entity)] = engine.has_parked_entities();
+  work.parked = parked_work(engine);
   work.left = available_work(engine);
   return work;
 }

@@ -77,6 +77,8 @@ struct lease {
 /// simulation call these, so both take, announce and give back alike.
 /// The kinds of work `engine` may have now.
 work_kinds available_work(engine::partition_engine& engine);
+/// The kinds of which `engine` keeps parked items (no session with room accepted them).
+work_kinds parked_work(engine::partition_engine& engine);
 /// Takes what `take` asks of partition `index` (filtered, parking what no session
 /// accepts) and says what is left.
 work_batch take_work(engine::partition_engine& engine, std::uint32_t index, const take_request& take,

@@ -306,9 +306,7 @@ class partition_state : public partition_context {
       work_batch none{index, take.wanted, {}, {}, {}, {}, {}};
       // What it keeps parked stays known, or a session that accepts it later
       // would not ask this partition for it.
-      none.parked.has[kind_index(work_kind::orchestrator)] = engine_->has_parked_orchestrators();
-      none.parked.has[kind_index(work_kind::activity)] = engine_->has_parked_activities();
-      none.parked.has[kind_index(work_kind::entity)] = engine_->has_parked_entities();
+      none.parked = parked_work(*engine_);
       self->send(coordinator, work_atom::value, std::move(none));
       return;
     }

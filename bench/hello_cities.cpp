@@ -22,60 +22,22 @@
 
 using namespace dtsd;
 using namespace dtsd::bench;
-namespace fs = std::filesystem;
 
 int main(int argc, char** argv) {
   CLI::App app{"hello cities benchmark"};
   int count = 5000;
-  std::uint32_t partitions = 12;
   int latency_count = 200;
-  auto self_dir = fs::read_symlink("/proc/self/exe").parent_path();
-  std::string dtsd_path = (self_dir / "../src/server/dtsd").string();
-  std::string worker_path = (self_dir / "../samples/hello_cities/hello_cities").string();
-  std::string data_dir = "bench-data/hello_cities";
-  std::string durability = "fsync";
-  std::string worker_kind = "cpp";
-  std::string node_path = "node";
-  std::uint32_t worker_activities = 256;
-  std::uint32_t worker_orchestrators = 1024;
-  std::uint32_t worker_threads = 4;
-  std::string js_worker = (self_dir / "../../../tests/compat/worker.mjs").lexically_normal().string();
-  app.add_option("--worker-kind", worker_kind, "cpp (C++ SDK, native API) | js (official JS SDK, gRPC)")
-      ->check(CLI::IsMember({"cpp", "js"}))
-      ->capture_default_str();
-  app.add_option("--node", node_path, "Node.js for the js worker")->capture_default_str();
-  app.add_option("--js-worker", js_worker, "The JS worker script (needs tests/compat/node_modules: npm ci)")
-      ->capture_default_str();
-  app.add_option("--worker-activities", worker_activities, "Activities the C++ worker runs at once")
-      ->check(CLI::Range(1u, 4096u))
-      ->capture_default_str();
-  app.add_option("--worker-orchestrators", worker_orchestrators, "Orchestrator work items the C++ worker takes at once")
-      ->check(CLI::Range(1u, 4096u))
-      ->capture_default_str();
-  app.add_option("--worker-threads", worker_threads, "Threads of the C++ worker (0: one per activity slot)")
-      ->capture_default_str();
+  hello_cities_setup setup("bench-data/hello_cities");
+  setup.add_options(app);
   app.add_option("--count", count)->check(CLI::Range(1, 1000000))->capture_default_str();
-  app.add_option("--partitions", partitions)->check(CLI::Range(1u, 1024u))->capture_default_str();
   app.add_option("--latency-count", latency_count)->check(CLI::Range(0, 100000))->capture_default_str();
-  app.add_option("--dtsd", dtsd_path)->capture_default_str();
-  app.add_option("--worker", worker_path)->capture_default_str();
-  app.add_option("--data-dir", data_dir)->capture_default_str();
-  app.add_option("--durability", durability, "fsync | nosync | memory")
-      ->check(CLI::IsMember({"fsync", "nosync", "memory"}))
-      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  fs::remove_all(data_dir);
-  const auto address = "127.0.0.1:" + std::to_string(free_port());
-  const auto grpc_address = "127.0.0.1:" + std::to_string(free_port());
-  auto server = launch(dtsd_path, {"--data-dir", data_dir, "--listen", address, "--grpc-listen", grpc_address,
-                                   "--partitions", std::to_string(partitions), "--durability", durability,
-                                   "--log-level", "warn"});
-  auto client = connect(address, "hello_cities");
-  auto worker = worker_kind == "js" ? launch(node_path, {js_worker, grpc_address})
-                                    : launch(worker_path, {"worker", "--address", address, "--activities", std::to_string(worker_activities),
-                                                   "--orchestrators", std::to_string(worker_orchestrators),
-                                                   "--threads", std::to_string(worker_threads)});
+  auto processes = setup.start_server();
+  auto client = connect(processes.address, "hello_cities");
+  setup.start_worker(processes);
+  const auto server = processes.server;
+  const auto worker = processes.worker;
 
   std::fprintf(stderr, "hello_cities bench: starting %d orchestrations\n", count);
   const auto started_at = std::chrono::steady_clock::now();
@@ -120,16 +82,14 @@ int main(int argc, char** argv) {
     idle_ms.push_back(static_cast<double>(done->completed_at_ns - done->created_at_ns) / 1e6);
   }
   client.reset();
-  stop(worker);
-  stop(server);
-  fs::remove_all(data_dir);
+  setup.stop_all(processes);
 
   std::printf(
       "{\"bench\":\"hello_cities\",\"worker\":\"%s\",\"durability\":\"%s\",\"n\":%d,\"correct\":%d,\"partitions\":%u,\"wall_s\":%.3f,\"client_wall_s\":%.3f,"
       "\"server_span_s\":%.3f,\"orchestrations_per_s\":%.0f,\"activities_per_s\":%.0f,\"p50_ms\":%.1f,"
       "\"p95_ms\":%.1f,\"p99_ms\":%.1f,\"dtsd_cpu_s\":%.2f,\"worker_cpu_s\":%.2f,\"dtsd_peak_rss_mib\":%.0f,\"idle_n\":%zu,"
       "\"idle_p50_ms\":%.2f,\"idle_p99_ms\":%.2f}\n",
-      worker_kind.c_str(), durability.c_str(), count, correct, partitions, wall_s, client_wall_s, server_s, count / wall_s, 5.0 * count / wall_s, percentile(latencies_ms, 0.5),
+      setup.worker_kind.c_str(), setup.durability.c_str(), count, correct, setup.partitions, wall_s, client_wall_s, server_s, count / wall_s, 5.0 * count / wall_s, percentile(latencies_ms, 0.5),
       percentile(latencies_ms, 0.95), percentile(latencies_ms, 0.99), cpu_s, worker_cpu_s, rss_mib, idle_ms.size(),
       percentile(idle_ms, 0.5), percentile(idle_ms, 0.99));
   return correct == count ? 0 : 1;

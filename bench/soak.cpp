@@ -23,7 +23,6 @@
 
 using namespace dtsd;
 using namespace dtsd::bench;
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -91,41 +90,19 @@ int main(int argc, char** argv) {
   double rate = 300;
   int seconds = 600;
   int window_seconds = 30;
-  std::uint32_t partitions = 12;
-  auto self_dir = fs::read_symlink("/proc/self/exe").parent_path();
-  std::string dtsd_path = (self_dir / "../src/server/dtsd").string();
-  std::string worker_path = (self_dir / "../samples/hello_cities/hello_cities").string();
-  std::string js_worker = (self_dir / "../../../tests/compat/worker.mjs").lexically_normal().string();
-  std::string node_path = "node";
-  std::string data_dir = "bench-data/soak";
-  std::string durability = "fsync";
-  std::string worker_kind = "cpp";
+  hello_cities_setup setup("bench-data/soak");
+  setup.add_options(app);
   app.add_option("--rate", rate, "Orchestrations started per second")->check(CLI::Range(1.0, 100000.0))->capture_default_str();
   app.add_option("--seconds", seconds, "How long to start them")->check(CLI::Range(1, 86400))->capture_default_str();
   app.add_option("--window-seconds", window_seconds)->check(CLI::Range(1, 3600))->capture_default_str();
-  app.add_option("--partitions", partitions)->check(CLI::Range(1u, 1024u))->capture_default_str();
-  app.add_option("--worker-kind", worker_kind, "cpp (C++ SDK, native API) | js (official JS SDK, gRPC)")
-      ->check(CLI::IsMember({"cpp", "js"}))
-      ->capture_default_str();
-  app.add_option("--node", node_path)->capture_default_str();
-  app.add_option("--js-worker", js_worker)->capture_default_str();
-  app.add_option("--dtsd", dtsd_path)->capture_default_str();
-  app.add_option("--worker", worker_path)->capture_default_str();
-  app.add_option("--data-dir", data_dir)->capture_default_str();
-  app.add_option("--durability", durability)->check(CLI::IsMember({"fsync", "nosync", "memory"}))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  fs::remove_all(data_dir);
-  const auto address = "127.0.0.1:" + std::to_string(free_port());
-  const auto grpc_address = "127.0.0.1:" + std::to_string(free_port());
-  auto server = launch(dtsd_path, {"--data-dir", data_dir, "--listen", address, "--grpc-listen", grpc_address,
-                                   "--partitions", std::to_string(partitions), "--durability", durability,
-                                   "--log-level", "warn"});
+  auto processes = setup.start_server();
+  const auto& address = processes.address;
+  const auto server = processes.server;
   // A client lives on the thread that made it (its event loop is that thread's).
   auto sampler = connect(address, "soak");
-  auto worker = worker_kind == "js" ? launch(node_path, {js_worker, grpc_address})
-                                    : launch(worker_path, {"worker", "--address", address, "--activities", "256",
-                                                           "--orchestrators", "1024", "--threads", "4"});
+  setup.start_worker(processes);
 
   id_queue queue;
   std::atomic<std::size_t> started{0};
@@ -180,7 +157,7 @@ int main(int argc, char** argv) {
     if (at > end) break;
     std::this_thread::sleep_until(at);
     sample s{static_cast<double>(window * window_seconds), rss_mib(server), status_mib(server, "RssAnon:"),
-             disk_usage_mib(data_dir), cpu_seconds(server)};
+             disk_usage_mib(setup.data_dir), cpu_seconds(server)};
     samples.push_back(s);
     std::size_t done = 0;
     {
@@ -197,9 +174,7 @@ int main(int argc, char** argv) {
   const double final_cpu = cpu_seconds(server);
   const double peak_rss = peak_rss_mib(server);
   sampler.reset();
-  stop(worker);
-  stop(server);
-  fs::remove_all(data_dir);
+  setup.stop_all(processes);
 
   // Each orchestration counts in the window it was created in.
   const auto window_ns = static_cast<std::int64_t>(window_seconds) * 1'000'000'000;
@@ -228,9 +203,9 @@ int main(int argc, char** argv) {
     previous_cpu = samples[w].cpu_s;
   }
   json out = {{"bench", "soak"},
-              {"worker", worker_kind},
-              {"durability", durability},
-              {"partitions", partitions},
+              {"worker", setup.worker_kind},
+              {"durability", setup.durability},
+              {"partitions", setup.partitions},
               {"rate", rate},
               {"seconds", seconds},
               {"started", started.load()},

@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "sdk/client.hpp"
 
 namespace dtsd::bench {
@@ -125,5 +127,87 @@ inline std::unique_ptr<sdk::client> connect(const std::string& address, const ch
   std::fprintf(stderr, "%s bench: cannot connect to %s\n", bench, address.c_str());
   std::exit(1);
 }
+
+/// dtsd and a hello-cities worker as the benchmarks run them: their options, and
+/// the processes once started.
+struct hello_cities_setup {
+  std::string dtsd_path;
+  std::string worker_path;
+  std::string js_worker;
+  std::string node_path = "node";
+  std::string data_dir;
+  std::string durability = "fsync";
+  std::string worker_kind = "cpp";
+  std::uint32_t partitions = 12;
+  std::uint32_t worker_activities = 256;
+  std::uint32_t worker_orchestrators = 1024;
+  std::uint32_t worker_threads = 4;
+
+  explicit hello_cities_setup(std::string default_data_dir) : data_dir(std::move(default_data_dir)) {
+    auto self_dir = std::filesystem::read_symlink("/proc/self/exe").parent_path();
+    dtsd_path = (self_dir / "../src/server/dtsd").string();
+    worker_path = (self_dir / "../samples/hello_cities/hello_cities").string();
+    js_worker = (self_dir / "../../../tests/compat/worker.mjs").lexically_normal().string();
+  }
+
+  void add_options(CLI::App& app) {
+    app.add_option("--worker-kind", worker_kind, "cpp (C++ SDK, native API) | js (official JS SDK, gRPC)")
+        ->check(CLI::IsMember({"cpp", "js"}))
+        ->capture_default_str();
+    app.add_option("--node", node_path, "Node.js for the js worker")->capture_default_str();
+    app.add_option("--js-worker", js_worker, "The JS worker script (needs tests/compat/node_modules: npm ci)")
+        ->capture_default_str();
+    app.add_option("--worker-activities", worker_activities, "Activities the C++ worker runs at once")
+        ->check(CLI::Range(1u, 4096u))
+        ->capture_default_str();
+    app.add_option("--worker-orchestrators", worker_orchestrators, "Orchestrator work items the C++ worker takes at once")
+        ->check(CLI::Range(1u, 4096u))
+        ->capture_default_str();
+    app.add_option("--worker-threads", worker_threads, "Threads of the C++ worker (0: one per activity slot)")
+        ->capture_default_str();
+    app.add_option("--partitions", partitions)->check(CLI::Range(1u, 1024u))->capture_default_str();
+    app.add_option("--dtsd", dtsd_path)->capture_default_str();
+    app.add_option("--worker", worker_path)->capture_default_str();
+    app.add_option("--data-dir", data_dir, "Emptied first, removed afterwards")->capture_default_str();
+    app.add_option("--durability", durability, "fsync | nosync | memory")
+        ->check(CLI::IsMember({"fsync", "nosync", "memory"}))
+        ->capture_default_str();
+  }
+
+  /// The running processes: dtsd on fresh loopback ports, then the worker.
+  struct running {
+    std::string address;       ///< Native API.
+    std::string grpc_address;
+    pid_t server = -1;
+    pid_t worker = -1;
+  };
+
+  /// Starts dtsd on an emptied data dir; `start_worker` then starts the worker
+  /// (after the caller has connected, so the worker finds dtsd listening).
+  running start_server() const {
+    std::filesystem::remove_all(data_dir);
+    running r;
+    r.address = "127.0.0.1:" + std::to_string(free_port());
+    r.grpc_address = "127.0.0.1:" + std::to_string(free_port());
+    r.server = launch(dtsd_path, {"--data-dir", data_dir, "--listen", r.address, "--grpc-listen", r.grpc_address,
+                                  "--partitions", std::to_string(partitions), "--durability", durability,
+                                  "--log-level", "warn"});
+    return r;
+  }
+  void start_worker(running& r) const {
+    r.worker = worker_kind == "js"
+                   ? launch(node_path, {js_worker, r.grpc_address})
+                   : launch(worker_path, {"worker", "--address", r.address, "--activities",
+                                          std::to_string(worker_activities), "--orchestrators",
+                                          std::to_string(worker_orchestrators), "--threads",
+                                          std::to_string(worker_threads)});
+  }
+  /// Stops the worker, then dtsd, and removes the data.
+  void stop_all(const running& r) const {
+    stop(r.worker);
+    stop(r.server);
+    std::filesystem::remove_all(data_dir);
+  }
+};
 
 }  // namespace dtsd::bench

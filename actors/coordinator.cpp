@@ -24,9 +24,7 @@ class actor_port final : public dispatch_port {
     self_->send(partitions[partition], take_atom::value, std::move(take));
   }
   void give_back(std::uint32_t partition, std::uint64_t token, const lease& held) override {
-    self_->send(partitions[partition], run_atom::value,
-                std::make_shared<std::function<void(partition_context&)>>(
-                    [token, held](partition_context& ctx) { give_back_work(ctx.engine(), token, held); }));
+    self_->send(partitions[partition], actors::give_back{token, held});
   }
   void push(std::uint64_t session, std::vector<work_item> items) override {
     if (auto found = sinks.find(session); found != sinks.end()) found->second->push(std::move(items));
@@ -43,7 +41,7 @@ class actor_port final : public dispatch_port {
   }
 
   std::vector<caf::actor> partitions;
-  std::map<std::uint64_t, std::shared_ptr<work_sink>> sinks;
+  std::map<std::uint64_t, std::shared_ptr<service::work_sink>> sinks;
 
  private:
   caf::event_based_actor* self_;
@@ -55,7 +53,7 @@ struct coordinator_state {
 };
 
 caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self, std::int64_t lease_ms,
-                                std::int64_t keep_alive_ms) {
+                                std::int64_t keep_alive_ms, const service::clock* clock) {
   self->state.port = std::make_unique<actor_port>(self);
   self->state.dispatch =
       std::make_unique<dispatcher>(*self->state.port, lease_ms * 1'000'000, keep_alive_ms * 1'000'000);
@@ -69,7 +67,7 @@ caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self, st
       },
       [=, &port, &dispatch](open_atom, const session_info& info) {
         port.sinks[info.id] = info.sink;
-        dispatch.open({info.id, info.slots, info.filters, info.worker}, wall_clock_ns());
+        dispatch.open({info.id, info.slots, info.filters, info.worker}, clock->now_ns());
         dispatch.pump();
       },
       [=, &dispatch](workers_atom, const workers_reply& reply) { (*reply)(dispatch.workers()); },
@@ -83,7 +81,7 @@ caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self, st
         dispatch.pump();
       },
       [=, &dispatch](work_atom, const work_batch& work) {
-        dispatch.on_work(work, wall_clock_ns());
+        dispatch.on_work(work, clock->now_ns());
         dispatch.pump();
       },
       // A worker's answer, applied or finally refused: its slot is free, and the
@@ -107,7 +105,7 @@ caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self, st
         dispatch.pump();
       },
       [=, &dispatch](tick_atom) {
-        dispatch.tick(wall_clock_ns());
+        dispatch.tick(clock->now_ns());
         dispatch.pump();
         self->delayed_send(self, std::chrono::milliseconds(tick_ms), tick_atom::value);
       },
@@ -116,9 +114,9 @@ caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self, st
 
 }  // namespace
 
-caf::actor spawn_coordinator(caf::actor_system& system, std::int64_t lease_ms,
-                             std::int64_t keep_alive_ms) {
-  return system.spawn(coordinator_actor, lease_ms, keep_alive_ms);
+caf::actor spawn_coordinator(caf::actor_system& system, std::int64_t lease_ms, std::int64_t keep_alive_ms,
+                             const service::clock& clock) {
+  return system.spawn(coordinator_actor, lease_ms, keep_alive_ms, &clock);
 }
 
 }  // namespace dtsd::actors

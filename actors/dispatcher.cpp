@@ -30,7 +30,7 @@ core::filter_kind filter_kind_of(work_kind kind) {
 std::pair<const std::string&, const core::payload&> routing_key(const core::orchestrator_work_item& item) {
   return {item.name, item.version};
 }
-std::pair<const std::string&, const core::payload&> routing_key(const engine::activity_work_item& item) {
+std::pair<const std::string&, const core::payload&> routing_key(const core::activity_work_item& item) {
   return {item.request.name, item.request.version};
 }
 
@@ -176,7 +176,7 @@ void dispatcher::place(work_kind kind, std::uint32_t partition, std::vector<Item
                        std::map<std::uint64_t, std::vector<work_item>>& pushes) {
   for (auto& item : items) {
     lease held{0, partition, now_ns + lease_ns_, kind, {}, std::nullopt};
-    if constexpr (std::is_same_v<Item, engine::activity_work_item>) {
+    if constexpr (std::is_same_v<Item, core::activity_work_item>) {
       held.instance_id = item.request.instance_id;
       held.activity = item.request;
     } else {
@@ -280,6 +280,7 @@ std::vector<worker_view> dispatcher::workers() const {
     view.slots = {s.spec.slots[0], s.spec.slots[1], s.spec.slots[2]};
     view.in_use = {s.out[0], s.out[1], s.out[2]};
     view.filters = s.spec.filters;
+    view.suspect = s.suspect();
   }
   return views;
 }

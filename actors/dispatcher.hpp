@@ -21,11 +21,15 @@
 #include <string>
 #include <vector>
 
-#include "actors/scheduler.hpp"
+#include "service/types.hpp"
 #include "core/work_filter.hpp"
 #include "engine/partition_engine.hpp"
 
 namespace dtsd::actors {
+
+using service::callback;
+using service::work_item;
+using service::worker_view;
 
 /// The kinds of work, each with its own slots in a session.
 enum class work_kind : std::uint8_t { orchestrator, activity, entity };
@@ -55,7 +59,7 @@ struct work_batch {
   std::uint32_t partition = 0;
   per_kind asked{};
   std::vector<core::orchestrator_work_item> orchestrators;
-  std::vector<engine::activity_work_item> activities;
+  std::vector<core::activity_work_item> activities;
   std::vector<core::orchestrator_work_item> entities;  ///< Entity batches.
   work_kinds left;  ///< What the partition may still have.
   /// Kinds of which the partition keeps items no session took (see

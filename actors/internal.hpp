@@ -14,6 +14,7 @@
 
 #include "actors/commit_pool.hpp"
 #include "actors/dispatcher.hpp"
+#include "actors/protocol.hpp"
 #include "actors/scheduler.hpp"
 #include "engine/partition_engine.hpp"
 
@@ -38,35 +39,21 @@ using end_atom = caf::atom_constant<caf::atom("end")>;
 using stall_atom = caf::atom_constant<caf::atom("stall")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
 
-class partition_context;
-
-/// A request for a partition, run on the partition's actor against its engine.
-using partition_command = std::shared_ptr<std::function<void(partition_context&)>>;
-
-/// What a partition command can use.
-class partition_context {
- public:
-  virtual ~partition_context() = default;
-  virtual engine::partition_engine& engine() = 0;
-  virtual std::int64_t now_ns() const = 0;
-  /// Runs `action` once batch `batch` is durable.
-  virtual void after_commit(std::uint64_t batch, std::function<void()> action) = 0;
-  /// Answers `done` once the instance started (or ended) durably; `handle` names
-  /// the wait for remove_waiter.
-  virtual void add_waiter(const std::string& instance_id, bool until_completed, std::uint64_t handle,
-                          callback<core::instance_record> done) = 0;
-  virtual void remove_waiter(const std::string& instance_id, std::uint64_t handle) = 0;
-  /// Why the partition refuses new writes now (it cannot commit), or nothing.
-  virtual const std::optional<dtsd::error>& write_refusal() const = 0;
-};
-
-/// Whether a partition can write: set by its actor, read by the scheduler's
-/// status calls without a message (so a stalled hub still answers them).
-struct write_health {
+/// How a partition is doing, set by its actor and read by the router's status
+/// calls without a message (so a stalled hub still answers them).
+struct partition_health {
   std::mutex mutex;
   std::optional<std::string> stalled;  ///< Why its commits fail, while they do.
   std::int64_t since_ns = 0;           ///< When they started failing.
   std::uint64_t failed_commits = 0;    ///< Since the process started.
+  std::uint64_t commits = 0;
+  std::uint64_t committed_changes = 0;
+  std::int64_t commit_ns_total = 0;
+  std::int64_t commit_ns_max = 0;
+  std::uint64_t ready_orchestrators = 0;
+  std::uint64_t ready_activities = 0;
+  std::uint64_t ready_entities = 0;
+  std::uint64_t live_instances = 0;
 };
 
 /// An operation for a live instance (see engine/instance.hpp): `on_instance` runs
@@ -80,7 +67,7 @@ using instance_job_ptr = std::shared_ptr<instance_job>;
 struct session_info {
   std::uint64_t id = 0;
   per_kind slots{};
-  std::shared_ptr<work_sink> sink;
+  std::shared_ptr<service::work_sink> sink;
   core::work_filters filters;
   std::string worker;  ///< What the worker calls itself, if anything.
 };
@@ -88,27 +75,24 @@ struct session_info {
 /// Answers a workers_atom: the hub's sessions as they are now.
 using workers_reply = std::shared_ptr<callback<std::vector<worker_view>>>;
 
-inline std::int64_t wall_clock_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 /// Set once a draining partition has committed everything it holds.
 using drain_signal = std::shared_ptr<std::promise<void>>;
 
 /// Spawns the actor of one partition; it owns `engine` and commits through a lane
 /// of `commits`, which must outlive it.
 caf::actor spawn_partition(caf::actor_system& system, std::unique_ptr<engine::partition_engine> engine,
-                           commit_pool& commits, std::shared_ptr<write_health> health);
+                           commit_pool& commits, std::shared_ptr<partition_health> health,
+                           const service::clock& clock);
 
 /// Spawns the coordinator of a hub: worker sessions, leases, push dispatch.
-caf::actor spawn_coordinator(caf::actor_system& system, std::int64_t lease_ms,
-                             std::int64_t keep_alive_ms);
+caf::actor spawn_coordinator(caf::actor_system& system, std::int64_t lease_ms, std::int64_t keep_alive_ms,
+                             const service::clock& clock);
 
 }  // namespace dtsd::actors
 
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::partition_command)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::partition_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::peer_message)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::give_back)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::instance_job_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<dtsd::engine::live_instance>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::work_batch)
@@ -118,7 +102,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::take_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::workers_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::drain_signal)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::commit_pool*)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<dtsd::actors::write_health>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<dtsd::actors::partition_health>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::session_info)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<caf::actor>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::core::orchestrator_work_item)

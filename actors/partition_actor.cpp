@@ -35,8 +35,7 @@ caf::behavior instance_actor(caf::stateful_actor<instance_state>* self, caf::act
   return {
       [=](run_atom, const instance_job_ptr& job) {
         job->on_instance(*self->state.live);
-        self->send(partition, run_atom::value,
-                   std::make_shared<std::function<void(partition_context&)>>([job](partition_context&) { job->then(); }));
+        self->send(partition, done_atom::value, job);
       },
       [=](close_atom) { self->quit(); },
   };
@@ -86,9 +85,10 @@ bool satisfies(const core::instance_record& record, bool until_completed) {
   return record.status != core::runtime_status::pending;
 }
 
-class partition_state : public partition_context {
+class partition_state : public partition_context, public peer_link {
  public:
   caf::event_based_actor* self = nullptr;
+  const service::clock* clock = nullptr;
   std::shared_ptr<engine::partition_engine> engine_;
   std::unique_ptr<commit_pool::lane> writer;  ///< Declared after the engine: goes first.
   bool writing = false;
@@ -105,12 +105,20 @@ class partition_state : public partition_context {
   /// While its commits fail: the refusal given to new writes (see on_stalled).
   std::optional<dtsd::error> stall;
   std::chrono::milliseconds retry_delay = commit_retry_first;
-  std::shared_ptr<write_health> health;
+  std::shared_ptr<partition_health> health;
+  /// The batch being written: when it was handed over, and how many instance changes it holds.
+  std::int64_t write_started_ns = 0;
+  std::size_t write_changes = 0;
 
   const std::optional<dtsd::error>& write_refusal() const override { return stall; }
 
   engine::partition_engine& engine() override { return *engine_; }
-  std::int64_t now_ns() const override { return wall_clock_ns(); }
+  std::int64_t now_ns() const override { return clock->now_ns(); }
+
+  /// The in-process link: a typed message to the peer's actor.
+  void send(std::uint32_t partition, peer_message message) override {
+    if (partition < peers.size()) self->send(peers[partition], std::move(message));
+  }
 
   void after_commit(std::uint64_t batch, std::function<void()> action) override {
     if (batch <= committed_up_to) {
@@ -120,10 +128,6 @@ class partition_state : public partition_context {
     }
   }
 
-// GCC 12 reports the error copied out of `live` below as maybe uninitialized (a false
-// positive through std::variant inlined into std::function).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
   void add_waiter(const std::string& instance_id, bool until_completed, std::uint64_t handle,
                   callback<core::instance_record> done) override {
     // Only durable state answers a waiter: the store, not the instance's memory.
@@ -145,7 +149,6 @@ class partition_state : public partition_context {
       waiters[instance_id].push_back({until_completed, handle, std::move(done)});
     });
   }
-#pragma GCC diagnostic pop
 
   void remove_waiter(const std::string& instance_id, std::uint64_t handle) override {
     auto found = waiters.find(instance_id);
@@ -198,6 +201,8 @@ class partition_state : public partition_context {
     if (!writing && writer) {
       if (auto batch = engine_->take_batch()) {
         writing = true;
+        write_started_ns = now_ns();
+        write_changes = batch->second.instances.size();
         writer->write(batch->first, std::move(batch->second));
       } else if (draining && engine_->quiescent()) {
         for (auto& done : drained) done();
@@ -211,33 +216,24 @@ class partition_state : public partition_context {
       for (auto& done : drained) done();
       drained.clear();
     }
-    if (!draining) engine_->prepare(wall_clock_ns());
+    if (!draining) engine_->prepare(now_ns());
     announce();
+    publish_backlog();
     if (auto due = engine_->next_wakeup_ns(); due && (!wake_at_ns || *due < *wake_at_ns)) {
       wake_at_ns = due;
-      auto delay = std::max<std::int64_t>(0, *due - wall_clock_ns());
+      auto delay = std::max<std::int64_t>(0, *due - now_ns());
       self->delayed_send(self, std::chrono::nanoseconds(delay), tick_atom::value);
     }
   }
 
-  void send_to_peer(std::uint32_t partition, partition_command command) {
-    if (partition < peers.size()) self->send(peers[partition], run_atom::value, std::move(command));
-  }
-
-  void deliver(std::vector<store::outbox_entry> entries) {
-    for (auto& entry : entries) {
-      auto destination = entry.destination_partition;
-      auto message = std::make_shared<store::outbox_entry>(std::move(entry));
-      send_to_peer(destination, std::make_shared<std::function<void(partition_context&)>>(
-                                    [message](partition_context& ctx) {
-                                      ctx.engine().receive(*message, ctx.now_ns(), [message](expected<std::uint64_t> received) {
-                                        if (!received) {
-                                          spdlog::warn("message {} refused: {}", message->sequence,
-                                                       received.error().message);
-                                        }
-                                      });
-                                    }));
-    }
+  /// What the status calls read: the work waiting, per kind.
+  void publish_backlog() {
+    const auto counts = engine_->backlog();
+    std::lock_guard lock(health->mutex);
+    health->ready_orchestrators = counts.orchestrators;
+    health->ready_activities = counts.activities;
+    health->ready_entities = counts.entities;
+    health->live_instances = engine_->cached_instance_count();
   }
 
   /// A commit failed and the lane keeps the batch: refuse new writes from clients
@@ -245,7 +241,7 @@ class partition_state : public partition_context {
   /// applying what is already under way, and retry with a growing delay. Logged
   /// once per stall, not per attempt.
   void on_stalled(std::uint64_t batch, const std::string& why) {
-    const auto now = wall_clock_ns();
+    const auto now = now_ns();
     if (!stall) {
       spdlog::error("partition {} of hub '{}' cannot commit batch {}: {}; it refuses new writes and retries until it "
                     "can",
@@ -269,15 +265,21 @@ class partition_state : public partition_context {
   }
 
   void on_committed(std::uint64_t batch) {
+    const auto now = now_ns();
+    std::int64_t since = 0;
+    {
+      std::lock_guard lock(health->mutex);
+      since = health->since_ns;
+      if (stall) health->stalled.reset();
+      const auto took = std::max<std::int64_t>(0, now - write_started_ns);
+      ++health->commits;
+      health->committed_changes += write_changes;
+      health->commit_ns_total += took;
+      health->commit_ns_max = std::max(health->commit_ns_max, took);
+    }
     if (stall) {
-      std::int64_t since = 0;
-      {
-        std::lock_guard lock(health->mutex);
-        since = health->since_ns;
-        health->stalled.reset();
-      }
       spdlog::warn("partition {} of hub '{}' writes again after {:.1f} s", index, engine_->identity().task_hub,
-                   static_cast<double>(wall_clock_ns() - since) / 1e9);
+                   static_cast<double>(now - since) / 1e9);
       stall.reset();
     }
     writing = false;
@@ -288,14 +290,11 @@ class partition_state : public partition_context {
       acks.erase(acks.begin());
       action();
     }
-    deliver(std::move(released.outbound));
-    for (auto [source, sequence] : released.receipts) {
-      auto me = index;
-      send_to_peer(source, std::make_shared<std::function<void(partition_context&)>>(
-                               [me, sequence = sequence](partition_context& ctx) {
-                                 ctx.engine().outbound_acknowledged(me, sequence);
-                               }));
+    for (auto& entry : released.outbound) {
+      const auto destination = entry.destination_partition;
+      send(destination, peer::delivery{std::move(entry)});
     }
+    for (auto [source, sequence] : released.receipts) send(source, peer::receipt{index, sequence});
     notify_waiters(released);
     announce();
   }
@@ -310,7 +309,7 @@ class partition_state : public partition_context {
       self->send(coordinator, work_atom::value, std::move(none));
       return;
     }
-    auto work = take_work(*engine_, index, take, wall_clock_ns());
+    auto work = take_work(*engine_, index, take, now_ns());
     // The coordinator keeps what is left in mind; new kinds are announced later.
     announced = work.left;
     self->send(coordinator, work_atom::value, std::move(work));
@@ -319,9 +318,10 @@ class partition_state : public partition_context {
 
 caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
                               std::shared_ptr<engine::partition_engine> owned, commit_pool* commits,
-                              std::shared_ptr<write_health> health) {
+                              std::shared_ptr<partition_health> health, const service::clock* clock) {
   auto& state = self->state;
   state.self = self;
+  state.clock = clock;
   state.health = std::move(health);
   // The engine arrives through a shared_ptr because spawn arguments must be copyable.
   state.engine_ = std::move(owned);
@@ -334,8 +334,21 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
       });
   state.index = state.engine_->identity().partition_index;
   return {
-      [=](run_atom, const partition_command& command) {
-        (*command)(self->state);
+      [=](partition_request& request) {
+        serve(self->state, std::move(request));
+        self->state.pump();
+      },
+      [=](peer_message& message) {
+        serve(self->state, std::move(message));
+        self->state.pump();
+      },
+      // An instance actor ran its part of an operation: the partition's part follows.
+      [=](done_atom, const instance_job_ptr& job) {
+        job->then();
+        self->state.pump();
+      },
+      [=](const give_back& returned) {
+        give_back_work(*self->state.engine_, returned.token, returned.held);
         self->state.pump();
       },
       [=](committed_atom, std::uint64_t batch) {
@@ -352,7 +365,7 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
       [=](tick_atom) {
         auto& s = self->state;
         s.wake_at_ns.reset();
-        s.engine_->fire_due_timers(wall_clock_ns());
+        s.engine_->fire_due_timers(s.now_ns());
         s.announce();
         s.pump();
       },
@@ -376,7 +389,7 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
         s.coordinator = coordinator;
         self->delayed_send(self, instance_sweep_period, sweep_atom::value);
         // After a restart: resend what the other partitions never acknowledged.
-        s.deliver(s.engine_->unacknowledged_outbox());
+        resend_unacknowledged(*s.engine_, s);
         s.announce();
         s.pump();
       },
@@ -386,9 +399,10 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
 }  // namespace
 
 caf::actor spawn_partition(caf::actor_system& system, std::unique_ptr<engine::partition_engine> engine,
-                           commit_pool& commits, std::shared_ptr<write_health> health) {
+                           commit_pool& commits, std::shared_ptr<partition_health> health,
+                           const service::clock& clock) {
   return system.spawn(partition_actor, std::shared_ptr<engine::partition_engine>(std::move(engine)), &commits,
-                      std::move(health));
+                      std::move(health), &clock);
 }
 
 }  // namespace dtsd::actors

@@ -1,11 +1,11 @@
-// The scheduler over the actor system: a registry of task hubs (each a set of
-// partition actors and a coordinator) that routes every call to the partition that
-// owns the instance, as a command run on that partition's actor.
+// One node's router over the actor system: a registry of task hubs (each a set of
+// partition actors and a coordinator) that sends every call, as a typed request
+// (actors/protocol.hpp), to the partition that owns the instance or to the hub's
+// coordinator. Operations that span partitions are the service's.
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <charconv>
 #include <atomic>
 #include <filesystem>
 #include <mutex>
@@ -23,7 +23,7 @@ struct hub {
   std::string name;
   std::uint32_t partition_count = 0;
   std::vector<caf::actor> partitions;
-  std::vector<std::shared_ptr<write_health>> health;  ///< One per partition.
+  std::vector<std::shared_ptr<partition_health>> health;  ///< One per partition.
   caf::actor coordinator;
 };
 
@@ -31,16 +31,6 @@ struct hub {
 engine::execution_id_source random_execution_ids() {
   auto generator = std::make_shared<std::mt19937_64>(std::random_device{}());
   return [generator] { return fmt::format("{:016x}{:016x}", (*generator)(), (*generator)()); };
-}
-
-/// The (created time, instance id) position a page token names, or nothing for
-/// "no more".
-std::optional<std::pair<std::int64_t, std::string>> token_position(const std::string& token) {
-  const auto dot = token.find('.');
-  if (token.empty() || dot == std::string::npos) return std::nullopt;
-  std::int64_t created = 0;
-  if (std::from_chars(token.data(), token.data() + dot, created).ec != std::errc()) return std::nullopt;
-  return std::make_pair(created, token.substr(dot + 1));
 }
 
 /// The partition count of a hub already on disk (its p<k> directories), or 0.
@@ -89,7 +79,13 @@ std::shared_ptr<answer_once<T>> shared(callback<T> done) {
   return std::make_shared<answer_once<T>>(std::move(done));
 }
 
-class actor_scheduler final : public scheduler {
+/// `done`, answered with "the hub went away" if its request is dropped unanswered.
+template <class T>
+callback<T> guarded(callback<T> done) {
+  return [once = shared(std::move(done))](expected<T> result) { (*once)(std::move(result)); };
+}
+
+class actor_scheduler final : public service::router {
  public:
   actor_scheduler(const scheduler_config& config, int threads)
       : config_(config), commits_(config.commit_threads), system_(configure(threads)) {}
@@ -115,7 +111,8 @@ class actor_scheduler final : public scheduler {
       return error{errc::invalid_argument, fmt::format("partition count {} is not in 1..{}", partition_count,
                                                        core::partition_count_max)};
     }
-    hub h{name, partition_count, {}, {}, spawn_coordinator(system_, config_.lease_ms, config_.keep_alive_ms)};
+    const auto& clock = *config_.clock;
+    hub h{name, partition_count, {}, {}, spawn_coordinator(system_, config_.lease_ms, config_.keep_alive_ms, clock)};
     for (std::uint32_t p = 0; p < partition_count; ++p) {
       store::partition_identity identity{name, p, partition_count};
       std::unique_ptr<store::kv_engine> kv;
@@ -130,10 +127,10 @@ class actor_scheduler final : public scheduler {
       if (!made) return stop_failed(h, made.error());
       (*made)->set_log_retention(config_.log_retention_records);
       auto engine = engine::partition_engine::open(std::move(*made), {config_.limits, 10000},
-                                                   random_execution_ids(), wall_clock_ns());
+                                                   random_execution_ids(), clock.now_ns());
       if (!engine) return stop_failed(h, engine.error());
-      h.health.push_back(std::make_shared<write_health>());
-      h.partitions.push_back(spawn_partition(system_, std::move(*engine), commits_, h.health.back()));
+      h.health.push_back(std::make_shared<partition_health>());
+      h.partitions.push_back(spawn_partition(system_, std::move(*engine), commits_, h.health.back(), clock));
     }
     for (auto& partition : h.partitions) caf::anon_send(partition, wire_atom::value, h.partitions, h.coordinator);
     caf::anon_send(h.coordinator, wire_atom::value, h.partitions);
@@ -150,7 +147,7 @@ class actor_scheduler final : public scheduler {
     auto found = find(name);
     if (!found) return found.error();
     if (!force) {
-      auto used = has_instances(name);
+      auto used = has_instances(*found);
       if (!used) return used.error();
       if (*used) {
         return error{errc::failed_precondition,
@@ -196,36 +193,20 @@ class actor_scheduler final : public scheduler {
     return names;
   }
 
-  void start(const std::string& hub_name, core::start_request request, callback<engine::started> done) override {
+  expected<std::uint32_t> partition_count(const std::string& hub_name) override {
+    auto found = find(hub_name);
+    if (!found) return found.error();
+    return found->partition_count;
+  }
+
+  void start(const std::string& hub_name, core::start_request request, callback<service::started> done) override {
     auto id = request.instance_id;
-    auto once = shared(std::move(done));
-    on_partition(hub_name, id, *once, [request = std::move(request), done = once](partition_context& ctx) mutable {
-      if (const auto& refused = ctx.write_refusal()) return (*done)(*refused);
-      ctx.engine().start(std::move(request), ctx.now_ns(), [&ctx, done](expected<engine::started> started) {
-        if (!started) return (*done)(started.error());
-        ctx.after_commit(started->batch, [done, started = *started] { (*done)(started); });
-      });
-    });
+    to_instance(hub_name, id, requests::start{std::move(request), guarded(std::move(done))});
   }
 
   void get(const std::string& hub_name, const std::string& id, bool with_history,
-           callback<std::optional<instance_view>> done) override {
-    // Durable state only, record and history from one read of the store: the
-    // engine's memory may hold a batch that is not committed yet, which a crash
-    // would undo (and whose history rows are not on disk).
-    auto once = shared(std::move(done));
-    on_partition(hub_name, id, *once, [id, with_history, done = once](partition_context& ctx) {
-      if (!with_history) {
-        auto record = ctx.engine().store().get_instance(id);
-        if (!record) return (*done)(record.error());
-        if (!*record) return (*done)(std::optional<instance_view>());
-        return (*done)(std::optional<instance_view>(instance_view{std::move(**record), {}}));
-      }
-      auto state = ctx.engine().store().load_instance(id);
-      if (!state) return (*done)(state.error());
-      if (!*state) return (*done)(std::optional<instance_view>());
-      (*done)(std::optional<instance_view>(instance_view{std::move((*state)->record), std::move((*state)->history)}));
-    });
+           callback<std::optional<service::instance_view>> done) override {
+    to_instance(hub_name, id, requests::read{id, with_history, guarded(std::move(done))});
   }
 
   std::uint64_t wait(const std::string& hub_name, const std::string& id, bool until_completed,
@@ -236,17 +217,14 @@ class actor_scheduler final : public scheduler {
       std::lock_guard lock(mutex_);
       waits_[handle] = once;
     }
-    auto forget = [this, handle] {
-      std::lock_guard lock(mutex_);
-      waits_.erase(handle);
+    callback<core::instance_record> answer = [this, once, handle](expected<core::instance_record> record) {
+      {
+        std::lock_guard lock(mutex_);
+        waits_.erase(handle);
+      }
+      (*once)(std::move(record));
     };
-    auto answer = [once, forget](const expected<core::instance_record>& record) {
-      forget();
-      (*once)(record);
-    };
-    on_partition(hub_name, id, answer, [id, until_completed, handle, answer](partition_context& ctx) {
-      ctx.add_waiter(id, until_completed, handle, answer);
-    });
+    to_instance(hub_name, id, requests::await{id, until_completed, handle, std::move(answer)});
     return handle;
   }
 
@@ -261,283 +239,37 @@ class actor_scheduler final : public scheduler {
       }
     }
     if (waiting) waiting->disarm();
-    callback<void> ignore = [](expected<void>) {};
-    on_partition(hub_name, id, ignore, [id, handle](partition_context& ctx) { ctx.remove_waiter(id, handle); });
-  }
-
-  void raise_event(const std::string& hub_name, const std::string& id, const std::string& name, core::payload input,
-                   callback<void> done) override {
-    mutate(hub_name, id, std::move(done), [id, name, input](partition_context& ctx, engine::reply<std::uint64_t> applied) {
-      ctx.engine().raise_event(id, name, input, ctx.now_ns(), std::move(applied));
-    });
-  }
-
-  void terminate(const std::string& hub_name, const std::string& id, core::terminate_request request,
-                 callback<void> done) override {
-    mutate(hub_name, id, std::move(done), [id, request](partition_context& ctx, engine::reply<std::uint64_t> applied) {
-      ctx.engine().terminate(id, request, ctx.now_ns(), std::move(applied));
-    });
-  }
-
-  void suspend(const std::string& hub_name, const std::string& id, core::payload reason, callback<void> done) override {
-    mutate(hub_name, id, std::move(done), [id, reason](partition_context& ctx, engine::reply<std::uint64_t> applied) {
-      ctx.engine().suspend(id, reason, ctx.now_ns(), std::move(applied));
-    });
-  }
-
-  void deliver(const std::string& hub_name, core::instance_message message, callback<void> done) override {
-    auto id = message.target_instance_id;
-    mutate(hub_name, id, std::move(done), [message = std::move(message)](partition_context& ctx, engine::reply<std::uint64_t> applied) {
-      ctx.engine().deliver(message, ctx.now_ns(), std::move(applied));
-    });
-  }
-
-  void clean_entity_storage(const std::string& hub_name, entity_clean_request request,
-                            callback<entity_clean_result> done) override {
-    store::instance_query query;
-    query.entities = true;
-    query.page_size = 100;
-    query.continuation_token = request.continuation_token;
-    // One page per call; its token continues (the SDKs loop until it is empty).
-    this->query(hub_name, std::move(query), [this, hub_name, request, done](expected<store::query_page> page) {
-      if (!page) return done(page.error());
-      struct tally {
-        std::mutex mutex;
-        std::size_t left = 1;  // One for this loop, released at its end.
-        entity_clean_result result;
-      };
-      auto counts = std::make_shared<tally>();
-      counts->result.continuation_token = page->continuation_token;
-      auto settle = [counts, done] {
-        std::unique_lock lock(counts->mutex);
-        if (--counts->left != 0) return;
-        auto result = counts->result;
-        lock.unlock();
-        done(std::move(result));
-      };
-      auto one_more = [counts] {
-        std::lock_guard lock(counts->mutex);
-        ++counts->left;
-      };
-      for (const auto& record : page->instances) {
-        const auto id = record.instance_id;
-        if (request.remove_empty && !record.entity_state && record.entity_locked_by.empty() &&
-            record.entity_deferred.empty()) {
-          one_more();
-          purge(hub_name, id, false, [counts, settle](expected<std::size_t> purged) {
-            if (purged && *purged > 0) {
-              std::lock_guard lock(counts->mutex);
-              counts->result.removed += 1;
-            }
-            settle();
-          });
-        }
-        if (request.release_orphaned_locks && !record.entity_locked_by.empty()) {
-          one_more();
-          const auto holder = record.entity_locked_by;
-          const auto lock_id = record.entity_lock_id;
-          get(hub_name, holder, false,
-              [this, hub_name, id, holder, lock_id, counts, settle](expected<std::optional<instance_view>> found) {
-                const bool orphaned = found && (!*found || core::is_terminal((*found)->record.status));
-                if (!orphaned) return settle();
-                core::instance_message unlock{
-                    id, {}, core::history_event{-1, wall_clock_ns(), core::events::entity_unlock_sent{lock_id, holder, id}}};
-                deliver(hub_name, std::move(unlock), [counts, settle](expected<void> released) {
-                  if (released) {
-                    std::lock_guard lock(counts->mutex);
-                    counts->result.released += 1;
-                  }
-                  settle();
-                });
-              });
-        }
-      }
-      settle();
-    });
-  }
-
-  void rewind(const std::string& hub_name, const std::string& id, core::payload reason, callback<void> done) override {
-    mutate(hub_name, id, std::move(done), [id, reason](partition_context& ctx, engine::reply<std::uint64_t> applied) {
-      ctx.engine().rewind(id, reason, ctx.now_ns(), std::move(applied));
-    });
-  }
-
-  void resume(const std::string& hub_name, const std::string& id, core::payload reason, callback<void> done) override {
-    mutate(hub_name, id, std::move(done), [id, reason](partition_context& ctx, engine::reply<std::uint64_t> applied) {
-      ctx.engine().resume(id, reason, ctx.now_ns(), std::move(applied));
-    });
-  }
-
-  /// Counts purges across partitions and answers once every branch is done.
-  struct purge_tracker {
-    explicit purge_tracker(callback<std::size_t> finished) : done(std::move(finished)) {}
-    std::atomic<std::size_t> purged{0};
-    std::atomic<std::size_t> pending{1};
-    std::shared_ptr<std::atomic<std::size_t>> progress;  ///< Also counts, when set.
-    std::mutex mutex;
-    std::optional<dtsd::error> failure;
-    answer_once<std::size_t> done;
-    void fail(dtsd::error failed) {
-      std::lock_guard lock(mutex);
-      if (!failure) failure = std::move(failed);
+    if (core::validate_instance_id(id)) {
+      if (auto found = find(hub_name)) send_to(*found, id, requests::forget_wait{id, handle});
     }
-    void finish_one() {
-      if (--pending != 0) return;
-      if (failure) return done(*failure);
-      done(purged.load());
-    }
-  };
-
-  /// Purges `id`; with `recursive`, its sub-orchestrations once its purge is durable.
-  /// Only the top instance's refusal is an error: children that are still running
-  /// are left in place.
-  void purge_branch(const hub& h, const std::string& id, bool recursive, std::shared_ptr<purge_tracker> tracker,
-                    bool top) {
-    send_to(h, id, [this, h, id, recursive, tracker, top](partition_context& ctx) {
-      if (const auto& refused = ctx.write_refusal()) {
-        tracker->fail(*refused);  // Even for a child: what was asked is not all done.
-        return tracker->finish_one();
-      }
-      auto purge_with = [this, &ctx, h, id, tracker, top](std::vector<std::string> children) {
-        ctx.engine().purge(id, ctx.now_ns(), [this, &ctx, h, children, tracker, top](expected<std::uint64_t> batch) {
-          if (!batch) {
-            if (top) tracker->fail(batch.error());
-            return tracker->finish_one();
-          }
-          ctx.after_commit(*batch, [this, h, children, tracker] {
-            ++tracker->purged;
-            if (tracker->progress) ++*tracker->progress;
-            for (const auto& child : children) {
-              ++tracker->pending;
-              purge_branch(h, child, true, tracker, false);
-            }
-            tracker->finish_one();
-          });
-        });
-      };
-      if (!recursive) return purge_with({});
-      ctx.engine().sub_orchestrations_of(id, std::move(purge_with));
-    });
   }
 
-  void purge(const std::string& hub_name, const std::string& id, bool recursive, callback<std::size_t> done) override {
-    if (auto valid = core::validate_instance_id(id); !valid) return done(valid.error());
+  void change(const std::string& hub_name, service::change request, callback<void> done) override {
+    const auto id = service::target_of(request);
+    to_instance(hub_name, id, requests::apply{std::move(request), guarded(std::move(done))});
+  }
+
+  void purge_one(const std::string& hub_name, const std::string& id, bool children,
+                 callback<service::purge_step> done) override {
+    to_instance(hub_name, id, requests::purge{id, children, guarded(std::move(done))});
+  }
+
+  void query_partition(const std::string& hub_name, std::uint32_t partition, core::instance_query query,
+                       callback<core::query_page> done) override {
     auto found = find(hub_name);
     if (!found) return done(found.error());
-    purge_branch(*found, id, recursive, std::make_shared<purge_tracker>(std::move(done)), true);
+    if (partition >= found->partition_count) {
+      return done(error{errc::invalid_argument, fmt::format("task hub '{}' has no partition {}", hub_name, partition)});
+    }
+    caf::anon_send(found->partitions[partition],
+                   partition_request{requests::query{std::move(query), guarded(std::move(done))}});
   }
 
-  void purge_where(const std::string& hub_name, store::instance_query filter, bool recursive,
-                   callback<std::size_t> done, std::shared_ptr<std::atomic<std::size_t>> progress) override {
-    auto found = find(hub_name);
-    if (!found) return done(found.error());
-    if (filter.statuses.empty()) filter.statuses = core::terminal_statuses();
-    for (auto status : filter.statuses) {
-      if (!core::is_terminal(status)) {
-        return done(error{errc::invalid_argument,
-                          fmt::format("status {} cannot be purged: only completed, failed, canceled or terminated "
-                                      "instances can",
-                                      core::to_string(status))});
-      }
-    }
-    filter.page_size = store::query_page_size_max;
-    filter.fetch_payloads = false;
-    auto tracker = std::make_shared<purge_tracker>(std::move(done));
-    tracker->progress = std::move(progress);
-    tracker->pending += found->partitions.size();
-    for (auto& partition : found->partitions) {
-      caf::anon_send(partition, run_atom::value,
-                     std::make_shared<std::function<void(partition_context&)>>(
-                         [this, h = *found, filter, recursive, tracker](partition_context& ctx) mutable {
-                           std::vector<std::string> ids;
-                           for (int pages = 0; pages < 10000; ++pages) {
-                             auto page = ctx.engine().store().query(filter);
-                             if (!page) {
-                               tracker->fail(page.error());
-                               break;
-                             }
-                             for (auto& record : page->instances) ids.push_back(std::move(record.instance_id));
-                             if (page->continuation_token.empty()) break;
-                             filter.continuation_token = page->continuation_token;
-                           }
-                           for (const auto& id : ids) {
-                             ++tracker->pending;
-                             purge_branch(h, id, recursive, tracker, false);
-                           }
-                           tracker->finish_one();
-                         }));
-    }
-    tracker->finish_one();
-  }
-
-  void query(const std::string& hub_name, store::instance_query query, callback<store::query_page> done) override {
-    auto found = find(hub_name);
-    if (!found) return done(found.error());
-    // Every partition answers one page; the merged page keeps the global (created,
-    // id) order, and its token is the last item returned. A partition that has more
-    // has looked only up to its token: nothing past the lowest such token may be
-    // returned yet, or the next page (which starts after the last item) would skip
-    // that partition's rows in between.
-    struct gather {
-      std::mutex mutex;
-      std::size_t left;
-      std::vector<core::instance_record> records;
-      std::optional<std::pair<std::int64_t, std::string>> horizon;
-      std::optional<dtsd::error> failure;
-    };
-    auto state = std::make_shared<gather>();
-    state->left = found->partitions.size();
-    auto finish = shared(std::move(done));
-    const auto page_size = query.page_size;
-    for (auto& partition : found->partitions) {
-      caf::anon_send(partition, run_atom::value,
-                     std::make_shared<std::function<void(partition_context&)>>([state, finish, query, page_size](partition_context& ctx) {
-                       auto page = ctx.engine().store().query(query);
-                       std::lock_guard lock(state->mutex);
-                       if (!page) {
-                         state->failure = page.error();
-                       } else {
-                         if (auto reached = token_position(page->continuation_token)) {
-                           if (!state->horizon || *reached < *state->horizon) state->horizon = std::move(*reached);
-                         }
-                         std::move(page->instances.begin(), page->instances.end(), std::back_inserter(state->records));
-                       }
-                       if (--state->left != 0) return;
-                       if (state->failure) return (*finish)(*state->failure);
-                       auto& records = state->records;
-                       std::sort(records.begin(), records.end(), [](const auto& a, const auto& b) {
-                         return std::tie(a.created_at_ns, a.instance_id) < std::tie(b.created_at_ns, b.instance_id);
-                       });
-                       store::query_page merged;
-                       const auto& horizon = state->horizon;
-                       if (horizon) {
-                         std::erase_if(records, [&](const core::instance_record& r) {
-                           return std::make_pair(r.created_at_ns, r.instance_id) > *horizon;
-                         });
-                       }
-                       bool more = horizon.has_value() || records.size() > page_size;
-                       if (records.size() > page_size) records.resize(page_size);
-                       if (more && !records.empty()) {
-                         merged.continuation_token = fmt::format("{}.{}", records.back().created_at_ns, records.back().instance_id);
-                       } else if (more) {
-                         // Every partition stopped at its scan budget before finding a match.
-                         merged.continuation_token = fmt::format("{}.{}", horizon->first, horizon->second);
-                       }
-                       merged.instances = std::move(records);
-                       (*finish)(std::move(merged));
-                     }));
-    }
-  }
-
-  expected<std::uint64_t> open_session(const std::string& hub_name, session_slots slots,
-                                       std::shared_ptr<work_sink> sink, core::work_filters filters,
+  expected<std::uint64_t> open_session(const std::string& hub_name, service::session_slots slots,
+                                       std::shared_ptr<service::work_sink> sink, core::work_filters filters,
                                        std::string worker) override {
     auto found = find(hub_name);
     if (!found) return found.error();
-    if (slots.orchestrators == 0 && slots.activities == 0 && slots.entities == 0) {
-      return error{errc::invalid_argument, "a worker session must take at least one orchestrator, activity or entity item"};
-    }
-    if (auto valid = core::validate(filters); !valid) return valid.error();
     const auto id = next_session_++;
     {
       std::lock_guard lock(mutex_);
@@ -554,23 +286,33 @@ class actor_scheduler final : public scheduler {
     return id;
   }
 
-  void workers(const std::string& hub_name, callback<std::vector<worker_view>> done) override {
+  void workers(const std::string& hub_name, callback<std::vector<service::worker_view>> done) override {
     auto found = find(hub_name);
     if (!found) return done(found.error());
-    auto once = shared(std::move(done));
     caf::anon_send(found->coordinator, workers_atom::value,
-                   std::make_shared<callback<std::vector<worker_view>>>(
-                       [once](expected<std::vector<worker_view>> views) { (*once)(std::move(views)); }));
+                   std::make_shared<callback<std::vector<service::worker_view>>>(guarded(std::move(done))));
   }
 
-  expected<std::vector<partition_view>> partitions(const std::string& hub_name) override {
+  expected<std::vector<service::partition_view>> partitions(const std::string& hub_name) override {
     auto found = find(hub_name);
     if (!found) return found.error();
-    std::vector<partition_view> views;
+    std::vector<service::partition_view> views;
     for (std::uint32_t p = 0; p < found->health.size(); ++p) {
       auto& health = *found->health[p];
       std::lock_guard lock(health.mutex);
-      views.push_back({p, health.stalled.value_or(""), health.stalled ? health.since_ns : 0, health.failed_commits});
+      auto& view = views.emplace_back();
+      view.index = p;
+      view.stalled = health.stalled.value_or("");
+      view.stalled_since_ns = health.stalled ? health.since_ns : 0;
+      view.failed_commits = health.failed_commits;
+      view.commits = health.commits;
+      view.committed_changes = health.committed_changes;
+      view.commit_ns_total = health.commit_ns_total;
+      view.commit_ns_max = health.commit_ns_max;
+      view.ready_orchestrators = health.ready_orchestrators;
+      view.ready_activities = health.ready_activities;
+      view.ready_entities = health.ready_entities;
+      view.live_instances = health.live_instances;
     }
     return views;
   }
@@ -585,40 +327,28 @@ class actor_scheduler final : public scheduler {
     if (found) caf::anon_send(found->coordinator, close_atom::value, session);
   }
 
-  void complete_orchestrator(std::uint64_t session, core::orchestrator_completion completion, callback<void> done) override {
-    if (auto why = core::fail_oversize(completion, config_.limits)) {
-      spdlog::warn("orchestration '{}' failed: its worker's answer is too large ({})", completion.instance_id,
-                   why->message);
-      done = reported(std::move(done), *why, "the orchestration was failed with this reason");
-    }
-    auto id = completion.instance_id;
+  void complete_orchestrator(std::uint64_t session, core::orchestrator_completion completion,
+                             callback<void> done) override {
+    auto found = hub_of_session(session, false);
+    if (!found) return done(found.error());
+    const auto id = completion.instance_id;
     const auto token = completion.completion_token;
-    complete(session, id, token, std::move(done), [completion = std::move(completion)](partition_context& ctx, engine::reply<std::uint64_t> applied) {
-      ctx.engine().complete_orchestrator(completion, ctx.now_ns(), std::move(applied));
-    });
+    to_instance(found->name, id,
+                requests::complete_orchestrator{std::move(completion), verdict(*found, session, token, std::move(done))});
   }
 
   void complete_activity(std::uint64_t session, core::activity_result result, callback<void> done) override {
-    if (auto why = core::fail_oversize(result, config_.limits)) {
-      spdlog::warn("task {} of '{}' failed: its result is too large ({})", result.task_id, result.instance_id,
-                   why->message);
-      done = reported(std::move(done), *why, "the task was failed with this reason");
-    }
-    auto id = result.instance_id;
+    auto found = hub_of_session(session, false);
+    if (!found) return done(found.error());
+    const auto id = result.instance_id;
     const auto token = result.completion_token;
-    complete(session, id, token, std::move(done), [result = std::move(result)](partition_context& ctx, engine::reply<std::uint64_t> applied) {
-      ctx.engine().complete_activity(result, ctx.now_ns(), std::move(applied));
-    });
+    to_instance(found->name, id,
+                requests::complete_activity{std::move(result), verdict(*found, session, token, std::move(done))});
   }
 
   // The coordinator holds the lease: it gives the item back to its partition and
   // tells the partition's work announcement, so the item is pushed again at once.
-  void abandon_orchestrator(std::uint64_t session, const std::string&, std::uint64_t token) override {
-    auto found = hub_of_session(session, false);
-    if (found) caf::anon_send(found->coordinator, abandon_atom::value, session, token);
-  }
-
-  void abandon_activity(std::uint64_t session, core::activity_request, std::uint64_t token) override {
+  void abandon(std::uint64_t session, std::uint64_t token) override {
     auto found = hub_of_session(session, false);
     if (found) caf::anon_send(found->coordinator, abandon_atom::value, session, token);
   }
@@ -644,23 +374,27 @@ class actor_scheduler final : public scheduler {
     for (auto& done : pending) done.wait();
   }
 
-  /// Whether the hub holds any orchestration or entity (one query page of one row each).
-  expected<bool> has_instances(const std::string& name) {
+  /// Whether the hub holds any orchestration or entity (one row of one page of
+  /// each partition, orchestrations and entities).
+  expected<bool> has_instances(const hub& h) {
     for (bool entities : {false, true}) {
-      store::instance_query any;
-      any.page_size = 1;
-      any.fetch_payloads = false;
-      any.entities = entities;
-      auto answer = std::make_shared<std::promise<expected<bool>>>();
-      auto future = answer->get_future();
-      query(name, std::move(any), [answer](expected<store::query_page> page) {
-        answer->set_value(page ? expected<bool>(!page->instances.empty()) : expected<bool>(page.error()));
-      });
-      if (future.wait_for(hub_check_timeout) != std::future_status::ready) {
-        return error{errc::io, fmt::format("task hub '{}' did not answer whether it holds instances", name)};
+      for (std::uint32_t p = 0; p < h.partition_count; ++p) {
+        core::instance_query any;
+        any.page_size = 1;
+        any.fetch_payloads = false;
+        any.entities = entities;
+        auto answer = std::make_shared<std::promise<expected<bool>>>();
+        auto future = answer->get_future();
+        query_partition(h.name, p, std::move(any), [answer](expected<core::query_page> page) {
+          answer->set_value(page ? expected<bool>(!page->instances.empty() || !page->continuation_token.empty())
+                                 : expected<bool>(page.error()));
+        });
+        if (future.wait_for(hub_check_timeout) != std::future_status::ready) {
+          return error{errc::io, fmt::format("task hub '{}' did not answer whether it holds instances", h.name)};
+        }
+        auto used = future.get();
+        if (!used || *used) return used;
       }
-      auto used = future.get();
-      if (!used || *used) return used;
     }
     return false;
   }
@@ -686,7 +420,7 @@ class actor_scheduler final : public scheduler {
   }
 
   static dtsd::error unknown_hub(const std::string& name) {
-    return {errc::not_found, fmt::format("task hub '{}' does not exist", name)};
+    return {errc::unknown_task_hub, fmt::format("task hub '{}' does not exist", name)};
   }
 
   expected<hub> find(const std::string& name) {
@@ -712,20 +446,18 @@ class actor_scheduler final : public scheduler {
     return find(name);
   }
 
-  template <class Command>
-  void send_to(const hub& h, const std::string& id, Command command) {
-    auto partition = core::partition_of(id, h.partition_count);
-    caf::anon_send(h.partitions[partition], run_atom::value,
-                   std::make_shared<std::function<void(partition_context&)>>(std::move(command)));
+  static void send_to(const hub& h, const std::string& id, partition_request request) {
+    caf::anon_send(h.partitions[core::partition_of(id, h.partition_count)], std::move(request));
   }
 
-  /// Runs `command` on the partition owning `id`, or answers `done` with why not.
-  template <class Done, class Command>
-  void on_partition(const std::string& hub_name, const std::string& id, Done& done, Command command) {
-    if (auto valid = core::validate_instance_id(id); !valid) return done(valid.error());
+  /// Sends `request` to the partition owning `id`, or answers it with why not.
+  template <class Request>
+  void to_instance(const std::string& hub_name, const std::string& id, Request request) {
+    auto refuse = [&](const dtsd::error& why) { request.done(why); };
+    if (auto valid = core::validate_instance_id(id); !valid) return refuse(valid.error());
     auto found = find(hub_name);
-    if (!found) return done(found.error());
-    send_to(*found, id, std::move(command));
+    if (!found) return refuse(found.error());
+    send_to(*found, id, partition_request{std::move(request)});
   }
 
   /// A worker's answer: the coordinator frees the item's slot once the partition has
@@ -733,11 +465,8 @@ class actor_scheduler final : public scheduler {
   /// durable. An invalid answer leaves the item leased (the engine keeps it in
   /// flight for a corrected answer), so its lease still expires, and an abandon or
   /// a closed session still gives it back.
-  template <class Apply>
-  void complete(std::uint64_t session, const std::string& id, std::uint64_t token, callback<void> done, Apply apply) {
-    auto found = hub_of_session(session, false);
-    if (!found) return done(found.error());
-    auto on_done = [coordinator = found->coordinator, token, session, done = std::move(done)](expected<void> outcome) {
+  static callback<void> verdict(const hub& h, std::uint64_t session, std::uint64_t token, callback<void> done) {
+    return guarded<void>([coordinator = h.coordinator, token, session, done = std::move(done)](expected<void> outcome) {
       if (!outcome && outcome.error().code == errc::resource_exhausted) {
         // The partition cannot write: the item goes back, to run again once it can.
         caf::anon_send(coordinator, abandon_atom::value, session, token);
@@ -747,30 +476,6 @@ class actor_scheduler final : public scheduler {
         caf::anon_send(coordinator, alive_atom::value, session);  // It answers, if wrongly.
       }
       done(std::move(outcome));
-    };
-    mutate(found->name, id, std::move(on_done), std::move(apply));
-  }
-
-  /// Answers a worker whose oversize answer was applied as a failure: once that is
-  /// durable, with payload_too_large and the reason (it must not send it again).
-  static callback<void> reported(callback<void> done, const dtsd::error& why, const char* outcome) {
-    return [done = std::move(done), message = fmt::format("{}; {}", why.message, outcome)](expected<void> applied) {
-      if (!applied) return done(applied);
-      done(dtsd::error{errc::payload_too_large, message});
-    };
-  }
-
-  /// A change: answered once the batch holding it is durable. `apply(ctx, applied)`
-  /// hands the change to the engine, which answers `applied` with that batch.
-  template <class Apply>
-  void mutate(const std::string& hub_name, const std::string& id, callback<void> done, Apply apply) {
-    auto finish = shared(std::move(done));
-    on_partition(hub_name, id, *finish, [apply = std::move(apply), finish](partition_context& ctx) {
-      if (const auto& refused = ctx.write_refusal()) return (*finish)(*refused);
-      apply(ctx, [&ctx, finish](expected<std::uint64_t> batch) {
-        if (!batch) return (*finish)(batch.error());
-        ctx.after_commit(*batch, [finish] { (*finish)(expected<void>()); });
-      });
     });
   }
 
@@ -792,13 +497,14 @@ class actor_scheduler final : public scheduler {
 
 }  // namespace
 
-expected<std::unique_ptr<scheduler>> make_scheduler(const scheduler_config& config, const std::vector<std::string>& hubs,
-                                                    int scheduler_threads) {
+expected<std::unique_ptr<service::router>> make_scheduler(const scheduler_config& config,
+                                                          const std::vector<std::string>& hubs,
+                                                          int scheduler_threads) {
   auto made = std::make_unique<actor_scheduler>(config, scheduler_threads);
   for (const auto& name : hubs) {
     if (auto opened = made->open_hub(name, config.partition_count); !opened) return opened.error();
   }
-  return std::unique_ptr<scheduler>(std::move(made));
+  return std::unique_ptr<service::router>(std::move(made));
 }
 
 }  // namespace dtsd::actors

@@ -56,6 +56,14 @@ struct PartitionInfo {
   stalled @1 :Text;           # empty while it writes; else why its commits fail
   stalledSinceNs @2 :Int64;
   failedCommits @3 :UInt64;   # since dtsd started
+  commits @4 :UInt64;         # batches made durable since dtsd started
+  committedChanges @5 :UInt64;  # instance changes in those batches
+  commitNsTotal @6 :Int64;    # handing batches over to their durability, summed
+  commitNsMax @7 :Int64;
+  readyOrchestrators @8 :UInt64;  # work waiting for a worker, by kind
+  readyActivities @9 :UInt64;
+  readyEntities @10 :UInt64;
+  liveInstances @11 :UInt64;  # instances held in memory
 }
 
 struct WorkItem {
@@ -132,4 +140,7 @@ interface Scheduler {
   # The hub's connected worker sessions (native and gRPC), with their filters.
   listWorkers @17 (taskHub :Text) -> (workers :List(WorkerInfo));
   listPartitions @18 (taskHub :Text) -> (partitions :List(PartitionInfo));
+  # A finished orchestration again, with its name, version, input and tags: under
+  # its own id (it must have ended) or a new random one. Answers the id it runs under.
+  restart @19 (taskHub :Text, instanceId :Text, newId :Bool) -> (instanceId :Text);
 }

@@ -199,10 +199,25 @@ int show_partitions(sdk::client& client, const std::string& hub, bool as_json) {
     return 1;
   }
   json out = json::array();
-  if (!as_json) std::printf("%-10s %-9s %-14s %s\n", "PARTITION", "STATE", "FAILED-COMMITS", "SINCE / REASON");
+  if (!as_json) {
+    std::printf("%-10s %-9s %-9s %-9s %-9s %-9s %-10s %-14s %s\n", "PARTITION", "STATE", "READY-ORC", "READY-ACT",
+                "READY-ENT", "COMMITS", "COMMIT-MS", "FAILED-COMMITS", "SINCE / REASON");
+  }
   for (const auto& p : *partitions) {
+    const double commit_ms =
+        p.commits == 0 ? 0.0 : static_cast<double>(p.commit_ns_total) / 1e6 / static_cast<double>(p.commits);
     if (as_json) {
-      json row = {{"partition", p.index}, {"writable", p.stalled.empty()}, {"failedCommits", p.failed_commits}};
+      json row = {{"partition", p.index},
+                  {"writable", p.stalled.empty()},
+                  {"failedCommits", p.failed_commits},
+                  {"commits", p.commits},
+                  {"committedChanges", p.committed_changes},
+                  {"commitMsMean", commit_ms},
+                  {"commitMsMax", static_cast<double>(p.commit_ns_max) / 1e6},
+                  {"ready", {{"orchestrators", p.ready_orchestrators},
+                             {"activities", p.ready_activities},
+                             {"entities", p.ready_entities}}},
+                  {"liveInstances", p.live_instances}};
       if (!p.stalled.empty()) {
         row["stalled"] = p.stalled;
         row["stalledSince"] = time_text(p.stalled_since_ns);
@@ -211,7 +226,10 @@ int show_partitions(sdk::client& client, const std::string& hub, bool as_json) {
       continue;
     }
     std::string detail = p.stalled.empty() ? "-" : time_text(p.stalled_since_ns) + "  " + p.stalled;
-    std::printf("%-10u %-9s %-14llu %s\n", p.index, p.stalled.empty() ? "writable" : "STALLED",
+    std::printf("%-10u %-9s %-9llu %-9llu %-9llu %-9llu %-10.2f %-14llu %s\n", p.index,
+                p.stalled.empty() ? "writable" : "STALLED", static_cast<unsigned long long>(p.ready_orchestrators),
+                static_cast<unsigned long long>(p.ready_activities), static_cast<unsigned long long>(p.ready_entities),
+                static_cast<unsigned long long>(p.commits), commit_ms,
                 static_cast<unsigned long long>(p.failed_commits), detail.c_str());
   }
   if (as_json) std::printf("%s\n", out.dump().c_str());
@@ -469,15 +487,7 @@ int main(int argc, char** argv) {
     return purged(client.purge_where(*filter, recurse));
   }
   if (restart->parsed()) {
-    auto found = client.get(id);
-    if (!found) return refused(found.error());
-    if (!*found) return refused({errc::not_found, "no instance with id '" + id + "'"});
-    sdk::start_options options;
-    options.instance_id = new_id ? std::string() : id;
-    options.version = (*found)->version;
-    options.tags = (*found)->tags;
-    auto restarted = client.start((*found)->name, (*found)->input ? json::parse(*(*found)->input, nullptr, false) : json(),
-                                  options);
+    auto restarted = client.restart(id, new_id);
     if (!restarted) return refused(restarted.error());
     id = *restarted;
     return done({}, "restarted as " + *restarted);

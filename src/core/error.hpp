@@ -28,6 +28,9 @@ enum class errc {
   /// The partition cannot write (its disk is full or failing): new writes are
   /// refused until it can again; reads go on. Worth retrying later.
   resource_exhausted,
+  /// The task hub named does not exist (a missing instance is `not_found`): a
+  /// caller that treats a missing instance as "nothing to do" must still fail.
+  unknown_task_hub,
 };
 
 const char* to_string(errc code) noexcept;

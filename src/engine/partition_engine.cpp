@@ -872,7 +872,7 @@ void partition_engine::unpark(parked_instances& parked, const core::kind_filter&
   }
 }
 
-std::vector<activity_work_item> partition_engine::take_activities(std::size_t count_max,
+std::vector<core::activity_work_item> partition_engine::take_activities(std::size_t count_max,
                                                                   const core::kind_filter& accept) {
   if (!parked_activities_.empty()) {
     for (auto by_name = parked_activities_.begin(); by_name != parked_activities_.end();) {
@@ -889,7 +889,7 @@ std::vector<activity_work_item> partition_engine::take_activities(std::size_t co
       by_name = queued.empty() ? parked_activities_.erase(by_name) : std::next(by_name);
     }
   }
-  std::vector<activity_work_item> items;
+  std::vector<core::activity_work_item> items;
   while (items.size() < count_max && !activity_queue_.empty()) {
     auto request = std::move(activity_queue_.front());
     activity_queue_.pop_front();
@@ -901,12 +901,23 @@ std::vector<activity_work_item> partition_engine::take_activities(std::size_t co
     if (activity_leases_.count(key)) continue;  // Already out (queued twice on recovery).
     const auto token = next_token_++;
     activity_leases_.emplace(std::move(key), token);
-    items.push_back(activity_work_item{std::move(request), token});
+    items.push_back(core::activity_work_item{std::move(request), token});
   }
   return items;
 }
 
-std::optional<activity_work_item> partition_engine::next_activity_item() {
+partition_engine::backlog_counts partition_engine::backlog() const {
+  backlog_counts counts;
+  counts.orchestrators = ready_.size() + prepared_.size() + preparing_;
+  counts.entities = ready_entities_.size() + prepared_entities_.size() + preparing_entities_;
+  counts.activities = activity_queue_.size();
+  for (const auto& [name, ids] : parked_) counts.orchestrators += ids.size();
+  for (const auto& [name, ids] : parked_entities_) counts.entities += ids.size();
+  for (const auto& [name, queue] : parked_activities_) counts.activities += queue.size();
+  return counts;
+}
+
+std::optional<core::activity_work_item> partition_engine::next_activity_item() {
   auto items = take_activities(1);
   if (items.empty()) return std::nullopt;
   return std::move(items.front());

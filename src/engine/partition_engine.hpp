@@ -64,12 +64,6 @@ struct engine_options {
   std::size_t prepared_max = 1024;
 };
 
-/// An activity handed to a worker under a lease token.
-struct activity_work_item {
-  core::activity_request request;
-  std::uint64_t completion_token = 0;
-};
-
 struct started {
   std::string instance_id;
   std::string execution_id;
@@ -186,9 +180,9 @@ class partition_engine {
                                                       const core::kind_filter& accept = std::nullopt);
   /// Up to `count_max` queued activities `accept` accepts; the ones it skips are
   /// parked the same way and queued again by a take that accepts them.
-  std::vector<activity_work_item> take_activities(std::size_t count_max,
+  std::vector<core::activity_work_item> take_activities(std::size_t count_max,
                                                   const core::kind_filter& accept = std::nullopt);
-  std::optional<activity_work_item> next_activity_item();
+  std::optional<core::activity_work_item> next_activity_item();
   /// Whether work of a kind waits parked for a session that accepts it.
   bool has_parked_orchestrators() const { return !parked_.empty(); }
   bool has_parked_entities() const { return !parked_entities_.empty(); }
@@ -197,6 +191,13 @@ class partition_engine {
   bool may_have_orchestrator_work() const { return !prepared_.empty(); }
   bool may_have_entity_work() const { return !prepared_entities_.empty(); }
   bool has_activity_work() const { return !activity_queue_.empty(); }
+  /// Work waiting for a worker, by kind (ready, prepared or parked; not leased).
+  struct backlog_counts {
+    std::size_t orchestrators = 0;
+    std::size_t activities = 0;
+    std::size_t entities = 0;
+  };
+  backlog_counts backlog() const;
   /// The earliest time a timer or a scheduled start is due, if any.
   std::optional<std::int64_t> next_wakeup_ns() const;
   std::vector<store::outbox_entry> unacknowledged_outbox() const;

@@ -42,6 +42,7 @@ Status to_status(const error& failure) {
     case errc::unimplemented: return {StatusCode::UNIMPLEMENTED, failure.message};
     case errc::payload_too_large: return {StatusCode::INVALID_ARGUMENT, failure.message};
     case errc::resource_exhausted: return {StatusCode::RESOURCE_EXHAUSTED, failure.message};
+    case errc::unknown_task_hub: return {StatusCode::NOT_FOUND, failure.message};
   }
   return {StatusCode::INTERNAL, failure.message};
 }
@@ -87,16 +88,6 @@ bool force_delete(const CallbackServerContext* context) {
   const auto& metadata = context->client_metadata();
   auto found = metadata.find("dtsd-force-delete");
   return found != metadata.end() && std::string_view(found->second.data(), found->second.size()) == "true";
-}
-
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string random_hex_id() {
-  thread_local std::mt19937_64 generator{std::random_device{}()};
-  return fmt::format("{:016x}{:016x}", generator(), generator());
 }
 
 // ------------------------------------------------------------------ unary calls
@@ -148,14 +139,14 @@ class unary_call final : public ServerUnaryReactor {
 
 /// The callback for a scheduler call whose answer fills the response through `fill`.
 template <class T, class Fill>
-actors::callback<T> answer_with(const unary_call::handle& call, Fill fill) {
+service::callback<T> answer_with(const unary_call::handle& call, Fill fill) {
   return [call, fill = std::move(fill)](expected<T> result) mutable {
     if (!result) return unary_call::finish(call, to_status(result.error()));
     unary_call::finish(call, Status::OK, [&] { fill(*result); });
   };
 }
 
-actors::callback<void> answer_empty(const unary_call::handle& call) {
+service::callback<void> answer_empty(const unary_call::handle& call) {
   return [call](expected<void> result) {
     unary_call::finish(call, result ? Status::OK : to_status(result.error()));
   };
@@ -197,7 +188,7 @@ std::size_t inbox_events(const core::orchestrator_work_item& item) {
 /// What the actors hold of a GetWorkItems stream. push() and keep_alive() run on
 /// actor threads and never block: items are queued, and written one at a time
 /// (gRPC allows one write in flight); OnWriteDone writes the next.
-class stream_sink final : public actors::work_sink {
+class stream_sink final : public service::work_sink {
  public:
   /// Fails an orchestration whose work item this worker cannot receive.
   using fail_fn = std::function<void(std::uint64_t session, core::orchestrator_completion)>;
@@ -205,7 +196,7 @@ class stream_sink final : public actors::work_sink {
   stream_sink(std::uint64_t stream, bool history_streaming, fail_fn fail)
       : stream_(stream), history_streaming_(history_streaming), fail_(std::move(fail)) {}
 
-  void push(std::vector<actors::work_item> items) override {
+  void push(std::vector<service::work_item> items) override {
     std::vector<WorkItem> converted;
     converted.reserve(items.size());
     std::lock_guard lock(mutex_);
@@ -233,7 +224,7 @@ class stream_sink final : public actors::work_sink {
                        held_[token] = outstanding{kind, orchestration.completion_token, orchestration.instance_id, {},
                                                   inbox_events(orchestration)};
                      },
-                     [&](const engine::activity_work_item& activity) {
+                     [&](const core::activity_work_item& activity) {
                        token = fmt::format("{}.a{}", stream_, activity.completion_token);
                        write(message.mutable_activity_request(), activity.request);
                        held_[token] = outstanding{token_kind::activity, activity.completion_token, activity.request.instance_id,
@@ -522,7 +513,7 @@ class history_stream final : public grpc::ServerWriteReactor<HistoryChunk> {
 
 class grpc_service final : public TaskHubSidecarService::CallbackService {
  public:
-  grpc_service(actors::scheduler& scheduler, grpc_options options)
+  grpc_service(service::task_service& scheduler, grpc_options options)
       : scheduler_(scheduler), options_(std::move(options)) {}
 
   ServerUnaryReactor* Hello(CallbackServerContext* context, const google::protobuf::Empty*,
@@ -542,7 +533,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
       return call;
     }
     scheduler_.start(task_hub_of(context), std::move(*start),
-                     answer_with<engine::started>(call->shared(), [response](const engine::started& started) {
+                     answer_with<service::started>(call->shared(), [response](const service::started& started) {
                        response->set_instance_id(started.instance_id);
                      }));
     return call;
@@ -553,8 +544,8 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     auto* call = new unary_call();
     const bool payloads = request->get_inputs_and_outputs();
     scheduler_.get(task_hub_of(context), request->instance_id(), false,
-                   answer_with<std::optional<actors::instance_view>>(
-                       call->shared(), [response, payloads](const std::optional<actors::instance_view>& view) {
+                   answer_with<std::optional<service::instance_view>>(
+                       call->shared(), [response, payloads](const std::optional<service::instance_view>& view) {
                          response->set_exists(view.has_value());
                          if (view) write(response->mutable_orchestration_state(), view->record, payloads);
                        }));
@@ -583,34 +574,10 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
                                       RestartInstanceResponse* response) override {
     auto* call = new unary_call();
     auto handle = call->shared();
-    const auto hub = task_hub_of(context);
-    const auto id = request->instance_id();
-    const bool new_id = request->restart_with_new_instance_id();
-    scheduler_.get(hub, id, false, [&scheduler = scheduler_, handle, hub, id, new_id, response](
-                                       expected<std::optional<actors::instance_view>> found) {
-      if (!found) return unary_call::finish(handle, to_status(found.error()));
-      if (!*found) {
-        return unary_call::finish(handle, Status(StatusCode::NOT_FOUND, fmt::format("no instance '{}'", id)));
-      }
-      const auto& record = (*found)->record;
-      // Under a new id the original is untouched, so it may still run (as in DTS).
-      if (!new_id && !core::is_terminal(record.status)) {
-        return unary_call::finish(
-            handle, Status(StatusCode::FAILED_PRECONDITION,
-                           fmt::format("instance '{}' is {}: only a finished instance can be restarted under its own id", id,
-                                       core::to_string(record.status))));
-      }
-      core::start_request start;
-      start.instance_id = new_id ? random_hex_id() : id;
-      start.name = record.name;
-      start.version = record.version;
-      start.input = record.input;
-      start.tags = record.tags;
-      start.replaceable_statuses = core::terminal_statuses();
-      scheduler.start(hub, std::move(start), answer_with<engine::started>(handle, [response](const engine::started& s) {
-                         response->set_instance_id(s.instance_id);
+    scheduler_.restart(task_hub_of(context), request->instance_id(), request->restart_with_new_instance_id(),
+                       answer_with<std::string>(handle, [response](const std::string& id) {
+                         response->set_instance_id(id);
                        }));
-    });
     return call;
   }
 
@@ -652,7 +619,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     auto* call = new unary_call();
     if (refused_times(*request, call->shared())) return call;
     const auto& q = request->query();
-    store::instance_query query;
+    core::instance_query query;
     const auto hub = task_hub_of(context);
     for (const auto& named : q.task_hub_names()) {
       if (named.value() != hub) {
@@ -681,7 +648,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     query.fetch_payloads = q.fetch_inputs_and_outputs();
     const bool payloads = query.fetch_payloads;
     scheduler_.query(hub, std::move(query),
-                     answer_with<store::query_page>(call->shared(), [response, payloads](const store::query_page& page) {
+                     answer_with<core::query_page>(call->shared(), [response, payloads](const core::query_page& page) {
                        for (const auto& record : page.instances) {
                          write(response->add_orchestration_state(), record, payloads);
                        }
@@ -696,7 +663,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
                                       ListInstanceIdsResponse* response) override {
     auto* call = new unary_call();
     if (refused_times(*request, call->shared())) return call;
-    store::instance_query query;
+    core::instance_query query;
     for (int status : request->runtime_status()) {
       auto read_status = read(static_cast<OrchestrationStatus>(status));
       if (!read_status) {
@@ -714,7 +681,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     const auto to = request->has_completed_time_to() ? to_ns(request->completed_time_to()) : INT64_MAX;
     const bool by_completion = request->has_completed_time_from() || request->has_completed_time_to();
     scheduler_.query(task_hub_of(context), std::move(query),
-                     answer_with<store::query_page>(call->shared(), [=](const store::query_page& page) {
+                     answer_with<core::query_page>(call->shared(), [=](const core::query_page& page) {
                        for (const auto& record : page.instances) {
                          if (by_completion && (record.completed_at_ns == 0 || record.completed_at_ns < from ||
                                                record.completed_at_ns > to)) {
@@ -736,16 +703,18 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     auto handle = call->shared();
     const auto hub = task_hub_of(context);
     const bool recursive = request->recursive();
-    auto purged = [handle, response](expected<std::size_t> count) {
+    auto answered = [handle, response](expected<service::purge_result> result) {
       // Purging an instance that does not exist purges nothing; it is not an error.
-      if (!count && count.error().code == errc::not_found && count.error().message.find("task hub") == std::string::npos) {
-        count = std::size_t{0};
-      }
-      if (!count) return unary_call::finish(handle, to_status(count.error()));
+      if (!result && result.error().code == errc::not_found) result = service::purge_result{};
+      if (!result) return unary_call::finish(handle, to_status(result.error()));
       unary_call::finish(handle, Status::OK, [&] {
-        response->set_deleted_instance_count(static_cast<std::int32_t>(*count));
-        response->mutable_is_complete()->set_value(true);
+        response->set_deleted_instance_count(static_cast<std::int32_t>(result->purged));
+        response->mutable_is_complete()->set_value(result->complete);
       });
+    };
+    auto purged = [answered](expected<std::size_t> count) {
+      if (!count) return answered(count.error());
+      answered(service::purge_result{*count, true});
     };
     switch (request->request_case()) {
       case PurgeInstancesRequest::kInstanceId:
@@ -760,7 +729,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
         break;
       case PurgeInstancesRequest::kPurgeInstanceFilter: {
         const auto& f = request->purge_instance_filter();
-        store::instance_query filter;
+        core::instance_query filter;
         for (int status : f.runtime_status()) {
           auto read_status = read(static_cast<OrchestrationStatus>(status));
           if (!read_status) {
@@ -771,16 +740,20 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
         }
         if (f.has_created_time_from()) filter.created_from_ns = to_ns(f.created_time_from());
         if (f.has_created_time_to()) filter.created_to_ns = to_ns(f.created_time_to());
-        if (!f.has_timeout()) {
-          scheduler_.purge_where(hub, std::move(filter), recursive, purged);
-          break;
+        // PurgeInstanceFilter.timeout: answered by the deadline with what went so far
+        // and isComplete false; the purge itself goes on to the end.
+        std::optional<std::chrono::nanoseconds> within;
+        if (f.has_timeout()) {
+          within = std::chrono::seconds(std::clamp<std::int64_t>(f.timeout().seconds(), 0, purge_timeout_s_max)) +
+                   std::chrono::nanoseconds(std::max<std::int32_t>(0, f.timeout().nanos()));
         }
-        purge_with_timeout(hub, std::move(filter), recursive, f.timeout(), handle, response);
+        scheduler_.purge_where(hub, std::move(filter), recursive, within, answered);
         break;
       }
       case PurgeInstancesRequest::kInstanceBatch:
-        purge_batch(hub, {request->instance_batch().instance_ids().begin(), request->instance_batch().instance_ids().end()},
-                    recursive, std::move(purged));
+        scheduler_.purge_many(
+            hub, {request->instance_batch().instance_ids().begin(), request->instance_batch().instance_ids().end()},
+            recursive, std::move(purged));
         break;
       case PurgeInstancesRequest::REQUEST_NOT_SET:
         unary_call::finish(handle, Status(StatusCode::INVALID_ARGUMENT,
@@ -814,7 +787,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     if (response->requires_history()) {
       // The worker could not run the item without its history: it goes out again
       // (as an abandon does), and a redelivered item carries the history.
-      scheduler_.abandon_orchestrator(sink->session(), item.instance_id, item.token);
+      scheduler_.abandon(sink->session(), item.token);
       unary_call::finish(handle, Status::OK);
       return call;
     }
@@ -902,7 +875,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     auto& [sink, item] = *held;
     if (result->requires_state()) {
       // Entity batches always carry the state; one the worker says it lacks goes out again.
-      scheduler_.abandon_orchestrator(sink->session(), item.instance_id, item.token);
+      scheduler_.abandon(sink->session(), item.token);
       unary_call::finish(handle, Status::OK);
       return call;
     }
@@ -926,24 +899,11 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
                                    SignalEntityResponse*) override {
     auto* call = new unary_call();
     if (refused_times(*request, call->shared())) return call;
-    core::events::entity_operation_signaled signal;
-    signal.request_id = request->request_id().empty() ? random_hex_id() : request->request_id();
-    signal.operation = request->name();
-    signal.scheduled_time_ns = request->has_scheduled_time() ? to_ns(request->scheduled_time()) : 0;
-    signal.input = read_payload(request->input(), request->has_input());
-    signal.target_instance_id = request->instance_id();
-    if (!core::is_entity_id(request->instance_id()) || core::entity_name(request->instance_id()).empty()) {
-      unary_call::finish(call->shared(), Status(StatusCode::INVALID_ARGUMENT,
-                                                fmt::format("'{}' is not an entity id (@name@key)", request->instance_id())));
-      return call;
-    }
-    if (signal.operation.empty()) {
-      unary_call::finish(call->shared(), Status(StatusCode::INVALID_ARGUMENT, "a signal needs an operation name"));
-      return call;
-    }
-    core::instance_message message{request->instance_id(), {},
-                                   core::history_event{-1, now_ns(), std::move(signal)}};
-    scheduler_.deliver(task_hub_of(context), std::move(message), answer_empty(call->shared()));
+    service::entity_signal signal{request->instance_id(), request->name(),
+                                  read_payload(request->input(), request->has_input()),
+                                  request->has_scheduled_time() ? to_ns(request->scheduled_time()) : 0,
+                                  request->request_id()};
+    scheduler_.signal_entity(task_hub_of(context), std::move(signal), answer_empty(call->shared()));
     return call;
   }
 
@@ -957,8 +917,8 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
       return call;
     }
     scheduler_.get(task_hub_of(context), request->instance_id(), false,
-                   answer_with<std::optional<actors::instance_view>>(
-                       call->shared(), [response, with_state](const std::optional<actors::instance_view>& view) {
+                   answer_with<std::optional<service::instance_view>>(
+                       call->shared(), [response, with_state](const std::optional<service::instance_view>& view) {
                          // An entity exists while it has state (as in DTS).
                          const bool exists = view && view->record.entity_state.has_value();
                          response->set_exists(exists);
@@ -972,7 +932,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     auto* call = new unary_call();
     if (refused_times(*request, call->shared())) return call;
     const auto& q = request->query();
-    store::instance_query query;
+    core::instance_query query;
     query.entities = true;
     if (q.has_instance_id_starts_with()) query.instance_id_prefix = q.instance_id_starts_with().value();
     if (q.has_continuation_token()) query.continuation_token = q.continuation_token().value();
@@ -984,7 +944,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     const bool with_state = q.include_state();
     const bool transient = q.include_transient();
     scheduler_.query(task_hub_of(context), std::move(query),
-                     answer_with<store::query_page>(call->shared(), [=](const store::query_page& page) {
+                     answer_with<core::query_page>(call->shared(), [=](const core::query_page& page) {
                        for (const auto& record : page.instances) {
                          if (record.last_updated_at_ns < from || record.last_updated_at_ns > to) continue;
                          // Without state an entity is transient (it may only hold a lock or a queue).
@@ -1009,7 +969,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     // answer about another one would be replayed against the wrong code path.
     const auto execution = request->has_execution_id() ? request->execution_id().value() : std::string();
     scheduler_.get(task_hub_of(context), id, true,
-                   [stream, id, execution](expected<std::optional<actors::instance_view>> view) {
+                   [stream, id, execution](expected<std::optional<service::instance_view>> view) {
       if (!view) return stream->start(to_status(view.error()), {});
       if (!*view) return stream->start(Status(StatusCode::NOT_FOUND, fmt::format("no instance '{}'", id)), {});
       if (!execution.empty() && execution != (*view)->record.execution_id) {
@@ -1085,21 +1045,17 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
       return reactor;
     }
     const auto& [sink, item] = *held;
-    if (kind == token_kind::activity) {
-      scheduler_.abandon_activity(sink->session(), item.activity, item.token);
-    } else {
-      scheduler_.abandon_orchestrator(sink->session(), item.instance_id, item.token);  // Entities too.
-    }
+    scheduler_.abandon(sink->session(), item.token);
     reactor->Finish(Status::OK);
     return reactor;
   }
 
   /// Page sizes, the same on every call: 0 (unset) is 100, more than
-  /// store::query_page_size_max (1000) is that maximum; a negative one was checked
+  /// core::query_page_size_max (1000) is that maximum; a negative one was checked
   /// by refused_page_size.
   static std::size_t page_size(std::int32_t asked) {
     if (asked <= 0) return page_size_default;
-    return std::min<std::size_t>(static_cast<std::size_t>(asked), store::query_page_size_max);
+    return std::min<std::size_t>(static_cast<std::size_t>(asked), core::query_page_size_max);
   }
   static bool refused_page_size(std::int32_t asked, const unary_call::handle& call) {
     if (asked >= 0) return false;
@@ -1123,7 +1079,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   static expected<core::start_request> read_start(const CreateInstanceRequest& request) {
     core::start_request start;
-    start.instance_id = request.instance_id().empty() ? random_hex_id() : request.instance_id();
+    start.instance_id = request.instance_id().empty() ? service::new_instance_id() : request.instance_id();
     if (request.has_execution_id() && !request.execution_id().value().empty()) {
       // The caller's own execution id (the protocol allows it); the same rules as ids.
       if (auto valid = core::validate_instance_id(request.execution_id().value()); !valid) {
@@ -1166,81 +1122,6 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     return call;
   }
 
-  /// PurgeInstanceFilter.timeout: answers by the deadline with what was purged so
-  /// far and isComplete false; the purge itself goes on to the end.
-  void purge_with_timeout(const std::string& hub, store::instance_query filter, bool recursive,
-                          const google::protobuf::Duration& timeout, const unary_call::handle& handle,
-                          PurgeInstancesResponse* response) {
-    struct race {
-      std::shared_ptr<std::atomic<std::size_t>> progress = std::make_shared<std::atomic<std::size_t>>(0);
-      std::mutex mutex;
-      std::condition_variable done;
-      bool finished = false;
-    };
-    auto state = std::make_shared<race>();
-    scheduler_.purge_where(
-        hub, std::move(filter), recursive,
-        [handle, response, state](expected<std::size_t> count) {
-          if (!count && count.error().code == errc::not_found && count.error().message.find("task hub") == std::string::npos) {
-            count = std::size_t{0};
-          }
-          if (!count) {
-            unary_call::finish(handle, to_status(count.error()));
-          } else {
-            unary_call::finish(handle, Status::OK, [&] {
-              response->set_deleted_instance_count(static_cast<std::int32_t>(*count));
-              response->mutable_is_complete()->set_value(true);
-            });
-          }
-          std::lock_guard lock(state->mutex);
-          state->finished = true;
-          state->done.notify_all();
-        },
-        state->progress);
-    const auto wait = std::chrono::seconds(std::clamp<std::int64_t>(timeout.seconds(), 0, purge_timeout_s_max)) +
-                      std::chrono::nanoseconds(std::max<std::int32_t>(0, timeout.nanos()));
-    // A thread that waits for the deadline, or less when the purge ends first.
-    std::thread([handle, response, state, wait] {
-      std::unique_lock lock(state->mutex);
-      if (state->done.wait_for(lock, wait, [&] { return state->finished; })) return;
-      lock.unlock();
-      unary_call::finish(handle, Status::OK, [&] {
-        response->set_deleted_instance_count(static_cast<std::int32_t>(state->progress->load()));
-        response->mutable_is_complete()->set_value(false);
-      });
-    }).detach();
-  }
-
-  void purge_batch(const std::string& hub, std::vector<std::string> ids, bool recursive,
-                   std::function<void(expected<std::size_t>)> done) {
-    struct batch {
-      std::vector<std::string> ids;
-      std::size_t next = 0;
-      std::size_t purged = 0;
-    };
-    auto state = std::make_shared<batch>(batch{std::move(ids), 0, 0});
-    auto step = std::make_shared<std::function<void()>>();
-    *step = [&scheduler = scheduler_, hub, recursive, state, step, done] {
-      if (state->next == state->ids.size()) {
-        done(state->purged);
-        *step = nullptr;  // Breaks the self-reference.
-        return;
-      }
-      const auto& id = state->ids[state->next++];
-      scheduler.purge(hub, id, recursive, [state, step, done](expected<std::size_t> count) {
-        if (count) {
-          state->purged += *count;
-        } else if (count.error().code != errc::not_found) {
-          done(count.error());
-          *step = nullptr;
-          return;
-        }
-        (*step)();
-      });
-    };
-    (*step)();
-  }
-
   /// The sink and the item a completion token names, taken from its stream.
   expected<std::pair<std::shared_ptr<stream_sink>, outstanding>> take(const std::string& token, token_kind kind) {
     const auto dot = token.find('.');
@@ -1268,7 +1149,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     return std::pair{std::move(sink), std::move(*item)};
   }
 
-  static actors::callback<void> completion_answer(const unary_call::handle& call, std::shared_ptr<stream_sink> sink,
+  static service::callback<void> completion_answer(const unary_call::handle& call, std::shared_ptr<stream_sink> sink,
                                                   std::string token, outstanding item) {
     return [call, sink = std::move(sink), token = std::move(token), item = std::move(item)](expected<void> done) mutable {
       if (!done && done.error().code == errc::invalid_argument) sink->put_back(token, std::move(item));
@@ -1276,7 +1157,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     };
   }
 
-  actors::scheduler& scheduler_;
+  service::task_service& scheduler_;
   grpc_options options_;
   std::atomic<std::uint64_t> next_stream_{1};
   std::mutex streams_mutex_;
@@ -1334,13 +1215,13 @@ grpc::ServerUnaryReactor* grpc_service::CleanEntityStorage(CallbackServerContext
                                                           const CleanEntityStorageRequest* request,
                                                           CleanEntityStorageResponse* response) {
   auto* call = new unary_call();
-  actors::entity_clean_request clean;
+  service::entity_clean_request clean;
   clean.remove_empty = request->remove_empty_entities();
   clean.release_orphaned_locks = request->release_orphaned_locks();
   if (request->has_continuation_token()) clean.continuation_token = request->continuation_token().value();
   scheduler_.clean_entity_storage(
       task_hub_of(context), std::move(clean),
-      answer_with<actors::entity_clean_result>(call->shared(), [response](const actors::entity_clean_result& done) {
+      answer_with<service::entity_clean_result>(call->shared(), [response](const service::entity_clean_result& done) {
         response->set_empty_entities_removed(static_cast<std::int32_t>(done.removed));
         response->set_orphaned_locks_released(static_cast<std::int32_t>(done.released));
         if (!done.continuation_token.empty()) response->mutable_continuation_token()->set_value(done.continuation_token);
@@ -1352,37 +1233,12 @@ grpc::ServerUnaryReactor* grpc_service::SkipGracefulOrchestrationTerminations(
     CallbackServerContext* context, const SkipGracefulOrchestrationTerminationsRequest* request,
     SkipGracefulOrchestrationTerminationsResponse* response) {
   auto* call = new unary_call();
-  auto handle = call->shared();
   const auto& ids = request->instance_batch().instance_ids();
-  if (ids.size() > 500) {
-    unary_call::finish(handle, Status(StatusCode::INVALID_ARGUMENT,
-                                      fmt::format("{} instance ids: at most 500 at a time", ids.size())));
-    return call;
-  }
-  struct batch {
-    std::mutex mutex;
-    std::size_t left = 0;
-    std::vector<std::string> unterminated;
-  };
-  auto state = std::make_shared<batch>();
-  state->left = static_cast<std::size_t>(ids.size());
-  if (state->left == 0) {
-    unary_call::finish(handle, Status::OK);
-    return call;
-  }
-  const auto hub = task_hub_of(context);
-  const auto reason = read_payload(request->reason(), request->has_reason());
-  for (const auto& id : ids) {
-    scheduler_.terminate(hub, id, core::terminate_request{reason, false},
-                         [state, handle, response, id](expected<void> done) {
-                           std::lock_guard lock(state->mutex);
-                           if (!done) state->unterminated.push_back(id);
-                           if (--state->left != 0) return;
-                           unary_call::finish(handle, Status::OK, [&] {
-                             for (const auto& failed : state->unterminated) response->add_unterminated_instance_ids(failed);
-                           });
-                         });
-  }
+  scheduler_.terminate_many(task_hub_of(context), {ids.begin(), ids.end()},
+                            read_payload(request->reason(), request->has_reason()),
+                            answer_with<std::vector<std::string>>(call->shared(), [response](const auto& unterminated) {
+                              for (const auto& id : unterminated) response->add_unterminated_instance_ids(id);
+                            }));
   return call;
 }
 
@@ -1390,7 +1246,7 @@ grpc::ServerUnaryReactor* grpc_service::SkipGracefulOrchestrationTerminations(
 
 class grpc_server_impl final : public grpc_server {
  public:
-  grpc_server_impl(actors::scheduler& scheduler, grpc_options options)
+  grpc_server_impl(service::task_service& scheduler, grpc_options options)
       : service_(scheduler, options), options_(std::move(options)) {}
 
   ~grpc_server_impl() override { stop(); }
@@ -1435,7 +1291,7 @@ class grpc_server_impl final : public grpc_server {
 
 }  // namespace
 
-expected<std::unique_ptr<grpc_server>> grpc_server::start(actors::scheduler& scheduler, grpc_options options) {
+expected<std::unique_ptr<grpc_server>> grpc_server::start(service::task_service& scheduler, grpc_options options) {
   auto server = std::make_unique<grpc_server_impl>(scheduler, std::move(options));
   if (auto running = server->run(); !running) return running.error();
   return std::unique_ptr<grpc_server>(std::move(server));

@@ -10,7 +10,7 @@
 #include <memory>
 #include <string>
 
-#include "actors/scheduler.hpp"
+#include "service/service.hpp"
 #include "core/error.hpp"
 
 namespace dtsd::grpc_api {
@@ -26,7 +26,7 @@ struct grpc_options {
 
 class grpc_server {
  public:
-  static expected<std::unique_ptr<grpc_server>> start(actors::scheduler& scheduler, grpc_options options);
+  static expected<std::unique_ptr<grpc_server>> start(service::task_service& scheduler, grpc_options options);
   virtual ~grpc_server() = default;
   virtual std::uint16_t port() const = 0;
   /// Ends every open call (work streams and waits get CANCELLED) and stops.

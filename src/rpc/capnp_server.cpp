@@ -37,7 +37,7 @@ core::payload optional_text(bool has, capnp::Text::Reader value) {
 template <class T>
 struct pending_answer {
   kj::Promise<expected<T>> promise;
-  actors::callback<T> callback;
+  service::callback<T> callback;
 };
 
 template <class T>
@@ -76,12 +76,12 @@ struct sink_channel {
 /// What the actors hold of a session. push() and keep_alive() run on actor threads
 /// and never block: they queue, and wake the loop thread's drain through a
 /// cross-thread fulfiller; the drain sends everything queued as one push.
-class capnp_work_sink final : public actors::work_sink,
+class capnp_work_sink final : public service::work_sink,
                               public std::enable_shared_from_this<capnp_work_sink> {
  public:
   ~capnp_work_sink() noexcept override {}
 
-  void push(std::vector<actors::work_item> items) override {
+  void push(std::vector<service::work_item> items) override {
     std::lock_guard lock(mutex_);
     if (closed_) return;
     std::move(items.begin(), items.end(), std::back_inserter(queue_));
@@ -119,7 +119,7 @@ class capnp_work_sink final : public actors::work_sink,
       }
     }
     return paf.promise.then([self = shared_from_this(), &channel]() -> kj::Promise<void> {
-      std::vector<actors::work_item> items;
+      std::vector<service::work_item> items;
       bool keep_alive = false;
       std::optional<std::string> ended;
       {
@@ -162,14 +162,14 @@ class capnp_work_sink final : public actors::work_sink,
     }
   }
 
-  static void send(sink_channel& channel, const std::vector<actors::work_item>& items) {
+  static void send(sink_channel& channel, const std::vector<service::work_item>& items) {
     auto request = channel.sink.pushRequest();
     auto list = request.initItems(static_cast<unsigned>(items.size()));
     for (unsigned i = 0; i < items.size(); ++i) {
       if (const auto* orchestration = std::get_if<core::orchestrator_work_item>(&items[i])) {
         wire::write(list[i].initOrchestrator(), *orchestration);
       } else {
-        const auto& activity = std::get<engine::activity_work_item>(items[i]);
+        const auto& activity = std::get<core::activity_work_item>(items[i]);
         wire::write(list[i].initActivity(), activity.request, activity.completion_token);
       }
     }
@@ -177,7 +177,7 @@ class capnp_work_sink final : public actors::work_sink,
   }
 
   std::mutex mutex_;
-  std::vector<actors::work_item> queue_;
+  std::vector<service::work_item> queue_;
   bool keep_alive_due_ = false;
   bool closed_ = false;
   std::optional<std::string> end_reason_;
@@ -191,9 +191,9 @@ class capnp_work_sink final : public actors::work_sink,
 class verdict_tally : public std::enable_shared_from_this<verdict_tally> {
  public:
   using refusals = std::vector<std::pair<std::string, dtsd::error>>;
-  verdict_tally(std::size_t count, actors::callback<refusals> done) : remaining_(count), done_(std::move(done)) {}
+  verdict_tally(std::size_t count, service::callback<refusals> done) : remaining_(count), done_(std::move(done)) {}
 
-  actors::callback<void> verdict_for(std::string instance_id) {
+  service::callback<void> verdict_for(std::string instance_id) {
     return [self = shared_from_this(), id = std::move(instance_id)](expected<void> verdict) mutable {
       refusals all;
       {
@@ -210,19 +210,19 @@ class verdict_tally : public std::enable_shared_from_this<verdict_tally> {
   std::mutex mutex_;
   std::size_t remaining_;
   refusals refused_;
-  actors::callback<refusals> done_;
+  service::callback<refusals> done_;
 };
 
 class worker_session final : public s::WorkerSession::Server {
  public:
-  worker_session(actors::scheduler& scheduler, s::WorkSink::Client sink)
+  worker_session(service::task_service& scheduler, s::WorkSink::Client sink)
       : scheduler_(scheduler),
         channel_(kj::heap<sink_channel>(kj::mv(sink))),
         sink_(std::make_shared<capnp_work_sink>()) {
     channel_->tasks.add(sink_->drain(*channel_));
   }
 
-  expected<void> open(const std::string& hub, actors::session_slots slots, core::work_filters filters,
+  expected<void> open(const std::string& hub, service::session_slots slots, core::work_filters filters,
                       std::string worker) {
     auto id = scheduler_.open_session(hub, slots, sink_, std::move(filters), std::move(worker));
     if (!id) return id.error();
@@ -282,18 +282,18 @@ class worker_session final : public s::WorkerSession::Server {
 
   kj::Promise<void> abandonOrchestrator(AbandonOrchestratorContext context) override {
     auto params = context.getParams();
-    scheduler_.abandon_orchestrator(id_, text(params.getInstanceId()), params.getCompletionToken());
+    scheduler_.abandon(id_, params.getCompletionToken());
     return kj::READY_NOW;
   }
 
   kj::Promise<void> abandonActivity(AbandonActivityContext context) override {
     auto [request, token] = wire::read(context.getParams().getItem());
-    scheduler_.abandon_activity(id_, std::move(request), token);
+    scheduler_.abandon(id_, token);
     return kj::READY_NOW;
   }
 
  private:
-  actors::scheduler& scheduler_;
+  service::task_service& scheduler_;
   std::uint64_t id_ = 0;
   kj::Own<sink_channel> channel_;
   std::shared_ptr<capnp_work_sink> sink_;
@@ -301,15 +301,15 @@ class worker_session final : public s::WorkerSession::Server {
 
 class scheduler_service final : public s::Scheduler::Server {
  public:
-  explicit scheduler_service(actors::scheduler& scheduler) : scheduler_(scheduler) {}
+  explicit scheduler_service(service::task_service& scheduler) : scheduler_(scheduler) {}
 
   kj::Promise<void> startInstance(StartInstanceContext context) override {
     auto params = context.getParams();
     auto request = wire::read(params.getRequest());
     if (request.replaceable_statuses.empty()) request.replaceable_statuses = core::terminal_statuses();
-    auto pending = answer<engine::started>();
+    auto pending = answer<service::started>();
     scheduler_.start(text(params.getTaskHub()), std::move(request), pending.callback);
-    return pending.promise.then([context](expected<engine::started> result) mutable {
+    return pending.promise.then([context](expected<service::started> result) mutable {
       auto started = value_or_fail(std::move(result));
       auto results = context.getResults();
       results.setInstanceId(text(started.instance_id));
@@ -319,10 +319,10 @@ class scheduler_service final : public s::Scheduler::Server {
 
   kj::Promise<void> getInstance(GetInstanceContext context) override {
     auto params = context.getParams();
-    auto pending = answer<std::optional<actors::instance_view>>();
+    auto pending = answer<std::optional<service::instance_view>>();
     scheduler_.get(text(params.getTaskHub()), text(params.getInstanceId()), params.getWithHistory(),
                    pending.callback);
-    return pending.promise.then([context](expected<std::optional<actors::instance_view>> result) mutable {
+    return pending.promise.then([context](expected<std::optional<service::instance_view>> result) mutable {
       auto view = value_or_fail(std::move(result));
       auto results = context.getResults();
       results.setFound(view.has_value());
@@ -399,15 +399,15 @@ class scheduler_service final : public s::Scheduler::Server {
   kj::Promise<void> purgeWhere(PurgeWhereContext context) override {
     auto p = context.getParams();
     auto filter = read_query(p.getQuery());
-    auto pending = answer<std::size_t>();
-    scheduler_.purge_where(text(p.getTaskHub()), std::move(filter), p.getRecursive(), pending.callback);
-    return pending.promise.then([context](expected<std::size_t> result) mutable {
-      context.getResults().setPurged(value_or_fail(std::move(result)));
+    auto pending = answer<service::purge_result>();
+    scheduler_.purge_where(text(p.getTaskHub()), std::move(filter), p.getRecursive(), std::nullopt, pending.callback);
+    return pending.promise.then([context](expected<service::purge_result> result) mutable {
+      context.getResults().setPurged(value_or_fail(std::move(result)).purged);
     });
   }
 
-  static store::instance_query read_query(s::InstanceQuery::Reader q) {
-    store::instance_query query;
+  static core::instance_query read_query(s::InstanceQuery::Reader q) {
+    core::instance_query query;
     for (auto status : q.getStatuses()) query.statuses.push_back(wire::read(status));
     if (q.getCreatedFromNs() != 0) query.created_from_ns = q.getCreatedFromNs();
     if (q.getCreatedToNs() != 0) query.created_to_ns = q.getCreatedToNs();
@@ -416,7 +416,7 @@ class scheduler_service final : public s::Scheduler::Server {
     if (q.hasVersion()) query.version = text(q.getVersion());
     query.tags = wire::read(q.getTags());
     // The same rule as the gRPC endpoint: 0 is 100, more than the maximum is the maximum.
-    query.page_size = q.getPageSize() == 0 ? 100 : std::min<std::size_t>(q.getPageSize(), store::query_page_size_max);
+    query.page_size = q.getPageSize() == 0 ? 100 : std::min<std::size_t>(q.getPageSize(), core::query_page_size_max);
     query.continuation_token = text(q.getContinuationToken());
     query.fetch_payloads = q.getFetchPayloads();
     query.entities = q.getEntities();
@@ -426,9 +426,9 @@ class scheduler_service final : public s::Scheduler::Server {
   kj::Promise<void> query(QueryContext context) override {
     auto params = context.getParams();
     auto query = read_query(params.getQuery());
-    auto pending = answer<store::query_page>();
+    auto pending = answer<core::query_page>();
     scheduler_.query(text(params.getTaskHub()), std::move(query), pending.callback);
-    return pending.promise.then([context](expected<store::query_page> result) mutable {
+    return pending.promise.then([context](expected<core::query_page> result) mutable {
       auto page = value_or_fail(std::move(result));
       auto results = context.getResults();
       auto list = results.initInstances(static_cast<unsigned>(page.instances.size()));
@@ -439,26 +439,26 @@ class scheduler_service final : public s::Scheduler::Server {
 
   kj::Promise<void> signalEntity(SignalEntityContext context) override {
     auto p = context.getParams();
-    const auto id = text(p.getInstanceId());
-    if (!core::is_entity_id(id) || core::entity_name(id).empty()) {
-      fail(error{errc::invalid_argument, fmt::format("'{}' is not an entity id (@name@key)", id)});
-    }
-    if (p.getOperation().size() == 0) fail(error{errc::invalid_argument, "a signal needs an operation name"});
-    core::events::entity_operation_signaled signal{fmt::format("native-{:x}", signal_counter_++), text(p.getOperation()),
-                                                   p.getScheduledNs(), optional_text(p.hasInput(), p.getInput()), id};
-    const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count();
-    core::instance_message message{id, {}, core::history_event{-1, now, std::move(signal)}};
-    return change([&](auto done) { scheduler_.deliver(text(p.getTaskHub()), std::move(message), done); });
+    service::entity_signal signal{text(p.getInstanceId()), text(p.getOperation()),
+                                  optional_text(p.hasInput(), p.getInput()), p.getScheduledNs(), {}};
+    return change([&](auto done) { scheduler_.signal_entity(text(p.getTaskHub()), std::move(signal), done); });
+  }
+
+  kj::Promise<void> restart(RestartContext context) override {
+    auto p = context.getParams();
+    auto pending = answer<std::string>();
+    scheduler_.restart(text(p.getTaskHub()), text(p.getInstanceId()), p.getNewId(), pending.callback);
+    return pending.promise.then([context](expected<std::string> result) mutable {
+      context.getResults().setInstanceId(text(value_or_fail(std::move(result))));
+    });
   }
 
   kj::Promise<void> cleanEntityStorage(CleanEntityStorageContext context) override {
     auto p = context.getParams();
-    actors::entity_clean_request request{p.getRemoveEmpty(), p.getReleaseOrphanedLocks(), text(p.getContinuationToken())};
-    auto pending = answer<actors::entity_clean_result>();
+    service::entity_clean_request request{p.getRemoveEmpty(), p.getReleaseOrphanedLocks(), text(p.getContinuationToken())};
+    auto pending = answer<service::entity_clean_result>();
     scheduler_.clean_entity_storage(text(p.getTaskHub()), std::move(request), pending.callback);
-    return pending.promise.then([context](expected<actors::entity_clean_result> result) mutable {
+    return pending.promise.then([context](expected<service::entity_clean_result> result) mutable {
       auto done = value_or_fail(std::move(result));
       auto results = context.getResults();
       results.setContinuationToken(text(done.continuation_token));
@@ -468,9 +468,9 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> listWorkers(ListWorkersContext context) override {
-    auto pending = answer<std::vector<actors::worker_view>>();
+    auto pending = answer<std::vector<service::worker_view>>();
     scheduler_.workers(text(context.getParams().getTaskHub()), pending.callback);
-    return pending.promise.then([context](expected<std::vector<actors::worker_view>> result) mutable {
+    return pending.promise.then([context](expected<std::vector<service::worker_view>> result) mutable {
       auto views = value_or_fail(std::move(result));
       auto list = context.getResults().initWorkers(static_cast<unsigned>(views.size()));
       for (unsigned i = 0; i < views.size(); ++i) {
@@ -497,6 +497,14 @@ class scheduler_service final : public s::Scheduler::Server {
       list[i].setStalled(text(views[i].stalled));
       list[i].setStalledSinceNs(views[i].stalled_since_ns);
       list[i].setFailedCommits(views[i].failed_commits);
+      list[i].setCommits(views[i].commits);
+      list[i].setCommittedChanges(views[i].committed_changes);
+      list[i].setCommitNsTotal(views[i].commit_ns_total);
+      list[i].setCommitNsMax(views[i].commit_ns_max);
+      list[i].setReadyOrchestrators(views[i].ready_orchestrators);
+      list[i].setReadyActivities(views[i].ready_activities);
+      list[i].setReadyEntities(views[i].ready_entities);
+      list[i].setLiveInstances(views[i].live_instances);
     }
     return kj::READY_NOW;
   }
@@ -537,13 +545,12 @@ class scheduler_service final : public s::Scheduler::Server {
     return pending.promise.then([](expected<void> result) { value_or_fail(std::move(result)); });
   }
 
-  actors::scheduler& scheduler_;
-  std::atomic<std::uint64_t> signal_counter_{1};
+  service::task_service& scheduler_;
 };
 
 class capnp_server_impl final : public capnp_server {
  public:
-  capnp_server_impl(actors::scheduler& scheduler, std::string address)
+  capnp_server_impl(service::task_service& scheduler, std::string address)
       : scheduler_(scheduler), address_(std::move(address)) {}
 
   ~capnp_server_impl() override { stop(); }
@@ -593,7 +600,7 @@ class capnp_server_impl final : public capnp_server {
     }
   }
 
-  actors::scheduler& scheduler_;
+  service::task_service& scheduler_;
   std::string address_;
   std::thread thread_;
   std::uint16_t port_ = 0;
@@ -603,7 +610,7 @@ class capnp_server_impl final : public capnp_server {
 
 }  // namespace
 
-expected<std::unique_ptr<capnp_server>> capnp_server::start(actors::scheduler& scheduler,
+expected<std::unique_ptr<capnp_server>> capnp_server::start(service::task_service& scheduler,
                                                             const std::string& address) {
   auto server = std::make_unique<capnp_server_impl>(scheduler, address);
   if (auto running = server->run_thread(); !running) return running.error();

@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-#include "actors/scheduler.hpp"
+#include "service/service.hpp"
 #include "core/error.hpp"
 
 namespace dtsd::rpc {
@@ -17,7 +17,7 @@ class capnp_server {
  public:
   /// Starts listening on `address` ("127.0.0.1:8081"; port 0 picks one) and
   /// returns once it does.
-  static expected<std::unique_ptr<capnp_server>> start(actors::scheduler& scheduler,
+  static expected<std::unique_ptr<capnp_server>> start(service::task_service& scheduler,
                                                        const std::string& address);
   virtual ~capnp_server() = default;
   virtual std::uint16_t port() const = 0;

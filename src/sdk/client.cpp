@@ -171,6 +171,16 @@ class capnp_client final : public client {
     return with_reason(scheduler_.rewindRequest(), id, reason);
   }
 
+  expected<std::string> restart(const std::string& id, bool new_id) override {
+    return guarded([&] {
+      auto request = scheduler_.restartRequest();
+      request.setTaskHub(text(hub_));
+      request.setInstanceId(text(id));
+      request.setNewId(new_id);
+      return std::string(request.send().wait(rpc_.getWaitScope()).getInstanceId().cStr());
+    });
+  }
+
   expected<std::size_t> purge(const std::string& id, bool recursive) override {
     return guarded([&] {
       auto request = scheduler_.purgeRequest();
@@ -291,7 +301,19 @@ class capnp_client final : public client {
       auto response = request.send().wait(rpc_.getWaitScope());
       std::vector<partition_info> out;
       for (auto p : response.getPartitions()) {
-        out.push_back(partition_info{p.getIndex(), p.getStalled().cStr(), p.getStalledSinceNs(), p.getFailedCommits()});
+        auto& info = out.emplace_back();
+        info.index = p.getIndex();
+        info.stalled = p.getStalled().cStr();
+        info.stalled_since_ns = p.getStalledSinceNs();
+        info.failed_commits = p.getFailedCommits();
+        info.commits = p.getCommits();
+        info.committed_changes = p.getCommittedChanges();
+        info.commit_ns_total = p.getCommitNsTotal();
+        info.commit_ns_max = p.getCommitNsMax();
+        info.ready_orchestrators = p.getReadyOrchestrators();
+        info.ready_activities = p.getReadyActivities();
+        info.ready_entities = p.getReadyEntities();
+        info.live_instances = p.getLiveInstances();
       }
       return out;
     });
@@ -348,7 +370,7 @@ expected<std::unique_ptr<client>> client::connect(const std::string& address, co
     auto hubs = made->task_hubs();
     if (!hubs) return hubs.error();
     if (!task_hub.empty() && std::find(hubs->begin(), hubs->end(), task_hub) == hubs->end()) {
-      return error{errc::not_found, fmt::format("task hub '{}' does not exist", task_hub)};
+      return error{errc::unknown_task_hub, fmt::format("task hub '{}' does not exist", task_hub)};
     }
     return std::unique_ptr<client>(std::move(made));
   } catch (const kj::Exception& failure) {

@@ -65,6 +65,13 @@ struct partition_info {
   std::string stalled;
   std::int64_t stalled_since_ns = 0;
   std::uint64_t failed_commits = 0;  ///< Since dtsd started.
+  std::uint64_t commits = 0;            ///< Batches made durable since dtsd started.
+  std::uint64_t committed_changes = 0;  ///< Instance changes in those batches.
+  std::int64_t commit_ns_total = 0;
+  std::int64_t commit_ns_max = 0;
+  /// Work waiting for a worker, by kind.
+  std::uint64_t ready_orchestrators = 0, ready_activities = 0, ready_entities = 0;
+  std::uint64_t live_instances = 0;  ///< Instances held in memory.
 };
 
 struct query_result {
@@ -104,6 +111,9 @@ class client {
   /// A failed orchestration resumes from its last good point: failed tasks (and
   /// any that never finished) run again; failed sub-orchestrations are rewound too.
   virtual expected<void> rewind(const std::string& instance_id, const std::string& reason = {}) = 0;
+  /// Starts a finished orchestration again with its name, version, input and tags:
+  /// under its own id, or (with `new_id`) a new random one; returns the id.
+  virtual expected<std::string> restart(const std::string& instance_id, bool new_id = false) = 0;
   /// Purges a finished instance (with `recursive`, its finished sub-orchestrations
   /// too); returns how many instances were purged.
   virtual expected<std::size_t> purge(const std::string& instance_id, bool recursive = false) = 0;

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "actors/scheduler.hpp"
+#include "service/service.hpp"
 #include "core/ids.hpp"
 #include "grpc/grpc_server.hpp"
 #include "rpc/capnp_server.hpp"
@@ -106,15 +107,16 @@ int main(int argc, char** argv) {
   limits.entity_state_bytes_max = opts.payload_limit_bytes;
   const int threads = opts.threads > 0 ? opts.threads : static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
 
-  auto scheduler = actors::make_scheduler(config, hubs, threads);
-  if (!scheduler) return fail(scheduler.error().message);
-  auto server = rpc::capnp_server::start(**scheduler, opts.listen);
+  auto router = actors::make_scheduler(config, hubs, threads);
+  if (!router) return fail(router.error().message);
+  auto scheduler = std::make_unique<service::task_service>(std::move(*router), service::service_options{config.limits});
+  auto server = rpc::capnp_server::start(*scheduler, opts.listen);
   if (!server) return fail(server.error().message);
   grpc_api::grpc_options grpc_options;
   grpc_options.address = opts.grpc_listen;
   grpc_options.partition_count = opts.partitions;
   grpc_options.default_concurrency = opts.grpc_default_concurrency;
-  auto grpc = grpc_api::grpc_server::start(**scheduler, grpc_options);
+  auto grpc = grpc_api::grpc_server::start(*scheduler, grpc_options);
   if (!grpc) return fail(grpc.error().message);
 
   std::printf("dtsd ready: gRPC API on port %u, native API on port %u, task hubs %s, data %s, durability %s\n",
@@ -128,8 +130,8 @@ int main(int argc, char** argv) {
   spdlog::info("signal {}: draining", signal_number);
   (*grpc)->stop();
   (*server)->stop();
-  (*scheduler)->drain();
-  scheduler->reset();
+  scheduler->drain();
+  scheduler.reset();
   spdlog::info("stopped cleanly");
   return 0;
 }

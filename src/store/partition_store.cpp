@@ -199,7 +199,7 @@ expected<std::optional<query_position>> parse_token(std::string_view token) {
   return std::optional<query_position>(std::move(position));
 }
 
-bool matches(const core::instance_record& record, const instance_query& query) {
+bool matches(const core::instance_record& record, const core::instance_query& query) {
   if (core::is_entity_id(record.instance_id) != query.entities) return false;
   if (!record.name.starts_with(query.name_prefix)) return false;
   if (query.version && record.version.value_or(std::string()) != *query.version) return false;
@@ -219,7 +219,7 @@ struct stream_result {
 
 /// Scans one index (by_created, or by_status for one status) from `after`.
 stream_result scan_index(kv_reader& reader, std::optional<std::uint8_t> status,
-                         const instance_query& query, const std::optional<query_position>& after,
+                         const core::instance_query& query, const std::optional<query_position>& after,
                          std::size_t scan_budget) {
   std::string prefix = status ? std::string(1, static_cast<char>(*status)) : std::string();
   const table index = status ? table::by_status : table::by_created;
@@ -259,7 +259,7 @@ stream_result scan_index(kv_reader& reader, std::optional<std::uint8_t> status,
   return result;
 }
 
-query_page run_query(kv_reader& reader, const instance_query& query,
+core::query_page run_query(kv_reader& reader, const core::instance_query& query,
                      const std::optional<query_position>& after) {
   std::vector<std::optional<std::uint8_t>> streams;
   if (query.statuses.empty()) {
@@ -283,7 +283,7 @@ query_page run_query(kv_reader& reader, const instance_query& query,
   std::sort(hits.begin(), hits.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
 
-  query_page page;
+  core::query_page page;
   std::optional<query_position> last;
   for (auto& [position, record] : hits) {
     if (page.instances.size() == query.page_size) break;
@@ -631,14 +631,14 @@ expected<std::vector<core::history_event>> partition_store::history(std::string_
   return std::move((*state)->history);
 }
 
-expected<query_page> partition_store::query(const instance_query& query) {
-  if (query.page_size == 0 || query.page_size > query_page_size_max) {
+expected<core::query_page> partition_store::query(const core::instance_query& query) {
+  if (query.page_size == 0 || query.page_size > core::query_page_size_max) {
     return error{errc::invalid_argument,
-                 fmt::format("page size {} is not in 1..{}", query.page_size, query_page_size_max)};
+                 fmt::format("page size {} is not in 1..{}", query.page_size, core::query_page_size_max)};
   }
   auto after = parse_token(query.continuation_token);
   if (!after) return after.error();
-  return read_with<query_page>(*engine_,
+  return read_with<core::query_page>(*engine_,
                                [&](kv_reader& reader) { return run_query(reader, query, *after); });
 }
 

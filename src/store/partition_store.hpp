@@ -23,6 +23,7 @@
 #include "core/error.hpp"
 #include "core/model.hpp"
 #include "core/orchestration.hpp"
+#include "core/query.hpp"
 #include "store/codec.hpp"
 #include "store/kv.hpp"
 
@@ -80,32 +81,6 @@ struct commit_info {
   std::uint64_t log_sequence = 0;  ///< 0 when the batch logged no events.
 };
 
-struct instance_query {
-  std::vector<core::runtime_status> statuses;  ///< Empty: any status.
-  std::optional<std::int64_t> created_from_ns;  ///< Inclusive.
-  std::optional<std::int64_t> created_to_ns;    ///< Inclusive.
-  std::string name_prefix;
-  std::string instance_id_prefix;
-  /// Only instances of this version ("" matches an instance without one).
-  std::optional<std::string> version;
-  core::tag_map tags;  ///< Every tag must be present with this value.
-  std::size_t page_size = 100;
-  std::string continuation_token;  ///< From the previous page; empty for the first.
-  bool fetch_payloads = true;      ///< False drops input, output and custom status.
-  bool entities = false;           ///< Entities (@name@key) instead of orchestrations.
-  /// Bounds the work of one call: past this many index rows the page ends early
-  /// (maybe empty) with a token to go on from.
-  std::size_t scan_count_max = 10000;
-};
-inline constexpr std::size_t query_page_size_max = 1000;
-
-/// Results are ordered by (created time, instance id) in every partition, so pages
-/// of several partitions merge by the same order and share one token format.
-struct query_page {
-  std::vector<core::instance_record> instances;
-  std::string continuation_token;  ///< Empty when there is nothing more.
-};
-
 /// What the engine needs to resume after a restart.
 struct recovered_state {
   std::vector<std::string> instances_with_inbox;  ///< May have work to dispatch.
@@ -138,7 +113,7 @@ class partition_store {
   /// Record, history and inbox of one instance.
   expected<std::optional<core::orchestration_state>> load_instance(std::string_view instance_id);
   expected<std::vector<core::history_event>> history(std::string_view instance_id);
-  expected<query_page> query(const instance_query& query);
+  expected<core::query_page> query(const core::instance_query& query);
   /// Timers due at or before `now_ns`, earliest first.
   expected<std::vector<core::timer_entry>> due_timers(std::int64_t now_ns, std::size_t count_max);
   expected<std::vector<core::activity_request>> queued_activities(std::size_t count_max);

@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "actors/scheduler.hpp"
+#include "service/service.hpp"
 #include "../unit/engine/sim_world.hpp"
 
 using namespace dtsd;
@@ -22,7 +23,7 @@ using namespace dtsd;
 namespace {
 
 template <class T>
-expected<T> call(std::function<void(actors::callback<T>)> start) {
+expected<T> call(std::function<void(service::callback<T>)> start) {
   auto promise = std::make_shared<std::promise<expected<T>>>();
   auto future = promise->get_future();
   start([promise](expected<T> result) { promise->set_value(std::move(result)); });
@@ -34,9 +35,9 @@ expected<T> call(std::function<void(actors::callback<T>)> start) {
 
 /// A worker: takes pushed items and answers them on its own thread. With
 /// `hold_orchestrators` it keeps orchestrator items without answering (a stuck worker).
-class test_worker final : public actors::work_sink {
+class test_worker final : public service::work_sink {
  public:
-  test_worker(actors::scheduler& scheduler, bool hold_orchestrators = false)
+  test_worker(service::task_service& scheduler, bool hold_orchestrators = false)
       : scheduler_(scheduler), hold_(hold_orchestrators), thread_([this] { run(); }) {}
   ~test_worker() override {
     {
@@ -46,7 +47,7 @@ class test_worker final : public actors::work_sink {
     wake_.notify_one();
     thread_.join();
   }
-  void push(std::vector<actors::work_item> items) override {
+  void push(std::vector<service::work_item> items) override {
     {
       std::lock_guard lock(mutex_);
       for (auto& item : items) queue_.push_back(std::move(item));
@@ -84,7 +85,7 @@ class test_worker final : public actors::work_sink {
  private:
   void run() {
     for (;;) {
-      actors::work_item item;
+      service::work_item item;
       std::uint64_t session = 0;
       {
         std::unique_lock lock(mutex_);
@@ -100,17 +101,17 @@ class test_worker final : public actors::work_sink {
             session, {orchestration->instance_id, orchestration->completion_token, sim::decide(*orchestration), {}},
             [](expected<void>) {});
       } else {
-        auto& activity = std::get<engine::activity_work_item>(item);
+        auto& activity = std::get<core::activity_work_item>(item);
         scheduler_.complete_activity(session, sim::run_activity(activity), [](expected<void>) {});
       }
     }
   }
 
-  actors::scheduler& scheduler_;
+  service::task_service& scheduler_;
   bool hold_;
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<actors::work_item> queue_;
+  std::deque<service::work_item> queue_;
   std::size_t pushed_ = 0;
   std::string ended_;
   std::uint64_t session_ = 0;
@@ -118,7 +119,7 @@ class test_worker final : public actors::work_sink {
   std::thread thread_;
 };
 
-std::unique_ptr<actors::scheduler> make(store::durability durability, const std::string& data_dir,
+std::unique_ptr<service::task_service> make(store::durability durability, const std::string& data_dir,
                                         std::int64_t lease_ms = 5 * 60 * 1000) {
   actors::scheduler_config config;
   config.lease_ms = lease_ms;
@@ -127,7 +128,7 @@ std::unique_ptr<actors::scheduler> make(store::durability durability, const std:
   config.partition_count = 4;
   auto made = actors::make_scheduler(config, {"default"}, 2);
   REQUIRE_MESSAGE(made, (made ? "" : made.error().message));
-  return std::move(*made);
+  return std::make_unique<service::task_service>(std::move(*made), service::service_options{config.limits});
 }
 
 core::start_request request(std::string id, std::string name) {
@@ -152,7 +153,7 @@ TEST_CASE("scheduler: hello cities, fan-out and a timer run to completion throug
   std::vector<std::pair<std::string, std::string>> runs = {
       {"hello-1", "HelloCities"}, {"fan-1", "FanOut"}, {"sleepy-1", "Sleepy"}};
   for (auto& [id, name] : runs) {
-    auto started = call<engine::started>([&](auto done) { scheduler->start("default", request(id, name), done); });
+    auto started = call<service::started>([&](auto done) { scheduler->start("default", request(id, name), done); });
     REQUIRE_MESSAGE(started, (started ? "" : started.error().message));
   }
   for (auto& [id, name] : runs) {
@@ -169,14 +170,14 @@ TEST_CASE("scheduler: hello cities, fan-out and a timer run to completion throug
 
 TEST_CASE("scheduler: unknown hubs, bad ids and duplicate starts are clear errors") {
   auto scheduler = make(store::durability::memory, "");
-  auto unknown = call<engine::started>([&](auto done) { scheduler->start("nope", request("a", "X"), done); });
+  auto unknown = call<service::started>([&](auto done) { scheduler->start("nope", request("a", "X"), done); });
   REQUIRE_FALSE(unknown);
-  CHECK(unknown.error().code == errc::not_found);
+  CHECK(unknown.error().code == errc::unknown_task_hub);
   CHECK(unknown.error().message == "task hub 'nope' does not exist");
-  auto bad = call<engine::started>([&](auto done) { scheduler->start("default", request(std::string(101, 'x'), "X"), done); });
+  auto bad = call<service::started>([&](auto done) { scheduler->start("default", request(std::string(101, 'x'), "X"), done); });
   CHECK(bad.error().code == errc::invalid_argument);
-  REQUIRE(call<engine::started>([&](auto done) { scheduler->start("default", request("dup", "X"), done); }));
-  auto again = call<engine::started>([&](auto done) { scheduler->start("default", request("dup", "X"), done); });
+  REQUIRE(call<service::started>([&](auto done) { scheduler->start("default", request("dup", "X"), done); }));
+  auto again = call<service::started>([&](auto done) { scheduler->start("default", request("dup", "X"), done); });
   CHECK(again.error().code == errc::already_exists);
   CHECK_FALSE(scheduler->open_session("nope", {1, 1, 0}, nullptr));
   REQUIRE(scheduler->create_task_hub("second", 2));
@@ -192,7 +193,7 @@ TEST_CASE("scheduler: a closed session's work goes to another session") {
   auto stuck_session = scheduler->open_session("default", {10, 10, 0}, stuck);
   REQUIRE(stuck_session);
   stuck->attach(*stuck_session);
-  REQUIRE(call<engine::started>([&](auto done) { scheduler->start("default", request("hello-1", "HelloCities"), done); }));
+  REQUIRE(call<service::started>([&](auto done) { scheduler->start("default", request("hello-1", "HelloCities"), done); }));
   for (int i = 0; i < 300 && stuck->pushed() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   REQUIRE(stuck->pushed() == 1);
 
@@ -213,19 +214,19 @@ TEST_CASE("scheduler: hub-level query pages return every match once, even when p
     // Sparse matches: one instance in six has the name the query asks for.
     const bool match = i % 6 == 0;
     const auto id = fmt::format("q-{:03}", i);
-    REQUIRE(call<engine::started>([&](auto done) {
+    REQUIRE(call<service::started>([&](auto done) {
       scheduler->start("default", request(id, match ? "Wanted" : "Other"), done);
     }));
     if (match) wanted.insert(id);
   }
-  store::instance_query query;
+  core::instance_query query;
   query.name_prefix = "Wanted";
   query.page_size = 3;
   query.scan_count_max = 4;  // Every partition page stops early, most of them empty.
   std::multiset<std::string> seen;
   int pages = 0;
   for (; pages < 500; ++pages) {
-    auto page = call<store::query_page>([&](auto done) { scheduler->query("default", query, done); });
+    auto page = call<core::query_page>([&](auto done) { scheduler->query("default", query, done); });
     REQUIRE_MESSAGE(page, (page ? "" : page.error().message));
     CHECK(page->instances.size() <= 3);
     for (const auto& record : page->instances) seen.insert(record.instance_id);
@@ -241,7 +242,7 @@ TEST_CASE("scheduler: a cancelled wait is forgotten; the others are answered") {
   // No worker yet, so it stays pending while the waits come and one goes; they
   // reach its partition in the order they are sent (one actor mailbox), so the
   // worker that arrives after them finds the cancel done. No clock involved.
-  REQUIRE(call<engine::started>([&](auto done) { scheduler->start("default", request("hello-1", "HelloCities"), done); }));
+  REQUIRE(call<service::started>([&](auto done) { scheduler->start("default", request("hello-1", "HelloCities"), done); }));
   std::atomic<bool> cancelled_answered{false};
   const auto handle = scheduler->wait("default", "hello-1", true,
                                       [&](expected<core::instance_record>) { cancelled_answered = true; });
@@ -269,7 +270,7 @@ TEST_CASE("scheduler: a session that lets its lease expire gets no new work, its
   auto hung_session = scheduler->open_session("default", {10, 10, 0}, hung);
   REQUIRE(hung_session);
   hung->attach(*hung_session);
-  REQUIRE(call<engine::started>([&](auto done) { scheduler->start("default", request("hello-1", "HelloCities"), done); }));
+  REQUIRE(call<service::started>([&](auto done) { scheduler->start("default", request("hello-1", "HelloCities"), done); }));
   for (int i = 0; i < 300 && hung->pushed() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   REQUIRE(hung->pushed() == 1);
 
@@ -287,7 +288,7 @@ TEST_CASE("scheduler: a session that lets its lease expire gets no new work, its
   // It answered nothing for a lease period after that: closed, told so.
   for (int i = 0; i < 400 && hung->ended().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   CHECK(hung->ended().find("let its leases expire") != std::string::npos);
-  auto workers = call<std::vector<actors::worker_view>>([&](auto done) { scheduler->workers("default", done); });
+  auto workers = call<std::vector<service::worker_view>>([&](auto done) { scheduler->workers("default", done); });
   REQUIRE(workers);
   REQUIRE(workers->size() == 1);
   CHECK(workers->front().session == *healthy_session);

@@ -31,13 +31,27 @@ TEST_CASE("cli: dtsctl manages task hubs and instances, with --json for scripts 
   CHECK(json::parse(dtsctl(setup, {"--json", "taskhub", "list"}).out) == json{"default", "staging"});
   auto status = dtsctl(setup, {"--json", "taskhub", "status", "staging"});
   REQUIRE(status.exit_code == 0);
-  CHECK(json::parse(status.out) == json::parse(R"([{"partition":0,"writable":true,"failedCommits":0},
-                                                   {"partition":1,"writable":true,"failedCommits":0}])"));
+  const auto idle = R"({"writable":true,"failedCommits":0,"commits":0,"committedChanges":0,"commitMsMean":0.0,
+                         "commitMsMax":0.0,"ready":{"orchestrators":0,"activities":0,"entities":0},
+                         "liveInstances":0})";
+  auto expected_status = json::array({json::parse(idle), json::parse(idle)});
+  expected_status[0]["partition"] = 0;
+  expected_status[1]["partition"] = 1;
+  CHECK(json::parse(status.out) == expected_status);
   CHECK(dtsctl(setup, {"taskhub", "status"}).out.find("writable") != std::string::npos);  // --task-hub's
   CHECK(dtsctl(setup, {"taskhub", "status", "nope"}).exit_code == 1);
 
   auto started = dtsctl(setup, {"--json", "instance", "start", "Anything", "--id", "cli-1", "--input", "{\"n\":1}"});
   CHECK(started.exit_code == 0);
+  // No worker runs it: its partition has committed the start and holds it ready.
+  auto busy = json::parse(dtsctl(setup, {"--json", "taskhub", "status"}).out);
+  std::uint64_t commits = 0, ready = 0;
+  for (const auto& p : busy) {
+    commits += p["commits"].get<std::uint64_t>();
+    ready += p["ready"]["orchestrators"].get<std::uint64_t>();
+  }
+  CHECK(commits >= 1);
+  CHECK(ready == 1);
   CHECK(json::parse(started.out)["instanceId"] == "cli-1");
   auto shown = dtsctl(setup, {"--json", "instance", "show", "cli-1"});
   REQUIRE(shown.exit_code == 0);

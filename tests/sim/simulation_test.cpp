@@ -280,7 +280,7 @@ struct session_world {
                                     decide(*orchestration), {}},
                                    w.now, verdict(orchestration->completion_token));
     } else {
-      auto& activity = std::get<engine::activity_work_item>(item);
+      auto& activity = std::get<core::activity_work_item>(item);
       if (abandon) {
         ++count.abandoned;
         dispatch.abandon(session, activity.completion_token);

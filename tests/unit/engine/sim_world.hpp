@@ -138,7 +138,7 @@ inline std::string expected_output(const std::string& name) {
   return "\"woke\"";
 }
 
-inline core::activity_result run_activity(const engine::activity_work_item& item) {
+inline core::activity_result run_activity(const core::activity_work_item& item) {
   const auto& input = item.request.input.value_or("\"\"");
   return {item.request.instance_id, item.request.execution_id, item.request.task_id,
           item.completion_token, core::payload("\"Hello, " + input.substr(1, input.size() - 2) + "!\"")};
@@ -196,7 +196,7 @@ struct world {
   std::vector<std::unique_ptr<engine::partition_engine>> engines;
   std::map<std::pair<std::uint32_t, std::uint32_t>, link> links;
   std::vector<std::pair<std::uint32_t, core::orchestrator_work_item>> orchestrator_items;
-  std::vector<std::pair<std::uint32_t, engine::activity_work_item>> activity_items;
+  std::vector<std::pair<std::uint32_t, core::activity_work_item>> activity_items;
   struct counters {
     std::size_t partition_crashes = 0, links_broken = 0, worker_crashes = 0, refused_answers = 0,
                 deliveries = 0, commits = 0;
@@ -382,8 +382,8 @@ inline std::size_t replay_matches(world& w, std::uint32_t p) {
     }
   }
   std::size_t compared = 0;
-  store::instance_query all;
-  all.page_size = store::query_page_size_max;
+  core::instance_query all;
+  all.page_size = core::query_page_size_max;
   for (;;) {
     auto page = live.query(all);
     REQUIRE(page);

@@ -37,7 +37,16 @@ class actor_port final : public dispatch_port {
     if (found == sinks.end()) return;
     auto sink = std::move(found->second);
     sinks.erase(found);
+    forget(session);
     sink->end(why);
+  }
+
+  /// The partitions learn of a session, so that a slot freed there can push to it.
+  void introduce(const session_info& info) {
+    for (auto& partition : partitions) self_->send(partition, open_atom::value, info);
+  }
+  void forget(std::uint64_t session) {
+    for (auto& partition : partitions) self_->send(partition, close_atom::value, session);
   }
 
   std::vector<caf::actor> partitions;
@@ -67,13 +76,14 @@ caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self, st
       },
       [=, &port, &dispatch](open_atom, const session_info& info) {
         port.sinks[info.id] = info.sink;
+        port.introduce(info);
         dispatch.open({info.id, info.slots, info.filters, info.worker}, clock->now_ns());
         dispatch.pump();
       },
       [=, &dispatch](workers_atom, const workers_reply& reply) { (*reply)(dispatch.workers()); },
       [=, &port, &dispatch](close_atom, std::uint64_t session) {
         dispatch.close(session);
-        port.sinks.erase(session);
+        if (port.sinks.erase(session) != 0) port.forget(session);
         dispatch.pump();
       },
       [=, &dispatch](ready_atom, std::uint32_t partition, const work_kinds& kinds) {
@@ -82,6 +92,11 @@ caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self, st
       },
       [=, &dispatch](work_atom, const work_batch& work) {
         dispatch.on_work(work, clock->now_ns());
+        dispatch.pump();
+      },
+      // Slots freed at a partition: used again there, or free here.
+      [=, &dispatch](handover_atom, const std::vector<slot_handover>& handovers) {
+        dispatch.handover(handovers, clock->now_ns());
         dispatch.pump();
       },
       // A worker's answer, applied or finally refused: its slot is free, and the

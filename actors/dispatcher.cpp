@@ -80,6 +80,26 @@ void give_back_work(engine::partition_engine& engine, std::uint64_t token, const
   }
 }
 
+std::optional<std::pair<work_item, lease>> next_for_freed_slot(engine::partition_engine& engine, std::uint32_t index,
+                                                               work_kind kind, const core::work_filters& filters,
+                                                               std::int64_t now_ns) {
+  if (filter_of(filters, kind)) return std::nullopt;
+  take_request take;
+  take.wanted[kind_index(kind)] = 1;  // Any item: a take that accepts everything parks nothing.
+  auto work = take_work(engine, index, take, now_ns);
+  lease held{0, index, 0, kind, {}, std::nullopt};
+  if (!work.activities.empty()) {
+    auto& item = work.activities.front();
+    held.instance_id = item.request.instance_id;
+    held.activity = item.request;
+    return std::make_pair(work_item(std::move(item)), std::move(held));
+  }
+  auto& items = kind == work_kind::entity ? work.entities : work.orchestrators;
+  if (items.empty()) return std::nullopt;
+  held.instance_id = items.front().instance_id;
+  return std::make_pair(work_item(std::move(items.front())), std::move(held));
+}
+
 bool dispatcher::session_state::accepts(work_kind kind, const std::string& name, const core::payload& version) const {
   return core::accepts(filter_of(spec.filters, kind), name, version, filter_kind_of(kind));
 }
@@ -189,8 +209,7 @@ void dispatcher::place(work_kind kind, std::uint32_t partition, std::vector<Item
       continue;
     }
     held.session = session->spec.id;
-    ++session->out[kind_index(kind)];
-    leases_.emplace(item.completion_token, std::move(held));
+    hold(*session, item.completion_token, std::move(held));
     pushes[session->spec.id].push_back(std::move(item));
   }
 }
@@ -237,6 +256,33 @@ bool dispatcher::suspect(std::uint64_t session) const {
 void dispatcher::done(std::uint64_t token, std::uint64_t session) {
   alive(session);  // Even if the lease had expired meanwhile.
   release(token, false);
+}
+
+void dispatcher::handover(const std::vector<slot_handover>& handovers, std::int64_t now_ns) {
+  for (const auto& h : handovers) {
+    done(h.done_token, h.session);
+    if (!h.next) continue;
+    auto held = h.next->held;
+    auto session = sessions_.find(h.session);
+    if (session == sessions_.end() || session->second.suspect() || session->second.free(held.kind) <= 0) {
+      // It went (or cannot take more) while the item was on its way: the worker
+      // never answers it, so it goes back at once.
+      give_back(held.partition, h.next->token, held);
+      continue;
+    }
+    held.session = h.session;
+    held.deadline_ns = now_ns + lease_ns_;
+    session->second.last_push_ns = now_ns;
+    hold(session->second, h.next->token, std::move(held));
+  }
+}
+
+void dispatcher::hold(session_state& session, std::uint64_t token, lease held) {
+  // A token is never given twice by one engine; a partition that restarted may
+  // give one again, and then the old item it named is gone: its lease goes too.
+  if (leases_.count(token) != 0) release(token, false);
+  ++session.out[kind_index(held.kind)];
+  leases_.emplace(token, std::move(held));
 }
 
 void dispatcher::abandon(std::uint64_t session, std::uint64_t token) {

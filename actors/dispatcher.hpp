@@ -90,6 +90,31 @@ work_batch take_work(engine::partition_engine& engine, std::uint32_t index, cons
 /// Gives a leased item back to its partition unprocessed: it is dispatched again.
 void give_back_work(engine::partition_engine& engine, std::uint64_t token, const lease& held);
 
+/// A slot handed over at a partition: a worker's answer to `done_token` freed its
+/// session's slot there, and the partition used it at once for `next` (pushed to
+/// the same session without asking the coordinator), or gave it back (nothing).
+struct slot_handover {
+  std::uint64_t session = 0;
+  std::uint64_t done_token = 0;
+  struct next_item {
+    std::uint64_t token = 0;
+    lease held;  ///< Its deadline is set by the coordinator.
+  };
+  std::optional<next_item> next;
+};
+
+/// How many times in a row a slot is used again at the partition where it was
+/// freed before it goes back to the coordinator, which gives it to whichever
+/// partition has work: a busy partition cannot keep a session's slots forever.
+inline constexpr std::uint32_t slot_reuses_max = 8;
+
+/// The next item of `kind` partition `index` has for a session whose slot just
+/// freed there, when the session takes any item of that kind (a session with a
+/// filter goes through the coordinator, which knows every session's filter).
+std::optional<std::pair<work_item, lease>> next_for_freed_slot(engine::partition_engine& engine, std::uint32_t index,
+                                                               work_kind kind, const core::work_filters& filters,
+                                                               std::int64_t now_ns);
+
 /// What the dispatcher asks of the world; called from inside its methods, so an
 /// implementation must not call back into the dispatcher (it queues or sends).
 class dispatch_port {
@@ -131,6 +156,10 @@ class dispatcher {
   /// The session's answer for `token` was applied or finally refused: its slot is
   /// free, and the session is alive.
   void done(std::uint64_t token, std::uint64_t session);
+  /// Slots handed over at a partition (see slot_handover): each done token is
+  /// released, and each next item leased to its session, unless the session is
+  /// gone, suspect or full (it goes back to its partition then).
+  void handover(const std::vector<slot_handover>& handovers, std::int64_t now_ns);
   /// The session answered something (a keep-alive, a refused answer).
   void alive(std::uint64_t session);
   /// The session gave an item back unprocessed.
@@ -171,6 +200,8 @@ class dispatcher {
   void place(work_kind kind, std::uint32_t partition, std::vector<Item>& items, std::int64_t now_ns,
              std::map<std::uint64_t, std::vector<work_item>>& pushes);
   void release(std::uint64_t token, bool give_back_to_partition);
+  /// Leases `token` to `session`.
+  void hold(session_state& session, std::uint64_t token, lease held);
 
   dispatch_port& port_;
   std::int64_t lease_ns_;

@@ -38,6 +38,7 @@ using alive_atom = caf::atom_constant<caf::atom("alive")>;
 using end_atom = caf::atom_constant<caf::atom("end")>;
 using stall_atom = caf::atom_constant<caf::atom("stall")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
+using handover_atom = caf::atom_constant<caf::atom("handover")>;
 
 /// How a partition is doing, set by its actor and read by the router's status
 /// calls without a message (so a stalled hub still answers them).
@@ -93,6 +94,7 @@ caf::actor spawn_coordinator(caf::actor_system& system, std::int64_t lease_ms, s
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::partition_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::peer_message)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::give_back)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<dtsd::actors::slot_handover>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::instance_job_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<dtsd::engine::live_instance>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::work_batch)

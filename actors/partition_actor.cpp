@@ -106,6 +106,14 @@ class partition_state : public partition_context, public peer_link {
   std::optional<dtsd::error> stall;
   std::chrono::milliseconds retry_delay = commit_retry_first;
   std::shared_ptr<partition_health> health;
+  /// The hub's worker sessions, as the coordinator announced them: where a slot
+  /// freed here can push the next item directly.
+  std::map<std::uint64_t, session_info> sessions;
+  /// Items pushed on a slot used again here, by token: how many times in a row.
+  std::unordered_map<std::uint64_t, std::uint32_t> reuses;
+  /// Freed slots not yet reported to the coordinator, and what they pushed.
+  std::vector<slot_handover> handovers;
+  std::map<std::uint64_t, std::vector<work_item>> pushes;
   /// The batch being written: when it was handed over, and how many instance changes it holds.
   std::int64_t write_started_ns = 0;
   std::size_t write_changes = 0;
@@ -114,6 +122,37 @@ class partition_state : public partition_context, public peer_link {
 
   engine::partition_engine& engine() override { return *engine_; }
   std::int64_t now_ns() const override { return clock->now_ns(); }
+
+  void slot_freed(std::uint64_t session, work_kind kind, std::uint64_t token) override {
+    slot_handover handover{session, token, std::nullopt};
+    std::uint32_t reused = 0;
+    if (auto found = reuses.find(token); found != reuses.end()) {
+      reused = found->second;
+      reuses.erase(found);
+    }
+    auto card = sessions.find(session);
+    if (!stall && !draining && card != sessions.end() && reused < slot_reuses_max) {
+      if (auto next = next_for_freed_slot(*engine_, index, kind, card->second.filters, now_ns())) {
+        const auto next_token = std::visit([](const auto& item) { return item.completion_token; }, next->first);
+        reuses[next_token] = reused + 1;
+        pushes[session].push_back(std::move(next->first));
+        handover.next = slot_handover::next_item{next_token, std::move(next->second)};
+      }
+    }
+    handovers.push_back(std::move(handover));
+  }
+
+  /// Pushes what freed slots took, then tells the coordinator (in this order: the
+  /// handover must reach it before the answers to what was pushed).
+  void flush_handovers() {
+    if (handovers.empty()) return;
+    for (auto& [session, items] : pushes) {
+      if (auto card = sessions.find(session); card != sessions.end()) card->second.sink->push(std::move(items));
+    }
+    pushes.clear();
+    self->send(coordinator, handover_atom::value, std::move(handovers));
+    handovers.clear();
+  }
 
   /// The in-process link: a typed message to the peer's actor.
   void send(std::uint32_t partition, peer_message message) override {
@@ -216,6 +255,7 @@ class partition_state : public partition_context, public peer_link {
       for (auto& done : drained) done();
       drained.clear();
     }
+    flush_handovers();
     if (!draining) engine_->prepare(now_ns());
     announce();
     publish_backlog();
@@ -348,9 +388,13 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
         self->state.pump();
       },
       [=](const give_back& returned) {
+        self->state.reuses.erase(returned.token);
         give_back_work(*self->state.engine_, returned.token, returned.held);
         self->state.pump();
       },
+      // The coordinator's sessions: a slot freed here may push to them directly.
+      [=](open_atom, const session_info& session) { self->state.sessions[session.id] = session; },
+      [=](close_atom, std::uint64_t session) { self->state.sessions.erase(session); },
       [=](committed_atom, std::uint64_t batch) {
         self->state.on_committed(batch);
         self->state.pump();

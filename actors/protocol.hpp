@@ -48,13 +48,17 @@ struct apply {
   service::change change;
   callback<void> done;
 };
+/// A worker's answer; once it is durable, the slot it held is freed at the
+/// partition (partition_context::slot_freed).
 struct complete_orchestrator {
   core::orchestrator_completion completion;
   callback<void> done;
+  std::uint64_t session = 0;
 };
 struct complete_activity {
   core::activity_result result;
   callback<void> done;
+  std::uint64_t session = 0;
 };
 struct purge {
   std::string instance_id;
@@ -121,6 +125,12 @@ class partition_context {
   virtual void remove_waiter(const std::string& instance_id, std::uint64_t handle) = 0;
   /// Why the partition refuses new writes now (it cannot commit), or nothing.
   virtual const std::optional<dtsd::error>& write_refusal() const = 0;
+  /// A worker's answer for `token` is durable: the session's slot of `kind` is
+  /// free here, to use again or to hand back to the coordinator (slot_handover).
+  /// A partition without sessions (a test's) ignores it.
+  virtual void slot_freed(std::uint64_t session, work_kind kind, std::uint64_t token) {
+    (void)session, (void)kind, (void)token;
+  }
 };
 
 /// Carries out `request` on the partition: reads answer at once from the store,

@@ -334,7 +334,8 @@ class actor_scheduler final : public service::router {
     const auto id = completion.instance_id;
     const auto token = completion.completion_token;
     to_instance(found->name, id,
-                requests::complete_orchestrator{std::move(completion), verdict(*found, session, token, std::move(done))});
+                requests::complete_orchestrator{std::move(completion), verdict(*found, session, token, std::move(done)),
+                                                session});
   }
 
   void complete_activity(std::uint64_t session, core::activity_result result, callback<void> done) override {
@@ -343,7 +344,7 @@ class actor_scheduler final : public service::router {
     const auto id = result.instance_id;
     const auto token = result.completion_token;
     to_instance(found->name, id,
-                requests::complete_activity{std::move(result), verdict(*found, session, token, std::move(done))});
+                requests::complete_activity{std::move(result), verdict(*found, session, token, std::move(done)), session});
   }
 
   // The coordinator holds the lease: it gives the item back to its partition and
@@ -460,17 +461,20 @@ class actor_scheduler final : public service::router {
     send_to(*found, id, partition_request{std::move(request)});
   }
 
-  /// A worker's answer: the coordinator frees the item's slot once the partition has
-  /// taken or finally refused it, and the worker hears the verdict once it is
-  /// durable. An invalid answer leaves the item leased (the engine keeps it in
+  /// A worker's answer: the worker hears the verdict once it is durable. An
+  /// applied answer frees its slot at the partition (which uses it again or hands
+  /// it to the coordinator: slot_handover); a final refusal frees it at the
+  /// coordinator. An invalid answer leaves the item leased (the engine keeps it in
   /// flight for a corrected answer), so its lease still expires, and an abandon or
   /// a closed session still gives it back.
   static callback<void> verdict(const hub& h, std::uint64_t session, std::uint64_t token, callback<void> done) {
     return guarded<void>([coordinator = h.coordinator, token, session, done = std::move(done)](expected<void> outcome) {
-      if (!outcome && outcome.error().code == errc::resource_exhausted) {
+      if (outcome) {
+        // The partition has freed the slot already.
+      } else if (outcome.error().code == errc::resource_exhausted) {
         // The partition cannot write: the item goes back, to run again once it can.
         caf::anon_send(coordinator, abandon_atom::value, session, token);
-      } else if (outcome || outcome.error().code != errc::invalid_argument) {
+      } else if (outcome.error().code != errc::invalid_argument) {
         caf::anon_send(coordinator, done_atom::value, token, session);
       } else {
         caf::anon_send(coordinator, alive_atom::value, session);  // It answers, if wrongly.

@@ -19,6 +19,18 @@ engine::reply<std::uint64_t> when_durable(partition_context& ctx, callback<void>
   };
 }
 
+/// A worker's answer: once durable, its slot is freed, then the worker is told.
+engine::reply<std::uint64_t> freeing(partition_context& ctx, std::uint64_t session, work_kind kind,
+                                     std::uint64_t token, callback<void> done) {
+  return [&ctx, session, kind, token, done = std::move(done)](expected<std::uint64_t> batch) {
+    if (!batch) return done(batch.error());
+    ctx.after_commit(*batch, [&ctx, session, kind, token, done] {
+      ctx.slot_freed(session, kind, token);
+      done(expected<void>());
+    });
+  };
+}
+
 void apply(partition_context& ctx, service::change change, callback<void> done) {
   auto& engine = ctx.engine();
   const auto now = ctx.now_ns();
@@ -94,11 +106,17 @@ void serve(partition_context& ctx, partition_request request) {
                  },
                  [&](requests::complete_orchestrator& c) {
                    if (refused) return c.done(*refused);
-                   ctx.engine().complete_orchestrator(c.completion, ctx.now_ns(), when_durable(ctx, std::move(c.done)));
+                   const auto kind = core::is_entity_id(c.completion.instance_id) ? work_kind::entity
+                                                                                   : work_kind::orchestrator;
+                   ctx.engine().complete_orchestrator(
+                       c.completion, ctx.now_ns(),
+                       freeing(ctx, c.session, kind, c.completion.completion_token, std::move(c.done)));
                  },
                  [&](requests::complete_activity& c) {
                    if (refused) return c.done(*refused);
-                   ctx.engine().complete_activity(c.result, ctx.now_ns(), when_durable(ctx, std::move(c.done)));
+                   ctx.engine().complete_activity(
+                       c.result, ctx.now_ns(),
+                       freeing(ctx, c.session, work_kind::activity, c.result.completion_token, std::move(c.done)));
                  },
                  [&](requests::purge& p) {
                    if (refused) return p.done(*refused);

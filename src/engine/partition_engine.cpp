@@ -25,6 +25,17 @@ expected<T> answered(Call call) {
 
 }  // namespace
 
+std::uint64_t partition_engine::first_token(std::uint32_t partition_index, std::int64_t now_ns) {
+  // Leases are held by token for the whole hub: the partition's index in the top
+  // 10 bits keeps the partitions' tokens apart, and a start above the clock (in
+  // microseconds, one token each at most) keeps those of a restarted partition
+  // apart from the ones it gave before.
+  static_assert(core::partition_count_max <= (1u << 10));
+  constexpr std::uint64_t counter_bits = 54;
+  const auto micros = static_cast<std::uint64_t>(now_ns) / 1000;
+  return (std::uint64_t{partition_index} << counter_bits) | (micros & ((std::uint64_t{1} << counter_bits) - 1)) | 1;
+}
+
 partition_engine::partition_engine(std::unique_ptr<store::partition_store> store,
                                    engine_options options, execution_id_source new_execution_id,
                                    std::int64_t now_ns, std::unique_ptr<instance_host> host)
@@ -32,8 +43,7 @@ partition_engine::partition_engine(std::unique_ptr<store::partition_store> store
       options_(options),
       new_execution_id_(std::move(new_execution_id)),
       host_(host ? std::move(host) : std::make_unique<inline_host>()),
-      // Tokens from before a restart must never match again: start above the clock.
-      next_token_(static_cast<std::uint64_t>(now_ns) | 1) {
+      next_token_(first_token(store_->identity().partition_index, now_ns)) {
   set_host(std::move(host_));
 }
 

@@ -347,6 +347,7 @@ class partition_engine {
   std::uint64_t next_outbox_sequence_ = 1;
   std::uint64_t durable_outbox_end_ = 1;  ///< Outbox entries below this are on disk.
   std::map<std::uint32_t, std::uint64_t> dedup_marks_;
+  static std::uint64_t first_token(std::uint32_t partition_index, std::int64_t now_ns);
   std::uint64_t next_token_ = 1;
 };
 

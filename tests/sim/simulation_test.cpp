@@ -208,8 +208,13 @@ struct session_world {
   std::uint64_t next_session = 1;
   std::set<std::uint64_t> hung;  ///< Sessions that answer nothing.
   std::int64_t last_tick = 0;
+  /// Slots freed at partitions, on their way to the dispatcher (in order, as the
+  /// messages of one partition actor), and the partitions' reuse counts by token.
+  std::deque<actors::slot_handover> handovers;
+  std::map<std::uint64_t, std::uint32_t> reuses;
   struct counters {
-    std::size_t expired = 0, closed_by_dispatcher = 0, keep_alives = 0, abandoned = 0, session_crashes = 0;
+    std::size_t expired = 0, closed_by_dispatcher = 0, keep_alives = 0, abandoned = 0, session_crashes = 0,
+                slots_reused = 0, handovers_refused = 0;
   } count;
 
   session_world(std::uint64_t seed, engine::engine_options options, bool shuffled)
@@ -250,7 +255,38 @@ struct session_world {
     if (port.give_backs.empty()) return;
     auto [p, token, held] = std::move(port.give_backs.front());
     port.give_backs.pop_front();
+    reuses.erase(token);
     actors::give_back_work(*w.engines[p], token, held);
+  }
+
+  /// As the partition actor's slot_freed: the slot is used again for the next item
+  /// of its kind there (pushed at once), or handed back.
+  void slot_freed(std::uint32_t p, std::uint64_t session, actors::work_kind kind, std::uint64_t token) {
+    actors::slot_handover handover{session, token, std::nullopt};
+    std::uint32_t reused = 0;
+    if (auto found = reuses.find(token); found != reuses.end()) {
+      reused = found->second;
+      reuses.erase(found);
+    }
+    if (dispatch.has_session(session) && reused < actors::slot_reuses_max) {
+      if (auto next = actors::next_for_freed_slot(*w.engines[p], p, kind, {}, w.now)) {
+        const auto next_token = std::visit([](const auto& item) { return item.completion_token; }, next->first);
+        reuses[next_token] = reused + 1;
+        port.inboxes[session].push_back(std::move(next->first));
+        handover.next = actors::slot_handover::next_item{next_token, std::move(next->second)};
+        ++count.slots_reused;
+      }
+    }
+    handovers.push_back(std::move(handover));
+  }
+
+  void run_handover() {
+    if (handovers.empty()) return;
+    auto handover = std::move(handovers.front());
+    handovers.pop_front();
+    const auto gave_back = port.give_backs.size();
+    dispatch.handover({handover}, w.now);
+    count.handovers_refused += port.give_backs.size() - gave_back;
   }
 
   /// A session that is not hung answers one pushed item (or gives it back).
@@ -260,9 +296,13 @@ struct session_world {
     if (found == port.inboxes.end() || found->second.empty()) return;
     auto item = std::move(found->second.front());
     found->second.pop_front();
-    auto verdict = [this, session](std::uint64_t token) {
-      return [this, session, token](auto answered) {
-        if (answered || answered.error().code != errc::invalid_argument) {
+    // An applied answer frees the slot at its partition; a final refusal at the
+    // dispatcher (as the router's verdict does).
+    auto verdict = [this, session](std::uint32_t p, actors::work_kind kind, std::uint64_t token) {
+      return [this, session, p, kind, token](auto answered) {
+        if (answered) {
+          slot_freed(p, session, kind, token);
+        } else if (answered.error().code != errc::invalid_argument) {
           dispatch.done(token, session);
         } else {
           dispatch.alive(session);
@@ -278,7 +318,9 @@ struct session_world {
       }
       engine.complete_orchestrator({orchestration->instance_id, orchestration->completion_token,
                                     decide(*orchestration), {}},
-                                   w.now, verdict(orchestration->completion_token));
+                                   w.now,
+                                   verdict(core::partition_of(orchestration->instance_id, partitions),
+                                           actors::work_kind::orchestrator, orchestration->completion_token));
     } else {
       auto& activity = std::get<core::activity_work_item>(item);
       if (abandon) {
@@ -286,8 +328,10 @@ struct session_world {
         dispatch.abandon(session, activity.completion_token);
         return;
       }
-      w.owner(activity.request.instance_id).complete_activity(run_activity(activity), w.now,
-                                                              verdict(activity.completion_token));
+      w.owner(activity.request.instance_id)
+          .complete_activity(run_activity(activity), w.now,
+                             verdict(core::partition_of(activity.request.instance_id, partitions),
+                                     actors::work_kind::activity, activity.completion_token));
     }
   }
 
@@ -340,8 +384,10 @@ void session_fault_step(session_world& s, std::vector<wanted_instance>& wanted) 
     s.run_take();
   } else if (roll < 55) {
     s.run_give_back();
-  } else if (roll < 75) {
+  } else if (roll < 70) {
     s.answer_one(session, w.random() % 20 == 0);
+  } else if (roll < 75) {
+    s.run_handover();
   } else if (roll < 79) {
     s.answer_keep_alive(session);
   } else if (roll < 90) {
@@ -374,7 +420,9 @@ void session_calm_round(session_world& s, std::vector<wanted_instance>& wanted) 
   }
   for (std::uint32_t p = 0; p < partitions; ++p) s.announce(p);
   s.settle();
-  for (int guard = 0; guard < 10000 && (!s.port.takes.empty() || !s.port.give_backs.empty()); ++guard) {
+  for (int guard = 0;
+       guard < 10000 && (!s.port.takes.empty() || !s.port.give_backs.empty() || !s.handovers.empty()); ++guard) {
+    s.run_handover();
     s.run_give_back();
     s.run_take();
     s.settle();
@@ -444,9 +492,13 @@ void simulate_sessions(std::uint64_t seed) {
   auto wanted = workload();
   for (int step = 0; step < fault_steps; ++step) {
     session_fault_step(s, wanted);
-    // Every lease belongs to an open session.
+    // Every lease belongs to an open session, and no session holds more than its slots.
     if (step % 100 == 0) {
       for (const auto& [token, held] : s.dispatch.leases()) REQUIRE(s.dispatch.has_session(held.session));
+      for (const auto& view : s.dispatch.workers()) {
+        REQUIRE(view.in_use.orchestrators <= view.slots.orchestrators);
+        REQUIRE(view.in_use.activities <= view.slots.activities);
+      }
     }
   }
   // Some sessions may be left holding work unanswered: the calm rounds answer
@@ -455,6 +507,22 @@ void simulate_sessions(std::uint64_t seed) {
   while (!all_done(s.w, wanted) && rounds < calm_rounds_max) {
     session_calm_round(s, wanted);
     ++rounds;
+  }
+  if (!all_done(s.w, wanted)) {
+    for (const auto& instance : wanted) {
+      auto stored = s.w.stored(instance.id);
+      if (instance.confirmed && stored && stored->has_value() && core::is_terminal((*stored)->record.status)) continue;
+      MESSAGE("unfinished: " << instance.id << " confirmed " << instance.confirmed << " status "
+                             << (stored && stored->has_value() ? core::to_string((*stored)->record.status) : "none"));
+    }
+    for (const auto& [token, held] : s.dispatch.leases()) {
+      MESSAGE("lease " << token << " session " << held.session << " " << held.instance_id << " partition "
+                       << held.partition);
+    }
+    for (const auto& view : s.dispatch.workers()) {
+      MESSAGE("session " << view.session << " in use " << view.in_use.orchestrators << "/" << view.in_use.activities
+                         << " inbox " << (s.port.inboxes.count(view.session) ? s.port.inboxes[view.session].size() : 0));
+    }
   }
   REQUIRE_MESSAGE(all_done(s.w, wanted), "not everything completed after " << rounds << " calm rounds");
   if (std::getenv("DTSD_SIM_VERBOSE")) MESSAGE("seed " << seed << ": " << rounds << " calm rounds");
@@ -466,6 +534,8 @@ void simulate_sessions(std::uint64_t seed) {
   session_totals.keep_alives += s.count.keep_alives;
   session_totals.abandoned += s.count.abandoned;
   session_totals.session_crashes += s.count.session_crashes;
+  session_totals.slots_reused += s.count.slots_reused;
+  session_totals.handovers_refused += s.count.handovers_refused;
 }
 
 std::vector<std::uint64_t> seeds_to_run() {
@@ -502,10 +572,14 @@ TEST_CASE("simulation: sessions hang, crash and abandon while leases expire; not
   MESSAGE("simulated " << seeds.size() << " seeds with sessions: " << session_totals.expired << " leases expired, "
                        << session_totals.closed_by_dispatcher << " hung sessions closed, " << session_totals.keep_alives
                        << " keep-alives answered, " << session_totals.abandoned << " items abandoned, "
-                       << session_totals.session_crashes << " session crashes");
+                       << session_totals.session_crashes << " session crashes, " << session_totals.slots_reused
+                       << " slots used again at their partition, " << session_totals.handovers_refused
+                       << " handed-over items refused");
   CHECK(session_totals.expired > 0);
   CHECK(session_totals.closed_by_dispatcher > seeds.size());  // At least hang_one_session's, and more.
   CHECK(session_totals.keep_alives > 0);
   CHECK(session_totals.abandoned > 0);
   CHECK(session_totals.session_crashes > 0);
+  CHECK(session_totals.slots_reused > 0);
+  CHECK(session_totals.handovers_refused > 0);
 }

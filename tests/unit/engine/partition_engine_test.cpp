@@ -99,6 +99,29 @@ TEST_CASE("engine: hello cities, a fan-out across partitions and a durable timer
   CHECK((*child)->record.output == core::payload(hello_output()));
 }
 
+TEST_CASE("engine: partitions opened at the same moment never give the same token, nor does a restarted one") {
+  // The coordinator holds leases by token for the whole hub.
+  world w(4, 1);
+  std::set<std::uint64_t> tokens;
+  auto take_all = [&] {
+    for (std::uint32_t p = 0; p < 4; ++p) {
+      while (auto item = w.engines[p]->next_orchestrator_item(w.now)) {
+        CHECK(tokens.insert(item->completion_token).second);
+        REQUIRE(w.engines[p]->abandon_orchestrator(item->instance_id, item->completion_token));
+        break;
+      }
+    }
+  };
+  for (int i = 0; i < 40; ++i) REQUIRE(w.owner(fmt::format("t-{}", i)).start(request(fmt::format("t-{}", i)), w.now));
+  w.commit_all();
+  for (int round = 0; round < 5; ++round) take_all();
+  w.tick(1'000'000);  // A millisecond later, partition 0 restarts.
+  w.crash(0);
+  w.commit_all();
+  for (int round = 0; round < 5; ++round) take_all();
+  CHECK(tokens.size() >= 40);
+}
+
 TEST_CASE("engine: a stale activity token is refused and an abandoned activity is offered again") {
   world w(1, 4);
   auto& engine = *w.engines[0];

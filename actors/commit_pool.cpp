@@ -7,16 +7,7 @@
 #include <utility>
 
 namespace dtsd::actors {
-namespace {
-
-std::int64_t wall_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
-
-commit_pool::commit_pool(std::size_t threads) {
+commit_pool::commit_pool(std::size_t threads, const service::clock& clock) : clock_(clock) {
   for (std::size_t i = 0; i < std::max<std::size_t>(1, threads); ++i) threads_.emplace_back([this] { run(); });
 }
 
@@ -49,7 +40,7 @@ void commit_pool::run() {
       next->job_.reset();
       ++next->writing_;
     }
-    auto committed = next->store_.commit(job.second, wall_ns());
+    auto committed = next->store_.commit(job.second, clock_.now_ns());
     if (!committed && (committed.error().code != errc::io || !next->failed_)) {
       // A failure retrying cannot clear (LMDB's fatal state, a transaction it
       // refuses): memory and disk disagree from here on; only a restart from disk

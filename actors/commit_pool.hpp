@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "service/clock.hpp"
 #include "store/partition_store.hpp"
 
 namespace dtsd::actors {
@@ -40,7 +41,8 @@ class commit_pool {
   using failure_report = std::function<void(std::uint64_t number, const dtsd::error& why)>;
 
   /// Starts `threads` writer threads (at least one).
-  explicit commit_pool(std::size_t threads);
+  /// `clock` stamps the log records; it must outlive the pool.
+  explicit commit_pool(std::size_t threads, const service::clock& clock = service::wall_clock());
   /// Joins the threads; every lane must be gone by then.
   ~commit_pool();
   commit_pool(const commit_pool&) = delete;
@@ -58,6 +60,7 @@ class commit_pool {
  private:
   void run();
 
+  const service::clock& clock_;
   std::mutex mutex_;
   std::condition_variable work_;
   std::condition_variable lane_idle_;

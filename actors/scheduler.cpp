@@ -88,7 +88,7 @@ callback<T> guarded(callback<T> done) {
 class actor_scheduler final : public service::router {
  public:
   actor_scheduler(const scheduler_config& config, int threads)
-      : config_(config), commits_(config.commit_threads), system_(configure(threads)) {}
+      : config_(config), commits_(config.commit_threads, *config.clock), system_(configure(threads)) {}
   // (system_ is declared last; its initializer runs last too.)
 
   ~actor_scheduler() override {

@@ -13,13 +13,13 @@
 #include "core/orchestration.hpp"
 #include "rpc.capnp.h"
 #include "rpc/work_filters_wire.hpp"
-#include "store/wire.hpp"
+#include "codec/wire.hpp"
 
 namespace dtsd::rpc {
 namespace {
 
 namespace s = dtsd::schema;
-namespace wire = dtsd::store::wire;
+namespace wire = dtsd::codec::wire;
 
 std::string text(capnp::Text::Reader value) { return {value.cStr(), value.size()}; }
 capnp::Text::Reader text(const std::string& value) { return {value.data(), value.size()}; }

@@ -9,13 +9,13 @@
 #include "rpc.capnp.h"
 #include "rpc/work_filters_wire.hpp"
 #include "sdk/errors.hpp"
-#include "store/wire.hpp"
+#include "codec/wire.hpp"
 
 namespace dtsd::sdk {
 namespace {
 
 namespace s = dtsd::schema;
-namespace wire = dtsd::store::wire;
+namespace wire = dtsd::codec::wire;
 
 capnp::Text::Reader text(const std::string& value) { return {value.data(), value.size()}; }
 std::string text(capnp::Text::Reader value) { return {value.cStr(), value.size()}; }

@@ -16,13 +16,13 @@
 #include "rpc.capnp.h"
 #include "rpc/work_filters_wire.hpp"
 #include "sdk/errors.hpp"
-#include "store/wire.hpp"
+#include "codec/wire.hpp"
 
 namespace dtsd::sdk {
 namespace {
 
 namespace s = dtsd::schema;
-namespace wire = dtsd::store::wire;
+namespace wire = dtsd::codec::wire;
 
 constexpr auto health_interval = std::chrono::seconds(1);
 constexpr auto health_timeout = std::chrono::seconds(5);

@@ -24,7 +24,7 @@
 #include "core/model.hpp"
 #include "core/orchestration.hpp"
 #include "core/query.hpp"
-#include "store/codec.hpp"
+#include "codec/codec.hpp"
 #include "store/kv.hpp"
 
 namespace dtsd::store {

@@ -1,6 +1,6 @@
 #include <doctest/doctest.h>
 
-#include "store/codec.hpp"
+#include "codec/codec.hpp"
 
 using namespace dtsd;
 using namespace dtsd::core;

@@ -1,5 +1,5 @@
-#include "store/codec.hpp"
-#include "store/wire.hpp"
+#include "codec/codec.hpp"
+#include "codec/wire.hpp"
 
 #include <cstring>
 
@@ -1101,9 +1101,12 @@ expected<stored_instance_header> decode_stored_instance_header(std::string_view 
 }  // namespace dtsd::store
 
 // ---------------------------------------------------------------------------
-// Wire conversions for the native RPC API (store/wire.hpp).
+// Wire conversions for the native RPC API (codec/wire.hpp).
 
-namespace dtsd::store::wire {
+namespace dtsd::codec::wire {
+
+// The conversions of the store codec above (one codec serves the records and the wire).
+using namespace ::dtsd::store;
 
 core::start_request read(schema::StartRequest::Reader r) { return from(r); }
 void write(schema::StartRequest::Builder b, const core::start_request& x) { fill(b, x); }
@@ -1155,4 +1158,4 @@ void write(capnp::List<schema::Tag>::Builder b, const core::tag_map& x) { fill(b
 core::runtime_status read(schema::OrchestrationStatus status) { return from_schema(status); }
 schema::OrchestrationStatus write(core::runtime_status status) { return to_schema(status); }
 
-}  // namespace dtsd::store::wire
+}  // namespace dtsd::codec::wire

@@ -11,7 +11,7 @@
 #include "log.capnp.h"
 #include "model.capnp.h"
 
-namespace dtsd::store::wire {
+namespace dtsd::codec::wire {
 
 core::start_request read(schema::StartRequest::Reader reader);
 void write(schema::StartRequest::Builder builder, const core::start_request& value);
@@ -41,4 +41,4 @@ void write(capnp::List<schema::Tag>::Builder builder, const core::tag_map& value
 core::runtime_status read(schema::OrchestrationStatus status);
 schema::OrchestrationStatus write(core::runtime_status status);
 
-}  // namespace dtsd::store::wire
+}  // namespace dtsd::codec::wire

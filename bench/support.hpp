@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -67,6 +69,7 @@ inline double cpu_seconds(pid_t pid) {
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
   std::string line;
   std::getline(stat, line);
+  if (line.rfind(')') == std::string::npos) return 0;  // It has ended.
   std::istringstream fields(line.substr(line.rfind(')') + 2));
   std::string field;
   unsigned long long utime = 0, stime = 0;
@@ -180,6 +183,8 @@ struct hello_cities_setup {
     std::string grpc_address;
     pid_t server = -1;
     pid_t worker = -1;
+    /// Set while the run goes on: dtsd or the worker ending meanwhile ends the bench.
+    std::shared_ptr<std::atomic<bool>> watching = std::make_shared<std::atomic<bool>>(false);
   };
 
   /// Starts dtsd on an emptied data dir; `start_worker` then starts the worker
@@ -201,9 +206,35 @@ struct hello_cities_setup {
                                           std::to_string(worker_activities), "--orchestrators",
                                           std::to_string(worker_orchestrators), "--threads",
                                           std::to_string(worker_threads)});
+    watch(r);
+  }
+
+  /// A bench whose dtsd or worker dies would wait for its orchestrations forever:
+  /// it stops with the reason instead.
+  void watch(running& r) const {
+    r.watching->store(true);
+    std::thread([server = r.server, worker = r.worker, watching = r.watching, data = data_dir,
+                 js = worker_kind == "js"] {
+      while (watching->load()) {
+        for (auto [pid, what] : {std::pair{server, "dtsd"}, std::pair{worker, "the worker"}}) {
+          int status = 0;
+          if (waitpid(pid, &status, WNOHANG) != pid || !watching->load()) continue;
+          std::fprintf(stderr, "bench: %s exited (status %d) before the run ended%s\n", what, status,
+                       js ? "; the JS worker needs tests/compat/node_modules (npm ci there)" : "");
+          const auto other = pid == server ? worker : server;
+          kill(other, SIGKILL);
+          waitpid(other, &status, 0);
+          std::error_code ignored;
+          std::filesystem::remove_all(data, ignored);
+          std::_Exit(1);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+    }).detach();
   }
   /// Stops the worker, then dtsd, and removes the data.
   void stop_all(const running& r) const {
+    r.watching->store(false);
     stop(r.worker);
     stop(r.server);
     std::filesystem::remove_all(data_dir);

@@ -162,6 +162,20 @@ TEST_CASE("scheduler: hello cities, fan-out and a timer run to completion throug
     CHECK(record->status == core::runtime_status::completed);
     CHECK(record->output == core::payload(sim::expected_output(name)));
   }
+  // What a dashboard shows: the session, its slots, and the partitions' commits.
+  auto stats = call<service::hub_statistics>([&](auto done) { scheduler->statistics("default", done); });
+  REQUIRE(stats);
+  REQUIRE(stats->workers.size() == 1);
+  CHECK(stats->workers[0].session == *session);
+  CHECK(stats->slots.orchestrators == 10);
+  CHECK(stats->slots.activities == 10);
+  CHECK(stats->partitions.size() == 4);
+  CHECK(stats->commits >= 3);  // At least the three starts.
+  CHECK(stats->commit_ms_mean > 0);
+  CHECK(stats->batch_changes_mean > 0);  // Some batches only trim the outbox.
+  CHECK(stats->backlog.orchestrators + stats->backlog.activities == 0);  // Everything ran.
+  CHECK(call<service::hub_statistics>([&](auto done) { scheduler->statistics("nope", done); }).error().code ==
+        errc::unknown_task_hub);
   scheduler->close_session(*session);
   scheduler->drain();
   scheduler.reset();

@@ -264,9 +264,11 @@ void dispatcher::handover(const std::vector<slot_handover>& handovers, std::int6
     if (!h.next) continue;
     auto held = h.next->held;
     auto session = sessions_.find(h.session);
-    if (session == sessions_.end() || session->second.suspect() || session->second.free(held.kind) <= 0) {
-      // It went (or cannot take more) while the item was on its way: the worker
-      // never answers it, so it goes back at once.
+    if (session == sessions_.end()) {
+      // It went while the item was on its way: nobody answers it, so it goes back
+      // at once. A session that is still open has the item already: it keeps it
+      // even past its slots (a late answer to an expired lease freed a slot here
+      // that the coordinator had given away), or the item would run twice.
       give_back(held.partition, h.next->token, held);
       continue;
     }

@@ -157,8 +157,9 @@ class dispatcher {
   /// free, and the session is alive.
   void done(std::uint64_t token, std::uint64_t session);
   /// Slots handed over at a partition (see slot_handover): each done token is
-  /// released, and each next item leased to its session, unless the session is
-  /// gone, suspect or full (it goes back to its partition then).
+  /// released, and each next item leased to its session, which has it already
+  /// (even past its slots, after a late answer); one for a session that is gone
+  /// goes back to its partition.
   void handover(const std::vector<slot_handover>& handovers, std::int64_t now_ns);
   /// The session answered something (a keep-alive, a refused answer).
   void alive(std::uint64_t session);

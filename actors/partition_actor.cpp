@@ -142,17 +142,20 @@ class partition_state : public partition_context, public peer_link {
     handovers.push_back(std::move(handover));
   }
 
-  /// Pushes what freed slots took, then tells the coordinator (in this order: the
-  /// handover must reach it before the answers to what was pushed).
+  /// Tells the coordinator, then pushes what freed slots took: in this order, the
+  /// handover reaches the coordinator before anything the worker does with a
+  /// pushed item (an abandon goes straight to the coordinator).
   void flush_handovers() {
     if (handovers.empty()) return;
+    self->send(coordinator, handover_atom::value, std::move(handovers));
+    handovers.clear();
     for (auto& [session, items] : pushes) {
       if (auto card = sessions.find(session); card != sessions.end()) card->second.sink->push(std::move(items));
     }
     pushes.clear();
-    self->send(coordinator, handover_atom::value, std::move(handovers));
-    handovers.clear();
   }
+
+  void answer_refused(std::uint64_t token) override { reuses.erase(token); }
 
   /// The in-process link: a typed message to the peer's actor.
   void send(std::uint32_t partition, peer_message message) override {

@@ -131,6 +131,9 @@ class partition_context {
   virtual void slot_freed(std::uint64_t session, work_kind kind, std::uint64_t token) {
     (void)session, (void)kind, (void)token;
   }
+  /// A worker's answer for `token` was refused for good (its slot is freed at the
+  /// coordinator): whatever the partition kept about the token goes.
+  virtual void answer_refused(std::uint64_t token) { (void)token; }
 };
 
 /// Carries out `request` on the partition: reads answer at once from the store,

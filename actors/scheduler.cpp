@@ -217,11 +217,13 @@ class actor_scheduler final : public service::router {
       std::lock_guard lock(mutex_);
       waits_[handle] = once;
     }
-    callback<core::instance_record> answer = [this, once, handle](expected<core::instance_record> record) {
-      {
-        std::lock_guard lock(mutex_);
-        waits_.erase(handle);
-      }
+    // The entry goes with the last copy of the answer, answered or dropped unanswered
+    // (a hub deleted under the wait).
+    auto forget = std::shared_ptr<void>(nullptr, [this, handle](void*) {
+      std::lock_guard lock(mutex_);
+      waits_.erase(handle);
+    });
+    callback<core::instance_record> answer = [once, forget](expected<core::instance_record> record) {
       (*once)(std::move(record));
     };
     to_instance(hub_name, id, requests::await{id, until_completed, handle, std::move(answer)});

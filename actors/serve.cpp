@@ -23,7 +23,12 @@ engine::reply<std::uint64_t> when_durable(partition_context& ctx, callback<void>
 engine::reply<std::uint64_t> freeing(partition_context& ctx, std::uint64_t session, work_kind kind,
                                      std::uint64_t token, callback<void> done) {
   return [&ctx, session, kind, token, done = std::move(done)](expected<std::uint64_t> batch) {
-    if (!batch) return done(batch.error());
+    if (!batch) {
+      // An invalid answer keeps the item leased for a corrected one; any other
+      // refusal is final.
+      if (batch.error().code != errc::invalid_argument) ctx.answer_refused(token);
+      return done(batch.error());
+    }
     ctx.after_commit(*batch, [&ctx, session, kind, token, done] {
       ctx.slot_freed(session, kind, token);
       done(expected<void>());

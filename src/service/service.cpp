@@ -44,6 +44,8 @@ class purge_tally {
 
   void begin() { ++pending_; }
   void purged() { ++purged_; }
+  /// Some of what was asked was not looked at (a scan stopped at its page limit).
+  void incomplete() { complete_ = false; }
   void fail(dtsd::error why) {
     std::lock_guard lock(mutex_);
     if (!failure_) failure_ = std::move(why);
@@ -56,7 +58,8 @@ class purge_tally {
       std::lock_guard lock(mutex_);
       failure = failure_;
     }
-    answer(failure ? expected<purge_result>(*failure) : expected<purge_result>(purge_result{purged_.load(), true}));
+    answer(failure ? expected<purge_result>(*failure)
+                   : expected<purge_result>(purge_result{purged_.load(), complete_.load()}));
   }
   /// Answers at `within` with what went so far, unless the purge ends first.
   void answer_by(std::chrono::nanoseconds within) {
@@ -81,6 +84,7 @@ class purge_tally {
 
   std::atomic<std::size_t> pending_{1};  ///< The caller's own branch, ended last.
   std::atomic<std::size_t> purged_{0};
+  std::atomic<bool> complete_{true};
   std::mutex mutex_;
   std::condition_variable ended_;
   bool answered_ = false;
@@ -327,11 +331,13 @@ void task_service::query(const std::string& hub, core::instance_query query, cal
 void task_service::purge_walk(const std::string& hub, const std::string& id, bool recursive,
                               std::shared_ptr<purge_tally> tally) {
   // Only the top instance's refusal is an error (the caller adds that check):
-  // children that still run are left in place. A partition that cannot write fails
-  // the whole purge, child or not: what was asked is not all done.
+  // children that still run are left in place. A partition that cannot write, or
+  // a hub that went away, fails the whole purge, child or not: what was asked is
+  // not all done.
   router_->purge_one(hub, id, recursive, [this, hub, recursive, tally](expected<purge_step> step) {
     if (!step) {
-      if (step.error().code == errc::resource_exhausted || step.error().code == errc::unknown_task_hub) {
+      if (step.error().code == errc::resource_exhausted || step.error().code == errc::unknown_task_hub ||
+          step.error().code == errc::io) {
         tally->fail(step.error());
       }
       return tally->finish_one();
@@ -423,9 +429,12 @@ class task_service::partition_scan : public std::enable_shared_from_this<partiti
       tally_->begin();
       service_.purge_walk(hub_, record.instance_id, recursive_, tally_);
     }
-    if (!page->continuation_token.empty() && ++pages_ < purge_scan_pages_max) {
-      filter_.continuation_token = page->continuation_token;
-      return next();
+    if (!page->continuation_token.empty()) {
+      if (++pages_ < purge_scan_pages_max) {
+        filter_.continuation_token = page->continuation_token;
+        return next();
+      }
+      tally_->incomplete();  // The caller purges again for the rest.
     }
     tally_->finish_one();
   }

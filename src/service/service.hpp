@@ -100,7 +100,9 @@ class task_service {
                   callback<std::size_t> done);
   /// Purges every terminal instance the filter matches (its statuses must all be
   /// terminal; none means every terminal one). With `answer_within`, answers by
-  /// then with what went so far (complete false) and goes on to the end.
+  /// then with what went so far (complete false) and goes on to the end. A scan
+  /// that stops at purge_scan_pages_max pages of a partition also answers
+  /// complete false (purging again takes the rest).
   void purge_where(const std::string& hub, core::instance_query filter, bool recursive,
                    std::optional<std::chrono::nanoseconds> answer_within, callback<purge_result> done);
   /// Looks at one page of entities: removes the empty ones and releases locks held

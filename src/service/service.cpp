@@ -329,15 +329,14 @@ void task_service::query(const std::string& hub, core::instance_query query, cal
 // ------------------------------------------------------------------ purges
 
 void task_service::purge_walk(const std::string& hub, const std::string& id, bool recursive,
-                              std::shared_ptr<purge_tally> tally) {
-  // Only the top instance's refusal is an error (the caller adds that check):
-  // children that still run are left in place. A partition that cannot write, or
-  // a hub that went away, fails the whole purge, child or not: what was asked is
-  // not all done.
-  router_->purge_one(hub, id, recursive, [this, hub, recursive, tally](expected<purge_step> step) {
+                              std::shared_ptr<purge_tally> tally, bool top) {
+  // The top instance's refusal (missing, still running) is the answer; children
+  // that still run are left in place. A partition that cannot write, or a hub that
+  // went away, fails the whole purge, child or not: what was asked is not all done.
+  router_->purge_one(hub, id, recursive, [this, hub, recursive, tally, top](expected<purge_step> step) {
     if (!step) {
-      if (step.error().code == errc::resource_exhausted || step.error().code == errc::unknown_task_hub ||
-          step.error().code == errc::io) {
+      const auto code = step.error().code;
+      if (top || code == errc::resource_exhausted || code == errc::unknown_task_hub || code == errc::io) {
         tally->fail(step.error());
       }
       return tally->finish_one();
@@ -345,7 +344,7 @@ void task_service::purge_walk(const std::string& hub, const std::string& id, boo
     if (step->purged) tally->purged();
     for (const auto& child : step->children) {
       tally->begin();
-      purge_walk(hub, child, recursive, tally);
+      purge_walk(hub, child, recursive, tally, false);
     }
     tally->finish_one();
   });
@@ -354,20 +353,7 @@ void task_service::purge_walk(const std::string& hub, const std::string& id, boo
 void task_service::purge(const std::string& hub, const std::string& instance_id, bool recursive,
                          callback<std::size_t> done) {
   if (auto valid = core::validate_instance_id(instance_id); !valid) return done(valid.error());
-  auto tally = std::make_shared<purge_tally>(counting(std::move(done)));
-  // The top instance: its refusal (missing, still running) is the answer.
-  router_->purge_one(hub, instance_id, recursive, [this, hub, recursive, tally](expected<purge_step> step) {
-    if (!step) {
-      tally->fail(step.error());
-      return tally->finish_one();
-    }
-    if (step->purged) tally->purged();
-    for (const auto& child : step->children) {
-      tally->begin();
-      purge_walk(hub, child, recursive, tally);
-    }
-    tally->finish_one();
-  });
+  purge_walk(hub, instance_id, recursive, std::make_shared<purge_tally>(counting(std::move(done))), true);
 }
 
 void task_service::purge_many(const std::string& hub, std::vector<std::string> ids, bool recursive,
@@ -427,7 +413,7 @@ class task_service::partition_scan : public std::enable_shared_from_this<partiti
     }
     for (const auto& record : page->instances) {
       tally_->begin();
-      service_.purge_walk(hub_, record.instance_id, recursive_, tally_);
+      service_.purge_walk(hub_, record.instance_id, recursive_, tally_, false);
     }
     if (!page->continuation_token.empty()) {
       if (++pages_ < purge_scan_pages_max) {

@@ -129,8 +129,10 @@ class task_service {
   const core::payload_limits& limits() const { return options_.limits; }
 
  private:
+  /// Purges `id` and, with `recursive`, the sub-orchestrations it created; only a
+  /// `top` instance's own refusal fails the purge.
   void purge_walk(const std::string& hub, const std::string& id, bool recursive,
-                  std::shared_ptr<class purge_tally> tally);
+                  std::shared_ptr<class purge_tally> tally, bool top);
   class partition_scan;
 
   std::unique_ptr<router> router_;

@@ -57,13 +57,14 @@ struct partition_health {
   std::uint64_t live_instances = 0;
 };
 
-/// An operation for a live instance (see engine/instance.hpp): `on_instance` runs
-/// on the instance's actor, then `then` on its partition's.
-struct instance_job {
-  std::function<void(engine::live_instance&)> on_instance;
-  std::function<void()> then;
+/// An operation for a live instance (see engine/instance.hpp), sent to its actor
+/// and back with the outcome filled in.
+struct instance_call {
+  std::uint64_t number = 0;
+  engine::instance_op op;
+  engine::instance_outcome outcome;
 };
-using instance_job_ptr = std::shared_ptr<instance_job>;
+using instance_call_ptr = std::shared_ptr<instance_call>;
 
 struct session_info {
   std::uint64_t id = 0;
@@ -95,7 +96,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::partition_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::peer_message)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::give_back)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<dtsd::actors::slot_handover>)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::instance_job_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::instance_call_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<dtsd::engine::live_instance>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::work_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dtsd::actors::work_kinds)

@@ -22,20 +22,21 @@ constexpr auto instance_sweep_period = std::chrono::seconds(30);
 constexpr auto commit_retry_first = std::chrono::milliseconds(100);
 constexpr auto commit_retry_max = std::chrono::seconds(2);
 
-/// One live orchestration or entity, pinned to its partition: runs the partition's
-/// operations on the instance's state, in the order sent, and hands each back to the
-/// partition. It never writes storage; linked to its partition, it ends with it.
+/// One live orchestration or entity, pinned to its partition: performs the
+/// partition's operations on the instance's state, in the order sent, and sends
+/// each outcome back. It never writes storage; linked to its partition, it ends
+/// with it.
 struct instance_state {
   std::shared_ptr<engine::live_instance> live;
 };
 
 caf::behavior instance_actor(caf::stateful_actor<instance_state>* self, caf::actor partition,
-                             std::shared_ptr<engine::live_instance> live) {
+                             std::shared_ptr<engine::live_instance> live, core::payload_limits limits) {
   self->state.live = std::move(live);
   return {
-      [=](run_atom, const instance_job_ptr& job) {
-        job->on_instance(*self->state.live);
-        self->send(partition, done_atom::value, job);
+      [=](run_atom, const instance_call_ptr& call) {
+        call->outcome = engine::perform(*self->state.live, call->op, limits);
+        self->send(partition, done_atom::value, call);
       },
       [=](close_atom) { self->quit(); },
   };
@@ -46,20 +47,19 @@ class actor_host final : public engine::instance_host {
  public:
   explicit actor_host(caf::event_based_actor* partition) : partition_(partition) {}
 
-  void run(const std::string& id, std::function<void(engine::live_instance&)> on_instance,
-           std::function<void()> then) override {
+  void run(const std::string& id, std::uint64_t number, engine::instance_op op) override {
     auto found = live_.find(id);
     if (found == live_.end()) {
       auto made = std::make_shared<engine::live_instance>(id, load_);
       if (made->load_error) {  // Not made live: the next operation tries the store again.
-        on_instance(*made);
-        return then();
+        return answer_(number, engine::perform(*made, op, limits_));
       }
-      auto actor = partition_->spawn<caf::linked>(instance_actor, caf::actor_cast<caf::actor>(partition_), std::move(made));
+      auto actor = partition_->spawn<caf::linked>(instance_actor, caf::actor_cast<caf::actor>(partition_),
+                                                  std::move(made), limits_);
       found = live_.emplace(id, std::move(actor)).first;
     }
     partition_->send(found->second, run_atom::value,
-                     std::make_shared<instance_job>(instance_job{std::move(on_instance), std::move(then)}));
+                     std::make_shared<instance_call>(instance_call{number, std::move(op), {}}));
   }
 
   void evict(const std::string& id) override {
@@ -385,9 +385,9 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
         serve(self->state, std::move(message));
         self->state.pump();
       },
-      // An instance actor ran its part of an operation: the partition's part follows.
-      [=](done_atom, const instance_job_ptr& job) {
-        job->then();
+      // An instance actor performed an operation: the partition's part follows.
+      [=](done_atom, const instance_call_ptr& call) {
+        self->state.engine_->answered(call->number, std::move(call->outcome));
         self->state.pump();
       },
       [=](const give_back& returned) {

@@ -10,13 +10,9 @@
 namespace dtsd::engine {
 namespace {
 
-error no_instance(const std::string& instance_id) {
-  return error{errc::not_found, fmt::format("no instance with id '{}'", instance_id)};
-}
-
 /// Runs an input through its callback form on an inline host and returns the answer.
 template <class T, class Call>
-expected<T> answered(Call call) {
+expected<T> answer_now(Call call) {
   std::optional<expected<T>> answer;
   call([&answer](expected<T> result) { answer.emplace(std::move(result)); });
   if (!answer) return error{errc::failed_precondition, "the answer is not in yet (is the host inline?)"};
@@ -50,7 +46,8 @@ partition_engine::partition_engine(std::unique_ptr<store::partition_store> store
 void partition_engine::set_host(std::unique_ptr<instance_host> host) {
   assert(live_.empty());
   host_ = std::move(host);
-  host_->set_loader([store = store_.get()](const std::string& id) { return store->load_instance(id); });
+  host_->attach([store = store_.get()](const std::string& id) { return store->load_instance(id); }, options_.limits,
+                [this](std::uint64_t number, instance_outcome outcome) { answered(number, std::move(outcome)); });
 }
 
 expected<std::unique_ptr<partition_engine>> partition_engine::open(
@@ -94,18 +91,29 @@ partition_engine::open_batch& partition_engine::batch(std::uint64_t number) {
   return open;
 }
 
-void partition_engine::operate(const std::string& id, std::uint64_t batch_number,
-                               std::function<void(live_instance&)> on_instance, std::function<void()> then) {
+void partition_engine::operate(const std::string& id, std::uint64_t batch_number, instance_op op,
+                               std::function<void(instance_outcome&)> then) {
   auto& info = live_[id];
   ++info.outstanding;
   info.touched = true;
   if (batch_number != 0) ++batch(batch_number).outstanding;
-  host_->run(id, std::move(on_instance), [this, id, batch_number, then = std::move(then)] {
-    auto found = live_.find(id);
-    if (found != live_.end()) --found->second.outstanding;
-    then();
-    if (batch_number != 0) --batch(batch_number).outstanding;
-  });
+  const auto number = next_operation_++;
+  pending_.emplace(number, pending_operation{id, batch_number, std::move(then)});
+  host_->run(id, number, std::move(op));
+}
+
+void partition_engine::answered(std::uint64_t number, instance_outcome outcome) {
+  auto found = pending_.find(number);
+  assert(found != pending_.end());
+  if (found == pending_.end()) return;
+  auto operation = std::move(found->second);
+  pending_.erase(found);
+  if (auto live = live_.find(operation.instance_id); live != live_.end()) {
+    --live->second.outstanding;
+    live->second.idle = outcome.idle;
+  }
+  operation.then(outcome);
+  if (operation.batch != 0) --batch(operation.batch).outstanding;
 }
 
 void partition_engine::log(std::uint64_t batch_number, std::int64_t now_ns, logged_input body) {
@@ -140,16 +148,7 @@ void partition_engine::make_ready(const std::string& instance_id) {
   if (ready_set_.insert(instance_id).second) ready_.push_back(instance_id);
 }
 
-void partition_engine::step::noted(live_instance& instance, std::uint64_t batch_number, std::int64_t now_ns) {
-  write = instance.note(batch_number, applied->change);
-  has_state = instance.state.has_value();
-  if (instance.state) start_due_ns = core::start_due_ns(*instance.state, now_ns);
-  idle = instance.idle();
-}
-
-void partition_engine::record(const std::string& instance_id, std::uint64_t batch_number, step& done,
-                              std::int64_t now_ns) {
-  (void)now_ns;
+void partition_engine::record(const std::string& instance_id, std::uint64_t batch_number, instance_outcome& done) {
   auto& open = batch(batch_number);
   auto& info = live_[instance_id];
   if (done.write.purged || done.write.reset) {
@@ -160,8 +159,7 @@ void partition_engine::record(const std::string& instance_id, std::uint64_t batc
   }
   open.writes[instance_id] = std::move(done.write);
   info.last_batch = std::max(info.last_batch, batch_number);
-  info.idle = done.idle;
-  auto& effects = done.applied->effects;
+  auto& effects = done.effects;
   for (auto& activity : effects.activities) {
     open.batch.activities_added.push_back(activity);
     open.activities.push_back(std::move(activity));
@@ -183,30 +181,17 @@ void partition_engine::route(std::uint64_t batch_number, core::instance_message 
   batch(batch_number).messages.push_back(std::move(message));
 }
 
-void partition_engine::change(const std::string& instance_id, bool must_exist, std::int64_t now_ns,
-                              std::function<expected<core::transition>(live_instance&)> apply,
-                              std::function<logged_input()> input, reply<std::uint64_t> done) {
+void partition_engine::change(const std::string& instance_id, std::int64_t now_ns, logged_input input,
+                              reply<std::uint64_t> done) {
   const auto number = next_batch_;
   const auto slot = reserve_log(number, now_ns);
-  auto outcome = std::make_shared<step>();
-  operate(
-      instance_id, number,
-      [outcome, must_exist, number, now_ns, apply = std::move(apply)](live_instance& instance) {
-        if (instance.load_error) {
-          outcome->applied = *instance.load_error;
-        } else if (must_exist && !instance.state) {
-          outcome->applied = no_instance(instance.id());
-        } else {
-          outcome->applied = apply(instance);
-        }
-        if (outcome->applied) outcome->noted(instance, number, now_ns);
-      },
-      [this, instance_id, number, slot, now_ns, outcome, input = std::move(input), done = std::move(done)] {
-        if (!outcome->applied) return done(outcome->applied.error());
-        fill_log(number, slot, input());
-        record(instance_id, number, *outcome, now_ns);
-        done(number);
-      });
+  operate(instance_id, number, instance_ops::apply{std::move(input), number, now_ns},
+          [this, instance_id, number, slot, done = std::move(done)](instance_outcome& outcome) {
+            if (outcome.refused) return done(std::move(*outcome.refused));
+            fill_log(number, slot, std::move(outcome.logged));
+            record(instance_id, number, outcome);
+            done(number);
+          });
 }
 
 // ---------------------------------------------------------------------------
@@ -222,147 +207,77 @@ void partition_engine::start(core::start_request request, std::int64_t now_ns, r
   if (request.execution_id.empty()) request.execution_id = new_execution_id_();
   const auto id = request.instance_id;
   const auto execution = request.execution_id;
-  auto shared = std::make_shared<core::start_request>(std::move(request));
-  change(
-      id, false, now_ns,
-      [shared, now_ns, limits = options_.limits](live_instance& instance) {
-        return core::apply_start(instance.state, *shared, now_ns, limits);
-      },
-      [shared] { return logged_input(*shared); },
-      [id, execution, done = std::move(done)](expected<std::uint64_t> batch) {
-        if (!batch) return done(batch.error());
-        done(started{id, execution, *batch});
-      });
+  change(id, now_ns, std::move(request), [id, execution, done = std::move(done)](expected<std::uint64_t> batch) {
+    if (!batch) return done(batch.error());
+    done(started{id, execution, *batch});
+  });
 }
 
 void partition_engine::raise_event(const std::string& instance_id, const std::string& name,
                                    const core::payload& input, std::int64_t now_ns, reply<std::uint64_t> done) {
   if (auto valid = core::validate_instance_id(instance_id); !valid) return done(valid.error());
-  change(
-      instance_id, true, now_ns,
-      [name, input, now_ns, limits = options_.limits](live_instance& instance) {
-        return core::apply_raise_event(*instance.state, name, input, now_ns, limits);
-      },
-      [=] { return logged_input(store::logged::event_raised{instance_id, name, input}); }, std::move(done));
+  change(instance_id, now_ns, store::logged::event_raised{instance_id, name, input}, std::move(done));
 }
 
 void partition_engine::terminate(const std::string& instance_id, const core::terminate_request& request,
                                  std::int64_t now_ns, reply<std::uint64_t> done) {
   if (auto valid = core::validate_instance_id(instance_id); !valid) return done(valid.error());
-  change(
-      instance_id, true, now_ns,
-      [request, now_ns, limits = options_.limits](live_instance& instance) {
-        return core::apply_terminate(*instance.state, request, now_ns, limits);
-      },
-      [=] { return logged_input(store::logged::terminated{instance_id, request}); }, std::move(done));
+  change(instance_id, now_ns, store::logged::terminated{instance_id, request}, std::move(done));
 }
 
 void partition_engine::suspend(const std::string& instance_id, const core::payload& reason, std::int64_t now_ns,
                                reply<std::uint64_t> done) {
   if (auto valid = core::validate_instance_id(instance_id); !valid) return done(valid.error());
-  change(
-      instance_id, true, now_ns,
-      [reason, now_ns](live_instance& instance) { return core::apply_suspend(*instance.state, reason, now_ns); },
-      [=] { return logged_input(store::logged::suspended{instance_id, reason}); }, std::move(done));
+  change(instance_id, now_ns, store::logged::suspended{instance_id, reason}, std::move(done));
 }
 
 void partition_engine::resume(const std::string& instance_id, const core::payload& reason, std::int64_t now_ns,
                               reply<std::uint64_t> done) {
   if (auto valid = core::validate_instance_id(instance_id); !valid) return done(valid.error());
-  change(
-      instance_id, true, now_ns,
-      [reason, now_ns](live_instance& instance) { return core::apply_resume(*instance.state, reason, now_ns); },
-      [=] { return logged_input(store::logged::resumed{instance_id, reason}); }, std::move(done));
+  change(instance_id, now_ns, store::logged::resumed{instance_id, reason}, std::move(done));
 }
 
 void partition_engine::deliver(const core::instance_message& message, std::int64_t now_ns,
                                reply<std::uint64_t> done) {
   if (auto valid = core::validate_instance_id(message.target_instance_id); !valid) return done(valid.error());
-  change(
-      message.target_instance_id, false, now_ns,
-      [message, now_ns, limits = options_.limits](live_instance& instance) {
-        return core::apply_message(instance.state, message, now_ns, limits);
-      },
-      [message] { return logged_input(store::logged::delivered{message}); }, std::move(done));
+  change(message.target_instance_id, now_ns, store::logged::delivered{message}, std::move(done));
 }
 
 void partition_engine::rewind(const std::string& instance_id, const core::payload& reason, std::int64_t now_ns,
                               reply<std::uint64_t> done) {
   if (auto valid = core::validate_instance_id(instance_id); !valid) return done(valid.error());
-  change(
-      instance_id, true, now_ns,
-      [reason, now_ns, limits = options_.limits](live_instance& instance) {
-        auto& state = *instance.state;
-        return core::apply_rewind(state, reason, {}, core::derive_execution_id(state.record.execution_id, "rewind"),
-                                  now_ns, limits);
-      },
-      [=] { return logged_input(store::logged::rewound{instance_id, reason}); }, std::move(done));
+  change(instance_id, now_ns, store::logged::rewound{instance_id, reason}, std::move(done));
 }
 
 void partition_engine::purge(const std::string& instance_id, std::int64_t now_ns, reply<std::uint64_t> done) {
   if (auto valid = core::validate_instance_id(instance_id); !valid) return done(valid.error());
-  change(
-      instance_id, true, now_ns, [](live_instance& instance) { return core::apply_purge(instance.state); },
-      [=] { return logged_input(store::logged::purged{instance_id}); }, std::move(done));
+  change(instance_id, now_ns, store::logged::purged{instance_id}, std::move(done));
 }
 
 void partition_engine::complete_orchestrator(const core::orchestrator_completion& completion, std::int64_t now_ns,
                                              reply<std::uint64_t> done) {
   if (auto valid = core::validate_instance_id(completion.instance_id); !valid) return done(valid.error());
   // What the log needs besides the completion is read on the instance.
-  struct consumed_work {
-    std::string next_execution;
-    std::uint32_t consumed = 0;
-    std::int64_t started_at = 0;
-  };
-  auto work = std::make_shared<consumed_work>();
-  auto shared = std::make_shared<core::orchestrator_completion>(completion);
-  change(
-      completion.instance_id, true, now_ns,
-      [shared, work, now_ns, limits = options_.limits](live_instance& instance) {
-        auto& state = *instance.state;
-        work->consumed = static_cast<std::uint32_t>(state.in_flight ? state.in_flight->new_event_count : 0);
-        work->started_at = state.in_flight ? state.in_flight->started_at_ns : 0;
-        work->next_execution = core::derive_execution_id(state.record.execution_id, "continue-as-new");
-        return core::apply_completion(state, *shared, work->next_execution, now_ns, limits);
-      },
-      [shared, work] {
-        return logged_input(
-            store::logged::orchestrator_completed{*shared, work->next_execution, work->consumed, work->started_at});
-      },
-      std::move(done));
+  change(completion.instance_id, now_ns, store::logged::orchestrator_completed{completion, {}, 0, 0}, std::move(done));
 }
 
 void partition_engine::abandon_orchestrator(const std::string& instance_id, std::uint64_t token,
                                             reply<void> done) {
   if (auto valid = core::validate_instance_id(instance_id); !valid) return done(valid.error());
-  auto outcome = std::make_shared<expected<void>>();
-  auto idle = std::make_shared<bool>(true);
-  operate(
-      instance_id, 0,
-      [outcome, idle, token](live_instance& instance) {
-        if (instance.load_error) {
-          *outcome = *instance.load_error;
-        } else if (!instance.state) {
-          *outcome = no_instance(instance.id());
-        } else {
-          *outcome = core::abandon(*instance.state, token);
-        }
-        *idle = instance.idle();
-      },
-      [this, instance_id, outcome, idle, done = std::move(done)] {
-        if (auto found = live_.find(instance_id); found != live_.end()) found->second.idle = *idle;
-        if (*outcome) make_ready(instance_id);
-        done(*outcome);
-      });
+  operate(instance_id, 0, instance_ops::give_back{token},
+          [this, instance_id, done = std::move(done)](instance_outcome& outcome) {
+            if (outcome.refused) return done(std::move(*outcome.refused));
+            make_ready(instance_id);
+            done({});
+          });
 }
 
 void partition_engine::complete_activity(const core::activity_result& result, std::int64_t now_ns,
                                          reply<std::uint64_t> done) {
   const auto key = std::make_tuple(result.instance_id, result.execution_id, result.task_id);
-  auto stale = [result] {
-    return error{errc::stale_token, fmt::format("activity {} of instance '{}' is not leased under token {}",
-                                                result.task_id, result.instance_id, result.completion_token)};
+  auto stale = [task = result.task_id, id = result.instance_id, token = result.completion_token] {
+    return error{errc::stale_token,
+                 fmt::format("activity {} of instance '{}' is not leased under token {}", task, id, token)};
   };
   auto lease = activity_leases_.find(key);
   if (lease == activity_leases_.end() || lease->second != result.completion_token || completing_activities_.count(key)) {
@@ -373,41 +288,28 @@ void partition_engine::complete_activity(const core::activity_result& result, st
   completing_activities_.insert(key);
   const auto number = next_batch_;
   const auto slot = reserve_log(number, now_ns);
-  auto outcome = std::make_shared<step>();
-  auto load_failed = std::make_shared<bool>(false);
-  auto shared = std::make_shared<core::activity_result>(result);
-  operate(
-      result.instance_id, number,
-      [outcome, load_failed, shared, number, now_ns, limits = options_.limits](live_instance& instance) {
-        if (instance.load_error) {
-          outcome->applied = *instance.load_error;
-          *load_failed = true;
-        } else if (!instance.state) {
-          outcome->applied = error{errc::not_found, "instance is gone"};
-        } else {
-          outcome->applied = core::apply_activity_result(*instance.state, *shared, now_ns, limits);
-        }
-        if (outcome->applied) outcome->noted(instance, number, now_ns);
-      },
-      [this, key, number, slot, now_ns, outcome, load_failed, shared, stale, done = std::move(done)] {
-        completing_activities_.erase(key);
-        if (!outcome->applied && (*load_failed || outcome->applied.error().code == errc::invalid_argument)) {
-          // The worker's answer is bad, or the instance could not be read: the
-          // lease stays and nothing changes.
-          return done(outcome->applied.error());
-        }
-        auto lease = activity_leases_.find(key);
-        if (lease == activity_leases_.end() || lease->second != shared->completion_token) return done(stale());
-        activity_leases_.erase(lease);
-        batch(number).batch.activities_removed.push_back({shared->instance_id, shared->execution_id, shared->task_id});
-        if (outcome->applied) {
-          fill_log(number, slot, *shared);
-          record(shared->instance_id, number, *outcome, now_ns);
-        }
-        // A result the instance no longer wants (it finished, moved to a new
-        // execution, or already has it) still ends the activity.
-        done(number);
-      });
+  operate(result.instance_id, number, instance_ops::apply{result, number, now_ns},
+          [this, key, number, slot, stale, done = std::move(done)](instance_outcome& outcome) {
+            completing_activities_.erase(key);
+            if (outcome.refused && (outcome.load_failed || outcome.refused->code == errc::invalid_argument)) {
+              // The worker's answer is bad, or the instance could not be read: the
+              // lease stays and nothing changes.
+              return done(std::move(*outcome.refused));
+            }
+            const auto& answer = std::get<core::activity_result>(outcome.logged);
+            auto lease = activity_leases_.find(key);
+            if (lease == activity_leases_.end() || lease->second != answer.completion_token) return done(stale());
+            activity_leases_.erase(lease);
+            batch(number).batch.activities_removed.push_back({answer.instance_id, answer.execution_id, answer.task_id});
+            if (!outcome.refused) {
+              const auto instance_id = answer.instance_id;
+              fill_log(number, slot, std::move(outcome.logged));
+              record(instance_id, number, outcome);
+            }
+            // A result the instance no longer wants (it finished, moved to a new
+            // execution, or already has it) still ends the activity.
+            done(number);
+          });
 }
 
 expected<void> partition_engine::abandon_activity(const core::activity_request& request, std::uint64_t token) {
@@ -439,19 +341,12 @@ void partition_engine::fire_timer(const core::timer_entry& timer, std::int64_t n
   const auto number = next_batch_;
   batch(number).batch.timers_removed.push_back(timer);
   const auto slot = reserve_log(number, now_ns);
-  auto outcome = std::make_shared<step>();
-  operate(
-      timer.instance_id, number,
-      [outcome, timer, number, now_ns](live_instance& instance) {
-        if (instance.load_error || !instance.state) return;  // Gone: the timer just ends.
-        outcome->applied = core::apply_timer_fired(*instance.state, timer, now_ns);
-        if (outcome->applied) outcome->noted(instance, number, now_ns);
-      },
-      [this, outcome, timer, number, slot, now_ns] {
-        if (!outcome->applied) return;  // The execution moved on or the instance ended.
-        fill_log(number, slot, timer);
-        record(timer.instance_id, number, *outcome, now_ns);
-      });
+  operate(timer.instance_id, number, instance_ops::apply{timer, number, now_ns},
+          [this, id = timer.instance_id, number, slot](instance_outcome& outcome) {
+            if (outcome.refused) return;  // The execution moved on or the instance ended.
+            fill_log(number, slot, std::move(outcome.logged));
+            record(id, number, outcome);
+          });
 }
 
 void partition_engine::receive(const store::outbox_entry& entry, std::int64_t now_ns, reply<std::uint64_t> done) {
@@ -474,31 +369,21 @@ void partition_engine::receive(const store::outbox_entry& entry, std::int64_t no
   // Logged as sent (every input takes its place in the log when it is sent to its
   // instance), so each source's messages stay in sequence order for the dedup mark.
   log(number, now_ns, entry);
-  const auto& message = entry.message;
-  auto outcome = std::make_shared<step>();
-  operate(
-      message.target_instance_id, number,
-      [outcome, message, number, now_ns, limits = options_.limits](live_instance& instance) {
-        if (instance.load_error) {
-          outcome->applied = *instance.load_error;
-          return;
-        }
-        outcome->applied = core::apply_message(instance.state, message, now_ns, limits);
-        if (outcome->applied) outcome->noted(instance, number, now_ns);
-      },
-      [this, outcome, message, number, now_ns, done = std::move(done)] {
-        if (outcome->applied) {
-          record(message.target_instance_id, number, *outcome, now_ns);
-        } else if (const auto* start = std::get_if<core::start_request>(&message.body)) {
-          // A start that failed reports back to its parent; other refusals (a result
-          // for an execution that moved on, a duplicate) are dropped as the state
-          // machine decided.
-          if (auto failed = core::start_failed_message(*start, outcome->applied.error(), now_ns)) {
-            route(number, std::move(*failed));
-          }
-        }
-        done(number);
-      });
+  operate(entry.message.target_instance_id, number, instance_ops::apply{entry, number, now_ns},
+          [this, number, now_ns, done = std::move(done)](instance_outcome& outcome) {
+            const auto& message = std::get<store::outbox_entry>(outcome.logged).message;
+            if (!outcome.refused) {
+              record(message.target_instance_id, number, outcome);
+            } else if (const auto* start = std::get_if<core::start_request>(&message.body)) {
+              // A start that failed reports back to its parent; other refusals (a result
+              // for an execution that moved on, a duplicate) are dropped as the state
+              // machine decided.
+              if (auto failed = core::start_failed_message(*start, *outcome.refused, now_ns)) {
+                route(number, std::move(*failed));
+              }
+            }
+            done(number);
+          });
 }
 
 void partition_engine::outbound_acknowledged(std::uint32_t destination, std::uint64_t sequence) {
@@ -516,60 +401,60 @@ void partition_engine::outbound_acknowledged(std::uint32_t destination, std::uin
 // Synchronous forms (inline host)
 
 expected<started> partition_engine::start(core::start_request request, std::int64_t now_ns) {
-  return answered<started>([&](reply<started> done) { start(std::move(request), now_ns, std::move(done)); });
+  return answer_now<started>([&](reply<started> done) { start(std::move(request), now_ns, std::move(done)); });
 }
 
 expected<std::uint64_t> partition_engine::raise_event(const std::string& instance_id, const std::string& name,
                                                       const core::payload& input, std::int64_t now_ns) {
-  return answered<std::uint64_t>(
+  return answer_now<std::uint64_t>(
       [&](reply<std::uint64_t> done) { raise_event(instance_id, name, input, now_ns, std::move(done)); });
 }
 
 expected<std::uint64_t> partition_engine::terminate(const std::string& instance_id,
                                                     const core::terminate_request& request, std::int64_t now_ns) {
-  return answered<std::uint64_t>([&](reply<std::uint64_t> done) { terminate(instance_id, request, now_ns, std::move(done)); });
+  return answer_now<std::uint64_t>([&](reply<std::uint64_t> done) { terminate(instance_id, request, now_ns, std::move(done)); });
 }
 
 expected<std::uint64_t> partition_engine::suspend(const std::string& instance_id, const core::payload& reason,
                                                   std::int64_t now_ns) {
-  return answered<std::uint64_t>([&](reply<std::uint64_t> done) { suspend(instance_id, reason, now_ns, std::move(done)); });
+  return answer_now<std::uint64_t>([&](reply<std::uint64_t> done) { suspend(instance_id, reason, now_ns, std::move(done)); });
 }
 
 expected<std::uint64_t> partition_engine::resume(const std::string& instance_id, const core::payload& reason,
                                                  std::int64_t now_ns) {
-  return answered<std::uint64_t>([&](reply<std::uint64_t> done) { resume(instance_id, reason, now_ns, std::move(done)); });
+  return answer_now<std::uint64_t>([&](reply<std::uint64_t> done) { resume(instance_id, reason, now_ns, std::move(done)); });
 }
 
 expected<std::uint64_t> partition_engine::rewind(const std::string& instance_id, const core::payload& reason,
                                                  std::int64_t now_ns) {
-  return answered<std::uint64_t>([&](reply<std::uint64_t> done) { rewind(instance_id, reason, now_ns, std::move(done)); });
+  return answer_now<std::uint64_t>([&](reply<std::uint64_t> done) { rewind(instance_id, reason, now_ns, std::move(done)); });
 }
 
 expected<std::uint64_t> partition_engine::deliver(const core::instance_message& message, std::int64_t now_ns) {
-  return answered<std::uint64_t>([&](reply<std::uint64_t> done) { deliver(message, now_ns, std::move(done)); });
+  return answer_now<std::uint64_t>([&](reply<std::uint64_t> done) { deliver(message, now_ns, std::move(done)); });
 }
 
 expected<std::uint64_t> partition_engine::purge(const std::string& instance_id, std::int64_t now_ns) {
-  return answered<std::uint64_t>([&](reply<std::uint64_t> done) { purge(instance_id, now_ns, std::move(done)); });
+  return answer_now<std::uint64_t>([&](reply<std::uint64_t> done) { purge(instance_id, now_ns, std::move(done)); });
 }
 
 expected<std::uint64_t> partition_engine::complete_orchestrator(const core::orchestrator_completion& completion,
                                                                 std::int64_t now_ns) {
-  return answered<std::uint64_t>(
+  return answer_now<std::uint64_t>(
       [&](reply<std::uint64_t> done) { complete_orchestrator(completion, now_ns, std::move(done)); });
 }
 
 expected<void> partition_engine::abandon_orchestrator(const std::string& instance_id, std::uint64_t token) {
-  return answered<void>([&](reply<void> done) { abandon_orchestrator(instance_id, token, std::move(done)); });
+  return answer_now<void>([&](reply<void> done) { abandon_orchestrator(instance_id, token, std::move(done)); });
 }
 
 expected<std::uint64_t> partition_engine::complete_activity(const core::activity_result& result,
                                                             std::int64_t now_ns) {
-  return answered<std::uint64_t>([&](reply<std::uint64_t> done) { complete_activity(result, now_ns, std::move(done)); });
+  return answer_now<std::uint64_t>([&](reply<std::uint64_t> done) { complete_activity(result, now_ns, std::move(done)); });
 }
 
 expected<std::uint64_t> partition_engine::receive(const store::outbox_entry& entry, std::int64_t now_ns) {
-  return answered<std::uint64_t>([&](reply<std::uint64_t> done) { receive(entry, now_ns, std::move(done)); });
+  return answer_now<std::uint64_t>([&](reply<std::uint64_t> done) { receive(entry, now_ns, std::move(done)); });
 }
 
 std::optional<core::orchestrator_work_item> partition_engine::next_orchestrator_item(std::int64_t now_ns) {
@@ -579,7 +464,7 @@ std::optional<core::orchestrator_work_item> partition_engine::next_orchestrator_
 }
 
 expected<std::optional<core::instance_record>> partition_engine::get_instance(const std::string& instance_id) {
-  return answered<std::optional<core::instance_record>>(
+  return answer_now<std::optional<core::instance_record>>(
       [&](reply<std::optional<core::instance_record>> done) { get_instance(instance_id, std::move(done)); });
 }
 
@@ -602,20 +487,12 @@ expected<void> partition_engine::replay(const store::partition_event& event) {
             // The work item the worker had: its lease and the events it was given.
             const core::in_flight_work_item given{e.completion.completion_token, e.consumed_event_count,
                                                   e.started_at_ns};
-            auto restored = answered<void>([&](reply<void> restored_done) {
-              auto result = std::make_shared<expected<void>>();
-              operate(
-                  e.completion.instance_id, 0,
-                  [result, work = given](live_instance& instance) {
-                    if (instance.load_error) {
-                      *result = *instance.load_error;
-                    } else if (!instance.state) {
-                      *result = no_instance(instance.id());
-                    } else {
-                      instance.state->in_flight = work;
-                    }
-                  },
-                  [result, restored_done] { restored_done(*result); });
+            auto restored = answer_now<void>([&](reply<void> restored_done) {
+              operate(e.completion.instance_id, 0, instance_ops::restore{given},
+                      [restored_done](instance_outcome& outcome) {
+                        if (outcome.refused) return restored_done(std::move(*outcome.refused));
+                        restored_done({});
+                      });
             });
             if (!restored) return restored;
             return done(complete_orchestrator(e.completion, now));
@@ -783,31 +660,12 @@ void partition_engine::prepare(std::int64_t now_ns) {
       // instance had none. Recovered ones are made live from the store.
       if (!live_.count(id) && recovered_.erase(id) == 0) continue;
       const auto known = live_.count(id) ? live_[id].durable_inbox_end : std::nullopt;
-      auto item = std::make_shared<std::optional<core::orchestrator_work_item>>();
-      auto idle = std::make_shared<bool>(true);
       ++preparing;
-      operate(
-          id, 0,
-          [item, idle, known, token = next_token_++, now_ns](live_instance& instance) {
-            if (known) instance.durable_inbox_end = *known;
-            if (instance.state && core::is_ready(*instance.state, now_ns)) {
-              auto& state = *instance.state;
-              const auto first = state.inbox_first_sequence;
-              const auto durable = instance.durable_inbox_end > first
-                                       ? std::min<std::uint64_t>(instance.durable_inbox_end - first, state.inbox.size())
-                                       : 0;
-              // Nothing durable to give: made ready again when its batch commits.
-              if (durable > 0) {
-                if (auto dispatched = core::dispatch(state, token, durable, now_ns)) *item = std::move(*dispatched);
-              }
-            }
-            *idle = instance.idle();
-          },
-          [this, id, item, idle, entities] {
-            if (auto found = live_.find(id); found != live_.end()) found->second.idle = *idle;
-            --(entities ? preparing_entities_ : preparing_);
-            if (*item) (entities ? prepared_entities_ : prepared_).push_back(std::move(**item));
-          });
+      operate(id, 0, instance_ops::next_work{known, next_token_++, now_ns},
+              [this, entities](instance_outcome& outcome) {
+                --(entities ? preparing_entities_ : preparing_);
+                if (outcome.item) (entities ? prepared_entities_ : prepared_).push_back(std::move(*outcome.item));
+              });
     }
   }
 }
@@ -854,17 +712,8 @@ std::vector<core::orchestrator_work_item> partition_engine::take_work(bool entit
 
 void partition_engine::park(core::orchestrator_work_item item, parked_instances& parked) {
   parked[item.name][item.instance_id] = item.version;
-  const auto token = item.completion_token;
-  auto idle = std::make_shared<bool>(true);
-  operate(
-      item.instance_id, 0,
-      [token, idle](live_instance& instance) {
-        if (instance.state) (void)core::abandon(*instance.state, token);
-        *idle = instance.idle();
-      },
-      [this, id = item.instance_id, idle] {
-        if (auto found = live_.find(id); found != live_.end()) found->second.idle = *idle;
-      });
+  // A stale token (the item was given back meanwhile) leaves nothing to give back.
+  operate(item.instance_id, 0, instance_ops::give_back{item.completion_token}, [](instance_outcome&) {});
 }
 
 void partition_engine::unpark(parked_instances& parked, const core::kind_filter& accept, bool entities) {
@@ -949,29 +798,17 @@ std::vector<store::outbox_entry> partition_engine::unacknowledged_outbox() const
 void partition_engine::get_instance(const std::string& instance_id,
                                     reply<std::optional<core::instance_record>> done) {
   if (auto valid = core::validate_instance_id(instance_id); !valid) return done(valid.error());
-  auto result = std::make_shared<expected<std::optional<core::instance_record>>>(std::nullopt);
-  operate(
-      instance_id, 0,
-      [result](live_instance& instance) {
-        if (instance.load_error) {
-          *result = *instance.load_error;
-        } else if (instance.state) {
-          *result = std::optional<core::instance_record>(instance.state->record);
-        }
-      },
-      [result, done = std::move(done)] { done(std::move(*result)); });
+  operate(instance_id, 0, instance_ops::read{}, [done = std::move(done)](instance_outcome& outcome) {
+    if (outcome.refused) return done(std::move(*outcome.refused));
+    done(std::move(outcome.record));
+  });
 }
 
 void partition_engine::sub_orchestrations_of(const std::string& instance_id,
                                              std::function<void(std::vector<std::string>)> done) {
   if (!core::validate_instance_id(instance_id)) return done({});
-  auto children = std::make_shared<std::vector<std::string>>();
-  operate(
-      instance_id, 0,
-      [children](live_instance& instance) {
-        if (instance.state) *children = core::all_sub_orchestrations(*instance.state);
-      },
-      [children, done = std::move(done)] { done(std::move(*children)); });
+  operate(instance_id, 0, instance_ops::children{},
+          [done = std::move(done)](instance_outcome& outcome) { done(std::move(outcome.sub_orchestrations)); });
 }
 
 }  // namespace dtsd::engine

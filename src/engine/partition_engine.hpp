@@ -218,9 +218,10 @@ class partition_engine {
   /// calls this periodically: instances idle for a whole period are evicted.
   void evict_untouched();
 
- private:
-  using logged_input = decltype(store::partition_event::body);
+  /// The host's answer to operation `number` (see instance_host::run).
+  void answered(std::uint64_t number, instance_outcome outcome);
 
+ private:
   /// What the engine knows of a live instance without asking it.
   struct live_info {
     std::size_t outstanding = 0;  ///< Operations sent, not yet answered.
@@ -264,15 +265,12 @@ class partition_engine {
     bool operator>(const wakeup& other) const { return due_ns > other.due_ns; }
   };
 
-  /// What an operation that changes an instance did (filled on the instance).
-  struct step {
-    expected<core::transition> applied = error{errc::io, "the operation did not run"};
-    store::instance_write write;
-    bool has_state = false;
-    std::optional<std::int64_t> start_due_ns;
-    bool idle = true;
-    /// Fills the rest once `applied` holds a transition.
-    void noted(live_instance& instance, std::uint64_t batch, std::int64_t now_ns);
+  /// An operation sent to an instance and not answered yet: what the partition
+  /// does with the answer stays here, keyed by the operation's number.
+  struct pending_operation {
+    std::string instance_id;
+    std::uint64_t batch = 0;
+    std::function<void(instance_outcome&)> then;
   };
 
   partition_engine(std::unique_ptr<store::partition_store> store, engine_options options,
@@ -281,16 +279,15 @@ class partition_engine {
 
   expected<void> recover(std::int64_t now_ns);
   open_batch& batch(std::uint64_t number);
-  /// Sends an operation to instance `id`; `batch` (0: none) is held open until it answers.
-  void operate(const std::string& id, std::uint64_t batch, std::function<void(live_instance&)> on_instance,
-               std::function<void()> then);
-  /// Applies `apply` (run on the instance, returning a transition) and, if it
-  /// succeeds, logs `input` and records the transition; answers the batch.
-  void change(const std::string& instance_id, bool must_exist, std::int64_t now_ns,
-              std::function<expected<core::transition>(live_instance&)> apply,
-              std::function<logged_input()> input, reply<std::uint64_t> done);
-  /// Records a successful transition: the rows, the effects.
-  void record(const std::string& instance_id, std::uint64_t batch, step& done, std::int64_t now_ns);
+  /// Sends `op` to instance `id`, then runs `then` on its outcome; `batch` (0:
+  /// none) is held open until it answers.
+  void operate(const std::string& id, std::uint64_t batch, instance_op op,
+               std::function<void(instance_outcome&)> then);
+  /// Has the instance apply `input` and, if it accepts it, logs it and records
+  /// what it did; answers the batch.
+  void change(const std::string& instance_id, std::int64_t now_ns, logged_input input, reply<std::uint64_t> done);
+  /// Records an input the instance accepted: the rows, the effects.
+  void record(const std::string& instance_id, std::uint64_t batch, instance_outcome& done);
   void route(std::uint64_t batch, core::instance_message message);
   void log(std::uint64_t batch, std::int64_t now_ns, logged_input body);
   /// Every input takes its place in the log when it is sent to its instance (so an
@@ -317,6 +314,8 @@ class partition_engine {
   engine_options options_;
   execution_id_source new_execution_id_;
   std::unique_ptr<instance_host> host_;
+  std::unordered_map<std::uint64_t, pending_operation> pending_;
+  std::uint64_t next_operation_ = 1;
 
   std::unordered_map<std::string, live_info> live_;
   /// Instances recovery found work for, not made live yet.

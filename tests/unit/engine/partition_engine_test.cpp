@@ -301,23 +301,22 @@ namespace {
 class held_host final : public engine::instance_host {
  public:
   bool holding = false;
-  std::vector<std::function<void()>> held;
+  std::vector<std::pair<std::uint64_t, engine::instance_outcome>> held;
 
-  void run(const std::string& id, std::function<void(engine::live_instance&)> on_instance,
-           std::function<void()> then) override {
-    auto found = live_.find(id);
-    if (found == live_.end()) found = live_.emplace(id, std::make_unique<engine::live_instance>(id, load_)).first;
-    on_instance(*found->second);
+  void run(const std::string& id, std::uint64_t number, engine::instance_op op) override {
+    auto outcome = live_.perform(id, op, load_, limits_);
     if (holding) {
-      held.push_back(std::move(then));
+      held.emplace_back(number, std::move(outcome));
     } else {
-      then();
+      answer_(number, std::move(outcome));
     }
   }
   void evict(const std::string& id) override { live_.erase(id); }
+  /// Lets held answer `i` through.
+  void release(std::size_t i) { answer_(held[i].first, std::move(held[i].second)); }
 
  private:
-  std::unordered_map<std::string, std::unique_ptr<engine::live_instance>> live_;
+  engine::local_instances live_;
 };
 
 /// One partition over a memory store whose instances answer through a held_host.
@@ -378,8 +377,8 @@ TEST_CASE("engine: messages get outbox sequences in commit order even when answe
   engine.complete_orchestrator(spawning(*second), now, [&](expected<std::uint64_t> b) { batches.push_back(b.value()); });
   REQUIRE(held.held.size() == 2);
   held.holding = false;
-  held.held[1]();  // The later batch's answer first.
-  held.held[0]();
+  held.release(1);  // The later batch's answer first.
+  held.release(0);
   REQUIRE(batches.size() == 2);
   CHECK(batches[0] > batches[1]);  // Answered in that order, each into its own batch.
 
@@ -427,7 +426,7 @@ TEST_CASE("engine: an activity lease cannot be given back while its answer is wi
   CHECK(given_back.error().code == errc::stale_token);
   CHECK_FALSE(engine.next_activity_item());  // Not queued again.
   held.holding = false;
-  held.held[0]();
+  held.release(0);
   REQUIRE(answered);
   REQUIRE(*answered);
   commit();

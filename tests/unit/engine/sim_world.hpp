@@ -155,19 +155,8 @@ struct link {
 /// interleaving across instances: how instance actors on several threads answer.
 class shuffling_host final : public engine::instance_host {
  public:
-  void run(const std::string& id, std::function<void(engine::live_instance&)> on_instance,
-           std::function<void()> then) override {
-    auto found = live_.find(id);
-    if (found == live_.end()) {
-      auto made = std::make_unique<engine::live_instance>(id, load_);
-      if (made->load_error) {
-        on_instance(*made);
-        return then();
-      }
-      found = live_.emplace(id, std::move(made)).first;
-    }
-    on_instance(*found->second);
-    held_[id].push_back(std::move(then));
+  void run(const std::string& id, std::uint64_t number, engine::instance_op op) override {
+    held_[id].emplace_back(number, live_.perform(id, op, load_, limits_));
   }
   void evict(const std::string& id) override { live_.erase(id); }
 
@@ -175,16 +164,17 @@ class shuffling_host final : public engine::instance_host {
   bool answer_one(std::mt19937_64& random) {
     if (held_.empty()) return false;
     auto it = std::next(held_.begin(), static_cast<long>(random() % held_.size()));
-    auto then = std::move(it->second.front());
+    auto [number, outcome] = std::move(it->second.front());
     it->second.pop_front();
     if (it->second.empty()) held_.erase(it);
-    then();
+    answer_(number, std::move(outcome));
     return true;
   }
 
  private:
-  std::unordered_map<std::string, std::unique_ptr<engine::live_instance>> live_;
-  std::map<std::string, std::deque<std::function<void()>>> held_;  // Ordered: the seed decides.
+  engine::local_instances live_;
+  // Ordered: the seed decides.
+  std::map<std::string, std::deque<std::pair<std::uint64_t, engine::instance_outcome>>> held_;
 };
 
 /// Partitions, links and workers. Faults happen only when the test asks for them.

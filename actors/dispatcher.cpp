@@ -100,6 +100,25 @@ std::optional<std::pair<work_item, lease>> next_for_freed_slot(engine::partition
   return std::make_pair(work_item(std::move(items.front())), std::move(held));
 }
 
+freed_slots::outcome freed_slots::freed(engine::partition_engine& engine, std::uint32_t index, std::uint64_t session,
+                                        work_kind kind, std::uint64_t token, const core::work_filters* filters,
+                                        std::int64_t now_ns) {
+  outcome out{slot_handover{session, token, std::nullopt}, std::nullopt};
+  std::uint32_t reused = 0;
+  if (auto found = reuses_.find(token); found != reuses_.end()) {
+    reused = found->second;
+    reuses_.erase(found);
+  }
+  if (filters == nullptr || reused >= slot_reuses_max) return out;
+  auto next = next_for_freed_slot(engine, index, kind, *filters, now_ns);
+  if (!next) return out;
+  const auto next_token = std::visit([](const auto& item) { return item.completion_token; }, next->first);
+  reuses_[next_token] = reused + 1;
+  out.handover.next = slot_handover::next_item{next_token, std::move(next->second)};
+  out.push = std::move(next->first);
+  return out;
+}
+
 bool dispatcher::session_state::accepts(work_kind kind, const std::string& name, const core::payload& version) const {
   return core::accepts(filter_of(spec.filters, kind), name, version, filter_kind_of(kind));
 }

@@ -115,6 +115,31 @@ std::optional<std::pair<work_item, lease>> next_for_freed_slot(engine::partition
                                                                work_kind kind, const core::work_filters& filters,
                                                                std::int64_t now_ns);
 
+/// A partition's side of push with credits: how many times in a row the slot of
+/// each item it pushed was used again there, and what a freed slot does next.
+class freed_slots {
+ public:
+  /// What to do with a freed slot: the handover to report to the coordinator and,
+  /// when the slot was used again here, the item to push to the session.
+  struct outcome {
+    slot_handover handover;
+    std::optional<work_item> push;
+  };
+
+  /// The answer to the item under `token` freed a slot of `session` at partition
+  /// `index`. The slot is used again for the next item of `kind` there if
+  /// `filters` (the session's, null when the partition does not know the session
+  /// or hands out no work) take any item of that kind and it was not reused
+  /// slot_reuses_max times in a row already; otherwise it goes back.
+  outcome freed(engine::partition_engine& engine, std::uint32_t index, std::uint64_t session, work_kind kind,
+                std::uint64_t token, const core::work_filters* filters, std::int64_t now_ns);
+  /// The item under `token` was given back or its answer refused: its count goes.
+  void forget(std::uint64_t token) { reuses_.erase(token); }
+
+ private:
+  std::unordered_map<std::uint64_t, std::uint32_t> reuses_;
+};
+
 /// What the dispatcher asks of the world; called from inside its methods, so an
 /// implementation must not call back into the dispatcher (it queues or sends).
 class dispatch_port {

@@ -109,8 +109,8 @@ class partition_state : public partition_context, public peer_link {
   /// The hub's worker sessions, as the coordinator announced them: where a slot
   /// freed here can push the next item directly.
   std::map<std::uint64_t, session_info> sessions;
-  /// Items pushed on a slot used again here, by token: how many times in a row.
-  std::unordered_map<std::uint64_t, std::uint32_t> reuses;
+  /// How often the slots of items pushed from here were used again in a row.
+  freed_slots slots;
   /// Freed slots not yet reported to the coordinator, and what they pushed.
   std::vector<slot_handover> handovers;
   std::map<std::uint64_t, std::vector<work_item>> pushes;
@@ -124,22 +124,12 @@ class partition_state : public partition_context, public peer_link {
   std::int64_t now_ns() const override { return clock->now_ns(); }
 
   void slot_freed(std::uint64_t session, work_kind kind, std::uint64_t token) override {
-    slot_handover handover{session, token, std::nullopt};
-    std::uint32_t reused = 0;
-    if (auto found = reuses.find(token); found != reuses.end()) {
-      reused = found->second;
-      reuses.erase(found);
-    }
     auto card = sessions.find(session);
-    if (!stall && !draining && card != sessions.end() && reused < slot_reuses_max) {
-      if (auto next = next_for_freed_slot(*engine_, index, kind, card->second.filters, now_ns())) {
-        const auto next_token = std::visit([](const auto& item) { return item.completion_token; }, next->first);
-        reuses[next_token] = reused + 1;
-        pushes[session].push_back(std::move(next->first));
-        handover.next = slot_handover::next_item{next_token, std::move(next->second)};
-      }
-    }
-    handovers.push_back(std::move(handover));
+    const bool hands_out = !stall && !draining && card != sessions.end();
+    auto freed = slots.freed(*engine_, index, session, kind, token, hands_out ? &card->second.filters : nullptr,
+                             now_ns());
+    if (freed.push) pushes[session].push_back(std::move(*freed.push));
+    handovers.push_back(std::move(freed.handover));
   }
 
   /// Tells the coordinator, then pushes what freed slots took: in this order, the
@@ -155,7 +145,7 @@ class partition_state : public partition_context, public peer_link {
     pushes.clear();
   }
 
-  void answer_refused(std::uint64_t token) override { reuses.erase(token); }
+  void answer_refused(std::uint64_t token) override { slots.forget(token); }
 
   /// The in-process link: a typed message to the peer's actor.
   void send(std::uint32_t partition, peer_message message) override {
@@ -391,7 +381,7 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
         self->state.pump();
       },
       [=](const give_back& returned) {
-        self->state.reuses.erase(returned.token);
+        self->state.slots.forget(returned.token);
         give_back_work(*self->state.engine_, returned.token, returned.held);
         self->state.pump();
       },

@@ -18,6 +18,7 @@
 
 #include "core/limits.hpp"
 #include "service/clock.hpp"
+#include "service/deadlines.hpp"
 #include "service/router.hpp"
 #include "service/types.hpp"
 
@@ -135,9 +136,14 @@ class task_service {
                   std::shared_ptr<class purge_tally> tally, bool top);
   class partition_scan;
 
-  std::unique_ptr<router> router_;
   service_options options_;
   const clock& clock_;
+  /// Declared after what its actors' callbacks use: destroyed first, so a callback
+  /// that runs while it stops finds everything else still there.
+  std::unique_ptr<router> router_;
+  /// Destroyed before the router: answers every deadline still waiting while the
+  /// partitions can still take what those answers lead to.
+  deadlines deadlines_;
 };
 
 }  // namespace dtsd::service

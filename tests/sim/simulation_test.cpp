@@ -211,7 +211,7 @@ struct session_world {
   /// Slots freed at partitions, on their way to the dispatcher (in order, as the
   /// messages of one partition actor), and the partitions' reuse counts by token.
   std::deque<actors::slot_handover> handovers;
-  std::map<std::uint64_t, std::uint32_t> reuses;
+  std::map<std::uint32_t, actors::freed_slots> slots;
   struct counters {
     std::size_t expired = 0, closed_by_dispatcher = 0, keep_alives = 0, abandoned = 0, session_crashes = 0,
                 slots_reused = 0, handovers_refused = 0;
@@ -255,29 +255,21 @@ struct session_world {
     if (port.give_backs.empty()) return;
     auto [p, token, held] = std::move(port.give_backs.front());
     port.give_backs.pop_front();
-    reuses.erase(token);
+    slots[p].forget(token);
     actors::give_back_work(*w.engines[p], token, held);
   }
 
   /// As the partition actor's slot_freed: the slot is used again for the next item
   /// of its kind there (pushed at once), or handed back.
   void slot_freed(std::uint32_t p, std::uint64_t session, actors::work_kind kind, std::uint64_t token) {
-    actors::slot_handover handover{session, token, std::nullopt};
-    std::uint32_t reused = 0;
-    if (auto found = reuses.find(token); found != reuses.end()) {
-      reused = found->second;
-      reuses.erase(found);
+    static const core::work_filters any;
+    auto freed = slots[p].freed(*w.engines[p], p, session, kind, token, dispatch.has_session(session) ? &any : nullptr,
+                                w.now);
+    if (freed.push) {
+      port.inboxes[session].push_back(std::move(*freed.push));
+      ++count.slots_reused;
     }
-    if (dispatch.has_session(session) && reused < actors::slot_reuses_max) {
-      if (auto next = actors::next_for_freed_slot(*w.engines[p], p, kind, {}, w.now)) {
-        const auto next_token = std::visit([](const auto& item) { return item.completion_token; }, next->first);
-        reuses[next_token] = reused + 1;
-        port.inboxes[session].push_back(std::move(next->first));
-        handover.next = actors::slot_handover::next_item{next_token, std::move(next->second)};
-        ++count.slots_reused;
-      }
-    }
-    handovers.push_back(std::move(handover));
+    handovers.push_back(std::move(freed.handover));
   }
 
   void run_handover() {
@@ -303,7 +295,7 @@ struct session_world {
         if (answered) {
           slot_freed(p, session, kind, token);
         } else if (answered.error().code != errc::invalid_argument) {
-          reuses.erase(token);
+          slots[p].forget(token);
           dispatch.done(token, session);
         } else {
           dispatch.alive(session);

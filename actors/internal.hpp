@@ -60,7 +60,8 @@ struct partition_health {
 /// An operation for a live instance (see engine/instance.hpp), sent to its actor
 /// and back with the outcome filled in.
 struct instance_call {
-  std::uint64_t number = 0;
+  instance_call(std::uint64_t n, engine::instance_op o) : number(n), op(std::move(o)) {}
+  std::uint64_t number;
   engine::instance_op op;
   engine::instance_outcome outcome;
 };

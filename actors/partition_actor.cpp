@@ -58,8 +58,7 @@ class actor_host final : public engine::instance_host {
                                                   std::move(made), limits_);
       found = live_.emplace(id, std::move(actor)).first;
     }
-    partition_->send(found->second, run_atom::value,
-                     std::make_shared<instance_call>(instance_call{number, std::move(op), {}}));
+    partition_->send(found->second, run_atom::value, std::make_shared<instance_call>(number, std::move(op)));
   }
 
   void evict(const std::string& id) override {

@@ -102,10 +102,11 @@ instance_outcome perform(live_instance& instance, instance_op& op, const core::p
             } else if (auto applied = apply_input(instance.state, apply.input, apply.now_ns, limits); !applied) {
               out.refused = std::move(applied.error());
             } else {
-              out.write = instance.note(apply.batch, applied->change);
-              out.effects = std::move(applied->effects);
-              out.has_state = instance.state.has_value();
-              if (instance.state) out.start_due_ns = core::start_due_ns(*instance.state, apply.now_ns);
+              auto& done = out.applied.emplace();
+              done.write = instance.note(apply.batch, applied->change);
+              done.effects = std::move(applied->effects);
+              done.has_state = instance.state.has_value();
+              if (instance.state) done.start_due_ns = core::start_due_ns(*instance.state, apply.now_ns);
             }
             out.logged = std::move(apply.input);
           },

@@ -95,7 +95,18 @@ struct children {};
 using instance_op = std::variant<instance_ops::apply, instance_ops::restore, instance_ops::give_back,
                                  instance_ops::next_work, instance_ops::read, instance_ops::children>;
 
-/// What an operation did.
+/// What an input the instance accepted changed.
+struct applied_input {
+  /// What the batch writes for the instance (every change of the batch so far).
+  store::instance_write write;
+  core::effects effects;
+  bool has_state = false;
+  /// A pending instance with a scheduled start: when it becomes ready.
+  std::optional<std::int64_t> start_due_ns;
+};
+
+/// What an operation did. Only what the operation fills is engaged: an outcome
+/// is made for every operation, so it stays cheap to make and move.
 struct instance_outcome {
   /// Why it was refused or failed; nothing changed then.
   std::optional<error> refused;
@@ -104,18 +115,13 @@ struct instance_outcome {
   /// No work item out and none to give, after the operation.
   bool idle = true;
 
-  // apply: the input as the log keeps it (given back refused or not), and on
-  // success what the batch writes for the instance and what the input caused.
-  logged_input logged;
-  store::instance_write write;
-  core::effects effects;
-  bool has_state = false;
-  /// A pending instance with a scheduled start: when it becomes ready.
-  std::optional<std::int64_t> start_due_ns;
-
-  std::optional<core::orchestrator_work_item> item;     ///< next_work
-  std::optional<core::instance_record> record;          ///< read (none: no such instance)
-  std::vector<std::string> sub_orchestrations;          ///< children
+  /// apply: the input as the log keeps it (given back refused or not).
+  std::optional<logged_input> logged;
+  /// apply, accepted.
+  std::optional<applied_input> applied;
+  std::optional<core::orchestrator_work_item> item;  ///< next_work
+  std::optional<core::instance_record> record;       ///< read (none: no such instance)
+  std::vector<std::string> sub_orchestrations;       ///< children
 };
 
 /// Runs `op` on `instance`: the one place an instance's state changes.

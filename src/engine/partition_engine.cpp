@@ -148,7 +148,7 @@ void partition_engine::make_ready(const std::string& instance_id) {
   if (ready_set_.insert(instance_id).second) ready_.push_back(instance_id);
 }
 
-void partition_engine::record(const std::string& instance_id, std::uint64_t batch_number, instance_outcome& done) {
+void partition_engine::record(const std::string& instance_id, std::uint64_t batch_number, applied_input& done) {
   auto& open = batch(batch_number);
   auto& info = live_[instance_id];
   if (done.write.purged || done.write.reset) {
@@ -188,8 +188,8 @@ void partition_engine::change(const std::string& instance_id, std::int64_t now_n
   operate(instance_id, number, instance_ops::apply{std::move(input), number, now_ns},
           [this, instance_id, number, slot, done = std::move(done)](instance_outcome& outcome) {
             if (outcome.refused) return done(std::move(*outcome.refused));
-            fill_log(number, slot, std::move(outcome.logged));
-            record(instance_id, number, outcome);
+            fill_log(number, slot, std::move(*outcome.logged));
+            record(instance_id, number, *outcome.applied);
             done(number);
           });
 }
@@ -296,15 +296,15 @@ void partition_engine::complete_activity(const core::activity_result& result, st
               // lease stays and nothing changes.
               return done(std::move(*outcome.refused));
             }
-            const auto& answer = std::get<core::activity_result>(outcome.logged);
+            const auto& answer = std::get<core::activity_result>(*outcome.logged);
             auto lease = activity_leases_.find(key);
             if (lease == activity_leases_.end() || lease->second != answer.completion_token) return done(stale());
             activity_leases_.erase(lease);
             batch(number).batch.activities_removed.push_back({answer.instance_id, answer.execution_id, answer.task_id});
             if (!outcome.refused) {
               const auto instance_id = answer.instance_id;
-              fill_log(number, slot, std::move(outcome.logged));
-              record(instance_id, number, outcome);
+              fill_log(number, slot, std::move(*outcome.logged));
+              record(instance_id, number, *outcome.applied);
             }
             // A result the instance no longer wants (it finished, moved to a new
             // execution, or already has it) still ends the activity.
@@ -344,8 +344,8 @@ void partition_engine::fire_timer(const core::timer_entry& timer, std::int64_t n
   operate(timer.instance_id, number, instance_ops::apply{timer, number, now_ns},
           [this, id = timer.instance_id, number, slot](instance_outcome& outcome) {
             if (outcome.refused) return;  // The execution moved on or the instance ended.
-            fill_log(number, slot, std::move(outcome.logged));
-            record(id, number, outcome);
+            fill_log(number, slot, std::move(*outcome.logged));
+            record(id, number, *outcome.applied);
           });
 }
 
@@ -371,9 +371,9 @@ void partition_engine::receive(const store::outbox_entry& entry, std::int64_t no
   log(number, now_ns, entry);
   operate(entry.message.target_instance_id, number, instance_ops::apply{entry, number, now_ns},
           [this, number, now_ns, done = std::move(done)](instance_outcome& outcome) {
-            const auto& message = std::get<store::outbox_entry>(outcome.logged).message;
+            const auto& message = std::get<store::outbox_entry>(*outcome.logged).message;
             if (!outcome.refused) {
-              record(message.target_instance_id, number, outcome);
+              record(message.target_instance_id, number, *outcome.applied);
             } else if (const auto* start = std::get_if<core::start_request>(&message.body)) {
               // A start that failed reports back to its parent; other refusals (a result
               // for an execution that moved on, a duplicate) are dropped as the state

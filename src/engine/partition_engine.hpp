@@ -287,7 +287,7 @@ class partition_engine {
   /// what it did; answers the batch.
   void change(const std::string& instance_id, std::int64_t now_ns, logged_input input, reply<std::uint64_t> done);
   /// Records an input the instance accepted: the rows, the effects.
-  void record(const std::string& instance_id, std::uint64_t batch, instance_outcome& done);
+  void record(const std::string& instance_id, std::uint64_t batch, applied_input& done);
   void route(std::uint64_t batch, core::instance_message message);
   void log(std::uint64_t batch, std::int64_t now_ns, logged_input body);
   /// Every input takes its place in the log when it is sent to its instance (so an

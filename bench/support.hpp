@@ -181,6 +181,7 @@ struct hello_cities_setup {
   struct running {
     std::string address;       ///< Native API.
     std::string grpc_address;
+    std::string dashboard_address;
     pid_t server = -1;
     pid_t worker = -1;
     /// Set while the run goes on: dtsd or the worker ending meanwhile ends the bench.
@@ -194,7 +195,9 @@ struct hello_cities_setup {
     running r;
     r.address = "127.0.0.1:" + std::to_string(free_port());
     r.grpc_address = "127.0.0.1:" + std::to_string(free_port());
+    r.dashboard_address = "127.0.0.1:" + std::to_string(free_port());
     r.server = launch(dtsd_path, {"--data-dir", data_dir, "--listen", r.address, "--grpc-listen", r.grpc_address,
+                                  "--dashboard-listen", r.dashboard_address,
                                   "--partitions", std::to_string(partitions), "--durability", durability,
                                   "--log-level", "warn"});
     return r;

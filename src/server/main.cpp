@@ -14,6 +14,8 @@
 #include "actors/scheduler.hpp"
 #include "service/service.hpp"
 #include "core/ids.hpp"
+#include "dashboard/http_server.hpp"
+#include "dashboard/rest_api.hpp"
 #include "grpc/grpc_server.hpp"
 #include "rpc/capnp_server.hpp"
 
@@ -28,6 +30,7 @@ struct options {
   std::string durability = "fsync";
   std::string listen = "127.0.0.1:8081";
   std::string grpc_listen = "localhost:8080";
+  std::string dashboard_listen = "localhost:8082";
   std::uint32_t grpc_default_concurrency = 1000;
   std::int64_t lease_seconds = 300;
   std::int64_t keep_alive_seconds = 30;
@@ -66,6 +69,7 @@ int main(int argc, char** argv) {
   app.add_option("--durability", opts.durability, "fsync | nosync | memory")->check(CLI::IsMember({"fsync", "nosync", "memory"}))->capture_default_str();
   app.add_option("--listen", opts.listen, "Address of the native Cap'n Proto API")->envname("DTSD_LISTEN")->capture_default_str();
   app.add_option("--grpc-listen", opts.grpc_listen, "Address of the Durable Task gRPC API (official SDKs)")->envname("DTSD_GRPC_LISTEN")->capture_default_str();
+  app.add_option("--dashboard-listen", opts.dashboard_listen, "Address of the dashboard and its REST API ('off': none)")->envname("DTSD_DASHBOARD_LISTEN")->capture_default_str();
   app.add_option("--grpc-default-concurrency", opts.grpc_default_concurrency, "Work items of each kind pushed to a gRPC worker that sets no limit")->check(CLI::Range(1u, 100000u))->capture_default_str();
   app.add_option("--lease-seconds", opts.lease_seconds, "How long a worker may hold a work item")->check(CLI::Range(1, 86400))->capture_default_str();
   app.add_option("--keep-alive-seconds", opts.keep_alive_seconds, "Keep-alive interval for idle workers")->check(CLI::Range(1, 3600))->capture_default_str();
@@ -118,9 +122,21 @@ int main(int argc, char** argv) {
   grpc_options.default_concurrency = opts.grpc_default_concurrency;
   auto grpc = grpc_api::grpc_server::start(*scheduler, grpc_options);
   if (!grpc) return fail(grpc.error().message);
+  std::unique_ptr<dashboard::http_server> http;
+  if (opts.dashboard_listen != "off") {
+    dashboard::http_options http_options;
+    http_options.address = opts.dashboard_listen;
+    // A request carries at most one payload at its limit, with room for the rest.
+    http_options.body_bytes_max = opts.payload_limit_bytes + (1u << 20);
+    auto started = dashboard::http_server::start(http_options, dashboard::make_rest_api(*scheduler));
+    if (!started) return fail(started.error().message);
+    http = std::move(*started);
+  }
 
-  std::printf("dtsd ready: gRPC API on port %u, native API on port %u, task hubs %s, data %s, durability %s\n",
-              (*grpc)->port(), (*server)->port(),
+  const auto dashboard_port = http ? std::to_string(http->port()) : std::string("off");
+  std::printf("dtsd ready: gRPC API on port %u, native API on port %u, dashboard on port %s, task hubs %s, data %s, "
+              "durability %s\n",
+              (*grpc)->port(), (*server)->port(), dashboard_port.c_str(),
               opts.task_hubs.c_str(), config.durability == store::durability::memory ? "(memory)" : opts.data_dir.c_str(),
               opts.durability.c_str());
   std::fflush(stdout);
@@ -128,6 +144,7 @@ int main(int argc, char** argv) {
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   spdlog::info("signal {}: draining", signal_number);
+  if (http) http->stop();
   (*grpc)->stop();
   (*server)->stop();
   scheduler->drain();

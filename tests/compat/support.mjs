@@ -25,6 +25,7 @@ export class Dtsd {
   /** Starts dtsd; resolves once it prints its ready line (at most 30 s). */
   async start({ grpcPort = 0 } = {}) {
     const args = ["--data-dir", this.dataDir, "--listen", "127.0.0.1:0", "--grpc-listen", `127.0.0.1:${grpcPort}`,
+                  "--dashboard-listen", "127.0.0.1:0",
                   "--partitions", "4", "--log-level", "warn", ...this.extraArgs];
     this.child = spawn(dtsdPath, args, { stdio: ["ignore", "pipe", "pipe"] });
     this.stderr = "";
@@ -38,6 +39,8 @@ export class Dtsd {
       this.child.stdout.on("data", (chunk) => {
         out += chunk;
         const match = /gRPC API on port (\d+)/.exec(out);
+        const dashboard = /dashboard on port (\d+)/.exec(out);
+        if (dashboard) this.dashboardPort = Number(dashboard[1]);
         if (match) resolveReady(Number(match[1]));
       });
     });
@@ -48,6 +51,8 @@ export class Dtsd {
   }
 
   get address() { return `127.0.0.1:${this.grpcPort}`; }
+  /** The dashboard's REST API. */
+  get restUrl() { return `http://127.0.0.1:${this.dashboardPort}`; }
 
   /** SIGKILL: nothing is drained. */
   async kill() { await this.#stopWith("SIGKILL"); }

@@ -101,6 +101,7 @@ TEST_CASE("cli: dtsd reads a TOML --config file and DTS_TASK_HUB_NAMES, and refu
          << "data-dir = \"" << (setup.data_dir / "data").string() << "\"\n"
          << "task-hubs = \"alpha,beta\"\n"
          << "grpc-listen = \"127.0.0.1:0\"\n"
+         << "dashboard-listen = \"127.0.0.1:0\"\n"
          << "partitions = 3\n";
   }
   {
@@ -120,7 +121,7 @@ TEST_CASE("cli: dtsd reads a TOML --config file and DTS_TASK_HUB_NAMES, and refu
     std::string hubs_env = "DTS_TASK_HUB_NAMES=dev,prod";
     putenv(hubs_env.data());
     process dtsd(binary("DTSD_BIN"), {"--data-dir", (setup.data_dir / "env").string(), "--listen", address,
-                                                "--grpc-listen", "127.0.0.1:0"}, true);
+                                                "--grpc-listen", "127.0.0.1:0", "--dashboard-listen", "127.0.0.1:0"}, true);
     unsetenv("DTS_TASK_HUB_NAMES");
     CHECK(json::parse(dtsctl(other, {"--json", "taskhub", "list"}).out) == json{"dev", "prod"});
   }

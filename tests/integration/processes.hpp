@@ -137,7 +137,8 @@ struct server_setup {
   int port = 0;
   std::string address() const { return "127.0.0.1:" + std::to_string(port); }
   std::vector<std::string> args(std::vector<std::string> extra = {}) const {
-    std::vector<std::string> all = {"--data-dir", data_dir.string(), "--listen", address(), "--grpc-listen", "127.0.0.1:0", "--partitions", "4",
+    std::vector<std::string> all = {"--data-dir", data_dir.string(), "--listen", address(), "--grpc-listen", "127.0.0.1:0",
+                                    "--dashboard-listen", "127.0.0.1:0", "--partitions", "4",
                                     "--log-level", "warn"};
     all.insert(all.end(), extra.begin(), extra.end());
     return all;

@@ -1,0 +1,806 @@
+// The DTS REST API over the service. Each route reads its input (refusing bad
+// input with 400 naming the field, before anything changes), makes one service
+// call or composition, and answers from the service's callback. Work that grows
+// with a hub (a list's filter, sort and page) runs on the API's own thread, never
+// on the thread of the partition that answered.
+
+#include "dashboard/rest_api.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "core/ids.hpp"
+#include "dashboard/rest_json.hpp"
+
+namespace dtsd::dashboard {
+namespace {
+
+// ------------------------------------------------------------------ answers
+
+unsigned http_status_of(errc code) {
+  switch (code) {
+    case errc::invalid_argument: return 400;
+    case errc::not_found:
+    case errc::unknown_task_hub: return 404;
+    case errc::already_exists:
+    case errc::failed_precondition:
+    case errc::stale_token:
+    case errc::duplicate: return 409;
+    case errc::payload_too_large: return 413;
+    case errc::unimplemented: return 501;
+    case errc::io:
+    case errc::resource_exhausted: return 503;
+    case errc::corrupt: return 500;
+  }
+  return 500;
+}
+
+std::string code_name(errc code) {
+  switch (code) {
+    case errc::invalid_argument: return "INVALID_ARGUMENT";
+    case errc::not_found: return "NOT_FOUND";
+    case errc::unknown_task_hub: return "TASK_HUB_NOT_FOUND";
+    case errc::already_exists: return "ALREADY_EXISTS";
+    case errc::failed_precondition:
+    case errc::stale_token:
+    case errc::duplicate: return "FAILED_PRECONDITION";
+    case errc::payload_too_large: return "PAYLOAD_TOO_LARGE";
+    case errc::unimplemented: return "UNIMPLEMENTED";
+    case errc::io: return "UNAVAILABLE";
+    case errc::resource_exhausted: return "RESOURCE_EXHAUSTED";
+    case errc::corrupt: return "DATA_LOSS";
+  }
+  return "INTERNAL";
+}
+
+http_response json_answer(unsigned status, const json& body) {
+  return http_response{status, "application/json", body.dump(-1, ' ', false, json::error_handler_t::replace), {}};
+}
+
+http_response failure(const error& why) {
+  return json_answer(http_status_of(why.code), json{{"code", code_name(why.code)}, {"message", why.message}});
+}
+
+http_response bad_input(const std::string& message) { return failure(error{errc::invalid_argument, message}); }
+
+// ------------------------------------------------------------------ the API's own thread
+
+/// One thread for the work of lists (filter, sort, serialize), with a bounded
+/// queue. Its state is shared with the thread: the last task may hold the last
+/// reference to the worker, and then the thread ends by itself.
+class list_worker {
+ public:
+  static constexpr std::size_t queued_max = 256;
+
+  list_worker() {
+    std::thread([state = state_] { run(*state); }).detach();
+  }
+  ~list_worker() {
+    {
+      std::lock_guard lock(state_->mutex);
+      state_->stopping = true;
+    }
+    state_->changed.notify_all();
+  }
+
+  /// False when the queue is full (the caller answers 503).
+  bool post(std::function<void()> task) {
+    {
+      std::lock_guard lock(state_->mutex);
+      if (state_->stopping || state_->queue.size() >= queued_max) return false;
+      state_->queue.push_back(std::move(task));
+    }
+    state_->changed.notify_one();
+    return true;
+  }
+
+ private:
+  struct state {
+    std::mutex mutex;
+    std::condition_variable changed;
+    std::deque<std::function<void()>> queue;
+    bool stopping = false;
+  };
+
+  static void run(state& s) {
+    std::unique_lock lock(s.mutex);
+    for (;;) {
+      s.changed.wait(lock, [&s] { return s.stopping || !s.queue.empty(); });
+      if (s.queue.empty()) return;  // Stopping, with nothing left.
+      auto task = std::move(s.queue.front());
+      s.queue.pop_front();
+      lock.unlock();
+      task();
+      task = nullptr;  // May drop the worker itself: the state stays until the thread ends.
+      lock.lock();
+    }
+  }
+
+  std::shared_ptr<state> state_ = std::make_shared<state>();
+};
+
+// ------------------------------------------------------------------ reading input
+
+/// The request's body as a JSON object (an empty body is an empty object).
+expected<json> body_object(const http_request& request) {
+  if (request.body.empty()) return json::object();
+  auto parsed = json::parse(request.body, nullptr, false);
+  if (parsed.is_discarded()) return error{errc::invalid_argument, "the request body is not valid JSON"};
+  if (!parsed.is_object()) return error{errc::invalid_argument, "the request body must be a JSON object"};
+  return parsed;
+}
+
+/// A string field (absent: empty); any other type is an error naming it.
+expected<std::string> string_field(const json& object, const char* name, const std::string& path) {
+  auto found = object.find(name);
+  if (found == object.end() || found->is_null()) return std::string();
+  if (!found->is_string()) return error{errc::invalid_argument, fmt::format("{}{}: must be a string", path, name)};
+  return found->get<std::string>();
+}
+
+/// {"value": "..."} (DTS's string filters); absent: empty.
+expected<std::string> string_filter(const json& filter, const char* name) {
+  auto found = filter.find(name);
+  if (found == filter.end() || found->is_null()) return std::string();
+  if (found->is_string()) return found->get<std::string>();  // Leniently, a bare string.
+  if (!found->is_object()) return error{errc::invalid_argument, fmt::format("filter.{}: must be {{\"value\": ...}}", name)};
+  return string_field(*found, "value", fmt::format("filter.{}.", name));
+}
+
+struct time_range {
+  std::optional<std::int64_t> start_ns;  ///< Inclusive.
+  std::optional<std::int64_t> end_ns;    ///< Exclusive.
+  bool holds(std::int64_t ns) const {
+    return (!start_ns || ns >= *start_ns) && (!end_ns || ns < *end_ns);
+  }
+  bool any() const { return start_ns || end_ns; }
+};
+
+expected<time_range> range_filter(const json& filter, const char* name) {
+  time_range range;
+  auto found = filter.find(name);
+  if (found == filter.end() || found->is_null()) return range;
+  if (!found->is_object()) {
+    return error{errc::invalid_argument, fmt::format("filter.{}: must be {{\"start\": ..., \"end\": ...}}", name)};
+  }
+  for (const char* bound : {"start", "end"}) {
+    auto text = string_field(*found, bound, fmt::format("filter.{}.", name));
+    if (!text) return text.error();
+    if (text->empty()) continue;
+    auto ns = parse_rfc3339(*text);
+    if (!ns) return error{errc::invalid_argument, fmt::format("filter.{}.{}: {}", name, bound, ns.error().message)};
+    (std::string_view(bound) == "start" ? range.start_ns : range.end_ns) = *ns;
+  }
+  return range;
+}
+
+std::string lower(std::string text) {
+  for (auto& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return text;
+}
+
+bool contains_ci(const std::string& haystack, const std::string& lowered_needle) {
+  return lowered_needle.empty() || lower(haystack).find(lowered_needle) != std::string::npos;
+}
+
+// ------------------------------------------------------------------ orchestration lists
+
+enum class column { orchestration_id, name, version, created_at, last_updated_at, start_at, completed_at, status, tags };
+
+struct sort_key {
+  column by = column::created_at;
+  bool descending = true;
+};
+
+/// What POST orchestrations/query asks: the part the partitions filter by (the
+/// store's indexes), the rest, checked here, and the page.
+struct list_request {
+  core::instance_query native;
+  std::string id_part, name_part, version_part, tag_part;  ///< Lower case; case-insensitive substrings.
+  time_range last_updated, started, completed;
+  std::vector<sort_key> sort;
+  std::size_t start_index = 0;
+  std::size_t count = 100;
+
+  bool matches(const core::instance_record& r) const {
+    if (!contains_ci(r.instance_id, id_part) || !contains_ci(r.name, name_part)) return false;
+    if (!version_part.empty() && !contains_ci(r.version.value_or(""), version_part)) return false;
+    if (!tag_part.empty()) {
+      bool found = false;
+      for (const auto& [key, value] : r.tags) found = found || contains_ci(key + "=" + value, tag_part);
+      if (!found) return false;
+    }
+    if (last_updated.any() && !last_updated.holds(r.last_updated_at_ns)) return false;
+    if (started.any() && !started.holds(r.scheduled_start_ns)) return false;
+    if (completed.any() && (r.completed_at_ns == 0 || !completed.holds(r.completed_at_ns))) return false;
+    return true;
+  }
+};
+
+expected<column> column_of(const std::string& name) {
+  static const std::pair<const char*, column> names[] = {
+      {"ORCHESTRATION_ID", column::orchestration_id}, {"NAME", column::name},
+      {"VERSION", column::version},                   {"CREATED_AT", column::created_at},
+      {"LAST_UPDATED_AT", column::last_updated_at},   {"START_AT", column::start_at},
+      {"COMPLETED_AT", column::completed_at},         {"ORCHESTRATION_STATUS", column::status},
+      {"TAGS", column::tags}};
+  for (const auto& [text, value] : names) {
+    if (name == text) return value;
+  }
+  return error{errc::invalid_argument, fmt::format("sort.column: '{}' is not a column", name)};
+}
+
+expected<list_request> read_list_request(const http_request& http, const rest_options& options) {
+  auto body = body_object(http);
+  if (!body) return body.error();
+  list_request out;
+  out.native.fetch_payloads = false;
+  out.native.page_size = core::query_page_size_max;
+  if (auto found = body->find("filter"); found != body->end() && !found->is_null()) {
+    if (!found->is_object()) return error{errc::invalid_argument, "filter: must be an object"};
+    const auto& filter = *found;
+    for (auto [name, target] : {std::pair{"orchestrationId", &out.id_part}, std::pair{"name", &out.name_part},
+                                std::pair{"version", &out.version_part}, std::pair{"tags", &out.tag_part}}) {
+      auto value = string_filter(filter, name);
+      if (!value) return value.error();
+      *target = lower(*value);
+    }
+    auto created = range_filter(filter, "createdAt");
+    if (!created) return created.error();
+    out.native.created_from_ns = created->start_ns;
+    if (created->end_ns) out.native.created_to_ns = *created->end_ns - 1;
+    for (auto [name, target] : {std::pair{"lastUpdatedAt", &out.last_updated}, std::pair{"startAt", &out.started},
+                                std::pair{"completedAt", &out.completed}}) {
+      auto range = range_filter(filter, name);
+      if (!range) return range.error();
+      *target = *range;
+    }
+    if (auto statuses = filter.find("orchestrationStatus"); statuses != filter.end() && !statuses->is_null()) {
+      const json* list = &*statuses;
+      if (statuses->is_object()) {
+        auto inner = statuses->find("status");
+        if (inner == statuses->end()) return error{errc::invalid_argument, "filter.orchestrationStatus.status: missing"};
+        list = &*inner;
+      }
+      if (!list->is_array()) return error{errc::invalid_argument, "filter.orchestrationStatus.status: must be a list"};
+      for (const auto& item : *list) {
+        auto status = item.is_string() ? parse_status(item.get<std::string>()) : std::nullopt;
+        if (!status) {
+          return error{errc::invalid_argument,
+                       fmt::format("filter.orchestrationStatus.status: {} is not a status", item.dump())};
+        }
+        out.native.statuses.push_back(*status);
+      }
+    }
+  }
+  if (auto found = body->find("pagination"); found != body->end() && !found->is_null()) {
+    if (!found->is_object()) return error{errc::invalid_argument, "pagination: must be an object"};
+    for (auto [name, target] : {std::pair{"startIndex", &out.start_index}, std::pair{"count", &out.count}}) {
+      auto value = found->find(name);
+      if (value == found->end() || value->is_null()) continue;
+      if (!value->is_number_integer() || value->get<std::int64_t>() < 0) {
+        return error{errc::invalid_argument, fmt::format("pagination.{}: must be a whole number >= 0", name)};
+      }
+      *target = value->get<std::size_t>();
+    }
+  }
+  if (out.count == 0 || out.count > options.page_rows_max) {
+    return error{errc::invalid_argument, fmt::format("pagination.count: must be 1 to {}", options.page_rows_max)};
+  }
+  if (auto found = body->find("sort"); found != body->end() && !found->is_null()) {
+    if (!found->is_array()) return error{errc::invalid_argument, "sort: must be a list of {column, direction}"};
+    for (const auto& item : *found) {
+      if (!item.is_object()) return error{errc::invalid_argument, "sort: must be a list of {column, direction}"};
+      auto name = string_field(item, "column", "sort.");
+      if (!name) return name.error();
+      auto by = column_of(*name);
+      if (!by) return by.error();
+      auto direction = string_field(item, "direction", "sort.");
+      if (!direction) return direction.error();
+      if (!direction->empty() && *direction != "ASCENDING_SORT" && *direction != "DESCENDING_SORT") {
+        return error{errc::invalid_argument,
+                     fmt::format("sort.direction: '{}' is not ASCENDING_SORT or DESCENDING_SORT", *direction)};
+      }
+      out.sort.push_back({*by, *direction == "DESCENDING_SORT"});
+    }
+  }
+  if (out.sort.empty()) out.sort.push_back({column::created_at, true});  // Newest first.
+  return out;
+}
+
+int compare(const core::instance_record& a, const core::instance_record& b, column by) {
+  auto three_way = [](const auto& x, const auto& y) { return x < y ? -1 : (y < x ? 1 : 0); };
+  switch (by) {
+    case column::orchestration_id: return three_way(a.instance_id, b.instance_id);
+    case column::name: return three_way(a.name, b.name);
+    case column::version: return three_way(a.version.value_or(""), b.version.value_or(""));
+    case column::created_at: return three_way(a.created_at_ns, b.created_at_ns);
+    case column::last_updated_at: return three_way(a.last_updated_at_ns, b.last_updated_at_ns);
+    case column::start_at: return three_way(a.scheduled_start_ns, b.scheduled_start_ns);
+    case column::completed_at: return three_way(a.completed_at_ns, b.completed_at_ns);
+    case column::status: return three_way(status_name(a.status), status_name(b.status));
+    case column::tags: return three_way(a.tags, b.tags);
+  }
+  return 0;
+}
+
+/// Reads every match of a list's native filter, page by page (each page asked for
+/// once the previous one came back), then filters, counts, sorts and pages on
+/// the API's thread.
+class list_scan : public std::enable_shared_from_this<list_scan> {
+ public:
+  list_scan(service::task_service& service, std::shared_ptr<list_worker> worker, std::string hub, list_request request,
+            std::size_t rows_max, responder answer)
+      : service_(service), worker_(std::move(worker)), hub_(std::move(hub)), request_(std::move(request)), rows_max_(rows_max),
+        answer_(std::move(answer)) {}
+
+  void next() {
+    service_.query(hub_, request_.native, [self = shared_from_this()](expected<core::query_page> page) {
+      if (!page) return self->answer_(failure(page.error()));
+      for (auto& record : page->instances) {
+        if (self->request_.matches(record)) self->matches_.push_back(std::move(record));
+      }
+      if (self->matches_.size() > self->rows_max_) {
+        return self->answer_(bad_input(fmt::format(
+            "the filter matches more than {} orchestrations; narrow it (a createdAt range or statuses)",
+            self->rows_max_)));
+      }
+      if (!page->continuation_token.empty()) {
+        self->request_.native.continuation_token = std::move(page->continuation_token);
+        return self->next();
+      }
+      if (!self->worker_->post([self] { self->finish(); })) {
+        self->answer_(failure(error{errc::resource_exhausted, "the dashboard is busy; try again"}));
+      }
+    });
+  }
+
+ private:
+  void finish() {
+    const auto& keys = request_.sort;
+    std::stable_sort(matches_.begin(), matches_.end(), [&keys](const auto& a, const auto& b) {
+      for (const auto& key : keys) {
+        if (int c = compare(a, b, key.by); c != 0) return key.descending ? c > 0 : c < 0;
+      }
+      return a.instance_id < b.instance_id;
+    });
+    json trivia = {{"totalCount", matches_.size()}, {"completedCount", 0}, {"runningCount", 0},
+                   {"failedCount", 0},              {"pendingCount", 0}};
+    std::int64_t earliest = 0, latest = 0;
+    for (const auto& r : matches_) {
+      switch (r.status) {
+        case core::runtime_status::completed: trivia["completedCount"] = trivia["completedCount"].get<int>() + 1; break;
+        case core::runtime_status::running: trivia["runningCount"] = trivia["runningCount"].get<int>() + 1; break;
+        case core::runtime_status::failed: trivia["failedCount"] = trivia["failedCount"].get<int>() + 1; break;
+        case core::runtime_status::pending: trivia["pendingCount"] = trivia["pendingCount"].get<int>() + 1; break;
+        default: break;
+      }
+      earliest = earliest == 0 ? r.created_at_ns : std::min(earliest, r.created_at_ns);
+      latest = std::max(latest, r.last_updated_at_ns);
+    }
+    if (earliest != 0) trivia["earliestTimestamp"] = rfc3339(earliest);
+    if (latest != 0) trivia["latestTimestamp"] = rfc3339(latest);
+    json rows = json::array();
+    for (std::size_t i = request_.start_index; i < matches_.size() && rows.size() < request_.count; ++i) {
+      rows.push_back(orchestration_json(matches_[i]));
+    }
+    answer_(json_answer(200, json{{"orchestrations", std::move(rows)},
+                                  {"totalCount", matches_.size()},
+                                  {"trivia", std::move(trivia)}}));
+  }
+
+  service::task_service& service_;
+  std::shared_ptr<list_worker> worker_;
+  std::string hub_;
+  list_request request_;
+  std::size_t rows_max_;
+  responder answer_;
+  std::vector<core::instance_record> matches_;
+};
+
+// ------------------------------------------------------------------ routes
+
+/// A path split at '/', each segment percent-decoded.
+std::vector<std::string> segments_of(const std::string& path) {
+  std::vector<std::string> out;
+  std::size_t begin = 0;
+  while (begin <= path.size()) {
+    const auto slash = path.find('/', begin);
+    const auto end = slash == std::string::npos ? path.size() : slash;
+    if (end > begin) out.push_back(percent_decode(std::string_view(path).substr(begin, end - begin)));
+    if (slash == std::string::npos) break;
+    begin = slash + 1;
+  }
+  return out;
+}
+
+class rest_api {
+ public:
+  rest_api(service::task_service& service, rest_options options) : service_(service), options_(options) {}
+
+  void handle(http_request request, responder answer) {
+    auto parts = segments_of(request.path);
+    if (!parts.empty() && parts[0] == "api") parts.erase(parts.begin());
+    if (parts.size() == 1 && request.method == "GET") {
+      if (parts[0] == "healthz") return answer(http_response{200, "text/plain", "ok\n", {}});
+      if (parts[0] == "readyz") return readyz(std::move(answer));
+      if (parts[0] == "metrics") return metrics(std::move(answer));
+    }
+    if (parts.size() < 3 || parts[0] != "v1" || parts[1] != "taskhubs") {
+      return answer(failure(error{errc::not_found, fmt::format("no route for {} {}", request.method, request.path)}));
+    }
+    parts.erase(parts.begin(), parts.begin() + 2);
+    const auto hub = request.header("x-taskhub", "default");
+    const auto& method = request.method;
+    if (parts[0] == "ping" && parts.size() == 1 && method == "GET") return ping(hub, std::move(answer));
+    if (parts[0] == "workers" && parts.size() == 1 && method == "GET") return workers(hub, std::move(answer));
+    if (parts[0] == "orchestrations") return orchestrations(hub, parts, request, std::move(answer));
+    answer(failure(error{errc::not_found, fmt::format("no route for {} {}", method, request.path)}));
+  }
+
+ private:
+  void orchestrations(const std::string& hub, const std::vector<std::string>& parts, const http_request& request,
+                      responder answer) {
+    const auto& method = request.method;
+    if (parts.size() == 1 && method == "POST") return start(hub, request, std::move(answer));
+    if (parts.size() == 2 && parts[1] == "query" && method == "POST") return query(hub, request, std::move(answer));
+    if (parts.size() == 2 && parts[1] == "forceterminate" && method == "POST") {
+      return force_terminate(hub, request, std::move(answer));
+    }
+    if (parts.size() == 2 && parts[1] == "addhistoryevents" && method == "POST") {
+      return add_history_events(hub, request, std::move(answer));
+    }
+    if (parts.size() == 2 && parts[1] == "purge" && method == "DELETE") return purge_many(hub, request, std::move(answer));
+    if (parts.size() < 2) return answer(failure(error{errc::not_found, "no route"}));
+    const auto& id = parts[1];
+    if (auto valid = core::validate_instance_id(id); !valid) return answer(failure(valid.error()));
+    if (parts.size() == 2 && method == "GET") return get(hub, id, false, std::move(answer));
+    if (parts.size() == 2 && method == "DELETE") return purge_one(hub, id, std::move(answer));
+    if (parts.size() == 3 && parts[2] == "payloads" && method == "GET") return get(hub, id, true, std::move(answer));
+    if (parts.size() == 3 && parts[2] == "restart" && method == "POST") return restart(hub, id, request, std::move(answer));
+    if (parts.size() == 3 && parts[2] == "history" && method == "POST") {
+      auto body = body_object(request);
+      if (!body) return answer(failure(body.error()));
+      return add_event(hub, id, *body, [answer = std::move(answer)](expected<void> done) {
+        answer(done ? json_answer(200, json::object()) : failure(done.error()));
+      });
+    }
+    if (parts.size() == 5 && parts[2] == "executions" && parts[4] == "history" && method == "GET") {
+      return history(hub, id, parts[3], std::move(answer));
+    }
+    answer(failure(error{errc::not_found, fmt::format("no route for {} {}", method, request.path)}));
+  }
+
+  void ping(const std::string& hub, responder answer) {
+    auto hubs = service_.task_hubs();
+    if (std::find(hubs.begin(), hubs.end(), hub) == hubs.end()) {
+      return answer(failure(error{errc::unknown_task_hub, fmt::format("task hub '{}' does not exist", hub)}));
+    }
+    answer(json_answer(200, json{{"taskHub", hub}, {"status", "ok"}}));
+  }
+
+  void readyz(responder answer) {
+    auto hubs = service_.task_hubs();
+    json body = {{"ready", true}, {"taskHubs", hubs}};
+    answer(json_answer(hubs.empty() ? 503 : 200, body));
+  }
+
+  /// Prometheus text: every hub's statistics, gathered, then written family by family.
+  void metrics(responder answer) {
+    struct gathered {
+      std::mutex mutex;
+      std::size_t left = 0;
+      std::map<std::string, service::hub_statistics> hubs;
+      responder answer;
+    };
+    auto all = std::make_shared<gathered>();
+    auto hubs = service_.task_hubs();
+    all->left = hubs.size() + 1;
+    all->answer = std::move(answer);
+    auto settle = [all](const std::string* hub, service::hub_statistics* stats) {
+      std::unique_lock lock(all->mutex);
+      if (hub != nullptr) all->hubs.emplace(*hub, std::move(*stats));
+      if (--all->left != 0) return;
+      auto text = prometheus_text(all->hubs);
+      lock.unlock();
+      all->answer(http_response{200, "text/plain; version=0.0.4; charset=utf-8", std::move(text), {}});
+    };
+    for (const auto& hub : hubs) {
+      service_.statistics(hub, [settle, hub](expected<service::hub_statistics> stats) {
+        if (stats) return settle(&hub, &*stats);
+        settle(nullptr, nullptr);  // A hub deleted meanwhile is left out.
+      });
+    }
+    settle(nullptr, nullptr);
+  }
+
+  static std::string prometheus_text(const std::map<std::string, service::hub_statistics>& hubs) {
+    std::string out;
+    auto family = [&out](const char* name, const char* type, const char* help) {
+      out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+    };
+    auto per_kind = [&](const char* name, const char* help, auto field) {
+      family(name, "gauge", help);
+      for (const auto& [hub, s] : hubs) {
+        const auto& slots = field(s);
+        out += fmt::format("{}{{task_hub=\"{}\",kind=\"orchestrator\"}} {}\n", name, hub, slots.orchestrators);
+        out += fmt::format("{}{{task_hub=\"{}\",kind=\"activity\"}} {}\n", name, hub, slots.activities);
+        out += fmt::format("{}{{task_hub=\"{}\",kind=\"entity\"}} {}\n", name, hub, slots.entities);
+      }
+    };
+    family("dtsd_workers", "gauge", "Connected worker sessions.");
+    for (const auto& [hub, s] : hubs) out += fmt::format("dtsd_workers{{task_hub=\"{}\"}} {}\n", hub, s.workers.size());
+    per_kind("dtsd_work_items_pending", "Work items ready for a worker.",
+             [](const service::hub_statistics& s) -> const service::session_slots& { return s.backlog; });
+    per_kind("dtsd_work_items_active", "Work items leased to workers now.",
+             [](const service::hub_statistics& s) -> const service::session_slots& { return s.in_use; });
+    per_kind("dtsd_worker_slots", "Work items the connected workers take at once.",
+             [](const service::hub_statistics& s) -> const service::session_slots& { return s.slots; });
+    auto per_partition = [&](const char* name, const char* type, const char* help, auto value) {
+      family(name, type, help);
+      for (const auto& [hub, s] : hubs) {
+        for (const auto& p : s.partitions) {
+          out += fmt::format("{}{{task_hub=\"{}\",partition=\"{}\"}} {}\n", name, hub, p.index, value(p));
+        }
+      }
+    };
+    per_partition("dtsd_partition_commits_total", "counter", "Batches made durable since dtsd started.",
+                  [](const service::partition_view& p) { return p.commits; });
+    per_partition("dtsd_partition_committed_changes_total", "counter", "Instance changes in those batches.",
+                  [](const service::partition_view& p) { return p.committed_changes; });
+    per_partition("dtsd_partition_commit_seconds_total", "counter",
+                  "Time from handing a batch over to its durability, summed.",
+                  [](const service::partition_view& p) { return static_cast<double>(p.commit_ns_total) / 1e9; });
+    per_partition("dtsd_partition_commit_seconds_max", "gauge", "The longest commit since dtsd started.",
+                  [](const service::partition_view& p) { return static_cast<double>(p.commit_ns_max) / 1e9; });
+    per_partition("dtsd_partition_failed_commits_total", "counter", "Commits that failed (each is retried).",
+                  [](const service::partition_view& p) { return p.failed_commits; });
+    per_partition("dtsd_partition_stalled", "gauge", "1 while the partition cannot write.",
+                  [](const service::partition_view& p) { return p.stalled.empty() ? 0 : 1; });
+    per_partition("dtsd_partition_live_instances", "gauge", "Instances held in memory.",
+                  [](const service::partition_view& p) { return p.live_instances; });
+    return out;
+  }
+
+  void workers(const std::string& hub, responder answer) {
+    service_.workers(hub, [answer = std::move(answer)](expected<std::vector<service::worker_view>> found) {
+      if (!found) return answer(failure(found.error()));
+      json rows = json::array();
+      for (const auto& worker : *found) rows.push_back(worker_json(worker));
+      answer(json_answer(200, json{{"workers", std::move(rows)}}));
+    });
+  }
+
+  void query(const std::string& hub, const http_request& request, responder answer) {
+    auto list = read_list_request(request, options_);
+    if (!list) return answer(failure(list.error()));
+    std::make_shared<list_scan>(service_, worker_, hub, std::move(*list), options_.skip_rows_max, std::move(answer))
+        ->next();
+  }
+
+  void get(const std::string& hub, const std::string& id, bool payloads, responder answer) {
+    service_.get(hub, id, false, [id, payloads, answer = std::move(answer)](
+                                     expected<std::optional<service::instance_view>> found) {
+      if (!found) return answer(failure(found.error()));
+      if (!*found) return answer(failure(error{errc::not_found, fmt::format("no orchestration with id '{}'", id)}));
+      const auto& record = (*found)->record;
+      answer(json_answer(200, payloads ? payloads_json(record) : orchestration_json(record)));
+    });
+  }
+
+  void history(const std::string& hub, const std::string& id, const std::string& execution, responder answer) {
+    service_.get(hub, id, true, [worker = worker_, id, execution, answer = std::move(answer)](
+                                    expected<std::optional<service::instance_view>> found) mutable {
+      if (!found) return answer(failure(found.error()));
+      if (!*found) return answer(failure(error{errc::not_found, fmt::format("no orchestration with id '{}'", id)}));
+      if ((*found)->record.execution_id != execution) {
+        return answer(failure(error{errc::not_found, fmt::format("orchestration '{}' has no execution '{}' (its "
+                                                                 "current one is '{}')",
+                                                                 id, execution, (*found)->record.execution_id)}));
+      }
+      auto view = std::make_shared<service::instance_view>(std::move(**found));
+      auto respond = [view, answer] {
+        json events = json::array();
+        for (const auto& event : view->history) events.push_back(history_event_json(event));
+        answer(json_answer(200, events));
+      };
+      if (!worker->post(respond)) answer(failure(error{errc::resource_exhausted, "the dashboard is busy; try again"}));
+    });
+  }
+
+  void start(const std::string& hub, const http_request& request, responder answer) {
+    auto body = body_object(request);
+    if (!body) return answer(failure(body.error()));
+    core::start_request start;
+    auto name = string_field(*body, "name", "");
+    if (!name) return answer(failure(name.error()));
+    if (name->empty()) return answer(bad_input("name: required"));
+    start.name = *name;
+    auto id = string_field(*body, "instanceId", "");
+    if (!id) return answer(failure(id.error()));
+    start.instance_id = id->empty() ? service::new_instance_id() : *id;
+    auto execution = string_field(*body, "executionId", "");
+    if (!execution) return answer(failure(execution.error()));
+    start.execution_id = *execution;
+    auto version = string_field(*body, "version", "");
+    if (!version) return answer(failure(version.error()));
+    if (!version->empty()) start.version = *version;
+    if (auto input = body->find("input"); input != body->end()) start.input = payload_of(*input);
+    auto scheduled = string_field(*body, "scheduledStartTimestamp", "");
+    if (!scheduled) return answer(failure(scheduled.error()));
+    if (!scheduled->empty()) {
+      auto ns = parse_rfc3339(*scheduled);
+      if (!ns) return answer(bad_input("scheduledStartTimestamp: " + ns.error().message));
+      start.scheduled_start_ns = *ns;
+    }
+    if (auto tags = body->find("tags"); tags != body->end() && !tags->is_null()) {
+      if (!tags->is_object()) return answer(bad_input("tags: must be an object of strings"));
+      for (const auto& [key, value] : tags->items()) {
+        if (!value.is_string()) return answer(bad_input(fmt::format("tags.{}: must be a string", key)));
+        start.tags[key] = value.get<std::string>();
+      }
+    }
+    start.replaceable_statuses = core::terminal_statuses();
+    service_.start(hub, std::move(start), [answer = std::move(answer)](expected<service::started> started) {
+      if (!started) return answer(failure(started.error()));
+      auto response = json_answer(201, json{{"instanceId", started->instance_id},
+                                            {"executionId", started->execution_id}});
+      response.headers.emplace_back("Location", "/v1/taskhubs/orchestrations/" + started->instance_id);
+      answer(std::move(response));
+    });
+  }
+
+  void restart(const std::string& hub, const std::string& id, const http_request& request, responder answer) {
+    auto body = body_object(request);
+    if (!body) return answer(failure(body.error()));
+    bool new_id = false;
+    if (auto found = body->find("restartWithNewInstanceId"); found != body->end() && !found->is_null()) {
+      if (!found->is_boolean()) return answer(bad_input("restartWithNewInstanceId: must be true or false"));
+      new_id = found->get<bool>();
+    }
+    service_.restart(hub, id, new_id, [answer = std::move(answer)](expected<std::string> started) {
+      if (!started) return answer(failure(started.error()));
+      answer(http_response{200, "text/plain", *started, {}});
+    });
+  }
+
+  /// One history event a client adds: suspend, resume, terminate, rewind or raise.
+  void add_event(const std::string& hub, const std::string& id, const json& event, service::callback<void> done) {
+    if (event.size() != 1) {
+      return done(error{errc::invalid_argument,
+                        "the body must hold exactly one of executionSuspended, executionResumed, "
+                        "executionTerminated, executionRewound, eventRaised"});
+    }
+    const auto first = event.begin();
+    const std::string kind = first.key();
+    const json& fields = first.value();
+    if (!fields.is_object() && !fields.is_null()) return done(error{errc::invalid_argument, kind + ": must be an object"});
+    const json details = fields.is_null() ? json::object() : fields;
+    // The reason is `reason` (what DTS's tools send) or `input` (the protocol's name).
+    core::payload reason = std::nullopt;
+    if (auto found = details.find("reason"); found != details.end()) reason = payload_of(*found);
+    if (auto found = details.find("input"); !reason && found != details.end()) reason = payload_of(*found);
+    if (kind == "executionSuspended") return service_.suspend(hub, id, reason, std::move(done));
+    if (kind == "executionResumed") return service_.resume(hub, id, reason, std::move(done));
+    if (kind == "executionRewound") return service_.rewind(hub, id, reason, std::move(done));
+    if (kind == "executionTerminated") {
+      core::terminate_request terminate{reason, false};
+      if (auto recurse = details.find("recurse"); recurse != details.end() && recurse->is_boolean()) {
+        terminate.recurse = recurse->get<bool>();
+      }
+      return service_.terminate(hub, id, terminate, std::move(done));
+    }
+    if (kind == "eventRaised") {
+      auto name = string_field(details, "name", "eventRaised.");
+      if (!name) return done(name.error());
+      if (name->empty()) return done(error{errc::invalid_argument, "eventRaised.name: required"});
+      core::payload input = std::nullopt;
+      if (auto found = details.find("input"); found != details.end()) input = payload_of(*found);
+      return service_.raise_event(hub, id, *name, input, std::move(done));
+    }
+    done(error{errc::invalid_argument, fmt::format("'{}' is not an event a client can add", kind)});
+  }
+
+  void add_history_events(const std::string& hub, const http_request& request, responder answer) {
+    auto body = body_object(request);
+    if (!body) return answer(failure(body.error()));
+    auto events = body->find("events");
+    if (events == body->end() || !events->is_object()) return answer(bad_input("events: must be an object of id -> event"));
+    if (events->size() > options_.bulk_ids_max) {
+      return answer(bad_input(fmt::format("events: at most {} instances at once", options_.bulk_ids_max)));
+    }
+    struct tally {
+      std::mutex mutex;
+      std::size_t left = 0;
+      std::vector<std::string> failed;
+      responder answer;
+    };
+    auto counts = std::make_shared<tally>();
+    counts->left = events->size() + 1;
+    counts->answer = std::move(answer);
+    auto settle = [counts](const std::string* failed_id) {
+      std::unique_lock lock(counts->mutex);
+      if (failed_id) counts->failed.push_back(*failed_id);
+      if (--counts->left != 0) return;
+      auto failed = std::move(counts->failed);
+      lock.unlock();
+      counts->answer(json_answer(200, failed));
+    };
+    for (const auto& [id, event] : events->items()) {
+      if (!core::validate_instance_id(id) || !event.is_object()) {
+        settle(&id);
+        continue;
+      }
+      add_event(hub, id, event, [settle, id](expected<void> done) { settle(done ? nullptr : &id); });
+    }
+    settle(nullptr);
+  }
+
+  void force_terminate(const std::string& hub, const http_request& request, responder answer) {
+    auto body = body_object(request);
+    if (!body) return answer(failure(body.error()));
+    auto ids = body->find("InstanceIds");
+    if (ids == body->end()) ids = body->find("instanceIds");
+    if (ids == body->end() || !ids->is_array()) return answer(bad_input("instanceIds: must be a list of ids"));
+    if (ids->size() > options_.bulk_ids_max) {
+      return answer(bad_input(fmt::format("instanceIds: at most {} at once", options_.bulk_ids_max)));
+    }
+    std::vector<std::string> list;
+    for (const auto& id : *ids) {
+      if (!id.is_string()) return answer(bad_input("instanceIds: must be a list of strings"));
+      list.push_back(id.get<std::string>());
+    }
+    core::payload reason = std::nullopt;
+    if (auto found = body->find("Reason"); found != body->end()) reason = payload_of(*found);
+    if (auto found = body->find("reason"); !reason && found != body->end()) reason = payload_of(*found);
+    service_.terminate_many(hub, std::move(list), reason,
+                            [answer = std::move(answer)](expected<std::vector<std::string>> failed) {
+                              if (!failed) return answer(failure(failed.error()));
+                              answer(json_answer(200, *failed));
+                            });
+  }
+
+  void purge_one(const std::string& hub, const std::string& id, responder answer) {
+    service_.purge(hub, id, false, [answer = std::move(answer)](expected<std::size_t> purged) {
+      if (!purged) return answer(failure(purged.error()));
+      answer(json_answer(200, json{{"deletedInstanceCount", *purged}}));
+    });
+  }
+
+  void purge_many(const std::string& hub, const http_request& request, responder answer) {
+    auto parsed = json::parse(request.body, nullptr, false);
+    if (parsed.is_discarded() || !parsed.is_array()) return answer(bad_input("the body must be a list of instance ids"));
+    if (parsed.size() > options_.bulk_ids_max) {
+      return answer(bad_input(fmt::format("at most {} instance ids at once", options_.bulk_ids_max)));
+    }
+    std::vector<std::string> ids;
+    for (const auto& id : parsed) {
+      if (!id.is_string()) return answer(bad_input("the body must be a list of instance id strings"));
+      ids.push_back(id.get<std::string>());
+    }
+    service_.purge_many(hub, std::move(ids), false, [answer = std::move(answer)](expected<std::size_t> purged) {
+      if (!purged) return answer(failure(purged.error()));
+      answer(json_answer(200, json{{"deletedInstanceCount", *purged}}));
+    });
+  }
+
+  service::task_service& service_;  ///< Outlives the API (the server stops first).
+  rest_options options_;
+  std::shared_ptr<list_worker> worker_ = std::make_shared<list_worker>();
+};
+
+}  // namespace
+
+http_handler make_rest_api(service::task_service& service, rest_options options) {
+  auto api = std::make_shared<rest_api>(service, options);
+  return [api](http_request request, responder answer) { api->handle(std::move(request), std::move(answer)); };
+}
+
+}  // namespace dtsd::dashboard

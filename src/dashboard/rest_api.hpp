@@ -1,0 +1,26 @@
+#pragma once
+/// The DTS REST API (what the DTS scheduler serves to its dashboard and to
+/// Microsoft's tools), over the service: every route is one service call or one
+/// composition the service already has, answered as JSON. Served under
+/// /v1/taskhubs/ and /api/v1/taskhubs/; the task hub comes from the x-taskhub
+/// header (missing: "default"). Also /healthz, /readyz and /metrics.
+
+#include "dashboard/http_server.hpp"
+#include "service/service.hpp"
+
+namespace dtsd::dashboard {
+
+struct rest_options {
+  /// Rows one list call returns at most (`count` above it is refused).
+  std::size_t page_rows_max = 1000;
+  /// Rows a list call may pass over to reach `startIndex`; past it the call asks
+  /// for a narrower filter instead of scanning the hub.
+  std::size_t skip_rows_max = 100000;
+  /// Instances one bulk call names at most.
+  std::size_t bulk_ids_max = service::task_service::batch_ids_max;
+};
+
+/// The handler the HTTP server runs for every request; `service` must outlive it.
+http_handler make_rest_api(service::task_service& service, rest_options options = {});
+
+}  // namespace dtsd::dashboard

@@ -1,0 +1,243 @@
+// The DTS REST API on the dashboard port, against a real dtsd running real
+// orchestrations (official JS SDK worker): shapes as DTS's clients read them,
+// filters and paging, each management call and its effect, and bad input that
+// gets a clear error and changes nothing.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+
+import { OrchestrationStatus } from "@microsoft/durabletask-js";
+
+import { CITIES, eventually, sharedEnvironment } from "./support.mjs";
+
+const run = Date.now().toString(36);
+
+function register(w) {
+  w.addNamedActivity("SayHello", async (_ctx, city) => `Hello, ${city}!`);
+  w.addNamedActivity("Fails", async () => { throw new TypeError("the city is closed"); });
+  w.addNamedOrchestrator("HelloCities", async function* (ctx) {
+    const out = [];
+    for (const city of CITIES) out.push(yield ctx.callActivity("SayHello", city));
+    return out;
+  });
+  w.addNamedOrchestrator("Failing", async function* (ctx) { yield ctx.callActivity("Fails"); });
+  w.addNamedOrchestrator("Waiting", async function* (ctx) { return yield ctx.waitForExternalEvent("go"); });
+}
+
+describe("the DTS REST API on the dashboard port", () => {
+  const env = sharedEnvironment(register);
+
+  /** A call to the REST API; returns {status, body (parsed JSON or text), headers}. */
+  async function rest(method, path, { body, hub, raw, prefix = "/v1/taskhubs/" } = {}) {
+    const headers = { "content-type": "application/json" };
+    if (hub !== undefined) headers["x-taskhub"] = hub;
+    const response = await fetch(env.dtsd.restUrl + prefix + path, {
+      method, headers, body: raw ?? (body === undefined ? undefined : JSON.stringify(body)),
+    });
+    const text = await response.text();
+    let parsed = text;
+    try { parsed = JSON.parse(text); } catch { /* text */ }
+    return { status: response.status, body: parsed, headers: response.headers };
+  }
+
+  async function waitStatus(id, status) {
+    return eventually(async () => {
+      const got = await rest("GET", `orchestrations/${encodeURIComponent(id)}`);
+      return got.status === 200 && got.body.orchestrationStatus === status ? got.body : null;
+    }, 30000, `${id} to be ${status}`);
+  }
+
+  test("ping answers on both prefixes; an unknown hub is a 404 naming it", async () => {
+    assert.equal((await rest("GET", "ping")).status, 200);
+    assert.equal((await rest("GET", "ping", { prefix: "/api/v1/taskhubs/" })).status, 200);
+    const unknown = await rest("GET", "ping", { hub: "nosuchhub" });
+    assert.equal(unknown.status, 404);
+    assert.match(unknown.body.message, /nosuchhub/);
+  });
+
+  test("hello cities started over REST: metadata, payloads and the history with its five activities", async () => {
+    const id = `rest-hello-${run}`;
+    const started = await rest("POST", "orchestrations", {
+      body: { name: "HelloCities", instanceId: id, tags: { team: "Blue" } },
+    });
+    assert.equal(started.status, 201);
+    assert.equal(started.headers.get("location").split("/").pop(), id);
+    const meta = await waitStatus(id, "ORCHESTRATION_STATUS_COMPLETED");
+    assert.equal(meta.instanceId, id);
+    assert.equal(meta.name, "HelloCities");
+    assert.deepEqual(meta.tags, { team: "Blue" });
+    assert.match(meta.executionId, /^[0-9a-f]{32}$/);
+    for (const field of ["createdTimestamp", "lastUpdatedTimestamp", "completedTimestamp"]) {
+      assert.ok(!Number.isNaN(Date.parse(meta[field])), `${field} is an RFC 3339 time`);
+    }
+    assert.equal(meta.input, undefined, "no payloads in the metadata");
+
+    const payloads = await rest("GET", `orchestrations/${id}/payloads`);
+    assert.equal(payloads.status, 200);
+    assert.deepEqual(JSON.parse(payloads.body.output), CITIES.map((c) => `Hello, ${c}!`));
+    assert.equal(payloads.body.orchestrationStatus, "ORCHESTRATION_STATUS_COMPLETED");
+
+    const history = await rest("GET", `orchestrations/${id}/executions/${meta.executionId}/history`);
+    assert.equal(history.status, 200);
+    assert.ok(Array.isArray(history.body));
+    const scheduled = history.body.filter((e) => e.taskScheduled);
+    assert.deepEqual(scheduled.map((e) => JSON.parse(e.taskScheduled.input)), CITIES);
+    assert.equal(history.body.filter((e) => e.taskCompleted).length, 5);
+    assert.ok(history.body.every((e) => typeof e.timestamp === "string"));
+    assert.ok(history.body.some((e) => e.executionCompleted?.orchestrationStatus === "ORCHESTRATION_STATUS_COMPLETED"));
+
+    const wrongExecution = await rest("GET", `orchestrations/${id}/executions/nope/history`);
+    assert.equal(wrongExecution.status, 404);
+  });
+
+  test("a failed orchestration shows its failure details", async () => {
+    const id = `rest-fail-${run}`;
+    assert.equal((await rest("POST", "orchestrations", { body: { name: "Failing", instanceId: id } })).status, 201);
+    await waitStatus(id, "ORCHESTRATION_STATUS_FAILED");
+    const payloads = await rest("GET", `orchestrations/${id}/payloads`);
+    assert.ok(payloads.body.failureDetails, "failure details present");
+    assert.match(JSON.stringify(payloads.body.failureDetails), /the city is closed/);
+  });
+
+  test("query: filters, trivia, sort and paging give every match exactly once", async () => {
+    const prefix = `rest-page-${run}-`;
+    const ids = [];
+    for (let i = 0; i < 23; i++) {
+      const id = `${prefix}${String(i).padStart(2, "0")}`;
+      ids.push(id);
+      assert.equal((await rest("POST", "orchestrations", {
+        body: { name: "HelloCities", instanceId: id, tags: { batch: `B-${run}` } },
+      })).status, 201);
+    }
+    await Promise.all(ids.map((id) => waitStatus(id, "ORCHESTRATION_STATUS_COMPLETED")));
+    const seen = [];
+    for (let start = 0; ; start += 5) {
+      const page = await rest("POST", "orchestrations/query", {
+        body: {
+          filter: { orchestrationId: { value: prefix.toUpperCase() }, name: { value: "hello" },
+                    orchestrationStatus: { status: ["ORCHESTRATION_STATUS_COMPLETED"] } },
+          pagination: { startIndex: start, count: 5 },
+          sort: [{ column: "ORCHESTRATION_ID", direction: "ASCENDING_SORT" }],
+        },
+      });
+      assert.equal(page.status, 200);
+      assert.equal(page.body.totalCount, 23);
+      assert.equal(page.body.trivia.completedCount, 23);
+      if (page.body.orchestrations.length === 0) break;
+      seen.push(...page.body.orchestrations.map((o) => o.instanceId));
+    }
+    assert.deepEqual(seen, ids, "every match once, in id order");
+    const descending = await rest("POST", "orchestrations/query", {
+      body: { filter: { tags: { value: `b-${run}` } }, sort: [{ column: "ORCHESTRATION_ID", direction: "DESCENDING_SORT" }],
+              pagination: { count: 3 } },
+    });
+    assert.deepEqual(descending.body.orchestrations.map((o) => o.instanceId), ids.slice(-3).reverse());
+    const none = await rest("POST", "orchestrations/query", {
+      body: { filter: { orchestrationId: { value: prefix }, orchestrationStatus: { status: ["ORCHESTRATION_STATUS_FAILED"] } } },
+    });
+    assert.equal(none.body.totalCount, 0);
+  });
+
+  test("suspend, resume, raise an event, terminate and purge through history events", async () => {
+    const id = `rest-manage-${run}`;
+    assert.equal((await rest("POST", "orchestrations", { body: { name: "Waiting", instanceId: id } })).status, 201);
+    await waitStatus(id, "ORCHESTRATION_STATUS_RUNNING");
+    assert.equal((await rest("POST", `orchestrations/${id}/history`, { body: { executionSuspended: { reason: "hold" } } })).status, 200);
+    await waitStatus(id, "ORCHESTRATION_STATUS_SUSPENDED");
+    assert.equal((await rest("POST", `orchestrations/${id}/history`, { body: { executionResumed: { reason: "go on" } } })).status, 200);
+    await waitStatus(id, "ORCHESTRATION_STATUS_RUNNING");
+    assert.equal((await rest("POST", `orchestrations/${id}/history`, {
+      body: { eventRaised: { name: "go", input: JSON.stringify("released") } },
+    })).status, 200);
+    await waitStatus(id, "ORCHESTRATION_STATUS_COMPLETED");
+    assert.equal((await rest("GET", `orchestrations/${id}/payloads`)).body.output, JSON.stringify("released"));
+
+    // A running instance cannot be purged: 409, and it stays.
+    const other = `rest-term-${run}`;
+    assert.equal((await rest("POST", "orchestrations", { body: { name: "Waiting", instanceId: other } })).status, 201);
+    await waitStatus(other, "ORCHESTRATION_STATUS_RUNNING");
+    assert.equal((await rest("DELETE", `orchestrations/${other}`)).status, 409);
+    assert.equal((await rest("GET", `orchestrations/${other}`)).status, 200);
+    const failed = await rest("POST", "orchestrations/forceterminate", {
+      body: { InstanceIds: [other, `rest-missing-${run}`], Reason: "stop" },
+    });
+    assert.equal(failed.status, 200);
+    assert.deepEqual(failed.body, [`rest-missing-${run}`]);
+    await waitStatus(other, "ORCHESTRATION_STATUS_TERMINATED");
+
+    const purged = await rest("DELETE", "orchestrations/purge", { body: [id, other] });
+    assert.equal(purged.status, 200);
+    assert.equal(purged.body.deletedInstanceCount, 2);
+    assert.equal((await rest("GET", `orchestrations/${id}`)).status, 404);
+    assert.equal((await rest("DELETE", `orchestrations/${id}`)).status, 404);
+  });
+
+  test("restart under the same id and under a new one", async () => {
+    const id = `rest-restart-${run}`;
+    assert.equal((await rest("POST", "orchestrations", { body: { name: "HelloCities", instanceId: id } })).status, 201);
+    await waitStatus(id, "ORCHESTRATION_STATUS_COMPLETED");
+    const again = await rest("POST", `orchestrations/${id}/restart`, { body: { restartWithNewInstanceId: false } });
+    assert.equal(again.status, 200);
+    assert.equal(String(again.body), id);
+    const fresh = await rest("POST", `orchestrations/${id}/restart`, { body: { restartWithNewInstanceId: true } });
+    assert.equal(fresh.status, 200);
+    assert.notEqual(String(fresh.body), id);
+    const state = await env.client.waitForOrchestrationCompletion(String(fresh.body), true, 30);
+    assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
+  });
+
+  test("bad input: a clear 4xx naming the problem, and nothing changes", async () => {
+    const before = (await rest("POST", "orchestrations/query", { body: { pagination: { count: 1000 } } })).body.totalCount;
+    const cases = [
+      ["POST", "orchestrations", { raw: "{not json" }, 400, /JSON/],
+      ["POST", "orchestrations", { body: { instanceId: `rest-noname-${run}` } }, 400, /name/],
+      ["POST", "orchestrations", { body: { name: 42 } }, 400, /name/],
+      ["POST", "orchestrations", { body: { name: "HelloCities", instanceId: "x".repeat(300) } }, 400, /id|long|characters/i],
+      ["POST", "orchestrations", { body: { name: "HelloCities", tags: { a: 1 } } }, 400, /tags\.a/],
+      ["POST", "orchestrations", { body: { name: "HelloCities", scheduledStartTimestamp: "yesterday" } }, 400, /scheduledStartTimestamp/],
+      ["POST", "orchestrations/query", { body: { pagination: { count: -1 } } }, 400, /pagination\.count/],
+      ["POST", "orchestrations/query", { body: { pagination: { count: 5000 } } }, 400, /pagination\.count/],
+      ["POST", "orchestrations/query", { body: { filter: { orchestrationStatus: { status: ["DONE"] } } } }, 400, /status/],
+      ["POST", "orchestrations/query", { body: { sort: [{ column: "COLOR" }] } }, 400, /COLOR/],
+      ["POST", "orchestrations/query", { body: { filter: { createdAt: { start: "noon" } } } }, 400, /createdAt\.start/],
+      ["POST", `orchestrations/rest-none-${run}/history`, { body: { executionExploded: {} } }, 400, /executionExploded/],
+      ["POST", `orchestrations/rest-none-${run}/history`, { body: { executionSuspended: {} } }, 404, /rest-none/],
+      ["GET", `orchestrations/rest-none-${run}`, {}, 404, /rest-none/],
+      ["POST", "orchestrations", { body: { name: "HelloCities" }, hub: "nosuchhub" }, 404, /nosuchhub/],
+      ["GET", "nothing-here", {}, 404, /route/],
+    ];
+    for (const [method, path, options, status, pattern] of cases) {
+      const got = await rest(method, path, options);
+      assert.equal(got.status, status, `${method} ${path} ${JSON.stringify(options).slice(0, 80)}: ${JSON.stringify(got.body)}`);
+      assert.equal(typeof got.body.code, "string");
+      assert.match(got.body.message, pattern);
+    }
+    // A body over the limit is refused before it is read whole.
+    const huge = await rest("POST", "orchestrations", { raw: JSON.stringify({ name: "HelloCities", input: "x".repeat(20 << 20) }) });
+    assert.equal(huge.status, 413);
+    const after = (await rest("POST", "orchestrations/query", { body: { pagination: { count: 1000 } } })).body.totalCount;
+    assert.equal(after, before, "no bad request started anything");
+  });
+
+  test("workers and /metrics: the connected worker, and counters that move with work", async () => {
+    const workers = await rest("GET", "workers");
+    assert.equal(workers.status, 200);
+    assert.ok(workers.body.workers.length >= 1);
+    assert.ok(workers.body.workers[0].maxActivitiesCount > 0);
+    const commits = async () => {
+      const text = await (await fetch(`${env.dtsd.restUrl}/metrics`)).text();
+      // Every sample line parses as Prometheus text: name{labels} number.
+      for (const line of text.split("\n")) {
+        if (line === "" || line.startsWith("# HELP ") || line.startsWith("# TYPE ")) continue;
+        assert.match(line, /^[a-z_:][a-z0-9_:]*(\{([a-z_]+="[^"]*",?)*\})? -?[0-9.e+-]+$/, line);
+      }
+      return [...text.matchAll(/^dtsd_partition_commits_total\{[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    };
+    const before = await commits();
+    const id = await env.client.scheduleNewOrchestration("HelloCities");
+    await env.client.waitForOrchestrationCompletion(id, true, 30);
+    assert.ok(await commits() > before, "commits counted");
+    const health = await fetch(`${env.dtsd.restUrl}/healthz`);
+    assert.equal(health.status, 200);
+    assert.equal((await fetch(`${env.dtsd.restUrl}/readyz`)).status, 200);
+  });
+});

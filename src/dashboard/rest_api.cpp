@@ -331,29 +331,59 @@ int compare(const core::instance_record& a, const core::instance_record& b, colu
   return 0;
 }
 
+/// What a list answers besides its rows: DTS's per-status counts (orchestrations).
+json orchestration_trivia(const std::vector<core::instance_record>& matches) {
+  std::size_t completed = 0, running = 0, failed = 0, pending = 0;
+  std::int64_t earliest = 0, latest = 0;
+  for (const auto& r : matches) {
+    completed += r.status == core::runtime_status::completed;
+    running += r.status == core::runtime_status::running;
+    failed += r.status == core::runtime_status::failed;
+    pending += r.status == core::runtime_status::pending;
+    earliest = earliest == 0 ? r.created_at_ns : std::min(earliest, r.created_at_ns);
+    latest = std::max(latest, r.last_updated_at_ns);
+  }
+  json trivia = {{"totalCount", matches.size()}, {"completedCount", completed}, {"runningCount", running},
+                 {"failedCount", failed},        {"pendingCount", pending}};
+  if (earliest != 0) trivia["earliestTimestamp"] = rfc3339(earliest);
+  if (latest != 0) trivia["latestTimestamp"] = rfc3339(latest);
+  return trivia;
+}
+
+/// How one kind of list (orchestrations, entities) filters, orders and shows rows.
+struct list_spec {
+  core::instance_query native;  ///< What the partitions filter by.
+  std::function<bool(const core::instance_record&)> keep;
+  std::function<bool(const core::instance_record&, const core::instance_record&)> before;
+  std::function<json(const core::instance_record&)> row;
+  std::string rows_key;
+  bool with_trivia = false;
+  std::size_t start_index = 0;
+  std::size_t count = 100;
+};
+
 /// Reads every match of a list's native filter, page by page (each page asked for
-/// once the previous one came back), then filters, counts, sorts and pages on
-/// the API's thread.
+/// once the previous one came back), keeping what the rest of the filter keeps;
+/// then sorts and pages on the API's thread.
 class list_scan : public std::enable_shared_from_this<list_scan> {
  public:
-  list_scan(service::task_service& service, std::shared_ptr<list_worker> worker, std::string hub, list_request request,
+  list_scan(service::task_service& service, std::shared_ptr<list_worker> worker, std::string hub, list_spec spec,
             std::size_t rows_max, responder answer)
-      : service_(service), worker_(std::move(worker)), hub_(std::move(hub)), request_(std::move(request)), rows_max_(rows_max),
-        answer_(std::move(answer)) {}
+      : service_(service), worker_(std::move(worker)), hub_(std::move(hub)), spec_(std::move(spec)),
+        rows_max_(rows_max), answer_(std::move(answer)) {}
 
   void next() {
-    service_.query(hub_, request_.native, [self = shared_from_this()](expected<core::query_page> page) {
+    service_.query(hub_, spec_.native, [self = shared_from_this()](expected<core::query_page> page) {
       if (!page) return self->answer_(failure(page.error()));
       for (auto& record : page->instances) {
-        if (self->request_.matches(record)) self->matches_.push_back(std::move(record));
+        if (self->spec_.keep(record)) self->matches_.push_back(std::move(record));
       }
       if (self->matches_.size() > self->rows_max_) {
-        return self->answer_(bad_input(fmt::format(
-            "the filter matches more than {} orchestrations; narrow it (a createdAt range or statuses)",
-            self->rows_max_)));
+        return self->answer_(bad_input(
+            fmt::format("the filter matches more than {} rows; narrow it (a time range or statuses)", self->rows_max_)));
       }
       if (!page->continuation_token.empty()) {
-        self->request_.native.continuation_token = std::move(page->continuation_token);
+        self->spec_.native.continuation_token = std::move(page->continuation_token);
         return self->next();
       }
       if (!self->worker_->post([self] { self->finish(); })) {
@@ -364,46 +394,127 @@ class list_scan : public std::enable_shared_from_this<list_scan> {
 
  private:
   void finish() {
-    const auto& keys = request_.sort;
-    std::stable_sort(matches_.begin(), matches_.end(), [&keys](const auto& a, const auto& b) {
-      for (const auto& key : keys) {
-        if (int c = compare(a, b, key.by); c != 0) return key.descending ? c > 0 : c < 0;
-      }
-      return a.instance_id < b.instance_id;
-    });
-    json trivia = {{"totalCount", matches_.size()}, {"completedCount", 0}, {"runningCount", 0},
-                   {"failedCount", 0},              {"pendingCount", 0}};
-    std::int64_t earliest = 0, latest = 0;
-    for (const auto& r : matches_) {
-      switch (r.status) {
-        case core::runtime_status::completed: trivia["completedCount"] = trivia["completedCount"].get<int>() + 1; break;
-        case core::runtime_status::running: trivia["runningCount"] = trivia["runningCount"].get<int>() + 1; break;
-        case core::runtime_status::failed: trivia["failedCount"] = trivia["failedCount"].get<int>() + 1; break;
-        case core::runtime_status::pending: trivia["pendingCount"] = trivia["pendingCount"].get<int>() + 1; break;
-        default: break;
-      }
-      earliest = earliest == 0 ? r.created_at_ns : std::min(earliest, r.created_at_ns);
-      latest = std::max(latest, r.last_updated_at_ns);
-    }
-    if (earliest != 0) trivia["earliestTimestamp"] = rfc3339(earliest);
-    if (latest != 0) trivia["latestTimestamp"] = rfc3339(latest);
+    std::stable_sort(matches_.begin(), matches_.end(), spec_.before);
     json rows = json::array();
-    for (std::size_t i = request_.start_index; i < matches_.size() && rows.size() < request_.count; ++i) {
-      rows.push_back(orchestration_json(matches_[i]));
+    for (std::size_t i = spec_.start_index; i < matches_.size() && rows.size() < spec_.count; ++i) {
+      rows.push_back(spec_.row(matches_[i]));
     }
-    answer_(json_answer(200, json{{"orchestrations", std::move(rows)},
-                                  {"totalCount", matches_.size()},
-                                  {"trivia", std::move(trivia)}}));
+    json body = {{spec_.rows_key, std::move(rows)}, {"totalCount", matches_.size()}};
+    if (spec_.with_trivia) body["trivia"] = orchestration_trivia(matches_);
+    answer_(json_answer(200, body));
   }
 
   service::task_service& service_;
   std::shared_ptr<list_worker> worker_;
   std::string hub_;
-  list_request request_;
+  list_spec spec_;
   std::size_t rows_max_;
   responder answer_;
   std::vector<core::instance_record> matches_;
 };
+
+/// An orchestration list as a list_spec.
+list_spec orchestration_list(list_request request) {
+  list_spec spec;
+  spec.native = request.native;
+  spec.start_index = request.start_index;
+  spec.count = request.count;
+  spec.rows_key = "orchestrations";
+  spec.with_trivia = true;
+  spec.row = orchestration_json;
+  auto shared = std::make_shared<list_request>(std::move(request));
+  spec.keep = [shared](const core::instance_record& r) { return shared->matches(r); };
+  spec.before = [shared](const core::instance_record& a, const core::instance_record& b) {
+    for (const auto& key : shared->sort) {
+      if (int c = compare(a, b, key.by); c != 0) return key.descending ? c > 0 : c < 0;
+    }
+    return a.instance_id < b.instance_id;
+  };
+  return spec;
+}
+
+/// An entity id "@name@key" split; an id of another shape is all name.
+std::pair<std::string, std::string> entity_parts(const std::string& id) {
+  const auto second = id.find('@', 1);
+  if (id.empty() || id[0] != '@' || second == std::string::npos) return {id, ""};
+  return {id.substr(1, second - 1), id.substr(second + 1)};
+}
+
+/// POST entities/query as a list_spec.
+expected<list_spec> entity_list(const http_request& http, const rest_options& options) {
+  auto body = body_object(http);
+  if (!body) return body.error();
+  list_spec spec;
+  spec.native.entities = true;
+  spec.native.fetch_payloads = false;
+  spec.native.page_size = core::query_page_size_max;
+  spec.rows_key = "entities";
+  spec.row = entity_json;
+  std::string name, key, name_prefix;
+  time_range modified;
+  if (auto found = body->find("filter"); found != body->end() && !found->is_null()) {
+    if (!found->is_object()) return error{errc::invalid_argument, "filter: must be an object"};
+    for (auto [field, target] : {std::pair{"name", &name}, std::pair{"key", &key},
+                                 std::pair{"nameStartsWith", &name_prefix}}) {
+      auto value = string_filter(*found, field);
+      if (!value) return value.error();
+      *target = lower(*value);
+    }
+    auto range = range_filter(*found, "lastModifiedAt");
+    if (!range) return range.error();
+    modified = *range;
+  }
+  spec.keep = [name, key, name_prefix, modified](const core::instance_record& r) {
+    const auto [entity_name, entity_key] = entity_parts(r.instance_id);
+    const auto lowered_name = lower(entity_name);
+    if (!name.empty() && lowered_name != name) return false;
+    if (!name_prefix.empty() && lowered_name.rfind(name_prefix, 0) != 0) return false;
+    if (!key.empty() && !contains_ci(entity_key, key)) return false;
+    return !modified.any() || modified.holds(r.last_updated_at_ns);
+  };
+  if (auto found = body->find("pagination"); found != body->end() && found->is_object()) {
+    for (auto [field, target] : {std::pair{"startIndex", &spec.start_index}, std::pair{"count", &spec.count}}) {
+      auto value = found->find(field);
+      if (value == found->end() || value->is_null()) continue;
+      if (!value->is_number_integer() || value->get<std::int64_t>() < 0) {
+        return error{errc::invalid_argument, fmt::format("pagination.{}: must be a whole number >= 0", field)};
+      }
+      *target = value->get<std::size_t>();
+    }
+  }
+  if (spec.count == 0 || spec.count > options.page_rows_max) {
+    return error{errc::invalid_argument, fmt::format("pagination.count: must be 1 to {}", options.page_rows_max)};
+  }
+  enum class by { name, key, modified };
+  by order = by::name;
+  bool descending = false;
+  if (auto found = body->find("sort"); found != body->end() && found->is_array() && !found->empty()) {
+    const auto& first = (*found)[0];
+    auto column = first.is_object() ? string_field(first, "column", "sort.") : expected<std::string>(std::string());
+    if (!column) return column.error();
+    if (*column == "KEY") {
+      order = by::key;
+    } else if (*column == "LAST_MODIFIED_AT") {
+      order = by::modified;
+    } else if (!column->empty() && *column != "NAME") {
+      return error{errc::invalid_argument, fmt::format("sort.column: '{}' is not NAME, KEY or LAST_MODIFIED_AT", *column)};
+    }
+    auto direction = first.is_object() ? string_field(first, "direction", "sort.") : expected<std::string>(std::string());
+    if (!direction) return direction.error();
+    descending = *direction == "DESCENDING_SORT";
+  }
+  spec.before = [order, descending](const core::instance_record& a, const core::instance_record& b) {
+    const auto pa = entity_parts(a.instance_id), pb = entity_parts(b.instance_id);
+    int c = 0;
+    auto three_way = [](const auto& x, const auto& y) { return x < y ? -1 : (y < x ? 1 : 0); };
+    if (order == by::name) c = three_way(pa, pb);
+    if (order == by::key) c = three_way(std::pair{pa.second, pa.first}, std::pair{pb.second, pb.first});
+    if (order == by::modified) c = three_way(a.last_updated_at_ns, b.last_updated_at_ns);
+    if (c == 0) return a.instance_id < b.instance_id;
+    return descending ? c > 0 : c < 0;
+  };
+  return spec;
+}
 
 // ------------------------------------------------------------------ routes
 
@@ -442,6 +553,7 @@ class rest_api {
     if (parts[0] == "ping" && parts.size() == 1 && method == "GET") return ping(hub, std::move(answer));
     if (parts[0] == "workers" && parts.size() == 1 && method == "GET") return workers(hub, std::move(answer));
     if (parts[0] == "orchestrations") return orchestrations(hub, parts, request, std::move(answer));
+    if (parts[0] == "entities") return entities(hub, parts, request, std::move(answer));
     answer(failure(error{errc::not_found, fmt::format("no route for {} {}", method, request.path)}));
   }
 
@@ -476,6 +588,32 @@ class rest_api {
       return history(hub, id, parts[3], std::move(answer));
     }
     answer(failure(error{errc::not_found, fmt::format("no route for {} {}", method, request.path)}));
+  }
+
+  void entities(const std::string& hub, const std::vector<std::string>& parts, const http_request& request,
+                responder answer) {
+    if (parts.size() == 2 && parts[1] == "query" && request.method == "POST") {
+      auto spec = entity_list(request, options_);
+      if (!spec) return answer(failure(spec.error()));
+      return std::make_shared<list_scan>(service_, worker_, hub, std::move(*spec), options_.skip_rows_max,
+                                         std::move(answer))
+          ->next();
+    }
+    if ((parts.size() == 2 || (parts.size() == 3 && parts[2] == "state")) && request.method == "GET") {
+      const auto id = parts[1];
+      if (!core::is_entity_id(id)) return answer(bad_input(fmt::format("'{}' is not an entity id (@name@key)", id)));
+      const bool state = parts.size() == 3;
+      return service_.get(hub, id, false, [id, state, answer = std::move(answer)](
+                                              expected<std::optional<service::instance_view>> found) {
+        if (!found) return answer(failure(found.error()));
+        if (!*found) return answer(failure(error{errc::not_found, fmt::format("no entity with id '{}'", id)}));
+        const auto& record = (*found)->record;
+        if (!state) return answer(json_answer(200, entity_json(record)));
+        if (!record.entity_state) return answer(failure(error{errc::not_found, fmt::format("entity '{}' has no state", id)}));
+        answer(http_response{200, "application/json", *record.entity_state, {}});
+      });
+    }
+    answer(failure(error{errc::not_found, fmt::format("no route for {} {}", request.method, request.path)}));
   }
 
   void ping(const std::string& hub, responder answer) {
@@ -581,7 +719,8 @@ class rest_api {
   void query(const std::string& hub, const http_request& request, responder answer) {
     auto list = read_list_request(request, options_);
     if (!list) return answer(failure(list.error()));
-    std::make_shared<list_scan>(service_, worker_, hub, std::move(*list), options_.skip_rows_max, std::move(answer))
+    std::make_shared<list_scan>(service_, worker_, hub, orchestration_list(std::move(*list)), options_.skip_rows_max,
+                                std::move(answer))
         ->next();
   }
 

@@ -5,13 +5,19 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { OrchestrationStatus } from "@microsoft/durabletask-js";
+import { EntityInstanceId, OrchestrationStatus, TaskEntity } from "@microsoft/durabletask-js";
 
 import { CITIES, eventually, sharedEnvironment } from "./support.mjs";
 
 const run = Date.now().toString(36);
 
+class Counter extends TaskEntity {
+  initializeState() { return 0; }
+  add(amount) { this.state += amount; return this.state; }
+}
+
 function register(w) {
+  w.addNamedEntity("counter", () => new Counter());
   w.addNamedActivity("SayHello", async (_ctx, city) => `Hello, ${city}!`);
   w.addNamedActivity("Fails", async () => { throw new TypeError("the city is closed"); });
   w.addNamedOrchestrator("HelloCities", async function* (ctx) {
@@ -216,6 +222,31 @@ describe("the DTS REST API on the dashboard port", () => {
     assert.equal(huge.status, 413);
     const after = (await rest("POST", "orchestrations/query", { body: { pagination: { count: 1000 } } })).body.totalCount;
     assert.equal(after, before, "no bad request started anything");
+  });
+
+  test("entities: query by name and key, one entity, its state", async () => {
+    for (const [key, amount] of [[`a-${run}`, 5], [`b-${run}`, 7]]) {
+      await env.client.signalEntity(new EntityInstanceId("counter", key), "add", amount);
+    }
+    const id = `@counter@b-${run}`;
+    const state = await eventually(async () => {
+      const got = await rest("GET", `entities/${encodeURIComponent(id)}/state`);
+      return got.status === 200 && got.body === 7 ? got : null;
+    }, 30000, "the counter's state");
+    assert.equal(state.body, 7);
+    const one = await rest("GET", `entities/${encodeURIComponent(id)}`);
+    assert.equal(one.status, 200);
+    assert.equal(one.body.instanceId, id);
+    assert.ok(!Number.isNaN(Date.parse(one.body.lastModifiedTime)));
+    const list = await rest("POST", "entities/query", {
+      body: { filter: { name: { value: "Counter" }, key: { value: run } },
+              sort: [{ column: "KEY", direction: "DESCENDING_SORT" }] },
+    });
+    assert.equal(list.status, 200);
+    assert.equal(list.body.totalCount, 2);
+    assert.deepEqual(list.body.entities.map((e) => e.instanceId), [id, `@counter@a-${run}`]);
+    assert.equal((await rest("GET", `entities/${encodeURIComponent(`@counter@none-${run}`)}`)).status, 404);
+    assert.equal((await rest("GET", "entities/not-an-entity")).status, 400);
   });
 
   test("workers and /metrics: the connected worker, and counters that move with work", async () => {

@@ -11,6 +11,10 @@
 //   build/release/bench/hello_cities [--count 5000] [--partitions 12] [--durability fsync]
 //       [--latency-count 200] [--worker-kind cpp|js] [--dtsd PATH] [--worker PATH] [--data-dir DIR]
 //       [--worker-activities 256] [--worker-orchestrators 1024] [--worker-threads 4]
+//       [--poll-dashboard]
+//
+// --poll-dashboard: a client polls the dashboard's list (first page, newest
+// first) and /metrics every second meanwhile, as a dashboard left open does.
 //
 // The C++ worker takes 256 activities and 1,024 orchestrator items at once and runs
 // them on 4 threads: with fewer slots the run measures the worker's round trips,
@@ -31,6 +35,8 @@ int main(int argc, char** argv) {
   setup.add_options(app);
   app.add_option("--count", count)->check(CLI::Range(1, 1000000))->capture_default_str();
   app.add_option("--latency-count", latency_count)->check(CLI::Range(0, 100000))->capture_default_str();
+  bool poll_dashboard = false;
+  app.add_flag("--poll-dashboard", poll_dashboard, "Poll the dashboard's list and metrics every second meanwhile");
   CLI11_PARSE(app, argc, argv);
 
   auto processes = setup.start_server();
@@ -39,6 +45,8 @@ int main(int argc, char** argv) {
   const auto server = processes.server;
   const auto worker = processes.worker;
 
+  std::optional<dashboard_poller> poller;
+  if (poll_dashboard) poller.emplace(processes.dashboard_address);
   std::fprintf(stderr, "hello_cities bench: starting %d orchestrations\n", count);
   const auto started_at = std::chrono::steady_clock::now();
   const std::int64_t started_at_ns =
@@ -81,6 +89,9 @@ int main(int argc, char** argv) {
     if (!done) break;
     idle_ms.push_back(static_cast<double>(done->completed_at_ns - done->created_at_ns) / 1e6);
   }
+  const int polls = poller ? poller->polls() : 0;
+  const int polls_failed = poller ? poller->failed() : 0;
+  poller.reset();
   client.reset();
   setup.stop_all(processes);
 
@@ -88,9 +99,9 @@ int main(int argc, char** argv) {
       "{\"bench\":\"hello_cities\",\"worker\":\"%s\",\"durability\":\"%s\",\"n\":%d,\"correct\":%d,\"partitions\":%u,\"wall_s\":%.3f,\"client_wall_s\":%.3f,"
       "\"server_span_s\":%.3f,\"orchestrations_per_s\":%.0f,\"activities_per_s\":%.0f,\"p50_ms\":%.1f,"
       "\"p95_ms\":%.1f,\"p99_ms\":%.1f,\"dtsd_cpu_s\":%.2f,\"worker_cpu_s\":%.2f,\"dtsd_peak_rss_mib\":%.0f,\"idle_n\":%zu,"
-      "\"idle_p50_ms\":%.2f,\"idle_p99_ms\":%.2f}\n",
+      "\"idle_p50_ms\":%.2f,\"idle_p99_ms\":%.2f,\"dashboard_polls\":%d,\"dashboard_polls_failed\":%d}\n",
       setup.worker_kind.c_str(), setup.durability.c_str(), count, correct, setup.partitions, wall_s, client_wall_s, server_s, count / wall_s, 5.0 * count / wall_s, percentile(latencies_ms, 0.5),
       percentile(latencies_ms, 0.95), percentile(latencies_ms, 0.99), cpu_s, worker_cpu_s, rss_mib, idle_ms.size(),
-      percentile(idle_ms, 0.5), percentile(idle_ms, 0.99));
+      percentile(idle_ms, 0.5), percentile(idle_ms, 0.99), polls, polls_failed);
   return correct == count ? 0 : 1;
 }

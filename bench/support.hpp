@@ -41,6 +41,68 @@ inline int free_port() {
   return ntohs(address.sin_port);
 }
 
+/// One HTTP/1.1 request on a fresh loopback connection ("Connection: close");
+/// returns the status code, or 0 when the server could not be reached.
+inline int http_call(const std::string& address, const std::string& method, const std::string& path,
+                     const std::string& body = {}) {
+  const auto colon = address.rfind(':');
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<std::uint16_t>(std::stoi(address.substr(colon + 1))));
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval timeout{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) {
+    close(fd);
+    return 0;
+  }
+  const auto request = method + " " + path + " HTTP/1.1\r\nHost: " + address +
+                       "\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: " +
+                       std::to_string(body.size()) + "\r\n\r\n" + body;
+  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+    close(fd);
+    return 0;
+  }
+  std::string response;
+  char chunk[16384];
+  for (ssize_t n; (n = read(fd, chunk, sizeof chunk)) > 0;) response.append(chunk, static_cast<std::size_t>(n));
+  close(fd);
+  if (response.size() < 12) return 0;
+  return std::atoi(response.c_str() + 9);
+}
+
+/// What a dashboard left open does: every second, the first page of the list and
+/// the metrics. Runs until destroyed.
+class dashboard_poller {
+ public:
+  explicit dashboard_poller(std::string address) : address_(std::move(address)) {
+    thread_ = std::thread([this] {
+      while (!stopping_) {
+        const auto list = http_call(address_, "POST", "/api/v1/taskhubs/orchestrations/query",
+                                    R"({"pagination":{"startIndex":0,"count":50},)"
+                                    R"("sort":[{"column":"LAST_UPDATED_AT","direction":"DESCENDING_SORT"}]})");
+        const auto metrics = http_call(address_, "GET", "/metrics");
+        ++polls_;
+        if (list != 200 || metrics != 200) ++failed_;
+        for (int i = 0; i < 10 && !stopping_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
+  }
+  ~dashboard_poller() {
+    stopping_ = true;
+    thread_.join();
+  }
+  int polls() const { return polls_; }
+  int failed() const { return failed_; }
+
+ private:
+  std::string address_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> polls_{0}, failed_{0};
+  std::thread thread_;
+};
+
 inline pid_t launch(const std::string& path, std::vector<std::string> args) {
   pid_t pid = fork();
   if (pid == 0) {

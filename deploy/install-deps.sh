@@ -9,7 +9,9 @@ packages=(
   libxxhash-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   protobuf-compiler protobuf-compiler-grpc libgrpc++-dev libprotobuf-dev
   libjemalloc-dev
+  chromium
 )
+# chromium: the dashboard's browser tests drive it with playwright-core (npm).
 # The compat suite (tests/compat) runs the official Durable Task JavaScript SDK:
 # Node.js and npm come from Debian unless the machine already has them (say, from
 # NodeSource, whose nodejs package conflicts with Debian's npm).

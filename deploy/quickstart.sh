@@ -17,6 +17,7 @@ esac
 data_dir=./dtsd-data
 address=127.0.0.1:8081
 grpc_address=${DTSD_GRPC_LISTEN:-localhost:8080}
+dashboard_address=${DTSD_DASHBOARD_LISTEN:-localhost:8082}
 build=build/release
 pid_file="$data_dir/dtsd.pid"
 log_file="$data_dir/dtsd.log"
@@ -34,7 +35,8 @@ if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2> /dev/null; then
   echo "== dtsd is already running (pid $(cat "$pid_file"))"
 else
   echo "== starting dtsd (data in $data_dir, log in $log_file)"
-  nohup "$build/src/server/dtsd" --data-dir "$data_dir" --listen "$address" --grpc-listen "$grpc_address" > "$log_file" 2>&1 &
+  nohup "$build/src/server/dtsd" --data-dir "$data_dir" --listen "$address" --grpc-listen "$grpc_address" \
+    --dashboard-listen "$dashboard_address" > "$log_file" 2>&1 &
   echo $! > "$pid_file"
   for _ in $(seq 1 150); do
     grep -q "dtsd ready" "$log_file" 2> /dev/null && break
@@ -63,6 +65,8 @@ dtsd is running (pid $(cat "$pid_file")), task hub 'default'.
   gRPC API:         $grpc_address, for the official Durable Task SDKs; connection string
                     Endpoint=http://$grpc_address;Authentication=None;TaskHub=default
   native API:       $address (Cap'n Proto; the C++ SDK and dtsctl)
+  REST API:         http://$dashboard_address/v1/taskhubs/ (DTS's REST API; header x-taskhub)
+  metrics:          http://$dashboard_address/metrics (Prometheus)
   list instances:   $build/src/cli/dtsctl instance list
   start one:        $build/src/cli/dtsctl instance start HelloCities
                     (with a worker running: $build/samples/hello_cities/hello_cities worker)

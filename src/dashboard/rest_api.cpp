@@ -18,6 +18,7 @@
 
 #include "core/ids.hpp"
 #include "dashboard/rest_json.hpp"
+#include "dashboard/ui_assets.hpp"
 
 namespace dtsd::dashboard {
 namespace {
@@ -356,6 +357,9 @@ struct list_spec {
   std::function<bool(const core::instance_record&)> keep;
   std::function<bool(const core::instance_record&, const core::instance_record&)> before;
   std::function<json(const core::instance_record&)> row;
+  /// Of what `keep` kept, what the rows and totalCount show (null: all); the
+  /// trivia counts everything kept, so that its counts do not follow a status filter.
+  std::function<bool(const core::instance_record&)> listed;
   std::string rows_key;
   bool with_trivia = false;
   std::size_t start_index = 0;
@@ -394,13 +398,15 @@ class list_scan : public std::enable_shared_from_this<list_scan> {
 
  private:
   void finish() {
+    json trivia = spec_.with_trivia ? orchestration_trivia(matches_) : json();
+    if (spec_.listed) std::erase_if(matches_, [this](const auto& r) { return !spec_.listed(r); });
     std::stable_sort(matches_.begin(), matches_.end(), spec_.before);
     json rows = json::array();
     for (std::size_t i = spec_.start_index; i < matches_.size() && rows.size() < spec_.count; ++i) {
       rows.push_back(spec_.row(matches_[i]));
     }
     json body = {{spec_.rows_key, std::move(rows)}, {"totalCount", matches_.size()}};
-    if (spec_.with_trivia) body["trivia"] = orchestration_trivia(matches_);
+    if (spec_.with_trivia) body["trivia"] = std::move(trivia);
     answer_(json_answer(200, body));
   }
 
@@ -417,6 +423,13 @@ class list_scan : public std::enable_shared_from_this<list_scan> {
 list_spec orchestration_list(list_request request) {
   list_spec spec;
   spec.native = request.native;
+  // Statuses are checked here, not by the partitions: the trivia counts every status.
+  if (!request.native.statuses.empty()) {
+    spec.native.statuses.clear();
+    spec.listed = [statuses = request.native.statuses](const core::instance_record& r) {
+      return std::find(statuses.begin(), statuses.end(), r.status) != statuses.end();
+    };
+  }
   spec.start_index = request.start_index;
   spec.count = request.count;
   spec.rows_key = "orchestrations";
@@ -539,6 +552,12 @@ class rest_api {
   void handle(http_request request, responder answer) {
     auto parts = segments_of(request.path);
     if (!parts.empty() && parts[0] == "api") parts.erase(parts.begin());
+    if (request.method == "GET" && (request.path == "/" || request.path == "/index.html" || parts.size() == 1)) {
+      if (const auto* asset = find_ui_asset(request.path == "/index.html" ? "/" : request.path)) {
+        return answer(http_response{200, asset->content_type,
+                                    std::string(reinterpret_cast<const char*>(asset->data), asset->size), {}});
+      }
+    }
     if (parts.size() == 1 && request.method == "GET") {
       if (parts[0] == "healthz") return answer(http_response{200, "text/plain", "ok\n", {}});
       if (parts[0] == "readyz") return readyz(std::move(answer));

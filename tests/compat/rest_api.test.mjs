@@ -141,6 +141,8 @@ describe("the DTS REST API on the dashboard port", () => {
       body: { filter: { orchestrationId: { value: prefix }, orchestrationStatus: { status: ["ORCHESTRATION_STATUS_FAILED"] } } },
     });
     assert.equal(none.body.totalCount, 0);
+    assert.equal(none.body.trivia.completedCount, 23, "the trivia counts every status of the filter's matches");
+    assert.equal(none.body.trivia.totalCount, 23);
   });
 
   test("suspend, resume, raise an event, terminate and purge through history events", async () => {

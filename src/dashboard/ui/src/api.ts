@@ -1,0 +1,102 @@
+// The DTS REST API as the dashboard calls it (same origin, /api/v1/taskhubs/).
+
+export const STATUSES = [
+  "RUNNING", "COMPLETED", "FAILED", "TERMINATED", "PENDING", "SUSPENDED", "CANCELED", "CONTINUED_AS_NEW",
+] as const;
+export type ShortStatus = (typeof STATUSES)[number];
+
+export const shortStatus = (s: string | undefined): string => (s ?? "").replace("ORCHESTRATION_STATUS_", "");
+
+export interface Orchestration {
+  instanceId: string;
+  executionId: string;
+  name: string;
+  version?: string;
+  orchestrationStatus: string;
+  createdTimestamp: string;
+  lastUpdatedTimestamp: string;
+  completedTimestamp?: string;
+  scheduledStartTimestamp?: string;
+  parentInstanceId?: string;
+  tags?: Record<string, string>;
+}
+
+export interface Trivia {
+  totalCount: number;
+  completedCount: number;
+  runningCount: number;
+  failedCount: number;
+  pendingCount: number;
+}
+
+export interface QueryResult {
+  orchestrations: Orchestration[];
+  totalCount: number;
+  trivia?: Trivia;
+}
+
+export interface Failure {
+  errorType?: string;
+  errorMessage?: string;
+  stackTrace?: string;
+  innerFailure?: Failure;
+}
+
+export interface Payloads {
+  input?: string;
+  output?: string;
+  customStatus?: string;
+  orchestrationStatus: string;
+  failureDetails?: Failure;
+}
+
+/** One history event: eventId, timestamp and one key naming its kind. */
+export type HistoryEvent = { eventId: number; timestamp: string } & Record<string, any>;
+
+export interface Worker {
+  workerId: string;
+  activeOrchestrationsCount: number;
+  maxOrchestrationsCount: number;
+  activeActivitiesCount: number;
+  maxActivitiesCount: number;
+  activeEntitiesCount: number;
+  maxEntitiesCount: number;
+}
+
+export interface Entity {
+  instanceId: string;
+  lastModifiedTime: string;
+  backlogQueueSize: number;
+  lockedBy?: string;
+}
+
+export class ApiError extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+let hub = "default";
+export const setHub = (name: string) => { hub = name; };
+export const currentHub = () => hub;
+
+export async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const response = await fetch(`/api/v1/taskhubs/${path}`, {
+    method,
+    headers: { "x-taskhub": hub, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let parsed: any = text;
+  try { parsed = JSON.parse(text); } catch { /* plain text */ }
+  if (!response.ok) throw new ApiError(response.status, parsed?.message ?? `${response.status} ${response.statusText}`);
+  return parsed as T;
+}
+
+export async function taskHubs(): Promise<string[]> {
+  const response = await fetch("/readyz");
+  const body = await response.json();
+  return body.taskHubs ?? [];
+}
+
+export const enc = encodeURIComponent;

@@ -1,0 +1,640 @@
+// dtsd's dashboard: the orchestration list, an instance's page (timeline, history,
+// payloads, actions), starting an orchestration, entities and workers. State
+// lives in the URL's hash (#/?status=FAILED&page=2), so a view is a link and the
+// back button works.
+import { render } from "preact";
+import { useCallback, useEffect, useMemo, useState } from "preact/hooks";
+
+import {
+  ApiError, call, currentHub, enc, Entity, HistoryEvent, Orchestration, Payloads, QueryResult, setHub,
+  shortStatus, STATUSES, taskHubs, Worker,
+} from "./api";
+
+// ------------------------------------------------------------------ routing
+
+interface Route {
+  path: string;
+  params: URLSearchParams;
+}
+
+function parseHash(): Route {
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const [path, query] = hash.split("?");
+  return { path, params: new URLSearchParams(query ?? "") };
+}
+
+function go(path: string, params?: URLSearchParams) {
+  const query = params?.toString();
+  location.hash = query ? `${path}?${query}` : path;
+}
+
+function useRoute(): Route {
+  const [route, setRoute] = useState(parseHash());
+  useEffect(() => {
+    const changed = () => setRoute(parseHash());
+    addEventListener("hashchange", changed);
+    return () => removeEventListener("hashchange", changed);
+  }, []);
+  return route;
+}
+
+// ------------------------------------------------------------------ helpers
+
+const time = (t?: string) => (t ? new Date(t).toLocaleString() : "");
+
+function duration(from?: string, to?: string): string {
+  if (!from) return "";
+  const ms = (to ? Date.parse(to) : Date.now()) - Date.parse(from);
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
+  if (ms < 3600000) return `${(ms / 60000).toFixed(1)} min`;
+  return `${(ms / 3600000).toFixed(1)} h`;
+}
+
+function pretty(payload?: string): string {
+  if (payload === undefined || payload === null) return "";
+  try { return JSON.stringify(JSON.parse(payload), null, 2); } catch { return payload; }
+}
+
+function StatusBadge({ status }: { status: string }) {
+  const s = shortStatus(status);
+  return <span class={`badge status-${s.toLowerCase()}`}>{s}</span>;
+}
+
+function ErrorLine({ error }: { error: unknown }) {
+  if (!error) return null;
+  const message = error instanceof Error ? error.message : String(error);
+  return <div class="error" role="alert">{message}</div>;
+}
+
+// ------------------------------------------------------------------ orchestration list
+
+const COLUMNS: [string, string][] = [
+  ["ORCHESTRATION_ID", "Instance ID"], ["NAME", "Name"], ["VERSION", "Version"],
+  ["ORCHESTRATION_STATUS", "Status"], ["TAGS", "Tags"], ["CREATED_AT", "Created"],
+  ["LAST_UPDATED_AT", "Last updated"], ["COMPLETED_AT", "Duration"],
+];
+
+function listBody(params: URLSearchParams) {
+  const filter: Record<string, unknown> = {};
+  for (const [key, field] of [["id", "orchestrationId"], ["name", "name"], ["tag", "tags"]] as const) {
+    const value = params.get(key);
+    if (value) filter[field] = { value };
+  }
+  const statuses = params.getAll("status");
+  if (statuses.length) filter.orchestrationStatus = { status: statuses.map((s) => `ORCHESTRATION_STATUS_${s}`) };
+  const from = params.get("from"), to = params.get("to");
+  if (from || to) {
+    filter.createdAt = {
+      ...(from ? { start: new Date(from).toISOString() } : {}),
+      ...(to ? { end: new Date(to).toISOString() } : {}),
+    };
+  }
+  const size = Number(params.get("size") ?? 25);
+  const page = Number(params.get("page") ?? 0);
+  return {
+    filter,
+    pagination: { startIndex: page * size, count: size },
+    sort: [{ column: params.get("sort") ?? "CREATED_AT", direction: params.get("dir") ?? "DESCENDING_SORT" }],
+  };
+}
+
+function ListPage({ params }: { params: URLSearchParams }) {
+  // The answer and the view it answers: rows of another view are never shown
+  // under this one's filter or page.
+  const [answer, setAnswer] = useState<{ key: string; data: QueryResult } | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [selected, setSelected] = useState<Set<string>>(new Set());
+  const [message, setMessage] = useState("");
+  const refresh = Number(params.get("refresh") ?? 0);
+  const key = params.toString();
+
+  const result = answer?.key === key ? answer.data : null;
+
+  const load = useCallback(async () => {
+    try {
+      const data = await call<QueryResult>("POST", "orchestrations/query", listBody(params));
+      setAnswer({ key, data });
+      setError(null);
+    } catch (e) {
+      setError(e);
+    }
+  }, [key]);
+
+  useEffect(() => { load(); }, [load]);
+  useEffect(() => {
+    if (!refresh) return;
+    const timer = setInterval(load, refresh * 1000);
+    return () => clearInterval(timer);
+  }, [load, refresh]);
+
+  const set = (changes: Record<string, string | string[] | null>) => {
+    const next = new URLSearchParams(params);
+    for (const [name, value] of Object.entries(changes)) {
+      next.delete(name);
+      if (Array.isArray(value)) value.forEach((v) => next.append(name, v));
+      else if (value) next.set(name, value);
+    }
+    if (!("page" in changes)) next.delete("page");
+    go("/", next);
+  };
+  const statuses = params.getAll("status");
+  const size = Number(params.get("size") ?? 25);
+  const page = Number(params.get("page") ?? 0);
+  const pages = result ? Math.max(1, Math.ceil(result.totalCount / size)) : 1;
+  const hideSubs = params.get("subs") === "hide";
+  const rows = (result?.orchestrations ?? []).filter((o) => !hideSubs || !o.parentInstanceId);
+
+  const bulk = async (action: string) => {
+    const ids = [...selected];
+    if (!ids.length || !confirm(`${action} ${ids.length} orchestration(s)?`)) return;
+    try {
+      let failed: string[] = [];
+      if (action === "Terminate") {
+        failed = await call<string[]>("POST", "orchestrations/forceterminate", { instanceIds: ids, reason: "terminated from the dashboard" });
+      } else if (action === "Purge") {
+        const purged = await call<{ deletedInstanceCount: number }>("DELETE", "orchestrations/purge", ids);
+        failed = purged.deletedInstanceCount === ids.length ? [] : [`${ids.length - purged.deletedInstanceCount} not purged (only ended ones can be)`];
+      } else {
+        const kind = action === "Suspend" ? "executionSuspended" : "executionResumed";
+        const events: Record<string, unknown> = {};
+        ids.forEach((id) => { events[id] = { [kind]: { reason: "from the dashboard" } }; });
+        failed = await call<string[]>("POST", "orchestrations/addhistoryevents", { events });
+      }
+      setMessage(failed.length ? `${action}: failed for ${failed.join(", ")}` : `${action}: done for ${ids.length}`);
+      setSelected(new Set());
+      load();
+    } catch (e) {
+      setError(e);
+    }
+  };
+
+  const trivia = result?.trivia;
+  return (
+    <section>
+      <div class="counts">
+        {([["All", null, trivia?.totalCount], ["Running", "RUNNING", trivia?.runningCount],
+           ["Completed", "COMPLETED", trivia?.completedCount], ["Failed", "FAILED", trivia?.failedCount],
+           ["Pending", "PENDING", trivia?.pendingCount]] as const).map(([label, status, count]) => (
+          <button class={`count ${(status ? statuses.length === 1 && statuses[0] === status : !statuses.length) ? "active" : ""}`}
+                  onClick={() => set({ status: status ? [status] : [] })}>
+            <span class="count-n">{count ?? "–"}</span> {label}
+          </button>
+        ))}
+      </div>
+      <form class="filters" onSubmit={(e) => {
+        e.preventDefault();
+        const data = new FormData(e.currentTarget as HTMLFormElement);
+        set({ id: String(data.get("id") ?? ""), name: String(data.get("name") ?? ""), tag: String(data.get("tag") ?? ""),
+              from: String(data.get("from") ?? ""), to: String(data.get("to") ?? "") });
+      }}>
+        <input name="id" placeholder="Instance ID contains" value={params.get("id") ?? ""} aria-label="Instance ID" />
+        <input name="name" placeholder="Name contains" value={params.get("name") ?? ""} aria-label="Name" />
+        <input name="tag" placeholder="Tag contains" value={params.get("tag") ?? ""} aria-label="Tag" />
+        <label>Created from <input type="datetime-local" name="from" value={params.get("from") ?? ""} /></label>
+        <label>to <input type="datetime-local" name="to" value={params.get("to") ?? ""} /></label>
+        <button type="submit">Search</button>
+        <details class="status-pick">
+          <summary>Status{statuses.length ? ` (${statuses.length})` : ""}</summary>
+          {STATUSES.map((s) => (
+            <label><input type="checkbox" checked={statuses.includes(s)}
+                          onChange={() => set({ status: statuses.includes(s) ? statuses.filter((x) => x !== s) : [...statuses, s] })} /> {s}</label>
+          ))}
+        </details>
+        <label><input type="checkbox" checked={hideSubs} onChange={() => set({ subs: hideSubs ? null : "hide" })} /> Hide sub-orchestrations</label>
+        <label>Auto-refresh <select value={String(refresh)} onChange={(e) => set({ refresh: (e.target as HTMLSelectElement).value, page: String(page) })}>
+          {[0, 2, 5, 10, 30].map((s) => <option value={String(s)}>{s ? `${s} s` : "off"}</option>)}
+        </select></label>
+      </form>
+      <ErrorLine error={error} />
+      {message && <div class="message">{message}</div>}
+      <div class="bulk">
+        <span>{selected.size} selected</span>
+        {["Suspend", "Resume", "Terminate", "Purge"].map((a) => (
+          <button disabled={!selected.size} onClick={() => bulk(a)}>{a}</button>
+        ))}
+      </div>
+      <table class="list">
+        <thead>
+          <tr>
+            <th><input type="checkbox" aria-label="Select all on this page"
+                       checked={rows.length > 0 && rows.every((o) => selected.has(o.instanceId))}
+                       onChange={(e) => setSelected((e.target as HTMLInputElement).checked ? new Set(rows.map((o) => o.instanceId)) : new Set())} /></th>
+            {COLUMNS.map(([column, label]) => {
+              const active = (params.get("sort") ?? "CREATED_AT") === column;
+              const dir = params.get("dir") ?? "DESCENDING_SORT";
+              return (
+                <th class="sortable" onClick={() => set({ sort: column, dir: active && dir === "DESCENDING_SORT" ? "ASCENDING_SORT" : "DESCENDING_SORT" })}>
+                  {label}{active ? (dir === "DESCENDING_SORT" ? " ▼" : " ▲") : ""}
+                </th>
+              );
+            })}
+          </tr>
+        </thead>
+        <tbody>
+          {rows.map((o) => (
+            <tr>
+              <td><input type="checkbox" checked={selected.has(o.instanceId)} aria-label={`Select ${o.instanceId}`}
+                         onChange={() => {
+                           const next = new Set(selected);
+                           next.has(o.instanceId) ? next.delete(o.instanceId) : next.add(o.instanceId);
+                           setSelected(next);
+                         }} /></td>
+              <td><a href={`#/orchestrations/${enc(o.instanceId)}`} class="mono">{o.instanceId}</a></td>
+              <td>{o.name}</td>
+              <td>{o.version ?? ""}</td>
+              <td><StatusBadge status={o.orchestrationStatus} /></td>
+              <td>{Object.entries(o.tags ?? {}).map(([k, v]) => <span class="tag">{k}={v}</span>)}</td>
+              <td>{time(o.createdTimestamp)}</td>
+              <td>{time(o.lastUpdatedTimestamp)}</td>
+              <td>{duration(o.createdTimestamp, o.completedTimestamp)}</td>
+            </tr>
+          ))}
+          {result && rows.length === 0 && <tr><td colSpan={9} class="empty">No orchestrations match.</td></tr>}
+          {!result && !error && <tr><td colSpan={9} class="empty">Loading…</td></tr>}
+        </tbody>
+      </table>
+      <div class="pager">
+        <button disabled={page === 0} onClick={() => set({ page: String(page - 1) })}>‹ Previous</button>
+        <span>{result ? `Page ${page + 1} of ${pages} (${result.totalCount} orchestrations)` : "Loading…"}</span>
+        <button disabled={!result || page + 1 >= pages} onClick={() => set({ page: String(page + 1) })}>Next ›</button>
+        <label>Rows <select value={String(size)} onChange={(e) => set({ size: (e.target as HTMLSelectElement).value })}>
+          {[10, 25, 50, 100].map((n) => <option value={String(n)}>{n}</option>)}
+        </select></label>
+      </div>
+    </section>
+  );
+}
+
+// ------------------------------------------------------------------ an instance
+
+interface Span {
+  label: string;
+  kind: "activity" | "timer" | "sub-orchestration" | "event";
+  start: number;
+  end?: number;
+  failed?: boolean;
+  input?: string;
+  output?: string;
+  link?: string;
+}
+
+/** The steps of an execution from its history: each scheduled thing with its end. */
+function spansOf(history: HistoryEvent[]): Span[] {
+  const open = new Map<number, Span>();
+  const spans: Span[] = [];
+  for (const e of history) {
+    const at = Date.parse(e.timestamp);
+    if (e.taskScheduled) {
+      const span: Span = { label: e.taskScheduled.name, kind: "activity", start: at, input: e.taskScheduled.input };
+      open.set(e.eventId, span);
+      spans.push(span);
+    } else if (e.subOrchestrationInstanceCreated) {
+      const c = e.subOrchestrationInstanceCreated;
+      const span: Span = { label: c.name, kind: "sub-orchestration", start: at, input: c.input, link: c.instanceId };
+      open.set(e.eventId, span);
+      spans.push(span);
+    } else if (e.timerCreated) {
+      const span: Span = { label: `timer until ${time(e.timerCreated.fireAt)}`, kind: "timer", start: at };
+      open.set(e.eventId, span);
+      spans.push(span);
+    } else if (e.eventRaised) {
+      spans.push({ label: `event ${e.eventRaised.name}`, kind: "event", start: at, end: at, input: e.eventRaised.input });
+    } else {
+      const done = e.taskCompleted ?? e.subOrchestrationInstanceCompleted;
+      const failedEvent = e.taskFailed ?? e.subOrchestrationInstanceFailed;
+      const id = (done ?? failedEvent)?.taskScheduledId ?? e.timerFired?.timerId;
+      const span = id === undefined ? undefined : open.get(id);
+      if (span) {
+        span.end = at;
+        span.output = done?.result ?? (failedEvent ? JSON.stringify(failedEvent.failureDetails) : undefined);
+        span.failed = !!failedEvent;
+      }
+    }
+  }
+  return spans;
+}
+
+function Timeline({ history, now }: { history: HistoryEvent[]; now: number }) {
+  const spans = useMemo(() => spansOf(history), [history]);
+  const [shown, setShown] = useState<Span | null>(null);
+  if (!spans.length) return <p class="empty">No activities, timers or sub-orchestrations yet.</p>;
+  const first = Math.min(...spans.map((s) => s.start));
+  const last = Math.max(...spans.map((s) => s.end ?? now), first + 1);
+  const width = last - first;
+  return (
+    <div>
+      <div class="timeline">
+        {spans.map((s) => (
+          <div class="lane" onClick={() => setShown(s)} title="Show input and output">
+            <span class="lane-label">{s.label}</span>
+            <span class="lane-track">
+              <span class={`bar bar-${s.kind} ${s.failed ? "bar-failed" : ""} ${s.end === undefined ? "bar-open" : ""}`}
+                    style={{ left: `${((s.start - first) / width) * 100}%`,
+                             width: `${Math.max(0.5, (((s.end ?? now) - s.start) / width) * 100)}%` }} />
+            </span>
+            <span class="lane-time">{s.end === undefined ? "running" : `${s.end - s.start} ms`}</span>
+          </div>
+        ))}
+      </div>
+      {shown && (
+        <div class="span-detail">
+          <h4>{shown.kind}: {shown.label}{shown.link && <> — <a href={`#/orchestrations/${enc(shown.link)}`}>{shown.link}</a></>}</h4>
+          <div class="two"><div><h5>Input</h5><pre>{pretty(shown.input)}</pre></div>
+          <div><h5>{shown.failed ? "Failure" : "Output"}</h5><pre>{pretty(shown.output)}</pre></div></div>
+        </div>
+      )}
+    </div>
+  );
+}
+
+function eventKind(e: HistoryEvent): string {
+  return Object.keys(e).find((k) => k !== "eventId" && k !== "timestamp") ?? "unknown";
+}
+
+function HistoryTable({ history }: { history: HistoryEvent[] }) {
+  return (
+    <table class="history">
+      <thead><tr><th>#</th><th>Time</th><th>Event</th><th>Details</th></tr></thead>
+      <tbody>
+        {history.map((e) => {
+          const kind = eventKind(e);
+          return (
+            <tr>
+              <td>{e.eventId}</td>
+              <td>{time(e.timestamp)}</td>
+              <td>{kind}</td>
+              <td><details><summary>{Object.entries(e[kind] ?? {}).filter(([, v]) => typeof v === "string").map(([k, v]) => `${k}: ${String(v).slice(0, 60)}`).join(", ")}</summary>
+                <pre>{JSON.stringify(e[kind], null, 2)}</pre></details></td>
+            </tr>
+          );
+        })}
+      </tbody>
+    </table>
+  );
+}
+
+function InstancePage({ id, params }: { id: string; params: URLSearchParams }) {
+  const [meta, setMeta] = useState<Orchestration | null>(null);
+  const [payloads, setPayloads] = useState<Payloads | null>(null);
+  const [history, setHistory] = useState<HistoryEvent[]>([]);
+  const [error, setError] = useState<unknown>(null);
+  const [message, setMessage] = useState("");
+  const tab = params.get("tab") ?? "timeline";
+
+  const load = useCallback(async () => {
+    try {
+      const m = await call<Orchestration>("GET", `orchestrations/${enc(id)}`);
+      setMeta(m);
+      setPayloads(await call<Payloads>("GET", `orchestrations/${enc(id)}/payloads`));
+      setHistory(await call<HistoryEvent[]>("GET", `orchestrations/${enc(id)}/executions/${enc(m.executionId)}/history`));
+      setError(null);
+    } catch (e) {
+      setError(e);
+    }
+  }, [id]);
+  useEffect(() => { load(); }, [load]);
+  useEffect(() => {
+    if (!meta || ["COMPLETED", "FAILED", "TERMINATED", "CANCELED"].includes(shortStatus(meta.orchestrationStatus))) return;
+    const timer = setInterval(load, 2000);
+    return () => clearInterval(timer);
+  }, [meta, load]);
+
+  const act = async (label: string, run: () => Promise<unknown>) => {
+    try {
+      const result = await run();
+      setMessage(`${label}: done${typeof result === "string" && result ? ` (${result})` : ""}`);
+      setError(null);
+      load();
+    } catch (e) {
+      setMessage("");
+      setError(e);
+    }
+  };
+  const historyEvent = (label: string, event: Record<string, unknown>) =>
+    act(label, () => call("POST", `orchestrations/${enc(id)}/history`, event));
+
+  if (error instanceof ApiError && error.status === 404 && !meta) {
+    return <section><h2>{id}</h2><ErrorLine error={error} /><a href="#/">Back to the list</a></section>;
+  }
+  if (!meta) return <section><ErrorLine error={error} /><p>Loading…</p></section>;
+  const status = shortStatus(meta.orchestrationStatus);
+  const ended = ["COMPLETED", "FAILED", "TERMINATED", "CANCELED"].includes(status);
+  const setTab = (t: string) => go(`/orchestrations/${enc(id)}`, new URLSearchParams({ tab: t }));
+  return (
+    <section>
+      <div class="instance-head">
+        <h2 class="mono">{meta.instanceId}</h2>
+        <StatusBadge status={meta.orchestrationStatus} />
+      </div>
+      <dl class="facts">
+        <dt>Name</dt><dd>{meta.name}{meta.version ? ` (v${meta.version})` : ""}</dd>
+        <dt>Execution</dt><dd class="mono">{meta.executionId}</dd>
+        <dt>Created</dt><dd>{time(meta.createdTimestamp)}</dd>
+        <dt>Last updated</dt><dd>{time(meta.lastUpdatedTimestamp)}</dd>
+        {meta.completedTimestamp && <><dt>Completed</dt><dd>{time(meta.completedTimestamp)} ({duration(meta.createdTimestamp, meta.completedTimestamp)})</dd></>}
+        {meta.parentInstanceId && <><dt>Parent</dt><dd><a href={`#/orchestrations/${enc(meta.parentInstanceId)}`}>{meta.parentInstanceId}</a></dd></>}
+        {meta.tags && <><dt>Tags</dt><dd>{Object.entries(meta.tags).map(([k, v]) => <span class="tag">{k}={v}</span>)}</dd></>}
+      </dl>
+      <div class="actions">
+        <button disabled={ended || status === "SUSPENDED"} onClick={() => confirm("Suspend this orchestration?") && historyEvent("Suspend", { executionSuspended: { reason: "suspended from the dashboard" } })}>Suspend</button>
+        <button disabled={status !== "SUSPENDED"} onClick={() => historyEvent("Resume", { executionResumed: { reason: "resumed from the dashboard" } })}>Resume</button>
+        <button disabled={ended} onClick={() => {
+          const reason = prompt("Terminate: reason?", "terminated from the dashboard");
+          if (reason !== null) historyEvent("Terminate", { executionTerminated: { reason } });
+        }}>Terminate</button>
+        <button disabled={status !== "FAILED"} onClick={() => confirm("Rewind this failed orchestration?") && historyEvent("Rewind", { executionRewound: { reason: "rewound from the dashboard" } })}>Rewind</button>
+        <button disabled={ended} onClick={() => {
+          const name = prompt("Raise event: name?");
+          if (!name) return;
+          const data = prompt("Event data (JSON)?", "null");
+          if (data === null) return;
+          try { JSON.parse(data); } catch { setError(new Error("the event data is not valid JSON")); return; }
+          historyEvent("Raise event", { eventRaised: { name, input: data } });
+        }}>Raise event</button>
+        <button disabled={!ended} onClick={() => {
+          const fresh = confirm("Restart under a new instance id? (Cancel: restart under the same id)");
+          act("Restart", async () => {
+            const started = await call<string>("POST", `orchestrations/${enc(id)}/restart`, { restartWithNewInstanceId: fresh });
+            if (fresh) go(`/orchestrations/${enc(String(started))}`);
+            return started;
+          });
+        }}>Restart</button>
+        <button class="danger" disabled={!ended} onClick={() => confirm("Purge this orchestration and its history?") &&
+          act("Purge", async () => { await call("DELETE", `orchestrations/${enc(id)}`); go("/"); })}>Purge</button>
+      </div>
+      <ErrorLine error={error} />
+      {message && <div class="message" role="status">{message}</div>}
+      <nav class="tabs">
+        {[["timeline", "Timeline"], ["history", "History"], ["payloads", "Input & output"]].map(([key, label]) => (
+          <button class={tab === key ? "active" : ""} onClick={() => setTab(key)}>{label}</button>
+        ))}
+      </nav>
+      {tab === "timeline" && <Timeline history={history} now={Date.now()} />}
+      {tab === "history" && <HistoryTable history={history} />}
+      {tab === "payloads" && payloads && (
+        <div class="two">
+          <div><h4>Input</h4><pre>{pretty(payloads.input)}</pre></div>
+          <div><h4>Output</h4><pre>{pretty(payloads.output)}</pre></div>
+          <div><h4>Custom status</h4><pre>{pretty(payloads.customStatus)}</pre></div>
+          {payloads.failureDetails && <div><h4>Failure</h4><pre>{JSON.stringify(payloads.failureDetails, null, 2)}</pre></div>}
+        </div>
+      )}
+    </section>
+  );
+}
+
+// ------------------------------------------------------------------ starting one
+
+function NewPage() {
+  const [error, setError] = useState<unknown>(null);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    const data = new FormData(e.currentTarget as HTMLFormElement);
+    const input = String(data.get("input") ?? "").trim();
+    if (input) {
+      try { JSON.parse(input); } catch { return setError(new Error("Input: not valid JSON")); }
+    }
+    const tags: Record<string, string> = {};
+    for (const line of String(data.get("tags") ?? "").split("\n")) {
+      const at = line.indexOf("=");
+      if (at > 0) tags[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+    }
+    const when = String(data.get("when") ?? "");
+    try {
+      const started = await call<{ instanceId: string }>("POST", "orchestrations", {
+        name: data.get("name"),
+        ...(data.get("id") ? { instanceId: data.get("id") } : {}),
+        ...(data.get("version") ? { version: data.get("version") } : {}),
+        ...(input ? { input } : {}),
+        ...(when ? { scheduledStartTimestamp: new Date(when).toISOString() } : {}),
+        ...(Object.keys(tags).length ? { tags } : {}),
+      });
+      go(`/orchestrations/${enc(started.instanceId)}`);
+    } catch (err) {
+      setError(err);
+    }
+  };
+  return (
+    <section>
+      <h2>New orchestration</h2>
+      <form class="new" onSubmit={submit}>
+        <label>Name <input name="name" required placeholder="HelloCities" /></label>
+        <label>Instance ID <input name="id" placeholder="(a new random id)" /></label>
+        <label>Version <input name="version" /></label>
+        <label>Input (JSON) <textarea name="input" rows={5} placeholder='{"city": "Tokyo"}' /></label>
+        <label>Scheduled start <input type="datetime-local" name="when" /></label>
+        <label>Tags (one key=value per line) <textarea name="tags" rows={3} /></label>
+        <button type="submit">Start</button>
+      </form>
+      <ErrorLine error={error} />
+    </section>
+  );
+}
+
+// ------------------------------------------------------------------ entities and workers
+
+function EntitiesPage() {
+  const [entities, setEntities] = useState<Entity[] | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [state, setState] = useState<{ id: string; text: string } | null>(null);
+  useEffect(() => {
+    call<{ entities: Entity[] }>("POST", "entities/query", { pagination: { count: 100 } })
+      .then((r) => setEntities(r.entities), setError);
+  }, []);
+  const show = async (id: string) => {
+    try {
+      const s = await call<unknown>("GET", `entities/${enc(id)}/state`);
+      setState({ id, text: JSON.stringify(s, null, 2) });
+    } catch (e) {
+      setState({ id, text: e instanceof Error ? e.message : String(e) });
+    }
+  };
+  return (
+    <section>
+      <h2>Entities</h2>
+      <ErrorLine error={error} />
+      <table class="list">
+        <thead><tr><th>Entity</th><th>Last modified</th><th>Backlog</th><th>Locked by</th></tr></thead>
+        <tbody>
+          {(entities ?? []).map((e) => (
+            <tr><td><a href="javascript:void 0" class="mono" onClick={() => show(e.instanceId)}>{e.instanceId}</a></td>
+              <td>{time(e.lastModifiedTime)}</td><td>{e.backlogQueueSize}</td><td>{e.lockedBy ?? ""}</td></tr>
+          ))}
+          {entities && !entities.length && <tr><td colSpan={4} class="empty">No entities.</td></tr>}
+        </tbody>
+      </table>
+      {state && <div class="span-detail"><h4>State of {state.id}</h4><pre>{state.text}</pre></div>}
+    </section>
+  );
+}
+
+function WorkersPage() {
+  const [workers, setWorkers] = useState<Worker[] | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    const load = () => call<{ workers: Worker[] }>("GET", "workers").then((r) => setWorkers(r.workers), setError);
+    load();
+    const timer = setInterval(load, 2000);
+    return () => clearInterval(timer);
+  }, []);
+  return (
+    <section>
+      <h2>Workers</h2>
+      <ErrorLine error={error} />
+      <table class="list">
+        <thead><tr><th>Worker</th><th>Orchestrations</th><th>Activities</th><th>Entities</th></tr></thead>
+        <tbody>
+          {(workers ?? []).map((w) => (
+            <tr><td class="mono">{w.workerId}</td>
+              <td>{w.activeOrchestrationsCount} / {w.maxOrchestrationsCount}</td>
+              <td>{w.activeActivitiesCount} / {w.maxActivitiesCount}</td>
+              <td>{w.activeEntitiesCount} / {w.maxEntitiesCount}</td></tr>
+          ))}
+          {workers && !workers.length && <tr><td colSpan={4} class="empty">No worker is connected.</td></tr>}
+        </tbody>
+      </table>
+      <p>Prometheus metrics: <a href="/metrics">/metrics</a></p>
+    </section>
+  );
+}
+
+// ------------------------------------------------------------------ the frame
+
+function App() {
+  const route = useRoute();
+  const [hubs, setHubs] = useState<string[]>([]);
+  const [hub, setHubState] = useState(localStorage.getItem("dtsd.hub") ?? "default");
+  setHub(hub);
+  useEffect(() => { taskHubs().then(setHubs, () => setHubs([])); }, []);
+  const page = route.path.startsWith("/orchestrations/")
+    ? <InstancePage key={route.path} id={decodeURIComponent(route.path.slice("/orchestrations/".length))} params={route.params} />
+    : route.path === "/new" ? <NewPage />
+    : route.path === "/entities" ? <EntitiesPage />
+    : route.path === "/workers" ? <WorkersPage />
+    : <ListPage key={currentHub()} params={route.params} />;
+  return (
+    <>
+      <header>
+        <a class="brand" href="#/">dtsd</a>
+        <nav>
+          <a href="#/" class={route.path === "/" ? "active" : ""}>Orchestrations</a>
+          <a href="#/entities" class={route.path === "/entities" ? "active" : ""}>Entities</a>
+          <a href="#/workers" class={route.path === "/workers" ? "active" : ""}>Workers</a>
+          <a href="#/new" class={route.path === "/new" ? "active" : ""}>New orchestration</a>
+        </nav>
+        <label class="hub">Task hub <select value={hub} onChange={(e) => {
+          const next = (e.target as HTMLSelectElement).value;
+          localStorage.setItem("dtsd.hub", next);
+          setHubState(next);
+          go("/");
+        }}>
+          {(hubs.length ? hubs : [hub]).map((h) => <option value={h}>{h}</option>)}
+        </select></label>
+      </header>
+      <main>{page}</main>
+    </>
+  );
+}
+
+render(<App />, document.getElementById("app")!);

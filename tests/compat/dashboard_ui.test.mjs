@@ -1,0 +1,178 @@
+// The dashboard in a real browser (Debian's chromium driven by playwright-core)
+// against dtsd running hello cities, a fan-out, a failing orchestration and an
+// entity: the list filters and pages, the instance page shows the five activities
+// in order in the timeline and the history, and each action through the UI
+// changes the instance as the API says. Screenshots of each page go to
+// <build>/screenshots/.
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { after, before, describe, test } from "node:test";
+
+import { EntityInstanceId, TaskEntity, whenAll } from "@microsoft/durabletask-js";
+import { chromium } from "playwright-core";
+
+import { CITIES, dtsdPath, eventually, sharedEnvironment } from "./support.mjs";
+
+const run = Date.now().toString(36);
+const shots = resolve(dirname(dtsdPath), "../../screenshots");
+const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+
+class Counter extends TaskEntity {
+  initializeState() { return 0; }
+  add(amount) { this.state += amount; return this.state; }
+}
+
+function register(w) {
+  w.addNamedEntity("counter", () => new Counter());
+  w.addNamedActivity("SayHello", async (_ctx, city) => `Hello, ${city}!`);
+  w.addNamedActivity("Fails", async () => { throw new TypeError("the city is closed"); });
+  w.addNamedOrchestrator("HelloCities", async function* (ctx) {
+    const out = [];
+    for (const city of CITIES) out.push(yield ctx.callActivity("SayHello", city));
+    return out;
+  });
+  w.addNamedOrchestrator("FanOut", async function* (ctx) {
+    const tasks = [];
+    for (let i = 0; i < 8; i++) tasks.push(ctx.callActivity("SayHello", `city-${i}`));
+    return yield whenAll(tasks);
+  });
+  w.addNamedOrchestrator("Failing", async function* (ctx) { yield ctx.callActivity("Fails"); });
+  w.addNamedOrchestrator("Waiting", async function* (ctx) { return yield ctx.waitForExternalEvent("go"); });
+}
+
+describe("the dashboard in a browser", () => {
+  const env = sharedEnvironment(register);
+  let browser, page;
+  const ids = { hello: `ui-hello-${run}`, fan: `ui-fan-${run}`, fail: `ui-fail-${run}`, wait: `ui-wait-${run}` };
+
+  async function statusOf(id) {
+    const response = await fetch(`${env.dtsd.restUrl}/v1/taskhubs/orchestrations/${encodeURIComponent(id)}`);
+    if (response.status === 404) return "PURGED";
+    return (await response.json()).orchestrationStatus.replace("ORCHESTRATION_STATUS_", "");
+  }
+  const shot = (name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+
+  before(async () => {
+    mkdirSync(shots, { recursive: true });
+    browser = await chromium.launch({
+      executablePath: chromiumPath,
+      headless: true,
+      args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync"],
+    });
+    page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    page.setDefaultTimeout(15000);
+    await env.client.scheduleNewOrchestration("HelloCities", undefined, ids.hello);
+    await env.client.scheduleNewOrchestration("FanOut", undefined, ids.fan);
+    await env.client.scheduleNewOrchestration("Failing", undefined, ids.fail);
+    await env.client.signalEntity(new EntityInstanceId("counter", `ui-${run}`), "add", 3);
+    for (const id of [ids.hello, ids.fan, ids.fail]) await env.client.waitForOrchestrationCompletion(id, false, 30);
+  });
+  after(async () => {
+    await browser?.close();  // Playwright gives each launch a fresh profile and removes it.
+  });
+
+  test("the list shows every orchestration, its status counts, and filters by status", async () => {
+    await page.goto(`${env.dtsd.restUrl}/#/`);
+    for (const id of [ids.hello, ids.fan, ids.fail]) await page.getByRole("link", { name: id }).waitFor();
+    await shot("list");
+    await page.getByRole("button", { name: /Failed/ }).click();
+    await page.getByRole("link", { name: ids.fail }).waitFor();
+    await eventually(async () => (await page.getByRole("link", { name: ids.hello }).count()) === 0, 10000, "the filter");
+    assert.match(page.url(), /status=FAILED/, "the filter is in the URL");
+    await shot("list-failed");
+    await page.goBack();
+    await page.getByRole("link", { name: ids.hello }).waitFor();
+  });
+
+  test("paging: two rows a page, every orchestration once, in id order", async () => {
+    await page.goto(`${env.dtsd.restUrl}/#/?size=10&id=${encodeURIComponent(`-${run}`)}&sort=ORCHESTRATION_ID&dir=ASCENDING_SORT`);
+    await page.getByText("Page 1 of 1").waitFor();
+    // Rows per page is a select of the UI: 10 is its smallest, so page through a
+    // URL with size 2 (the same state the select writes).
+    await page.goto(`${env.dtsd.restUrl}/#/?size=2&id=${encodeURIComponent(`-${run}`)}&sort=ORCHESTRATION_ID&dir=ASCENDING_SORT`);
+    await page.getByText("Page 1 of 2").waitFor();
+    const rowIds = () => page.locator("table.list tbody tr td:nth-child(2)").allTextContents();
+    const first = await rowIds();
+    assert.equal(first.length, 2);
+    await page.getByRole("button", { name: /Next/ }).click();
+    await page.getByText("Page 2 of 2").waitFor();
+    const second = await rowIds();
+    assert.ok(await page.getByRole("button", { name: /Next/ }).isDisabled(), "no page after the last");
+    assert.deepEqual([...first, ...second], [ids.fail, ids.fan, ids.hello]);
+  });
+
+  test("hello cities: the timeline shows its five activities in order, the history every event", async () => {
+    await page.goto(`${env.dtsd.restUrl}/#/orchestrations/${ids.hello}`);
+    await page.locator(".badge", { hasText: "COMPLETED" }).waitFor();
+    const lanes = page.locator(".timeline .lane");
+    await eventually(async () => (await lanes.count()) === 5, 10000, "five lanes");
+    assert.deepEqual(await page.locator(".timeline .lane-label").allTextContents(), Array(5).fill("SayHello"));
+    await lanes.nth(1).click();
+    await page.locator(".span-detail pre", { hasText: "Seattle" }).first().waitFor();
+    await shot("instance-timeline");
+    await page.getByRole("button", { name: "History" }).click();
+    const kinds = page.locator("table.history tbody tr td:nth-child(3)");
+    await eventually(async () => (await kinds.allTextContents()).filter((k) => k === "taskScheduled").length === 5,
+      10000, "five taskScheduled rows");
+    assert.equal((await kinds.allTextContents()).filter((k) => k === "taskCompleted").length, 5);
+    await shot("instance-history");
+    await page.getByRole("button", { name: "Input & output" }).click();
+    await page.locator("pre", { hasText: "Hello, Cairo!" }).waitFor();
+  });
+
+  test("a fan-out shows eight parallel activities; a failure shows its details", async () => {
+    await page.goto(`${env.dtsd.restUrl}/#/orchestrations/${ids.fan}`);
+    await eventually(async () => (await page.locator(".timeline .lane").count()) === 8, 10000, "eight lanes");
+    await shot("instance-fanout");
+    await page.goto(`${env.dtsd.restUrl}/#/orchestrations/${ids.fail}?tab=payloads`);
+    await page.locator("pre", { hasText: "the city is closed" }).waitFor();
+    await shot("instance-failed");
+  });
+
+  test("actions: suspend, resume, terminate and purge through the UI change the instance", async () => {
+    await env.client.scheduleNewOrchestration("Waiting", undefined, ids.wait);
+    await eventually(async () => (await statusOf(ids.wait)) === "RUNNING", 20000, "running");
+    page.on("dialog", (dialog) => dialog.accept(dialog.type() === "prompt" ? "stopped in the browser test" : undefined));
+    await page.goto(`${env.dtsd.restUrl}/#/orchestrations/${ids.wait}`);
+    await page.getByRole("button", { name: "Suspend" }).click();
+    await eventually(async () => (await statusOf(ids.wait)) === "SUSPENDED", 20000, "suspended");
+    await page.locator(".badge", { hasText: "SUSPENDED" }).waitFor();
+    await page.getByRole("button", { name: "Resume" }).click();
+    await eventually(async () => (await statusOf(ids.wait)) === "RUNNING", 20000, "resumed");
+    await page.getByRole("button", { name: "Terminate" }).click();
+    await eventually(async () => (await statusOf(ids.wait)) === "TERMINATED", 20000, "terminated");
+    await page.locator(".badge", { hasText: "TERMINATED" }).waitFor();
+    await shot("instance-terminated");
+    await page.getByRole("button", { name: "Purge" }).click();
+    await eventually(async () => (await statusOf(ids.wait)) === "PURGED", 20000, "purged");
+    page.removeAllListeners("dialog");
+  });
+
+  test("a new orchestration started from the form runs to completion", async () => {
+    const id = `ui-new-${run}`;
+    await page.goto(`${env.dtsd.restUrl}/#/new`);
+    await page.getByLabel("Name").fill("HelloCities");
+    await page.getByLabel("Instance ID").fill(id);
+    await page.getByLabel("Input (JSON)").fill("{not json");
+    await page.getByRole("button", { name: "Start" }).click();
+    await page.getByRole("alert").filter({ hasText: "not valid JSON" }).waitFor();
+    assert.equal(await statusOf(id), "PURGED", "nothing started from bad input");
+    await page.getByLabel("Input (JSON)").fill('{"from": "the browser"}');
+    await shot("new");
+    await page.getByRole("button", { name: "Start" }).click();
+    await page.locator("h2", { hasText: id }).waitFor();
+    await eventually(async () => (await statusOf(id)) === "COMPLETED", 30000, "completed");
+  });
+
+  test("entities and workers pages", async () => {
+    await page.goto(`${env.dtsd.restUrl}/#/entities`);
+    await page.getByText(`@counter@ui-${run}`).click();
+    await page.locator(".span-detail pre", { hasText: "3" }).waitFor();
+    await shot("entities");
+    await page.goto(`${env.dtsd.restUrl}/#/workers`);
+    await page.locator("table.list tbody tr td.mono").first().waitFor();
+    await shot("workers");
+  });
+});

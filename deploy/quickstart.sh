@@ -65,6 +65,7 @@ dtsd is running (pid $(cat "$pid_file")), task hub 'default'.
   gRPC API:         $grpc_address, for the official Durable Task SDKs; connection string
                     Endpoint=http://$grpc_address;Authentication=None;TaskHub=default
   native API:       $address (Cap'n Proto; the C++ SDK and dtsctl)
+  dashboard:        http://$dashboard_address/  (orchestrations, timelines, histories, actions)
   REST API:         http://$dashboard_address/v1/taskhubs/ (DTS's REST API; header x-taskhub)
   metrics:          http://$dashboard_address/metrics (Prometheus)
   list instances:   $build/src/cli/dtsctl instance list

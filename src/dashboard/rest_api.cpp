@@ -182,6 +182,29 @@ expected<time_range> range_filter(const json& filter, const char* name) {
   return range;
 }
 
+/// {"pagination": {"startIndex", "count"}}: absent parts keep their defaults.
+expected<void> read_pagination(const json& body, std::size_t& start_index, std::size_t& count,
+                               const rest_options& options) {
+  if (auto found = body.find("pagination"); found != body.end() && !found->is_null()) {
+    if (!found->is_object()) return error{errc::invalid_argument, "pagination: must be an object"};
+    for (auto [name, target] : {std::pair{"startIndex", &start_index}, std::pair{"count", &count}}) {
+      auto value = found->find(name);
+      if (value == found->end() || value->is_null()) continue;
+      if (value->is_number_unsigned()) {
+        *target = value->get<std::size_t>();
+      } else if (value->is_number_integer() && value->get<std::int64_t>() >= 0) {
+        *target = static_cast<std::size_t>(value->get<std::int64_t>());
+      } else {
+        return error{errc::invalid_argument, fmt::format("pagination.{}: must be a whole number >= 0", name)};
+      }
+    }
+  }
+  if (count == 0 || count > options.page_rows_max) {
+    return error{errc::invalid_argument, fmt::format("pagination.count: must be 1 to {}", options.page_rows_max)};
+  }
+  return {};
+}
+
 std::string lower(std::string text) {
   for (auto& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return text;
@@ -281,20 +304,7 @@ expected<list_request> read_list_request(const http_request& http, const rest_op
       }
     }
   }
-  if (auto found = body->find("pagination"); found != body->end() && !found->is_null()) {
-    if (!found->is_object()) return error{errc::invalid_argument, "pagination: must be an object"};
-    for (auto [name, target] : {std::pair{"startIndex", &out.start_index}, std::pair{"count", &out.count}}) {
-      auto value = found->find(name);
-      if (value == found->end() || value->is_null()) continue;
-      if (!value->is_number_integer() || value->get<std::int64_t>() < 0) {
-        return error{errc::invalid_argument, fmt::format("pagination.{}: must be a whole number >= 0", name)};
-      }
-      *target = value->get<std::size_t>();
-    }
-  }
-  if (out.count == 0 || out.count > options.page_rows_max) {
-    return error{errc::invalid_argument, fmt::format("pagination.count: must be 1 to {}", options.page_rows_max)};
-  }
+  if (auto paged = read_pagination(*body, out.start_index, out.count, options); !paged) return paged.error();
   if (auto found = body->find("sort"); found != body->end() && !found->is_null()) {
     if (!found->is_array()) return error{errc::invalid_argument, "sort: must be a list of {column, direction}"};
     for (const auto& item : *found) {
@@ -485,19 +495,7 @@ expected<list_spec> entity_list(const http_request& http, const rest_options& op
     if (!key.empty() && !contains_ci(entity_key, key)) return false;
     return !modified.any() || modified.holds(r.last_updated_at_ns);
   };
-  if (auto found = body->find("pagination"); found != body->end() && found->is_object()) {
-    for (auto [field, target] : {std::pair{"startIndex", &spec.start_index}, std::pair{"count", &spec.count}}) {
-      auto value = found->find(field);
-      if (value == found->end() || value->is_null()) continue;
-      if (!value->is_number_integer() || value->get<std::int64_t>() < 0) {
-        return error{errc::invalid_argument, fmt::format("pagination.{}: must be a whole number >= 0", field)};
-      }
-      *target = value->get<std::size_t>();
-    }
-  }
-  if (spec.count == 0 || spec.count > options.page_rows_max) {
-    return error{errc::invalid_argument, fmt::format("pagination.count: must be 1 to {}", options.page_rows_max)};
-  }
+  if (auto paged = read_pagination(*body, spec.start_index, spec.count, options); !paged) return paged.error();
   enum class by { name, key, modified };
   by order = by::name;
   bool descending = false;

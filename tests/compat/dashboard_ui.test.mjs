@@ -9,36 +9,22 @@ import { mkdirSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 
-import { EntityInstanceId, TaskEntity, whenAll } from "@microsoft/durabletask-js";
+import { EntityInstanceId, whenAll } from "@microsoft/durabletask-js";
 import { chromium } from "playwright-core";
 
-import { CITIES, dtsdPath, eventually, sharedEnvironment } from "./support.mjs";
+import { dtsdPath, eventually, registerSamples, sharedEnvironment } from "./support.mjs";
 
 const run = Date.now().toString(36);
 const shots = resolve(dirname(dtsdPath), "../../screenshots");
 const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
-class Counter extends TaskEntity {
-  initializeState() { return 0; }
-  add(amount) { this.state += amount; return this.state; }
-}
-
 function register(w) {
-  w.addNamedEntity("counter", () => new Counter());
-  w.addNamedActivity("SayHello", async (_ctx, city) => `Hello, ${city}!`);
-  w.addNamedActivity("Fails", async () => { throw new TypeError("the city is closed"); });
-  w.addNamedOrchestrator("HelloCities", async function* (ctx) {
-    const out = [];
-    for (const city of CITIES) out.push(yield ctx.callActivity("SayHello", city));
-    return out;
-  });
+  registerSamples(w);
   w.addNamedOrchestrator("FanOut", async function* (ctx) {
     const tasks = [];
     for (let i = 0; i < 8; i++) tasks.push(ctx.callActivity("SayHello", `city-${i}`));
     return yield whenAll(tasks);
   });
-  w.addNamedOrchestrator("Failing", async function* (ctx) { yield ctx.callActivity("Fails"); });
-  w.addNamedOrchestrator("Waiting", async function* (ctx) { return yield ctx.waitForExternalEvent("go"); });
 }
 
 describe("the dashboard in a browser", () => {

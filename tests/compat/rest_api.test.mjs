@@ -5,32 +5,14 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { EntityInstanceId, OrchestrationStatus, TaskEntity } from "@microsoft/durabletask-js";
+import { EntityInstanceId, OrchestrationStatus } from "@microsoft/durabletask-js";
 
-import { CITIES, eventually, sharedEnvironment } from "./support.mjs";
+import { CITIES, eventually, registerSamples, sharedEnvironment } from "./support.mjs";
 
 const run = Date.now().toString(36);
 
-class Counter extends TaskEntity {
-  initializeState() { return 0; }
-  add(amount) { this.state += amount; return this.state; }
-}
-
-function register(w) {
-  w.addNamedEntity("counter", () => new Counter());
-  w.addNamedActivity("SayHello", async (_ctx, city) => `Hello, ${city}!`);
-  w.addNamedActivity("Fails", async () => { throw new TypeError("the city is closed"); });
-  w.addNamedOrchestrator("HelloCities", async function* (ctx) {
-    const out = [];
-    for (const city of CITIES) out.push(yield ctx.callActivity("SayHello", city));
-    return out;
-  });
-  w.addNamedOrchestrator("Failing", async function* (ctx) { yield ctx.callActivity("Fails"); });
-  w.addNamedOrchestrator("Waiting", async function* (ctx) { return yield ctx.waitForExternalEvent("go"); });
-}
-
 describe("the DTS REST API on the dashboard port", () => {
-  const env = sharedEnvironment(register);
+  const env = sharedEnvironment(registerSamples);
 
   /** A call to the REST API; returns {status, body (parsed JSON or text), headers}. */
   async function rest(method, path, { body, hub, raw, prefix = "/v1/taskhubs/" } = {}) {

@@ -8,7 +8,7 @@ import { after, before } from "node:test";
 import { fileURLToPath } from "node:url";
 
 import { Metadata } from "@grpc/grpc-js";
-import { NoOpLogger, TaskHubGrpcClient, TaskHubGrpcWorker } from "@microsoft/durabletask-js";
+import { NoOpLogger, TaskEntity, TaskHubGrpcClient, TaskHubGrpcWorker } from "@microsoft/durabletask-js";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 export const dtsdPath = process.env.DTSD_BIN ?? resolve(here, "../../build/release/src/server/dtsd");
@@ -117,6 +117,27 @@ export async function eventually(check, ms = 20000, what = "condition") {
 }
 
 export const CITIES = ["Tokyo", "Seattle", "London", "Paris", "Cairo"];
+
+/** An entity that adds what it is signalled. */
+export class Counter extends TaskEntity {
+  initializeState() { return 0; }
+  add(amount) { this.state += amount; return this.state; }
+}
+
+/** What the dashboard suites run: hello cities, a failing orchestration, one that
+ * waits for an event "go", and the counter entity. */
+export function registerSamples(w) {
+  w.addNamedEntity("counter", () => new Counter());
+  w.addNamedActivity("SayHello", async (_ctx, city) => `Hello, ${city}!`);
+  w.addNamedActivity("Fails", async () => { throw new TypeError("the city is closed"); });
+  w.addNamedOrchestrator("HelloCities", async function* (ctx) {
+    const out = [];
+    for (const city of CITIES) out.push(yield ctx.callActivity("SayHello", city));
+    return out;
+  });
+  w.addNamedOrchestrator("Failing", async function* (ctx) { yield ctx.callActivity("Fails"); });
+  w.addNamedOrchestrator("Waiting", async function* (ctx) { return yield ctx.waitForExternalEvent("go"); });
+}
 
 /** A JS SDK worker process (worker.mjs); resolves once it is connected. */
 export async function startWorkerProcess(address, delayMs = 0) {

@@ -40,6 +40,16 @@ function useRoute(): Route {
 
 // ------------------------------------------------------------------ helpers
 
+/** Runs `load` now, and every `everyMs` after (0: once), until the view changes. */
+function usePolling(load: () => void, everyMs: number) {
+  useEffect(() => { load(); }, [load]);
+  useEffect(() => {
+    if (!everyMs) return;
+    const timer = setInterval(load, everyMs);
+    return () => clearInterval(timer);
+  }, [load, everyMs]);
+}
+
 const time = (t?: string) => (t ? new Date(t).toLocaleString() : "");
 
 function duration(from?: string, to?: string): string {
@@ -120,13 +130,7 @@ function ListPage({ params }: { params: URLSearchParams }) {
       setError(e);
     }
   }, [key]);
-
-  useEffect(() => { load(); }, [load]);
-  useEffect(() => {
-    if (!refresh) return;
-    const timer = setInterval(load, refresh * 1000);
-    return () => clearInterval(timer);
-  }, [load, refresh]);
+  usePolling(load, refresh * 1000);
 
   const set = (changes: Record<string, string | string[] | null>) => {
     const next = new URLSearchParams(params);
@@ -393,12 +397,9 @@ function InstancePage({ id, params }: { id: string; params: URLSearchParams }) {
       setError(e);
     }
   }, [id]);
-  useEffect(() => { load(); }, [load]);
-  useEffect(() => {
-    if (!meta || ["COMPLETED", "FAILED", "TERMINATED", "CANCELED"].includes(shortStatus(meta.orchestrationStatus))) return;
-    const timer = setInterval(load, 2000);
-    return () => clearInterval(timer);
-  }, [meta, load]);
+  // Followed every 2 s until it ends.
+  const over = !!meta && ["COMPLETED", "FAILED", "TERMINATED", "CANCELED"].includes(shortStatus(meta.orchestrationStatus));
+  usePolling(load, over ? 0 : 2000);
 
   const act = async (label: string, run: () => Promise<unknown>) => {
     try {
@@ -572,12 +573,10 @@ function EntitiesPage() {
 function WorkersPage() {
   const [workers, setWorkers] = useState<Worker[] | null>(null);
   const [error, setError] = useState<unknown>(null);
-  useEffect(() => {
-    const load = () => call<{ workers: Worker[] }>("GET", "workers").then((r) => setWorkers(r.workers), setError);
-    load();
-    const timer = setInterval(load, 2000);
-    return () => clearInterval(timer);
+  const load = useCallback(() => {
+    call<{ workers: Worker[] }>("GET", "workers").then((r) => setWorkers(r.workers), setError);
   }, []);
+  usePolling(load, 2000);
   return (
     <section>
       <h2>Workers</h2>

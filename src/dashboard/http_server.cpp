@@ -1,7 +1,9 @@
 #include "dashboard/http_server.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -103,14 +105,35 @@ struct shared_state {
   const http_options options;
   const http_handler handler;
   std::atomic<std::size_t> open{0};
+  /// Set by stop(): answers that come later are dropped, not posted.
+  std::atomic<bool> stopped{false};
 };
 
+/// Connections refused with an answer are bounded too: past this many open in
+/// all, a new one is closed at once.
+constexpr std::size_t refused_extra_max = 64;
+/// How long and how much a connection refused mid-request is read (and dropped)
+/// so that the client sees the answer rather than a reset.
+constexpr auto linger_time = std::chrono::seconds(3);
+constexpr std::size_t linger_bytes_max = 64u << 20;
+/// Pause before accepting again after accept failed (out of descriptors...).
+constexpr auto accept_retry_delay = std::chrono::milliseconds(200);
+
+http_response json_error(unsigned status, const char* code, const std::string& message) {
+  std::string text;
+  for (char c : message) {
+    if (c == '"' || c == '\\') text.push_back('\\');
+    text.push_back(static_cast<unsigned char>(c) < 0x20 ? ' ' : c);
+  }
+  return {status, "application/json", fmt::format(R"({{"code":"{}","message":"{}"}})", code, text), {}};
+}
+
 /// One connection: requests are read and answered one at a time (HTTP/1.1
-/// keep-alive, no pipelining of answers).
+/// keep-alive; a pipelined request waits in the buffer for the answer before it).
 class session : public std::enable_shared_from_this<session> {
  public:
   session(std::shared_ptr<asio::io_context> context, tcp::socket socket, std::shared_ptr<shared_state> shared)
-      : context_(std::move(context)), stream_(std::move(socket)), shared_(std::move(shared)),
+      : context_(std::move(context)), stream_(std::move(socket)), deadline_(*context_), shared_(std::move(shared)),
         options_(shared_->options) {
     ++shared_->open;
   }
@@ -118,13 +141,11 @@ class session : public std::enable_shared_from_this<session> {
 
   void begin(bool refused) {
     if (!refused) return read();
-    http_response busy{503, "application/json",
-                       R"({"code":"UNAVAILABLE","message":"too many open connections to the dashboard; try again"})",
-                       {}};
-    keep_alive_ = false;
-    refused_early_ = true;
-    write(std::move(busy));
+    refuse(json_error(503, "UNAVAILABLE", "too many open connections to the dashboard; try again"));
   }
+
+  /// Closes the connection now (the server stops).
+  void shut() { close(); }
 
  private:
   void read() {
@@ -136,31 +157,57 @@ class session : public std::enable_shared_from_this<session> {
                      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
   }
 
+  /// Answers a request that was not read whole, then lingers.
+  void refuse(http_response answer) {
+    keep_alive_ = false;
+    refused_early_ = true;
+    head_ = false;
+    write(std::move(answer));
+  }
+
   void on_read(beast::error_code ec) {
     if (ec == http::error::body_limit) {
-      keep_alive_ = false;
-      refused_early_ = true;
-      return write({413, "application/json",
-                    fmt::format(R"({{"code":"PAYLOAD_TOO_LARGE","message":"the request body is over {} bytes"}})",
-                                options_.body_bytes_max),
-                    {}});
+      return refuse(json_error(413, "PAYLOAD_TOO_LARGE",
+                               fmt::format("the request body is over {} bytes", options_.body_bytes_max)));
     }
     if (ec == http::error::header_limit) {
-      keep_alive_ = false;
-      refused_early_ = true;
-      return write({431, "application/json",
-                    R"({"code":"HEADERS_TOO_LARGE","message":"the request headers are too large"})", {}});
+      return refuse(json_error(431, "HEADERS_TOO_LARGE", "the request headers are too large"));
+    }
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted) {
+      return close();
+    }
+    if (ec && ec.category() == beast::error_code(http::error::end_of_stream).category()) {  // Unreadable HTTP.
+      return refuse(json_error(400, "BAD_REQUEST", "malformed HTTP request: " + ec.message()));
     }
     if (ec) return close();
     auto raw = parser_->release();
     keep_alive_ = raw.keep_alive();
     version_ = raw.version();
     head_ = raw.method() == http::verb::head;
-    stream_.expires_never();  // The handler's time is the service's; the write gets its own bound.
-    shared_->handler(to_request(raw), [self = shared_from_this()](http_response response) {
-      auto executor = self->stream_.get_executor();
-      asio::post(executor, [self, response = std::move(response)]() mutable { self->write(std::move(response)); });
+    stream_.expires_never();  // The handler has its own deadline; the write gets its bound.
+    const auto request = ++requests_;
+    deadline_.expires_after(options_.handler_timeout);
+    deadline_.async_wait([self = shared_from_this(), request](beast::error_code waited) {
+      if (waited || self->answered_ == request) return;
+      self->answer(request, json_error(503, "UNAVAILABLE", fmt::format("no answer within {} s; try again",
+                                                                         self->options_.handler_timeout.count())));
     });
+    shared_->handler(to_request(raw), [self = shared_from_this(), request](http_response response) {
+      if (self->shared_->stopped) return;
+      auto executor = self->stream_.get_executor();
+      asio::post(executor, [self, request, response = std::move(response)]() mutable {
+        self->answer(request, std::move(response));
+      });
+    });
+  }
+
+  /// The first answer to request `request` is written; a later one (the service
+  /// after the deadline) is dropped.
+  void answer(std::uint64_t request, http_response response) {
+    if (answered_ >= request) return;
+    answered_ = request;
+    deadline_.cancel();
+    write(std::move(response));
   }
 
   void write(http_response answer) {
@@ -171,50 +218,64 @@ class session : public std::enable_shared_from_this<session> {
     response_.set(http::field::content_type, answer.content_type);
     response_.set(http::field::cache_control, "no-store");
     for (auto& [name, value] : answer.headers) response_.set(name, value);
-    response_.body() = head_ ? std::string() : std::move(answer.body);
     response_.keep_alive(keep_alive_);
-    response_.prepare_payload();
+    if (head_) {  // The length of what a GET would send, and no body.
+      response_.content_length(answer.body.size());
+    } else {
+      response_.body() = std::move(answer.body);
+      response_.prepare_payload();
+    }
     stream_.expires_after(options_.io_timeout);
     http::async_write(stream_, response_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
       if (ec) return self->close();
-      if (self->refused_early_) return self->linger();
+      if (self->refused_early_) {
+        beast::error_code ignored;
+        self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        self->stream_.expires_after(linger_time);  // Once: a trickling client cannot hold it.
+        return self->linger();
+      }
       if (!self->keep_alive_) return self->close();
       self->read();
     });
   }
 
   /// After refusing a request it had not read whole (too large, too many
-  /// connections): stops sending and reads what the client still sends, dropping
-  /// it, until it closes or the io timeout, so that it sees the answer instead of
-  /// a reset.
+  /// connections, malformed): reads what the client still sends, dropping it,
+  /// until it closes, linger_time passes or linger_bytes_max came, so that it sees
+  /// the answer instead of a reset.
   void linger() {
-    beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.expires_after(options_.io_timeout);
-    stream_.async_read_some(asio::buffer(scratch_), [self = shared_from_this()](beast::error_code ec, std::size_t) {
-      if (ec) return self->close();
+    stream_.async_read_some(asio::buffer(scratch_), [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+      self->lingered_ += n;
+      if (ec || self->lingered_ > linger_bytes_max) return self->close();
       self->linger();
     });
   }
 
   void close() {
     beast::error_code ignored;
+    deadline_.cancel();
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
     stream_.close();
   }
 
-  std::shared_ptr<asio::io_context> context_;  ///< First: outlives the stream.
+  /// First: outlives the socket and the timer (a session can outlive the server,
+  /// held by an answer still on its way from the service).
+  std::shared_ptr<asio::io_context> context_;
   beast::tcp_stream stream_;
+  asio::steady_timer deadline_;
   std::shared_ptr<shared_state> shared_;
   const http_options& options_;  ///< In shared_.
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> response_;
+  std::uint64_t requests_ = 0;
+  std::uint64_t answered_ = 0;
   bool keep_alive_ = true;
   bool refused_early_ = false;
-  std::array<char, 16384> scratch_{};
   bool head_ = false;
   unsigned version_ = 11;
+  std::size_t lingered_ = 0;
+  std::array<char, 16384> scratch_{};
 };
 
 class server_impl final : public http_server {
@@ -234,52 +295,96 @@ class server_impl final : public http_server {
       return error{errc::invalid_argument,
                    fmt::format("cannot resolve dashboard address '{}': {}", options_.address, ec.message())};
     }
-    const auto endpoint = endpoints.begin()->endpoint();
-    acceptor_.open(endpoint.protocol(), ec);
-    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-    if (!ec) acceptor_.bind(endpoint, ec);
-    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) {
-      return error{errc::io, fmt::format("cannot listen on dashboard address '{}': {}", options_.address, ec.message())};
+    // Every address the name has ("localhost": 127.0.0.1 and ::1), on one port:
+    // with port 0 the first one's.
+    std::string why;
+    for (const auto& entry : endpoints) {
+      auto endpoint = entry.endpoint();
+      if (port_ != 0) endpoint.port(port_);
+      auto acceptor = std::make_unique<tcp::acceptor>(*context_);
+      beast::error_code failed;
+      acceptor->open(endpoint.protocol(), failed);
+      if (!failed) acceptor->set_option(asio::socket_base::reuse_address(true), failed);
+      if (!failed && endpoint.address().is_v6()) acceptor->set_option(asio::ip::v6_only(true), failed);
+      if (!failed) acceptor->bind(endpoint, failed);
+      if (!failed) acceptor->listen(asio::socket_base::max_listen_connections, failed);
+      if (failed) {
+        why = failed.message();
+        continue;
+      }
+      if (port_ == 0) port_ = acceptor->local_endpoint().port();
+      acceptors_.push_back(std::move(acceptor));
     }
-    port_ = acceptor_.local_endpoint().port();
-    accept();
-    thread_ = std::thread([this] { context_->run(); });
+    if (acceptors_.empty()) {
+      return error{errc::io, fmt::format("cannot listen on dashboard address '{}': {}", options_.address, why)};
+    }
+    for (auto& acceptor : acceptors_) accept(*acceptor);
+    thread_ = std::thread([this] {
+      context_->run();
+      ran_out_ = true;
+    });
     return {};
   }
 
   std::uint16_t port() const override { return port_; }
 
   void stop() override {
-    if (stopped_.exchange(true)) return;
+    if (shared_->stopped.exchange(true)) return;
+    // Closing the acceptors and every connection ends all pending work: the io
+    // thread runs out of it and returns. Connections waiting for the service hold
+    // no work; their answers are dropped (stopped).
     asio::post(*context_, [this] {
       beast::error_code ignored;
-      acceptor_.close(ignored);
+      for (auto& acceptor : acceptors_) acceptor->close(ignored);
+      retry_.cancel();
+      for (auto& weak : sessions_) {
+        if (auto live = weak.lock()) live->shut();
+      }
+      sessions_.clear();
     });
+    for (int waited = 0; waited < 50 && !ran_out_; ++waited) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     context_->stop();
     if (thread_.joinable()) thread_.join();
+    // What a forced stop left queued runs now, on closed sockets, and lets go of
+    // its connections.
+    context_->restart();
+    context_->poll();
   }
 
  private:
-  void accept() {
-    acceptor_.async_accept(asio::make_strand(*context_), [this](beast::error_code ec, tcp::socket socket) {
+  void accept(tcp::acceptor& acceptor) {
+    acceptor.async_accept(asio::make_strand(*context_), [this, &acceptor](beast::error_code ec, tcp::socket socket) {
+      if (ec == asio::error::operation_aborted || shared_->stopped) return;
       if (ec) {
-        if (ec == asio::error::operation_aborted) return;
-        spdlog::warn("dashboard: accept failed: {}", ec.message());
-      } else {
-        const bool refused = shared_->open.load() >= options_.connections_max;
-        std::make_shared<session>(context_, std::move(socket), shared_)->begin(refused);
+        spdlog::warn("dashboard: accept failed: {}; trying again in {} ms", ec.message(), accept_retry_delay.count());
+        retry_.expires_after(accept_retry_delay);
+        retry_.async_wait([this, &acceptor](beast::error_code waited) {
+          if (!waited) accept(acceptor);
+        });
+        return;
       }
-      accept();
+      const auto open = shared_->open.load();
+      if (open >= options_.connections_max + refused_extra_max) {
+        beast::error_code ignored;
+        socket.close(ignored);  // Too many even to refuse politely.
+      } else {
+        auto made = std::make_shared<session>(context_, std::move(socket), shared_);
+        std::erase_if(sessions_, [](const auto& weak) { return weak.expired(); });
+        sessions_.push_back(made);
+        made->begin(open >= options_.connections_max);
+      }
+      accept(acceptor);
     });
   }
 
   std::shared_ptr<shared_state> shared_;
   const http_options& options_;  ///< In shared_.
   std::shared_ptr<asio::io_context> context_ = std::make_shared<asio::io_context>(1);
-  tcp::acceptor acceptor_{*context_};
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+  asio::steady_timer retry_{*context_};
+  std::vector<std::weak_ptr<session>> sessions_;  ///< Only on the io thread.
   std::uint16_t port_ = 0;
-  std::atomic<bool> stopped_{false};
+  std::atomic<bool> ran_out_{false};
   std::thread thread_;
 };
 

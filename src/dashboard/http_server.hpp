@@ -50,6 +50,8 @@ struct http_options {
   std::size_t header_bytes_max = 16u << 10;
   /// The longest a request may take to arrive, or its response to leave.
   std::chrono::seconds io_timeout{30};
+  /// The longest the handler may take to answer: then 503, and its answer is dropped.
+  std::chrono::seconds handler_timeout{60};
 };
 
 class http_server {

@@ -129,11 +129,44 @@ class list_worker {
 
 // ------------------------------------------------------------------ reading input
 
+/// JSON nested deeper than this is refused before it is parsed (writing or copying
+/// a value recurses once per level).
+constexpr std::size_t json_depth_max = 64;
+
+/// Parses a request body: malformed or too deeply nested JSON is an error.
+expected<json> parse_body(const std::string& text) {
+  std::size_t depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > json_depth_max) {
+        return error{errc::invalid_argument, fmt::format("the request body nests deeper than {} levels", json_depth_max)};
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  auto parsed = json::parse(text, nullptr, false);
+  if (parsed.is_discarded()) return error{errc::invalid_argument, "the request body is not valid JSON"};
+  return parsed;
+}
+
 /// The request's body as a JSON object (an empty body is an empty object).
 expected<json> body_object(const http_request& request) {
   if (request.body.empty()) return json::object();
-  auto parsed = json::parse(request.body, nullptr, false);
-  if (parsed.is_discarded()) return error{errc::invalid_argument, "the request body is not valid JSON"};
+  auto body = parse_body(request.body);
+  if (!body) return body.error();
+  auto parsed = std::move(*body);
   if (!parsed.is_object()) return error{errc::invalid_argument, "the request body must be a JSON object"};
   return parsed;
 }
@@ -342,11 +375,14 @@ int compare(const core::instance_record& a, const core::instance_record& b, colu
   return 0;
 }
 
-/// What a list answers besides its rows: DTS's per-status counts (orchestrations).
-json orchestration_trivia(const std::vector<core::instance_record>& matches) {
-  std::size_t completed = 0, running = 0, failed = 0, pending = 0;
+/// What an orchestration list answers besides its rows: DTS's per-status counts of
+/// every match of the filter (whatever statuses it lists), counted as pages come.
+struct trivia_counts {
+  std::size_t total = 0, completed = 0, running = 0, failed = 0, pending = 0;
   std::int64_t earliest = 0, latest = 0;
-  for (const auto& r : matches) {
+
+  void add(const core::instance_record& r) {
+    ++total;
     completed += r.status == core::runtime_status::completed;
     running += r.status == core::runtime_status::running;
     failed += r.status == core::runtime_status::failed;
@@ -354,12 +390,47 @@ json orchestration_trivia(const std::vector<core::instance_record>& matches) {
     earliest = earliest == 0 ? r.created_at_ns : std::min(earliest, r.created_at_ns);
     latest = std::max(latest, r.last_updated_at_ns);
   }
-  json trivia = {{"totalCount", matches.size()}, {"completedCount", completed}, {"runningCount", running},
-                 {"failedCount", failed},        {"pendingCount", pending}};
-  if (earliest != 0) trivia["earliestTimestamp"] = rfc3339(earliest);
-  if (latest != 0) trivia["latestTimestamp"] = rfc3339(latest);
-  return trivia;
-}
+
+  json to_json() const {
+    json trivia = {{"totalCount", total}, {"completedCount", completed}, {"runningCount", running},
+                   {"failedCount", failed}, {"pendingCount", pending}};
+    if (earliest != 0) trivia["earliestTimestamp"] = rfc3339(earliest);
+    if (latest != 0) trivia["latestTimestamp"] = rfc3339(latest);
+    return trivia;
+  }
+};
+
+/// The list scans under way, so that the API can stop them before the service goes.
+struct scan_registry {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::size_t active = 0;
+  bool closed = false;
+
+  bool enter() {
+    std::lock_guard lock(mutex);
+    if (closed) return false;
+    ++active;
+    return true;
+  }
+  void leave() {
+    {
+      std::lock_guard lock(mutex);
+      --active;
+    }
+    changed.notify_all();
+  }
+  bool is_closed() {
+    std::lock_guard lock(mutex);
+    return closed;
+  }
+  /// No scan asks the service anything after this returns (or after `within`).
+  void close(std::chrono::seconds within) {
+    std::unique_lock lock(mutex);
+    closed = true;
+    changed.wait_for(lock, within, [this] { return active == 0; });
+  }
+};
 
 /// How one kind of list (orchestrations, entities) filters, orders and shows rows.
 struct list_spec {
@@ -367,7 +438,7 @@ struct list_spec {
   std::function<bool(const core::instance_record&)> keep;
   std::function<bool(const core::instance_record&, const core::instance_record&)> before;
   std::function<json(const core::instance_record&)> row;
-  /// Of what `keep` kept, what the rows and totalCount show (null: all); the
+  /// Of what `keep` keeps, what the rows and totalCount show (null: all); the
   /// trivia counts everything kept, so that its counts do not follow a status filter.
   std::function<bool(const core::instance_record&)> listed;
   std::string rows_key;
@@ -377,56 +448,68 @@ struct list_spec {
 };
 
 /// Reads every match of a list's native filter, page by page (each page asked for
-/// once the previous one came back), keeping what the rest of the filter keeps;
-/// then sorts and pages on the API's thread.
+/// once the previous one came back); each page is looked at on the API's thread
+/// (what the rest of the filter keeps, the trivia), never on the partition's that
+/// answered, and so are the sort and the page.
 class list_scan : public std::enable_shared_from_this<list_scan> {
  public:
-  list_scan(service::task_service& service, std::shared_ptr<list_worker> worker, std::string hub, list_spec spec,
-            std::size_t rows_max, responder answer)
-      : service_(service), worker_(std::move(worker)), hub_(std::move(hub)), spec_(std::move(spec)),
-        rows_max_(rows_max), answer_(std::move(answer)) {}
+  list_scan(service::task_service& service, std::shared_ptr<list_worker> worker,
+            std::shared_ptr<scan_registry> registry, std::string hub, list_spec spec, std::size_t rows_max,
+            responder answer)
+      : service_(service), worker_(std::move(worker)), registry_(std::move(registry)), hub_(std::move(hub)),
+        spec_(std::move(spec)), rows_max_(rows_max), answer_(std::move(answer)) {
+    entered_ = registry_->enter();
+  }
+  ~list_scan() {
+    if (entered_) registry_->leave();
+  }
 
   void next() {
+    if (!entered_ || registry_->is_closed()) return answer_(failure(error{errc::io, "dtsd is stopping"}));
     service_.query(hub_, spec_.native, [self = shared_from_this()](expected<core::query_page> page) {
       if (!page) return self->answer_(failure(page.error()));
-      for (auto& record : page->instances) {
-        if (self->spec_.keep(record)) self->matches_.push_back(std::move(record));
-      }
-      if (self->matches_.size() > self->rows_max_) {
-        return self->answer_(bad_input(
-            fmt::format("the filter matches more than {} rows; narrow it (a time range or statuses)", self->rows_max_)));
-      }
-      if (!page->continuation_token.empty()) {
-        self->spec_.native.continuation_token = std::move(page->continuation_token);
-        return self->next();
-      }
-      if (!self->worker_->post([self] { self->finish(); })) {
+      auto shared = std::make_shared<core::query_page>(std::move(*page));
+      if (!self->worker_->post([self, shared] { self->take(std::move(*shared)); })) {
         self->answer_(failure(error{errc::resource_exhausted, "the dashboard is busy; try again"}));
       }
     });
   }
 
  private:
-  void finish() {
-    json trivia = spec_.with_trivia ? orchestration_trivia(matches_) : json();
-    if (spec_.listed) std::erase_if(matches_, [this](const auto& r) { return !spec_.listed(r); });
+  void take(core::query_page page) {
+    for (auto& record : page.instances) {
+      if (!spec_.keep(record)) continue;
+      if (spec_.with_trivia) trivia_.add(record);
+      if (!spec_.listed || spec_.listed(record)) matches_.push_back(std::move(record));
+    }
+    if (matches_.size() > rows_max_) {
+      return answer_(bad_input(fmt::format(
+          "the filter matches more than {} rows; narrow it (a createdAt range, a status, a name)", rows_max_)));
+    }
+    if (!page.continuation_token.empty()) {
+      spec_.native.continuation_token = std::move(page.continuation_token);
+      return next();
+    }
     std::stable_sort(matches_.begin(), matches_.end(), spec_.before);
     json rows = json::array();
     for (std::size_t i = spec_.start_index; i < matches_.size() && rows.size() < spec_.count; ++i) {
       rows.push_back(spec_.row(matches_[i]));
     }
     json body = {{spec_.rows_key, std::move(rows)}, {"totalCount", matches_.size()}};
-    if (spec_.with_trivia) body["trivia"] = std::move(trivia);
+    if (spec_.with_trivia) body["trivia"] = trivia_.to_json();
     answer_(json_answer(200, body));
   }
 
   service::task_service& service_;
   std::shared_ptr<list_worker> worker_;
+  std::shared_ptr<scan_registry> registry_;
+  bool entered_ = false;
   std::string hub_;
   list_spec spec_;
   std::size_t rows_max_;
   responder answer_;
   std::vector<core::instance_record> matches_;
+  trivia_counts trivia_;
 };
 
 /// An orchestration list as a list_spec.
@@ -529,6 +612,19 @@ expected<list_spec> entity_list(const http_request& http, const rest_options& op
 
 // ------------------------------------------------------------------ routes
 
+/// An id as one path segment.
+std::string percent_encode(const std::string& text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += fmt::format("%{:02X}", c);
+    }
+  }
+  return out;
+}
+
 /// A path split at '/', each segment percent-decoded.
 std::vector<std::string> segments_of(const std::string& path) {
   std::vector<std::string> out;
@@ -543,11 +639,14 @@ std::vector<std::string> segments_of(const std::string& path) {
   return out;
 }
 
+}  // namespace
+
 class rest_api {
  public:
   rest_api(service::task_service& service, rest_options options) : service_(service), options_(options) {}
 
   void handle(http_request request, responder answer) {
+    if (request.method == "HEAD") request.method = "GET";  // The server sends the headers only.
     auto parts = segments_of(request.path);
     if (!parts.empty() && parts[0] == "api") parts.erase(parts.begin());
     if (request.method == "GET" && (request.path == "/" || request.path == "/index.html" || parts.size() == 1)) {
@@ -612,7 +711,7 @@ class rest_api {
     if (parts.size() == 2 && parts[1] == "query" && request.method == "POST") {
       auto spec = entity_list(request, options_);
       if (!spec) return answer(failure(spec.error()));
-      return std::make_shared<list_scan>(service_, worker_, hub, std::move(*spec), options_.skip_rows_max,
+      return std::make_shared<list_scan>(service_, worker_, scans_, hub, std::move(*spec), options_.list_rows_max,
                                          std::move(answer))
           ->next();
     }
@@ -736,18 +835,23 @@ class rest_api {
   void query(const std::string& hub, const http_request& request, responder answer) {
     auto list = read_list_request(request, options_);
     if (!list) return answer(failure(list.error()));
-    std::make_shared<list_scan>(service_, worker_, hub, orchestration_list(std::move(*list)), options_.skip_rows_max,
-                                std::move(answer))
+    std::make_shared<list_scan>(service_, worker_, scans_, hub, orchestration_list(std::move(*list)),
+                                options_.list_rows_max, std::move(answer))
         ->next();
   }
 
   void get(const std::string& hub, const std::string& id, bool payloads, responder answer) {
-    service_.get(hub, id, false, [id, payloads, answer = std::move(answer)](
+    service_.get(hub, id, false, [worker = worker_, id, payloads, answer = std::move(answer)](
                                      expected<std::optional<service::instance_view>> found) {
       if (!found) return answer(failure(found.error()));
       if (!*found) return answer(failure(error{errc::not_found, fmt::format("no orchestration with id '{}'", id)}));
-      const auto& record = (*found)->record;
-      answer(json_answer(200, payloads ? payloads_json(record) : orchestration_json(record)));
+      // Payloads can be megabytes: written out on the API's thread, not the partition's.
+      auto view = std::make_shared<service::instance_view>(std::move(**found));
+      if (!worker->post([view, payloads, answer] {
+            answer(json_answer(200, payloads ? payloads_json(view->record) : orchestration_json(view->record)));
+          })) {
+        answer(failure(error{errc::resource_exhausted, "the dashboard is busy; try again"}));
+      }
     });
   }
 
@@ -808,7 +912,7 @@ class rest_api {
       if (!started) return answer(failure(started.error()));
       auto response = json_answer(201, json{{"instanceId", started->instance_id},
                                             {"executionId", started->execution_id}});
-      response.headers.emplace_back("Location", "/v1/taskhubs/orchestrations/" + started->instance_id);
+      response.headers.emplace_back("Location", "/v1/taskhubs/orchestrations/" + percent_encode(started->instance_id));
       answer(std::move(response));
     });
   }
@@ -931,8 +1035,10 @@ class rest_api {
   }
 
   void purge_many(const std::string& hub, const http_request& request, responder answer) {
-    auto parsed = json::parse(request.body, nullptr, false);
-    if (parsed.is_discarded() || !parsed.is_array()) return answer(bad_input("the body must be a list of instance ids"));
+    auto body = parse_body(request.body);
+    if (!body) return answer(failure(body.error()));
+    const auto& parsed = *body;
+    if (!parsed.is_array()) return answer(bad_input("the body must be a list of instance ids"));
     if (parsed.size() > options_.bulk_ids_max) {
       return answer(bad_input(fmt::format("at most {} instance ids at once", options_.bulk_ids_max)));
     }
@@ -950,13 +1056,22 @@ class rest_api {
   service::task_service& service_;  ///< Outlives the API (the server stops first).
   rest_options options_;
   std::shared_ptr<list_worker> worker_ = std::make_shared<list_worker>();
+  std::shared_ptr<scan_registry> scans_ = std::make_shared<scan_registry>();
+
+ public:
+  /// Ends the list scans: none asks the service anything once this returns.
+  void close() { scans_->close(std::chrono::seconds(10)); }
 };
 
-}  // namespace
+rest_endpoint::rest_endpoint(service::task_service& service, rest_options options)
+    : api_(std::make_shared<rest_api>(service, options)) {}
 
-http_handler make_rest_api(service::task_service& service, rest_options options) {
-  auto api = std::make_shared<rest_api>(service, options);
-  return [api](http_request request, responder answer) { api->handle(std::move(request), std::move(answer)); };
+rest_endpoint::~rest_endpoint() { close(); }
+
+http_handler rest_endpoint::handler() const {
+  return [api = api_](http_request request, responder answer) { api->handle(std::move(request), std::move(answer)); };
 }
+
+void rest_endpoint::close() { api_->close(); }
 
 }  // namespace dtsd::dashboard

@@ -13,14 +13,25 @@ namespace dtsd::dashboard {
 struct rest_options {
   /// Rows one list call returns at most (`count` above it is refused).
   std::size_t page_rows_max = 1000;
-  /// Rows a list call may pass over to reach `startIndex`; past it the call asks
-  /// for a narrower filter instead of scanning the hub.
-  std::size_t skip_rows_max = 100000;
+  /// Rows a list call holds at most to sort and page; past it the call asks for a
+  /// narrower filter.
+  std::size_t list_rows_max = 100000;
   /// Instances one bulk call names at most.
   std::size_t bulk_ids_max = service::task_service::batch_ids_max;
 };
 
-/// The handler the HTTP server runs for every request; `service` must outlive it.
-http_handler make_rest_api(service::task_service& service, rest_options options = {});
+/// The API: its handler is what the HTTP server runs for every request. Close it
+/// (after the server stopped, before the service goes): list scans still reading
+/// the service end, and none calls it again.
+class rest_endpoint {
+ public:
+  explicit rest_endpoint(service::task_service& service, rest_options options = {});
+  ~rest_endpoint();
+  http_handler handler() const;
+  void close();
+
+ private:
+  std::shared_ptr<class rest_api> api_;
+};
 
 }  // namespace dtsd::dashboard

@@ -10,11 +10,13 @@
 namespace dtsd::dashboard {
 namespace {
 
+/// Protobuf-JSON of `message` as an object (empty should protobuf refuse it).
 json to_json(const google::protobuf::Message& message) {
   std::string text;
   google::protobuf::util::JsonPrintOptions options;
-  (void)google::protobuf::util::MessageToJsonString(message, &text, options);
-  return json::parse(text, nullptr, false);
+  if (!google::protobuf::util::MessageToJsonString(message, &text, options).ok()) return json::object();
+  auto parsed = json::parse(text, nullptr, false);
+  return parsed.is_object() ? parsed : json::object();
 }
 
 }  // namespace

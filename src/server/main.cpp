@@ -123,12 +123,13 @@ int main(int argc, char** argv) {
   auto grpc = grpc_api::grpc_server::start(*scheduler, grpc_options);
   if (!grpc) return fail(grpc.error().message);
   std::unique_ptr<dashboard::http_server> http;
+  dashboard::rest_endpoint rest(*scheduler);
   if (opts.dashboard_listen != "off") {
     dashboard::http_options http_options;
     http_options.address = opts.dashboard_listen;
     // A request carries at most one payload at its limit, with room for the rest.
     http_options.body_bytes_max = opts.payload_limit_bytes + (1u << 20);
-    auto started = dashboard::http_server::start(http_options, dashboard::make_rest_api(*scheduler));
+    auto started = dashboard::http_server::start(http_options, rest.handler());
     if (!started) return fail(started.error().message);
     http = std::move(*started);
   }
@@ -145,6 +146,7 @@ int main(int argc, char** argv) {
   sigwait(&stop_signals, &signal_number);
   spdlog::info("signal {}: draining", signal_number);
   if (http) http->stop();
+  rest.close();  // No list scan calls the service after this.
   (*grpc)->stop();
   (*server)->stop();
   scheduler->drain();

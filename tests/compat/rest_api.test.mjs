@@ -3,6 +3,7 @@
 // filters and paging, each management call and its effect, and bad input that
 // gets a clear error and changes nothing.
 import assert from "node:assert/strict";
+import { connect } from "node:net";
 import { describe, test } from "node:test";
 
 import { EntityInstanceId, OrchestrationStatus } from "@microsoft/durabletask-js";
@@ -194,6 +195,8 @@ describe("the DTS REST API on the dashboard port", () => {
       ["GET", `orchestrations/rest-none-${run}`, {}, 404, /rest-none/],
       ["POST", "orchestrations", { body: { name: "HelloCities" }, hub: "nosuchhub" }, 404, /nosuchhub/],
       ["GET", "nothing-here", {}, 404, /route/],
+      ["POST", "orchestrations", { raw: `{"name":"HelloCities","input":${"[".repeat(100000)}${"]".repeat(100000)}}` }, 400, /deeper/],
+      ["DELETE", "orchestrations/purge", { raw: "[".repeat(5000) }, 400, /deeper/],
     ];
     for (const [method, path, options, status, pattern] of cases) {
       const got = await rest(method, path, options);
@@ -206,6 +209,23 @@ describe("the DTS REST API on the dashboard port", () => {
     assert.equal(huge.status, 413);
     const after = (await rest("POST", "orchestrations/query", { body: { pagination: { count: 1000 } } })).body.totalCount;
     assert.equal(after, before, "no bad request started anything");
+
+    // What is not HTTP at all gets a 400 too, then the connection closes.
+    const answer = await new Promise((resolve, reject) => {
+      const socket = connect(env.dtsd.dashboardPort, "127.0.0.1", () => socket.write("GARBAGE\r\n\r\n"));
+      let text = "";
+      socket.on("data", (chunk) => { text += chunk; });
+      socket.on("end", () => resolve(text));
+      socket.on("error", reject);
+      socket.setTimeout(10000, () => reject(new Error("no answer to a malformed request")));
+    });
+    assert.match(answer, /^HTTP\/1\.1 400/);
+    assert.match(answer, /malformed HTTP request/);
+    // HEAD: the headers of a GET, no body.
+    const head = await fetch(`${env.dtsd.restUrl}/v1/taskhubs/ping`, { method: "HEAD" });
+    assert.equal(head.status, 200);
+    assert.ok(Number(head.headers.get("content-length")) > 0);
+    assert.equal(await head.text(), "");
   });
 
   test("entities: query by name and key, one entity, its state", async () => {

@@ -88,7 +88,10 @@ export async function call<T>(method: string, path: string, body?: unknown): Pro
   });
   const text = await response.text();
   let parsed: any = text;
-  try { parsed = JSON.parse(text); } catch { /* plain text */ }
+  // Only JSON answers are parsed: a restart answers the new id as plain text.
+  if ((response.headers.get("content-type") ?? "").startsWith("application/json")) {
+    try { parsed = JSON.parse(text); } catch { /* as text */ }
+  }
   if (!response.ok) throw new ApiError(response.status, parsed?.message ?? `${response.status} ${response.statusText}`);
   return parsed as T;
 }

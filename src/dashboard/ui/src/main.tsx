@@ -120,6 +120,8 @@ function ListPage({ params }: { params: URLSearchParams }) {
   const key = params.toString();
 
   const result = answer?.key === key ? answer.data : null;
+  // A selection belongs to the rows it was made on.
+  useEffect(() => setSelected(new Set()), [key]);
 
   const load = useCallback(async () => {
     try {
@@ -186,17 +188,17 @@ function ListPage({ params }: { params: URLSearchParams }) {
           </button>
         ))}
       </div>
-      <form class="filters" onSubmit={(e) => {
+      <form class="filters" key={key} onSubmit={(e) => {
         e.preventDefault();
         const data = new FormData(e.currentTarget as HTMLFormElement);
         set({ id: String(data.get("id") ?? ""), name: String(data.get("name") ?? ""), tag: String(data.get("tag") ?? ""),
               from: String(data.get("from") ?? ""), to: String(data.get("to") ?? "") });
       }}>
-        <input name="id" placeholder="Instance ID contains" value={params.get("id") ?? ""} aria-label="Instance ID" />
-        <input name="name" placeholder="Name contains" value={params.get("name") ?? ""} aria-label="Name" />
-        <input name="tag" placeholder="Tag contains" value={params.get("tag") ?? ""} aria-label="Tag" />
-        <label>Created from <input type="datetime-local" name="from" value={params.get("from") ?? ""} /></label>
-        <label>to <input type="datetime-local" name="to" value={params.get("to") ?? ""} /></label>
+        <input name="id" placeholder="Instance ID contains" defaultValue={params.get("id") ?? ""} aria-label="Instance ID" />
+        <input name="name" placeholder="Name contains" defaultValue={params.get("name") ?? ""} aria-label="Name" />
+        <input name="tag" placeholder="Tag contains" defaultValue={params.get("tag") ?? ""} aria-label="Tag" />
+        <label>Created from <input type="datetime-local" name="from" defaultValue={params.get("from") ?? ""} /></label>
+        <label>to <input type="datetime-local" name="to" defaultValue={params.get("to") ?? ""} /></label>
         <button type="submit">Search</button>
         <details class="status-pick">
           <summary>Status{statuses.length ? ` (${statuses.length})` : ""}</summary>
@@ -307,7 +309,9 @@ function spansOf(history: HistoryEvent[]): Span[] {
     } else {
       const done = e.taskCompleted ?? e.subOrchestrationInstanceCompleted;
       const failedEvent = e.taskFailed ?? e.subOrchestrationInstanceFailed;
-      const id = (done ?? failedEvent)?.taskScheduledId ?? e.timerFired?.timerId;
+      // Protobuf-JSON leaves out zeros: an id that is absent is 0.
+      const ended = done ?? failedEvent;
+      const id = ended ? (ended.taskScheduledId ?? 0) : e.timerFired ? (e.timerFired.timerId ?? 0) : undefined;
       const span = id === undefined ? undefined : open.get(id);
       if (span) {
         span.end = at;
@@ -605,7 +609,16 @@ function App() {
   const [hubs, setHubs] = useState<string[]>([]);
   const [hub, setHubState] = useState(localStorage.getItem("dtsd.hub") ?? "default");
   setHub(hub);
-  useEffect(() => { taskHubs().then(setHubs, () => setHubs([])); }, []);
+  useEffect(() => {
+    taskHubs().then((names) => {
+      setHubs(names);
+      // A hub remembered from before that is gone: the first one instead.
+      if (names.length && !names.includes(hub)) {
+        localStorage.setItem("dtsd.hub", names[0]);
+        setHubState(names[0]);
+      }
+    }, () => setHubs([]));
+  }, []);
   const page = route.path.startsWith("/orchestrations/")
     ? <InstancePage key={route.path} id={decodeURIComponent(route.path.slice("/orchestrations/".length))} params={route.params} />
     : route.path === "/new" ? <NewPage />

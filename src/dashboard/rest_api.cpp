@@ -715,6 +715,20 @@ class rest_api {
                                          std::move(answer))
           ->next();
     }
+    if (parts.size() == 3 && parts[2] == "signal" && request.method == "POST") {  // dtsd's own
+      auto body = body_object(request);
+      if (!body) return answer(failure(body.error()));
+      service::entity_signal signal;
+      signal.entity_id = parts[1];
+      auto operation = string_field(*body, "operation", "");
+      if (!operation) return answer(failure(operation.error()));
+      if (operation->empty()) return answer(bad_input("operation: required"));
+      signal.operation = *operation;
+      if (auto input = body->find("input"); input != body->end()) signal.input = payload_of(*input);
+      return service_.signal_entity(hub, std::move(signal), [answer = std::move(answer)](expected<void> done) {
+        answer(done ? json_answer(202, json::object()) : failure(done.error()));
+      });
+    }
     if ((parts.size() == 2 || (parts.size() == 3 && parts[2] == "state")) && request.method == "GET") {
       const auto id = parts[1];
       if (!core::is_entity_id(id)) return answer(bad_input(fmt::format("'{}' is not an entity id (@name@key)", id)));

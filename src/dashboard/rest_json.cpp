@@ -70,6 +70,21 @@ json worker_json(const service::worker_view& worker) {
   out["maxActivitiesCount"] = worker.slots.activities;
   out["activeEntitiesCount"] = worker.in_use.entities;
   out["maxEntitiesCount"] = worker.slots.entities;
+  // What it takes, when it said (none: everything).
+  const auto& filters = worker.filters;
+  if (filters.orchestrations || filters.activities || filters.entities) {
+    auto list = [](const core::kind_filter& kind) {
+      json names = json::array();
+      for (const auto& name : kind.value_or(std::vector<core::name_filter>{})) {
+        if (name.versions.empty()) names.push_back({{"name", name.name}});
+        for (const auto& version : name.versions) names.push_back({{"name", name.name}, {"version", version}});
+      }
+      return names;
+    };
+    out["workItemFilters"] = {{"orchestrations", list(filters.orchestrations)},
+                              {"activities", list(filters.activities)},
+                              {"entities", list(filters.entities)}};
+  }
   return out;
 }
 

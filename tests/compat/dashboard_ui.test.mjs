@@ -156,6 +156,10 @@ describe("the dashboard in a browser", () => {
     await page.goto(`${env.dtsd.restUrl}/#/entities`);
     await page.getByText(`@counter@ui-${run}`).click();
     await page.locator(".span-detail pre", { hasText: "3" }).waitFor();
+    await page.getByLabel("Operation").fill("add");
+    await page.getByLabel("Input (JSON)").fill("4");
+    await page.getByRole("button", { name: "Signal" }).click();
+    await page.locator(".span-detail pre", { hasText: "7" }).waitFor();
     await shot("entities");
     await page.goto(`${env.dtsd.restUrl}/#/workers`);
     await page.locator("table.list tbody tr td.mono").first().waitFor();

@@ -8,7 +8,7 @@ import { describe, test } from "node:test";
 
 import { EntityInstanceId, OrchestrationStatus } from "@microsoft/durabletask-js";
 
-import { CITIES, eventually, registerSamples, sharedEnvironment } from "./support.mjs";
+import { CITIES, eventually, makeWorker, registerSamples, sharedEnvironment } from "./support.mjs";
 
 const run = Date.now().toString(36);
 
@@ -250,6 +250,11 @@ describe("the DTS REST API on the dashboard port", () => {
     assert.equal(list.body.totalCount, 2);
     assert.deepEqual(list.body.entities.map((e) => e.instanceId), [id, `@counter@a-${run}`]);
     assert.equal((await rest("GET", `entities/${encodeURIComponent(`@counter@none-${run}`)}`)).status, 404);
+    // dtsd's own: a signal over REST.
+    const signalled = await rest("POST", `entities/${encodeURIComponent(id)}/signal`, { body: { operation: "add", input: "10" } });
+    assert.equal(signalled.status, 202);
+    await eventually(async () => (await rest("GET", `entities/${encodeURIComponent(id)}/state`)).body === 17, 30000, "17");
+    assert.equal((await rest("POST", `entities/${encodeURIComponent(id)}/signal`, { body: {} })).status, 400);
     assert.equal((await rest("GET", "entities/not-an-entity")).status, 400);
   });
 
@@ -258,6 +263,21 @@ describe("the DTS REST API on the dashboard port", () => {
     assert.equal(workers.status, 200);
     assert.ok(workers.body.workers.length >= 1);
     assert.ok(workers.body.workers[0].maxActivitiesCount > 0);
+    // A worker that says what it takes shows it.
+    const narrow = makeWorker(env.dtsd, (w) => {
+      w.addNamedOrchestrator("OnlyThis", async function* () { return 1; });
+      w.addNamedActivity("OnlyThat", async () => 2);
+    }, { workItemFilters: "auto" });
+    await narrow.start();
+    try {
+      const shown = await eventually(async () => {
+        const list = (await rest("GET", "workers")).body.workers;
+        return list.find((w) => w.workItemFilters?.orchestrations?.some((f) => f.name === "OnlyThis"));
+      }, 20000, "the narrow worker's filters");
+      assert.deepEqual(shown.workItemFilters.activities.map((f) => f.name), ["OnlyThat"]);
+    } finally {
+      await narrow.stop();
+    }
     const commits = async () => {
       const text = await (await fetch(`${env.dtsd.restUrl}/metrics`)).text();
       // Every sample line parses as Prometheus text: name{labels} number.

@@ -61,6 +61,7 @@ export interface Worker {
   maxActivitiesCount: number;
   activeEntitiesCount: number;
   maxEntitiesCount: number;
+  workItemFilters?: Record<"orchestrations" | "activities" | "entities", { name: string; version?: string }[]>;
 }
 
 export interface Entity {

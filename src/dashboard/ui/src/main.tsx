@@ -569,7 +569,31 @@ function EntitiesPage() {
           {entities && !entities.length && <tr><td colSpan={4} class="empty">No entities.</td></tr>}
         </tbody>
       </table>
-      {state && <div class="span-detail"><h4>State of {state.id}</h4><pre>{state.text}</pre></div>}
+      {state && (
+        <div class="span-detail">
+          <h4>State of {state.id}</h4>
+          <pre>{state.text}</pre>
+          <form class="signal" onSubmit={async (e) => {
+            e.preventDefault();
+            const data = new FormData(e.currentTarget as HTMLFormElement);
+            const input = String(data.get("input") ?? "").trim();
+            if (input) {
+              try { JSON.parse(input); } catch { return setError(new Error("Input: not valid JSON")); }
+            }
+            try {
+              await call("POST", `entities/${enc(state.id)}/signal`, { operation: data.get("operation"), ...(input ? { input } : {}) });
+              setError(null);
+              setTimeout(() => show(state.id), 500);
+            } catch (err) {
+              setError(err);
+            }
+          }}>
+            <label>Operation <input name="operation" required /></label>
+            <label>Input (JSON) <input name="input" /></label>
+            <button type="submit">Signal</button>
+          </form>
+        </div>
+      )}
     </section>
   );
 }
@@ -586,15 +610,19 @@ function WorkersPage() {
       <h2>Workers</h2>
       <ErrorLine error={error} />
       <table class="list">
-        <thead><tr><th>Worker</th><th>Orchestrations</th><th>Activities</th><th>Entities</th></tr></thead>
+        <thead><tr><th>Worker</th><th>Orchestrations</th><th>Activities</th><th>Entities</th><th>Takes</th></tr></thead>
         <tbody>
           {(workers ?? []).map((w) => (
             <tr><td class="mono">{w.workerId}</td>
               <td>{w.activeOrchestrationsCount} / {w.maxOrchestrationsCount}</td>
               <td>{w.activeActivitiesCount} / {w.maxActivitiesCount}</td>
-              <td>{w.activeEntitiesCount} / {w.maxEntitiesCount}</td></tr>
+              <td>{w.activeEntitiesCount} / {w.maxEntitiesCount}</td>
+              <td>{w.workItemFilters
+                ? (["orchestrations", "activities", "entities"] as const).map((kind) =>
+                    (w.workItemFilters![kind] ?? []).map((f) => <span class="tag">{f.name}{f.version ? `@${f.version}` : ""}</span>))
+                : "everything"}</td></tr>
           ))}
-          {workers && !workers.length && <tr><td colSpan={4} class="empty">No worker is connected.</td></tr>}
+          {workers && !workers.length && <tr><td colSpan={5} class="empty">No worker is connected.</td></tr>}
         </tbody>
       </table>
       <p>Prometheus metrics: <a href="/metrics">/metrics</a></p>

@@ -55,6 +55,8 @@ struct partition_health {
   std::uint64_t ready_activities = 0;
   std::uint64_t ready_entities = 0;
   std::uint64_t live_instances = 0;
+  decltype(service::partition_view::commit_seconds_buckets) commit_seconds_buckets{};
+  decltype(service::partition_view::batch_changes_buckets) batch_changes_buckets{};
 };
 
 /// An operation for a live instance (see engine/instance.hpp), sent to its actor

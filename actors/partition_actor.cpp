@@ -308,6 +308,10 @@ class partition_state : public partition_context, public peer_link {
       health->committed_changes += write_changes;
       health->commit_ns_total += took;
       health->commit_ns_max = std::max(health->commit_ns_max, took);
+      ++health->commit_seconds_buckets[service::bucket_of(service::commit_seconds_bounds,
+                                                          static_cast<double>(took) / 1e9)];
+      ++health->batch_changes_buckets[service::bucket_of(service::batch_changes_bounds,
+                                                         static_cast<double>(write_changes))];
     }
     if (stall) {
       spdlog::warn("partition {} of hub '{}' writes again after {:.1f} s", index, engine_->identity().task_hub,

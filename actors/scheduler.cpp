@@ -311,6 +311,8 @@ class actor_scheduler final : public service::router {
       view.committed_changes = health.committed_changes;
       view.commit_ns_total = health.commit_ns_total;
       view.commit_ns_max = health.commit_ns_max;
+      view.commit_seconds_buckets = health.commit_seconds_buckets;
+      view.batch_changes_buckets = health.batch_changes_buckets;
       view.ready_orchestrators = health.ready_orchestrators;
       view.ready_activities = health.ready_activities;
       view.ready_entities = health.ready_entities;

@@ -823,9 +823,31 @@ class rest_api {
                   [](const service::partition_view& p) { return p.commits; });
     per_partition("dtsd_partition_committed_changes_total", "counter", "Instance changes in those batches.",
                   [](const service::partition_view& p) { return p.committed_changes; });
-    per_partition("dtsd_partition_commit_seconds_total", "counter",
-                  "Time from handing a batch over to its durability, summed.",
-                  [](const service::partition_view& p) { return static_cast<double>(p.commit_ns_total) / 1e9; });
+    // Histograms: cumulative buckets, then the sum and the count.
+    auto histogram = [&](const char* name, const char* help, const auto& bounds, auto buckets, auto sum) {
+      family(name, "histogram", help);
+      for (const auto& [hub, s] : hubs) {
+        for (const auto& p : s.partitions) {
+          const auto& counts = buckets(p);
+          std::uint64_t below = 0;
+          for (std::size_t i = 0; i <= bounds.size(); ++i) {
+            below += counts[i];
+            const auto le = i < bounds.size() ? fmt::format("{}", bounds[i]) : std::string("+Inf");
+            out += fmt::format("{}_bucket{{task_hub=\"{}\",partition=\"{}\",le=\"{}\"}} {}\n", name, hub, p.index,
+                               le, below);
+          }
+          out += fmt::format("{}_sum{{task_hub=\"{}\",partition=\"{}\"}} {}\n", name, hub, p.index, sum(p));
+          out += fmt::format("{}_count{{task_hub=\"{}\",partition=\"{}\"}} {}\n", name, hub, p.index, below);
+        }
+      }
+    };
+    histogram("dtsd_partition_commit_seconds", "Time from handing a batch over to its durability.",
+              service::commit_seconds_bounds,
+              [](const service::partition_view& p) -> const auto& { return p.commit_seconds_buckets; },
+              [](const service::partition_view& p) { return static_cast<double>(p.commit_ns_total) / 1e9; });
+    histogram("dtsd_partition_batch_changes", "Instance changes per committed batch.", service::batch_changes_bounds,
+              [](const service::partition_view& p) -> const auto& { return p.batch_changes_buckets; },
+              [](const service::partition_view& p) { return p.committed_changes; });
     per_partition("dtsd_partition_commit_seconds_max", "gauge", "The longest commit since dtsd started.",
                   [](const service::partition_view& p) { return static_cast<double>(p.commit_ns_max) / 1e9; });
     per_partition("dtsd_partition_failed_commits_total", "counter", "Commits that failed (each is retried).",

@@ -4,6 +4,7 @@
 /// Proto, gRPC, REST) and every router (the actors of one node, later a cluster)
 /// meet here.
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -53,6 +54,12 @@ struct worker_view {
   bool suspect = false;  ///< A lease of it expired unanswered: it gets no new work.
 };
 
+/// Upper bounds of the histogram buckets of commit times (seconds) and of batch
+/// sizes (instance changes per committed batch); a last bucket takes the rest.
+inline constexpr std::array<double, 11> commit_seconds_bounds{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02,
+                                                              0.05,   0.1,   0.25,  0.5,   1.0};
+inline constexpr std::array<double, 10> batch_changes_bounds{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000};
+
 /// One partition of a hub, as `dtsctl taskhub status` and `/metrics` show it. Read
 /// without asking the partition (a stalled one still answers).
 struct partition_view {
@@ -72,7 +79,19 @@ struct partition_view {
   std::uint64_t ready_activities = 0;
   std::uint64_t ready_entities = 0;
   std::uint64_t live_instances = 0;  ///< Instances held in memory.
+  /// Commits per bucket of commit_seconds_bounds (not cumulative; one more for the rest).
+  std::array<std::uint64_t, commit_seconds_bounds.size() + 1> commit_seconds_buckets{};
+  /// Commits per bucket of batch_changes_bounds (not cumulative; one more for the rest).
+  std::array<std::uint64_t, batch_changes_bounds.size() + 1> batch_changes_buckets{};
 };
+
+/// The bucket of `bounds` that `value` falls in (bounds.size() for above them all).
+template <std::size_t N>
+std::size_t bucket_of(const std::array<double, N>& bounds, double value) {
+  std::size_t i = 0;
+  while (i < N && value > bounds[i]) ++i;
+  return i;
+}
 
 /// A hub at a glance: its sessions, leases and partitions together.
 struct hub_statistics {

@@ -283,7 +283,22 @@ describe("the DTS REST API on the dashboard port", () => {
       // Every sample line parses as Prometheus text: name{labels} number.
       for (const line of text.split("\n")) {
         if (line === "" || line.startsWith("# HELP ") || line.startsWith("# TYPE ")) continue;
-        assert.match(line, /^[a-z_:][a-z0-9_:]*(\{([a-z_]+="[^"]*",?)*\})? -?[0-9.e+-]+$/, line);
+        assert.match(line, /^[a-z_:][a-z0-9_:]*(\{([a-z_]+="[^"]*",?)*\})? (-?[0-9.e+-]+|\+Inf)$/, line);
+      }
+      // Each histogram's +Inf bucket is its count; buckets never decrease.
+      for (const family of ["dtsd_partition_commit_seconds", "dtsd_partition_batch_changes"]) {
+        const partitions = new Map();
+        for (const m of text.matchAll(new RegExp(`^${family}_bucket\\{[^}]*partition="(\\d+)",le="([^"]+)"\\} (\\d+)$`, "gm"))) {
+          const seen = partitions.get(m[1]) ?? [];
+          seen.push(Number(m[3]));
+          partitions.set(m[1], seen);
+        }
+        assert.ok(partitions.size > 0, `${family} has buckets`);
+        for (const [partition, counts] of partitions) {
+          assert.deepEqual(counts, [...counts].sort((a, b) => a - b), `${family} buckets of partition ${partition}`);
+          const count = new RegExp(`^${family}_count\\{[^}]*partition="${partition}"\\} (\\d+)$`, "m").exec(text);
+          assert.equal(Number(count[1]), counts.at(-1));
+        }
       }
       return [...text.matchAll(/^dtsd_partition_commits_total\{[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
     };

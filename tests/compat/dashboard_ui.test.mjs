@@ -112,6 +112,17 @@ describe("the dashboard in a browser", () => {
     await page.goto(`${env.dtsd.restUrl}/#/orchestrations/${ids.fan}`);
     await eventually(async () => (await page.locator(".timeline .lane").count()) === 8, 10000, "eight lanes");
     await shot("instance-fanout");
+    // The flow: the eight activities side by side in one row (a fan-out), between start and end.
+    await page.getByRole("button", { name: "Flow" }).click();
+    const fan = page.locator("svg.flow g.flow-activity rect");
+    await eventually(async () => (await fan.count()) === 8, 10000, "eight flow nodes");
+    assert.equal(new Set(await fan.evaluateAll((rects) => rects.map((r) => r.getAttribute("y")))).size, 1, "one row");
+    await shot("instance-flow-fanout");
+    // Hello cities: five activities one after another.
+    await page.goto(`${env.dtsd.restUrl}/#/orchestrations/${ids.hello}?tab=flow`);
+    const chain = page.locator("svg.flow g.flow-activity rect");
+    await eventually(async () => (await chain.count()) === 5, 10000, "five flow nodes");
+    assert.equal(new Set(await chain.evaluateAll((rects) => rects.map((r) => r.getAttribute("y")))).size, 5, "five rows");
     await page.goto(`${env.dtsd.restUrl}/#/orchestrations/${ids.fail}?tab=payloads`);
     await page.locator("pre", { hasText: "the city is closed" }).waitFor();
     await shot("instance-failed");

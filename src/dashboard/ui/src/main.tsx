@@ -275,6 +275,8 @@ function ListPage({ params }: { params: URLSearchParams }) {
 // ------------------------------------------------------------------ an instance
 
 interface Span {
+  /** Which orchestrator episode scheduled it: the steps of one episode run side by side. */
+  episode: number;
   label: string;
   kind: "activity" | "timer" | "sub-orchestration" | "event";
   start: number;
@@ -289,23 +291,26 @@ interface Span {
 function spansOf(history: HistoryEvent[]): Span[] {
   const open = new Map<number, Span>();
   const spans: Span[] = [];
+  let episode = 0;
   for (const e of history) {
     const at = Date.parse(e.timestamp);
-    if (e.taskScheduled) {
-      const span: Span = { label: e.taskScheduled.name, kind: "activity", start: at, input: e.taskScheduled.input };
+    if (e.orchestratorStarted) {
+      ++episode;
+    } else if (e.taskScheduled) {
+      const span: Span = { episode, label: e.taskScheduled.name, kind: "activity", start: at, input: e.taskScheduled.input };
       open.set(e.eventId, span);
       spans.push(span);
     } else if (e.subOrchestrationInstanceCreated) {
       const c = e.subOrchestrationInstanceCreated;
-      const span: Span = { label: c.name, kind: "sub-orchestration", start: at, input: c.input, link: c.instanceId };
+      const span: Span = { episode, label: c.name, kind: "sub-orchestration", start: at, input: c.input, link: c.instanceId };
       open.set(e.eventId, span);
       spans.push(span);
     } else if (e.timerCreated) {
-      const span: Span = { label: `timer until ${time(e.timerCreated.fireAt)}`, kind: "timer", start: at };
+      const span: Span = { episode, label: `timer until ${time(e.timerCreated.fireAt)}`, kind: "timer", start: at };
       open.set(e.eventId, span);
       spans.push(span);
     } else if (e.eventRaised) {
-      spans.push({ label: `event ${e.eventRaised.name}`, kind: "event", start: at, end: at, input: e.eventRaised.input });
+      spans.push({ episode, label: `event ${e.eventRaised.name}`, kind: "event", start: at, end: at, input: e.eventRaised.input });
     } else {
       const done = e.taskCompleted ?? e.subOrchestrationInstanceCompleted;
       const failedEvent = e.taskFailed ?? e.subOrchestrationInstanceFailed;
@@ -353,6 +358,59 @@ function Timeline({ history, now }: { history: HistoryEvent[]; now: number }) {
         </div>
       )}
     </div>
+  );
+}
+
+/** The orchestration as a graph: start, then one row per orchestrator episode
+ * (what it scheduled together runs side by side: a fan-out), every step of a row
+ * joined to every step of the next (a fan-in), then the end. */
+function Flow({ history, status }: { history: HistoryEvent[]; status: string }) {
+  const rows = useMemo(() => {
+    const byEpisode = new Map<number, Span[]>();
+    for (const span of spansOf(history)) {
+      if (span.kind === "event") continue;
+      byEpisode.set(span.episode, [...(byEpisode.get(span.episode) ?? []), span]);
+    }
+    return [...byEpisode.keys()].sort((a, b) => a - b).map((k) => byEpisode.get(k)!);
+  }, [history]);
+  const shownMax = 10, nodeW = 150, nodeH = 34, gapX = 16, gapY = 46;
+  type Node = { x: number; y: number; label: string; cls: string; title?: string; link?: string };
+  const levels: Node[][] = [];
+  const widest = Math.max(1, ...rows.map((r) => Math.min(r.length, shownMax + 1)));
+  const width = widest * (nodeW + gapX) + gapX;
+  const place = (items: { label: string; cls: string; title?: string; link?: string }[], level: number) =>
+    items.map((item, i) => ({
+      ...item,
+      x: (width - items.length * (nodeW + gapX) + gapX) / 2 + i * (nodeW + gapX),
+      y: gapY / 2 + level * (nodeH + gapY),
+    }));
+  levels.push(place([{ label: "start", cls: "flow-edge-node" }], 0));
+  rows.forEach((row, i) => {
+    const items = row.slice(0, shownMax).map((s) => ({
+      label: s.label, link: s.link,
+      cls: `flow-${s.kind} ${s.failed ? "flow-failed" : ""} ${s.end === undefined ? "flow-open" : ""}`,
+      title: `${s.kind}: ${s.label}${s.end !== undefined ? ` (${s.end - s.start} ms)` : " (running)"}`,
+    }));
+    if (row.length > shownMax) items.push({ label: `+${row.length - shownMax} more`, cls: "flow-more", link: undefined, title: "" });
+    levels.push(place(items, i + 1));
+  });
+  levels.push(place([{ label: shortStatus(status).toLowerCase(), cls: `flow-edge-node status-${shortStatus(status).toLowerCase()}` }], rows.length + 1));
+  const height = levels.length * (nodeH + gapY);
+  return (
+    <svg class="flow" width={width} height={height} role="img" aria-label="Orchestration flow">
+      {levels.slice(1).map((level, i) => levels[i].flatMap((from) => level.map((to) => (
+        <line x1={from.x + nodeW / 2} y1={from.y + nodeH} x2={to.x + nodeW / 2} y2={to.y} class="flow-line" />
+      ))))}
+      {levels.flat().map((node) => (
+        <g class={`flow-node ${node.cls}`} onClick={() => node.link && go(`/orchestrations/${enc(node.link)}`)}>
+          <title>{node.title ?? node.label}</title>
+          <rect x={node.x} y={node.y} width={nodeW} height={nodeH} rx={6} />
+          <text x={node.x + nodeW / 2} y={node.y + nodeH / 2 + 4} text-anchor="middle">
+            {node.label.length > 20 ? `${node.label.slice(0, 19)}…` : node.label}
+          </text>
+        </g>
+      ))}
+    </svg>
   );
 }
 
@@ -471,11 +529,12 @@ function InstancePage({ id, params }: { id: string; params: URLSearchParams }) {
       <ErrorLine error={error} />
       {message && <div class="message" role="status">{message}</div>}
       <nav class="tabs">
-        {[["timeline", "Timeline"], ["history", "History"], ["payloads", "Input & output"]].map(([key, label]) => (
+        {[["timeline", "Timeline"], ["flow", "Flow"], ["history", "History"], ["payloads", "Input & output"]].map(([key, label]) => (
           <button class={tab === key ? "active" : ""} onClick={() => setTab(key)}>{label}</button>
         ))}
       </nav>
       {tab === "timeline" && <Timeline history={history} now={Date.now()} />}
+      {tab === "flow" && <div class="flow-frame"><Flow history={history} status={meta.orchestrationStatus} /></div>}
       {tab === "history" && <HistoryTable history={history} />}
       {tab === "payloads" && payloads && (
         <div class="two">

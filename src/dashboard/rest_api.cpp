@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -639,11 +640,94 @@ std::vector<std::string> segments_of(const std::string& path) {
   return out;
 }
 
+/// A hub's work over the last minutes, sampled every few seconds: what the
+/// dashboard draws its charts from (no history store needed).
+struct sample {
+  std::int64_t at_ns = 0;
+  std::uint64_t commits = 0;
+  std::uint64_t changes = 0;
+  service::session_slots pending;
+  service::session_slots active;
+  std::size_t workers = 0;
+};
+
+class recent_samples {
+ public:
+  static constexpr auto interval = std::chrono::seconds(5);
+  static constexpr std::size_t kept_max = 120;  ///< Ten minutes.
+
+  explicit recent_samples(service::task_service& service) : service_(service) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~recent_samples() { stop(); }
+
+  /// No call to the service after this returns.
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) return;
+      stopping_ = true;
+    }
+    changed_.notify_all();
+    thread_.join();
+  }
+
+  std::vector<sample> of(const std::string& hub) {
+    std::lock_guard lock(mutex_);
+    auto found = hubs_.find(hub);
+    return found == hubs_.end() ? std::vector<sample>{} : std::vector<sample>(found->second.begin(), found->second.end());
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+      lock.unlock();
+      take();
+      lock.lock();
+      changed_.wait_for(lock, interval, [this] { return stopping_; });
+    }
+  }
+
+  /// One sample of every hub; waits for the answers (at most a second each).
+  void take() {
+    for (const auto& hub : service_.task_hubs()) {
+      auto answer = std::make_shared<std::promise<expected<service::hub_statistics>>>();
+      auto future = answer->get_future();
+      service_.statistics(hub, [answer](expected<service::hub_statistics> stats) { answer->set_value(std::move(stats)); });
+      if (future.wait_for(std::chrono::seconds(1)) != std::future_status::ready) continue;
+      auto stats = future.get();
+      if (!stats) continue;
+      sample taken;
+      taken.at_ns = service_.time().now_ns();
+      for (const auto& p : stats->partitions) {
+        taken.commits += p.commits;
+        taken.changes += p.committed_changes;
+      }
+      taken.pending = stats->backlog;
+      taken.active = stats->in_use;
+      taken.workers = stats->workers.size();
+      std::lock_guard lock(mutex_);
+      auto& kept = hubs_[hub];
+      kept.push_back(taken);
+      while (kept.size() > kept_max) kept.pop_front();
+    }
+  }
+
+  service::task_service& service_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool stopping_ = false;
+  std::map<std::string, std::deque<sample>> hubs_;
+  std::thread thread_;  ///< Last: starts once the rest is there.
+};
+
 }  // namespace
 
 class rest_api {
  public:
-  rest_api(service::task_service& service, rest_options options) : service_(service), options_(options) {}
+  rest_api(service::task_service& service, rest_options options)
+      : service_(service), options_(options), recent_(std::make_unique<recent_samples>(service)) {}
 
   void handle(http_request request, responder answer) {
     if (request.method == "HEAD") request.method = "GET";  // The server sends the headers only.
@@ -668,6 +752,7 @@ class rest_api {
     const auto& method = request.method;
     if (parts[0] == "ping" && parts.size() == 1 && method == "GET") return ping(hub, std::move(answer));
     if (parts[0] == "workers" && parts.size() == 1 && method == "GET") return workers(hub, std::move(answer));
+    if (parts[0] == "recent" && parts.size() == 1 && method == "GET") return recent(hub, std::move(answer));
     if (parts[0] == "orchestrations") return orchestrations(hub, parts, request, std::move(answer));
     if (parts[0] == "entities") return entities(hub, parts, request, std::move(answer));
     answer(failure(error{errc::not_found, fmt::format("no route for {} {}", method, request.path)}));
@@ -857,6 +942,28 @@ class rest_api {
     per_partition("dtsd_partition_live_instances", "gauge", "Instances held in memory.",
                   [](const service::partition_view& p) { return p.live_instances; });
     return out;
+  }
+
+  /// dtsd's own: the hub's samples of the last minutes (the dashboard's charts).
+  void recent(const std::string& hub, responder answer) {
+    auto hubs = service_.task_hubs();
+    if (std::find(hubs.begin(), hubs.end(), hub) == hubs.end()) {
+      return answer(failure(error{errc::unknown_task_hub, fmt::format("task hub '{}' does not exist", hub)}));
+    }
+    json samples = json::array();
+    for (const auto& taken : recent_->of(hub)) {
+      samples.push_back({{"timestamp", rfc3339(taken.at_ns)},
+                         {"commits", taken.commits},
+                         {"changes", taken.changes},
+                         {"workers", taken.workers},
+                         {"pending", {{"orchestrations", taken.pending.orchestrators},
+                                      {"activities", taken.pending.activities},
+                                      {"entities", taken.pending.entities}}},
+                         {"active", {{"orchestrations", taken.active.orchestrators},
+                                     {"activities", taken.active.activities},
+                                     {"entities", taken.active.entities}}}});
+    }
+    answer(json_answer(200, json{{"intervalSeconds", recent_samples::interval.count()}, {"samples", std::move(samples)}}));
   }
 
   void workers(const std::string& hub, responder answer) {
@@ -1093,10 +1200,15 @@ class rest_api {
   rest_options options_;
   std::shared_ptr<list_worker> worker_ = std::make_shared<list_worker>();
   std::shared_ptr<scan_registry> scans_ = std::make_shared<scan_registry>();
+  std::unique_ptr<recent_samples> recent_;
 
  public:
-  /// Ends the list scans: none asks the service anything once this returns.
-  void close() { scans_->close(std::chrono::seconds(10)); }
+  /// Ends the list scans and the sampling: nothing asks the service anything once
+  /// this returns.
+  void close() {
+    scans_->close(std::chrono::seconds(10));
+    recent_->stop();
+  }
 };
 
 rest_endpoint::rest_endpoint(service::task_service& service, rest_options options)

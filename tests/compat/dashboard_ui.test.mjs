@@ -174,6 +174,8 @@ describe("the dashboard in a browser", () => {
     await shot("entities");
     await page.goto(`${env.dtsd.restUrl}/#/workers`);
     await page.locator("table.list tbody tr td.mono").first().waitFor();
+    // Three charts once the first samples are in (dtsd samples every 5 s from its start).
+    await eventually(async () => (await page.locator("figure.chart svg").count()) === 3, 20000, "the charts");
     await shot("workers");
   });
 });

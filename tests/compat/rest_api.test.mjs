@@ -306,6 +306,17 @@ describe("the DTS REST API on the dashboard port", () => {
     const id = await env.client.scheduleNewOrchestration("HelloCities");
     await env.client.waitForOrchestrationCompletion(id, true, 30);
     assert.ok(await commits() > before, "commits counted");
+    // dtsd's own: the samples of the last minutes the charts draw (one at start, then every 5 s).
+    const recent = await eventually(async () => {
+      const got = await rest("GET", "recent");
+      return got.status === 200 && got.body.samples.some((x) => x.workers >= 1) ? got.body : null;
+    }, 20000, "a sample with the worker connected");
+    assert.equal(recent.intervalSeconds, 5);
+    const last = recent.samples.at(-1);
+    assert.ok(!Number.isNaN(Date.parse(last.timestamp)));
+    assert.equal(typeof last.pending.activities, "number");
+    assert.ok(last.commits >= recent.samples[0].commits, "counters only grow");
+    assert.equal((await rest("GET", "recent", { hub: "nosuchhub" })).status, 404);
     const health = await fetch(`${env.dtsd.restUrl}/healthz`);
     assert.equal(health.status, 200);
     assert.equal((await fetch(`${env.dtsd.restUrl}/readyz`)).status, 200);

@@ -657,6 +657,66 @@ function EntitiesPage() {
   );
 }
 
+interface Recent {
+  intervalSeconds: number;
+  samples: {
+    timestamp: string; commits: number; changes: number; workers: number;
+    pending: Record<"orchestrations" | "activities" | "entities", number>;
+    active: Record<"orchestrations" | "activities" | "entities", number>;
+  }[];
+}
+
+/** Lines over the last minutes, drawn as SVG (no chart library: a few polylines). */
+function LineChart({ title, series }: { title: string; series: { label: string; cls: string; values: number[] }[] }) {
+  const w = 560, h = 140, pad = 28;
+  const count = Math.max(2, ...series.map((s) => s.values.length));
+  const top = Math.max(1, ...series.flatMap((s) => s.values));
+  const x = (i: number) => pad + (i / (count - 1)) * (w - pad - 8);
+  const y = (v: number) => h - pad + 4 - (v / top) * (h - pad - 8);
+  return (
+    <figure class="chart">
+      <figcaption>{title}</figcaption>
+      <svg width={w} height={h} role="img" aria-label={title}>
+        <line x1={pad} y1={h - pad + 4} x2={w - 8} y2={h - pad + 4} class="chart-axis" />
+        <text x={2} y={12} class="chart-label">{Math.round(top)}</text>
+        <text x={2} y={h - pad + 4} class="chart-label">0</text>
+        {series.map((s) => (
+          <polyline class={`chart-line ${s.cls}`} fill="none"
+                    points={s.values.map((v, i) => `${x(i)},${y(v)}`).join(" ")} />
+        ))}
+      </svg>
+      <div class="chart-legend">{series.map((s) => (
+        <span><i class={`chart-key ${s.cls}`} />{s.label}: {Math.round(s.values[s.values.length - 1] ?? 0)}</span>
+      ))}</div>
+    </figure>
+  );
+}
+
+const span = (seconds: number) => (seconds < 120 ? `${seconds} s` : `${Math.round(seconds / 60)} min`);
+
+function Charts() {
+  const [recent, setRecent] = useState<Recent | null>(null);
+  const load = useCallback(() => { call<Recent>("GET", "recent").then(setRecent, () => setRecent(null)); }, []);
+  usePolling(load, 5000);
+  if (!recent || recent.samples.length === 0) return <p class="empty">Collecting samples (one every 5 s)…</p>;
+  const s = recent.samples;
+  const rate = s.slice(1).map((now, i) => {
+    const seconds = (Date.parse(now.timestamp) - Date.parse(s[i].timestamp)) / 1000;
+    return seconds > 0 ? Math.max(0, now.changes - s[i].changes) / seconds : 0;
+  });
+  const kinds = [["orchestrations", "k-orch"], ["activities", "k-act"], ["entities", "k-ent"]] as const;
+  return (
+    <div class="charts">
+      <LineChart title={`Instance changes committed per second (last ${span(s.length * recent.intervalSeconds)})`}
+                 series={[{ label: "changes/s", cls: "k-orch", values: rate }]} />
+      <LineChart title="Work items waiting for a worker"
+                 series={kinds.map(([k, cls]) => ({ label: k, cls, values: s.map((x) => x.pending[k]) }))} />
+      <LineChart title="Work items leased to workers"
+                 series={kinds.map(([k, cls]) => ({ label: k, cls, values: s.map((x) => x.active[k]) }))} />
+    </div>
+  );
+}
+
 function WorkersPage() {
   const [workers, setWorkers] = useState<Worker[] | null>(null);
   const [error, setError] = useState<unknown>(null);
@@ -684,6 +744,8 @@ function WorkersPage() {
           {workers && !workers.length && <tr><td colSpan={5} class="empty">No worker is connected.</td></tr>}
         </tbody>
       </table>
+      <h3>Throughput and backlog</h3>
+      <Charts />
       <p>Prometheus metrics: <a href="/metrics">/metrics</a></p>
     </section>
   );

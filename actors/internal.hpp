@@ -57,6 +57,7 @@ struct partition_health {
   std::uint64_t live_instances = 0;
   decltype(service::partition_view::commit_seconds_buckets) commit_seconds_buckets{};
   decltype(service::partition_view::batch_changes_buckets) batch_changes_buckets{};
+  decltype(service::partition_view::orchestrations_by_status) orchestrations_by_status{};
 };
 
 /// An operation for a live instance (see engine/instance.hpp), sent to its actor

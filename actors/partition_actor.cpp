@@ -308,6 +308,8 @@ class partition_state : public partition_context, public peer_link {
       health->committed_changes += write_changes;
       health->commit_ns_total += took;
       health->commit_ns_max = std::max(health->commit_ns_max, took);
+      // The next commit starts after this: the store's counts are still.
+      health->orchestrations_by_status = engine_->store().counts();
       ++health->commit_seconds_buckets[service::bucket_of(service::commit_seconds_bounds,
                                                           static_cast<double>(took) / 1e9)];
       ++health->batch_changes_buckets[service::bucket_of(service::batch_changes_bounds,
@@ -362,6 +364,10 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
   // The engine arrives through a shared_ptr because spawn arguments must be copyable.
   state.engine_ = std::move(owned);
   state.engine_->set_host(std::make_unique<actor_host>(self));
+  {
+    std::lock_guard lock(state.health->mutex);
+    state.health->orchestrations_by_status = state.engine_->store().counts();
+  }
   auto owner = caf::actor_cast<caf::actor>(self);
   state.writer = commits->open(
       state.engine_->store(), [owner](std::uint64_t batch) { caf::anon_send(owner, committed_atom::value, batch); },

@@ -239,6 +239,13 @@ expected<void> read_pagination(const json& body, std::size_t& start_index, std::
   return {};
 }
 
+/// "RUNNING" for runtime_status::running: the status as a metric label.
+std::string short_status_name(core::runtime_status status) {
+  auto name = status_name(status);
+  const std::string prefix = "ORCHESTRATION_STATUS_";
+  return name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
+}
+
 std::string lower(std::string text) {
   for (auto& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return text;
@@ -888,6 +895,15 @@ class rest_api {
         out += fmt::format("{}{{task_hub=\"{}\",kind=\"entity\"}} {}\n", name, hub, slots.entities);
       }
     };
+    family("dtsd_orchestrations", "gauge", "Orchestrations per status (kept per partition, never counted by a scan).");
+    for (const auto& [hub, s] : hubs) {
+      for (std::size_t status = 0; status < core::runtime_status_count; ++status) {
+        std::uint64_t total = 0;
+        for (const auto& p : s.partitions) total += p.orchestrations_by_status[status];
+        out += fmt::format("dtsd_orchestrations{{task_hub=\"{}\",status=\"{}\"}} {}\n", hub,
+                           short_status_name(static_cast<core::runtime_status>(status)), total);
+      }
+    }
     family("dtsd_workers", "gauge", "Connected worker sessions.");
     for (const auto& [hub, s] : hubs) out += fmt::format("dtsd_workers{{task_hub=\"{}\"}} {}\n", hub, s.workers.size());
     per_kind("dtsd_work_items_pending", "Work items ready for a worker.",

@@ -79,6 +79,9 @@ struct partition_view {
   std::uint64_t ready_activities = 0;
   std::uint64_t ready_entities = 0;
   std::uint64_t live_instances = 0;  ///< Instances held in memory.
+  /// Orchestrations of the partition per status (core::runtime_status), as of its
+  /// last commit; kept by its store, never counted by a scan.
+  std::array<std::uint64_t, core::runtime_status_count> orchestrations_by_status{};
   /// Commits per bucket of commit_seconds_bounds (not cumulative; one more for the rest).
   std::array<std::uint64_t, commit_seconds_bounds.size() + 1> commit_seconds_buckets{};
   /// Commits per bucket of batch_changes_bounds (not cumulative; one more for the rest).

@@ -16,6 +16,35 @@ namespace {
 constexpr std::string_view format_version = "dtsd-partition-1";
 constexpr std::string_view meta_identity = "identity";
 constexpr std::string_view meta_outbox_next = "outbox_next";
+constexpr std::string_view meta_status_counts = "status_counts";
+
+/// Changes of the status counts one commit makes.
+using count_deltas = std::array<std::int64_t, core::runtime_status_count>;
+
+std::string encode_counts(const status_counts& counts) {
+  std::string bytes;
+  for (auto count : counts) bytes += keys::u64(count);
+  return bytes;
+}
+
+std::optional<status_counts> decode_counts(std::string_view bytes) {
+  if (bytes.size() != 8 * core::runtime_status_count) return std::nullopt;
+  status_counts counts{};
+  for (std::size_t i = 0; i < counts.size(); ++i) counts[i] = keys::get_u64(bytes.substr(8 * i, 8));
+  return counts;
+}
+
+/// Counts every orchestration of the by_status index (a store written before counts were kept).
+status_counts count_by_status(kv_reader& reader) {
+  status_counts counts{};
+  reader.scan(table::by_status, {}, {}, [&](std::string_view key, std::string_view) {
+    // status (1 byte), created time (8), id: entities ("@name@key") are not counted.
+    const auto status = static_cast<std::uint8_t>(key[0]);
+    if (key.size() > 9 && key[9] != '@' && status < counts.size()) ++counts[status];
+    return true;
+  });
+  return counts;
+}
 constexpr std::size_t consistency_problems_max = 20;
 /// More chunks than this and the instance's history is merged into one chunk, so a
 /// history read costs at most this many lookups. Merging costs O(history) once per
@@ -129,8 +158,12 @@ std::vector<std::uint64_t> append_history(kv_writer& writer, const instance_writ
   return {segment};
 }
 
-void write_instance(kv_writer& writer, const instance_write& change, std::uint64_t segment) {
+void write_instance(kv_writer& writer, const instance_write& change, std::uint64_t segment, count_deltas& counted) {
   const auto& id = change.instance_id;
+  const bool orchestration = !core::is_entity_id(id);
+  auto count = [&](core::runtime_status status, int by) {
+    if (orchestration) counted[static_cast<std::size_t>(status)] += by;
+  };
   std::optional<stored_instance_header> previous;
   if (auto bytes = writer.get(table::instances, id)) {
     previous = unwrap(decode_stored_instance_header(*bytes));
@@ -144,6 +177,7 @@ void write_instance(kv_writer& writer, const instance_write& change, std::uint64
   }
   if (change.purged) {
     if (previous) erase_indexes(writer, id, {previous->status, previous->created_at_ns});
+    if (previous) count(previous->status, -1);
     writer.erase(table::instances, id);
     return;
   }
@@ -164,6 +198,8 @@ void write_instance(kv_writer& writer, const instance_write& change, std::uint64
   if (!same_index) {
     if (previous) erase_indexes(writer, id, {previous->status, previous->created_at_ns});
     put_indexes(writer, id, current);
+    if (previous) count(previous->status, -1);
+    count(current.status, +1);
   }
   auto row = change.row;
   row.history_segments = std::move(segments);
@@ -505,6 +541,14 @@ expected<void> partition_store::initialize() {
       next_log_sequence_ = last ? keys::get_u64(*last) + 1 : 1;
       auto last_segment = writer.last_key(table::history);
       next_segment_sequence_ = last_segment ? keys::get_u64(*last_segment) + 1 : 1;
+      auto stored = writer.get(table::meta, meta_status_counts);
+      auto decoded = stored ? decode_counts(*stored) : std::nullopt;
+      if (decoded) {
+        counts_ = *decoded;
+      } else {
+        counts_ = count_by_status(writer);
+        counts_unwritten_ = true;
+      }
     });
     if (!written) return written;
   } catch (const store_failure& failed) {
@@ -527,6 +571,7 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
     }
   }
   const auto segment = next_segment_sequence_;
+  status_counts counts = counts_;  ///< As they will be once this commits.
   std::optional<std::uint64_t> trimmed_to;
   commit_info info;
   std::string log_bytes;
@@ -546,7 +591,14 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
           }
         }
       }
-      for (const auto& change : batch.instances) write_instance(writer, change, segment);
+      count_deltas counted{};
+      for (const auto& change : batch.instances) write_instance(writer, change, segment, counted);
+      bool changed = counts_unwritten_;
+      for (std::size_t i = 0; i < counts.size(); ++i) {
+        counts[i] = static_cast<std::uint64_t>(static_cast<std::int64_t>(counts_[i]) + counted[i]);
+        changed = changed || counted[i] != 0;
+      }
+      if (changed) writer.put(table::meta, meta_status_counts, encode_counts(counts));
       for (const auto& activity : batch.activities_added) {
         writer.put(table::activities,
                    keys::activity(activity.instance_id, activity.execution_id, activity.task_id),
@@ -583,6 +635,8 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
   }
   if (info.log_sequence != 0) ++next_log_sequence_;
   if (trimmed_to) log_trimmed_below_ = *trimmed_to;
+  counts_ = counts;
+  counts_unwritten_ = false;
   ++next_segment_sequence_;
   return info;
 }
@@ -728,6 +782,12 @@ expected<void> partition_store::check_consistency() {
     check_instances(reader, problems, ids);
     check_index(reader, table::by_status, true, ids, problems);
     check_index(reader, table::by_created, false, ids, problems);
+    const auto counted = count_by_status(reader);
+    if (auto stored = reader.get(table::meta, meta_status_counts)) {
+      auto kept = decode_counts(*stored);
+      if (!kept || *kept != counted) problems.add("the stored status counts do not match by_status");
+    }
+    if (counts_ != counted) problems.add("the status counts in memory do not match by_status");
     check_history_chunks(reader, problems);
     check_owned_rows(reader, table::inbox, ids, problems);
     check_log(reader, problems);

@@ -13,6 +13,7 @@
 /// thread at a time (the partition's writer); the read functions may be called from
 /// any thread at any time and never block it.
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -93,6 +94,9 @@ struct recovered_state {
   std::size_t instance_count = 0;
 };
 
+/// Orchestrations per status (entities are not counted), by core::runtime_status.
+using status_counts = std::array<std::uint64_t, core::runtime_status_count>;
+
 class partition_store {
  public:
   /// Opens (or initializes) the store. A store made for another identity is refused.
@@ -114,6 +118,9 @@ class partition_store {
   expected<std::optional<core::orchestration_state>> load_instance(std::string_view instance_id);
   expected<std::vector<core::history_event>> history(std::string_view instance_id);
   expected<core::query_page> query(const core::instance_query& query);
+  /// Orchestrations per status as of the last commit: kept with every commit (in the
+  /// same transaction), so that a count never scans the partition.
+  const status_counts& counts() const { return counts_; }
   /// Timers due at or before `now_ns`, earliest first.
   expected<std::vector<core::timer_entry>> due_timers(std::int64_t now_ns, std::size_t count_max);
   expected<std::vector<core::activity_request>> queued_activities(std::size_t count_max);
@@ -136,6 +143,8 @@ class partition_store {
   std::uint64_t next_segment_sequence_ = 1;
   std::uint64_t log_retention_ = 0;
   std::uint64_t log_trimmed_below_ = 0;  ///< Every record below this sequence is gone.
+  status_counts counts_{};
+  bool counts_unwritten_ = false;  ///< Counted at open (a store from before counts): written with the next commit.
 };
 
 }  // namespace dtsd::store

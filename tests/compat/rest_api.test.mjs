@@ -302,6 +302,15 @@ describe("the DTS REST API on the dashboard port", () => {
       }
       return [...text.matchAll(/^dtsd_partition_commits_total\{[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
     };
+    // Orchestrations per status, kept by the partitions, agree with a list of the whole hub.
+    await eventually(async () => {
+      const text = await (await fetch(`${env.dtsd.restUrl}/metrics`)).text();
+      const count = (status) => Number(new RegExp(`^dtsd_orchestrations\\{task_hub="default",status="${status}"\\} (\\d+)$`, "m").exec(text)[1]);
+      const all = [...text.matchAll(/^dtsd_orchestrations\{[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+      const { trivia } = (await rest("POST", "orchestrations/query", { body: { pagination: { count: 1 } } })).body;
+      return count("COMPLETED") === trivia.completedCount && count("FAILED") === trivia.failedCount &&
+        count("RUNNING") === trivia.runningCount && all === trivia.totalCount && all > 0;
+    }, 20000, "status counts equal to the list's");
     const before = await commits();
     const id = await env.client.scheduleNewOrchestration("HelloCities");
     await env.client.waitForOrchestrationCompletion(id, true, 30);

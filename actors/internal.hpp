@@ -58,6 +58,7 @@ struct partition_health {
   decltype(service::partition_view::commit_seconds_buckets) commit_seconds_buckets{};
   decltype(service::partition_view::batch_changes_buckets) batch_changes_buckets{};
   decltype(service::partition_view::orchestrations_by_status) orchestrations_by_status{};
+  std::uint64_t disk_bytes = 0;
 };
 
 /// An operation for a live instance (see engine/instance.hpp), sent to its actor

@@ -310,6 +310,7 @@ class partition_state : public partition_context, public peer_link {
       health->commit_ns_max = std::max(health->commit_ns_max, took);
       // The next commit starts after this: the store's counts are still.
       health->orchestrations_by_status = engine_->store().counts();
+      health->disk_bytes = engine_->store().disk_bytes();
       ++health->commit_seconds_buckets[service::bucket_of(service::commit_seconds_bounds,
                                                           static_cast<double>(took) / 1e9)];
       ++health->batch_changes_buckets[service::bucket_of(service::batch_changes_bounds,
@@ -367,6 +368,7 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
   {
     std::lock_guard lock(state.health->mutex);
     state.health->orchestrations_by_status = state.engine_->store().counts();
+    state.health->disk_bytes = state.engine_->store().disk_bytes();
   }
   auto owner = caf::actor_cast<caf::actor>(self);
   state.writer = commits->open(

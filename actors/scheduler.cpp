@@ -314,6 +314,7 @@ class actor_scheduler final : public service::router {
       view.commit_seconds_buckets = health.commit_seconds_buckets;
       view.batch_changes_buckets = health.batch_changes_buckets;
       view.orchestrations_by_status = health.orchestrations_by_status;
+      view.disk_bytes = health.disk_bytes;
       view.ready_orchestrators = health.ready_orchestrators;
       view.ready_activities = health.ready_activities;
       view.ready_entities = health.ready_entities;

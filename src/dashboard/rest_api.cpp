@@ -957,6 +957,8 @@ class rest_api {
                   [](const service::partition_view& p) { return p.stalled.empty() ? 0 : 1; });
     per_partition("dtsd_partition_live_instances", "gauge", "Instances held in memory.",
                   [](const service::partition_view& p) { return p.live_instances; });
+    per_partition("dtsd_partition_disk_bytes", "gauge", "Bytes its data takes on disk (LMDB pages in use; 0 in memory).",
+                  [](const service::partition_view& p) { return p.disk_bytes; });
     return out;
   }
 

@@ -79,6 +79,7 @@ struct partition_view {
   std::uint64_t ready_activities = 0;
   std::uint64_t ready_entities = 0;
   std::uint64_t live_instances = 0;  ///< Instances held in memory.
+  std::uint64_t disk_bytes = 0;      ///< What its data takes on disk, as of its last commit (0 in memory).
   /// Orchestrations of the partition per status (core::runtime_status), as of its
   /// last commit; kept by its store, never counted by a scan.
   std::array<std::uint64_t, core::runtime_status_count> orchestrations_by_status{};

@@ -71,6 +71,8 @@ class kv_engine {
   /// Exceptions thrown by `body` abort the transaction and propagate.
   virtual expected<void> write(const std::function<void(kv_writer&)>& body) = 0;
   virtual expected<void> read(const std::function<void(kv_reader&)>& body) = 0;
+  /// Bytes the data takes on disk (LMDB: the pages in use); 0 in memory.
+  virtual std::uint64_t disk_bytes() const { return 0; }
 };
 
 struct lmdb_options {

@@ -136,6 +136,13 @@ class lmdb_txn_access : public kv_writer {
 
 class lmdb_engine final : public kv_engine {
  public:
+  std::uint64_t disk_bytes() const override {
+    MDB_envinfo info{};
+    MDB_stat stat{};
+    if (mdb_env_info(env_, &info) != 0 || mdb_env_stat(env_, &stat) != 0) return 0;
+    return (static_cast<std::uint64_t>(info.me_last_pgno) + 1) * stat.ms_psize;
+  }
+
   ~lmdb_engine() override {
     if (env_ != nullptr) mdb_env_close(env_);
   }

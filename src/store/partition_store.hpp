@@ -121,6 +121,8 @@ class partition_store {
   /// Orchestrations per status as of the last commit: kept with every commit (in the
   /// same transaction), so that a count never scans the partition.
   const status_counts& counts() const { return counts_; }
+  /// Bytes its data takes on disk (0 in memory).
+  std::uint64_t disk_bytes() const { return engine_->disk_bytes(); }
   /// Timers due at or before `now_ns`, earliest first.
   expected<std::vector<core::timer_entry>> due_timers(std::int64_t now_ns, std::size_t count_max);
   expected<std::vector<core::activity_request>> queued_activities(std::size_t count_max);

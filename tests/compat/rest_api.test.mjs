@@ -311,6 +311,9 @@ describe("the DTS REST API on the dashboard port", () => {
       return count("COMPLETED") === trivia.completedCount && count("FAILED") === trivia.failedCount &&
         count("RUNNING") === trivia.runningCount && all === trivia.totalCount && all > 0;
     }, 20000, "status counts equal to the list's");
+    const diskBytes = [...(await (await fetch(`${env.dtsd.restUrl}/metrics`)).text())
+      .matchAll(/^dtsd_partition_disk_bytes\{[^}]*\} (\d+)$/gm)].map((m) => Number(m[1]));
+    assert.ok(diskBytes.length > 0 && diskBytes.every((n) => n > 0), "each partition's data takes some disk");
     const before = await commits();
     const id = await env.client.scheduleNewOrchestration("HelloCities");
     await env.client.waitForOrchestrationCompletion(id, true, 30);

@@ -124,7 +124,7 @@ describe("the dashboard in a browser", () => {
     await eventually(async () => (await chain.count()) === 5, 10000, "five flow nodes");
     assert.equal(new Set(await chain.evaluateAll((rects) => rects.map((r) => r.getAttribute("y")))).size, 5, "five rows");
     await page.goto(`${env.dtsd.restUrl}/#/orchestrations/${ids.fail}?tab=payloads`);
-    await page.locator("pre", { hasText: "the city is closed" }).waitFor();
+    await page.locator(".failure", { hasText: "the city is closed" }).first().waitFor();
     await shot("instance-failed");
   });
 

@@ -6,7 +6,7 @@ import { render } from "preact";
 import { useCallback, useEffect, useMemo, useState } from "preact/hooks";
 
 import {
-  ApiError, call, currentHub, enc, Entity, HistoryEvent, Orchestration, Payloads, QueryResult, setHub,
+  ApiError, call, currentHub, enc, Entity, Failure, HistoryEvent, Orchestration, Payloads, QueryResult, setHub,
   shortStatus, STATUSES, taskHubs, Worker,
 } from "./api";
 
@@ -328,10 +328,10 @@ function spansOf(history: HistoryEvent[]): Span[] {
   return spans;
 }
 
-function Timeline({ history, now }: { history: HistoryEvent[]; now: number }) {
+function Timeline({ history, now, ended }: { history: HistoryEvent[]; now: number; ended: boolean }) {
   const spans = useMemo(() => spansOf(history), [history]);
   const [shown, setShown] = useState<Span | null>(null);
-  if (!spans.length) return <p class="empty">No activities, timers or sub-orchestrations yet.</p>;
+  if (!spans.length) return <p class="empty">No activities, timers or sub-orchestrations{ended ? "." : " yet."}</p>;
   const first = Math.min(...spans.map((s) => s.start));
   const last = Math.max(...spans.map((s) => s.end ?? now), first + 1);
   const width = last - first;
@@ -414,6 +414,17 @@ function Flow({ history, status }: { history: HistoryEvent[]; status: string }) 
   );
 }
 
+/** A failure in full: type, message, stack trace, and each inner failure under it. */
+function FailureBox({ failure }: { failure: Failure }) {
+  return (
+    <div class="failure" role="note">
+      <strong>{failure.errorType ?? "Error"}</strong>: {failure.errorMessage ?? ""}
+      {failure.stackTrace && <details><summary>Stack trace</summary><pre>{failure.stackTrace}</pre></details>}
+      {failure.innerFailure && <div class="inner">Caused by <FailureBox failure={failure.innerFailure} /></div>}
+    </div>
+  );
+}
+
 function eventKind(e: HistoryEvent): string {
   return Object.keys(e).find((k) => k !== "eventId" && k !== "timestamp") ?? "unknown";
 }
@@ -427,10 +438,10 @@ function HistoryTable({ history }: { history: HistoryEvent[] }) {
           const kind = eventKind(e);
           return (
             <tr>
-              <td>{e.eventId}</td>
+              <td>{e.eventId >= 0 ? e.eventId : ""}</td>
               <td>{time(e.timestamp)}</td>
               <td>{kind}</td>
-              <td><details><summary>{Object.entries(e[kind] ?? {}).filter(([, v]) => typeof v === "string").map(([k, v]) => `${k}: ${String(v).slice(0, 60)}`).join(", ")}</summary>
+              <td><details><summary>{Object.entries(e[kind] ?? {}).filter(([, v]) => typeof v === "string" && v !== "").map(([k, v]) => `${k}: ${String(v).slice(0, 60)}`).join(", ")}</summary>
                 <pre>{JSON.stringify(e[kind], null, 2)}</pre></details></td>
             </tr>
           );
@@ -526,6 +537,7 @@ function InstancePage({ id, params }: { id: string; params: URLSearchParams }) {
         <button class="danger" disabled={!ended} onClick={() => confirm("Purge this orchestration and its history?") &&
           act("Purge", async () => { await call("DELETE", `orchestrations/${enc(id)}`); go("/"); })}>Purge</button>
       </div>
+      {payloads?.failureDetails && <FailureBox failure={payloads.failureDetails} />}
       <ErrorLine error={error} />
       {message && <div class="message" role="status">{message}</div>}
       <nav class="tabs">
@@ -533,15 +545,14 @@ function InstancePage({ id, params }: { id: string; params: URLSearchParams }) {
           <button class={tab === key ? "active" : ""} onClick={() => setTab(key)}>{label}</button>
         ))}
       </nav>
-      {tab === "timeline" && <Timeline history={history} now={Date.now()} />}
+      {tab === "timeline" && <Timeline history={history} now={Date.now()} ended={ended} />}
       {tab === "flow" && <div class="flow-frame"><Flow history={history} status={meta.orchestrationStatus} /></div>}
       {tab === "history" && <HistoryTable history={history} />}
       {tab === "payloads" && payloads && (
         <div class="two">
-          <div><h4>Input</h4><pre>{pretty(payloads.input)}</pre></div>
-          <div><h4>Output</h4><pre>{pretty(payloads.output)}</pre></div>
-          <div><h4>Custom status</h4><pre>{pretty(payloads.customStatus)}</pre></div>
-          {payloads.failureDetails && <div><h4>Failure</h4><pre>{JSON.stringify(payloads.failureDetails, null, 2)}</pre></div>}
+          <div><h4>Input</h4><pre>{pretty(payloads.input) || "(none)"}</pre></div>
+          <div><h4>Output</h4><pre>{pretty(payloads.output) || "(none)"}</pre></div>
+          <div><h4>Custom status</h4><pre>{pretty(payloads.customStatus) || "(none)"}</pre></div>
         </div>
       )}
     </section>

@@ -69,11 +69,16 @@ struct query {
   core::instance_query query;
   callback<core::query_page> done;
 };
+struct list {
+  core::list_query query;
+  callback<core::list_page> done;
+};
 }  // namespace requests
 
 using partition_request =
     std::variant<requests::start, requests::read, requests::await, requests::forget_wait, requests::apply,
-                 requests::complete_orchestrator, requests::complete_activity, requests::purge, requests::query>;
+                 requests::complete_orchestrator, requests::complete_activity, requests::purge, requests::query,
+                 requests::list>;
 
 /// Partition to partition.
 namespace peer {

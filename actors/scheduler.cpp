@@ -267,6 +267,17 @@ class actor_scheduler final : public service::router {
                    partition_request{requests::query{std::move(query), guarded(std::move(done))}});
   }
 
+  void list_partition(const std::string& hub_name, std::uint32_t partition, core::list_query query,
+                      callback<core::list_page> done) override {
+    auto found = find(hub_name);
+    if (!found) return done(found.error());
+    if (partition >= found->partition_count) {
+      return done(error{errc::invalid_argument, fmt::format("task hub '{}' has no partition {}", hub_name, partition)});
+    }
+    caf::anon_send(found->partitions[partition],
+                   partition_request{requests::list{std::move(query), guarded(std::move(done))}});
+  }
+
   expected<std::uint64_t> open_session(const std::string& hub_name, service::session_slots slots,
                                        std::shared_ptr<service::work_sink> sink, core::work_filters filters,
                                        std::string worker) override {

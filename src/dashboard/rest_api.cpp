@@ -189,17 +189,8 @@ expected<std::string> string_filter(const json& filter, const char* name) {
   return string_field(*found, "value", fmt::format("filter.{}.", name));
 }
 
-struct time_range {
-  std::optional<std::int64_t> start_ns;  ///< Inclusive.
-  std::optional<std::int64_t> end_ns;    ///< Exclusive.
-  bool holds(std::int64_t ns) const {
-    return (!start_ns || ns >= *start_ns) && (!end_ns || ns < *end_ns);
-  }
-  bool any() const { return start_ns || end_ns; }
-};
-
-expected<time_range> range_filter(const json& filter, const char* name) {
-  time_range range;
+expected<core::time_window> range_filter(const json& filter, const char* name) {
+  core::time_window range;
   auto found = filter.find(name);
   if (found == filter.end() || found->is_null()) return range;
   if (!found->is_object()) {
@@ -211,7 +202,7 @@ expected<time_range> range_filter(const json& filter, const char* name) {
     if (text->empty()) continue;
     auto ns = parse_rfc3339(*text);
     if (!ns) return error{errc::invalid_argument, fmt::format("filter.{}.{}: {}", name, bound, ns.error().message)};
-    (std::string_view(bound) == "start" ? range.start_ns : range.end_ns) = *ns;
+    (std::string_view(bound) == "start" ? range.from_ns : range.to_ns) = *ns;
   }
   return range;
 }
@@ -246,86 +237,87 @@ std::string short_status_name(core::runtime_status status) {
   return name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
 }
 
-std::string lower(std::string text) {
-  for (auto& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return text;
-}
+// ------------------------------------------------------------------ lists
 
-bool contains_ci(const std::string& haystack, const std::string& lowered_needle) {
-  return lowered_needle.empty() || lower(haystack).find(lowered_needle) != std::string::npos;
-}
-
-// ------------------------------------------------------------------ orchestration lists
-
-enum class column { orchestration_id, name, version, created_at, last_updated_at, start_at, completed_at, status, tags };
-
-struct sort_key {
-  column by = column::created_at;
-  bool descending = true;
-};
-
-/// What POST orchestrations/query asks: the part the partitions filter by (the
-/// store's indexes), the rest, checked here, and the page.
-struct list_request {
-  core::instance_query native;
-  std::string id_part, name_part, version_part, tag_part;  ///< Lower case; case-insensitive substrings.
-  time_range last_updated, started, completed;
-  std::vector<sort_key> sort;
-  std::size_t start_index = 0;
-  std::size_t count = 100;
-
-  bool matches(const core::instance_record& r) const {
-    if (!contains_ci(r.instance_id, id_part) || !contains_ci(r.name, name_part)) return false;
-    if (!version_part.empty() && !contains_ci(r.version.value_or(""), version_part)) return false;
-    if (!tag_part.empty()) {
-      bool found = false;
-      for (const auto& [key, value] : r.tags) found = found || contains_ci(key + "=" + value, tag_part);
-      if (!found) return false;
-    }
-    if (last_updated.any() && !last_updated.holds(r.last_updated_at_ns)) return false;
-    if (started.any() && !started.holds(r.scheduled_start_ns)) return false;
-    if (completed.any() && (r.completed_at_ns == 0 || !completed.holds(r.completed_at_ns))) return false;
-    return true;
-  }
-};
-
-expected<column> column_of(const std::string& name) {
-  static const std::pair<const char*, column> names[] = {
-      {"ORCHESTRATION_ID", column::orchestration_id}, {"NAME", column::name},
-      {"VERSION", column::version},                   {"CREATED_AT", column::created_at},
-      {"LAST_UPDATED_AT", column::last_updated_at},   {"START_AT", column::start_at},
-      {"COMPLETED_AT", column::completed_at},         {"ORCHESTRATION_STATUS", column::status},
-      {"TAGS", column::tags}};
+/// POST orchestrations/query's columns, as core::list_column.
+expected<core::list_column> column_of(const std::string& name) {
+  static const std::pair<const char*, core::list_column> names[] = {
+      {"ORCHESTRATION_ID", core::list_column::instance_id},
+      {"NAME", core::list_column::name},
+      {"VERSION", core::list_column::version},
+      {"CREATED_AT", core::list_column::created_at},
+      {"LAST_UPDATED_AT", core::list_column::last_updated_at},
+      {"START_AT", core::list_column::start_at},
+      {"COMPLETED_AT", core::list_column::completed_at},
+      {"ORCHESTRATION_STATUS", core::list_column::status},
+      {"TAGS", core::list_column::tags}};
   for (const auto& [text, value] : names) {
     if (name == text) return value;
   }
   return error{errc::invalid_argument, fmt::format("sort.column: '{}' is not a column", name)};
 }
 
-expected<list_request> read_list_request(const http_request& http, const rest_options& options) {
+/// A list as the API asks for it: the service's query, the page, how rows show.
+struct list_spec {
+  core::list_query query;
+  std::size_t start_index = 0;
+  std::size_t count = 100;
+  std::string rows_key;
+  std::function<json(const core::instance_record&)> row;
+  bool with_trivia = false;
+};
+
+/// "sort": [{"column", "direction"}] with the columns `column_of` knows.
+template <class Columns>
+expected<std::vector<core::list_sort>> read_sort(const json& body, Columns column_of) {
+  std::vector<core::list_sort> out;
+  auto found = body.find("sort");
+  if (found == body.end() || found->is_null()) return out;
+  if (!found->is_array()) return error{errc::invalid_argument, "sort: must be a list of {column, direction}"};
+  for (const auto& item : *found) {
+    if (!item.is_object()) return error{errc::invalid_argument, "sort: must be a list of {column, direction}"};
+    auto name = string_field(item, "column", "sort.");
+    if (!name) return name.error();
+    auto by = column_of(*name);
+    if (!by) return by.error();
+    auto direction = string_field(item, "direction", "sort.");
+    if (!direction) return direction.error();
+    if (!direction->empty() && *direction != "ASCENDING_SORT" && *direction != "DESCENDING_SORT") {
+      return error{errc::invalid_argument,
+                   fmt::format("sort.direction: '{}' is not ASCENDING_SORT or DESCENDING_SORT", *direction)};
+    }
+    out.push_back({*by, *direction == "DESCENDING_SORT"});
+  }
+  return out;
+}
+
+/// POST orchestrations/query as a list_spec.
+expected<list_spec> orchestration_list(const http_request& http, const rest_options& options) {
   auto body = body_object(http);
   if (!body) return body.error();
-  list_request out;
-  out.native.fetch_payloads = false;
-  out.native.page_size = core::query_page_size_max;
+  list_spec spec;
+  spec.rows_key = "orchestrations";
+  spec.row = orchestration_json;
+  spec.with_trivia = true;
+  auto& query = spec.query;
   if (auto found = body->find("filter"); found != body->end() && !found->is_null()) {
     if (!found->is_object()) return error{errc::invalid_argument, "filter: must be an object"};
     const auto& filter = *found;
-    for (auto [name, target] : {std::pair{"orchestrationId", &out.id_part}, std::pair{"name", &out.name_part},
-                                std::pair{"version", &out.version_part}, std::pair{"tags", &out.tag_part}}) {
+    for (auto [name, target] : {std::pair{"orchestrationId", &query.id_part}, std::pair{"name", &query.name_part},
+                                std::pair{"version", &query.version_part}, std::pair{"tags", &query.tag_part}}) {
       auto value = string_filter(filter, name);
       if (!value) return value.error();
-      *target = lower(*value);
+      *target = core::lower_ascii(*value);
     }
-    auto created = range_filter(filter, "createdAt");
-    if (!created) return created.error();
-    out.native.created_from_ns = created->start_ns;
-    if (created->end_ns) out.native.created_to_ns = *created->end_ns - 1;
-    for (auto [name, target] : {std::pair{"lastUpdatedAt", &out.last_updated}, std::pair{"startAt", &out.started},
-                                std::pair{"completedAt", &out.completed}}) {
+    for (auto [name, target] : {std::pair{"createdAt", &query.created}, std::pair{"lastUpdatedAt", &query.last_updated},
+                                std::pair{"startAt", &query.started}, std::pair{"completedAt", &query.completed}}) {
       auto range = range_filter(filter, name);
       if (!range) return range.error();
       *target = *range;
+    }
+    if (auto subs = filter.find("excludeSubOrchestrations"); subs != filter.end() && !subs->is_null()) {  // dtsd's own
+      if (!subs->is_boolean()) return error{errc::invalid_argument, "filter.excludeSubOrchestrations: must be true or false"};
+      query.top_level_only = subs->get<bool>();
     }
     if (auto statuses = filter.find("orchestrationStatus"); statuses != filter.end() && !statuses->is_null()) {
       const json* list = &*statuses;
@@ -341,75 +333,67 @@ expected<list_request> read_list_request(const http_request& http, const rest_op
           return error{errc::invalid_argument,
                        fmt::format("filter.orchestrationStatus.status: {} is not a status", item.dump())};
         }
-        out.native.statuses.push_back(*status);
+        query.statuses.push_back(*status);
       }
     }
   }
-  if (auto paged = read_pagination(*body, out.start_index, out.count, options); !paged) return paged.error();
-  if (auto found = body->find("sort"); found != body->end() && !found->is_null()) {
-    if (!found->is_array()) return error{errc::invalid_argument, "sort: must be a list of {column, direction}"};
-    for (const auto& item : *found) {
-      if (!item.is_object()) return error{errc::invalid_argument, "sort: must be a list of {column, direction}"};
-      auto name = string_field(item, "column", "sort.");
-      if (!name) return name.error();
-      auto by = column_of(*name);
-      if (!by) return by.error();
-      auto direction = string_field(item, "direction", "sort.");
-      if (!direction) return direction.error();
-      if (!direction->empty() && *direction != "ASCENDING_SORT" && *direction != "DESCENDING_SORT") {
-        return error{errc::invalid_argument,
-                     fmt::format("sort.direction: '{}' is not ASCENDING_SORT or DESCENDING_SORT", *direction)};
-      }
-      out.sort.push_back({*by, *direction == "DESCENDING_SORT"});
+  if (auto paged = read_pagination(*body, spec.start_index, spec.count, options); !paged) return paged.error();
+  auto sort = read_sort(*body, column_of);
+  if (!sort) return sort.error();
+  query.sort = std::move(*sort);
+  if (query.sort.empty()) query.sort.push_back({core::list_column::created_at, true});  // Newest first.
+  return spec;
+}
+
+/// POST entities/query as a list_spec.
+expected<list_spec> entity_list(const http_request& http, const rest_options& options) {
+  auto body = body_object(http);
+  if (!body) return body.error();
+  list_spec spec;
+  spec.query.entities = true;
+  spec.rows_key = "entities";
+  spec.row = entity_json;
+  auto& query = spec.query;
+  if (auto found = body->find("filter"); found != body->end() && !found->is_null()) {
+    if (!found->is_object()) return error{errc::invalid_argument, "filter: must be an object"};
+    for (auto [field, target] : {std::pair{"name", &query.name_exact}, std::pair{"key", &query.key_part},
+                                 std::pair{"nameStartsWith", &query.name_prefix}}) {
+      auto value = string_filter(*found, field);
+      if (!value) return value.error();
+      *target = core::lower_ascii(*value);
     }
+    auto range = range_filter(*found, "lastModifiedAt");
+    if (!range) return range.error();
+    query.last_updated = *range;
   }
-  if (out.sort.empty()) out.sort.push_back({column::created_at, true});  // Newest first.
-  return out;
+  if (auto paged = read_pagination(*body, spec.start_index, spec.count, options); !paged) return paged.error();
+  auto sort = read_sort(*body, [](const std::string& name) -> expected<core::list_column> {
+    if (name == "NAME") return core::list_column::name;
+    if (name == "KEY") return core::list_column::entity_key;
+    if (name == "LAST_MODIFIED_AT") return core::list_column::last_updated_at;
+    return error{errc::invalid_argument, fmt::format("sort.column: '{}' is not NAME, KEY or LAST_MODIFIED_AT", name)};
+  });
+  if (!sort) return sort.error();
+  query.sort = sort->empty() ? std::vector<core::list_sort>{{core::list_column::name, false}} : std::vector{sort->front()};
+  return spec;
 }
 
-int compare(const core::instance_record& a, const core::instance_record& b, column by) {
-  auto three_way = [](const auto& x, const auto& y) { return x < y ? -1 : (y < x ? 1 : 0); };
-  switch (by) {
-    case column::orchestration_id: return three_way(a.instance_id, b.instance_id);
-    case column::name: return three_way(a.name, b.name);
-    case column::version: return three_way(a.version.value_or(""), b.version.value_or(""));
-    case column::created_at: return three_way(a.created_at_ns, b.created_at_ns);
-    case column::last_updated_at: return three_way(a.last_updated_at_ns, b.last_updated_at_ns);
-    case column::start_at: return three_way(a.scheduled_start_ns, b.scheduled_start_ns);
-    case column::completed_at: return three_way(a.completed_at_ns, b.completed_at_ns);
-    case column::status: return three_way(status_name(a.status), status_name(b.status));
-    case column::tags: return three_way(a.tags, b.tags);
-  }
-  return 0;
+/// DTS's trivia: the filter's matches per status, whatever statuses it asks for.
+json trivia_json(const core::list_page& page) {
+  auto of = [&page](core::runtime_status status) { return page.by_status[static_cast<std::size_t>(status)]; };
+  std::uint64_t total = 0;
+  for (auto counted : page.by_status) total += counted;
+  return {{"totalCount", total},
+          {"completedCount", of(core::runtime_status::completed)},
+          {"runningCount", of(core::runtime_status::running)},
+          {"failedCount", of(core::runtime_status::failed)},
+          {"pendingCount", of(core::runtime_status::pending)},
+          {"terminatedCount", of(core::runtime_status::terminated)},
+          {"suspendedCount", of(core::runtime_status::suspended)}};
 }
 
-/// What an orchestration list answers besides its rows: DTS's per-status counts of
-/// every match of the filter (whatever statuses it lists), counted as pages come.
-struct trivia_counts {
-  std::size_t total = 0, completed = 0, running = 0, failed = 0, pending = 0;
-  std::int64_t earliest = 0, latest = 0;
-
-  void add(const core::instance_record& r) {
-    ++total;
-    completed += r.status == core::runtime_status::completed;
-    running += r.status == core::runtime_status::running;
-    failed += r.status == core::runtime_status::failed;
-    pending += r.status == core::runtime_status::pending;
-    earliest = earliest == 0 ? r.created_at_ns : std::min(earliest, r.created_at_ns);
-    latest = std::max(latest, r.last_updated_at_ns);
-  }
-
-  json to_json() const {
-    json trivia = {{"totalCount", total}, {"completedCount", completed}, {"runningCount", running},
-                   {"failedCount", failed}, {"pendingCount", pending}};
-    if (earliest != 0) trivia["earliestTimestamp"] = rfc3339(earliest);
-    if (latest != 0) trivia["latestTimestamp"] = rfc3339(latest);
-    return trivia;
-  }
-};
-
-/// The list scans under way, so that the API can stop them before the service goes.
-struct scan_registry {
+/// The lists under way, so that the API can stop them before the service goes.
+struct list_registry {
   std::mutex mutex;
   std::condition_variable changed;
   std::size_t active = 0;
@@ -432,7 +416,7 @@ struct scan_registry {
     std::lock_guard lock(mutex);
     return closed;
   }
-  /// No scan asks the service anything after this returns (or after `within`).
+  /// No list asks the service anything after this returns (or after `within`).
   void close(std::chrono::seconds within) {
     std::unique_lock lock(mutex);
     closed = true;
@@ -440,183 +424,78 @@ struct scan_registry {
   }
 };
 
-/// How one kind of list (orchestrations, entities) filters, orders and shows rows.
-struct list_spec {
-  core::instance_query native;  ///< What the partitions filter by.
-  std::function<bool(const core::instance_record&)> keep;
-  std::function<bool(const core::instance_record&, const core::instance_record&)> before;
-  std::function<json(const core::instance_record&)> row;
-  /// Of what `keep` keeps, what the rows and totalCount show (null: all); the
-  /// trivia counts everything kept, so that its counts do not follow a status filter.
-  std::function<bool(const core::instance_record&)> listed;
-  std::string rows_key;
-  bool with_trivia = false;
-  std::size_t start_index = 0;
-  std::size_t count = 100;
-};
-
-/// Reads every match of a list's native filter, page by page (each page asked for
-/// once the previous one came back); each page is looked at on the API's thread
-/// (what the rest of the filter keeps, the trivia), never on the partition's that
-/// answered, and so are the sort and the page.
-class list_scan : public std::enable_shared_from_this<list_scan> {
+/// A list in two steps: the rows and counts (each partition answers from the
+/// summaries it keeps in memory), then the page's records read whole, all at once,
+/// and written out on the API's thread, never on a partition's.
+class list_reading : public std::enable_shared_from_this<list_reading> {
  public:
-  list_scan(service::task_service& service, std::shared_ptr<list_worker> worker,
-            std::shared_ptr<scan_registry> registry, std::string hub, list_spec spec, std::size_t rows_max,
-            responder answer)
+  list_reading(service::task_service& service, std::shared_ptr<list_worker> worker,
+               std::shared_ptr<list_registry> registry, std::string hub, list_spec spec, responder answer)
       : service_(service), worker_(std::move(worker)), registry_(std::move(registry)), hub_(std::move(hub)),
-        spec_(std::move(spec)), rows_max_(rows_max), answer_(std::move(answer)) {
+        spec_(std::move(spec)), answer_(std::move(answer)) {
     entered_ = registry_->enter();
   }
-  ~list_scan() {
+  ~list_reading() {
     if (entered_) registry_->leave();
   }
 
-  void next() {
+  void start() {
     if (!entered_ || registry_->is_closed()) return answer_(failure(error{errc::io, "dtsd is stopping"}));
-    service_.query(hub_, spec_.native, [self = shared_from_this()](expected<core::query_page> page) {
-      if (!page) return self->answer_(failure(page.error()));
-      auto shared = std::make_shared<core::query_page>(std::move(*page));
-      if (!self->worker_->post([self, shared] { self->take(std::move(*shared)); })) {
-        self->answer_(failure(error{errc::resource_exhausted, "the dashboard is busy; try again"}));
-      }
-    });
+    service_.list(hub_, spec_.query, spec_.start_index, spec_.count,
+                  [self = shared_from_this()](expected<core::list_page> page) {
+                    if (!page) return self->answer_(failure(page.error()));
+                    self->page_ = std::move(*page);
+                    self->read_records();
+                  });
   }
 
  private:
-  void take(core::query_page page) {
-    for (auto& record : page.instances) {
-      if (!spec_.keep(record)) continue;
-      if (spec_.with_trivia) trivia_.add(record);
-      if (!spec_.listed || spec_.listed(record)) matches_.push_back(std::move(record));
+  void read_records() {
+    if (page_.rows.empty()) return post_answer();
+    if (registry_->is_closed()) return answer_(failure(error{errc::io, "dtsd is stopping"}));
+    records_.resize(page_.rows.size());
+    left_ = page_.rows.size();
+    for (std::size_t i = 0; i < page_.rows.size(); ++i) {
+      service_.get(hub_, page_.rows[i].instance_id, false,
+                   [self = shared_from_this(), i](expected<std::optional<service::instance_view>> found) {
+                     std::unique_lock lock(self->mutex_);
+                     // One purged meanwhile is left out of the page.
+                     if (found && *found) self->records_[i] = std::move((*found)->record);
+                     if (--self->left_ != 0) return;
+                     lock.unlock();
+                     self->post_answer();
+                   });
     }
-    if (matches_.size() > rows_max_) {
-      return answer_(bad_input(fmt::format(
-          "the filter matches more than {} rows; narrow it (a createdAt range, a status, a name)", rows_max_)));
+  }
+
+  void post_answer() {
+    if (!worker_->post([self = shared_from_this()] { self->answer(); })) {
+      answer_(failure(error{errc::resource_exhausted, "the dashboard is busy; try again"}));
     }
-    if (!page.continuation_token.empty()) {
-      spec_.native.continuation_token = std::move(page.continuation_token);
-      return next();
-    }
-    std::stable_sort(matches_.begin(), matches_.end(), spec_.before);
+  }
+
+  void answer() {
     json rows = json::array();
-    for (std::size_t i = spec_.start_index; i < matches_.size() && rows.size() < spec_.count; ++i) {
-      rows.push_back(spec_.row(matches_[i]));
+    for (const auto& record : records_) {
+      if (record) rows.push_back(spec_.row(*record));
     }
-    json body = {{spec_.rows_key, std::move(rows)}, {"totalCount", matches_.size()}};
-    if (spec_.with_trivia) body["trivia"] = trivia_.to_json();
+    json body = {{spec_.rows_key, std::move(rows)}, {"totalCount", page_.total}};
+    if (spec_.with_trivia) body["trivia"] = trivia_json(page_);
     answer_(json_answer(200, body));
   }
 
   service::task_service& service_;
   std::shared_ptr<list_worker> worker_;
-  std::shared_ptr<scan_registry> registry_;
+  std::shared_ptr<list_registry> registry_;
   bool entered_ = false;
   std::string hub_;
   list_spec spec_;
-  std::size_t rows_max_;
   responder answer_;
-  std::vector<core::instance_record> matches_;
-  trivia_counts trivia_;
+  core::list_page page_;
+  std::mutex mutex_;
+  std::size_t left_ = 0;
+  std::vector<std::optional<core::instance_record>> records_;
 };
-
-/// An orchestration list as a list_spec.
-list_spec orchestration_list(list_request request) {
-  list_spec spec;
-  spec.native = request.native;
-  // Statuses are checked here, not by the partitions: the trivia counts every status.
-  if (!request.native.statuses.empty()) {
-    spec.native.statuses.clear();
-    spec.listed = [statuses = request.native.statuses](const core::instance_record& r) {
-      return std::find(statuses.begin(), statuses.end(), r.status) != statuses.end();
-    };
-  }
-  spec.start_index = request.start_index;
-  spec.count = request.count;
-  spec.rows_key = "orchestrations";
-  spec.with_trivia = true;
-  spec.row = orchestration_json;
-  auto shared = std::make_shared<list_request>(std::move(request));
-  spec.keep = [shared](const core::instance_record& r) { return shared->matches(r); };
-  spec.before = [shared](const core::instance_record& a, const core::instance_record& b) {
-    for (const auto& key : shared->sort) {
-      if (int c = compare(a, b, key.by); c != 0) return key.descending ? c > 0 : c < 0;
-    }
-    return a.instance_id < b.instance_id;
-  };
-  return spec;
-}
-
-/// An entity id "@name@key" split; an id of another shape is all name.
-std::pair<std::string, std::string> entity_parts(const std::string& id) {
-  const auto second = id.find('@', 1);
-  if (id.empty() || id[0] != '@' || second == std::string::npos) return {id, ""};
-  return {id.substr(1, second - 1), id.substr(second + 1)};
-}
-
-/// POST entities/query as a list_spec.
-expected<list_spec> entity_list(const http_request& http, const rest_options& options) {
-  auto body = body_object(http);
-  if (!body) return body.error();
-  list_spec spec;
-  spec.native.entities = true;
-  spec.native.fetch_payloads = false;
-  spec.native.page_size = core::query_page_size_max;
-  spec.rows_key = "entities";
-  spec.row = entity_json;
-  std::string name, key, name_prefix;
-  time_range modified;
-  if (auto found = body->find("filter"); found != body->end() && !found->is_null()) {
-    if (!found->is_object()) return error{errc::invalid_argument, "filter: must be an object"};
-    for (auto [field, target] : {std::pair{"name", &name}, std::pair{"key", &key},
-                                 std::pair{"nameStartsWith", &name_prefix}}) {
-      auto value = string_filter(*found, field);
-      if (!value) return value.error();
-      *target = lower(*value);
-    }
-    auto range = range_filter(*found, "lastModifiedAt");
-    if (!range) return range.error();
-    modified = *range;
-  }
-  spec.keep = [name, key, name_prefix, modified](const core::instance_record& r) {
-    const auto [entity_name, entity_key] = entity_parts(r.instance_id);
-    const auto lowered_name = lower(entity_name);
-    if (!name.empty() && lowered_name != name) return false;
-    if (!name_prefix.empty() && lowered_name.rfind(name_prefix, 0) != 0) return false;
-    if (!key.empty() && !contains_ci(entity_key, key)) return false;
-    return !modified.any() || modified.holds(r.last_updated_at_ns);
-  };
-  if (auto paged = read_pagination(*body, spec.start_index, spec.count, options); !paged) return paged.error();
-  enum class by { name, key, modified };
-  by order = by::name;
-  bool descending = false;
-  if (auto found = body->find("sort"); found != body->end() && found->is_array() && !found->empty()) {
-    const auto& first = (*found)[0];
-    auto column = first.is_object() ? string_field(first, "column", "sort.") : expected<std::string>(std::string());
-    if (!column) return column.error();
-    if (*column == "KEY") {
-      order = by::key;
-    } else if (*column == "LAST_MODIFIED_AT") {
-      order = by::modified;
-    } else if (!column->empty() && *column != "NAME") {
-      return error{errc::invalid_argument, fmt::format("sort.column: '{}' is not NAME, KEY or LAST_MODIFIED_AT", *column)};
-    }
-    auto direction = first.is_object() ? string_field(first, "direction", "sort.") : expected<std::string>(std::string());
-    if (!direction) return direction.error();
-    descending = *direction == "DESCENDING_SORT";
-  }
-  spec.before = [order, descending](const core::instance_record& a, const core::instance_record& b) {
-    const auto pa = entity_parts(a.instance_id), pb = entity_parts(b.instance_id);
-    int c = 0;
-    auto three_way = [](const auto& x, const auto& y) { return x < y ? -1 : (y < x ? 1 : 0); };
-    if (order == by::name) c = three_way(pa, pb);
-    if (order == by::key) c = three_way(std::pair{pa.second, pa.first}, std::pair{pb.second, pb.first});
-    if (order == by::modified) c = three_way(a.last_updated_at_ns, b.last_updated_at_ns);
-    if (c == 0) return a.instance_id < b.instance_id;
-    return descending ? c > 0 : c < 0;
-  };
-  return spec;
-}
 
 // ------------------------------------------------------------------ routes
 
@@ -803,9 +682,8 @@ class rest_api {
     if (parts.size() == 2 && parts[1] == "query" && request.method == "POST") {
       auto spec = entity_list(request, options_);
       if (!spec) return answer(failure(spec.error()));
-      return std::make_shared<list_scan>(service_, worker_, scans_, hub, std::move(*spec), options_.list_rows_max,
-                                         std::move(answer))
-          ->next();
+      return std::make_shared<list_reading>(service_, worker_, lists_, hub, std::move(*spec), std::move(answer))
+          ->start();
     }
     if (parts.size() == 3 && parts[2] == "signal" && request.method == "POST") {  // dtsd's own
       auto body = body_object(request);
@@ -994,11 +872,9 @@ class rest_api {
   }
 
   void query(const std::string& hub, const http_request& request, responder answer) {
-    auto list = read_list_request(request, options_);
-    if (!list) return answer(failure(list.error()));
-    std::make_shared<list_scan>(service_, worker_, scans_, hub, orchestration_list(std::move(*list)),
-                                options_.list_rows_max, std::move(answer))
-        ->next();
+    auto spec = orchestration_list(request, options_);
+    if (!spec) return answer(failure(spec.error()));
+    std::make_shared<list_reading>(service_, worker_, lists_, hub, std::move(*spec), std::move(answer))->start();
   }
 
   void get(const std::string& hub, const std::string& id, bool payloads, responder answer) {
@@ -1217,14 +1093,14 @@ class rest_api {
   service::task_service& service_;  ///< Outlives the API (the server stops first).
   rest_options options_;
   std::shared_ptr<list_worker> worker_ = std::make_shared<list_worker>();
-  std::shared_ptr<scan_registry> scans_ = std::make_shared<scan_registry>();
+  std::shared_ptr<list_registry> lists_ = std::make_shared<list_registry>();
   std::unique_ptr<recent_samples> recent_;
 
  public:
   /// Ends the list scans and the sampling: nothing asks the service anything once
   /// this returns.
   void close() {
-    scans_->close(std::chrono::seconds(10));
+    lists_->close(std::chrono::seconds(10));
     recent_->stop();
   }
 };

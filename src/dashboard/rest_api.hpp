@@ -13,9 +13,6 @@ namespace dtsd::dashboard {
 struct rest_options {
   /// Rows one list call returns at most (`count` above it is refused).
   std::size_t page_rows_max = 1000;
-  /// Rows a list call holds at most to sort and page; past it the call asks for a
-  /// narrower filter.
-  std::size_t list_rows_max = 100000;
   /// Instances one bulk call names at most.
   std::size_t bulk_ids_max = service::task_service::batch_ids_max;
 };

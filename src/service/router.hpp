@@ -51,6 +51,9 @@ class router {
   // ---- one partition
   virtual void query_partition(const std::string& hub, std::uint32_t partition, core::instance_query query,
                                callback<core::query_page> done) = 0;
+  /// The partition's top `query.rows` rows of a list and its counts (from memory).
+  virtual void list_partition(const std::string& hub, std::uint32_t partition, core::list_query query,
+                              callback<core::list_page> done) = 0;
   /// The hub's partitions and whether each can write; answered without asking them.
   virtual expected<std::vector<partition_view>> partitions(const std::string& hub) = 0;
 

@@ -318,6 +318,41 @@ void task_service::query(const std::string& hub, core::instance_query query, cal
   }
 }
 
+void task_service::list(const std::string& hub, core::list_query query, std::size_t start, std::size_t count,
+                        callback<core::list_page> done) {
+  query.rows = start + count;
+  if (query.sort.empty()) query.sort.push_back({core::list_column::created_at, true});  // Newest first.
+  if (count == 0 || start > core::list_rows_max) query.rows = 0;  // Refused below, with the reason.
+  if (auto valid = core::validate(query); !valid) return done(valid.error());
+  auto partitions = router_->partition_count(hub);
+  if (!partitions) return done(partitions.error());
+  struct gather {
+    std::mutex mutex;
+    std::size_t left = 0;
+    std::vector<core::list_page> pages;
+    std::optional<error> failed;
+    callback<core::list_page> done;
+  };
+  auto state = std::make_shared<gather>();
+  state->left = *partitions;
+  state->done = std::move(done);
+  const auto sort = query.sort;
+  for (std::uint32_t p = 0; p < *partitions; ++p) {
+    router_->list_partition(hub, p, query, [state, sort, start, count](expected<core::list_page> page) {
+      std::unique_lock lock(state->mutex);
+      if (page) {
+        state->pages.push_back(std::move(*page));
+      } else if (!state->failed) {
+        state->failed = page.error();
+      }
+      if (--state->left != 0) return;
+      lock.unlock();
+      if (state->failed) return state->done(*state->failed);
+      state->done(core::merge_list_pages(std::move(state->pages), sort, start, count));
+    });
+  }
+}
+
 // ------------------------------------------------------------------ purges
 
 void task_service::purge_walk(const std::string& hub, const std::string& id, bool recursive,

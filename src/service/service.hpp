@@ -90,6 +90,10 @@ class task_service {
   void terminate_many(const std::string& hub, std::vector<std::string> ids, core::payload reason,
                       callback<std::vector<std::string>> done);
   void query(const std::string& hub, core::instance_query query, callback<core::query_page> done);
+  /// Rows [start, start + count) of a list of the hub in its order, with the counts
+  /// of every match: each partition answers its top start + count rows from memory.
+  void list(const std::string& hub, core::list_query query, std::size_t start, std::size_t count,
+            callback<core::list_page> done);
 
   // ---- purges
   /// Purges one terminal instance (with `recursive`, also the terminal

@@ -15,6 +15,7 @@
 
 #include "core/error.hpp"
 #include "core/model.hpp"
+#include "core/list.hpp"
 #include "core/query.hpp"
 #include "core/work_filter.hpp"
 

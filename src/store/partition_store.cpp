@@ -158,7 +158,8 @@ std::vector<std::uint64_t> append_history(kv_writer& writer, const instance_writ
   return {segment};
 }
 
-void write_instance(kv_writer& writer, const instance_write& change, std::uint64_t segment, count_deltas& counted) {
+void write_instance(kv_writer& writer, const instance_write& change, std::uint64_t segment, count_deltas& counted,
+                    std::vector<catalog_change>& listed) {
   const auto& id = change.instance_id;
   const bool orchestration = !core::is_entity_id(id);
   auto count = [&](core::runtime_status status, int by) {
@@ -178,6 +179,7 @@ void write_instance(kv_writer& writer, const instance_write& change, std::uint64
   if (change.purged) {
     if (previous) erase_indexes(writer, id, {previous->status, previous->created_at_ns});
     if (previous) count(previous->status, -1);
+    if (previous) listed.push_back({id, previous->created_at_ns, std::nullopt});
     writer.erase(table::instances, id);
     return;
   }
@@ -201,6 +203,8 @@ void write_instance(kv_writer& writer, const instance_write& change, std::uint64
     if (previous) count(previous->status, -1);
     count(current.status, +1);
   }
+  listed.push_back({id, previous ? std::optional(previous->created_at_ns) : std::nullopt,
+                    catalog_entry_of(change.row.record)});
   auto row = change.row;
   row.history_segments = std::move(segments);
   writer.put(table::instances, id, encode(row));
@@ -457,6 +461,30 @@ void check_history_chunks(kv_reader& reader, problem_list& problems) {
   });
 }
 
+/// The summaries kept for lists are what the records say, row for row.
+void check_catalog(kv_reader& reader, const instance_catalog& kept, problem_list& problems) {
+  std::vector<catalog_entry> listed;
+  reader.scan(table::instances, {}, {}, [&](std::string_view, std::string_view value) {
+    if (auto row = decode_stored_instance(value)) listed.push_back(catalog_entry_of(row->record));
+    return true;
+  });
+  instance_catalog rebuilt;
+  rebuilt.load(std::move(listed));
+  if (kept.size() != rebuilt.size()) {
+    problems.add(fmt::format("the list catalog holds {} instances, the store {}", kept.size(), rebuilt.size()));
+    return;
+  }
+  for (bool entities : {false, true}) {
+    core::list_query all;
+    all.entities = entities;
+    all.rows = std::clamp<std::size_t>(rebuilt.size(), 1, core::list_rows_max);
+    auto a = kept.list(all), b = rebuilt.list(all);
+    if (a.rows != b.rows || a.total != b.total || a.by_status != b.by_status) {
+      problems.add(fmt::format("the list catalog's {} disagree with their records", entities ? "entities" : "orchestrations"));
+    }
+  }
+}
+
 void check_log(kv_reader& reader, problem_list& problems) {
   std::optional<std::uint64_t> expected_sequence;
   reader.scan(table::log, {}, {}, [&](std::string_view key, std::string_view value) {
@@ -558,6 +586,20 @@ expected<void> partition_store::initialize() {
     return error{errc::invalid_argument,
                  fmt::format("this data directory holds '{}', not '{}'", *found, wanted)};
   }
+  return load_catalog();
+}
+
+expected<void> partition_store::load_catalog() {
+  std::vector<catalog_entry> listed;
+  auto read = read_with<bool>(*engine_, [&](kv_reader& reader) {
+    reader.scan(table::instances, {}, {}, [&](std::string_view, std::string_view value) {
+      listed.push_back(catalog_entry_of(unwrap(decode_stored_instance(value)).record));
+      return true;
+    });
+    return true;
+  });
+  if (!read) return read.error();
+  catalog_.load(std::move(listed));
   return {};
 }
 
@@ -572,6 +614,7 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
   }
   const auto segment = next_segment_sequence_;
   status_counts counts = counts_;  ///< As they will be once this commits.
+  std::vector<catalog_change> listed;  ///< Listed once this commits.
   std::optional<std::uint64_t> trimmed_to;
   commit_info info;
   std::string log_bytes;
@@ -592,7 +635,8 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
         }
       }
       count_deltas counted{};
-      for (const auto& change : batch.instances) write_instance(writer, change, segment, counted);
+      listed.clear();
+      for (const auto& change : batch.instances) write_instance(writer, change, segment, counted, listed);
       bool changed = counts_unwritten_;
       for (std::size_t i = 0; i < counts.size(); ++i) {
         counts[i] = static_cast<std::uint64_t>(static_cast<std::int64_t>(counts_[i]) + counted[i]);
@@ -637,6 +681,7 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
   if (trimmed_to) log_trimmed_below_ = *trimmed_to;
   counts_ = counts;
   counts_unwritten_ = false;
+  catalog_.apply(std::move(listed));
   ++next_segment_sequence_;
   return info;
 }
@@ -694,6 +739,11 @@ expected<core::query_page> partition_store::query(const core::instance_query& qu
   if (!after) return after.error();
   return read_with<core::query_page>(*engine_,
                                [&](kv_reader& reader) { return run_query(reader, query, *after); });
+}
+
+expected<core::list_page> partition_store::list(const core::list_query& query) const {
+  if (auto valid = core::validate(query); !valid) return valid.error();
+  return catalog_.list(query);
 }
 
 expected<std::vector<core::timer_entry>> partition_store::due_timers(std::int64_t now_ns,
@@ -788,6 +838,7 @@ expected<void> partition_store::check_consistency() {
       if (!kept || *kept != counted) problems.add("the stored status counts do not match by_status");
     }
     if (counts_ != counted) problems.add("the status counts in memory do not match by_status");
+    check_catalog(reader, catalog_, problems);
     check_history_chunks(reader, problems);
     check_owned_rows(reader, table::inbox, ids, problems);
     check_log(reader, problems);

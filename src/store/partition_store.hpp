@@ -26,6 +26,7 @@
 #include "core/orchestration.hpp"
 #include "core/query.hpp"
 #include "codec/codec.hpp"
+#include "store/catalog.hpp"
 #include "store/kv.hpp"
 
 namespace dtsd::store {
@@ -118,6 +119,9 @@ class partition_store {
   expected<std::optional<core::orchestration_state>> load_instance(std::string_view instance_id);
   expected<std::vector<core::history_event>> history(std::string_view instance_id);
   expected<core::query_page> query(const core::instance_query& query);
+  /// A list's top rows and counts, from the summaries kept in memory (store/catalog.hpp):
+  /// no read of the store, whatever the filter.
+  expected<core::list_page> list(const core::list_query& query) const;
   /// Orchestrations per status as of the last commit: kept with every commit (in the
   /// same transaction), so that a count never scans the partition.
   const status_counts& counts() const { return counts_; }
@@ -138,6 +142,7 @@ class partition_store {
       : engine_(std::move(engine)), identity_(std::move(identity)) {}
 
   expected<void> initialize();
+  expected<void> load_catalog();
 
   std::unique_ptr<kv_engine> engine_;
   partition_identity identity_;
@@ -147,6 +152,7 @@ class partition_store {
   std::uint64_t log_trimmed_below_ = 0;  ///< Every record below this sequence is gone.
   status_counts counts_{};
   bool counts_unwritten_ = false;  ///< Counted at open (a store from before counts): written with the next commit.
+  instance_catalog catalog_;
 };
 
 }  // namespace dtsd::store

@@ -128,6 +128,23 @@ describe("the DTS REST API on the dashboard port", () => {
     assert.equal(none.body.trivia.totalCount, 23);
   });
 
+  test("query: sub-orchestrations can be left out; a page past the deepest row is refused clearly", async () => {
+    const id = `rest-parent-${run}`;
+    assert.equal((await rest("POST", "orchestrations", { body: { name: "Parent", instanceId: id } })).status, 201);
+    await waitStatus(id, "ORCHESTRATION_STATUS_COMPLETED");
+    const ids = async (exclude) => (await rest("POST", "orchestrations/query", {
+      body: { filter: { orchestrationId: { value: id }, excludeSubOrchestrations: exclude } },
+    })).body.orchestrations.map((o) => o.instanceId).sort();
+    assert.deepEqual(await ids(false), [id, `${id}-child`]);
+    assert.deepEqual(await ids(true), [id]);
+    const deep = await rest("POST", "orchestrations/query", { body: { pagination: { startIndex: 100000, count: 10 } } });
+    assert.equal(deep.status, 400);
+    assert.match(deep.body.message, /narrow the filter/);
+    const wrong = await rest("POST", "orchestrations/query", { body: { filter: { excludeSubOrchestrations: "yes" } } });
+    assert.equal(wrong.status, 400);
+    assert.match(wrong.body.message, /excludeSubOrchestrations/);
+  });
+
   test("suspend, resume, raise an event, terminate and purge through history events", async () => {
     const id = `rest-manage-${run}`;
     assert.equal((await rest("POST", "orchestrations", { body: { name: "Waiting", instanceId: id } })).status, 201);

@@ -137,6 +137,9 @@ export function registerSamples(w) {
   });
   w.addNamedOrchestrator("Failing", async function* (ctx) { yield ctx.callActivity("Fails"); });
   w.addNamedOrchestrator("Waiting", async function* (ctx) { return yield ctx.waitForExternalEvent("go"); });
+  w.addNamedOrchestrator("Parent", async function* (ctx) {
+    return yield ctx.callSubOrchestrator("HelloCities", undefined, { instanceId: `${ctx.instanceId}-child` });
+  });
 }
 
 /** A JS SDK worker process (worker.mjs); resolves once it is connected. */

@@ -108,6 +108,11 @@ class engine_node final : public service::router {
     if (hub != hub_) return done(error{errc::unknown_task_hub, "no hub"});
     send(p, actors::requests::query{std::move(query), std::move(done)});
   }
+  void list_partition(const std::string& hub, std::uint32_t p, core::list_query query,
+                      service::callback<core::list_page> done) override {
+    if (hub != hub_) return done(error{errc::unknown_task_hub, "no hub"});
+    send(p, actors::requests::list{std::move(query), std::move(done)});
+  }
   expected<std::vector<service::partition_view>> partitions(const std::string&) override {
     return std::vector<service::partition_view>{};
   }

@@ -7,6 +7,7 @@
 #include <random>
 #include <set>
 
+#include "core/list.hpp"
 #include "core/orchestration.hpp"
 #include "store/keys.hpp"
 #include "store/partition_store.hpp"
@@ -561,4 +562,100 @@ TEST_CASE_TEMPLATE("store conformance: a batch that names one instance twice is 
   REQUIRE_FALSE(refused);
   CHECK(refused.error().code == errc::invalid_argument);
   CHECK(f.store->recover()->next_log_sequence == before);
+}
+
+namespace {
+
+/// What a list must answer, worked out from the driver's own records.
+core::list_page expected_list(const driver& d, const list_query& query) {
+  core::list_page page;
+  std::vector<list_row> rows;
+  for (const auto& [id, state] : d.live) {
+    const auto& r = state.record;
+    if (!contains_ignoring_case(r.name, query.name_part) || !contains_ignoring_case(r.instance_id, query.id_part) ||
+        !contains_ignoring_case(tags_text(r.tags), query.tag_part) || !query.created.holds(r.created_at_ns) ||
+        (query.top_level_only && r.parent)) {
+      continue;
+    }
+    ++page.by_status[static_cast<std::size_t>(r.status)];
+    if (!query.statuses.empty() &&
+        std::find(query.statuses.begin(), query.statuses.end(), r.status) == query.statuses.end()) {
+      continue;
+    }
+    ++page.total;
+    rows.push_back({r.instance_id, r.name, r.version.value_or(""), tags_text(r.tags), r.status, r.created_at_ns,
+                    r.last_updated_at_ns, r.scheduled_start_ns, r.completed_at_ns});
+  }
+  std::sort(rows.begin(), rows.end(), [&](const auto& a, const auto& b) { return list_before(a.key(), b.key(), query.sort); });
+  if (rows.size() > query.rows) rows.resize(query.rows);
+  page.rows = std::move(rows);
+  return page;
+}
+
+void check_list(partition_store& store, const driver& d, const list_query& query) {
+  auto page = store.list(query);
+  REQUIRE_MESSAGE(page, (page ? "" : page.error().message));
+  auto expected_page = expected_list(d, query);
+  CHECK(page->total == expected_page.total);
+  CHECK(page->by_status == expected_page.by_status);
+  REQUIRE(page->rows.size() == expected_page.rows.size());
+  for (std::size_t i = 0; i < page->rows.size(); ++i) CHECK(page->rows[i].instance_id == expected_page.rows[i].instance_id);
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("store conformance: lists filter, sort and count every instance from memory, also after reopening",
+                   F, STORES) {
+  F f;
+  driver d{*f.store};
+  for (int i = 0; i < 80; ++i) {
+    const auto id = "inst-" + std::to_string(1000 + (i * 37) % 80);  // Ids out of creation order.
+    d.start(id, i % 3 == 0 ? "Alpha" : "Beta", i % 4 == 0 ? tag_map{{"team", "a"}} : tag_map{{"team", "b"}});
+    if (i % 5 == 0) d.finish(id);
+    else if (i % 7 == 0) d.finish(id, runtime_status::failed);
+  }
+  // One purged: it leaves the lists and the counts.
+  std::optional<orchestration_state> slot = d.live.at("inst-1000");
+  auto purged = apply_purge(slot);
+  REQUIRE(purged);
+  write_batch batch;
+  batch.instances.push_back(make_instance_write("inst-1000", nullptr, purged->change));
+  REQUIRE(f.store->commit(batch, d.now));
+  d.live.erase("inst-1000");
+
+  std::vector<list_query> queries(8);
+  queries[0].rows = 10;  // Newest first, counted by status.
+  queries[1].statuses = {runtime_status::completed};
+  queries[1].sort = {{list_column::created_at, false}};
+  queries[2].name_part = "alp";
+  queries[2].tag_part = "TEAM=A";
+  queries[2].sort = {{list_column::name, false}, {list_column::created_at, true}};
+  queries[3].id_part = "INST-10";
+  queries[3].statuses = {runtime_status::pending, runtime_status::failed};
+  queries[3].sort = {{list_column::status, true}};
+  queries[3].rows = 7;
+  queries[4].created.from_ns = d.live.at("inst-1010").record.created_at_ns;
+  queries[4].created.to_ns = d.live.at("inst-1050").record.created_at_ns;
+  queries[4].sort = {{list_column::instance_id, true}};
+  queries[5].sort = {{list_column::last_updated_at, false}};
+  queries[5].rows = 1000;
+  queries[6].tag_part = "team=b";
+  queries[6].sort = {{list_column::tags, false}, {list_column::instance_id, false}};
+  queries[7].statuses = {runtime_status::failed};
+  queries[7].sort = {{list_column::created_at, true}};
+  queries[7].rows = 3;
+  for (auto& query : queries) {
+    if (query.sort.empty()) query.sort = {{list_column::created_at, true}};
+  }
+  for (const auto& query : queries) check_list(*f.store, d, query);
+  CHECK(f.store->check_consistency());
+
+  f.reopen();
+  for (const auto& query : queries) check_list(*f.store, d, query);
+
+  list_query too_deep;
+  too_deep.rows = list_rows_max + 1;
+  auto refused = f.store->list(too_deep);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == errc::invalid_argument);
 }

@@ -100,6 +100,7 @@ function listBody(params: URLSearchParams) {
       ...(to ? { end: new Date(to).toISOString() } : {}),
     };
   }
+  if (params.get("subs") === "hide") filter.excludeSubOrchestrations = true;
   const size = Number(params.get("size") ?? 25);
   const page = Number(params.get("page") ?? 0);
   return {
@@ -149,7 +150,7 @@ function ListPage({ params }: { params: URLSearchParams }) {
   const page = Number(params.get("page") ?? 0);
   const pages = result ? Math.max(1, Math.ceil(result.totalCount / size)) : 1;
   const hideSubs = params.get("subs") === "hide";
-  const rows = (result?.orchestrations ?? []).filter((o) => !hideSubs || !o.parentInstanceId);
+  const rows = result?.orchestrations ?? [];
 
   const bulk = async (action: string) => {
     const ids = [...selected];

@@ -42,9 +42,10 @@ inline int free_port() {
 }
 
 /// One HTTP/1.1 request on a fresh loopback connection ("Connection: close");
-/// returns the status code, or 0 when the server could not be reached.
+/// returns the status code, or 0 when the server could not be reached. The
+/// response's body goes to `response_body` when given.
 inline int http_call(const std::string& address, const std::string& method, const std::string& path,
-                     const std::string& body = {}) {
+                     const std::string& body = {}, std::string* response_body = nullptr) {
   const auto colon = address.rfind(':');
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in to{};
@@ -69,6 +70,10 @@ inline int http_call(const std::string& address, const std::string& method, cons
   for (ssize_t n; (n = read(fd, chunk, sizeof chunk)) > 0;) response.append(chunk, static_cast<std::size_t>(n));
   close(fd);
   if (response.size() < 12) return 0;
+  if (response_body != nullptr) {
+    const auto end_of_headers = response.find("\r\n\r\n");
+    *response_body = end_of_headers == std::string::npos ? std::string() : response.substr(end_of_headers + 4);
+  }
   return std::atoi(response.c_str() + 9);
 }
 

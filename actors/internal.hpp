@@ -55,6 +55,8 @@ struct partition_health {
   std::uint64_t ready_activities = 0;
   std::uint64_t ready_entities = 0;
   std::uint64_t live_instances = 0;
+  decltype(service::partition_view::waiting_since_ns) waiting_since_ns{};
+  store::lifecycle_counts lifecycle;
   decltype(service::partition_view::commit_seconds_buckets) commit_seconds_buckets{};
   decltype(service::partition_view::batch_changes_buckets) batch_changes_buckets{};
   decltype(service::partition_view::orchestrations_by_status) orchestrations_by_status{};

@@ -265,6 +265,8 @@ class partition_state : public partition_context, public peer_link {
     health->ready_orchestrators = counts.orchestrators;
     health->ready_activities = counts.activities;
     health->ready_entities = counts.entities;
+    health->waiting_since_ns = {counts.orchestrators_since_ns.value_or(0), counts.activities_since_ns.value_or(0),
+                                counts.entities_since_ns.value_or(0)};
     health->live_instances = engine_->cached_instance_count();
   }
 
@@ -310,6 +312,7 @@ class partition_state : public partition_context, public peer_link {
       health->commit_ns_max = std::max(health->commit_ns_max, took);
       // The next commit starts after this: the store's counts are still.
       health->orchestrations_by_status = engine_->store().counts();
+      health->lifecycle = engine_->store().lifecycle();
       health->disk_bytes = engine_->store().disk_bytes();
       ++health->commit_seconds_buckets[service::bucket_of(service::commit_seconds_bounds,
                                                           static_cast<double>(took) / 1e9)];

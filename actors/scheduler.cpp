@@ -330,6 +330,9 @@ class actor_scheduler final : public service::router {
       view.ready_activities = health.ready_activities;
       view.ready_entities = health.ready_entities;
       view.live_instances = health.live_instances;
+      view.waiting_since_ns = health.waiting_since_ns;
+      view.orchestrations_started = health.lifecycle.started;
+      view.orchestrations_ended = health.lifecycle.ended;
     }
     return views;
   }

@@ -737,8 +737,10 @@ class rest_api {
       std::size_t left = 0;
       std::map<std::string, service::hub_statistics> hubs;
       responder answer;
+      std::int64_t now_ns = 0;
     };
     auto all = std::make_shared<gathered>();
+    all->now_ns = service_.time().now_ns();
     auto hubs = service_.task_hubs();
     all->left = hubs.size() + 1;
     all->answer = std::move(answer);
@@ -746,7 +748,7 @@ class rest_api {
       std::unique_lock lock(all->mutex);
       if (hub != nullptr) all->hubs.emplace(*hub, std::move(*stats));
       if (--all->left != 0) return;
-      auto text = prometheus_text(all->hubs);
+      auto text = prometheus_text(all->hubs, all->now_ns);
       lock.unlock();
       all->answer(http_response{200, "text/plain; version=0.0.4; charset=utf-8", std::move(text), {}});
     };
@@ -759,7 +761,7 @@ class rest_api {
     settle(nullptr, nullptr);
   }
 
-  static std::string prometheus_text(const std::map<std::string, service::hub_statistics>& hubs) {
+  static std::string prometheus_text(const std::map<std::string, service::hub_statistics>& hubs, std::int64_t now_ns) {
     std::string out;
     auto family = [&out](const char* name, const char* type, const char* help) {
       out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
@@ -780,6 +782,37 @@ class rest_api {
         for (const auto& p : s.partitions) total += p.orchestrations_by_status[status];
         out += fmt::format("dtsd_orchestrations{{task_hub=\"{}\",status=\"{}\"}} {}\n", hub,
                            short_status_name(static_cast<core::runtime_status>(status)), total);
+      }
+    }
+    family("dtsd_orchestrations_started_total", "counter",
+           "Orchestrations started (new, or replacing an ended one) since dtsd started.");
+    for (const auto& [hub, s] : hubs) {
+      std::uint64_t total = 0;
+      for (const auto& p : s.partitions) total += p.orchestrations_started;
+      out += fmt::format("dtsd_orchestrations_started_total{{task_hub=\"{}\"}} {}\n", hub, total);
+    }
+    family("dtsd_orchestrations_ended_total", "counter", "Orchestrations that ended since dtsd started, per status.");
+    for (const auto& [hub, s] : hubs) {
+      for (auto status : core::terminal_statuses()) {
+        std::uint64_t total = 0;
+        for (const auto& p : s.partitions) total += p.orchestrations_ended[static_cast<std::size_t>(status)];
+        out += fmt::format("dtsd_orchestrations_ended_total{{task_hub=\"{}\",status=\"{}\"}} {}\n", hub,
+                           short_status_name(status), total);
+      }
+    }
+    family("dtsd_work_items_oldest_pending_seconds", "gauge",
+           "How long the longest-waiting work item of each kind has waited for a worker (0: none waits).");
+    for (const auto& [hub, s] : hubs) {
+      const char* kinds[] = {"orchestrator", "activity", "entity"};
+      for (std::size_t kind = 0; kind < 3; ++kind) {
+        std::int64_t oldest = 0;
+        for (const auto& p : s.partitions) {
+          const auto since = p.waiting_since_ns[kind];
+          if (since != 0 && (oldest == 0 || since < oldest)) oldest = since;
+        }
+        const double age = oldest == 0 ? 0.0 : static_cast<double>(std::max<std::int64_t>(0, now_ns - oldest)) / 1e9;
+        out += fmt::format("dtsd_work_items_oldest_pending_seconds{{task_hub=\"{}\",kind=\"{}\"}} {:.3f}\n", hub,
+                           kinds[kind], age);
       }
     }
     family("dtsd_workers", "gauge", "Connected worker sessions.");

@@ -62,6 +62,7 @@ expected<std::unique_ptr<partition_engine>> partition_engine::open(
 expected<void> partition_engine::recover(std::int64_t now_ns) {
   auto recovered = store_->recover();
   if (!recovered) return recovered.error();
+  saw_time(now_ns);
   for (const auto& id : recovered->instances_with_inbox) {
     // Read here only to know when a scheduled start is due; the instance is made
     // live when its work is taken.
@@ -73,6 +74,7 @@ expected<void> partition_engine::recover(std::int64_t now_ns) {
     make_ready(id);
   }
   activity_queue_.assign(recovered->activities.begin(), recovered->activities.end());
+  for (const auto& activity : activity_queue_) activity_waits(activity);
   for (const auto& timer : recovered->timers) wakeups_.push({timer.fire_at_ns, timer, timer.instance_id});
   for (const auto& entry : recovered->outbox) outbox_.emplace(entry.sequence, entry);
   next_outbox_sequence_ = recovered->next_outbox_sequence;
@@ -121,6 +123,7 @@ void partition_engine::log(std::uint64_t batch_number, std::int64_t now_ns, logg
 }
 
 std::size_t partition_engine::reserve_log(std::uint64_t batch_number, std::int64_t now_ns) {
+  saw_time(now_ns);
   auto& events = batch(batch_number).batch.events;
   events.push_back({now_ns, store::logged::opaque{}});
   return events.size() - 1;
@@ -143,9 +146,11 @@ bool unfilled(const store::partition_event& event) {
 void partition_engine::make_ready(const std::string& instance_id) {
   if (core::is_entity_id(instance_id)) {
     if (ready_entities_set_.insert(instance_id).second) ready_entities_.push_back(instance_id);
+    waiting_entities_.add(instance_id, clock_ns_);
     return;
   }
   if (ready_set_.insert(instance_id).second) ready_.push_back(instance_id);
+  waiting_orchestrators_.add(instance_id, clock_ns_);
 }
 
 void partition_engine::record(const std::string& instance_id, std::uint64_t batch_number, applied_input& done) {
@@ -321,10 +326,12 @@ expected<void> partition_engine::abandon_activity(const core::activity_request& 
   }
   activity_leases_.erase(lease);
   activity_queue_.push_front(request);
+  activity_waits(request);
   return {};
 }
 
 void partition_engine::fire_due_timers(std::int64_t now_ns) {
+  saw_time(now_ns);
   for (std::size_t fired = 0; fired < options_.timers_per_tick_max; ++fired) {
     if (wakeups_.empty() || wakeups_.top().due_ns > now_ns) return;
     auto due = wakeups_.top();
@@ -593,7 +600,10 @@ released partition_engine::batch_committed(std::uint64_t batch_number) {
     }
     make_ready(id);
   }
-  for (auto& activity : sealed.activities) activity_queue_.push_back(std::move(activity));
+  for (auto& activity : sealed.activities) {
+    activity_waits(activity);
+    activity_queue_.push_back(std::move(activity));
+  }
   if (!sealed.outbound.empty()) {
     durable_outbox_end_ = std::max(durable_outbox_end_, sealed.outbound.back().sequence + 1);
   }
@@ -647,6 +657,7 @@ void partition_engine::evict_untouched() {
 // Work
 
 void partition_engine::prepare(std::int64_t now_ns) {
+  saw_time(now_ns);
   for (bool entities : {false, true}) {
     auto& ready = entities ? ready_entities_ : ready_;
     auto& ready_set = entities ? ready_entities_set_ : ready_set_;
@@ -658,13 +669,21 @@ void partition_engine::prepare(std::int64_t now_ns) {
       ready_set.erase(id);
       // One not live is skipped unless recovery found work for it: an evicted
       // instance had none. Recovered ones are made live from the store.
-      if (!live_.count(id) && recovered_.erase(id) == 0) continue;
+      auto& waiting = entities ? waiting_entities_ : waiting_orchestrators_;
+      if (!live_.count(id) && recovered_.erase(id) == 0) {
+        waiting.remove(id);
+        continue;
+      }
       const auto known = live_.count(id) ? live_[id].durable_inbox_end : std::nullopt;
       ++preparing;
       operate(id, 0, instance_ops::next_work{known, next_token_++, now_ns},
-              [this, entities](instance_outcome& outcome) {
+              [this, entities, id](instance_outcome& outcome) {
                 --(entities ? preparing_entities_ : preparing_);
-                if (outcome.item) (entities ? prepared_entities_ : prepared_).push_back(std::move(*outcome.item));
+                if (outcome.item) {
+                  (entities ? prepared_entities_ : prepared_).push_back(std::move(*outcome.item));
+                } else if (!(entities ? ready_entities_set_ : ready_set_).count(id)) {
+                  (entities ? waiting_entities_ : waiting_orchestrators_).remove(id);  // Nothing to do after all.
+                }
               });
     }
   }
@@ -683,9 +702,11 @@ std::vector<core::orchestrator_work_item> partition_engine::take_work(bool entit
   if (!parked.empty()) unpark(parked, accept, entities);
   prepare(now_ns);
   auto& prepared = entities ? prepared_entities_ : prepared_;
+  auto& waiting = entities ? waiting_entities_ : waiting_orchestrators_;
   std::vector<core::orchestrator_work_item> items;
   if (!accept) {
     while (items.size() < count_max && !prepared.empty()) {
+      waiting.remove(prepared.front().instance_id);
       items.push_back(std::move(prepared.front()));
       prepared.pop_front();
     }
@@ -701,6 +722,7 @@ std::vector<core::orchestrator_work_item> partition_engine::take_work(bool entit
     if (!core::accepts(accept, item.name, item.version, kind_of(entities))) {
       park(std::move(item), parked);
     } else if (items.size() < count_max) {
+      waiting.remove(item.instance_id);
       items.push_back(std::move(item));
     } else {
       kept.push_back(std::move(item));
@@ -757,6 +779,7 @@ std::vector<core::activity_work_item> partition_engine::take_activities(std::siz
       continue;
     }
     auto key = std::make_tuple(request.instance_id, request.execution_id, request.task_id);
+    waiting_activities_.remove(key);
     if (activity_leases_.count(key)) continue;  // Already out (queued twice on recovery).
     const auto token = next_token_++;
     activity_leases_.emplace(std::move(key), token);
@@ -773,6 +796,9 @@ partition_engine::backlog_counts partition_engine::backlog() const {
   for (const auto& [name, ids] : parked_) counts.orchestrators += ids.size();
   for (const auto& [name, ids] : parked_entities_) counts.entities += ids.size();
   for (const auto& [name, queue] : parked_activities_) counts.activities += queue.size();
+  counts.orchestrators_since_ns = waiting_orchestrators_.oldest_ns();
+  counts.activities_since_ns = waiting_activities_.oldest_ns();
+  counts.entities_since_ns = waiting_entities_.oldest_ns();
   return counts;
 }
 

@@ -42,6 +42,7 @@
 #include "core/orchestration.hpp"
 #include "core/work_filter.hpp"
 #include "engine/instance.hpp"
+#include "engine/waiting.hpp"
 #include "store/partition_store.hpp"
 
 namespace dtsd::engine {
@@ -196,6 +197,8 @@ class partition_engine {
     std::size_t orchestrators = 0;
     std::size_t activities = 0;
     std::size_t entities = 0;
+    /// When the longest wait of each kind began (none: nothing waits).
+    std::optional<std::int64_t> orchestrators_since_ns, activities_since_ns, entities_since_ns;
   };
   backlog_counts backlog() const;
   /// The earliest time a timer or a scheduled start is due, if any.
@@ -334,6 +337,14 @@ class partition_engine {
   std::size_t preparing_ = 0;
   std::size_t preparing_entities_ = 0;
   std::deque<core::activity_request> activity_queue_;
+  /// Since when each ready instance, entity and queued activity waits for a worker.
+  waiting_since<std::string> waiting_orchestrators_, waiting_entities_;
+  waiting_since<std::tuple<std::string, std::string, std::int32_t>> waiting_activities_;
+  std::int64_t clock_ns_ = 0;  ///< The latest time the partition was given (a step old at most).
+  void saw_time(std::int64_t now_ns) { clock_ns_ = std::max(clock_ns_, now_ns); }
+  void activity_waits(const core::activity_request& request) {
+    waiting_activities_.add({request.instance_id, request.execution_id, request.task_id}, clock_ns_);
+  }
   parked_instances parked_;
   parked_instances parked_entities_;
   /// Activities no taking session accepted, by name.

@@ -80,6 +80,12 @@ struct partition_view {
   std::uint64_t ready_activities = 0;
   std::uint64_t ready_entities = 0;
   std::uint64_t live_instances = 0;  ///< Instances held in memory.
+  /// When the longest wait for a worker began, per kind (orchestrators, activities,
+  /// entities); 0 when nothing of that kind waits.
+  std::array<std::int64_t, 3> waiting_since_ns{};
+  /// Orchestrations started, and ended per status, by its commits since dtsd started.
+  std::uint64_t orchestrations_started = 0;
+  std::array<std::uint64_t, core::runtime_status_count> orchestrations_ended{};
   std::uint64_t disk_bytes = 0;      ///< What its data takes on disk, as of its last commit (0 in memory).
   /// Orchestrations of the partition per status (core::runtime_status), as of its
   /// last commit; kept by its store, never counted by a scan.

@@ -159,7 +159,7 @@ std::vector<std::uint64_t> append_history(kv_writer& writer, const instance_writ
 }
 
 void write_instance(kv_writer& writer, const instance_write& change, std::uint64_t segment, count_deltas& counted,
-                    std::vector<catalog_change>& listed) {
+                    std::vector<catalog_change>& listed, lifecycle_counts& happened) {
   const auto& id = change.instance_id;
   const bool orchestration = !core::is_entity_id(id);
   auto count = [&](core::runtime_status status, int by) {
@@ -195,6 +195,13 @@ void write_instance(kv_writer& writer, const instance_write& change, std::uint64
                encode(change.inbox_rows[i]));
   }
   const index_fields current{change.row.record.status, change.row.record.created_at_ns};
+  if (orchestration) {
+    const bool was_running = previous && !core::is_terminal(previous->status);
+    if (!was_running && !core::is_terminal(current.status)) ++happened.started;
+    if (was_running || !previous) {
+      if (core::is_terminal(current.status)) ++happened.ended[static_cast<std::size_t>(current.status)];
+    }
+  }
   bool same_index = previous && previous->status == current.status &&
                     previous->created_at_ns == current.created_at_ns;
   if (!same_index) {
@@ -615,6 +622,7 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
   const auto segment = next_segment_sequence_;
   status_counts counts = counts_;  ///< As they will be once this commits.
   std::vector<catalog_change> listed;  ///< Listed once this commits.
+  lifecycle_counts happened;
   std::optional<std::uint64_t> trimmed_to;
   commit_info info;
   std::string log_bytes;
@@ -636,7 +644,8 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
       }
       count_deltas counted{};
       listed.clear();
-      for (const auto& change : batch.instances) write_instance(writer, change, segment, counted, listed);
+      happened = {};
+      for (const auto& change : batch.instances) write_instance(writer, change, segment, counted, listed, happened);
       bool changed = counts_unwritten_;
       for (std::size_t i = 0; i < counts.size(); ++i) {
         counts[i] = static_cast<std::uint64_t>(static_cast<std::int64_t>(counts_[i]) + counted[i]);
@@ -682,6 +691,8 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
   counts_ = counts;
   counts_unwritten_ = false;
   catalog_.apply(std::move(listed));
+  lifecycle_.started += happened.started;
+  for (std::size_t i = 0; i < happened.ended.size(); ++i) lifecycle_.ended[i] += happened.ended[i];
   ++next_segment_sequence_;
   return info;
 }

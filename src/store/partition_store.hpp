@@ -98,6 +98,13 @@ struct recovered_state {
 /// Orchestrations per status (entities are not counted), by core::runtime_status.
 using status_counts = std::array<std::uint64_t, core::runtime_status_count>;
 
+/// Orchestrations that started (new, or replacing an ended one) and that ended, per
+/// status, in the commits since the store opened.
+struct lifecycle_counts {
+  std::uint64_t started = 0;
+  status_counts ended{};
+};
+
 class partition_store {
  public:
   /// Opens (or initializes) the store. A store made for another identity is refused.
@@ -125,6 +132,7 @@ class partition_store {
   /// Orchestrations per status as of the last commit: kept with every commit (in the
   /// same transaction), so that a count never scans the partition.
   const status_counts& counts() const { return counts_; }
+  const lifecycle_counts& lifecycle() const { return lifecycle_; }
   /// Bytes its data takes on disk (0 in memory).
   std::uint64_t disk_bytes() const { return engine_->disk_bytes(); }
   /// Timers due at or before `now_ns`, earliest first.
@@ -153,6 +161,7 @@ class partition_store {
   status_counts counts_{};
   bool counts_unwritten_ = false;  ///< Counted at open (a store from before counts): written with the next commit.
   instance_catalog catalog_;
+  lifecycle_counts lifecycle_;
 };
 
 }  // namespace dtsd::store

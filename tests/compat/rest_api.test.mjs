@@ -13,7 +13,8 @@ import { CITIES, eventually, makeWorker, registerSamples, sharedEnvironment } fr
 const run = Date.now().toString(36);
 
 describe("the DTS REST API on the dashboard port", () => {
-  const env = sharedEnvironment(registerSamples);
+  // "idle" has no worker: what waits there shows its age in /metrics.
+  const env = sharedEnvironment(registerSamples, { extraArgs: ["--task-hubs", "default,idle"] });
 
   /** A call to the REST API; returns {status, body (parsed JSON or text), headers}. */
   async function rest(method, path, { body, hub, raw, prefix = "/v1/taskhubs/" } = {}) {
@@ -305,15 +306,16 @@ describe("the DTS REST API on the dashboard port", () => {
       // Each histogram's +Inf bucket is its count; buckets never decrease.
       for (const family of ["dtsd_partition_commit_seconds", "dtsd_partition_batch_changes"]) {
         const partitions = new Map();
-        for (const m of text.matchAll(new RegExp(`^${family}_bucket\\{[^}]*partition="(\\d+)",le="([^"]+)"\\} (\\d+)$`, "gm"))) {
-          const seen = partitions.get(m[1]) ?? [];
-          seen.push(Number(m[3]));
-          partitions.set(m[1], seen);
+        for (const m of text.matchAll(new RegExp(`^${family}_bucket\\{task_hub="([^"]+)",partition="(\\d+)",le="([^"]+)"\\} (\\d+)$`, "gm"))) {
+          const key = `task_hub="${m[1]}",partition="${m[2]}"`;
+          const seen = partitions.get(key) ?? [];
+          seen.push(Number(m[4]));
+          partitions.set(key, seen);
         }
         assert.ok(partitions.size > 0, `${family} has buckets`);
         for (const [partition, counts] of partitions) {
-          assert.deepEqual(counts, [...counts].sort((a, b) => a - b), `${family} buckets of partition ${partition}`);
-          const count = new RegExp(`^${family}_count\\{[^}]*partition="${partition}"\\} (\\d+)$`, "m").exec(text);
+          assert.deepEqual(counts, [...counts].sort((a, b) => a - b), `${family} buckets of ${partition}`);
+          const count = new RegExp(`^${family}_count\\{${partition}\\} (\\d+)$`, "m").exec(text);
           assert.equal(Number(count[1]), counts.at(-1));
         }
       }
@@ -332,9 +334,27 @@ describe("the DTS REST API on the dashboard port", () => {
       .matchAll(/^dtsd_partition_disk_bytes\{[^}]*\} (\d+)$/gm)].map((m) => Number(m[1]));
     assert.ok(diskBytes.length > 0 && diskBytes.every((n) => n > 0), "each partition's data takes some disk");
     const before = await commits();
+    const lifecycle = async () => {
+      const text = await (await fetch(`${env.dtsd.restUrl}/metrics`)).text();
+      const value = (pattern) => Number(new RegExp(`^${pattern} (\\d+)$`, "m").exec(text)[1]);
+      return { started: value('dtsd_orchestrations_started_total\\{task_hub="default"\\}'),
+               completed: value('dtsd_orchestrations_ended_total\\{task_hub="default",status="COMPLETED"\\}') };
+    };
+    const counted = await lifecycle();
     const id = await env.client.scheduleNewOrchestration("HelloCities");
     await env.client.waitForOrchestrationCompletion(id, true, 30);
     assert.ok(await commits() > before, "commits counted");
+    const after = await lifecycle();
+    assert.ok(after.started >= counted.started + 1 && after.completed >= counted.completed + 1,
+              `started and completed counted: ${JSON.stringify(counted)} then ${JSON.stringify(after)}`);
+    // Work nobody takes shows how long it has waited; work taken at once shows none.
+    assert.equal((await rest("POST", "orchestrations", { hub: "idle", body: { name: "HelloCities", instanceId: `idle-${run}` } })).status, 201);
+    const waited = await eventually(async () => {
+      const text = await (await fetch(`${env.dtsd.restUrl}/metrics`)).text();
+      const age = (hub) => Number(new RegExp(`^dtsd_work_items_oldest_pending_seconds\\{task_hub="${hub}",kind="orchestrator"\\} ([0-9.]+)$`, "m").exec(text)[1]);
+      return age("idle") >= 1 ? { idle: age("idle"), busy: age("default") } : null;
+    }, 20000, "the idle hub's orchestration waiting a second");
+    assert.ok(waited.busy < waited.idle, `the default hub's work is taken: ${JSON.stringify(waited)}`);
     // dtsd's own: the samples of the last minutes the charts draw (one at start, then every 5 s).
     const recent = await eventually(async () => {
       const got = await rest("GET", "recent");

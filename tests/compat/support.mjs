@@ -206,10 +206,10 @@ export function checkHistory(history) {
  * (registered by `register`); after it, all three stopped. The returned object's
  * fields are set once `before` has run.
  */
-export function sharedEnvironment(register) {
+export function sharedEnvironment(register, { extraArgs = [] } = {}) {
   const env = {};
   before(async () => {
-    env.dtsd = await new Dtsd().start();
+    env.dtsd = await new Dtsd({ extraArgs }).start();
     env.client = makeClient(env.dtsd);
     env.worker = makeWorker(env.dtsd, register);
     await env.worker.start();

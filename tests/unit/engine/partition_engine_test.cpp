@@ -122,6 +122,33 @@ TEST_CASE("engine: partitions opened at the same moment never give the same toke
   CHECK(tokens.size() >= 40);
 }
 
+TEST_CASE("engine: the longest wait for a worker is known per kind and ends when the work is handed out") {
+  world w(1, 4);
+  auto& engine = *w.engines[0];
+  CHECK_FALSE(engine.backlog().orchestrators_since_ns);
+  const auto started_at = w.now;
+  REQUIRE(engine.start(request("order-1"), w.now));
+  w.commit(0);
+  CHECK(engine.backlog().orchestrators_since_ns == started_at);
+  w.now += 5'000'000;
+  auto item = engine.next_orchestrator_item(w.now);
+  REQUIRE(item);
+  CHECK_FALSE(engine.backlog().orchestrators_since_ns);
+  REQUIRE(engine.complete_orchestrator({"order-1", item->completion_token, decide(*item), {}}, w.now));
+  CHECK_FALSE(engine.backlog().activities_since_ns);  // Not durable yet: not waiting.
+  w.commit(0);
+  CHECK(engine.backlog().activities_since_ns == w.now);
+  auto activity = engine.next_activity_item();
+  REQUIRE(activity);
+  CHECK_FALSE(engine.backlog().activities_since_ns);
+  // Given back, it waits again, from then.
+  w.now += 1'000'000;
+  engine.prepare(w.now);
+  REQUIRE(engine.abandon_activity(activity->request, activity->completion_token));
+  CHECK(engine.backlog().activities_since_ns == w.now);
+  CHECK_FALSE(engine.backlog().entities_since_ns);
+}
+
 TEST_CASE("engine: a stale activity token is refused and an abandoned activity is offered again") {
   world w(1, 4);
   auto& engine = *w.engines[0];

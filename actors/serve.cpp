@@ -51,6 +51,7 @@ void apply(partition_context& ctx, service::change change, callback<void> done) 
                  [&](service::changes::resume& c) { engine.resume(c.instance_id, c.reason, now, std::move(durable)); },
                  [&](service::changes::rewind& c) { engine.rewind(c.instance_id, c.reason, now, std::move(durable)); },
                  [&](service::changes::deliver& c) { engine.deliver(c.message, now, std::move(durable)); },
+                 [&](service::changes::delete_entity& c) { engine.delete_entity(c.instance_id, now, std::move(durable)); },
              },
              change);
 }

@@ -123,6 +123,7 @@ struct PartitionEvent {
       reason @21 :Text;
     }
     delivered @22 :InstanceMessage;  # from a client (entity signals, lock releases)
+    entityDeleted @23 :Text;        # entity id: deleted with its state, by a client
   }
 }
 

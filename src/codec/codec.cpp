@@ -874,6 +874,7 @@ void fill(s::PartitionEvent::Builder b, const partition_event& x) {
                    DTSD_PUT_PAYLOAD(g, Reason, e.reason);
                  },
                  [&](const logged::purged& e) { b.setPurged(text(e.instance_id)); },
+                 [&](const logged::entity_deleted& e) { b.setEntityDeleted(text(e.instance_id)); },
                  [&](const logged::delivered& e) { fill(b.initDelivered(), e.message); },
                  [&](const logged::rewound& e) {
                    auto g = b.initRewound();
@@ -923,6 +924,7 @@ partition_event from(s::PartitionEvent::Reader r) {
       break;
     }
     case W::PURGED: x.body = logged::purged{str(r.getPurged())}; break;
+    case W::ENTITY_DELETED: x.body = logged::entity_deleted{str(r.getEntityDeleted())}; break;
     case W::DELIVERED: x.body = logged::delivered{from(r.getDelivered())}; break;
     case W::REWOUND: {
       auto g = r.getRewound();

@@ -87,6 +87,11 @@ struct purged {
   std::string instance_id;
   friend bool operator==(const purged&, const purged&) = default;
 };
+/// A client deleted an entity, its state with it.
+struct entity_deleted {
+  std::string instance_id;
+  friend bool operator==(const entity_deleted&, const entity_deleted&) = default;
+};
 /// Bytes the store does not interpret (store tests and benchmarks).
 struct opaque {
   std::string data;
@@ -99,7 +104,7 @@ struct partition_event {
   std::variant<core::start_request, logged::orchestrator_completed, core::activity_result,
                core::timer_entry, outbox_entry, logged::event_raised, logged::terminated,
                logged::suspended, logged::resumed, logged::purged, logged::opaque, logged::rewound,
-               logged::delivered>
+               logged::delivered, logged::entity_deleted>
       body;
   friend bool operator==(const partition_event&, const partition_event&) = default;
 };

@@ -858,6 +858,26 @@ expected<transition> apply_resume(orchestration_state& state, const payload& rea
   return result;
 }
 
+expected<transition> apply_entity_delete(std::optional<orchestration_state>& instance) {
+  if (!instance) return error{errc::not_found, "no such entity"};
+  const auto& record = instance->record;
+  if (!is_entity_id(record.instance_id)) {
+    return error{errc::invalid_argument, fmt::format("'{}' is not an entity", record.instance_id)};
+  }
+  if (!record.entity_locked_by.empty()) {
+    return error{errc::failed_precondition, fmt::format("entity '{}' is locked by orchestration '{}'",
+                                                        record.instance_id, record.entity_locked_by)};
+  }
+  if (!record.entity_deferred.empty() || !instance->inbox.empty() || instance->in_flight) {
+    return error{errc::failed_precondition,
+                 fmt::format("entity '{}' has operations waiting or running", record.instance_id)};
+  }
+  transition result;
+  result.change.purged = true;
+  instance.reset();
+  return result;
+}
+
 expected<transition> apply_purge(std::optional<orchestration_state>& instance) {
   if (!instance) return error{errc::not_found, "no such instance"};
   if (is_entity_id(instance->record.instance_id)) {

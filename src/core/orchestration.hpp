@@ -140,6 +140,9 @@ expected<transition> apply_resume(orchestration_state& state, const payload& rea
 
 /// Deletes a terminal instance. `instance` is emptied.
 expected<transition> apply_purge(std::optional<orchestration_state>& instance);
+/// Deletes an entity with its state: refused while an orchestration holds its lock
+/// or operations wait for it (or run), which would be lost.
+expected<transition> apply_entity_delete(std::optional<orchestration_state>& instance);
 
 // ---------------------------------------------------------------------------
 // Entities: instance ids "@name@key". They share the instance state, the inbox and

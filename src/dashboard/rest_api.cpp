@@ -699,6 +699,13 @@ class rest_api {
         answer(done ? json_answer(202, json::object()) : failure(done.error()));
       });
     }
+    if (parts.size() == 2 && request.method == "DELETE") {
+      const auto id = parts[1];
+      if (!core::is_entity_id(id)) return answer(bad_input(fmt::format("'{}' is not an entity id (@name@key)", id)));
+      return service_.delete_entity(hub, id, [answer = std::move(answer)](expected<void> done) {
+        answer(done ? json_answer(200, json::object()) : failure(done.error()));
+      });
+    }
     if ((parts.size() == 2 || (parts.size() == 3 && parts[2] == "state")) && request.method == "GET") {
       const auto id = parts[1];
       if (!core::is_entity_id(id)) return answer(bad_input(fmt::format("'{}' is not an entity id (@name@key)", id)));

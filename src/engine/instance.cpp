@@ -75,6 +75,7 @@ expected<core::transition> apply_input(std::optional<core::orchestration_state>&
           },
           [&](store::logged::delivered& e) { return core::apply_message(instance, e.message, now_ns, limits); },
           [&](store::logged::purged&) { return core::apply_purge(instance); },
+          [&](store::logged::entity_deleted&) { return core::apply_entity_delete(instance); },
           [&](store::logged::opaque&) -> expected<core::transition> {
             return error{errc::invalid_argument, "an opaque log entry is not an input"};
           },

@@ -259,6 +259,14 @@ void partition_engine::purge(const std::string& instance_id, std::int64_t now_ns
   change(instance_id, now_ns, store::logged::purged{instance_id}, std::move(done));
 }
 
+void partition_engine::delete_entity(const std::string& entity_id, std::int64_t now_ns, reply<std::uint64_t> done) {
+  if (auto valid = core::validate_instance_id(entity_id); !valid) return done(valid.error());
+  if (!core::is_entity_id(entity_id)) {
+    return done(error{errc::invalid_argument, fmt::format("'{}' is not an entity id (@name@key)", entity_id)});
+  }
+  change(entity_id, now_ns, store::logged::entity_deleted{entity_id}, std::move(done));
+}
+
 void partition_engine::complete_orchestrator(const core::orchestrator_completion& completion, std::int64_t now_ns,
                                              reply<std::uint64_t> done) {
   if (auto valid = core::validate_instance_id(completion.instance_id); !valid) return done(valid.error());
@@ -445,6 +453,10 @@ expected<std::uint64_t> partition_engine::purge(const std::string& instance_id, 
   return answer_now<std::uint64_t>([&](reply<std::uint64_t> done) { purge(instance_id, now_ns, std::move(done)); });
 }
 
+expected<std::uint64_t> partition_engine::delete_entity(const std::string& entity_id, std::int64_t now_ns) {
+  return answer_now<std::uint64_t>([&](reply<std::uint64_t> done) { delete_entity(entity_id, now_ns, std::move(done)); });
+}
+
 expected<std::uint64_t> partition_engine::complete_orchestrator(const core::orchestrator_completion& completion,
                                                                 std::int64_t now_ns) {
   return answer_now<std::uint64_t>(
@@ -522,6 +534,7 @@ expected<void> partition_engine::replay(const store::partition_event& event) {
           [&](const store::logged::delivered& e) { return done(deliver(e.message, now)); },
           [&](const store::logged::resumed& e) { return done(resume(e.instance_id, e.reason, now)); },
           [&](const store::logged::purged& e) { return done(purge(e.instance_id, now)); },
+          [&](const store::logged::entity_deleted& e) { return done(delete_entity(e.instance_id, now)); },
           [&](const store::logged::opaque&) -> expected<void> { return {}; },
       },
       event.body);

@@ -119,6 +119,8 @@ class partition_engine {
   void resume(const std::string& instance_id, const core::payload& reason, std::int64_t now_ns,
               reply<std::uint64_t> done);
   void purge(const std::string& instance_id, std::int64_t now_ns, reply<std::uint64_t> done);
+  /// Deletes an entity with its state (core::apply_entity_delete says when it may).
+  void delete_entity(const std::string& entity_id, std::int64_t now_ns, reply<std::uint64_t> done);
   void complete_orchestrator(const core::orchestrator_completion& completion, std::int64_t now_ns,
                              reply<std::uint64_t> done);
   void abandon_orchestrator(const std::string& instance_id, std::uint64_t token, reply<void> done);
@@ -143,6 +145,7 @@ class partition_engine {
   expected<std::uint64_t> rewind(const std::string& instance_id, const core::payload& reason, std::int64_t now_ns);
   expected<std::uint64_t> deliver(const core::instance_message& message, std::int64_t now_ns);
   expected<std::uint64_t> purge(const std::string& instance_id, std::int64_t now_ns);
+  expected<std::uint64_t> delete_entity(const std::string& entity_id, std::int64_t now_ns);
   expected<std::uint64_t> complete_orchestrator(const core::orchestrator_completion& completion,
                                                 std::int64_t now_ns);
   expected<void> abandon_orchestrator(const std::string& instance_id, std::uint64_t token);

@@ -202,6 +202,10 @@ void task_service::suspend(const std::string& hub, const std::string& instance_i
   router_->change(hub, changes::suspend{instance_id, std::move(reason)}, std::move(done));
 }
 
+void task_service::delete_entity(const std::string& hub, const std::string& entity_id, callback<void> done) {
+  router_->change(hub, changes::delete_entity{entity_id}, std::move(done));
+}
+
 void task_service::resume(const std::string& hub, const std::string& instance_id, core::payload reason,
                           callback<void> done) {
   router_->change(hub, changes::resume{instance_id, std::move(reason)}, std::move(done));

@@ -75,6 +75,9 @@ class task_service {
   void terminate(const std::string& hub, const std::string& instance_id, core::terminate_request request,
                  callback<void> done);
   void suspend(const std::string& hub, const std::string& instance_id, core::payload reason, callback<void> done);
+  /// Deletes an entity with its state once durable; refused while it is locked or
+  /// operations wait for it.
+  void delete_entity(const std::string& hub, const std::string& entity_id, callback<void> done);
   void resume(const std::string& hub, const std::string& instance_id, core::payload reason, callback<void> done);
   /// A failed orchestration resumes from its last good point (core::apply_rewind).
   void rewind(const std::string& hub, const std::string& instance_id, core::payload reason, callback<void> done);

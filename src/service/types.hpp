@@ -175,9 +175,13 @@ struct rewind {
 struct deliver {
   core::instance_message message;
 };
+/// An entity deleted with its state.
+struct delete_entity {
+  std::string instance_id;
+};
 }  // namespace changes
 using change = std::variant<changes::raise_event, changes::terminate, changes::suspend, changes::resume,
-                            changes::rewind, changes::deliver>;
+                            changes::rewind, changes::deliver, changes::delete_entity>;
 /// The instance a change is for.
 const std::string& target_of(const change& request);
 

@@ -172,6 +172,16 @@ describe("the dashboard in a browser", () => {
     await page.getByRole("button", { name: "Signal" }).click();
     await page.locator(".span-detail pre", { hasText: "7" }).waitFor();
     await shot("entities");
+    // Filtered by key, then deleted: gone from the list and from the API.
+    await page.getByLabel("Entity key").fill(`ui-${run}`);
+    await page.getByRole("button", { name: "Search" }).click();
+    await page.locator(".filters .muted", { hasText: "1 of 1" }).waitFor();
+    page.once("dialog", (dialog) => dialog.accept());
+    await page.getByRole("button", { name: "Delete entity" }).click();
+    await page.locator(".message", { hasText: "Deleted" }).waitFor();
+    await page.locator("table.list td.empty", { hasText: "No entities" }).waitFor();
+    const gone = await fetch(`${env.dtsd.restUrl}/v1/taskhubs/entities/${encodeURIComponent(`@counter@ui-${run}`)}`);
+    assert.equal(gone.status, 404);
     await page.goto(`${env.dtsd.restUrl}/#/workers`);
     await page.locator("table.list tbody tr td.mono").first().waitFor();
     // Three charts once the first samples are in (dtsd samples every 5 s from its start).

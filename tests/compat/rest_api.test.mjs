@@ -274,6 +274,17 @@ describe("the DTS REST API on the dashboard port", () => {
     await eventually(async () => (await rest("GET", `entities/${encodeURIComponent(id)}/state`)).body === 17, 30000, "17");
     assert.equal((await rest("POST", `entities/${encodeURIComponent(id)}/signal`, { body: {} })).status, 400);
     assert.equal((await rest("GET", "entities/not-an-entity")).status, 400);
+    // Deleted with its state; then gone from the list too.
+    const deleted = await rest("DELETE", `entities/${encodeURIComponent(id)}`);
+    assert.equal(deleted.status, 200, JSON.stringify(deleted.body));
+    assert.equal((await rest("GET", `entities/${encodeURIComponent(id)}`)).status, 404);
+    const after = await rest("POST", "entities/query", { body: { filter: { name: { value: "counter" }, key: { value: run } } } });
+    assert.deepEqual(after.body.entities.map((e) => e.instanceId), [`@counter@a-${run}`]);
+    assert.equal((await rest("DELETE", `entities/${encodeURIComponent(id)}`)).status, 404);
+    assert.equal((await rest("DELETE", "entities/not-an-entity")).status, 400);
+    // A signal after the delete starts the entity afresh.
+    await rest("POST", `entities/${encodeURIComponent(id)}/signal`, { body: { operation: "add", input: "1" } });
+    await eventually(async () => (await rest("GET", `entities/${encodeURIComponent(id)}/state`)).body === 1, 30000, "1 again");
   });
 
   test("workers and /metrics: the connected worker, and counters that move with work", async () => {

@@ -150,6 +150,7 @@ TEST_CASE("codec: a log record with every partition event kind and every action 
   record.events.push_back({12, logged::suspended{"order-1", "pause"}});
   record.events.push_back({13, logged::resumed{"order-1", std::nullopt}});
   record.events.push_back({14, logged::purged{"order-1"}});
+  record.events.push_back({14, logged::entity_deleted{"@counter@k1"}});
   record.events.push_back({15, logged::opaque{std::string("\0\1\2", 3)}});
   record.events.push_back({16, logged::rewound{"order-1", "\"fixed the bug\""}});
   record.events.push_back({17, logged::orchestrator_completed{{"order-1", 78, {}, std::nullopt}, "", 2, 12345}});

@@ -817,3 +817,35 @@ TEST_CASE("orchestration: a replacing start may not reuse the current execution 
   CHECK(refused.error().code == errc::invalid_argument);
   CHECK(same_state(*h.instance, before));
 }
+
+TEST_CASE("orchestration: an entity with state is deleted whole, but not while locked or with operations waiting") {
+  const std::string id = "@counter@gone";
+  std::optional<orchestration_state> entity;
+  auto send = [&](event_body body) {
+    REQUIRE(apply_entity_message(entity, instance_message{id, {}, history_event{-1, 1, std::move(body)}}, 1));
+  };
+  send(events::entity_lock_requested{"cs-1", {id}, 0, "orch-1"});
+  REQUIRE(entity);
+  entity->record.entity_state = "41";
+  const auto before = *entity;
+  auto locked = apply_entity_delete(entity);
+  REQUIRE_FALSE(locked);
+  CHECK(locked.error().code == errc::failed_precondition);
+  CHECK(locked.error().message.find("orch-1") != std::string::npos);
+  CHECK(same_state(*entity, before));  // Refused: nothing changed.
+
+  send(events::entity_unlock_sent{"cs-1", "orch-1", id});
+  send(events::entity_operation_signaled{"s1", "add", 0, "1", id});
+  auto waiting = apply_entity_delete(entity);
+  REQUIRE_FALSE(waiting);
+  CHECK(waiting.error().code == errc::failed_precondition);
+
+  entity->inbox.clear();  // As once the operation ran.
+  auto deleted = apply_entity_delete(entity);
+  REQUIRE(deleted);
+  CHECK(deleted->change.purged);
+  CHECK_FALSE(entity);
+
+  std::optional<orchestration_state> none;
+  CHECK(apply_entity_delete(none).error().code == errc::not_found);
+}

@@ -611,13 +611,21 @@ function NewPage() {
 // ------------------------------------------------------------------ entities and workers
 
 function EntitiesPage() {
-  const [entities, setEntities] = useState<Entity[] | null>(null);
+  const [answer, setAnswer] = useState<{ entities: Entity[]; totalCount: number } | null>(null);
   const [error, setError] = useState<unknown>(null);
+  const [message, setMessage] = useState<string | null>(null);
   const [state, setState] = useState<{ id: string; text: string } | null>(null);
-  useEffect(() => {
-    call<{ entities: Entity[] }>("POST", "entities/query", { pagination: { count: 100 } })
-      .then((r) => setEntities(r.entities), setError);
-  }, []);
+  const [filter, setFilter] = useState<{ name: string; key: string }>({ name: "", key: "" });
+  const load = useCallback(() => {
+    const body: Record<string, unknown> = { pagination: { count: 100 } };
+    const f: Record<string, unknown> = {};
+    if (filter.name) f.nameStartsWith = { value: filter.name };
+    if (filter.key) f.key = { value: filter.key };
+    body.filter = f;
+    call<{ entities: Entity[]; totalCount: number }>("POST", "entities/query", body).then(setAnswer, setError);
+  }, [filter]);
+  useEffect(load, [load]);
+  const entities = answer?.entities ?? null;
   const show = async (id: string) => {
     try {
       const s = await call<unknown>("GET", `entities/${enc(id)}/state`);
@@ -626,10 +634,33 @@ function EntitiesPage() {
       setState({ id, text: e instanceof Error ? e.message : String(e) });
     }
   };
+  const remove = async (id: string) => {
+    if (!confirm(`Delete entity ${id} and its state?`)) return;
+    try {
+      await call("DELETE", `entities/${enc(id)}`);
+      setMessage(`Deleted ${id}`);
+      setState(null);
+      setError(null);
+      load();
+    } catch (e) {
+      setError(e);
+    }
+  };
   return (
     <section>
       <h2>Entities</h2>
+      <form class="filters" onSubmit={(e) => {
+        e.preventDefault();
+        const data = new FormData(e.currentTarget as HTMLFormElement);
+        setFilter({ name: String(data.get("name") ?? ""), key: String(data.get("key") ?? "") });
+      }}>
+        <input name="name" placeholder="Name starts with" defaultValue={filter.name} aria-label="Entity name" />
+        <input name="key" placeholder="Key contains" defaultValue={filter.key} aria-label="Entity key" />
+        <button type="submit">Search</button>
+        {answer && <span class="muted">{answer.entities.length} of {answer.totalCount}</span>}
+      </form>
       <ErrorLine error={error} />
+      {message && <p class="message">{message}</p>}
       <table class="list">
         <thead><tr><th>Entity</th><th>Last modified</th><th>Backlog</th><th>Locked by</th></tr></thead>
         <tbody>
@@ -662,6 +693,7 @@ function EntitiesPage() {
             <label>Operation <input name="operation" required /></label>
             <label>Input (JSON) <input name="input" /></label>
             <button type="submit">Signal</button>
+            <button type="button" class="danger" onClick={() => remove(state.id)}>Delete entity</button>
           </form>
         </div>
       )}

@@ -9,7 +9,7 @@ import { mkdirSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 
-import { EntityInstanceId, whenAll } from "@microsoft/durabletask-js";
+import { EntityInstanceId, OrchestrationStatus, whenAll } from "@microsoft/durabletask-js";
 import { chromium } from "playwright-core";
 
 import { dtsdPath, eventually, registerSamples, sharedEnvironment } from "./support.mjs";
@@ -145,6 +145,25 @@ describe("the dashboard in a browser", () => {
     await page.getByRole("button", { name: "Purge" }).click();
     await eventually(async () => (await statusOf(ids.wait)) === "PURGED", 20000, "purged");
     page.removeAllListeners("dialog");
+  });
+
+  test("bulk: all matching the filter, beyond the page, are terminated at once", async () => {
+    const prefix = `bulk-${run}-`;
+    const started = [];
+    for (let i = 0; i < 3; i++) started.push(await env.client.scheduleNewOrchestration("Waiting", undefined, `${prefix}${i}`));
+    for (const id of started) await env.client.waitForOrchestrationStart(id, false, 30);
+    await page.goto(`${env.dtsd.restUrl}/#/?size=2&id=${encodeURIComponent(prefix)}`);
+    await page.getByText("Page 1 of 2").waitFor();
+    await page.getByLabel("Select all on this page").check();
+    await page.getByRole("button", { name: "Select all 3 matching the filter" }).click();
+    await page.getByText("all 3 matching the filter").waitFor();
+    page.once("dialog", (dialog) => dialog.accept());
+    await page.getByRole("button", { name: "Terminate" }).click();
+    await page.locator(".message", { hasText: "Terminate: done for 3" }).waitFor();
+    for (const id of started) {
+      const state = await env.client.waitForOrchestrationCompletion(id, false, 30);
+      assert.equal(state.runtimeStatus, OrchestrationStatus.TERMINATED, id);
+    }
   });
 
   test("a new orchestration started from the form runs to completion", async () => {

@@ -116,13 +116,15 @@ function ListPage({ params }: { params: URLSearchParams }) {
   const [answer, setAnswer] = useState<{ key: string; data: QueryResult } | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [selected, setSelected] = useState<Set<string>>(new Set());
+  // Every match of the filter, not only the rows of this page.
+  const [allMatching, setAllMatching] = useState(false);
   const [message, setMessage] = useState("");
   const refresh = Number(params.get("refresh") ?? 0);
   const key = params.toString();
 
   const result = answer?.key === key ? answer.data : null;
   // A selection belongs to the rows it was made on.
-  useEffect(() => setSelected(new Set()), [key]);
+  useEffect(() => { setSelected(new Set()); setAllMatching(false); }, [key]);
 
   const load = useCallback(async () => {
     try {
@@ -152,28 +154,50 @@ function ListPage({ params }: { params: URLSearchParams }) {
   const hideSubs = params.get("subs") === "hide";
   const rows = result?.orchestrations ?? [];
 
+  /** The ids of every match, oldest first (new ones come last, so paging misses none). */
+  const matchingIds = async () => {
+    const ids: string[] = [];
+    const body = listBody(params);
+    for (let start = 0; start < 100000; start += 1000) {
+      const got = await call<QueryResult>("POST", "orchestrations/query", {
+        ...body, pagination: { startIndex: start, count: 1000 }, sort: [{ column: "CREATED_AT", direction: "ASCENDING_SORT" }],
+      });
+      ids.push(...got.orchestrations.map((o) => o.instanceId));
+      if (got.orchestrations.length < 1000) break;
+    }
+    return ids;
+  };
+
   const bulk = async (action: string) => {
-    const ids = [...selected];
-    if (!ids.length || !confirm(`${action} ${ids.length} orchestration(s)?`)) return;
+    const count = allMatching ? result?.totalCount ?? 0 : selected.size;
+    if (!count || !confirm(`${action} ${count} orchestration(s)${allMatching ? " (all matching the filter)" : ""}?`)) return;
     try {
-      let failed: string[] = [];
-      if (action === "Terminate") {
-        failed = await call<string[]>("POST", "orchestrations/forceterminate", { instanceIds: ids, reason: "terminated from the dashboard" });
-      } else if (action === "Purge") {
-        const purged = await call<{ deletedInstanceCount: number }>("DELETE", "orchestrations/purge", ids);
-        failed = purged.deletedInstanceCount === ids.length ? [] : [`${ids.length - purged.deletedInstanceCount} not purged (only ended ones can be)`];
-      } else {
-        const kind = action === "Suspend" ? "executionSuspended" : "executionResumed";
-        const events: Record<string, unknown> = {};
-        ids.forEach((id) => { events[id] = { [kind]: { reason: "from the dashboard" } }; });
-        failed = await call<string[]>("POST", "orchestrations/addhistoryevents", { events });
-      }
-      setMessage(failed.length ? `${action}: failed for ${failed.join(", ")}` : `${action}: done for ${ids.length}`);
+      const ids = allMatching ? await matchingIds() : [...selected];
+      const failed: string[] = [];
+      for (let at = 0; at < ids.length; at += 500) failed.push(...await bulkStep(action, ids.slice(at, at + 500)));
+      setMessage(failed.length ? `${action}: failed for ${failed.slice(0, 20).join(", ")}${failed.length > 20 ? ` and ${failed.length - 20} more` : ""}`
+                               : `${action}: done for ${ids.length}`);
       setSelected(new Set());
+      setAllMatching(false);
       load();
     } catch (e) {
       setError(e);
     }
+  };
+
+  /** One bulk call of at most 500 ids (the API's limit); answers the ids that failed. */
+  const bulkStep = async (action: string, ids: string[]): Promise<string[]> => {
+    if (action === "Terminate") {
+      return call<string[]>("POST", "orchestrations/forceterminate", { instanceIds: ids, reason: "terminated from the dashboard" });
+    }
+    if (action === "Purge") {
+      const purged = await call<{ deletedInstanceCount: number }>("DELETE", "orchestrations/purge", ids);
+      return purged.deletedInstanceCount === ids.length ? [] : [`${ids.length - purged.deletedInstanceCount} not purged (only ended ones can be)`];
+    }
+    const kind = action === "Suspend" ? "executionSuspended" : "executionResumed";
+    const events: Record<string, unknown> = {};
+    ids.forEach((id) => { events[id] = { [kind]: { reason: "from the dashboard" } }; });
+    return call<string[]>("POST", "orchestrations/addhistoryevents", { events });
   };
 
   const trivia = result?.trivia;
@@ -216,9 +240,13 @@ function ListPage({ params }: { params: URLSearchParams }) {
       <ErrorLine error={error} />
       {message && <div class="message">{message}</div>}
       <div class="bulk">
-        <span>{selected.size} selected</span>
+        <span>{allMatching ? `all ${result?.totalCount ?? 0} matching the filter` : `${selected.size} selected`}</span>
+        {!allMatching && rows.length > 0 && rows.every((o) => selected.has(o.instanceId)) && (result?.totalCount ?? 0) > rows.length && (
+          <button class="link" onClick={() => setAllMatching(true)}>Select all {result?.totalCount} matching the filter</button>
+        )}
+        {allMatching && <button class="link" onClick={() => { setAllMatching(false); setSelected(new Set()); }}>Clear selection</button>}
         {["Suspend", "Resume", "Terminate", "Purge"].map((a) => (
-          <button disabled={!selected.size} onClick={() => bulk(a)}>{a}</button>
+          <button disabled={!selected.size && !allMatching} onClick={() => bulk(a)}>{a}</button>
         ))}
       </div>
       <table class="list">
@@ -564,6 +592,12 @@ function InstancePage({ id, params }: { id: string; params: URLSearchParams }) {
 
 function NewPage() {
   const [error, setError] = useState<unknown>(null);
+  // Names of the latest orchestrations, offered as the name's choices.
+  const [names, setNames] = useState<string[]>([]);
+  useEffect(() => {
+    call<QueryResult>("POST", "orchestrations/query", { pagination: { count: 1000 }, filter: { excludeSubOrchestrations: true } })
+      .then((r) => setNames([...new Set(r.orchestrations.map((o) => o.name))].sort()), () => {});
+  }, []);
   const submit = async (e: Event) => {
     e.preventDefault();
     const data = new FormData(e.currentTarget as HTMLFormElement);
@@ -595,7 +629,8 @@ function NewPage() {
     <section>
       <h2>New orchestration</h2>
       <form class="new" onSubmit={submit}>
-        <label>Name <input name="name" required placeholder="HelloCities" /></label>
+        <label>Name <input name="name" required placeholder="HelloCities" list="names-seen" /></label>
+        <datalist id="names-seen">{names.map((n) => <option value={n} />)}</datalist>
         <label>Instance ID <input name="id" placeholder="(a new random id)" /></label>
         <label>Version <input name="version" /></label>
         <label>Input (JSON) <textarea name="input" rows={5} placeholder='{"city": "Tokyo"}' /></label>

@@ -158,7 +158,7 @@ describe("the dashboard in a browser", () => {
     await page.getByRole("button", { name: "Select all 3 matching the filter" }).click();
     await page.getByText("all 3 matching the filter").waitFor();
     page.once("dialog", (dialog) => dialog.accept());
-    await page.getByRole("button", { name: "Terminate" }).click();
+    await page.getByRole("button", { name: "Terminate", exact: true }).click();
     await page.locator(".message", { hasText: "Terminate: done for 3" }).waitFor();
     for (const id of started) {
       const state = await env.client.waitForOrchestrationCompletion(id, false, 30);

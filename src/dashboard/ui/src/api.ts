@@ -27,6 +27,8 @@ export interface Trivia {
   runningCount: number;
   failedCount: number;
   pendingCount: number;
+  terminatedCount?: number;
+  suspendedCount?: number;
 }
 
 export interface QueryResult {

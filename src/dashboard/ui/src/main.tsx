@@ -206,7 +206,8 @@ function ListPage({ params }: { params: URLSearchParams }) {
       <div class="counts">
         {([["All", null, trivia?.totalCount], ["Running", "RUNNING", trivia?.runningCount],
            ["Completed", "COMPLETED", trivia?.completedCount], ["Failed", "FAILED", trivia?.failedCount],
-           ["Pending", "PENDING", trivia?.pendingCount]] as const).map(([label, status, count]) => (
+           ["Pending", "PENDING", trivia?.pendingCount], ["Suspended", "SUSPENDED", trivia?.suspendedCount],
+           ["Terminated", "TERMINATED", trivia?.terminatedCount]] as const).map(([label, status, count]) => (
           <button class={`count ${(status ? statuses.length === 1 && statuses[0] === status : !statuses.length) ? "active" : ""}`}
                   onClick={() => set({ status: status ? [status] : [] })}>
             <span class="count-n">{count ?? "–"}</span> {label}

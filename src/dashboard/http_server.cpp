@@ -153,6 +153,27 @@ class session : public std::enable_shared_from_this<session> {
     parser_->body_limit(options_.body_bytes_max);
     parser_->header_limit(static_cast<std::uint32_t>(options_.header_bytes_max));
     stream_.expires_after(options_.io_timeout);
+    http::async_read_header(stream_, buffer_, *parser_,
+                            [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+  }
+
+  /// A client that asked to hear "100 Continue" before it sends the body (curl does,
+  /// past 1 KiB) hears it; one whose body is over the limit hears 413 instead
+  /// (the header read fails with body_limit) and sends nothing more.
+  void on_header(beast::error_code ec) {
+    if (ec) return on_read(ec);
+    const auto expect = parser_->get()[http::field::expect];
+    if (!beast::iequals(expect, "100-continue") || parser_->is_done()) return read_body();
+    continue_ = {};
+    continue_.version(parser_->get().version());
+    continue_.result(http::status::continue_);
+    http::async_write(stream_, continue_, [self = shared_from_this()](beast::error_code written, std::size_t) {
+      if (written) return self->close();
+      self->read_body();
+    });
+  }
+
+  void read_body() {
     http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
   }
@@ -268,6 +289,7 @@ class session : public std::enable_shared_from_this<session> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> response_;
+  http::response<http::empty_body> continue_;
   std::uint64_t requests_ = 0;
   std::uint64_t answered_ = 0;
   bool keep_alive_ = true;

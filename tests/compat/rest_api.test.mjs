@@ -228,6 +228,28 @@ describe("the DTS REST API on the dashboard port", () => {
     const after = (await rest("POST", "orchestrations/query", { body: { pagination: { count: 1000 } } })).body.totalCount;
     assert.equal(after, before, "no bad request started anything");
 
+    // Expect: 100-continue: "100 Continue" first, then the answer to the body; over the limit, 413 at once.
+    const expectContinue = (length, body) => new Promise((resolve, reject) => {
+      let heard = "";
+      const socket = connect(env.dtsd.dashboardPort, "127.0.0.1", () => socket.write(
+        `POST /v1/taskhubs/ping HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n` +
+        "Expect: 100-continue\r\nConnection: close\r\n\r\n"));
+      socket.on("data", (chunk) => {
+        heard += chunk.toString();
+        if (heard.startsWith("HTTP/1.1 100 Continue\r\n\r\n") && body !== undefined) {
+          socket.write(body);
+          body = undefined;
+        }
+      });
+      socket.on("end", () => resolve(heard));
+      socket.on("error", reject);
+      setTimeout(() => { socket.destroy(); resolve(heard); }, 5000);
+    });
+    const continued = await expectContinue(2, "{}");
+    assert.match(continued, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 404/, continued.slice(0, 80));
+    const tooBig = await expectContinue(64 << 20, "");
+    assert.match(tooBig, /^HTTP\/1\.1 413/, tooBig.slice(0, 80));
+
     // What is not HTTP at all gets a 400 too, then the connection closes.
     const answer = await new Promise((resolve, reject) => {
       const socket = connect(env.dtsd.dashboardPort, "127.0.0.1", () => socket.write("GARBAGE\r\n\r\n"));

@@ -258,24 +258,24 @@ class actor_scheduler final : public service::router {
 
   void query_partition(const std::string& hub_name, std::uint32_t partition, core::instance_query query,
                        callback<core::query_page> done) override {
-    auto found = find(hub_name);
-    if (!found) return done(found.error());
-    if (partition >= found->partition_count) {
-      return done(error{errc::invalid_argument, fmt::format("task hub '{}' has no partition {}", hub_name, partition)});
-    }
-    caf::anon_send(found->partitions[partition],
-                   partition_request{requests::query{std::move(query), guarded(std::move(done))}});
+    to_partition(hub_name, partition, requests::query{std::move(query), {}}, std::move(done));
   }
 
   void list_partition(const std::string& hub_name, std::uint32_t partition, core::list_query query,
                       callback<core::list_page> done) override {
+    to_partition(hub_name, partition, requests::list{std::move(query), {}}, std::move(done));
+  }
+
+  /// Sends a request to one partition of a hub, its answer guarded.
+  template <class Request, class T>
+  void to_partition(const std::string& hub_name, std::uint32_t partition, Request request, callback<T> done) {
     auto found = find(hub_name);
     if (!found) return done(found.error());
     if (partition >= found->partition_count) {
       return done(error{errc::invalid_argument, fmt::format("task hub '{}' has no partition {}", hub_name, partition)});
     }
-    caf::anon_send(found->partitions[partition],
-                   partition_request{requests::list{std::move(query), guarded(std::move(done))}});
+    request.done = guarded(std::move(done));
+    caf::anon_send(found->partitions[partition], partition_request{std::move(request)});
   }
 
   expected<std::uint64_t> open_session(const std::string& hub_name, service::session_slots slots,

@@ -97,6 +97,11 @@ describe("the dashboard in a browser", () => {
     assert.deepEqual(await page.locator(".timeline .lane-label").allTextContents(), Array(5).fill("SayHello"));
     await lanes.nth(1).click();
     await page.locator(".span-detail pre", { hasText: "Seattle" }).first().waitFor();
+    // From the keyboard too: a lane takes the focus and Enter shows it.
+    await lanes.nth(4).focus();
+    await page.keyboard.press("Enter");
+    await page.locator(".span-detail pre", { hasText: "Cairo" }).first().waitFor();
+    await lanes.nth(1).click();
     await shot("instance-timeline");
     await page.getByRole("button", { name: "History" }).click();
     const kinds = page.locator("table.history tbody tr td:nth-child(3)");

@@ -17,6 +17,21 @@ interface Route {
   params: URLSearchParams;
 }
 
+/** What makes a clickable element usable from the keyboard too: focusable, Enter or Space presses it. */
+function pressable(press: () => void) {
+  return {
+    tabIndex: 0,
+    role: "button" as const,
+    onClick: press,
+    onKeyDown: (e: KeyboardEvent) => {
+      if (e.key === "Enter" || e.key === " ") {
+        e.preventDefault();
+        press();
+      }
+    },
+  };
+}
+
 function parseHash(): Route {
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, query] = hash.split("?");
@@ -260,7 +275,8 @@ function ListPage({ params }: { params: URLSearchParams }) {
               const active = (params.get("sort") ?? "CREATED_AT") === column;
               const dir = params.get("dir") ?? "DESCENDING_SORT";
               return (
-                <th class="sortable" onClick={() => set({ sort: column, dir: active && dir === "DESCENDING_SORT" ? "ASCENDING_SORT" : "DESCENDING_SORT" })}>
+                <th class="sortable" {...pressable(() => set({ sort: column, dir: active && dir === "DESCENDING_SORT" ? "ASCENDING_SORT" : "DESCENDING_SORT" }))}
+                    aria-sort={active ? (dir === "DESCENDING_SORT" ? "descending" : "ascending") : undefined}>
                   {label}{active ? (dir === "DESCENDING_SORT" ? " ▼" : " ▲") : ""}
                 </th>
               );
@@ -369,7 +385,7 @@ function Timeline({ history, now, ended }: { history: HistoryEvent[]; now: numbe
     <div>
       <div class="timeline">
         {spans.map((s) => (
-          <div class="lane" onClick={() => setShown(s)} title="Show input and output">
+          <div class="lane" {...pressable(() => setShown(s))} title="Show input and output">
             <span class="lane-label">{s.label}</span>
             <span class="lane-track">
               <span class={`bar bar-${s.kind} ${s.failed ? "bar-failed" : ""} ${s.end === undefined ? "bar-open" : ""}`}
@@ -432,7 +448,7 @@ function Flow({ history, status }: { history: HistoryEvent[]; status: string }) 
         <line x1={from.x + nodeW / 2} y1={from.y + nodeH} x2={to.x + nodeW / 2} y2={to.y} class="flow-line" />
       ))))}
       {levels.flat().map((node) => (
-        <g class={`flow-node ${node.cls}`} onClick={() => node.link && go(`/orchestrations/${enc(node.link)}`)}>
+        <g class={`flow-node ${node.cls}`} {...(node.link ? pressable(() => go(`/orchestrations/${enc(node.link!)}`)) : {})}>
           <title>{node.title ?? node.label}</title>
           <rect x={node.x} y={node.y} width={nodeW} height={nodeH} rx={6} />
           <text x={node.x + nodeW / 2} y={node.y + nodeH / 2 + 4} text-anchor="middle">

@@ -129,6 +129,40 @@ describe("the DTS REST API on the dashboard port", () => {
     assert.equal(none.body.trivia.totalCount, 23);
   });
 
+  test("query: paging oldest first while instances are being created finds every earlier match exactly once", async () => {
+    const prefix = `rest-live-${run}-`;
+    const first = [];
+    for (let i = 0; i < 30; i++) {
+      const id = `${prefix}a${String(i).padStart(2, "0")}`;
+      first.push(id);
+      assert.equal((await rest("POST", "orchestrations", { body: { name: "HelloCities", instanceId: id } })).status, 201);
+    }
+    // More keep coming while the pages are read.
+    let creating = true;
+    const more = (async () => {
+      for (let i = 0; creating && i < 200; i++) {
+        await rest("POST", "orchestrations", { body: { name: "HelloCities", instanceId: `${prefix}b${String(i).padStart(3, "0")}` } });
+      }
+    })();
+    const seen = [];
+    try {
+      for (let start = 0; ; start += 4) {
+        const page = await rest("POST", "orchestrations/query", {
+          body: { filter: { orchestrationId: { value: prefix } }, pagination: { startIndex: start, count: 4 },
+                  sort: [{ column: "CREATED_AT", direction: "ASCENDING_SORT" }] },
+        });
+        assert.equal(page.status, 200);
+        seen.push(...page.body.orchestrations.map((o) => o.instanceId));
+        if (page.body.orchestrations.length < 4 || seen.filter((id) => id.includes(`${prefix}a`)).length >= 30 && start > 40) break;
+      }
+    } finally {
+      creating = false;
+      await more;
+    }
+    assert.deepEqual(seen.filter((id) => first.includes(id)), first, "each earlier match once, in creation order");
+    assert.equal(new Set(seen).size, seen.length, "no row twice");
+  });
+
   test("query: sub-orchestrations can be left out; a page past the deepest row is refused clearly", async () => {
     const id = `rest-parent-${run}`;
     assert.equal((await rest("POST", "orchestrations", { body: { name: "Parent", instanceId: id } })).status, 201);

@@ -10,8 +10,11 @@ packages=(
   protobuf-compiler protobuf-compiler-grpc libgrpc++-dev libprotobuf-dev
   libjemalloc-dev
   chromium
+  etcd-server etcd-client
 )
 # chromium: the dashboard's browser tests drive it with playwright-core (npm).
+# etcd-server: a cluster's partitions are owned through etcd; the cluster tests
+# start their own on loopback (etcd-client gives operators etcdctl).
 # The compat suite (tests/compat) runs the official Durable Task JavaScript SDK:
 # Node.js and npm come from Debian unless the machine already has them (say, from
 # NodeSource, whose nodejs package conflicts with Debian's npm).

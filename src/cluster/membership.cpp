@@ -1,0 +1,271 @@
+#include "cluster/membership.hpp"
+
+#include <xxhash.h>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+
+namespace dtsd::cluster {
+
+namespace {
+
+bool valid_node_id(const std::string& id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (unsigned char c : id) {
+    if (!std::isalnum(c) && c != '-' && c != '_' && c != '.') return false;
+  }
+  return true;
+}
+
+std::string partition_key(const std::string& prefix, const partition_ref& p) {
+  return fmt::format("{}partitions/{}/{}", prefix, p.hub, p.index);
+}
+
+}  // namespace
+
+std::string rendezvous_owner(const std::vector<std::string>& nodes, const partition_ref& partition) {
+  std::string best;
+  std::uint64_t best_score = 0;
+  for (const auto& node : nodes) {
+    const auto text = fmt::format("{}\n{}\n{}", node, partition.hub, partition.index);
+    const auto score = XXH3_64bits(text.data(), text.size());
+    if (best.empty() || score > best_score || (score == best_score && node < best)) {
+      best = node;
+      best_score = score;
+    }
+  }
+  return best;
+}
+
+expected<std::unique_ptr<membership>> membership::join(etcd_client& client, member_options options) {
+  if (!valid_node_id(options.node_id)) {
+    return error{errc::invalid_argument,
+                 fmt::format("--node-id '{}': use 1 to 64 letters, digits, '-', '_' or '.'", options.node_id)};
+  }
+  if (options.lease_ttl < std::chrono::seconds(2)) {
+    return error{errc::invalid_argument, "the node lease must be at least 2 s (etcd's minimum)"};
+  }
+  auto lease = client.grant(options.lease_ttl);
+  if (!lease) return lease.error();
+  const auto key = options.prefix + "nodes/" + options.node_id;
+  auto created = client.create(key, options.advertise, *lease);
+  if (!created || !created->created) {
+    (void)client.revoke(*lease);
+    if (!created) return created.error();
+    return error{errc::already_exists,
+                 fmt::format("node id '{}' is in use by a live node at {}; give this one another --node-id",
+                             options.node_id, created->existing ? created->existing->value : "?")};
+  }
+  std::unique_ptr<membership> member(new membership(client, std::move(options), *lease));
+  const auto revision = member->reload();
+  member->watch_ = std::make_unique<prefix_watch>(
+      client, member->options_.prefix, revision,
+      [m = member.get()](const std::vector<watch_event>& events, std::int64_t) { m->apply(events); },
+      [m = member.get()] { return m->reload(); });
+  member->thread_ = std::thread([m = member.get()] { m->run(); });
+  spdlog::info("cluster: node '{}' joined (lease {:x}, {} s)", member->options_.node_id, *lease,
+               member->options_.lease_ttl.count());
+  return member;
+}
+
+membership::membership(etcd_client& client, member_options options, std::int64_t lease)
+    : client_(client), options_(std::move(options)), lease_(lease),
+      keeper_(std::make_unique<lease_keeper>(client, lease, options_.lease_ttl)) {}
+
+membership::~membership() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  watch_.reset();
+  keeper_.reset();
+  (void)client_.revoke(lease_);  // Its node key and claims go at once.
+}
+
+void membership::serve_hub(const std::string& hub, std::uint32_t partition_count) {
+  {
+    std::lock_guard lock(mutex_);
+    hubs_[hub] = partition_count;
+    dirty_ = true;
+  }
+  wake_.notify_all();
+}
+
+std::optional<std::int64_t> membership::epoch_of(const partition_ref& partition) const {
+  if (keeper_->lost() || std::chrono::steady_clock::now() >= keeper_->held_until()) return std::nullopt;
+  std::lock_guard lock(mutex_);
+  auto found = claims_.find(partition);
+  if (found == claims_.end() || found->second.owner != options_.node_id) return std::nullopt;
+  return found->second.epoch;
+}
+
+std::map<partition_ref, claim> membership::claims() const {
+  std::lock_guard lock(mutex_);
+  return claims_;
+}
+
+std::map<std::string, std::string> membership::nodes() const {
+  std::lock_guard lock(mutex_);
+  return nodes_;
+}
+
+void membership::on_change(std::function<void()> changed) {
+  std::lock_guard lock(mutex_);
+  changed_ = std::move(changed);
+}
+
+namespace {
+
+/// What a key under the prefix names.
+struct parsed_key {
+  std::optional<std::string> node;
+  std::optional<partition_ref> partition;
+};
+
+parsed_key parse(const std::string& prefix, const std::string& key) {
+  parsed_key out;
+  if (key.rfind(prefix, 0) != 0) return out;
+  const auto rest = std::string_view(key).substr(prefix.size());
+  if (rest.rfind("nodes/", 0) == 0) {
+    out.node = std::string(rest.substr(6));
+  } else if (rest.rfind("partitions/", 0) == 0) {
+    const auto tail = rest.substr(11);
+    const auto slash = tail.rfind('/');
+    std::uint32_t index = 0;
+    if (slash == std::string_view::npos) return out;
+    const auto digits = tail.substr(slash + 1);
+    auto [end, failed] = std::from_chars(digits.data(), digits.data() + digits.size(), index);
+    if (failed != std::errc() || end != digits.data() + digits.size()) return out;
+    out.partition = partition_ref{std::string(tail.substr(0, slash)), index};
+  }
+  return out;
+}
+
+}  // namespace
+
+std::int64_t membership::reload() {
+  for (;;) {
+    auto listed = client_.list(options_.prefix);
+    if (listed) {
+      std::map<std::string, std::string> nodes;
+      std::map<partition_ref, claim> claims;
+      for (const auto& kv : listed->first) {
+        auto named = parse(options_.prefix, kv.key);
+        if (named.node) nodes[*named.node] = kv.value;
+        if (named.partition) claims[*named.partition] = claim{kv.value, kv.create_revision};
+      }
+      std::function<void()> changed;
+      {
+        std::lock_guard lock(mutex_);
+        nodes_ = std::move(nodes);
+        claims_ = std::move(claims);
+        changed = changed_;
+        dirty_ = true;
+      }
+      wake_.notify_all();
+      if (changed) changed();
+      return listed->second;
+    }
+    spdlog::warn("cluster: {}", listed.error().message);
+    std::unique_lock lock(mutex_);
+    if (wake_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stopping_; })) return 0;
+  }
+}
+
+void membership::apply(const std::vector<watch_event>& events) {
+  std::function<void()> changed;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& event : events) {
+      auto named = parse(options_.prefix, event.kv.key);
+      if (named.node) {
+        if (event.deleted) {
+          nodes_.erase(*named.node);
+        } else {
+          nodes_[*named.node] = event.kv.value;
+        }
+      }
+      if (named.partition) {
+        if (event.deleted) {
+          claims_.erase(*named.partition);
+        } else {
+          claims_[*named.partition] = claim{event.kv.value, event.kv.create_revision};
+        }
+      }
+    }
+    changed = changed_;
+    dirty_ = true;
+  }
+  wake_.notify_all();
+  if (changed) changed();
+}
+
+void membership::balance() {
+  std::vector<std::string> live;
+  std::map<std::string, std::uint32_t> hubs;
+  std::map<partition_ref, claim> claims;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [id, address] : nodes_) live.push_back(id);
+    hubs = hubs_;
+    claims = claims_;
+  }
+  // Only a node whose lease surely holds takes or gives anything.
+  if (keeper_->lost() || std::chrono::steady_clock::now() >= keeper_->held_until()) return;
+  for (const auto& [hub, count] : hubs) {
+    for (std::uint32_t index = 0; index < count; ++index) {
+      const partition_ref partition{hub, index};
+      const auto wanted = rendezvous_owner(live, partition);
+      auto held = claims.find(partition);
+      if (held == claims.end() && wanted == options_.node_id) {
+        auto created = client_.create(partition_key(options_.prefix, partition), options_.node_id, lease_);
+        if (!created) {
+          spdlog::warn("cluster: claiming partition {} of '{}': {}", index, hub, created.error().message);
+        } else if (created->created) {
+          std::lock_guard lock(mutex_);
+          claims_[partition] = claim{options_.node_id, created->revision};
+          spdlog::info("cluster: node '{}' owns partition {} of '{}' (epoch {})", options_.node_id, index, hub,
+                       created->revision);
+        }
+      } else if (held != claims.end() && held->second.owner == options_.node_id && wanted != options_.node_id) {
+        // A planned move: the node it belongs to now is live; hand it over.
+        auto released = client_.erase_if(partition_key(options_.prefix, partition), held->second.epoch);
+        if (released && *released) {
+          std::lock_guard lock(mutex_);
+          claims_.erase(partition);
+          spdlog::info("cluster: node '{}' released partition {} of '{}' to '{}'", options_.node_id, index, hub,
+                       wanted);
+        }
+      }
+    }
+  }
+}
+
+void membership::run() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    lock.unlock();
+    balance();
+    lock.lock();
+    wake_.wait_for(lock, options_.balance_interval, [this] { return stopping_ || dirty_; });
+    dirty_ = false;
+  }
+}
+
+void membership::leave() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  for (const auto& [partition, held] : claims()) {
+    if (held.owner == options_.node_id) (void)client_.erase_if(partition_key(options_.prefix, partition), held.epoch);
+  }
+}
+
+}  // namespace dtsd::cluster

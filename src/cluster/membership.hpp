@@ -1,0 +1,109 @@
+#pragma once
+/// A dtsd node in a cluster: registered in etcd under a lease of its own, and the
+/// owner of the partitions that rendezvous hashing gives it among the live nodes.
+///
+/// Keys (under `prefix`, default "/dtsd/"):
+///   nodes/<node id>              -> the node's advertised address, under its lease
+///   partitions/<hub>/<partition> -> the owning node's id, under the owner's lease
+/// A partition is claimed with a create-if-absent transaction; the revision that
+/// created the claim is the partition's **epoch**, higher for every new owner.
+///
+/// Why rendezvous hashing: every node computes the same owners from the same list
+/// of live nodes, with no coordinator to elect, and when a node joins or leaves
+/// only the partitions it gains or loses move (about 1/N of them).
+///
+/// Fencing: a node acts for a partition only while `epoch_of` answers, i.e. while
+/// its claim stands in its view and its lease is surely held (a steady-clock
+/// deadline from when the last renewal was sent). A node that cannot renew stops
+/// acting before etcd lets another node claim.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster/etcd_client.hpp"
+
+namespace dtsd::cluster {
+
+struct member_options {
+  std::string node_id;    ///< Unique in the cluster: [A-Za-z0-9_.-]{1,64}.
+  std::string advertise;  ///< Where other nodes reach it (host:port).
+  std::chrono::seconds lease_ttl{3};
+  std::string prefix = "/dtsd/";
+  /// How often ownership is looked at even without a change seen.
+  std::chrono::milliseconds balance_interval{500};
+};
+
+struct partition_ref {
+  std::string hub;
+  std::uint32_t index = 0;
+  friend auto operator<=>(const partition_ref&, const partition_ref&) = default;
+};
+
+struct claim {
+  std::string owner;
+  std::int64_t epoch = 0;  ///< The revision that created the claim.
+};
+
+/// The live node that should own a partition (empty when there is none).
+std::string rendezvous_owner(const std::vector<std::string>& nodes, const partition_ref& partition);
+
+class membership {
+ public:
+  /// Registers the node (refused when another live process holds the id) and starts
+  /// keeping its lease, following the cluster and balancing.
+  static expected<std::unique_ptr<membership>> join(etcd_client& client, member_options options);
+  ~membership();  ///< Stops and revokes the lease: its claims go at once.
+
+  /// The hubs whose partitions the cluster shares (every node says the same).
+  void serve_hub(const std::string& hub, std::uint32_t partition_count);
+
+  /// The epoch under which this node may act for the partition now; none when it
+  /// does not own it or cannot be sure its lease still holds.
+  std::optional<std::int64_t> epoch_of(const partition_ref& partition) const;
+  /// Every claim as this node last saw it.
+  std::map<partition_ref, claim> claims() const;
+  /// Live nodes and their addresses.
+  std::map<std::string, std::string> nodes() const;
+  const std::string& node_id() const { return options_.node_id; }
+  /// Called (on the membership's thread) after the claims or nodes changed.
+  void on_change(std::function<void()> changed);
+
+  /// A planned leave: releases every claim (so others take over at once) and stops.
+  void leave();
+
+ private:
+  membership(etcd_client& client, member_options options, std::int64_t lease);
+  void apply(const std::vector<watch_event>& events);
+  std::int64_t reload();
+  void balance();
+  void run();
+
+  etcd_client& client_;
+  const member_options options_;
+  const std::int64_t lease_;
+  std::unique_ptr<lease_keeper> keeper_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  bool dirty_ = false;  ///< Something changed since the last balance.
+  std::map<std::string, std::string> nodes_;
+  std::map<partition_ref, claim> claims_;
+  std::map<std::string, std::uint32_t> hubs_;
+  std::function<void()> changed_;
+
+  std::unique_ptr<prefix_watch> watch_;
+  std::thread thread_;
+};
+
+}  // namespace dtsd::cluster

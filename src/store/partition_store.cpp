@@ -17,6 +17,8 @@ constexpr std::string_view format_version = "dtsd-partition-1";
 constexpr std::string_view meta_identity = "identity";
 constexpr std::string_view meta_outbox_next = "outbox_next";
 constexpr std::string_view meta_status_counts = "status_counts";
+/// The epoch of the partition's owner in a cluster (absent on a single node).
+constexpr std::string_view meta_epoch = "owner_epoch";
 
 /// Changes of the status counts one commit makes.
 using count_deltas = std::array<std::int64_t, core::runtime_status_count>;
@@ -632,6 +634,7 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
   }
   try {
     auto written = engine_->write([&](kv_writer& writer) {
+      if (epoch_ != 0) check_epoch(writer);
       if (info.log_sequence != 0) {
         writer.put(table::log, keys::u64(info.log_sequence), log_bytes);
         if (log_retention_ != 0 && info.log_sequence > log_retention_) {
@@ -750,6 +753,38 @@ expected<core::query_page> partition_store::query(const core::instance_query& qu
   if (!after) return after.error();
   return read_with<core::query_page>(*engine_,
                                [&](kv_reader& reader) { return run_query(reader, query, *after); });
+}
+
+void partition_store::check_epoch(kv_writer& writer) const {
+  auto stored = writer.get(table::meta, meta_epoch);
+  const auto newest = stored && stored->size() == 8 ? static_cast<std::int64_t>(keys::get_u64(*stored)) : 0;
+  if (newest != epoch_) {
+    throw store_failure{error{errc::failed_precondition,
+                              fmt::format("partition {} of '{}' is owned under epoch {} now, not {}: this node lost "
+                                          "it and writes nothing more",
+                                          identity_.partition_index, identity_.task_hub, newest, epoch_)}};
+  }
+}
+
+expected<void> partition_store::fence(std::int64_t epoch) {
+  if (epoch <= 0) return error{errc::invalid_argument, "an owner epoch is positive"};
+  try {
+    auto written = engine_->write([&](kv_writer& writer) {
+      auto stored = writer.get(table::meta, meta_epoch);
+      const auto newest = stored && stored->size() == 8 ? static_cast<std::int64_t>(keys::get_u64(*stored)) : 0;
+      if (newest > epoch) {
+        throw store_failure{error{errc::failed_precondition,
+                                  fmt::format("partition {} of '{}' was taken under epoch {}, newer than {}",
+                                              identity_.partition_index, identity_.task_hub, newest, epoch)}};
+      }
+      writer.put(table::meta, meta_epoch, keys::u64(static_cast<std::uint64_t>(epoch)));
+    });
+    if (!written) return written.error();
+  } catch (const store_failure& failed) {
+    return failed.failure;
+  }
+  epoch_ = epoch;
+  return {};
 }
 
 expected<core::list_page> partition_store::list(const core::list_query& query) const {

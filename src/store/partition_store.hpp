@@ -121,6 +121,13 @@ class partition_store {
 
   expected<commit_info> commit(const write_batch& batch, std::int64_t now_ns);
 
+  /// In a cluster: this store writes for the owner of `epoch` from now on. Refused
+  /// when a newer owner already fenced it; afterwards every commit checks, in its
+  /// own transaction, that no newer owner fenced it since, and writes nothing if
+  /// one did (errc::failed_precondition). A store never fenced checks nothing.
+  expected<void> fence(std::int64_t epoch);
+  std::int64_t epoch() const { return epoch_; }
+
   expected<std::optional<core::instance_record>> get_instance(std::string_view instance_id);
   /// Record, history and inbox of one instance.
   expected<std::optional<core::orchestration_state>> load_instance(std::string_view instance_id);
@@ -150,6 +157,7 @@ class partition_store {
       : engine_(std::move(engine)), identity_(std::move(identity)) {}
 
   expected<void> initialize();
+  void check_epoch(kv_writer& writer) const;
   expected<void> load_catalog();
 
   std::unique_ptr<kv_engine> engine_;
@@ -162,6 +170,7 @@ class partition_store {
   bool counts_unwritten_ = false;  ///< Counted at open (a store from before counts): written with the next commit.
   instance_catalog catalog_;
   lifecycle_counts lifecycle_;
+  std::int64_t epoch_ = 0;  ///< 0: not in a cluster.
 };
 
 }  // namespace dtsd::store

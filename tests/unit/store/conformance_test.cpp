@@ -3,6 +3,9 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <random>
 #include <set>
@@ -658,4 +661,42 @@ TEST_CASE_TEMPLATE("store conformance: lists filter, sort and count every instan
   auto refused = f.store->list(too_deep);
   REQUIRE_FALSE(refused);
   CHECK(refused.error().code == errc::invalid_argument);
+}
+
+TEST_CASE("store: a newer owner's fence stops an older owner's commits, even from another process") {
+  lmdb_fixture f;
+  driver d{*f.store};
+  REQUIRE(f.store->fence(5));
+  d.start("before");  // Commits under epoch 5.
+  const pid_t child = fork();
+  if (child == 0) {
+    // Another process takes the partition over under epoch 7 and writes.
+    auto opened = open_lmdb({f.directory.string(), durability::fsync});
+    if (!opened) _exit(1);
+    auto store = partition_store::open(std::move(*opened), test_identity);
+    if (!store || !(*store)->fence(7)) _exit(2);
+    _exit((*store)->fence(6) ? 3 : 0);  // An older epoch than its own is refused.
+  }
+  int status = -1;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  // The old owner: its next commit is refused and writes nothing.
+  write_batch batch;
+  batch.events.push_back({d.now, logged::opaque{"late"}});
+  auto refused = f.store->commit(batch, d.now);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == errc::failed_precondition);
+  CHECK(refused.error().message.find("epoch 7") != std::string::npos);
+  auto log = f.store->read_log(1, 100);
+  REQUIRE(log);
+  for (const auto& record : *log) {
+    for (const auto& event : record.events) {
+      const auto* opaque = std::get_if<logged::opaque>(&event.body);
+      CHECK_FALSE((opaque != nullptr && opaque->data == "late"));
+    }
+  }
+  CHECK_FALSE(f.store->fence(6));
+  CHECK(f.store->fence(8));  // Taken back under a newer epoch, it writes again.
+  CHECK(f.store->commit(batch, d.now));
 }

@@ -169,6 +169,7 @@ int main(int argc, char** argv) {
   app.add_option("--repeat", repeat)->check(CLI::Range(1, 1000))->capture_default_str();
   app.add_option("--dtsd", dtsd_path)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  bench::stop_children_on_exit_signals(3600);
 
   const auto stamp = fs::path(data_dir) / "big_hub.filled";
   const auto wanted = fmt::format("{} {}", instances, partitions);

@@ -96,6 +96,7 @@ int main(int argc, char** argv) {
   app.add_option("--seconds", seconds, "How long to start them")->check(CLI::Range(1, 86400))->capture_default_str();
   app.add_option("--window-seconds", window_seconds)->check(CLI::Range(1, 3600))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  stop_children_on_exit_signals();
 
   auto processes = setup.start_server();
   const auto& address = processes.address;

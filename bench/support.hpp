@@ -5,11 +5,13 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <memory>
 #include <chrono>
@@ -108,9 +110,39 @@ class dashboard_poller {
   std::thread thread_;
 };
 
+/// The processes a bench started, so that an interrupted bench stops them.
+inline std::array<std::atomic<pid_t>, 16>& children() {
+  static std::array<std::atomic<pid_t>, 16> started{};
+  return started;
+}
+
+/// SIGINT, SIGTERM, SIGHUP or the bench's own time limit (SIGALRM): every process
+/// it started is killed, then it exits. (Only async-signal-safe calls here.)
+extern "C" inline void stop_children_and_exit(int signal) {
+  for (auto& slot : children()) {
+    const pid_t pid = slot.load();
+    if (pid > 0) kill(pid, SIGKILL);
+  }
+  _exit(128 + signal);
+}
+
+/// Call first in a bench's main: an interrupted bench (or one past `timeout_s`,
+/// when > 0) leaves nothing running. A bench killed by SIGKILL takes its children
+/// along too: each is started with PR_SET_PDEATHSIG.
+inline void stop_children_on_exit_signals(int timeout_s = 0) {
+  struct sigaction action {};
+  action.sa_handler = stop_children_and_exit;
+  sigemptyset(&action.sa_mask);
+  for (int signal : {SIGINT, SIGTERM, SIGHUP, SIGALRM}) sigaction(signal, &action, nullptr);
+  if (timeout_s > 0) alarm(static_cast<unsigned>(timeout_s));
+}
+
 inline pid_t launch(const std::string& path, std::vector<std::string> args) {
+  const pid_t parent = getpid();
   pid_t pid = fork();
   if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);  // The bench died before the line above.
     dup2(STDERR_FILENO, STDOUT_FILENO);  // Its output is progress: the bench's stdout is its JSON alone.
     std::vector<char*> argv{const_cast<char*>(path.c_str())};
     for (auto& arg : args) argv.push_back(arg.data());
@@ -118,12 +150,20 @@ inline pid_t launch(const std::string& path, std::vector<std::string> args) {
     execvp(path.c_str(), argv.data());
     _exit(127);
   }
+  for (auto& slot : children()) {
+    pid_t empty = 0;
+    if (slot.compare_exchange_strong(empty, pid)) break;
+  }
   return pid;
 }
 
 /// SIGTERM, then SIGKILL after 10 s.
 inline void stop(pid_t pid) {
   if (pid <= 0) return;
+  for (auto& slot : children()) {
+    pid_t started = pid;
+    slot.compare_exchange_strong(started, 0);
+  }
   kill(pid, SIGTERM);
   int status = 0;
   for (int i = 0; i < 200 && waitpid(pid, &status, WNOHANG) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -81,7 +81,14 @@ expected<std::unique_ptr<etcd_client>> etcd_client::connect(const etcd_options& 
     numeric = numeric && endpoint.find_first_not_of("0123456789.:") == std::string::npos;
     target += (i ? "," : "") + endpoint;
   }
-  if (!numeric) target = "dns:///" + options.endpoints.front();
+  if (!numeric) {
+    if (options.endpoints.size() > 1) {
+      return error{errc::invalid_argument,
+                   fmt::format("etcd endpoints {}: give several endpoints as IP addresses (one name is fine)",
+                               fmt::join(options.endpoints, ","))};
+    }
+    target = "dns:///" + options.endpoints.front();
+  }
   grpc::ChannelArguments arguments;
   arguments.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 1000);
   arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 1000);
@@ -205,8 +212,9 @@ expected<bool> etcd_client::erase_if(const std::string& key, std::int64_t mod_re
 
 // ------------------------------------------------------------------ leases
 
-lease_keeper::lease_keeper(etcd_client& client, std::int64_t lease, std::chrono::seconds ttl)
-    : client_(client), lease_(lease), ttl_(ttl), held_until_ns_(steady_ns(steady::now() + ttl)) {
+lease_keeper::lease_keeper(etcd_client& client, std::int64_t lease, std::chrono::seconds ttl,
+                           steady::time_point granted_at)
+    : client_(client), lease_(lease), ttl_(ttl), held_until_ns_(steady_ns(granted_at + ttl)) {
   thread_ = std::thread([this] { run(); });
 }
 

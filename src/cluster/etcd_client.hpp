@@ -1,7 +1,8 @@
 #pragma once
 /// A small etcd v3 client over gRPC (schema/etcd.proto): what a dtsd cluster needs
 /// to register nodes and own partitions. Calls block for at most `call_timeout`
-/// and answer errc::unavailable when etcd cannot be reached in time; a lease is
+/// and answer errc::io (naming etcd and the call) when etcd cannot be reached in
+/// time; a lease is
 /// kept alive on one stream by `lease_keeper`, and a prefix is followed by
 /// `prefix_watch`, each on a thread of its own.
 ///
@@ -85,7 +86,9 @@ class etcd_client {
 /// that stops acting by then acts only while etcd still holds the lease.
 class lease_keeper {
  public:
-  lease_keeper(etcd_client& client, std::int64_t lease, std::chrono::seconds ttl);
+  /// `granted_at`: when the grant was asked for (etcd's TTL runs from no earlier).
+  lease_keeper(etcd_client& client, std::int64_t lease, std::chrono::seconds ttl,
+               std::chrono::steady_clock::time_point granted_at);
   ~lease_keeper();  ///< Stops renewing (does not revoke).
 
   std::chrono::steady_clock::time_point held_until() const;

@@ -47,6 +47,7 @@ expected<std::unique_ptr<membership>> membership::join(etcd_client& client, memb
   if (options.lease_ttl < std::chrono::seconds(2)) {
     return error{errc::invalid_argument, "the node lease must be at least 2 s (etcd's minimum)"};
   }
+  const auto granted_at = std::chrono::steady_clock::now();
   auto lease = client.grant(options.lease_ttl);
   if (!lease) return lease.error();
   const auto key = options.prefix + "nodes/" + options.node_id;
@@ -58,7 +59,9 @@ expected<std::unique_ptr<membership>> membership::join(etcd_client& client, memb
                  fmt::format("node id '{}' is in use by a live node at {}; give this one another --node-id",
                              options.node_id, created->existing ? created->existing->value : "?")};
   }
-  std::unique_ptr<membership> member(new membership(client, std::move(options), *lease));
+  std::unique_ptr<membership> member(new membership(client, std::move(options), *lease, granted_at));
+  auto first = client.list(member->options_.prefix);  // Once, so that a failure is the answer.
+  if (!first) return first.error();  // (The destructor revokes the lease.)
   const auto revision = member->reload();
   member->watch_ = std::make_unique<prefix_watch>(
       client, member->options_.prefix, revision,
@@ -70,9 +73,10 @@ expected<std::unique_ptr<membership>> membership::join(etcd_client& client, memb
   return member;
 }
 
-membership::membership(etcd_client& client, member_options options, std::int64_t lease)
+membership::membership(etcd_client& client, member_options options, std::int64_t lease,
+                       std::chrono::steady_clock::time_point granted_at)
     : client_(client), options_(std::move(options)), lease_(lease),
-      keeper_(std::make_unique<lease_keeper>(client, lease, options_.lease_ttl)) {}
+      keeper_(std::make_unique<lease_keeper>(client, lease, options_.lease_ttl, granted_at)) {}
 
 membership::~membership() {
   {
@@ -95,8 +99,12 @@ void membership::serve_hub(const std::string& hub, std::uint32_t partition_count
   wake_.notify_all();
 }
 
+bool membership::surely_held() const {
+  return !keeper_->lost() && std::chrono::steady_clock::now() < keeper_->held_until();
+}
+
 std::optional<std::int64_t> membership::epoch_of(const partition_ref& partition) const {
-  if (keeper_->lost() || std::chrono::steady_clock::now() >= keeper_->held_until()) return std::nullopt;
+  if (!surely_held()) return std::nullopt;
   std::lock_guard lock(mutex_);
   auto found = claims_.find(partition);
   if (found == claims_.end() || found->second.owner != options_.node_id) return std::nullopt;
@@ -173,6 +181,7 @@ std::int64_t membership::reload() {
     spdlog::warn("cluster: {}", listed.error().message);
     std::unique_lock lock(mutex_);
     if (wake_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stopping_; })) return 0;
+    // Meanwhile this node acts for nothing: its view may be old.
   }
 }
 
@@ -214,10 +223,20 @@ void membership::balance() {
     hubs = hubs_;
     claims = claims_;
   }
-  // Only a node whose lease surely holds takes or gives anything.
-  if (keeper_->lost() || std::chrono::steady_clock::now() >= keeper_->held_until()) return;
+  if (keeper_->lost()) {
+    spdlog::error("cluster: node '{}' lost its etcd lease; it owns nothing from now on (restart it to join again)",
+                  options_.node_id);
+    return;
+  }
   for (const auto& [hub, count] : hubs) {
     for (std::uint32_t index = 0; index < count; ++index) {
+      // Only a node whose lease surely holds takes or gives anything; one that stops
+      // does not wait for etcd once per partition.
+      {
+        std::lock_guard lock(mutex_);
+        if (stopping_) return;
+      }
+      if (!surely_held()) return;
       const partition_ref partition{hub, index};
       const auto wanted = rendezvous_owner(live, partition);
       auto held = claims.find(partition);
@@ -227,7 +246,9 @@ void membership::balance() {
           spdlog::warn("cluster: claiming partition {} of '{}': {}", index, hub, created.error().message);
         } else if (created->created) {
           std::lock_guard lock(mutex_);
-          claims_[partition] = claim{options_.node_id, created->revision};
+          // The watch may have brought it (or a newer claim) already.
+          auto& seen = claims_[partition];
+          if (seen.epoch <= created->revision) seen = claim{options_.node_id, created->revision};
           spdlog::info("cluster: node '{}' owns partition {} of '{}' (epoch {})", options_.node_id, index, hub,
                        created->revision);
         }
@@ -236,7 +257,10 @@ void membership::balance() {
         auto released = client_.erase_if(partition_key(options_.prefix, partition), held->second.epoch);
         if (released && *released) {
           std::lock_guard lock(mutex_);
-          claims_.erase(partition);
+          // Unless the watch already brought the next owner's claim.
+          if (auto seen = claims_.find(partition); seen != claims_.end() && seen->second.epoch == held->second.epoch) {
+            claims_.erase(seen);
+          }
           spdlog::info("cluster: node '{}' released partition {} of '{}' to '{}'", options_.node_id, index, hub,
                        wanted);
         }

@@ -75,14 +75,17 @@ class membership {
   /// Live nodes and their addresses.
   std::map<std::string, std::string> nodes() const;
   const std::string& node_id() const { return options_.node_id; }
-  /// Called (on the membership's thread) after the claims or nodes changed.
+  /// Called after the claims or nodes changed (on the watch's thread, without the
+  /// membership's lock held).
   void on_change(std::function<void()> changed);
 
   /// A planned leave: releases every claim (so others take over at once) and stops.
   void leave();
 
  private:
-  membership(etcd_client& client, member_options options, std::int64_t lease);
+  membership(etcd_client& client, member_options options, std::int64_t lease,
+             std::chrono::steady_clock::time_point granted_at);
+  bool surely_held() const;
   void apply(const std::vector<watch_event>& events);
   std::int64_t reload();
   void balance();

@@ -459,10 +459,12 @@ class list_reading : public std::enable_shared_from_this<list_reading> {
       service_.get(hub_, page_.rows[i].instance_id, false,
                    [self = shared_from_this(), i](expected<std::optional<service::instance_view>> found) {
                      std::unique_lock lock(self->mutex_);
-                     // One purged meanwhile is left out of the page.
+                     // One purged meanwhile is left out of the page; one that could not be read fails it.
                      if (found && *found) self->records_[i] = std::move((*found)->record);
+                     if (!found && !self->failed_) self->failed_ = found.error();
                      if (--self->left_ != 0) return;
                      lock.unlock();
+                     if (self->failed_) return self->answer_(failure(*self->failed_));
                      self->post_answer();
                    });
     }
@@ -494,6 +496,7 @@ class list_reading : public std::enable_shared_from_this<list_reading> {
   core::list_page page_;
   std::mutex mutex_;
   std::size_t left_ = 0;
+  std::optional<error> failed_;
   std::vector<std::optional<core::instance_record>> records_;
 };
 

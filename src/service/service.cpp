@@ -324,9 +324,15 @@ void task_service::query(const std::string& hub, core::instance_query query, cal
 
 void task_service::list(const std::string& hub, core::list_query query, std::size_t start, std::size_t count,
                         callback<core::list_page> done) {
-  query.rows = start + count;
   if (query.sort.empty()) query.sort.push_back({core::list_column::created_at, true});  // Newest first.
-  if (count == 0 || start > core::list_rows_max) query.rows = 0;  // Refused below, with the reason.
+  if (count == 0) return done(error{errc::invalid_argument, "a list page holds at least one row"});
+  if (start > core::list_rows_max) {
+    return done(error{errc::invalid_argument,
+                      fmt::format("a list page starts at row {}; it may start up to row {} (narrow the filter to "
+                                  "page further)",
+                                  start, core::list_rows_max)});
+  }
+  query.rows = start + count;
   if (auto valid = core::validate(query); !valid) return done(valid.error());
   auto partitions = router_->partition_count(hub);
   if (!partitions) return done(partitions.error());

@@ -578,6 +578,9 @@ expected<void> partition_store::initialize() {
       next_log_sequence_ = last ? keys::get_u64(*last) + 1 : 1;
       auto last_segment = writer.last_key(table::history);
       next_segment_sequence_ = last_segment ? keys::get_u64(*last_segment) + 1 : 1;
+      if (auto epoch = writer.get(table::meta, meta_epoch); epoch && epoch->size() == 8) {
+        epoch_ = static_cast<std::int64_t>(keys::get_u64(*epoch));  // Last owned in a cluster: checked from now on.
+      }
       auto stored = writer.get(table::meta, meta_status_counts);
       auto decoded = stored ? decode_counts(*stored) : std::nullopt;
       if (decoded) {
@@ -634,7 +637,7 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
   }
   try {
     auto written = engine_->write([&](kv_writer& writer) {
-      if (epoch_ != 0) check_epoch(writer);
+      if (epoch_.load() != 0) check_epoch(writer);
       if (info.log_sequence != 0) {
         writer.put(table::log, keys::u64(info.log_sequence), log_bytes);
         if (log_retention_ != 0 && info.log_sequence > log_retention_) {
@@ -758,11 +761,11 @@ expected<core::query_page> partition_store::query(const core::instance_query& qu
 void partition_store::check_epoch(kv_writer& writer) const {
   auto stored = writer.get(table::meta, meta_epoch);
   const auto newest = stored && stored->size() == 8 ? static_cast<std::int64_t>(keys::get_u64(*stored)) : 0;
-  if (newest != epoch_) {
+  if (newest != epoch_.load()) {
     throw store_failure{error{errc::failed_precondition,
                               fmt::format("partition {} of '{}' is owned under epoch {} now, not {}: this node lost "
                                           "it and writes nothing more",
-                                          identity_.partition_index, identity_.task_hub, newest, epoch_)}};
+                                          identity_.partition_index, identity_.task_hub, newest, epoch_.load())}};
   }
 }
 
@@ -776,6 +779,15 @@ expected<void> partition_store::fence(std::int64_t epoch) {
         throw store_failure{error{errc::failed_precondition,
                                   fmt::format("partition {} of '{}' was taken under epoch {}, newer than {}",
                                               identity_.partition_index, identity_.task_hub, newest, epoch)}};
+      }
+      // Another owner wrote since this store read its state (at open, or at its own
+      // last fence): what it holds in memory (sequences, counts, summaries) is stale.
+      if (newest != epoch_.load()) {
+        throw store_failure{error{
+            errc::failed_precondition,
+            fmt::format("partition {} of '{}' was owned under epoch {} since this store was opened: open it again "
+                        "to own it",
+                        identity_.partition_index, identity_.task_hub, newest)}};
       }
       writer.put(table::meta, meta_epoch, keys::u64(static_cast<std::uint64_t>(epoch)));
     });

@@ -14,6 +14,7 @@
 /// any thread at any time and never block it.
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -125,8 +126,11 @@ class partition_store {
   /// when a newer owner already fenced it; afterwards every commit checks, in its
   /// own transaction, that no newer owner fenced it since, and writes nothing if
   /// one did (errc::failed_precondition). A store never fenced checks nothing.
+  /// Only a store that no other owner fenced since it was opened can be fenced
+  /// again (its memory would be stale otherwise: open it again). Call it while no
+  /// commit runs.
   expected<void> fence(std::int64_t epoch);
-  std::int64_t epoch() const { return epoch_; }
+  std::int64_t epoch() const { return epoch_.load(); }
 
   expected<std::optional<core::instance_record>> get_instance(std::string_view instance_id);
   /// Record, history and inbox of one instance.
@@ -170,7 +174,8 @@ class partition_store {
   bool counts_unwritten_ = false;  ///< Counted at open (a store from before counts): written with the next commit.
   instance_catalog catalog_;
   lifecycle_counts lifecycle_;
-  std::int64_t epoch_ = 0;  ///< 0: not in a cluster.
+  /// The owner epoch this store writes under (0: never in a cluster); read by commits.
+  std::atomic<std::int64_t> epoch_{0};
 };
 
 }  // namespace dtsd::store

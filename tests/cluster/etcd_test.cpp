@@ -130,13 +130,14 @@ TEST_CASE("etcd: create refuses a key that exists, a lease takes its keys with i
 TEST_CASE("etcd: a kept lease outlives its TTL; an unkept one expires and its key goes") {
   local_etcd etcd;
   auto client = etcd.client();
+  const auto granted_at = std::chrono::steady_clock::now();
   auto kept = client->grant(2s);
   auto unkept = client->grant(2s);
   REQUIRE(kept);
   REQUIRE(unkept);
   REQUIRE(client->put("/t/kept", "x", *kept));
   REQUIRE(client->put("/t/unkept", "y", *unkept));
-  lease_keeper keeper(*client, *kept, 2s);
+  lease_keeper keeper(*client, *kept, 2s, granted_at);
   const auto first_deadline = keeper.held_until();
   std::this_thread::sleep_for(3500ms);
   CHECK(keeper.held_until() > first_deadline);

@@ -675,6 +675,9 @@ TEST_CASE("store: a newer owner's fence stops an older owner's commits, even fro
     if (!opened) _exit(1);
     auto store = partition_store::open(std::move(*opened), test_identity);
     if (!store || !(*store)->fence(7)) _exit(2);
+    write_batch taken;
+    taken.events.push_back({1, logged::opaque{"taken"}});
+    if (!(*store)->commit(taken, 1)) _exit(4);
     _exit((*store)->fence(6) ? 3 : 0);  // An older epoch than its own is refused.
   }
   int status = -1;
@@ -697,6 +700,24 @@ TEST_CASE("store: a newer owner's fence stops an older owner's commits, even fro
     }
   }
   CHECK_FALSE(f.store->fence(6));
-  CHECK(f.store->fence(8));  // Taken back under a newer epoch, it writes again.
+  // Its memory is stale (the other owner may have written): taken back under a
+  // newer epoch, it must be opened again first.
+  auto stale = f.store->fence(8);
+  REQUIRE_FALSE(stale);
+  CHECK(stale.error().message.find("open it again") != std::string::npos);
+  f.reopen();
+  CHECK(f.store->epoch() == 7);
+  REQUIRE(f.store->fence(8));
   CHECK(f.store->commit(batch, d.now));
+  CHECK(f.store->check_consistency());
+  // The other owner's record is still there: nothing of it was overwritten.
+  auto after = f.store->read_log(1, 100);
+  REQUIRE(after);
+  std::vector<std::string> opaque_records;
+  for (const auto& record : *after) {
+    for (const auto& event : record.events) {
+      if (const auto* o = std::get_if<logged::opaque>(&event.body)) opaque_records.push_back(o->data);
+    }
+  }
+  CHECK(opaque_records == std::vector<std::string>{"before", "taken", "late"});
 }

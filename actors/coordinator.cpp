@@ -20,22 +20,24 @@ class actor_port final : public dispatch_port {
  public:
   explicit actor_port(caf::event_based_actor* self) : self_(self) {}
 
+  // A partition not served here (a cluster moved it) gets nothing: its new owner
+  // recovers its items as they are durably.
   void take(std::uint32_t partition, take_request take) override {
-    self_->send(partitions[partition], take_atom::value, std::move(take));
+    if (auto* to = served(partition)) self_->send(*to, take_atom::value, std::move(take));
   }
   void give_back(std::uint32_t partition, std::uint64_t token, const lease& held) override {
-    self_->send(partitions[partition], actors::give_back{token, held});
+    if (auto* to = served(partition)) self_->send(*to, actors::give_back{token, held});
   }
   void push(std::uint64_t session, std::vector<work_item> items) override {
-    if (auto found = sinks.find(session); found != sinks.end()) found->second->push(std::move(items));
+    if (auto found = sinks.find(session); found != sinks.end()) found->second.sink->push(std::move(items));
   }
   void keep_alive(std::uint64_t session) override {
-    if (auto found = sinks.find(session); found != sinks.end()) found->second->keep_alive();
+    if (auto found = sinks.find(session); found != sinks.end()) found->second.sink->keep_alive();
   }
   void end(std::uint64_t session, const std::string& why) override {
     auto found = sinks.find(session);
     if (found == sinks.end()) return;
-    auto sink = std::move(found->second);
+    auto sink = std::move(found->second.sink);
     sinks.erase(found);
     forget(session);
     sink->end(why);
@@ -43,16 +45,24 @@ class actor_port final : public dispatch_port {
 
   /// The partitions learn of a session, so that a slot freed there can push to it.
   void introduce(const session_info& info) {
-    for (auto& partition : partitions) self_->send(partition, open_atom::value, info);
+    for (auto& partition : partitions) {
+      if (partition) self_->send(partition, open_atom::value, info);
+    }
   }
   void forget(std::uint64_t session) {
-    for (auto& partition : partitions) self_->send(partition, close_atom::value, session);
+    for (auto& partition : partitions) {
+      if (partition) self_->send(partition, close_atom::value, session);
+    }
   }
 
-  std::vector<caf::actor> partitions;
-  std::map<std::uint64_t, std::shared_ptr<service::work_sink>> sinks;
+  std::vector<caf::actor> partitions;  ///< Null where a partition is not served here.
+  std::map<std::uint64_t, session_info> sinks;  ///< The open sessions.
 
  private:
+  const caf::actor* served(std::uint32_t partition) const {
+    return partition < partitions.size() && partitions[partition] ? &partitions[partition] : nullptr;
+  }
+
   caf::event_based_actor* self_;
 };
 
@@ -70,12 +80,19 @@ caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self, st
   auto& port = *self->state.port;
   auto& dispatch = *self->state.dispatch;
   return {
+      // The partitions served here (again, after one came or went): a partition
+      // new here learns of the sessions.
       [=, &port, &dispatch](wire_atom, const std::vector<caf::actor>& partitions) {
         port.partitions = partitions;
+        for (const auto& [id, info] : port.sinks) port.introduce(info);
+        dispatch.pump();
+      },
+      [=, &dispatch](gone_atom, std::uint32_t partition) {
+        dispatch.partition_gone(partition);
         dispatch.pump();
       },
       [=, &port, &dispatch](open_atom, const session_info& info) {
-        port.sinks[info.id] = info.sink;
+        port.sinks[info.id] = info;
         port.introduce(info);
         dispatch.open({info.id, info.slots, info.filters, info.worker}, clock->now_ns());
         dispatch.pump();

@@ -178,10 +178,23 @@ void dispatcher::pump() {
     take_request take{wanted, {}};
     for (auto kind : all_kinds) {
       asked_[kind_index(kind)] += wanted[kind_index(kind)];
+      asked_of_[partition][kind_index(kind)] += wanted[kind_index(kind)];
       if (wanted[kind_index(kind)] > 0) take.accept[kind_index(kind)] = acceptable(kind);
     }
     port_.take(partition, std::move(take));
   }
+}
+
+void dispatcher::partition_gone(std::uint32_t partition) {
+  if (auto of = asked_of_.find(partition); of != asked_of_.end()) {
+    for (auto kind : all_kinds) {
+      const auto k = kind_index(kind);
+      asked_[k] -= std::min(asked_[k], of->second[k]);
+    }
+    asked_of_.erase(of);
+  }
+  with_work_.erase(partition);
+  for (auto& parked : parked_) parked.erase(partition);
 }
 
 void dispatcher::note_work(std::uint32_t partition, work_kinds kinds) {
@@ -234,7 +247,19 @@ void dispatcher::place(work_kind kind, std::uint32_t partition, std::vector<Item
 }
 
 void dispatcher::on_work(work_batch work, std::int64_t now_ns) {
-  for (auto kind : all_kinds) asked_[kind_index(kind)] -= std::min(asked_[kind_index(kind)], work.asked[kind_index(kind)]);
+  // Only what is still counted as asked of it (a partition gone and served again
+  // may answer a take that was forgotten).
+  if (auto of = asked_of_.find(work.partition); of != asked_of_.end()) {
+    bool left = false;
+    for (auto kind : all_kinds) {
+      const auto k = kind_index(kind);
+      const auto answered = std::min({asked_[k], of->second[k], work.asked[k]});
+      asked_[k] -= answered;
+      of->second[k] -= answered;
+      left = left || of->second[k] > 0;
+    }
+    if (!left) asked_of_.erase(of);
+  }
   std::map<std::uint64_t, std::vector<work_item>> pushes;
   place(work_kind::orchestrator, work.partition, work.orchestrators, now_ns, pushes);
   place(work_kind::activity, work.partition, work.activities, now_ns, pushes);

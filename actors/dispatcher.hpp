@@ -176,6 +176,10 @@ class dispatcher {
   void close(std::uint64_t session);
   /// Partition `partition` may have these kinds of work.
   void note_work(std::uint32_t partition, work_kinds kinds);
+  /// The partition is no longer served here (its ownership moved): what was asked
+  /// of it and not answered is forgotten, and so is what it was known to have.
+  /// Leases on its items stay until answered or expired (their answers are refused).
+  void partition_gone(std::uint32_t partition);
   /// A partition's answer to a take: its items are leased and pushed.
   void on_work(work_batch work, std::int64_t now_ns);
   /// The session's answer for `token` was applied or finally refused: its slot is
@@ -238,6 +242,7 @@ class dispatcher {
   /// Partitions keeping items of a kind that no session with room accepted.
   std::array<std::set<std::uint32_t>, work_kind_count> parked_;
   per_kind asked_{};  ///< Items asked of partitions and not yet handed over.
+  std::map<std::uint32_t, per_kind> asked_of_;  ///< The same, by partition.
 };
 
 }  // namespace dtsd::actors

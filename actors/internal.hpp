@@ -39,6 +39,7 @@ using end_atom = caf::atom_constant<caf::atom("end")>;
 using stall_atom = caf::atom_constant<caf::atom("stall")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using handover_atom = caf::atom_constant<caf::atom("handover")>;
+using gone_atom = caf::atom_constant<caf::atom("gone")>;
 
 /// How a partition is doing, set by its actor and read by the router's status
 /// calls without a message (so a stalled hub still answers them).

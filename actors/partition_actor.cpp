@@ -148,7 +148,9 @@ class partition_state : public partition_context, public peer_link {
 
   /// The in-process link: a typed message to the peer's actor.
   void send(std::uint32_t partition, peer_message message) override {
-    if (partition < peers.size()) self->send(peers[partition], std::move(message));
+    // A peer not served here (a cluster moved it) gets it when the outbox is sent
+    // again (resend_unacknowledged).
+    if (partition < peers.size() && peers[partition]) self->send(peers[partition], std::move(message));
   }
 
   void after_commit(std::uint64_t batch, std::function<void()> action) override {

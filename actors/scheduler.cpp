@@ -22,9 +22,11 @@ namespace fs = std::filesystem;
 struct hub {
   std::string name;
   std::uint32_t partition_count = 0;
-  std::vector<caf::actor> partitions;
+  std::vector<caf::actor> partitions;  ///< Null where a partition is not served here.
   std::vector<std::shared_ptr<partition_health>> health;  ///< One per partition.
   caf::actor coordinator;
+  /// The owner epoch of each partition served (0: a single node's, unfenced).
+  std::vector<std::int64_t> epochs;
 };
 
 /// Draws 32-hex execution ids; each partition engine gets its own generator.
@@ -56,7 +58,10 @@ class answer_once {
   answer_once(const answer_once&) = delete;
   answer_once& operator=(const answer_once&) = delete;
   ~answer_once() {
-    if (auto done = take()) done(dtsd::error{errc::io, "the task hub went away (deleted, or dtsd is stopping) before answering"});
+    if (auto done = take()) {
+      done(dtsd::error{errc::io, "the partition stopped before answering (its task hub was deleted, dtsd is "
+                                 "stopping, or the partition moved to another node)"});
+    }
   }
   void operator()(expected<T> result) {
     if (auto done = take()) done(std::move(result));
@@ -85,7 +90,7 @@ callback<T> guarded(callback<T> done) {
   return [once = shared(std::move(done))](expected<T> result) { (*once)(std::move(result)); };
 }
 
-class actor_scheduler final : public service::router {
+class actor_scheduler final : public service::router, public service::partition_host {
  public:
   actor_scheduler(const scheduler_config& config, int threads)
       : config_(config), commits_(config.commit_threads, *config.clock), system_(configure(threads)) {}
@@ -97,55 +102,194 @@ class actor_scheduler final : public service::router {
     hubs_.clear();
   }
 
-  expected<void> open_hub(const std::string& name, std::uint32_t partition_count) {
+  /// Opens a hub: every partition served (`serve_all`, a single node), or none yet
+  /// (a cluster node's, served as ownership comes: serve_partition).
+  expected<void> open_hub(const std::string& name, std::uint32_t partition_count, bool serve_all) {
     if (auto valid = core::validate_task_hub_name(name); !valid) return valid;
     std::lock_guard lock(mutex_);
     if (hubs_.count(name)) return error{errc::already_exists, fmt::format("task hub '{}' already exists", name)};
     if (deleting_.count(name)) {
       return error{errc::io, fmt::format("task hub '{}' is being deleted; create it again once that is done", name)};
     }
-    if (config_.durability != store::durability::memory) {
+    if (config_.durability != store::durability::memory && serve_all) {
       if (auto existing = partitions_on_disk(config_.data_dir, name)) partition_count = existing;
     }
     if (partition_count == 0 || partition_count > core::partition_count_max) {
       return error{errc::invalid_argument, fmt::format("partition count {} is not in 1..{}", partition_count,
                                                        core::partition_count_max)};
     }
+    hub h{name, partition_count, std::vector<caf::actor>(partition_count), {},
+          spawn_coordinator(system_, config_.lease_ms, config_.keep_alive_ms, *config_.clock),
+          std::vector<std::int64_t>(partition_count, 0)};
+    for (std::uint32_t p = 0; p < partition_count; ++p) h.health.push_back(std::make_shared<partition_health>());
+    if (serve_all) {
+      for (std::uint32_t p = 0; p < partition_count; ++p) {
+        auto opened = open_partition(h, p, std::nullopt);
+        if (!opened) return stop_failed(h, opened.error());
+        h.partitions[p] = std::move(*opened);
+      }
+      spdlog::info("task hub '{}' open with {} partitions", name, partition_count);
+    } else {
+      spdlog::info("task hub '{}' known ({} partitions, served as this node comes to own them)", name,
+                   partition_count);
+    }
+    wire(h);
+    hubs_.emplace(name, std::move(h));
+    return {};
+  }
+
+  /// Opens partition `p` of a hub from its data (fenced with `epoch`, if any) as an actor.
+  expected<caf::actor> open_partition(const hub& h, std::uint32_t p, std::optional<std::int64_t> epoch) {
     const auto& clock = *config_.clock;
-    hub h{name, partition_count, {}, {}, spawn_coordinator(system_, config_.lease_ms, config_.keep_alive_ms, clock)};
-    for (std::uint32_t p = 0; p < partition_count; ++p) {
-      store::partition_identity identity{name, p, partition_count};
+    store::partition_identity identity{h.name, p, h.partition_count};
+    auto open_store = [&]() -> expected<std::unique_ptr<store::partition_store>> {
       std::unique_ptr<store::kv_engine> kv;
       if (config_.durability == store::durability::memory) {
         kv = store::open_memory();
       } else {
         auto opened = store::open_lmdb({store::partition_directory(config_.data_dir, identity), config_.durability});
-        if (!opened) return stop_failed(h, opened.error());
+        if (!opened) return opened.error();
         kv = std::move(*opened);
       }
-      auto made = store::partition_store::open(std::move(kv), identity);
-      if (!made) return stop_failed(h, made.error());
-      (*made)->set_log_retention(config_.log_retention_records);
-      auto engine = engine::partition_engine::open(std::move(*made), {config_.limits, 10000},
-                                                   random_execution_ids(), clock.now_ns());
-      if (!engine) return stop_failed(h, engine.error());
-      h.health.push_back(std::make_shared<partition_health>());
-      h.partitions.push_back(spawn_partition(system_, std::move(*engine), commits_, h.health.back(), clock));
+      return store::partition_store::open(std::move(kv), identity);
+    };
+    if (epoch) {
+      // Fenced first, read after: the previous owner (paused, or cut off) may have
+      // committed after a first read; once the fence is written it cannot commit,
+      // so the state read next is final.
+      auto fencing = open_store();
+      if (!fencing) return fencing.error();
+      if (auto fenced = (*fencing)->fence(*epoch); !fenced) return fenced.error();
     }
-    for (auto& partition : h.partitions) caf::anon_send(partition, wire_atom::value, h.partitions, h.coordinator);
+    auto made = open_store();
+    if (!made) return made.error();
+    (*made)->set_log_retention(config_.log_retention_records);
+    auto engine = engine::partition_engine::open(std::move(*made), {config_.limits, 10000}, random_execution_ids(),
+                                                 clock.now_ns());
+    if (!engine) return engine.error();
+    return spawn_partition(system_, std::move(*engine), commits_, h.health[p], clock);
+  }
+
+  /// Tells the partitions served and the coordinator who is served now.
+  static void wire(const hub& h) {
+    for (auto& partition : h.partitions) {
+      if (partition) caf::anon_send(partition, wire_atom::value, h.partitions, h.coordinator);
+    }
     caf::anon_send(h.coordinator, wire_atom::value, h.partitions);
-    spdlog::info("task hub '{}' open with {} partitions", name, partition_count);
-    hubs_.emplace(name, std::move(h));
+  }
+
+  // ---- partition_host: a cluster node's partitions come and go
+
+  expected<void> add_hub(const std::string& name, std::uint32_t partition_count) override {
+    {
+      std::lock_guard lock(mutex_);
+      if (hubs_.count(name)) return {};
+    }
+    auto opened = open_hub(name, partition_count, false);
+    if (!opened && opened.error().code == errc::already_exists) return {};
+    return opened;
+  }
+
+  expected<void> serve_partition(const std::string& hub_name, std::uint32_t p, std::int64_t epoch) override {
+    auto found = find(hub_name);
+    if (!found) return found.error();
+    if (p >= found->partition_count) {
+      return error{errc::invalid_argument, fmt::format("task hub '{}' has no partition {}", hub_name, p)};
+    }
+    if (found->partitions[p]) {
+      if (found->epochs[p] == epoch) return {};
+      return error{errc::failed_precondition,
+                   fmt::format("partition {} of task hub '{}' is served under epoch {} already", p, hub_name,
+                               found->epochs[p])};
+    }
+    // Opening reads the partition's data: done without the lock.
+    auto opened = open_partition(*found, p, epoch);
+    if (!opened) return opened.error();
+    hub now;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = hubs_.find(hub_name);
+      if (it == hubs_.end() || it->second.partitions[p]) {
+        caf::anon_send_exit(*opened, caf::exit_reason::user_shutdown);
+        return error{errc::failed_precondition,
+                     fmt::format("partition {} of task hub '{}' changed while it was opened", p, hub_name)};
+      }
+      it->second.partitions[p] = *opened;
+      it->second.epochs[p] = epoch;
+      now = it->second;
+    }
+    wire(now);
+    spdlog::info("partition {} of task hub '{}' served here (epoch {})", p, hub_name, epoch);
     return {};
   }
 
+  void stop_partition(const std::string& hub_name, std::uint32_t p, bool planned) override {
+    caf::actor partition;
+    hub now;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = hubs_.find(hub_name);
+      if (it == hubs_.end() || p >= it->second.partition_count || !it->second.partitions[p]) return;
+      partition = std::exchange(it->second.partitions[p], caf::actor());
+      it->second.epochs[p] = 0;
+      now = it->second;
+    }
+    // New calls are refused from here; the coordinator forgets what it asked of it.
+    wire(now);
+    caf::anon_send(now.coordinator, gone_atom::value, p);
+    if (planned) drain_partitions({partition});
+    caf::anon_send_exit(partition, caf::exit_reason::user_shutdown);
+    // Its store closes as the actor ends: only then may it be opened again.
+    caf::scoped_actor waiter{system_};
+    waiter->wait_for(partition);
+    spdlog::info("partition {} of task hub '{}' no longer served here ({})", p, hub_name,
+                 planned ? "handed over after committing what it held" : "its ownership was lost");
+  }
+
+  std::map<std::pair<std::string, std::uint32_t>, std::int64_t> served() override {
+    std::lock_guard lock(mutex_);
+    std::map<std::pair<std::string, std::uint32_t>, std::int64_t> out;
+    for (const auto& [name, h] : hubs_) {
+      for (std::uint32_t p = 0; p < h.partition_count; ++p) {
+        if (h.partitions[p]) out[{name, p}] = h.epochs[p];
+      }
+    }
+    return out;
+  }
+
+  void describe_owner(std::function<std::string(const std::string&, std::uint32_t)> describe) override {
+    std::lock_guard lock(mutex_);
+    describe_ = std::move(describe);
+  }
+
+  void register_hubs_with(
+      std::function<expected<std::uint32_t>(const std::string&, std::uint32_t)> registrar) override {
+    std::lock_guard lock(mutex_);
+    registrar_ = std::move(registrar);
+  }
+
   expected<void> create_task_hub(const std::string& name, std::uint32_t partition_count) override {
-    return open_hub(name, partition_count == 0 ? config_.partition_count : partition_count);
+    if (partition_count == 0) partition_count = config_.partition_count;
+    if (auto registrar = cluster_registrar()) {
+      if (auto valid = core::validate_task_hub_name(name); !valid) return valid;
+      {
+        std::lock_guard lock(mutex_);
+        if (hubs_.count(name)) return error{errc::already_exists, fmt::format("task hub '{}' already exists", name)};
+      }
+      auto recorded = registrar(name, partition_count);
+      if (!recorded) return recorded.error();
+      return open_hub(name, *recorded, false);
+    }
+    return open_hub(name, partition_count, true);
   }
 
   expected<void> delete_task_hub(const std::string& name, bool force) override {
     auto found = find(name);
     if (!found) return found.error();
+    if (cluster_registrar()) {
+      return error{errc::unimplemented, fmt::format("task hub '{}': deleting a task hub of a cluster is not built yet",
+                                                    name)};
+    }
     if (!force) {
       auto used = has_instances(*found);
       if (!used) return used.error();
@@ -274,6 +418,7 @@ class actor_scheduler final : public service::router {
     if (partition >= found->partition_count) {
       return done(error{errc::invalid_argument, fmt::format("task hub '{}' has no partition {}", hub_name, partition)});
     }
+    if (!found->partitions[partition]) return done(not_served(*found, partition));
     request.done = guarded(std::move(done));
     caf::anon_send(found->partitions[partition], partition_request{std::move(request)});
   }
@@ -378,7 +523,11 @@ class actor_scheduler final : public service::router {
     std::vector<caf::actor> partitions;
     {
       std::lock_guard lock(mutex_);
-      for (auto& [name, h] : hubs_) partitions.insert(partitions.end(), h.partitions.begin(), h.partitions.end());
+      for (auto& [name, h] : hubs_) {
+        for (auto& partition : h.partitions) {
+          if (partition) partitions.push_back(partition);
+        }
+      }
     }
     drain_partitions(partitions);
   }
@@ -436,7 +585,9 @@ class actor_scheduler final : public service::router {
   }
 
   void stop(hub& h) {
-    for (auto& partition : h.partitions) caf::anon_send_exit(partition, caf::exit_reason::user_shutdown);
+    for (auto& partition : h.partitions) {
+      if (partition) caf::anon_send_exit(partition, caf::exit_reason::user_shutdown);
+    }
     caf::anon_send_exit(h.coordinator, caf::exit_reason::user_shutdown);
   }
 
@@ -467,8 +618,28 @@ class actor_scheduler final : public service::router {
     return find(name);
   }
 
-  static void send_to(const hub& h, const std::string& id, partition_request request) {
-    caf::anon_send(h.partitions[core::partition_of(id, h.partition_count)], std::move(request));
+  /// Sends to the partition of `id` if it is served here; answers whether it was.
+  static bool send_to(const hub& h, const std::string& id, partition_request request) {
+    const auto& partition = h.partitions[core::partition_of(id, h.partition_count)];
+    if (!partition) return false;
+    caf::anon_send(partition, std::move(request));
+    return true;
+  }
+
+  /// Why a call for partition `p` of `h` is not answered here.
+  dtsd::error not_served(const hub& h, std::uint32_t p) {
+    std::function<std::string(const std::string&, std::uint32_t)> describe;
+    {
+      std::lock_guard lock(mutex_);
+      describe = describe_;
+    }
+    return {errc::unavailable, fmt::format("partition {} of task hub '{}' is not served by this node{}{}", p, h.name,
+                                           describe ? ": " : "", describe ? describe(h.name, p) : "")};
+  }
+
+  std::function<expected<std::uint32_t>(const std::string&, std::uint32_t)> cluster_registrar() {
+    std::lock_guard lock(mutex_);
+    return registrar_;
   }
 
   /// Sends `request` to the partition owning `id`, or answers it with why not.
@@ -478,6 +649,8 @@ class actor_scheduler final : public service::router {
     if (auto valid = core::validate_instance_id(id); !valid) return refuse(valid.error());
     auto found = find(hub_name);
     if (!found) return refuse(found.error());
+    const auto p = core::partition_of(id, found->partition_count);
+    if (!found->partitions[p]) return refuse(not_served(*found, p));
     send_to(*found, id, partition_request{std::move(request)});
   }
 
@@ -512,6 +685,9 @@ class actor_scheduler final : public service::router {
   std::map<std::uint64_t, std::string> sessions_;
   /// Waits not yet answered, so that a cancelled one can be disarmed.
   std::map<std::uint64_t, std::weak_ptr<answer_once<core::instance_record>>> waits_;
+  /// A cluster node's: who serves a partition not served here, and where new hubs are recorded.
+  std::function<std::string(const std::string&, std::uint32_t)> describe_;
+  std::function<expected<std::uint32_t>(const std::string&, std::uint32_t)> registrar_;
   std::atomic<std::uint64_t> next_session_{1};
   std::atomic<std::uint64_t> next_wait_{1};
   /// Last, so that it goes first: actors finishing during its shutdown may still
@@ -526,9 +702,15 @@ expected<std::unique_ptr<service::router>> make_scheduler(const scheduler_config
                                                           int scheduler_threads) {
   auto made = std::make_unique<actor_scheduler>(config, scheduler_threads);
   for (const auto& name : hubs) {
-    if (auto opened = made->open_hub(name, config.partition_count); !opened) return opened.error();
+    if (auto opened = made->open_hub(name, config.partition_count, true); !opened) return opened.error();
   }
   return std::unique_ptr<service::router>(std::move(made));
+}
+
+node_scheduler make_node_scheduler(const scheduler_config& config, int scheduler_threads) {
+  auto made = std::make_unique<actor_scheduler>(config, scheduler_threads);
+  auto* host = made.get();
+  return {std::move(made), host};
 }
 
 }  // namespace dtsd::actors

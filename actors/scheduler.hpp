@@ -12,6 +12,7 @@
 
 #include "core/limits.hpp"
 #include "service/clock.hpp"
+#include "service/partition_host.hpp"
 #include "service/router.hpp"
 #include "store/kv.hpp"
 
@@ -40,5 +41,15 @@ struct scheduler_config {
 expected<std::unique_ptr<service::router>> make_scheduler(const scheduler_config& config,
                                                           const std::vector<std::string>& hubs,
                                                           int scheduler_threads);
+
+/// A cluster node's router: its hubs are added and their partitions served as the
+/// cluster decides, through `host` (the router's own, living as long as it). Calls
+/// for a partition not served here are refused with errc::unavailable naming who
+/// serves it.
+struct node_scheduler {
+  std::unique_ptr<service::router> router;
+  service::partition_host* host = nullptr;
+};
+node_scheduler make_node_scheduler(const scheduler_config& config, int scheduler_threads);
 
 }  // namespace dtsd::actors

@@ -27,6 +27,7 @@
 #include <ctime>
 #include <iostream>
 
+#include "cluster/membership.hpp"
 #include "sdk/client.hpp"
 
 using namespace dtsd;
@@ -245,6 +246,49 @@ std::optional<json> parse_json_argument(const std::string& text, const char* wha
   return parsed;
 }
 
+/// The cluster as etcd holds it: its nodes, and who owns each partition under which epoch.
+int cluster_status(const std::string& url, bool as_json) {
+  auto options = cluster::parse_etcd_url(url);
+  if (!options) return refused(options.error());
+  auto client = cluster::etcd_client::connect(*options);
+  if (!client) return refused(client.error());
+  auto view = cluster::read_cluster(**client);
+  if (!view) return refused(view.error());
+  std::map<std::string, std::size_t> owned;
+  for (const auto& [partition, held] : view->claims) ++owned[held.owner];
+  if (as_json) {
+    json out = {{"revision", view->revision}, {"nodes", json::array()}, {"partitions", json::array()}};
+    for (const auto& [id, address] : view->nodes) {
+      out["nodes"].push_back({{"nodeId", id}, {"address", address}, {"partitionsOwned", owned[id]}});
+    }
+    for (const auto& [hub, count] : view->hubs) {
+      for (std::uint32_t p = 0; p < count; ++p) {
+        auto held = view->claims.find({hub, p});
+        out["partitions"].push_back({{"taskHub", hub}, {"partition", p},
+                                     {"owner", held == view->claims.end() ? json(nullptr) : json(held->second.owner)},
+                                     {"epoch", held == view->claims.end() ? 0 : held->second.epoch}});
+      }
+    }
+    std::printf("%s\n", out.dump().c_str());
+    return 0;
+  }
+  std::printf("%-24s %-28s %s\n", "NODE", "ADDRESS", "PARTITIONS");
+  for (const auto& [id, address] : view->nodes) std::printf("%-24s %-28s %zu\n", id.c_str(), address.c_str(), owned[id]);
+  std::printf("\n%-20s %-9s %-24s %s\n", "TASK HUB", "PARTITION", "OWNER", "EPOCH");
+  for (const auto& [hub, count] : view->hubs) {
+    for (std::uint32_t p = 0; p < count; ++p) {
+      auto held = view->claims.find({hub, p});
+      if (held == view->claims.end()) {
+        std::printf("%-20s %-9u %-24s %s\n", hub.c_str(), p, "(none: moving)", "-");
+      } else {
+        std::printf("%-20s %-9u %-24s %lld\n", hub.c_str(), p, held->second.owner.c_str(),
+                    static_cast<long long>(held->second.epoch));
+      }
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -338,7 +382,15 @@ int main(int argc, char** argv) {
   entity_clean->add_flag("--keep-orphaned-locks", keep_locks, "Do not release locks of ended orchestrations");
   auto* worker = app.add_subcommand("worker", "See the connected workers")->require_subcommand(1);
   auto* worker_list = worker->add_subcommand("list", "List worker sessions, their slots and what they take");
+  auto* cluster_cmd = app.add_subcommand("cluster", "See a dtsd cluster as etcd holds it")->require_subcommand(1);
+  std::string etcd_url;
+  auto* cluster_show = cluster_cmd->add_subcommand("status", "Nodes, and each partition's owner and epoch");
+  cluster_show->add_option("--cluster", etcd_url, "etcd of the cluster: etcd://host:port[,host:port...]")
+      ->envname("DTSD_CLUSTER")
+      ->required();
   CLI11_PARSE(app, argc, argv);
+
+  if (cluster_show->parsed()) return cluster_status(etcd_url, g.as_json);
 
   // Task hub commands work whatever hubs exist; instance commands need theirs.
   auto connected = sdk::client::connect(g.address, taskhub->parsed() ? std::string() : g.hub);

@@ -19,6 +19,14 @@ bool valid_node_id(const std::string& id) {
   return true;
 }
 
+/// A hub key's value; 0 when it is not a partition count.
+std::uint32_t partition_count_of(const std::string& text) {
+  std::uint32_t count = 0;
+  auto [end, failed] = std::from_chars(text.data(), text.data() + text.size(), count);
+  if (failed != std::errc() || end != text.data() + text.size()) return 0;
+  return count;
+}
+
 std::string partition_key(const std::string& prefix, const partition_ref& p) {
   return fmt::format("{}partitions/{}/{}", prefix, p.hub, p.index);
 }
@@ -116,6 +124,30 @@ std::map<partition_ref, claim> membership::claims() const {
   return claims_;
 }
 
+std::map<std::string, std::uint32_t> membership::hubs() const {
+  std::lock_guard lock(mutex_);
+  return hubs_;
+}
+
+expected<std::uint32_t> membership::register_hub(const std::string& hub, std::uint32_t partition_count) {
+  auto created = client_.create(options_.prefix + "hubs/" + hub, std::to_string(partition_count), 0);
+  if (!created) return created.error();
+  if (!created->created && created->existing) {
+    partition_count = partition_count_of(created->existing->value);
+    if (partition_count == 0) {
+      return error{errc::corrupt, fmt::format("etcd holds '{}' as the partition count of hub '{}'",
+                                              created->existing->value, hub)};
+    }
+  }
+  serve_hub(hub, partition_count);
+  return partition_count;
+}
+
+void membership::on_release(std::function<void(const partition_ref&)> releasing) {
+  std::lock_guard lock(mutex_);
+  releasing_ = std::move(releasing);
+}
+
 std::map<std::string, std::string> membership::nodes() const {
   std::lock_guard lock(mutex_);
   return nodes_;
@@ -131,6 +163,7 @@ namespace {
 /// What a key under the prefix names.
 struct parsed_key {
   std::optional<std::string> node;
+  std::optional<std::pair<std::string, std::uint32_t>> hub;
   std::optional<partition_ref> partition;
 };
 
@@ -140,6 +173,8 @@ parsed_key parse(const std::string& prefix, const std::string& key) {
   const auto rest = std::string_view(key).substr(prefix.size());
   if (rest.rfind("nodes/", 0) == 0) {
     out.node = std::string(rest.substr(6));
+  } else if (rest.rfind("hubs/", 0) == 0) {
+    out.hub = std::pair<std::string, std::uint32_t>{std::string(rest.substr(5)), 0};
   } else if (rest.rfind("partitions/", 0) == 0) {
     const auto tail = rest.substr(11);
     const auto slash = tail.rfind('/');
@@ -155,28 +190,38 @@ parsed_key parse(const std::string& prefix, const std::string& key) {
 
 }  // namespace
 
+expected<cluster_view> read_cluster(etcd_client& client, const std::string& prefix) {
+  auto listed = client.list(prefix);
+  if (!listed) return listed.error();
+  cluster_view view;
+  view.revision = listed->second;
+  for (const auto& kv : listed->first) {
+    auto named = parse(prefix, kv.key);
+    if (named.node) view.nodes[*named.node] = kv.value;
+    if (named.hub) {
+      if (auto count = partition_count_of(kv.value)) view.hubs[named.hub->first] = count;
+    }
+    if (named.partition) view.claims[*named.partition] = claim{kv.value, kv.create_revision};
+  }
+  return view;
+}
+
 std::int64_t membership::reload() {
   for (;;) {
-    auto listed = client_.list(options_.prefix);
+    auto listed = read_cluster(client_, options_.prefix);
     if (listed) {
-      std::map<std::string, std::string> nodes;
-      std::map<partition_ref, claim> claims;
-      for (const auto& kv : listed->first) {
-        auto named = parse(options_.prefix, kv.key);
-        if (named.node) nodes[*named.node] = kv.value;
-        if (named.partition) claims[*named.partition] = claim{kv.value, kv.create_revision};
-      }
       std::function<void()> changed;
       {
         std::lock_guard lock(mutex_);
-        nodes_ = std::move(nodes);
-        claims_ = std::move(claims);
+        nodes_ = std::move(listed->nodes);
+        claims_ = std::move(listed->claims);
+        hubs_.merge(listed->hubs);
         changed = changed_;
         dirty_ = true;
       }
       wake_.notify_all();
       if (changed) changed();
-      return listed->second;
+      return listed->revision;
     }
     spdlog::warn("cluster: {}", listed.error().message);
     std::unique_lock lock(mutex_);
@@ -197,6 +242,9 @@ void membership::apply(const std::vector<watch_event>& events) {
         } else {
           nodes_[*named.node] = event.kv.value;
         }
+      }
+      if (named.hub && !event.deleted) {
+        if (auto count = partition_count_of(event.kv.value)) hubs_.emplace(named.hub->first, count);
       }
       if (named.partition) {
         if (event.deleted) {
@@ -253,7 +301,14 @@ void membership::balance() {
                        created->revision);
         }
       } else if (held != claims.end() && held->second.owner == options_.node_id && wanted != options_.node_id) {
-        // A planned move: the node it belongs to now is live; hand it over.
+        // A planned move: the node it belongs to now is live; hand it over, once
+        // this node has stopped serving it.
+        std::function<void(const partition_ref&)> releasing;
+        {
+          std::lock_guard lock(mutex_);
+          releasing = releasing_;
+        }
+        if (releasing) releasing(partition);
         auto released = client_.erase_if(partition_key(options_.prefix, partition), held->second.epoch);
         if (released && *released) {
           std::lock_guard lock(mutex_);
@@ -287,8 +342,15 @@ void membership::leave() {
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
+  std::function<void(const partition_ref&)> releasing;
+  {
+    std::lock_guard lock(mutex_);
+    releasing = releasing_;
+  }
   for (const auto& [partition, held] : claims()) {
-    if (held.owner == options_.node_id) (void)client_.erase_if(partition_key(options_.prefix, partition), held.epoch);
+    if (held.owner != options_.node_id) continue;
+    if (releasing) releasing(partition);
+    (void)client_.erase_if(partition_key(options_.prefix, partition), held.epoch);
   }
 }
 

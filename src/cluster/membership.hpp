@@ -5,6 +5,7 @@
 /// Keys (under `prefix`, default "/dtsd/"):
 ///   nodes/<node id>              -> the node's advertised address, under its lease
 ///   partitions/<hub>/<partition> -> the owning node's id, under the owner's lease
+///   hubs/<hub>                   -> the hub's partition count (no lease: hubs stay)
 /// A partition is claimed with a create-if-absent transaction; the revision that
 /// created the claim is the partition's **epoch**, higher for every new owner.
 ///
@@ -54,6 +55,15 @@ struct claim {
   std::int64_t epoch = 0;  ///< The revision that created the claim.
 };
 
+/// The cluster as etcd holds it.
+struct cluster_view {
+  std::map<std::string, std::string> nodes;  ///< Live node ids and their addresses.
+  std::map<std::string, std::uint32_t> hubs;  ///< Hubs and their partition counts.
+  std::map<partition_ref, claim> claims;
+  std::int64_t revision = 0;  ///< etcd's revision it was read at.
+};
+expected<cluster_view> read_cluster(etcd_client& client, const std::string& prefix = "/dtsd/");
+
 /// The live node that should own a partition (empty when there is none).
 std::string rendezvous_owner(const std::vector<std::string>& nodes, const partition_ref& partition);
 
@@ -66,6 +76,14 @@ class membership {
 
   /// The hubs whose partitions the cluster shares (every node says the same).
   void serve_hub(const std::string& hub, std::uint32_t partition_count);
+  /// Records the hub in etcd for every node (unless it is there already) and serves
+  /// it; answers the partition count the cluster has for it (the first one recorded).
+  expected<std::uint32_t> register_hub(const std::string& hub, std::uint32_t partition_count);
+  /// The hubs served, with their partition counts.
+  std::map<std::string, std::uint32_t> hubs() const;
+  /// Called before this node gives a claim up in a planned move (a node joined, or
+  /// leave()): the node stops serving the partition and commits what it holds first.
+  void on_release(std::function<void(const partition_ref&)> releasing);
 
   /// The epoch under which this node may act for the partition now; none when it
   /// does not own it or cannot be sure its lease still holds.
@@ -104,6 +122,7 @@ class membership {
   std::map<partition_ref, claim> claims_;
   std::map<std::string, std::uint32_t> hubs_;
   std::function<void()> changed_;
+  std::function<void(const partition_ref&)> releasing_;
 
   std::unique_ptr<prefix_watch> watch_;
   std::thread thread_;

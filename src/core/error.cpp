@@ -16,6 +16,7 @@ const char* to_string(errc code) noexcept {
     case errc::payload_too_large: return "payload_too_large";
     case errc::resource_exhausted: return "resource_exhausted";
     case errc::unknown_task_hub: return "unknown_task_hub";
+    case errc::unavailable: return "unavailable";
   }
   return "unknown";
 }

@@ -31,6 +31,9 @@ enum class errc {
   /// The task hub named does not exist (a missing instance is `not_found`): a
   /// caller that treats a missing instance as "nothing to do" must still fail.
   unknown_task_hub,
+  /// The partition is not served by this node now (a cluster: another node owns it,
+  /// or it is moving). Worth retrying, at the owner the message names.
+  unavailable,
 };
 
 const char* to_string(errc code) noexcept;

@@ -38,6 +38,7 @@ unsigned http_status_of(errc code) {
     case errc::payload_too_large: return 413;
     case errc::unimplemented: return 501;
     case errc::io:
+    case errc::unavailable:
     case errc::resource_exhausted: return 503;
     case errc::corrupt: return 500;
   }
@@ -55,7 +56,8 @@ std::string code_name(errc code) {
     case errc::duplicate: return "FAILED_PRECONDITION";
     case errc::payload_too_large: return "PAYLOAD_TOO_LARGE";
     case errc::unimplemented: return "UNIMPLEMENTED";
-    case errc::io: return "UNAVAILABLE";
+    case errc::io:
+    case errc::unavailable: return "UNAVAILABLE";
     case errc::resource_exhausted: return "RESOURCE_EXHAUSTED";
     case errc::corrupt: return "DATA_LOSS";
   }

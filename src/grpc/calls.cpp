@@ -11,7 +11,8 @@ Status to_status(const error& failure) {
     case errc::stale_token:
     case errc::duplicate: return {StatusCode::FAILED_PRECONDITION, failure.message};
     case errc::corrupt: return {StatusCode::DATA_LOSS, failure.message};
-    case errc::io: return {StatusCode::UNAVAILABLE, failure.message};
+    case errc::io:
+    case errc::unavailable: return {StatusCode::UNAVAILABLE, failure.message};
     case errc::unimplemented: return {StatusCode::UNIMPLEMENTED, failure.message};
     case errc::payload_too_large: return {StatusCode::INVALID_ARGUMENT, failure.message};
     case errc::resource_exhausted: return {StatusCode::RESOURCE_EXHAUSTED, failure.message};

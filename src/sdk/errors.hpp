@@ -20,7 +20,8 @@ inline dtsd::error error_of_text(std::string text) {
       {"stale_token", errc::stale_token},           {"duplicate", errc::duplicate},
       {"corrupt", errc::corrupt},                   {"io", errc::io},
       {"unimplemented", errc::unimplemented},       {"payload_too_large", errc::payload_too_large},
-      {"resource_exhausted", errc::resource_exhausted}, {"unknown_task_hub", errc::unknown_task_hub}};
+      {"resource_exhausted", errc::resource_exhausted}, {"unknown_task_hub", errc::unknown_task_hub},
+      {"unavailable", errc::unavailable}};
   for (const auto& [name, code] : codes) {
     std::string prefix = std::string(name) + ": ";
     if (text.rfind(prefix, 0) == 0) return {code, text.substr(prefix.size())};

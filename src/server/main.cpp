@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -12,6 +13,9 @@
 #include <thread>
 
 #include "actors/scheduler.hpp"
+#include "cluster/etcd_client.hpp"
+#include "cluster/membership.hpp"
+#include "cluster/node.hpp"
 #include "service/service.hpp"
 #include "core/ids.hpp"
 #include "dashboard/http_server.hpp"
@@ -39,6 +43,10 @@ struct options {
   std::size_t payload_limit_bytes = core::payload_bytes_default;
   std::string log_level = "info";
   std::uint64_t log_retention = 10000;
+  std::string cluster;
+  std::string node_id;
+  std::string advertise;
+  std::int64_t node_lease_seconds = 3;
 };
 
 std::vector<std::string> split_hubs(const std::string& list) {
@@ -78,6 +86,10 @@ int main(int argc, char** argv) {
   app.add_option("--payload-limit-bytes", opts.payload_limit_bytes, "Largest input, output, event or status")->check(CLI::Range(std::size_t{1}, std::size_t{64} << 20))->capture_default_str();
   app.add_option("--log-retention", opts.log_retention, "Partition log records kept for replay and inspection (0: all)")->capture_default_str();
   app.add_option("--log-level", opts.log_level, "trace | debug | info | warn | error")->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))->capture_default_str();
+  app.add_option("--cluster", opts.cluster, "Join a cluster coordinated by etcd: etcd://host:port[,host:port...]")->envname("DTSD_CLUSTER");
+  app.add_option("--node-id", opts.node_id, "This node's id in the cluster (unique)")->envname("DTSD_NODE_ID");
+  app.add_option("--advertise", opts.advertise, "Where other nodes and clients reach this node (default: the native API's address)")->envname("DTSD_ADVERTISE");
+  app.add_option("--node-lease-seconds", opts.node_lease_seconds, "TTL of the node's etcd lease: a dead node's partitions move after it")->check(CLI::Range(2, 60))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_level(spdlog::level::from_str(opts.log_level));
@@ -111,9 +123,43 @@ int main(int argc, char** argv) {
   limits.entity_state_bytes_max = opts.payload_limit_bytes;
   const int threads = opts.threads > 0 ? opts.threads : static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
 
-  auto router = actors::make_scheduler(config, hubs, threads);
-  if (!router) return fail(router.error().message);
-  auto scheduler = std::make_unique<service::task_service>(std::move(*router), service::service_options{config.limits});
+  // A cluster node: registered in etcd, serving the partitions it comes to own.
+  std::unique_ptr<cluster::etcd_client> etcd;
+  std::unique_ptr<cluster::membership> member;
+  std::unique_ptr<cluster::node> cluster_node;
+  std::unique_ptr<service::router> router;
+  service::partition_host* host = nullptr;
+  if (!opts.cluster.empty()) {
+    if (opts.node_id.empty()) return fail("--cluster needs --node-id (a name unique in the cluster)");
+    if (config.durability == store::durability::memory) {
+      return fail("--durability memory cannot be used in a cluster: a partition moves to another node through its data");
+    }
+    auto endpoints = cluster::parse_etcd_url(opts.cluster);
+    if (!endpoints) return fail("--cluster: " + endpoints.error().message);
+    auto connected = cluster::etcd_client::connect(*endpoints);
+    if (!connected) return fail(connected.error().message);
+    etcd = std::move(*connected);
+    cluster::member_options member_options;
+    member_options.node_id = opts.node_id;
+    member_options.advertise = opts.advertise.empty() ? opts.listen : opts.advertise;
+    member_options.lease_ttl = std::chrono::seconds(opts.node_lease_seconds);
+    auto joined = cluster::membership::join(*etcd, member_options);
+    if (!joined) return fail(joined.error().message);
+    member = std::move(*joined);
+    auto made = actors::make_node_scheduler(config, threads);
+    router = std::move(made.router);
+    host = made.host;
+  } else {
+    auto made = actors::make_scheduler(config, hubs, threads);
+    if (!made) return fail(made.error().message);
+    router = std::move(*made);
+  }
+  auto scheduler = std::make_unique<service::task_service>(std::move(router), service::service_options{config.limits});
+  if (member) {
+    auto started = cluster::node::start(*member, *host, hubs, opts.partitions);
+    if (!started) return fail(started.error().message);
+    cluster_node = std::move(*started);
+  }
   auto server = rpc::capnp_server::start(*scheduler, opts.listen);
   if (!server) return fail(server.error().message);
   grpc_api::grpc_options grpc_options;
@@ -135,11 +181,12 @@ int main(int argc, char** argv) {
   }
 
   const auto dashboard_port = http ? std::to_string(http->port()) : std::string("off");
+  const auto cluster_text = member ? fmt::format(", cluster node '{}'", opts.node_id) : std::string();
   std::printf("dtsd ready: gRPC API on port %u, native API on port %u, dashboard on port %s, task hubs %s, data %s, "
-              "durability %s\n",
+              "durability %s%s\n",
               (*grpc)->port(), (*server)->port(), dashboard_port.c_str(),
               opts.task_hubs.c_str(), config.durability == store::durability::memory ? "(memory)" : opts.data_dir.c_str(),
-              opts.durability.c_str());
+              opts.durability.c_str(), cluster_text.c_str());
   std::fflush(stdout);
 
   int signal_number = 0;
@@ -149,8 +196,15 @@ int main(int argc, char** argv) {
   rest.close();  // No list scan calls the service after this.
   (*grpc)->stop();
   (*server)->stop();
+  if (cluster_node) {
+    // A planned leave: each partition commits what it holds and is handed over.
+    cluster_node->leave();
+    cluster_node.reset();
+  }
   scheduler->drain();
   scheduler.reset();
+  member.reset();
+  etcd.reset();
   spdlog::info("stopped cleanly");
   return 0;
 }

@@ -373,7 +373,8 @@ void task_service::purge_walk(const std::string& hub, const std::string& id, boo
   router_->purge_one(hub, id, recursive, [this, hub, recursive, tally, top](expected<purge_step> step) {
     if (!step) {
       const auto code = step.error().code;
-      if (top || code == errc::resource_exhausted || code == errc::unknown_task_hub || code == errc::io) {
+      if (top || code == errc::resource_exhausted || code == errc::unknown_task_hub || code == errc::io ||
+          code == errc::unavailable) {
         tally->fail(step.error());
       }
       return tally->finish_one();

@@ -13,73 +13,16 @@
 #include <random>
 #include <thread>
 
+#include "../support/etcd.hpp"
 #include "cluster/etcd_client.hpp"
 #include "cluster/membership.hpp"
 
 using namespace dtsd;
 using namespace dtsd::cluster;
 using namespace std::chrono_literals;
+using test_support::local_etcd;
 
 namespace {
-
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t length = sizeof address;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  close(fd);
-  return ntohs(address.sin_port);
-}
-
-/// One etcd member on loopback, in a fresh directory; killed and removed at the end.
-struct local_etcd {
-  std::filesystem::path directory;
-  std::string endpoint;
-  pid_t pid = -1;
-
-  local_etcd() {
-    static std::random_device seed;
-    directory = std::filesystem::temp_directory_path() / ("dtsd-etcd-" + std::to_string(seed()));
-    std::filesystem::create_directories(directory);
-    const auto client = free_port(), peer = free_port();
-    endpoint = "127.0.0.1:" + std::to_string(client);
-    const auto client_url = "http://" + endpoint;
-    const auto peer_url = "http://127.0.0.1:" + std::to_string(peer);
-    pid = fork();
-    if (pid == 0) {
-      const auto log = directory / "etcd.log";
-      FILE* out = std::freopen(log.c_str(), "w", stderr);
-      (void)out;
-      execlp("etcd", "etcd", "--name", "test", "--data-dir", (directory / "data").c_str(), "--listen-client-urls",
-             client_url.c_str(), "--advertise-client-urls", client_url.c_str(), "--listen-peer-urls", peer_url.c_str(),
-             "--initial-advertise-peer-urls", peer_url.c_str(), "--initial-cluster", ("test=" + peer_url).c_str(),
-             static_cast<char*>(nullptr));
-      _exit(127);
-    }
-  }
-  ~local_etcd() {
-    if (pid > 0) {
-      kill(pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
-    }
-    std::filesystem::remove_all(directory);
-  }
-
-  /// A client once etcd answers (at most 20 s).
-  std::unique_ptr<etcd_client> client() {
-    auto made = etcd_client::connect({{endpoint}, 2000ms});
-    REQUIRE(made);
-    for (int i = 0; i < 100; ++i) {
-      if ((*made)->list("/probe/")) return std::move(*made);
-      std::this_thread::sleep_for(200ms);
-    }
-    FAIL("etcd did not answer at " << endpoint << " (is etcd-server installed? deploy/install-deps.sh)");
-    return nullptr;
-  }
-};
 
 /// Waits (at most `limit`) until `done()`.
 template <class Done>

@@ -1,0 +1,225 @@
+// dtsd nodes of one cluster, as real processes: an etcd the test starts, two dtsd
+// nodes on loopback sharing one data directory (as nodes on one machine do), and
+// the C++ SDK as client and worker. Every process is stopped by PID.
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <map>
+#include <set>
+
+#include "../integration/processes.hpp"
+#include "../support/etcd.hpp"
+#include "cluster/membership.hpp"
+
+using namespace dtsd;
+using namespace integration;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr std::uint32_t partitions = 4;
+
+/// Waits (at most `limit`) until `done()`.
+template <class Done>
+bool eventually(Done done, std::chrono::milliseconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (done()) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return done();
+}
+
+struct cluster_setup {
+  test_support::local_etcd etcd;
+  std::unique_ptr<cluster::etcd_client> client = etcd.client();
+  std::filesystem::path data_dir =
+      std::filesystem::temp_directory_path() / ("dtsd-cluster-" + std::to_string(getpid()));
+  cluster_setup() { std::filesystem::remove_all(data_dir); }
+  ~cluster_setup() { std::filesystem::remove_all(data_dir); }
+
+  std::string url() const { return "etcd://" + etcd.endpoint; }
+
+  /// A node's arguments; it listens (native API) on `port`.
+  std::vector<std::string> node_args(const std::string& id, int port) const {
+    const auto address = "127.0.0.1:" + std::to_string(port);
+    return {"--cluster", url(), "--node-id", id, "--advertise", address, "--listen", address,
+            "--grpc-listen", "127.0.0.1:0", "--dashboard-listen", "off", "--data-dir", data_dir.string(),
+            "--partitions", std::to_string(partitions), "--node-lease-seconds", "2", "--log-level", "warn"};
+  }
+
+  /// Who owns each partition of `default` (empty for one not claimed).
+  std::map<std::uint32_t, std::string> owners() {
+    std::map<std::uint32_t, std::string> out;
+    auto view = cluster::read_cluster(*client);
+    REQUIRE(view);
+    for (const auto& [partition, held] : view->claims) {
+      if (partition.hub == "default") out[partition.index] = held.owner;
+    }
+    return out;
+  }
+  std::size_t owned_by(const std::string& node) {
+    std::size_t count = 0;
+    for (const auto& [index, owner] : owners()) count += owner == node;
+    return count;
+  }
+};
+
+/// The instance's record, read at whichever node serves it; waits (bounded) while
+/// its partition moves.
+std::optional<core::instance_record> read_anywhere(const std::vector<sdk::client*>& nodes, const std::string& id,
+                                                   std::chrono::milliseconds limit) {
+  std::optional<core::instance_record> found;
+  eventually(
+      [&] {
+        for (auto* node : nodes) {
+          auto got = node->get(id);
+          if (got && *got) {
+            found = **got;
+            return true;
+          }
+        }
+        return false;
+      },
+      limit);
+  return found;
+}
+
+}  // namespace
+
+TEST_CASE("cluster: two nodes split a hub's partitions; a node killed -9 hands them over with nothing lost") {
+  cluster_setup cluster;
+  const int port_a = free_port(), port_b = free_port();
+  auto a = std::make_unique<process>(binary("DTSD_BIN"), cluster.node_args("a", port_a), true);
+  process b(binary("DTSD_BIN"), cluster.node_args("b", port_b), true);
+  // Every partition owned, by both nodes between them (rendezvous hashing: with
+  // 4 partitions and 2 nodes, each gets some for these names).
+  REQUIRE(eventually([&] { return cluster.owners().size() == partitions; }, 20s));
+  REQUIRE(eventually([&] { return cluster.owned_by("a") > 0 && cluster.owned_by("b") > 0; }, 20s));
+
+  auto client_a = connect("127.0.0.1:" + std::to_string(port_a));
+  auto client_b = connect("127.0.0.1:" + std::to_string(port_b));
+
+  // A start goes to the node serving its partition; the other refuses it,
+  // naming that node.
+  constexpr int count = 40;
+  std::map<std::string, std::string> started_at;  // id -> node
+  for (int i = 0; i < count; ++i) {
+    const auto id = "city-" + std::to_string(i);
+    sdk::start_options options;
+    options.instance_id = id;
+    bool started = eventually(
+        [&] {
+          auto on_a = client_a->start("HelloCities", sdk::json(), options);
+          if (on_a) {
+            started_at[id] = "a";
+            return true;
+          }
+          REQUIRE(on_a.error().code == errc::unavailable);
+          auto on_b = client_b->start("HelloCities", sdk::json(), options);
+          if (on_b) {
+            started_at[id] = "b";
+            CHECK_MESSAGE(on_a.error().message.find("node 'b'") != std::string::npos, on_a.error().message);
+            return true;
+          }
+          REQUIRE(on_b.error().code == errc::unavailable);
+          return false;  // Still opening: ask again.
+        },
+        10s);
+    REQUIRE_MESSAGE(started, "no node took " << id);
+  }
+  std::set<std::string> nodes_used;
+  for (const auto& [id, node] : started_at) nodes_used.insert(node);
+  CHECK(nodes_used.size() == 2);
+
+  // a dies with its partitions: b takes them over once a's lease runs out, and
+  // every start a acknowledged is there.
+  const auto killed_at = std::chrono::steady_clock::now();
+  a->kill_now();
+  a.reset();
+  REQUIRE(eventually([&] { return cluster.owned_by("b") == partitions; }, 20s));
+  std::chrono::milliseconds first_read{-1};
+  for (const auto& [id, node] : started_at) {
+    auto record = read_anywhere({client_b.get()}, id, 20s);
+    REQUIRE_MESSAGE(record, id << " (acknowledged by node " << node << ") is gone");
+    CHECK(record->name == "HelloCities");
+    if (node == "a" && first_read.count() < 0) {
+      first_read = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - killed_at);
+    }
+  }
+  MESSAGE("the survivor answered for the dead node's first instance " << first_read.count()
+                                                                      << " ms after the kill (lease 2 s)");
+
+  // The survivor runs everything to the end, the dead node's work included.
+  process worker(binary("HELLO_BIN"), {"worker", "--address", "127.0.0.1:" + std::to_string(port_b)});
+  for (const auto& [id, node] : started_at) {
+    auto done = client_b->wait_for_completion(id, 60s);
+    REQUIRE_MESSAGE(done, id << ": " << done.error().message);
+    CHECK(done->status == core::runtime_status::completed);
+    CHECK(sdk::output_of(*done) == hello_output());
+  }
+}
+
+TEST_CASE("cluster: a joining node takes its share, a leaving one hands its partitions back at once") {
+  cluster_setup cluster;
+  const int port_a = free_port(), port_b = free_port();
+  process a(binary("DTSD_BIN"), cluster.node_args("a", port_a), true);
+  REQUIRE(eventually([&] { return cluster.owned_by("a") == partitions; }, 20s));
+  auto client_a = connect("127.0.0.1:" + std::to_string(port_a));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 20; ++i) {
+    sdk::start_options options;
+    options.instance_id = "early-" + std::to_string(i);
+    std::string id;
+    REQUIRE(eventually(
+        [&] {
+          auto started = client_a->start("HelloCities", sdk::json(), options);
+          if (started) id = *started;
+          return bool(started);
+        },
+        10s));
+    ids.push_back(id);
+  }
+
+  auto b = std::make_unique<process>(binary("DTSD_BIN"), cluster.node_args("b", port_b), true);
+  REQUIRE(eventually([&] { return cluster.owned_by("b") > 0 && cluster.owners().size() == partitions; }, 20s));
+  auto client_b = connect("127.0.0.1:" + std::to_string(port_b));
+  for (const auto& id : ids) {
+    CHECK_MESSAGE(read_anywhere({client_a.get(), client_b.get()}, id, 10s), id << " is not served after the join");
+  }
+
+  // A planned leave: b commits, closes and releases; a claims them without
+  // waiting for b's lease to run out.
+  const auto leaving = std::chrono::steady_clock::now();
+  CHECK(b->terminate(30s) == 0);
+  REQUIRE(eventually([&] { return cluster.owned_by("a") == partitions; }, 20s));
+  const auto moved = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - leaving);
+  MESSAGE("a owned every partition again " << moved.count() << " ms after b was asked to leave");
+  CHECK(moved < 2000ms);  // Less than the lease: b gave them up; a did not wait for its TTL.
+  for (const auto& id : ids) CHECK_MESSAGE(read_anywhere({client_a.get()}, id, 10s), id << " is lost");
+}
+
+TEST_CASE("cluster: a second process with a live node's id is refused, and dtsctl shows the cluster") {
+  cluster_setup cluster;
+  const int port_a = free_port();
+  process a(binary("DTSD_BIN"), cluster.node_args("a", port_a), true);
+  auto twin = run_command(binary("DTSD_BIN"), cluster.node_args("a", free_port()), 30s);
+  CHECK(twin.exit_code == 2);
+
+  REQUIRE(eventually([&] { return cluster.owned_by("a") == partitions; }, 20s));
+  auto status = run_command(binary("DTSCTL_BIN"), {"--json", "cluster", "status", "--cluster", cluster.url()}, 30s);
+  REQUIRE(status.exit_code == 0);
+  auto shown = sdk::json::parse(status.out);
+  REQUIRE(shown["nodes"].size() == 1);
+  CHECK(shown["nodes"][0]["nodeId"] == "a");
+  CHECK(shown["nodes"][0]["address"] == "127.0.0.1:" + std::to_string(port_a));
+  CHECK(shown["nodes"][0]["partitionsOwned"] == partitions);
+  REQUIRE(shown["partitions"].size() == partitions);
+  for (const auto& row : shown["partitions"]) {
+    CHECK(row["owner"] == "a");
+    CHECK(row["epoch"].get<std::int64_t>() > 0);
+  }
+  auto bad = run_command(binary("DTSCTL_BIN"), {"cluster", "status", "--cluster", "etcd://nowhere"}, 30s);
+  CHECK(bad.exit_code != 0);
+}

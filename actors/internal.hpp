@@ -40,6 +40,7 @@ using stall_atom = caf::atom_constant<caf::atom("stall")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using handover_atom = caf::atom_constant<caf::atom("handover")>;
 using gone_atom = caf::atom_constant<caf::atom("gone")>;
+using resend_atom = caf::atom_constant<caf::atom("resend")>;
 
 /// How a partition is doing, set by its actor and read by the router's status
 /// calls without a message (so a stalled hub still answers them).
@@ -92,7 +93,7 @@ using drain_signal = std::shared_ptr<std::promise<void>>;
 /// of `commits`, which must outlive it.
 caf::actor spawn_partition(caf::actor_system& system, std::unique_ptr<engine::partition_engine> engine,
                            commit_pool& commits, std::shared_ptr<partition_health> health,
-                           const service::clock& clock);
+                           const service::clock& clock, const remote_peer* remote = nullptr);
 
 /// Spawns the coordinator of a hub: worker sessions, leases, push dispatch.
 caf::actor spawn_coordinator(caf::actor_system& system, std::int64_t lease_ms, std::int64_t keep_alive_ms,

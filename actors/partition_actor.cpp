@@ -17,6 +17,8 @@ namespace {
 /// How often a partition ends the instance actors that stayed idle (and all on
 /// disk) for a whole period; they are made live again from the store when needed.
 constexpr auto instance_sweep_period = std::chrono::seconds(30);
+/// How often a cluster node's partition sends again what other nodes have not acknowledged.
+constexpr auto remote_resend_period = std::chrono::seconds(1);
 /// A partition whose commit failed tries the same batch again after this, doubling
 /// up to the maximum, until it succeeds.
 constexpr auto commit_retry_first = std::chrono::milliseconds(100);
@@ -94,7 +96,8 @@ class partition_state : public partition_context, public peer_link {
   std::uint64_t committed_up_to = 0;
   std::multimap<std::uint64_t, std::function<void()>> acks;
   std::unordered_map<std::string, std::vector<waiter>> waiters;
-  std::vector<caf::actor> peers;
+  std::vector<caf::actor> peers;  ///< Null where a partition is not served by this node.
+  const remote_peer* remote = nullptr;  ///< A cluster node's link to the other nodes.
   caf::actor coordinator;
   std::uint32_t index = 0;
   std::optional<std::int64_t> wake_at_ns;
@@ -148,9 +151,13 @@ class partition_state : public partition_context, public peer_link {
 
   /// The in-process link: a typed message to the peer's actor.
   void send(std::uint32_t partition, peer_message message) override {
-    // A peer not served here (a cluster moved it) gets it when the outbox is sent
-    // again (resend_unacknowledged).
-    if (partition < peers.size() && peers[partition]) self->send(peers[partition], std::move(message));
+    // A peer served by another node gets it over the node link; one served by none
+    // (moving) gets it when the outbox is sent again (resend_unacknowledged).
+    if (partition < peers.size() && peers[partition]) {
+      self->send(peers[partition], std::move(message));
+    } else if (remote) {
+      (*remote)(engine_->identity().task_hub, partition, message);
+    }
   }
 
   void after_commit(std::uint64_t batch, std::function<void()> action) override {
@@ -362,10 +369,12 @@ class partition_state : public partition_context, public peer_link {
 
 caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
                               std::shared_ptr<engine::partition_engine> owned, commit_pool* commits,
-                              std::shared_ptr<partition_health> health, const service::clock* clock) {
+                              std::shared_ptr<partition_health> health, const service::clock* clock,
+                              const remote_peer* remote) {
   auto& state = self->state;
   state.self = self;
   state.clock = clock;
+  state.remote = remote && *remote ? remote : nullptr;
   state.health = std::move(health);
   // The engine arrives through a shared_ptr because spawn arguments must be copyable.
   state.engine_ = std::move(owned);
@@ -382,6 +391,8 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
         caf::anon_send(owner, stall_atom::value, batch, why.message);
       });
   state.index = state.engine_->identity().partition_index;
+  self->delayed_send(self, instance_sweep_period, sweep_atom::value);
+  if (state.remote) self->delayed_send(self, remote_resend_period, resend_atom::value);
   return {
       [=](partition_request& request) {
         serve(self->state, std::move(request));
@@ -432,6 +443,14 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
         s.drained.push_back([signal] { signal->set_value(); });
         s.pump();
       },
+      // A cluster node: what partitions on other nodes have not acknowledged goes
+      // again (a link broke, or the partition moved meanwhile).
+      [=](resend_atom) {
+        auto& s = self->state;
+        resend_unacknowledged(*s.engine_, s,
+                              [&s](std::uint32_t to) { return to >= s.peers.size() || !s.peers[to]; });
+        self->delayed_send(self, remote_resend_period, resend_atom::value);
+      },
       [=](sweep_atom) {
         self->state.engine_->evict_untouched();
         self->delayed_send(self, instance_sweep_period, sweep_atom::value);
@@ -440,7 +459,6 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
         auto& s = self->state;
         s.peers = peers;
         s.coordinator = coordinator;
-        self->delayed_send(self, instance_sweep_period, sweep_atom::value);
         // After a restart: resend what the other partitions never acknowledged.
         resend_unacknowledged(*s.engine_, s);
         s.announce();
@@ -453,9 +471,9 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
 
 caf::actor spawn_partition(caf::actor_system& system, std::unique_ptr<engine::partition_engine> engine,
                            commit_pool& commits, std::shared_ptr<partition_health> health,
-                           const service::clock& clock) {
+                           const service::clock& clock, const remote_peer* remote) {
   return system.spawn(partition_actor, std::shared_ptr<engine::partition_engine>(std::move(engine)), &commits,
-                      std::move(health), &clock);
+                      std::move(health), &clock, remote);
 }
 
 }  // namespace dtsd::actors

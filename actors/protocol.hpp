@@ -109,11 +109,18 @@ class peer_link {
   virtual void send(std::uint32_t partition, peer_message message) = 0;
 };
 
+/// Where a partition's messages go when the partition they are for is served by
+/// another node (a cluster; rpc/node_links.hpp); a single node has none.
+using remote_peer = std::function<void(const std::string& hub, std::uint32_t partition, const peer_message& message)>;
+
 /// Sends every message of the outbox that `to` (or, with nothing, any partition)
 /// has not acknowledged: after a start, and after a link to a peer comes back.
 /// The one place where unacknowledged messages are sent again.
 void resend_unacknowledged(engine::partition_engine& engine, peer_link& link,
                            std::optional<std::uint32_t> to = std::nullopt);
+/// The same for every partition `to` accepts.
+void resend_unacknowledged(engine::partition_engine& engine, peer_link& link,
+                           const std::function<bool(std::uint32_t)>& to);
 
 /// What a partition lends to `serve`.
 class partition_context {

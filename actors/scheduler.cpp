@@ -12,6 +12,7 @@
 #include <random>
 
 #include "actors/internal.hpp"
+#include "codec/codec.hpp"
 #include "core/ids.hpp"
 
 namespace dtsd::actors {
@@ -167,15 +168,17 @@ class actor_scheduler final : public service::router, public service::partition_
     auto engine = engine::partition_engine::open(std::move(*made), {config_.limits, 10000}, random_execution_ids(),
                                                  clock.now_ns());
     if (!engine) return engine.error();
-    return spawn_partition(system_, std::move(*engine), commits_, h.health[p], clock);
+    return spawn_partition(system_, std::move(*engine), commits_, h.health[p], clock, &config_.remote);
   }
 
-  /// Tells the partitions served and the coordinator who is served now.
+  /// Tells the coordinator and the partitions served who is served now. The
+  /// coordinator first: a partition new here announces its work as soon as it is
+  /// wired, and the coordinator must know it by then, or its take goes nowhere.
   static void wire(const hub& h) {
+    caf::anon_send(h.coordinator, wire_atom::value, h.partitions);
     for (auto& partition : h.partitions) {
       if (partition) caf::anon_send(partition, wire_atom::value, h.partitions, h.coordinator);
     }
-    caf::anon_send(h.coordinator, wire_atom::value, h.partitions);
   }
 
   // ---- partition_host: a cluster node's partitions come and go
@@ -255,6 +258,29 @@ class actor_scheduler final : public service::router, public service::partition_
       }
     }
     return out;
+  }
+
+  void accept_delivery(const std::string& hub_name, std::uint32_t p, std::string entry) override {
+    auto decoded = store::decode_outbox_entry(entry);
+    if (!decoded) {
+      spdlog::warn("cluster: a message for partition {} of '{}' cannot be read: {}", p, hub_name,
+                   decoded.error().message);
+      return;
+    }
+    to_served(hub_name, p, peer_message{peer::delivery{std::move(*decoded)}});
+  }
+
+  void accept_receipt(const std::string& hub_name, std::uint32_t p, std::uint32_t from,
+                      std::uint64_t sequence) override {
+    to_served(hub_name, p, peer_message{peer::receipt{from, sequence}});
+  }
+
+  /// A peer message for a partition, if it is served here (else its sender sends it again).
+  void to_served(const std::string& hub_name, std::uint32_t p, peer_message message) {
+    std::lock_guard lock(mutex_);
+    auto found = hubs_.find(hub_name);
+    if (found == hubs_.end() || p >= found->second.partition_count || !found->second.partitions[p]) return;
+    caf::anon_send(found->second.partitions[p], std::move(message));
   }
 
   void describe_owner(std::function<std::string(const std::string&, std::uint32_t)> describe) override {

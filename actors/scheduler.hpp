@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/protocol.hpp"
 #include "core/limits.hpp"
 #include "service/clock.hpp"
 #include "service/partition_host.hpp"
@@ -34,6 +35,8 @@ struct scheduler_config {
   std::size_t commit_threads = 2;
   /// Where partitions and coordinators read the time; must outlive the router.
   const service::clock* clock = &service::wall_clock();
+  /// A cluster node's: how a partition's message reaches a partition another node serves.
+  remote_peer remote;
 };
 
 /// Builds the actor system and the router over it; `hubs` are opened (created if

@@ -157,9 +157,14 @@ void serve(partition_context& ctx, peer_message message) {
 }
 
 void resend_unacknowledged(engine::partition_engine& engine, peer_link& link, std::optional<std::uint32_t> to) {
+  resend_unacknowledged(engine, link, [to](std::uint32_t partition) { return !to || partition == *to; });
+}
+
+void resend_unacknowledged(engine::partition_engine& engine, peer_link& link,
+                           const std::function<bool(std::uint32_t)>& to) {
   for (auto& entry : engine.unacknowledged_outbox()) {
-    if (to && entry.destination_partition != *to) continue;
     const auto destination = entry.destination_partition;
+    if (!to(destination)) continue;
     link.send(destination, peer::delivery{std::move(entry)});
   }
 }

@@ -46,6 +46,11 @@ struct OutboxEntry {
   sourcePartition @1 :UInt32;
   destinationPartition @2 :UInt32;
   message @3 :InstanceMessage;
+  # The sequence of the source's previous message to the same destination (0: none
+  # was unacknowledged when this one was made). The receiver applies a message only
+  # once it has applied that one: a message that overtook an earlier one (lost on a
+  # link to another node) waits for its resend instead of hiding it as a duplicate.
+  previous @4 :UInt64;
 }
 
 # The materialized row of one instance, key = instance id.

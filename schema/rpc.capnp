@@ -143,4 +143,18 @@ interface Scheduler {
   # A finished orchestration again, with its name, version, input and tags: under
   # its own id (it must have ended) or a new random one. Answers the id it runs under.
   restart @19 (taskHub :Text, instanceId :Text, newId :Bool) -> (instanceId :Text);
+  # Another node of the cluster: the link its partitions send messages over.
+  # Refused by a dtsd that is not a cluster node.
+  nodeLink @20 (fromNode :Text) -> (link :NodeLink);
+}
+
+# Between the nodes of a cluster: partition-to-partition messages of a task hub.
+# Nothing here is acknowledged end to end: a sender keeps each outbox entry until
+# the receiver's receipt comes back (by the same link), and sends it again until
+# then; the receiver applies each (source partition, sequence) once.
+interface NodeLink {
+  # An outbox entry (Log.OutboxEntry, as the store encodes it) for `partition`.
+  deliver @0 (taskHub :Text, partition :UInt32, entry :Data) -> ();
+  # `partition`'s messages to partition `from` are durable up to `sequence`.
+  receipt @1 (taskHub :Text, partition :UInt32, from :UInt32, sequence :UInt64) -> ();
 }

@@ -119,6 +119,15 @@ std::optional<std::int64_t> membership::epoch_of(const partition_ref& partition)
   return found->second.epoch;
 }
 
+std::optional<std::string> membership::owner_elsewhere(const partition_ref& partition) const {
+  std::lock_guard lock(mutex_);
+  auto held = claims_.find(partition);
+  if (held == claims_.end() || held->second.owner == options_.node_id) return std::nullopt;
+  auto address = nodes_.find(held->second.owner);
+  if (address == nodes_.end()) return std::nullopt;
+  return address->second;
+}
+
 std::map<partition_ref, claim> membership::claims() const {
   std::lock_guard lock(mutex_);
   return claims_;

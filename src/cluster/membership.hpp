@@ -88,6 +88,9 @@ class membership {
   /// The epoch under which this node may act for the partition now; none when it
   /// does not own it or cannot be sure its lease still holds.
   std::optional<std::int64_t> epoch_of(const partition_ref& partition) const;
+  /// The address of the node whose claim on the partition this node last saw, if
+  /// that is another node (none: unclaimed, or this node's own).
+  std::optional<std::string> owner_elsewhere(const partition_ref& partition) const;
   /// Every claim as this node last saw it.
   std::map<partition_ref, claim> claims() const;
   /// Live nodes and their addresses.

@@ -775,10 +775,11 @@ void fill(s::OutboxEntry::Builder b, const outbox_entry& x) {
   b.setSourcePartition(x.source_partition);
   b.setDestinationPartition(x.destination_partition);
   fill(b.initMessage(), x.message);
+  b.setPrevious(x.previous);
 }
 outbox_entry from(s::OutboxEntry::Reader r) {
-  return {r.getSequence(), r.getSourcePartition(), r.getDestinationPartition(),
-          from(r.getMessage())};
+  return {r.getSequence(), r.getSourcePartition(), r.getDestinationPartition(), from(r.getMessage()),
+          r.getPrevious()};
 }
 
 void fill(s::TimerEntry::Builder b, const core::timer_entry& x) {

@@ -22,6 +22,9 @@ struct outbox_entry {
   std::uint32_t source_partition = 0;
   std::uint32_t destination_partition = 0;
   core::instance_message message;
+  /// The source's previous message to the same destination (0: none unacknowledged
+  /// then): the receiver applies this one only after that one.
+  std::uint64_t previous = 0;
   friend bool operator==(const outbox_entry&, const outbox_entry&) = default;
 };
 

@@ -76,7 +76,11 @@ expected<void> partition_engine::recover(std::int64_t now_ns) {
   activity_queue_.assign(recovered->activities.begin(), recovered->activities.end());
   for (const auto& activity : activity_queue_) activity_waits(activity);
   for (const auto& timer : recovered->timers) wakeups_.push({timer.fire_at_ns, timer, timer.instance_id});
-  for (const auto& entry : recovered->outbox) outbox_.emplace(entry.sequence, entry);
+  for (const auto& entry : recovered->outbox) {
+    outbox_.emplace(entry.sequence, entry);
+    auto& last = last_sent_to_[entry.destination_partition];
+    last = std::max(last, entry.sequence);
+  }
   next_outbox_sequence_ = recovered->next_outbox_sequence;
   durable_outbox_end_ = next_outbox_sequence_;
   dedup_marks_ = recovered->dedup_marks;
@@ -378,6 +382,12 @@ void partition_engine::receive(const store::outbox_entry& entry, std::int64_t no
     receipt = std::max(receipt, mark);  // A resend: acknowledge again, apply nothing.
     return done(number);
   }
+  if (entry.previous > mark) {
+    // It overtook an earlier message of its source (lost on the way): applying it
+    // would make that one look like a duplicate. Its source sends both again, in
+    // order, until they are acknowledged.
+    return done(number);
+  }
   mark = entry.sequence;
   receipt = entry.sequence;
   open.batch.dedup_marks[entry.source_partition] = entry.sequence;
@@ -589,6 +599,9 @@ std::optional<std::pair<std::uint64_t, store::write_batch>> partition_engine::ta
     for (auto& message : open.messages) {
       const auto destination = partition_of(message.target_instance_id);
       store::outbox_entry entry{next_outbox_sequence_++, identity().partition_index, destination, std::move(message)};
+      auto& last = last_sent_to_[destination];
+      entry.previous = last;
+      last = entry.sequence;
       open.batch.outbox_added.push_back(entry);
       sealed.outbound.push_back(entry);
       outbox_.emplace(entry.sequence, std::move(entry));

@@ -360,6 +360,9 @@ class partition_engine {
   std::uint64_t next_outbox_sequence_ = 1;
   std::uint64_t durable_outbox_end_ = 1;  ///< Outbox entries below this are on disk.
   std::map<std::uint32_t, std::uint64_t> dedup_marks_;
+  /// Destination partition -> the sequence of the last message made for it (kept
+  /// from the outbox's unacknowledged messages at recovery): each message names it.
+  std::map<std::uint32_t, std::uint64_t> last_sent_to_;
   static std::uint64_t first_token(std::uint32_t partition_index, std::int64_t now_ns);
   std::uint64_t next_token_ = 1;
 };

@@ -299,9 +299,40 @@ class worker_session final : public s::WorkerSession::Server {
   std::shared_ptr<capnp_work_sink> sink_;
 };
 
+/// Another node's link: its partitions' messages go to this node's partitions.
+class node_link_service final : public s::NodeLink::Server {
+ public:
+  explicit node_link_service(service::partition_host& peers) : peers_(peers) {}
+
+  kj::Promise<void> deliver(DeliverContext context) override {
+    auto p = context.getParams();
+    auto entry = p.getEntry();
+    peers_.accept_delivery(text(p.getTaskHub()), p.getPartition(),
+                           std::string(reinterpret_cast<const char*>(entry.begin()), entry.size()));
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> receipt(ReceiptContext context) override {
+    auto p = context.getParams();
+    peers_.accept_receipt(text(p.getTaskHub()), p.getPartition(), p.getFrom(), p.getSequence());
+    return kj::READY_NOW;
+  }
+
+ private:
+  service::partition_host& peers_;
+};
+
 class scheduler_service final : public s::Scheduler::Server {
  public:
-  explicit scheduler_service(service::task_service& scheduler) : scheduler_(scheduler) {}
+  scheduler_service(service::task_service& scheduler, service::partition_host* peers)
+      : scheduler_(scheduler), peers_(peers) {}
+
+  kj::Promise<void> nodeLink(NodeLinkContext context) override {
+    if (!peers_) fail({errc::failed_precondition, "this dtsd is not a cluster node (it runs without --cluster)"});
+    spdlog::info("cluster: node '{}' linked", text(context.getParams().getFromNode()));
+    context.getResults().setLink(kj::heap<node_link_service>(*peers_));
+    return kj::READY_NOW;
+  }
 
   kj::Promise<void> startInstance(StartInstanceContext context) override {
     auto params = context.getParams();
@@ -546,12 +577,13 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   service::task_service& scheduler_;
+  service::partition_host* peers_;
 };
 
 class capnp_server_impl final : public capnp_server {
  public:
-  capnp_server_impl(service::task_service& scheduler, std::string address)
-      : scheduler_(scheduler), address_(std::move(address)) {}
+  capnp_server_impl(service::task_service& scheduler, std::string address, service::partition_host* peers)
+      : scheduler_(scheduler), address_(std::move(address)), peers_(peers) {}
 
   ~capnp_server_impl() override { stop(); }
 
@@ -583,7 +615,7 @@ class capnp_server_impl final : public capnp_server {
       capnp::ReaderOptions options;
       options.traversalLimitInWords = 64 * 1024 * 1024;  // 512 MiB: a 1 MiB payload fits many times.
       // The server creates this thread's event loop; everything kj comes after it.
-      capnp::EzRpcServer server(kj::heap<scheduler_service>(scheduler_), address_, 8081, options);
+      capnp::EzRpcServer server(kj::heap<scheduler_service>(scheduler_, peers_), address_, 8081, options);
       auto& wait_scope = server.getWaitScope();
       auto stopped = kj::newPromiseAndCrossThreadFulfiller<void>();
       stop_ = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(stopped.fulfiller));
@@ -602,6 +634,7 @@ class capnp_server_impl final : public capnp_server {
 
   service::task_service& scheduler_;
   std::string address_;
+  service::partition_host* peers_;
   std::thread thread_;
   std::uint16_t port_ = 0;
   std::mutex stop_mutex_;
@@ -611,8 +644,9 @@ class capnp_server_impl final : public capnp_server {
 }  // namespace
 
 expected<std::unique_ptr<capnp_server>> capnp_server::start(service::task_service& scheduler,
-                                                            const std::string& address) {
-  auto server = std::make_unique<capnp_server_impl>(scheduler, address);
+                                                            const std::string& address,
+                                                            service::partition_host* peers) {
+  auto server = std::make_unique<capnp_server_impl>(scheduler, address, peers);
   if (auto running = server->run_thread(); !running) return running.error();
   return std::unique_ptr<capnp_server>(std::move(server));
 }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "service/partition_host.hpp"
 #include "service/service.hpp"
 #include "core/error.hpp"
 
@@ -16,9 +17,11 @@ namespace dtsd::rpc {
 class capnp_server {
  public:
   /// Starts listening on `address` ("127.0.0.1:8081"; port 0 picks one) and
-  /// returns once it does.
+  /// returns once it does. A cluster node gives `peers`: the node link other nodes
+  /// send partition messages over (Scheduler.nodeLink) hands them to it.
   static expected<std::unique_ptr<capnp_server>> start(service::task_service& scheduler,
-                                                       const std::string& address);
+                                                       const std::string& address,
+                                                       service::partition_host* peers = nullptr);
   virtual ~capnp_server() = default;
   virtual std::uint16_t port() const = 0;
   /// Stops accepting calls and ends the loop thread.

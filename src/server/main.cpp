@@ -21,7 +21,9 @@
 #include "dashboard/http_server.hpp"
 #include "dashboard/rest_api.hpp"
 #include "grpc/grpc_server.hpp"
+#include "codec/codec.hpp"
 #include "rpc/capnp_server.hpp"
+#include "rpc/node_links.hpp"
 
 using namespace dtsd;
 
@@ -127,6 +129,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<cluster::etcd_client> etcd;
   std::unique_ptr<cluster::membership> member;
   std::unique_ptr<cluster::node> cluster_node;
+  std::unique_ptr<rpc::node_links> links;
   std::unique_ptr<service::router> router;
   service::partition_host* host = nullptr;
   if (!opts.cluster.empty()) {
@@ -146,6 +149,20 @@ int main(int argc, char** argv) {
     auto joined = cluster::membership::join(*etcd, member_options);
     if (!joined) return fail(joined.error().message);
     member = std::move(*joined);
+    auto linked = rpc::node_links::start(opts.node_id);
+    if (!linked) return fail(linked.error().message);
+    links = std::move(*linked);
+    // A partition's message for a partition another node owns goes over its link.
+    config.remote = [&links, &member](const std::string& hub, std::uint32_t partition,
+                                      const actors::peer_message& message) {
+      auto address = member->owner_elsewhere({hub, partition});
+      if (!address) return;  // Unclaimed (moving), or claimed here and opening: sent again later.
+      if (const auto* delivery = std::get_if<actors::peer::delivery>(&message)) {
+        links->deliver(*address, hub, partition, store::encode(delivery->entry));
+      } else if (const auto* receipt = std::get_if<actors::peer::receipt>(&message)) {
+        links->receipt(*address, hub, partition, receipt->from, receipt->sequence);
+      }
+    };
     auto made = actors::make_node_scheduler(config, threads);
     router = std::move(made.router);
     host = made.host;
@@ -160,7 +177,7 @@ int main(int argc, char** argv) {
     if (!started) return fail(started.error().message);
     cluster_node = std::move(*started);
   }
-  auto server = rpc::capnp_server::start(*scheduler, opts.listen);
+  auto server = rpc::capnp_server::start(*scheduler, opts.listen, host);
   if (!server) return fail(server.error().message);
   grpc_api::grpc_options grpc_options;
   grpc_options.address = opts.grpc_listen;
@@ -203,6 +220,7 @@ int main(int argc, char** argv) {
   }
   scheduler->drain();
   scheduler.reset();
+  links.reset();
   member.reset();
   etcd.reset();
   spdlog::info("stopped cleanly");

@@ -31,6 +31,12 @@ class partition_host {
   virtual std::map<std::pair<std::string, std::uint32_t>, std::int64_t> served() = 0;
   /// What a call that reaches a partition not served here is told (who serves it).
   virtual void describe_owner(std::function<std::string(const std::string& hub, std::uint32_t index)> describe) = 0;
+  /// A message from a partition on another node (schema/rpc.capnp NodeLink): an
+  /// outbox entry as the store encodes it, or a receipt. Dropped when the partition
+  /// is not served here (its sender sends it again until a receipt comes back).
+  virtual void accept_delivery(const std::string& hub, std::uint32_t index, std::string entry) = 0;
+  virtual void accept_receipt(const std::string& hub, std::uint32_t index, std::uint32_t from,
+                              std::uint64_t sequence) = 0;
   /// Where a new hub is recorded for the whole cluster before it opens here;
   /// answers the partition count the cluster holds for it.
   virtual void register_hubs_with(

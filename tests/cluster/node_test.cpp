@@ -11,6 +11,7 @@
 #include "../integration/processes.hpp"
 #include "../support/etcd.hpp"
 #include "cluster/membership.hpp"
+#include "core/ids.hpp"
 
 using namespace dtsd;
 using namespace integration;
@@ -84,6 +85,22 @@ std::optional<core::instance_record> read_anywhere(const std::vector<sdk::client
       },
       limit);
   return found;
+}
+
+/// `call` at whichever node serves its instance: tried at each node in turn while
+/// they answer UNAVAILABLE (served elsewhere, or moving), for at most `limit`.
+template <class Call>
+auto on_owner(const std::vector<sdk::client*>& nodes, Call call, std::chrono::milliseconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    for (auto* node : nodes) {
+      auto answer = call(*node);
+      if (answer || answer.error().code != errc::unavailable || std::chrono::steady_clock::now() > until) {
+        return answer;
+      }
+    }
+    std::this_thread::sleep_for(50ms);
+  }
 }
 
 }  // namespace
@@ -222,4 +239,114 @@ TEST_CASE("cluster: a second process with a live node's id is refused, and dtsct
   }
   auto bad = run_command(binary("DTSCTL_BIN"), {"cluster", "status", "--cluster", "etcd://nowhere"}, 30s);
   CHECK(bad.exit_code != 0);
+}
+
+TEST_CASE("cluster: messages between partitions of different nodes arrive once (sub-orchestrations across nodes)") {
+  cluster_setup cluster;
+  const int port_a = free_port(), port_b = free_port();
+  process a(binary("DTSD_BIN"), cluster.node_args("a", port_a), true);
+  process b(binary("DTSD_BIN"), cluster.node_args("b", port_b), true);
+  REQUIRE(eventually([&] { return cluster.owned_by("a") > 0 && cluster.owned_by("b") > 0 &&
+                                  cluster.owners().size() == partitions; },
+                     20s));
+  const auto address_a = "127.0.0.1:" + std::to_string(port_a), address_b = "127.0.0.1:" + std::to_string(port_b);
+  // A worker on each node: each runs the work of the partitions its node serves.
+  process worker_a(binary("FEATURE_WORKER_BIN"), {address_a});
+  process worker_b(binary("FEATURE_WORKER_BIN"), {address_b});
+  auto client_a = connect(address_a);
+  auto client_b = connect(address_b);
+  const std::vector<sdk::client*> nodes{client_a.get(), client_b.get()};
+
+  // Parents whose children (id:0, id:1, id:2) are partly on the other node.
+  const auto owners = cluster.owners();
+  std::vector<std::string> parents;
+  int crossing = 0;
+  for (int i = 0; i < 16; ++i) {
+    const auto id = "parent-" + std::to_string(i);
+    const auto& home = owners.at(core::partition_of(id, partitions));
+    for (int k = 0; k < 3; ++k) crossing += owners.at(core::partition_of(id + ":" + std::to_string(k), partitions)) != home;
+    sdk::start_options options;
+    options.instance_id = id;
+    auto started = on_owner(nodes, [&](sdk::client& c) { return c.start("Parent", sdk::json(), options); }, 10s);
+    REQUIRE_MESSAGE(started, started.error().message);
+    parents.push_back(id);
+  }
+  REQUIRE(crossing > 0);
+  MESSAGE(crossing << " of 48 children live on the other node than their parent");
+
+  for (const auto& id : parents) {
+    auto done = on_owner(nodes, [&](sdk::client& c) { return c.wait_for_completion(id, 60s); }, 10s);
+    REQUIRE_MESSAGE(done, id << ": " << done.error().message);
+    CHECK(done->status == core::runtime_status::completed);
+    CHECK(sdk::output_of(*done) == 12);  // 2 + 4 + 6: each child's answer counted once
+    for (int k = 0; k < 3; ++k) {
+      const auto child_id = id + ":" + std::to_string(k);
+      auto child = read_anywhere(nodes, child_id, 10s);
+      REQUIRE_MESSAGE(child, child_id);
+      CHECK(child->status == core::runtime_status::completed);
+      REQUIRE(child->parent);
+      CHECK(child->parent->instance.instance_id == id);
+      // Its history: started once, completed once.
+      auto history = on_owner(nodes, [&](sdk::client& c) { return c.history(child_id); }, 10s);
+      REQUIRE(history);
+      int starts = 0, completions = 0;
+      for (const auto& event : *history) {
+        starts += std::holds_alternative<core::events::execution_started>(event.body);
+        completions += std::holds_alternative<core::events::execution_completed>(event.body);
+      }
+      CHECK(starts == 1);
+      CHECK(completions == 1);
+    }
+  }
+}
+
+TEST_CASE("cluster: a node killed -9 while sub-orchestrations cross nodes: every parent completes, each child once") {
+  cluster_setup cluster;
+  const int port_a = free_port(), port_b = free_port();
+  auto a = std::make_unique<process>(binary("DTSD_BIN"), cluster.node_args("a", port_a), true);
+  process b(binary("DTSD_BIN"), cluster.node_args("b", port_b), true);
+  REQUIRE(eventually([&] { return cluster.owned_by("a") > 0 && cluster.owned_by("b") > 0 &&
+                                  cluster.owners().size() == partitions; },
+                     20s));
+  const auto address_a = "127.0.0.1:" + std::to_string(port_a), address_b = "127.0.0.1:" + std::to_string(port_b);
+  auto worker_a = std::make_unique<process>(binary("FEATURE_WORKER_BIN"), std::vector<std::string>{address_a});
+  process worker_b(binary("FEATURE_WORKER_BIN"), {address_b});
+  auto client_a = connect(address_a);
+  auto client_b = connect(address_b);
+
+  std::vector<std::string> parents;
+  for (int i = 0; i < 60; ++i) {
+    const auto id = "p-" + std::to_string(i);
+    sdk::start_options options;
+    options.instance_id = id;
+    auto started = on_owner({client_a.get(), client_b.get()},
+                            [&](sdk::client& c) { return c.start("Parent", sdk::json(), options); }, 10s);
+    REQUIRE_MESSAGE(started, started.error().message);
+    parents.push_back(id);
+  }
+  const auto first_owners = cluster.owners();
+  // Mid-run: a and its worker die; b takes a's partitions over and, with them,
+  // their outboxes: what a had not delivered is sent again, and applied once.
+  a->kill_now();
+  worker_a->kill_now();
+  a.reset();
+  REQUIRE(eventually([&] { return cluster.owned_by("b") == partitions; }, 20s));
+  for (const auto& id : parents) {
+    auto done = on_owner({client_b.get()}, [&](sdk::client& c) { return c.wait_for_completion(id, 60s); }, 20s);
+    if (!done) {
+      // What it waits for, to tell a lost message from lost work.
+      for (const auto& name : {id, id + ":0", id + ":1", id + ":2"}) {
+        auto record = client_b->get(name);
+        const auto index = core::partition_of(name, partitions);
+        MESSAGE(name << " (partition " << index << ", first owned by " << first_owners.at(index) << "): "
+                     << (record && *record ? std::string(core::to_string((*record)->status)) : std::string("(none)")));
+        if (auto history = client_b->history(name)) {
+          for (const auto& event : *history) MESSAGE("  event " << event.event_id << " kind " << event.body.index());
+        }
+      }
+    }
+    REQUIRE_MESSAGE(done, id << ": " << done.error().message);
+    CHECK(done->status == core::runtime_status::completed);
+    CHECK(sdk::output_of(*done) == 12);
+  }
 }

@@ -235,6 +235,36 @@ TEST_CASE("engine: a message resent to another partition is applied once") {
   CHECK(std::none_of(recovered->outbox.begin(), recovered->outbox.end(), to_partition_1));
 }
 
+TEST_CASE("engine: a message that overtook an earlier one of its source waits for it (a link between nodes lost it)") {
+  world w(2, 6);
+  std::string parent = "fan-0";
+  for (int i = 0; core::partition_of(parent, 2) != 0; ++i) parent = "fan-" + std::to_string(i);
+  REQUIRE(w.owner(parent).start(request(parent, "FanOut"), w.now));
+  w.commit_all();
+  w.pull_work(0);
+  REQUIRE(w.orchestrator_items.size() == 1);
+  w.work_one(false);
+  w.commit(0);
+  auto outbox = w.engines[0]->unacknowledged_outbox();
+  std::erase_if(outbox, [](const store::outbox_entry& entry) { return entry.destination_partition != 1; });
+  REQUIRE(outbox.size() >= 2);
+  CHECK(outbox[1].previous == outbox[0].sequence);  // Each names the one before it.
+  auto child_of = [&](const store::outbox_entry& entry) {
+    auto child = w.engines[1]->store().load_instance(std::get<core::start_request>(entry.message.body).instance_id);
+    REQUIRE(child);
+    return child->has_value();
+  };
+  // The second arrives first: not applied (applying it would hide the first as a
+  // duplicate), and not acknowledged.
+  REQUIRE(w.engines[1]->receive(outbox[1], w.now));
+  w.commit(1);
+  CHECK_FALSE(child_of(outbox[1]));
+  // Sent again in order, both are applied, once.
+  for (const auto& entry : outbox) REQUIRE(w.engines[1]->receive(entry, w.now));
+  w.commit(1);
+  for (const auto& entry : outbox) CHECK(child_of(entry));
+}
+
 TEST_CASE("engine: replaying a partition's log rebuilds the same instances") {
   world w(2, 7);
   for (const char* id : {"hello-1", "hello-2", "fan-1"}) {

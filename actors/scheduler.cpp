@@ -249,6 +249,12 @@ class actor_scheduler final : public service::router, public service::partition_
                  planned ? "handed over after committing what it held" : "its ownership was lost");
   }
 
+  bool serves(const std::string& hub_name, std::uint32_t p) override {
+    std::lock_guard lock(mutex_);
+    auto found = hubs_.find(hub_name);
+    return found != hubs_.end() && p < found->second.partition_count && found->second.partitions[p];
+  }
+
   std::map<std::pair<std::string, std::uint32_t>, std::int64_t> served() override {
     std::lock_guard lock(mutex_);
     std::map<std::pair<std::string, std::uint32_t>, std::int64_t> out;

@@ -157,4 +157,36 @@ interface NodeLink {
   deliver @0 (taskHub :Text, partition :UInt32, entry :Data) -> ();
   # `partition`'s messages to partition `from` are durable up to `sequence`.
   receipt @1 (taskHub :Text, partition :UInt32, from :UInt32, sequence :UInt64) -> ();
+
+  # A client's call for one instance or partition, forwarded by the node the client
+  # called to the node that serves it. Served here only: a partition not served
+  # here (it moved again) is refused with "unavailable: ...", never forwarded on.
+  start @2 (taskHub :Text, request :Log.StartRequest) -> (instanceId :Text, executionId :Text);
+  read @3 (taskHub :Text, instanceId :Text, withHistory :Bool)
+      -> (found :Bool, record :Model.InstanceRecord, history :List(Model.HistoryEvent));
+  # Answers once the instance started (or ended) durably; cancelling the call
+  # forgets the wait.
+  await @4 (taskHub :Text, instanceId :Text, untilCompleted :Bool) -> (record :Model.InstanceRecord);
+  apply @5 (taskHub :Text, change :Change) -> ();
+  purge @6 (taskHub :Text, instanceId :Text, children :Bool) -> (purged :Bool, children :List(Text));
+  query @7 (taskHub :Text, partition :UInt32, query :InstanceQuery)
+      -> (instances :List(Model.InstanceRecord), continuationToken :Text);
+}
+
+# A client's change to one instance (service::change).
+struct Change {
+  instanceId @0 :Text;
+  # Payloads: unset is none.
+  union {
+    raiseEvent :group {
+      name @1 :Text;
+      input @2 :Text;
+    }
+    terminate @3 :Log.TerminateRequest;
+    suspend @4 :Text;   # the reason
+    resume @5 :Text;
+    rewind @6 :Text;
+    deliver @7 :Log.InstanceMessage;
+    deleteEntity @8 :Void;
+  }
 }

@@ -1156,6 +1156,11 @@ void write(schema::ActivityWorkItem::Builder b, const core::activity_request& x,
   b.setCompletionToken(token);
 }
 
+core::instance_message read(schema::InstanceMessage::Reader r) { return from(r); }
+void write(schema::InstanceMessage::Builder b, const core::instance_message& x) { fill(b, x); }
+core::terminate_request read(schema::TerminateRequest::Reader r) { return from(r); }
+void write(schema::TerminateRequest::Builder b, const core::terminate_request& x) { fill(b, x); }
+
 core::tag_map read(capnp::List<schema::Tag>::Reader r) { return from(r); }
 void write(capnp::List<schema::Tag>::Builder b, const core::tag_map& x) { fill(b, x); }
 core::runtime_status read(schema::OrchestrationStatus status) { return from_schema(status); }

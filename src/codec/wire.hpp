@@ -36,6 +36,12 @@ std::pair<core::activity_request, std::uint64_t> read(schema::ActivityWorkItem::
 void write(schema::ActivityWorkItem::Builder builder, const core::activity_request& request,
            std::uint64_t token);
 
+core::instance_message read(schema::InstanceMessage::Reader reader);
+void write(schema::InstanceMessage::Builder builder, const core::instance_message& value);
+
+core::terminate_request read(schema::TerminateRequest::Reader reader);
+void write(schema::TerminateRequest::Builder builder, const core::terminate_request& value);
+
 core::tag_map read(capnp::List<schema::Tag>::Reader reader);
 void write(capnp::List<schema::Tag>::Builder builder, const core::tag_map& value);
 core::runtime_status read(schema::OrchestrationStatus status);

@@ -1,4 +1,5 @@
 #include "rpc/capnp_server.hpp"
+#include "rpc/node_wire.hpp"
 
 #include <capnp/ez-rpc.h>
 #include <kj/async.h>
@@ -302,7 +303,92 @@ class worker_session final : public s::WorkerSession::Server {
 /// Another node's link: its partitions' messages go to this node's partitions.
 class node_link_service final : public s::NodeLink::Server {
  public:
-  explicit node_link_service(service::partition_host& peers) : peers_(peers) {}
+  node_link_service(service::partition_host& peers, service::router& local) : peers_(peers), local_(local) {}
+
+  // Calls forwarded by another node: served by this node's own partitions only.
+
+  kj::Promise<void> start(StartContext context) override {
+    auto p = context.getParams();
+    auto pending = answer<service::started>();
+    local_.start(text(p.getTaskHub()), wire::read(p.getRequest()), pending.callback);
+    return pending.promise.then([context](expected<service::started> result) mutable {
+      auto started = value_or_fail(std::move(result));
+      context.getResults().setInstanceId(text(started.instance_id));
+      context.getResults().setExecutionId(text(started.execution_id));
+    });
+  }
+
+  kj::Promise<void> read(ReadContext context) override {
+    auto p = context.getParams();
+    auto pending = answer<std::optional<service::instance_view>>();
+    local_.get(text(p.getTaskHub()), text(p.getInstanceId()), p.getWithHistory(), pending.callback);
+    return pending.promise.then([context](expected<std::optional<service::instance_view>> result) mutable {
+      auto view = value_or_fail(std::move(result));
+      auto results = context.getResults();
+      results.setFound(view.has_value());
+      if (!view) return;
+      wire::write(results.initRecord(), view->record);
+      auto history = results.initHistory(static_cast<unsigned>(view->history.size()));
+      for (unsigned i = 0; i < view->history.size(); ++i) wire::write(history[i], view->history[i]);
+    });
+  }
+
+  kj::Promise<void> await(AwaitContext context) override {
+    auto p = context.getParams();
+    auto hub = text(p.getTaskHub());
+    auto id = text(p.getInstanceId());
+    auto pending = answer<core::instance_record>();
+    auto answered = std::make_shared<std::atomic<bool>>(false);
+    auto done = [answered, callback = pending.callback](expected<core::instance_record> record) {
+      answered->store(true);
+      callback(std::move(record));
+    };
+    const auto handle = local_.wait(hub, id, p.getUntilCompleted(), std::move(done));
+    // The forwarding node gave up (its client cancelled): the wait is forgotten here too.
+    auto forget = kj::defer([this, answered, hub, id, handle] {
+      if (!answered->load()) local_.cancel_wait(hub, id, handle);
+    });
+    return pending.promise
+        .then([context](expected<core::instance_record> result) mutable {
+          wire::write(context.getResults().initRecord(), value_or_fail(std::move(result)));
+        })
+        .attach(kj::mv(forget));
+  }
+
+  kj::Promise<void> apply(ApplyContext context) override {
+    auto p = context.getParams();
+    auto pending = answer<void>();
+    local_.change(text(p.getTaskHub()), node_wire::read(p.getChange()), pending.callback);
+    return pending.promise.then([](expected<void> result) { value_or_fail(std::move(result)); });
+  }
+
+  kj::Promise<void> purge(PurgeContext context) override {
+    auto p = context.getParams();
+    auto pending = answer<service::purge_step>();
+    local_.purge_one(text(p.getTaskHub()), text(p.getInstanceId()), p.getChildren(), pending.callback);
+    return pending.promise.then([context](expected<service::purge_step> result) mutable {
+      auto step = value_or_fail(std::move(result));
+      auto results = context.getResults();
+      results.setPurged(step.purged);
+      auto children = results.initChildren(static_cast<unsigned>(step.children.size()));
+      for (unsigned i = 0; i < step.children.size(); ++i) children.set(i, text(step.children[i]));
+    });
+  }
+
+  kj::Promise<void> query(QueryContext context) override {
+    auto p = context.getParams();
+    auto query = node_wire::read(p.getQuery());
+    query.page_size = p.getQuery().getPageSize();  // As the forwarding node asked, already bounded there.
+    auto pending = answer<core::query_page>();
+    local_.query_partition(text(p.getTaskHub()), p.getPartition(), std::move(query), pending.callback);
+    return pending.promise.then([context](expected<core::query_page> result) mutable {
+      auto page = value_or_fail(std::move(result));
+      auto results = context.getResults();
+      auto list = results.initInstances(static_cast<unsigned>(page.instances.size()));
+      for (unsigned i = 0; i < page.instances.size(); ++i) wire::write(list[i], page.instances[i]);
+      results.setContinuationToken(text(page.continuation_token));
+    });
+  }
 
   kj::Promise<void> deliver(DeliverContext context) override {
     auto p = context.getParams();
@@ -320,17 +406,20 @@ class node_link_service final : public s::NodeLink::Server {
 
  private:
   service::partition_host& peers_;
+  service::router& local_;
 };
 
 class scheduler_service final : public s::Scheduler::Server {
  public:
-  scheduler_service(service::task_service& scheduler, service::partition_host* peers)
-      : scheduler_(scheduler), peers_(peers) {}
+  scheduler_service(service::task_service& scheduler, service::partition_host* peers, service::router* local)
+      : scheduler_(scheduler), peers_(peers), local_(local) {}
 
   kj::Promise<void> nodeLink(NodeLinkContext context) override {
-    if (!peers_) fail({errc::failed_precondition, "this dtsd is not a cluster node (it runs without --cluster)"});
+    if (!peers_ || !local_) {
+      fail({errc::failed_precondition, "this dtsd is not a cluster node (it runs without --cluster)"});
+    }
     spdlog::info("cluster: node '{}' linked", text(context.getParams().getFromNode()));
-    context.getResults().setLink(kj::heap<node_link_service>(*peers_));
+    context.getResults().setLink(kj::heap<node_link_service>(*peers_, *local_));
     return kj::READY_NOW;
   }
 
@@ -437,22 +526,7 @@ class scheduler_service final : public s::Scheduler::Server {
     });
   }
 
-  static core::instance_query read_query(s::InstanceQuery::Reader q) {
-    core::instance_query query;
-    for (auto status : q.getStatuses()) query.statuses.push_back(wire::read(status));
-    if (q.getCreatedFromNs() != 0) query.created_from_ns = q.getCreatedFromNs();
-    if (q.getCreatedToNs() != 0) query.created_to_ns = q.getCreatedToNs();
-    query.name_prefix = text(q.getNamePrefix());
-    query.instance_id_prefix = text(q.getInstanceIdPrefix());
-    if (q.hasVersion()) query.version = text(q.getVersion());
-    query.tags = wire::read(q.getTags());
-    // The same rule as the gRPC endpoint: 0 is 100, more than the maximum is the maximum.
-    query.page_size = q.getPageSize() == 0 ? 100 : std::min<std::size_t>(q.getPageSize(), core::query_page_size_max);
-    query.continuation_token = text(q.getContinuationToken());
-    query.fetch_payloads = q.getFetchPayloads();
-    query.entities = q.getEntities();
-    return query;
-  }
+  static core::instance_query read_query(s::InstanceQuery::Reader q) { return node_wire::read(q); }
 
   kj::Promise<void> query(QueryContext context) override {
     auto params = context.getParams();
@@ -578,12 +652,14 @@ class scheduler_service final : public s::Scheduler::Server {
 
   service::task_service& scheduler_;
   service::partition_host* peers_;
+  service::router* local_;
 };
 
 class capnp_server_impl final : public capnp_server {
  public:
-  capnp_server_impl(service::task_service& scheduler, std::string address, service::partition_host* peers)
-      : scheduler_(scheduler), address_(std::move(address)), peers_(peers) {}
+  capnp_server_impl(service::task_service& scheduler, std::string address, service::partition_host* peers,
+                    service::router* local)
+      : scheduler_(scheduler), address_(std::move(address)), peers_(peers), local_(local) {}
 
   ~capnp_server_impl() override { stop(); }
 
@@ -615,7 +691,7 @@ class capnp_server_impl final : public capnp_server {
       capnp::ReaderOptions options;
       options.traversalLimitInWords = 64 * 1024 * 1024;  // 512 MiB: a 1 MiB payload fits many times.
       // The server creates this thread's event loop; everything kj comes after it.
-      capnp::EzRpcServer server(kj::heap<scheduler_service>(scheduler_, peers_), address_, 8081, options);
+      capnp::EzRpcServer server(kj::heap<scheduler_service>(scheduler_, peers_, local_), address_, 8081, options);
       auto& wait_scope = server.getWaitScope();
       auto stopped = kj::newPromiseAndCrossThreadFulfiller<void>();
       stop_ = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(stopped.fulfiller));
@@ -635,6 +711,7 @@ class capnp_server_impl final : public capnp_server {
   service::task_service& scheduler_;
   std::string address_;
   service::partition_host* peers_;
+  service::router* local_;
   std::thread thread_;
   std::uint16_t port_ = 0;
   std::mutex stop_mutex_;
@@ -645,8 +722,9 @@ class capnp_server_impl final : public capnp_server {
 
 expected<std::unique_ptr<capnp_server>> capnp_server::start(service::task_service& scheduler,
                                                             const std::string& address,
-                                                            service::partition_host* peers) {
-  auto server = std::make_unique<capnp_server_impl>(scheduler, address, peers);
+                                                            service::partition_host* peers,
+                                                            service::router* local) {
+  auto server = std::make_unique<capnp_server_impl>(scheduler, address, peers, local);
   if (auto running = server->run_thread(); !running) return running.error();
   return std::unique_ptr<capnp_server>(std::move(server));
 }

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "service/partition_host.hpp"
+#include "service/router.hpp"
 #include "service/service.hpp"
 #include "core/error.hpp"
 
@@ -17,11 +18,13 @@ namespace dtsd::rpc {
 class capnp_server {
  public:
   /// Starts listening on `address` ("127.0.0.1:8081"; port 0 picks one) and
-  /// returns once it does. A cluster node gives `peers`: the node link other nodes
-  /// send partition messages over (Scheduler.nodeLink) hands them to it.
+  /// returns once it does. A cluster node gives `peers` and `local` (its router
+  /// that never forwards): the node link other nodes use (Scheduler.nodeLink) hands
+  /// partition messages to `peers` and forwarded calls to `local`.
   static expected<std::unique_ptr<capnp_server>> start(service::task_service& scheduler,
                                                        const std::string& address,
-                                                       service::partition_host* peers = nullptr);
+                                                       service::partition_host* peers = nullptr,
+                                                       service::router* local = nullptr);
   virtual ~capnp_server() = default;
   virtual std::uint16_t port() const = 0;
   /// Stops accepting calls and ends the loop thread.

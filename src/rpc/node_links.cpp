@@ -12,6 +12,8 @@
 #include <thread>
 
 #include "rpc.capnp.h"
+#include "rpc/node_wire.hpp"
+#include "sdk/errors.hpp"
 
 namespace dtsd::rpc {
 
@@ -19,7 +21,7 @@ namespace s = dtsd::schema;
 
 namespace {
 
-capnp::Text::Reader text(const std::string& value) { return {value.data(), value.size()}; }
+using node_wire::text;
 
 /// The transport of one connection: shared with the promise that makes it, which
 /// may outlive the connection's entry (calls in flight hold the link).
@@ -49,7 +51,7 @@ struct node_links::loop {
   std::thread thread;
   kj::Own<const kj::Executor> executor;
   std::shared_ptr<kj::Own<kj::CrossThreadPromiseFulfiller<void>>> stop;
-  std::mutex mutex;  ///< Guards `running` against the loop's end.
+  std::mutex mutex;  ///< Guards `running` against the loop's end; never taken on the loop thread.
   bool running = false;
 
   // Loop thread only.
@@ -59,27 +61,44 @@ struct node_links::loop {
   log_failures errors;
   kj::Maybe<kj::TaskSet&> tasks;
 
-  /// Runs `send` on the loop thread with the link to `address`.
-  void with_link(const std::string& address, std::function<kj::Promise<void>(s::NodeLink::Client&)> send) {
-    std::lock_guard lock(mutex);
-    if (!running) return;
+  /// Runs `send` on the loop thread with the link to `address`. A failure reaches
+  /// `failed` (if any); one of the connection itself also marks it broken, so that
+  /// the next call makes it again.
+  void with_link(const std::string& address, const std::function<kj::Promise<void>(s::NodeLink::Client&)>& send,
+                 std::function<void(const kj::Exception&)> failed = {}) {
+    std::unique_lock lock(mutex);
+    if (!running) {
+      lock.unlock();
+      if (failed) failed(KJ_EXCEPTION(DISCONNECTED, "dtsd is stopping"));
+      return;
+    }
     executor->executeSync([&] {
       auto& link = link_to(address);
       auto generation = link.generation;
       KJ_IF_MAYBE(client, link.link) {
         KJ_IF_MAYBE(set, tasks) {
-          set->add(send(*client).catch_([this, address, generation](kj::Exception&& failure) {
+          set->add(send(*client).catch_([this, address, generation, failed = std::move(failed)](kj::Exception&& e) {
             auto found = connections.find(address);
-            if (found != connections.end() && found->second->generation == generation && !found->second->broken) {
+            if (e.getType() == kj::Exception::Type::DISCONNECTED && found != connections.end() &&
+                found->second->generation == generation && !found->second->broken) {
               found->second->broken = true;
-              spdlog::warn("cluster: the link to {} broke ({}); it is made again on the next message", address,
-                           failure.getDescription().cStr());
+              spdlog::warn("cluster: the link to {} broke ({}); it is made again on the next call", address,
+                           e.getDescription().cStr());
             }
+            if (failed) failed(e);
           }));
         }
       }
     });
   }
+
+  /// Forwarded waits not answered yet, by handle: cancelling one drops its call
+  /// and answers nothing.
+  struct pending_wait {
+    kj::Own<kj::Canceler> canceler;
+    std::shared_ptr<std::atomic<bool>> cancelled;
+  };
+  std::map<std::uint64_t, pending_wait> awaits;
 
   /// The connection to `address`, made now if there is none or it broke.
   connection& link_to(const std::string& address) {
@@ -125,6 +144,7 @@ struct node_links::loop {
     }
     ready.set_value();
     stopped.promise.wait(async_io.waitScope);
+    awaits.clear();
     tasks = nullptr;
     connections.clear();
   }
@@ -182,6 +202,152 @@ void node_links::receipt(const std::string& address, const std::string& hub, std
     request.setSequence(sequence);
     return request.send().ignoreResult();
   });
+}
+
+}  // namespace dtsd::rpc
+
+namespace dtsd::rpc {
+
+namespace {
+/// What a forwarded call's failure says to its caller.
+template <class T>
+std::function<void(const kj::Exception&)> fail_to(service::callback<T> done) {
+  return [done = std::move(done)](const kj::Exception& failure) { done(sdk::error_of(failure)); };
+}
+}  // namespace
+
+void node_links::start(const std::string& address, const std::string& hub, const core::start_request& request,
+                       service::callback<service::started> done) {
+  loop_->with_link(
+      address,
+      [&](s::NodeLink::Client& link) {
+        auto call = link.startRequest();
+        call.setTaskHub(text(hub));
+        codec::wire::write(call.initRequest(), request);
+        return call.send().then([done](auto response) {
+          done(service::started{text(response.getInstanceId()), text(response.getExecutionId())});
+        });
+      },
+      fail_to(done));
+}
+
+void node_links::read(const std::string& address, const std::string& hub, const std::string& instance_id,
+                      bool with_history, service::callback<std::optional<service::instance_view>> done) {
+  loop_->with_link(
+      address,
+      [&](s::NodeLink::Client& link) {
+        auto call = link.readRequest();
+        call.setTaskHub(text(hub));
+        call.setInstanceId(text(instance_id));
+        call.setWithHistory(with_history);
+        return call.send().then([done](auto response) {
+          if (!response.getFound()) return done(std::optional<service::instance_view>());
+          service::instance_view view{codec::wire::read(response.getRecord()), {}};
+          for (auto event : response.getHistory()) view.history.push_back(codec::wire::read(event));
+          done(std::optional<service::instance_view>(std::move(view)));
+        });
+      },
+      fail_to(done));
+}
+
+std::uint64_t node_links::await(const std::string& address, const std::string& hub, const std::string& instance_id,
+                                bool until_completed, service::callback<core::instance_record> done) {
+  static std::atomic<std::uint64_t> next_handle{1};
+  const auto handle = next_handle++;
+  auto* l = loop_.get();
+  // A cancelled wait answers nothing: its caller gave up.
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  auto answer = [done, cancelled](expected<core::instance_record> record) {
+    if (!cancelled->load()) done(std::move(record));
+  };
+  l->with_link(
+      address,
+      [&](s::NodeLink::Client& link) {
+        auto call = link.awaitRequest();
+        call.setTaskHub(text(hub));
+        call.setInstanceId(text(instance_id));
+        call.setUntilCompleted(until_completed);
+        auto canceler = kj::heap<kj::Canceler>();
+        auto waiting = canceler->wrap(call.send().then([answer](auto response) {
+          answer(codec::wire::read(response.getRecord()));
+        }));
+        l->awaits[handle] = loop::pending_wait{kj::mv(canceler), cancelled};
+        // Its canceler goes once it is answered (later: not from inside its own continuation).
+        return waiting.then([l, handle] { return kj::evalLater([l, handle] { l->awaits.erase(handle); }); },
+                            [l, handle](kj::Exception&& failure) -> kj::Promise<void> {
+                              return kj::evalLater([l, handle, failure = kj::mv(failure)]() mutable -> kj::Promise<void> {
+                                l->awaits.erase(handle);
+                                return kj::mv(failure);
+                              });
+                            });
+      },
+      [answer, cancelled](const kj::Exception& failure) {
+        if (!cancelled->load()) answer(sdk::error_of(failure));
+      });
+  return handle;
+}
+
+void node_links::cancel_await(std::uint64_t handle) {
+  auto* l = loop_.get();
+  std::lock_guard lock(l->mutex);
+  if (!l->running) return;
+  l->executor->executeSync([l, handle] {
+    if (auto found = l->awaits.find(handle); found != l->awaits.end()) {
+      found->second.cancelled->store(true);
+      found->second.canceler->cancel("the waiter gave up");
+      l->awaits.erase(found);
+    }
+  });
+}
+
+void node_links::apply(const std::string& address, const std::string& hub, const service::change& change,
+                       service::callback<void> done) {
+  loop_->with_link(
+      address,
+      [&](s::NodeLink::Client& link) {
+        auto call = link.applyRequest();
+        call.setTaskHub(text(hub));
+        node_wire::write(call.initChange(), change);
+        return call.send().then([done](auto) { done(expected<void>()); });
+      },
+      fail_to(done));
+}
+
+void node_links::purge(const std::string& address, const std::string& hub, const std::string& instance_id,
+                       bool children, service::callback<service::purge_step> done) {
+  loop_->with_link(
+      address,
+      [&](s::NodeLink::Client& link) {
+        auto call = link.purgeRequest();
+        call.setTaskHub(text(hub));
+        call.setInstanceId(text(instance_id));
+        call.setChildren(children);
+        return call.send().then([done](auto response) {
+          service::purge_step step{response.getPurged(), {}};
+          for (auto child : response.getChildren()) step.children.push_back(text(child));
+          done(std::move(step));
+        });
+      },
+      fail_to(done));
+}
+
+void node_links::query(const std::string& address, const std::string& hub, std::uint32_t partition,
+                       const core::instance_query& query, service::callback<core::query_page> done) {
+  loop_->with_link(
+      address,
+      [&](s::NodeLink::Client& link) {
+        auto call = link.queryRequest();
+        call.setTaskHub(text(hub));
+        call.setPartition(partition);
+        node_wire::write(call.initQuery(), query);
+        return call.send().then([done](auto response) {
+          core::query_page page;
+          for (auto record : response.getInstances()) page.instances.push_back(codec::wire::read(record));
+          page.continuation_token = text(response.getContinuationToken());
+          done(std::move(page));
+        });
+      },
+      fail_to(done));
 }
 
 }  // namespace dtsd::rpc

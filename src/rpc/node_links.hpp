@@ -13,6 +13,8 @@
 #include <string>
 
 #include "core/error.hpp"
+#include "core/query.hpp"
+#include "service/types.hpp"
 
 namespace dtsd::rpc {
 
@@ -29,6 +31,25 @@ class node_links {
   /// are durable up to `sequence`.
   void receipt(const std::string& address, const std::string& hub, std::uint32_t partition, std::uint32_t from,
                std::uint64_t sequence);
+
+  // A client's call forwarded to the node at `address`, which serves its partition
+  // (schema/rpc.capnp NodeLink). Answered on the link's thread; a broken link is
+  // errc::io.
+  void start(const std::string& address, const std::string& hub, const core::start_request& request,
+             service::callback<service::started> done);
+  void read(const std::string& address, const std::string& hub, const std::string& instance_id, bool with_history,
+            service::callback<std::optional<service::instance_view>> done);
+  /// Returns a handle for cancel_await.
+  std::uint64_t await(const std::string& address, const std::string& hub, const std::string& instance_id,
+                      bool until_completed, service::callback<core::instance_record> done);
+  /// The waiter gave up: its callback never runs, and the serving node forgets the wait.
+  void cancel_await(std::uint64_t handle);
+  void apply(const std::string& address, const std::string& hub, const service::change& change,
+             service::callback<void> done);
+  void purge(const std::string& address, const std::string& hub, const std::string& instance_id, bool children,
+             service::callback<service::purge_step> done);
+  void query(const std::string& address, const std::string& hub, std::uint32_t partition,
+             const core::instance_query& query, service::callback<core::query_page> done);
 
   struct loop;
 

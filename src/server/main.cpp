@@ -23,6 +23,7 @@
 #include "grpc/grpc_server.hpp"
 #include "codec/codec.hpp"
 #include "rpc/capnp_server.hpp"
+#include "rpc/forwarding_router.hpp"
 #include "rpc/node_links.hpp"
 
 using namespace dtsd;
@@ -131,6 +132,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<cluster::node> cluster_node;
   std::unique_ptr<rpc::node_links> links;
   std::unique_ptr<service::router> router;
+  std::unique_ptr<service::router> local_router;  ///< A cluster node's own partitions (router forwards).
   service::partition_host* host = nullptr;
   if (!opts.cluster.empty()) {
     if (opts.node_id.empty()) return fail("--cluster needs --node-id (a name unique in the cluster)");
@@ -164,8 +166,12 @@ int main(int argc, char** argv) {
       }
     };
     auto made = actors::make_node_scheduler(config, threads);
-    router = std::move(made.router);
+    local_router = std::move(made.router);
     host = made.host;
+    router = rpc::make_forwarding_router(*local_router, *host, *links,
+                                         [&member](const std::string& hub, std::uint32_t partition) {
+                                           return member->owner_elsewhere({hub, partition});
+                                         });
   } else {
     auto made = actors::make_scheduler(config, hubs, threads);
     if (!made) return fail(made.error().message);
@@ -177,7 +183,7 @@ int main(int argc, char** argv) {
     if (!started) return fail(started.error().message);
     cluster_node = std::move(*started);
   }
-  auto server = rpc::capnp_server::start(*scheduler, opts.listen, host);
+  auto server = rpc::capnp_server::start(*scheduler, opts.listen, host, local_router.get());
   if (!server) return fail(server.error().message);
   grpc_api::grpc_options grpc_options;
   grpc_options.address = opts.grpc_listen;
@@ -220,6 +226,7 @@ int main(int argc, char** argv) {
   }
   scheduler->drain();
   scheduler.reset();
+  local_router.reset();
   links.reset();
   member.reset();
   etcd.reset();

@@ -27,6 +27,8 @@ class partition_host {
   /// committed first (a handover); otherwise it stops at once (its ownership is
   /// lost, and whatever it had not committed is the next owner's to redo).
   virtual void stop_partition(const std::string& hub, std::uint32_t index, bool planned) = 0;
+  /// Whether the partition is served here now.
+  virtual bool serves(const std::string& hub, std::uint32_t index) = 0;
   /// The partitions served now, with their epochs.
   virtual std::map<std::pair<std::string, std::uint32_t>, std::int64_t> served() = 0;
   /// What a call that reaches a partition not served here is told (who serves it).

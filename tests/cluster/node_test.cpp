@@ -118,37 +118,38 @@ TEST_CASE("cluster: two nodes split a hub's partitions; a node killed -9 hands t
   auto client_a = connect("127.0.0.1:" + std::to_string(port_a));
   auto client_b = connect("127.0.0.1:" + std::to_string(port_b));
 
-  // A start goes to the node serving its partition; the other refuses it,
-  // naming that node.
+  // Any node takes any call: a start at a for a partition b serves is forwarded
+  // there, and both nodes read the same record.
   constexpr int count = 40;
-  std::map<std::string, std::string> started_at;  // id -> node
+  const auto owners = cluster.owners();
+  std::map<std::string, std::string> started_at;  // id -> the node serving it
   for (int i = 0; i < count; ++i) {
     const auto id = "city-" + std::to_string(i);
     sdk::start_options options;
     options.instance_id = id;
-    bool started = eventually(
+    expected<std::string> started = dtsd::error{errc::io, "not tried"};
+    REQUIRE(eventually(
         [&] {
-          auto on_a = client_a->start("HelloCities", sdk::json(), options);
-          if (on_a) {
-            started_at[id] = "a";
-            return true;
-          }
-          REQUIRE(on_a.error().code == errc::unavailable);
-          auto on_b = client_b->start("HelloCities", sdk::json(), options);
-          if (on_b) {
-            started_at[id] = "b";
-            CHECK_MESSAGE(on_a.error().message.find("node 'b'") != std::string::npos, on_a.error().message);
-            return true;
-          }
-          REQUIRE(on_b.error().code == errc::unavailable);
-          return false;  // Still opening: ask again.
+          started = client_a->start("HelloCities", sdk::json(), options);
+          return started || started.error().code != errc::unavailable;  // Unavailable: still opening.
         },
-        10s);
-    REQUIRE_MESSAGE(started, "no node took " << id);
+        10s));
+    REQUIRE_MESSAGE(started, started.error().message);
+    started_at[id] = owners.at(core::partition_of(id, partitions));
   }
   std::set<std::string> nodes_used;
-  for (const auto& [id, node] : started_at) nodes_used.insert(node);
-  CHECK(nodes_used.size() == 2);
+  for (const auto& [id, node] : started_at) {
+    nodes_used.insert(node);
+    auto at_a = client_a->get(id);
+    auto at_b = client_b->get(id);
+    REQUIRE(at_a);
+    REQUIRE(at_b);
+    REQUIRE(*at_a);
+    REQUIRE(*at_b);
+    CHECK((*at_a)->instance_id == (*at_b)->instance_id);
+    CHECK((*at_a)->created_at_ns == (*at_b)->created_at_ns);
+  }
+  CHECK(nodes_used.size() == 2);  // Some were forwarded to b.
 
   // a dies with its partitions: b takes them over once a's lease runs out, and
   // every start a acknowledged is there.
@@ -257,7 +258,8 @@ TEST_CASE("cluster: messages between partitions of different nodes arrive once (
   auto client_b = connect(address_b);
   const std::vector<sdk::client*> nodes{client_a.get(), client_b.get()};
 
-  // Parents whose children (id:0, id:1, id:2) are partly on the other node.
+  // Parents whose children (id:0, id:1, id:2) are partly on the other node; every
+  // call goes through node a, which forwards what b serves.
   const auto owners = cluster.owners();
   std::vector<std::string> parents;
   int crossing = 0;
@@ -267,7 +269,7 @@ TEST_CASE("cluster: messages between partitions of different nodes arrive once (
     for (int k = 0; k < 3; ++k) crossing += owners.at(core::partition_of(id + ":" + std::to_string(k), partitions)) != home;
     sdk::start_options options;
     options.instance_id = id;
-    auto started = on_owner(nodes, [&](sdk::client& c) { return c.start("Parent", sdk::json(), options); }, 10s);
+    auto started = on_owner({client_a.get()}, [&](sdk::client& c) { return c.start("Parent", sdk::json(), options); }, 10s);
     REQUIRE_MESSAGE(started, started.error().message);
     parents.push_back(id);
   }
@@ -275,19 +277,20 @@ TEST_CASE("cluster: messages between partitions of different nodes arrive once (
   MESSAGE(crossing << " of 48 children live on the other node than their parent");
 
   for (const auto& id : parents) {
-    auto done = on_owner(nodes, [&](sdk::client& c) { return c.wait_for_completion(id, 60s); }, 10s);
+    auto done = client_a->wait_for_completion(id, 60s);
     REQUIRE_MESSAGE(done, id << ": " << done.error().message);
     CHECK(done->status == core::runtime_status::completed);
     CHECK(sdk::output_of(*done) == 12);  // 2 + 4 + 6: each child's answer counted once
     for (int k = 0; k < 3; ++k) {
       const auto child_id = id + ":" + std::to_string(k);
-      auto child = read_anywhere(nodes, child_id, 10s);
-      REQUIRE_MESSAGE(child, child_id);
-      CHECK(child->status == core::runtime_status::completed);
-      REQUIRE(child->parent);
-      CHECK(child->parent->instance.instance_id == id);
+      auto child = client_a->get(child_id);
+      REQUIRE_MESSAGE(child, child_id << ": " << child.error().message);
+      REQUIRE_MESSAGE(*child, child_id);
+      CHECK((**child).status == core::runtime_status::completed);
+      REQUIRE((**child).parent);
+      CHECK((**child).parent->instance.instance_id == id);
       // Its history: started once, completed once.
-      auto history = on_owner(nodes, [&](sdk::client& c) { return c.history(child_id); }, 10s);
+      auto history = client_a->history(child_id);
       REQUIRE(history);
       int starts = 0, completions = 0;
       for (const auto& event : *history) {
@@ -297,6 +300,34 @@ TEST_CASE("cluster: messages between partitions of different nodes arrive once (
       CHECK(starts == 1);
       CHECK(completions == 1);
     }
+  }
+
+  // Changes are forwarded too: an event raised at a for an instance b serves.
+  std::string on_b = "waiter-0";
+  for (int i = 0; owners.at(core::partition_of(on_b, partitions)) != "b"; ++i) on_b = "waiter-" + std::to_string(i);
+  sdk::start_options options;
+  options.instance_id = on_b;
+  REQUIRE(client_a->start("WaitEvent", sdk::json(), options));
+  REQUIRE(client_a->wait_for_start(on_b, 10s));
+  REQUIRE(client_a->raise_event(on_b, "Approval", sdk::json{{"approved", true}}));
+  auto approved = client_a->wait_for_completion(on_b, 30s);
+  REQUIRE_MESSAGE(approved, approved.error().message);
+  CHECK(sdk::output_of(*approved) == sdk::json{{"approved", true}});
+  // A query through a pages over both nodes' partitions.
+  sdk::query_options everything;
+  everything.instance_id_prefix = "parent-";
+  everything.page_size = 1000;
+  auto page = client_a->query(everything);
+  REQUIRE(page);
+  CHECK(page->instances.size() == 16 * 4);  // Parents and their children.
+  // A purge at a removes the children where they live.
+  auto purged = client_a->purge(parents[0], true);
+  REQUIRE_MESSAGE(purged, purged.error().message);
+  CHECK(*purged == 4);
+  for (int k = 0; k < 3; ++k) {
+    auto gone = client_b->get(parents[0] + ":" + std::to_string(k));
+    REQUIRE(gone);
+    CHECK_FALSE(gone->has_value());
   }
 }
 

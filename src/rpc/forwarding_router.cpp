@@ -1,0 +1,162 @@
+#include "rpc/forwarding_router.hpp"
+
+#include <atomic>
+#include <map>
+
+#include "core/ids.hpp"
+
+namespace dtsd::rpc {
+
+namespace {
+
+class forwarding_router final : public service::router {
+ public:
+  forwarding_router(service::router& local, service::partition_host& host, node_links& links, owner_lookup owner)
+      : local_(local), host_(host), links_(links), owner_(std::move(owner)) {}
+
+  // ---- hubs: every node knows every hub (cluster/node.hpp)
+  expected<void> create_task_hub(const std::string& hub, std::uint32_t count) override {
+    return local_.create_task_hub(hub, count);
+  }
+  expected<void> delete_task_hub(const std::string& hub, bool force) override {
+    return local_.delete_task_hub(hub, force);
+  }
+  std::vector<std::string> task_hubs() override { return local_.task_hubs(); }
+  expected<std::uint32_t> partition_count(const std::string& hub) override { return local_.partition_count(hub); }
+
+  // ---- one instance: here, or at the node serving it
+  void start(const std::string& hub, core::start_request request, service::callback<service::started> done) override {
+    if (auto where = elsewhere(hub, request.instance_id)) return links_.start(*where, hub, request, std::move(done));
+    local_.start(hub, std::move(request), std::move(done));
+  }
+
+  void get(const std::string& hub, const std::string& id, bool with_history,
+           service::callback<std::optional<service::instance_view>> done) override {
+    if (auto where = elsewhere(hub, id)) return links_.read(*where, hub, id, with_history, std::move(done));
+    local_.get(hub, id, with_history, std::move(done));
+  }
+
+  std::uint64_t wait(const std::string& hub, const std::string& id, bool until_completed,
+                     service::callback<core::instance_record> done) override {
+    const auto handle = next_wait_++;
+    // The entry goes once answered; a cancelled wait is never answered.
+    auto answer = [this, handle, done = std::move(done)](expected<core::instance_record> record) {
+      {
+        std::lock_guard lock(mutex_);
+        waits_.erase(handle);
+      }
+      done(std::move(record));
+    };
+    // The answer may come at once (a refusal), before the inner handle is known.
+    auto where = elsewhere(hub, id);
+    {
+      std::lock_guard lock(mutex_);
+      waits_[handle] = {where.has_value(), 0};
+    }
+    const auto inner = where ? links_.await(*where, hub, id, until_completed, std::move(answer))
+                             : local_.wait(hub, id, until_completed, std::move(answer));
+    std::lock_guard lock(mutex_);
+    if (auto found = waits_.find(handle); found != waits_.end()) found->second.inner = inner;
+    return handle;
+  }
+
+  void cancel_wait(const std::string& hub, const std::string& id, std::uint64_t handle) override {
+    forwarded_wait found{};
+    {
+      std::lock_guard lock(mutex_);
+      auto it = waits_.find(handle);
+      if (it == waits_.end()) return;
+      found = it->second;
+      waits_.erase(it);
+    }
+    if (found.remote) {
+      links_.cancel_await(found.inner);
+    } else {
+      local_.cancel_wait(hub, id, found.inner);
+    }
+  }
+
+  void change(const std::string& hub, service::change request, service::callback<void> done) override {
+    if (auto where = elsewhere(hub, service::target_of(request))) {
+      return links_.apply(*where, hub, request, std::move(done));
+    }
+    local_.change(hub, std::move(request), std::move(done));
+  }
+
+  void purge_one(const std::string& hub, const std::string& id, bool children,
+                 service::callback<service::purge_step> done) override {
+    if (auto where = elsewhere(hub, id)) return links_.purge(*where, hub, id, children, std::move(done));
+    local_.purge_one(hub, id, children, std::move(done));
+  }
+
+  // ---- one partition
+  void query_partition(const std::string& hub, std::uint32_t partition, core::instance_query query,
+                       service::callback<core::query_page> done) override {
+    if (auto where = elsewhere(hub, partition)) return links_.query(*where, hub, partition, query, std::move(done));
+    local_.query_partition(hub, partition, std::move(query), std::move(done));
+  }
+  void list_partition(const std::string& hub, std::uint32_t partition, core::list_query query,
+                      service::callback<core::list_page> done) override {
+    local_.list_partition(hub, partition, std::move(query), std::move(done));
+  }
+  expected<std::vector<service::partition_view>> partitions(const std::string& hub) override {
+    return local_.partitions(hub);
+  }
+
+  // ---- worker sessions: on this node
+  expected<std::uint64_t> open_session(const std::string& hub, service::session_slots slots,
+                                       std::shared_ptr<service::work_sink> sink, core::work_filters filters,
+                                       std::string worker) override {
+    return local_.open_session(hub, slots, std::move(sink), std::move(filters), std::move(worker));
+  }
+  void workers(const std::string& hub, service::callback<std::vector<service::worker_view>> done) override {
+    local_.workers(hub, std::move(done));
+  }
+  void close_session(std::uint64_t session) override { local_.close_session(session); }
+  void session_alive(std::uint64_t session) override { local_.session_alive(session); }
+  void complete_orchestrator(std::uint64_t session, core::orchestrator_completion completion,
+                             service::callback<void> done) override {
+    local_.complete_orchestrator(session, std::move(completion), std::move(done));
+  }
+  void complete_activity(std::uint64_t session, core::activity_result result, service::callback<void> done) override {
+    local_.complete_activity(session, std::move(result), std::move(done));
+  }
+  void abandon(std::uint64_t session, std::uint64_t token) override { local_.abandon(session, token); }
+  void drain() override { local_.drain(); }
+
+ private:
+  /// Where another node serves the partition, if one does (else the call is this
+  /// node's: served here, or refused here with why).
+  std::optional<std::string> elsewhere(const std::string& hub, std::uint32_t partition) {
+    if (host_.serves(hub, partition)) return std::nullopt;
+    return owner_(hub, partition);
+  }
+  std::optional<std::string> elsewhere(const std::string& hub, const std::string& instance_id) {
+    if (!core::validate_instance_id(instance_id)) return std::nullopt;
+    auto count = local_.partition_count(hub);
+    if (!count) return std::nullopt;
+    return elsewhere(hub, core::partition_of(instance_id, *count));
+  }
+
+  struct forwarded_wait {
+    bool remote = false;
+    std::uint64_t inner = 0;  ///< The local router's handle, or the link's.
+  };
+
+  service::router& local_;
+  service::partition_host& host_;
+  node_links& links_;
+  owner_lookup owner_;
+  std::mutex mutex_;
+  std::map<std::uint64_t, forwarded_wait> waits_;
+  std::atomic<std::uint64_t> next_wait_{1};
+};
+
+}  // namespace
+
+std::unique_ptr<service::router> make_forwarding_router(service::router& local, service::partition_host& host,
+                                                        node_links& links, owner_lookup owner) {
+  return std::make_unique<forwarding_router>(local, host, links, std::move(owner));
+}
+
+}  // namespace dtsd::rpc

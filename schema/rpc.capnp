@@ -171,6 +171,55 @@ interface NodeLink {
   purge @6 (taskHub :Text, instanceId :Text, children :Bool) -> (purged :Bool, children :List(Text));
   query @7 (taskHub :Text, partition :UInt32, query :InstanceQuery)
       -> (instances :List(Model.InstanceRecord), continuationToken :Text);
+  # One partition's top rows of a list and its counts (core::list_query).
+  list @8 (taskHub :Text, partition :UInt32, query :ListQuery) -> (page :ListPage);
+}
+
+struct TimeWindow {
+  hasFrom @0 :Bool;
+  fromNs @1 :Int64;
+  hasTo @2 :Bool;
+  toNs @3 :Int64;
+}
+
+struct ListSort {
+  column @0 :UInt8;  # core::list_column
+  descending @1 :Bool;
+}
+
+struct ListQuery {
+  entities @0 :Bool;
+  statuses @1 :List(Model.OrchestrationStatus);
+  idPart @2 :Text;
+  namePart @3 :Text;
+  versionPart @4 :Text;
+  tagPart @5 :Text;
+  nameExact @6 :Text;
+  namePrefix @7 :Text;
+  keyPart @8 :Text;
+  # created, last updated, started, completed: in this order.
+  windows @9 :List(TimeWindow);
+  topLevelOnly @10 :Bool;
+  sort @11 :List(ListSort);
+  rows @12 :UInt64;
+}
+
+struct ListRow {
+  instanceId @0 :Text;
+  name @1 :Text;
+  version @2 :Text;
+  tags @3 :Text;
+  status @4 :Model.OrchestrationStatus;
+  createdAtNs @5 :Int64;
+  lastUpdatedAtNs @6 :Int64;
+  startAtNs @7 :Int64;
+  completedAtNs @8 :Int64;
+}
+
+struct ListPage {
+  rows @0 :List(ListRow);
+  total @1 :UInt64;
+  byStatus @2 :List(UInt64);  # by core::runtime_status
 }
 
 # A client's change to one instance (service::change).

@@ -375,6 +375,15 @@ class node_link_service final : public s::NodeLink::Server {
     });
   }
 
+  kj::Promise<void> list(ListContext context) override {
+    auto p = context.getParams();
+    auto pending = answer<core::list_page>();
+    local_.list_partition(text(p.getTaskHub()), p.getPartition(), node_wire::read(p.getQuery()), pending.callback);
+    return pending.promise.then([context](expected<core::list_page> result) mutable {
+      node_wire::write(context.getResults().initPage(), value_or_fail(std::move(result)));
+    });
+  }
+
   kj::Promise<void> query(QueryContext context) override {
     auto p = context.getParams();
     auto query = node_wire::read(p.getQuery());

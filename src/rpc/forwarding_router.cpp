@@ -97,6 +97,7 @@ class forwarding_router final : public service::router {
   }
   void list_partition(const std::string& hub, std::uint32_t partition, core::list_query query,
                       service::callback<core::list_page> done) override {
+    if (auto where = elsewhere(hub, partition)) return links_.list(*where, hub, partition, query, std::move(done));
     local_.list_partition(hub, partition, std::move(query), std::move(done));
   }
   expected<std::vector<service::partition_view>> partitions(const std::string& hub) override {

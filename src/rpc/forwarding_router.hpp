@@ -2,9 +2,9 @@
 /// A cluster node's router: a call for an instance or partition this node serves
 /// goes to its own router (actors/scheduler.hpp); one for a partition another node
 /// serves is forwarded to that node over the node link (rpc/node_links.hpp), which
-/// serves it with its own partitions only. So any node answers any client; queries
-/// and purges that span partitions, composed by the service above, reach every
-/// partition wherever it is served.
+/// serves it with its own partitions only. So any node answers any client; queries,
+/// lists and purges that span partitions, composed by the service above, reach
+/// every partition wherever it is served.
 ///
 /// Worker sessions, and what they complete, stay on the node they connected to (a
 /// worker gets the work of that node's partitions).

@@ -350,4 +350,18 @@ void node_links::query(const std::string& address, const std::string& hub, std::
       fail_to(done));
 }
 
+void node_links::list(const std::string& address, const std::string& hub, std::uint32_t partition,
+                      const core::list_query& query, service::callback<core::list_page> done) {
+  loop_->with_link(
+      address,
+      [&](s::NodeLink::Client& link) {
+        auto call = link.listRequest();
+        call.setTaskHub(text(hub));
+        call.setPartition(partition);
+        node_wire::write(call.initQuery(), query);
+        return call.send().then([done](auto response) { done(node_wire::read(response.getPage())); });
+      },
+      fail_to(done));
+}
+
 }  // namespace dtsd::rpc

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "core/error.hpp"
+#include "core/list.hpp"
 #include "core/query.hpp"
 #include "service/types.hpp"
 
@@ -50,6 +51,8 @@ class node_links {
              service::callback<service::purge_step> done);
   void query(const std::string& address, const std::string& hub, std::uint32_t partition,
              const core::instance_query& query, service::callback<core::query_page> done);
+  void list(const std::string& address, const std::string& hub, std::uint32_t partition, const core::list_query& query,
+            service::callback<core::list_page> done);
 
   struct loop;
 

@@ -42,11 +42,13 @@ struct cluster_setup {
 
   std::string url() const { return "etcd://" + etcd.endpoint; }
 
-  /// A node's arguments; it listens (native API) on `port`.
-  std::vector<std::string> node_args(const std::string& id, int port) const {
+  /// A node's arguments; it listens (native API) on `port`, and serves the
+  /// dashboard on `dashboard_port` if one is given.
+  std::vector<std::string> node_args(const std::string& id, int port, int dashboard_port = 0) const {
     const auto address = "127.0.0.1:" + std::to_string(port);
+    const auto dashboard = dashboard_port ? "127.0.0.1:" + std::to_string(dashboard_port) : std::string("off");
     return {"--cluster", url(), "--node-id", id, "--advertise", address, "--listen", address,
-            "--grpc-listen", "127.0.0.1:0", "--dashboard-listen", "off", "--data-dir", data_dir.string(),
+            "--grpc-listen", "127.0.0.1:0", "--dashboard-listen", dashboard, "--data-dir", data_dir.string(),
             "--partitions", std::to_string(partitions), "--node-lease-seconds", "2", "--log-level", "warn"};
   }
 
@@ -85,6 +87,27 @@ std::optional<core::instance_record> read_anywhere(const std::vector<sdk::client
       },
       limit);
   return found;
+}
+
+/// POSTs `body` (JSON) to `path` on 127.0.0.1:`port` and returns the response's body.
+std::string http_post(int port, const std::string& path, const std::string& body) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  const auto request = "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
+                       "Content-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  REQUIRE(write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size()));
+  std::string response;
+  char buffer[4096];
+  for (ssize_t got; (got = read(fd, buffer, sizeof buffer)) > 0;) response.append(buffer, static_cast<std::size_t>(got));
+  close(fd);
+  const auto at = response.find("\r\n\r\n");
+  REQUIRE_MESSAGE(at != std::string::npos, response);
+  return response.substr(at + 4);
 }
 
 /// `call` at whichever node serves its instance: tried at each node in turn while
@@ -244,8 +267,8 @@ TEST_CASE("cluster: a second process with a live node's id is refused, and dtsct
 
 TEST_CASE("cluster: messages between partitions of different nodes arrive once (sub-orchestrations across nodes)") {
   cluster_setup cluster;
-  const int port_a = free_port(), port_b = free_port();
-  process a(binary("DTSD_BIN"), cluster.node_args("a", port_a), true);
+  const int port_a = free_port(), port_b = free_port(), dashboard_a = free_port();
+  process a(binary("DTSD_BIN"), cluster.node_args("a", port_a, dashboard_a), true);
   process b(binary("DTSD_BIN"), cluster.node_args("b", port_b), true);
   REQUIRE(eventually([&] { return cluster.owned_by("a") > 0 && cluster.owned_by("b") > 0 &&
                                   cluster.owners().size() == partitions; },
@@ -320,6 +343,11 @@ TEST_CASE("cluster: messages between partitions of different nodes arrive once (
   auto page = client_a->query(everything);
   REQUIRE(page);
   CHECK(page->instances.size() == 16 * 4);  // Parents and their children.
+  // The dashboard of a lists every partition's instances, b's included.
+  auto listed = sdk::json::parse(http_post(dashboard_a, "/v1/taskhubs/orchestrations/query",
+                                           R"({"filter": {"orchestrationId": "parent-"}, "pagination": {"count": 200}})"));
+  CHECK_MESSAGE(listed["totalCount"] == 16 * 4, listed.dump());
+  CHECK(listed["orchestrations"].size() == 16 * 4);
   // A purge at a removes the children where they live.
   auto purged = client_a->purge(parents[0], true);
   REQUIRE_MESSAGE(purged, purged.error().message);

@@ -173,6 +173,11 @@ interface NodeLink {
       -> (instances :List(Model.InstanceRecord), continuationToken :Text);
   # One partition's top rows of a list and its counts (core::list_query).
   list @8 (taskHub :Text, partition :UInt32, query :ListQuery) -> (page :ListPage);
+  # A worker connected to another node gets this node's work too, through a
+  # session that node opens here on its behalf; its answers for this node's
+  # partitions come back through the session.
+  openSession @9 (taskHub :Text, orchestratorSlots :UInt32, activitySlots :UInt32, entitySlots :UInt32,
+                  filters :WorkFilters, worker :Text, sink :WorkSink) -> (session :WorkerSession);
 }
 
 struct TimeWindow {

@@ -67,12 +67,19 @@ void node::leave() {
   member_.leave();  // Each partition is committed and closed (on_release), then released.
 }
 
+void node::on_reconciled(std::function<void()> after) {
+  std::lock_guard lock(mutex_);
+  after_ = std::move(after);
+}
+
 void node::run() {
   std::unique_lock lock(mutex_);
   while (!stopping_) {
     dirty_ = false;
+    auto after = after_;
     lock.unlock();
     reconcile();
+    if (after) after();
     lock.lock();
     wake_.wait_for(lock, reconcile_interval, [this] { return stopping_ || dirty_; });
   }

@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -39,6 +40,10 @@ class node {
   /// Brings the served partitions in line with ownership now (the node's thread
   /// does it on every change and a few times a second).
   void reconcile();
+  /// Runs after each reconcile of the node's thread (what depends on the cluster's
+  /// shape: relayed worker sessions). Set before the thread needs it; kept until
+  /// the node goes.
+  void on_reconciled(std::function<void()> after);
 
  private:
   node(membership& member, service::partition_host& host);
@@ -54,6 +59,7 @@ class node {
   std::condition_variable wake_;
   bool stopping_ = false;
   bool dirty_ = true;
+  std::function<void()> after_;
   std::thread thread_;
 };
 

@@ -214,9 +214,12 @@ class verdict_tally : public std::enable_shared_from_this<verdict_tally> {
   service::callback<refusals> done_;
 };
 
+/// A worker's session: of a client (over the service), or of another node's worker
+/// that gets this node's work through it (over this node's own router).
+template <class Scheduler>
 class worker_session final : public s::WorkerSession::Server {
  public:
-  worker_session(service::task_service& scheduler, s::WorkSink::Client sink)
+  worker_session(Scheduler& scheduler, s::WorkSink::Client sink)
       : scheduler_(scheduler),
         channel_(kj::heap<sink_channel>(kj::mv(sink))),
         sink_(std::make_shared<capnp_work_sink>()) {
@@ -294,7 +297,7 @@ class worker_session final : public s::WorkerSession::Server {
   }
 
  private:
-  service::task_service& scheduler_;
+  Scheduler& scheduler_;
   std::uint64_t id_ = 0;
   kj::Own<sink_channel> channel_;
   std::shared_ptr<capnp_work_sink> sink_;
@@ -373,6 +376,16 @@ class node_link_service final : public s::NodeLink::Server {
       auto children = results.initChildren(static_cast<unsigned>(step.children.size()));
       for (unsigned i = 0; i < step.children.size(); ++i) children.set(i, text(step.children[i]));
     });
+  }
+
+  kj::Promise<void> openSession(OpenSessionContext context) override {
+    auto p = context.getParams();
+    auto session = kj::heap<worker_session<service::router>>(local_, p.getSink());
+    value_or_fail(session->open(text(p.getTaskHub()),
+                                {p.getOrchestratorSlots(), p.getActivitySlots(), p.getEntitySlots()},
+                                rpc_wire::read(p.getFilters()), text(p.getWorker())));
+    context.getResults().setSession(kj::mv(session));
+    return kj::READY_NOW;
   }
 
   kj::Promise<void> list(ListContext context) override {
@@ -643,7 +656,7 @@ class scheduler_service final : public s::Scheduler::Server {
 
   kj::Promise<void> openWorkerSession(OpenWorkerSessionContext context) override {
     auto p = context.getParams();
-    auto session = kj::heap<worker_session>(scheduler_, p.getSink());
+    auto session = kj::heap<worker_session<service::task_service>>(scheduler_, p.getSink());
     value_or_fail(session->open(text(p.getTaskHub()),
                                 {p.getOrchestratorConcurrency(), p.getActivityConcurrency(), p.getEntityConcurrency()},
                                 rpc_wire::read(p.getFilters()), text(p.getWorker())));

@@ -1,5 +1,6 @@
 #include "rpc/forwarding_router.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 
@@ -9,10 +10,11 @@ namespace dtsd::rpc {
 
 namespace {
 
-class forwarding_router final : public service::router {
+class forwarding_router_impl final : public forwarding_router {
  public:
-  forwarding_router(service::router& local, service::partition_host& host, node_links& links, owner_lookup owner)
-      : local_(local), host_(host), links_(links), owner_(std::move(owner)) {}
+  forwarding_router_impl(service::router& local, service::partition_host& host, node_links& links,
+                         owner_lookup owner, nodes_lookup other_nodes)
+      : local_(local), host_(host), links_(links), owner_(std::move(owner)), other_nodes_(std::move(other_nodes)) {}
 
   // ---- hubs: every node knows every hub (cluster/node.hpp)
   expected<void> create_task_hub(const std::string& hub, std::uint32_t count) override {
@@ -104,25 +106,70 @@ class forwarding_router final : public service::router {
     return local_.partitions(hub);
   }
 
-  // ---- worker sessions: on this node
+  // ---- worker sessions: here, and relayed from every other node
   expected<std::uint64_t> open_session(const std::string& hub, service::session_slots slots,
                                        std::shared_ptr<service::work_sink> sink, core::work_filters filters,
                                        std::string worker) override {
-    return local_.open_session(hub, slots, std::move(sink), std::move(filters), std::move(worker));
+    auto id = local_.open_session(hub, slots, sink, filters, worker);
+    if (!id) return id;
+    {
+      std::lock_guard lock(mutex_);
+      sessions_[*id] = session_card{hub, slots, std::move(filters), std::move(worker), std::move(sink), {}};
+    }
+    maintain(*id);
+    return id;
   }
   void workers(const std::string& hub, service::callback<std::vector<service::worker_view>> done) override {
     local_.workers(hub, std::move(done));
   }
-  void close_session(std::uint64_t session) override { local_.close_session(session); }
+  void close_session(std::uint64_t session) override {
+    std::map<std::string, std::uint64_t> relayed;
+    {
+      std::lock_guard lock(mutex_);
+      if (auto found = sessions_.find(session); found != sessions_.end()) {
+        relayed = std::move(found->second.relayed);
+        sessions_.erase(found);
+      }
+    }
+    for (const auto& [address, handle] : relayed) links_.close_session(handle);
+    local_.close_session(session);
+  }
   void session_alive(std::uint64_t session) override { local_.session_alive(session); }
   void complete_orchestrator(std::uint64_t session, core::orchestrator_completion completion,
                              service::callback<void> done) override {
+    if (auto handle = relayed_for(session, completion.instance_id)) {
+      return links_.complete_orchestrator(*handle, completion, std::move(done));
+    }
     local_.complete_orchestrator(session, std::move(completion), std::move(done));
   }
   void complete_activity(std::uint64_t session, core::activity_result result, service::callback<void> done) override {
+    if (auto handle = relayed_for(session, result.instance_id)) {
+      return links_.complete_activity(*handle, result, std::move(done));
+    }
     local_.complete_activity(session, std::move(result), std::move(done));
   }
-  void abandon(std::uint64_t session, std::uint64_t token) override { local_.abandon(session, token); }
+  // Tokens are unique across partitions: whichever session holds it gives it back.
+  void abandon(std::uint64_t session, std::uint64_t token) override {
+    std::vector<std::uint64_t> relayed;
+    {
+      std::lock_guard lock(mutex_);
+      if (auto found = sessions_.find(session); found != sessions_.end()) {
+        for (const auto& [address, handle] : found->second.relayed) relayed.push_back(handle);
+      }
+    }
+    for (auto handle : relayed) links_.abandon(handle, token);
+    local_.abandon(session, token);
+  }
+
+  void maintain_sessions() override {
+    std::vector<std::uint64_t> ids;
+    {
+      std::lock_guard lock(mutex_);
+      for (const auto& [id, card] : sessions_) ids.push_back(id);
+    }
+    for (auto id : ids) maintain(id);
+  }
+
   void drain() override { local_.drain(); }
 
  private:
@@ -139,6 +186,70 @@ class forwarding_router final : public service::router {
     return elsewhere(hub, core::partition_of(instance_id, *count));
   }
 
+  /// A session of this node's worker, and the sessions relayed for it, by node address.
+  struct session_card {
+    std::string hub;
+    service::session_slots slots;
+    core::work_filters filters;
+    std::string worker;
+    std::shared_ptr<service::work_sink> sink;
+    std::map<std::string, std::uint64_t> relayed;
+  };
+
+  /// The relayed session an answer for `instance_id` goes through (its partition is
+  /// served by another node), or none (served here, or refused here).
+  std::optional<std::uint64_t> relayed_for(std::uint64_t session, const std::string& instance_id) {
+    std::string hub;
+    {
+      std::lock_guard lock(mutex_);
+      auto found = sessions_.find(session);
+      if (found == sessions_.end()) return std::nullopt;
+      hub = found->second.hub;
+    }
+    auto where = elsewhere(hub, instance_id);
+    if (!where) return std::nullopt;
+    std::lock_guard lock(mutex_);
+    auto found = sessions_.find(session);
+    if (found == sessions_.end()) return std::nullopt;
+    auto relayed = found->second.relayed.find(*where);
+    if (relayed == found->second.relayed.end()) return std::nullopt;
+    return relayed->second;
+  }
+
+  /// Opens the session's relays at nodes that lack one (or whose relay fell), and
+  /// closes those at nodes gone.
+  void maintain(std::uint64_t id) {
+    const auto nodes = other_nodes_();
+    session_card card;
+    {
+      std::lock_guard lock(mutex_);
+      auto found = sessions_.find(id);
+      if (found == sessions_.end()) return;
+      card = found->second;
+    }
+    std::map<std::string, std::uint64_t> keep;
+    std::vector<std::uint64_t> drop;
+    for (const auto& [address, handle] : card.relayed) {
+      if (std::find(nodes.begin(), nodes.end(), address) != nodes.end() && links_.session_stands(handle)) {
+        keep[address] = handle;
+      } else {
+        drop.push_back(handle);
+      }
+    }
+    for (const auto& address : nodes) {
+      if (!keep.count(address)) {
+        keep[address] = links_.open_session(address, card.hub, card.slots, card.filters, card.worker, card.sink);
+      }
+    }
+    for (auto handle : drop) links_.close_session(handle);
+    std::lock_guard lock(mutex_);
+    if (auto found = sessions_.find(id); found != sessions_.end()) {
+      found->second.relayed = std::move(keep);
+    } else {
+      for (const auto& [address, handle] : keep) links_.close_session(handle);  // Closed meanwhile.
+    }
+  }
+
   struct forwarded_wait {
     bool remote = false;
     std::uint64_t inner = 0;  ///< The local router's handle, or the link's.
@@ -148,16 +259,19 @@ class forwarding_router final : public service::router {
   service::partition_host& host_;
   node_links& links_;
   owner_lookup owner_;
+  nodes_lookup other_nodes_;
   std::mutex mutex_;
+  std::map<std::uint64_t, session_card> sessions_;
   std::map<std::uint64_t, forwarded_wait> waits_;
   std::atomic<std::uint64_t> next_wait_{1};
 };
 
 }  // namespace
 
-std::unique_ptr<service::router> make_forwarding_router(service::router& local, service::partition_host& host,
-                                                        node_links& links, owner_lookup owner) {
-  return std::make_unique<forwarding_router>(local, host, links, std::move(owner));
+std::unique_ptr<forwarding_router> make_forwarding_router(service::router& local, service::partition_host& host,
+                                                          node_links& links, owner_lookup owner,
+                                                          nodes_lookup other_nodes) {
+  return std::make_unique<forwarding_router_impl>(local, host, links, std::move(owner), std::move(other_nodes));
 }
 
 }  // namespace dtsd::rpc

@@ -6,8 +6,9 @@
 /// lists and purges that span partitions, composed by the service above, reach
 /// every partition wherever it is served.
 ///
-/// Worker sessions, and what they complete, stay on the node they connected to (a
-/// worker gets the work of that node's partitions).
+/// A worker connected to this node gets the work of every node: this node opens a
+/// session on its behalf at each other node (node_links::open_session), relays what
+/// they push, and sends each answer to the node serving its instance.
 
 #include <functional>
 #include <memory>
@@ -24,7 +25,18 @@ namespace dtsd::rpc {
 /// The address of the node serving a partition, when another node does.
 using owner_lookup = std::function<std::optional<std::string>(const std::string& hub, std::uint32_t partition)>;
 
-std::unique_ptr<service::router> make_forwarding_router(service::router& local, service::partition_host& host,
-                                                        node_links& links, owner_lookup owner);
+/// The addresses of the other live nodes.
+using nodes_lookup = std::function<std::vector<std::string>()>;
+
+class forwarding_router : public service::router {
+ public:
+  /// Opens the sessions a worker lacks at nodes that joined (or whose link broke
+  /// and came back), and closes those at nodes gone. Called a few times a second.
+  virtual void maintain_sessions() = 0;
+};
+
+std::unique_ptr<forwarding_router> make_forwarding_router(service::router& local, service::partition_host& host,
+                                                          node_links& links, owner_lookup owner,
+                                                          nodes_lookup other_nodes);
 
 }  // namespace dtsd::rpc

@@ -13,6 +13,7 @@
 
 #include "rpc.capnp.h"
 #include "rpc/node_wire.hpp"
+#include "rpc/work_filters_wire.hpp"
 #include "sdk/errors.hpp"
 
 namespace dtsd::rpc {
@@ -92,6 +93,16 @@ struct node_links::loop {
     });
   }
 
+  /// Sessions opened at other nodes for this node's workers, by handle.
+  struct remote_session {
+    kj::Maybe<s::WorkerSession::Client> session;
+    std::string address;
+    std::uint64_t generation = 0;  ///< Of the connection it was opened on.
+    std::shared_ptr<std::atomic<bool>> ended = std::make_shared<std::atomic<bool>>(false);
+  };
+  std::map<std::uint64_t, remote_session> sessions;
+  std::uint64_t next_session = 1;
+
   /// Forwarded waits not answered yet, by handle: cancelling one drops its call
   /// and answers nothing.
   struct pending_wait {
@@ -145,6 +156,7 @@ struct node_links::loop {
     ready.set_value();
     stopped.promise.wait(async_io.waitScope);
     awaits.clear();
+    sessions.clear();
     tasks = nullptr;
     connections.clear();
   }
@@ -362,6 +374,158 @@ void node_links::list(const std::string& address, const std::string& hub, std::u
         return call.send().then([done](auto response) { done(node_wire::read(response.getPage())); });
       },
       fail_to(done));
+}
+
+namespace {
+
+/// This node's end of a session opened at another node: pushes go to the local
+/// worker's sink. Keep-alives are answered while the session stands here (the
+/// worker's own liveness is checked by this node; its leases there still expire).
+class relay_sink final : public s::WorkSink::Server {
+ public:
+  relay_sink(std::shared_ptr<service::work_sink> sink, std::shared_ptr<std::atomic<bool>> ended)
+      : sink_(std::move(sink)), ended_(std::move(ended)) {}
+
+  kj::Promise<void> push(PushContext context) override {
+    std::vector<service::work_item> items;
+    for (auto item : context.getParams().getItems()) {
+      if (item.isOrchestrator()) {
+        items.emplace_back(codec::wire::read(item.getOrchestrator()));
+      } else {
+        auto [request, token] = codec::wire::read(item.getActivity());
+        items.emplace_back(core::activity_work_item{std::move(request), token});
+      }
+    }
+    if (!items.empty()) sink_->push(std::move(items));
+    return kj::READY_NOW;
+  }
+  kj::Promise<void> keepAlive(KeepAliveContext) override { return kj::READY_NOW; }
+  kj::Promise<void> end(EndContext context) override {
+    spdlog::info("cluster: a node ended a relayed worker session: {}", context.getParams().getReason().cStr());
+    ended_->store(true);
+    return kj::READY_NOW;
+  }
+
+ private:
+  std::shared_ptr<service::work_sink> sink_;
+  std::shared_ptr<std::atomic<bool>> ended_;
+};
+
+}  // namespace
+
+std::uint64_t node_links::open_session(const std::string& address, const std::string& hub,
+                                       service::session_slots slots, const core::work_filters& filters,
+                                       const std::string& worker, std::shared_ptr<service::work_sink> sink) {
+  auto* l = loop_.get();
+  std::uint64_t handle = 0;
+  l->with_link(
+      address,
+      [&](s::NodeLink::Client& link) {
+        handle = l->next_session++;
+        auto& opened = l->sessions[handle];
+        opened.address = address;
+        opened.generation = l->connections.at(address)->generation;
+        auto call = link.openSessionRequest();
+        call.setTaskHub(text(hub));
+        call.setOrchestratorSlots(slots.orchestrators);
+        call.setActivitySlots(slots.activities);
+        call.setEntitySlots(slots.entities);
+        rpc_wire::write(call.initFilters(), filters);
+        call.setWorker(text(worker));
+        call.setSink(kj::heap<relay_sink>(std::move(sink), opened.ended));
+        auto response = call.send();
+        opened.session = response.getSession();
+        // Refused (the hub is unknown there, say): the session ends; it is tried again.
+        return response.ignoreResult();
+      },
+      [l, handle](const kj::Exception& failure) {
+        spdlog::warn("cluster: a relayed worker session could not open: {}", failure.getDescription().cStr());
+        if (auto found = l->sessions.find(handle); found != l->sessions.end()) found->second.ended->store(true);
+      });
+  return handle;
+}
+
+bool node_links::session_stands(std::uint64_t handle) {
+  auto* l = loop_.get();
+  std::lock_guard lock(l->mutex);
+  if (!l->running) return false;
+  bool stands = false;
+  l->executor->executeSync([&] {
+    auto found = l->sessions.find(handle);
+    if (found == l->sessions.end() || found->second.ended->load()) return;
+    auto link = l->connections.find(found->second.address);
+    stands = link != l->connections.end() && !link->second->broken &&
+             link->second->generation == found->second.generation;
+  });
+  return stands;
+}
+
+namespace {
+template <class Call>
+void on_session(node_links::loop& l, std::uint64_t handle, Call call, std::function<void(const kj::Exception&)> failed) {
+  std::unique_lock lock(l.mutex);
+  if (!l.running) {
+    lock.unlock();
+    if (failed) failed(KJ_EXCEPTION(DISCONNECTED, "dtsd is stopping"));
+    return;
+  }
+  l.executor->executeSync([&] {
+    auto found = l.sessions.find(handle);
+    if (found == l.sessions.end()) {
+      if (failed) failed(KJ_EXCEPTION(DISCONNECTED, "the relayed session is closed"));
+      return;
+    }
+    KJ_IF_MAYBE(session, found->second.session) {
+      KJ_IF_MAYBE(set, l.tasks) {
+        set->add(call(*session).catch_([failed](kj::Exception&& e) {
+          if (failed) failed(e);
+        }));
+      }
+    }
+  });
+}
+}  // namespace
+
+void node_links::complete_orchestrator(std::uint64_t handle, const core::orchestrator_completion& completion,
+                                       service::callback<void> done) {
+  on_session(
+      *loop_, handle,
+      [&](s::WorkerSession::Client& session) {
+        auto call = session.completeOrchestratorRequest();
+        codec::wire::write(call.initCompletion(), completion);
+        return call.send().then([done](auto) { done(expected<void>()); });
+      },
+      fail_to(done));
+}
+
+void node_links::complete_activity(std::uint64_t handle, const core::activity_result& result,
+                                   service::callback<void> done) {
+  on_session(
+      *loop_, handle,
+      [&](s::WorkerSession::Client& session) {
+        auto call = session.completeActivityRequest();
+        codec::wire::write(call.initCompletion(), result);
+        return call.send().then([done](auto) { done(expected<void>()); });
+      },
+      fail_to(done));
+}
+
+void node_links::abandon(std::uint64_t handle, std::uint64_t token) {
+  on_session(
+      *loop_, handle,
+      [&](s::WorkerSession::Client& session) {
+        auto call = session.abandonOrchestratorRequest();
+        call.setCompletionToken(token);
+        return call.send().ignoreResult();
+      },
+      {});
+}
+
+void node_links::close_session(std::uint64_t handle) {
+  auto* l = loop_.get();
+  std::lock_guard lock(l->mutex);
+  if (!l->running) return;
+  l->executor->executeSync([l, handle] { l->sessions.erase(handle); });
 }
 
 }  // namespace dtsd::rpc

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "core/error.hpp"
+#include "core/work_filter.hpp"
 #include "core/list.hpp"
 #include "core/query.hpp"
 #include "service/types.hpp"
@@ -53,6 +54,24 @@ class node_links {
              const core::instance_query& query, service::callback<core::query_page> done);
   void list(const std::string& address, const std::string& hub, std::uint32_t partition, const core::list_query& query,
             service::callback<core::list_page> done);
+
+  // A worker of this node gets another node's work through a session this node
+  // opens there on its behalf (NodeLink.openSession): what that node pushes goes to
+  // `sink`; answers for its partitions go back through the session.
+
+  /// Opens it; returns a handle for the calls below.
+  std::uint64_t open_session(const std::string& address, const std::string& hub, service::session_slots slots,
+                             const core::work_filters& filters, const std::string& worker,
+                             std::shared_ptr<service::work_sink> sink);
+  /// Whether the session still stands (its link has not broken, and the node did
+  /// not end it); one that does not is closed and may be opened again.
+  bool session_stands(std::uint64_t handle);
+  void complete_orchestrator(std::uint64_t handle, const core::orchestrator_completion& completion,
+                             service::callback<void> done);
+  void complete_activity(std::uint64_t handle, const core::activity_result& result, service::callback<void> done);
+  void abandon(std::uint64_t handle, std::uint64_t token);
+  /// Drops the session: the node gives what it holds back for re-dispatch.
+  void close_session(std::uint64_t handle);
 
   struct loop;
 

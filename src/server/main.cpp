@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <cstdio>
 #include <sstream>
 #include <thread>
@@ -129,10 +130,13 @@ int main(int argc, char** argv) {
   // A cluster node: registered in etcd, serving the partitions it comes to own.
   std::unique_ptr<cluster::etcd_client> etcd;
   std::unique_ptr<cluster::membership> member;
+  // What the routing threads read of `member`: set once it has joined.
+  std::atomic<cluster::membership*> joined_member{nullptr};
   std::unique_ptr<cluster::node> cluster_node;
   std::unique_ptr<rpc::node_links> links;
   std::unique_ptr<service::router> router;
   std::unique_ptr<service::router> local_router;  ///< A cluster node's own partitions (router forwards).
+  rpc::forwarding_router* forwarding = nullptr;
   service::partition_host* host = nullptr;
   if (!opts.cluster.empty()) {
     if (opts.node_id.empty()) return fail("--cluster needs --node-id (a name unique in the cluster)");
@@ -144,20 +148,14 @@ int main(int argc, char** argv) {
     auto connected = cluster::etcd_client::connect(*endpoints);
     if (!connected) return fail(connected.error().message);
     etcd = std::move(*connected);
-    cluster::member_options member_options;
-    member_options.node_id = opts.node_id;
-    member_options.advertise = opts.advertise.empty() ? opts.listen : opts.advertise;
-    member_options.lease_ttl = std::chrono::seconds(opts.node_lease_seconds);
-    auto joined = cluster::membership::join(*etcd, member_options);
-    if (!joined) return fail(joined.error().message);
-    member = std::move(*joined);
     auto linked = rpc::node_links::start(opts.node_id);
     if (!linked) return fail(linked.error().message);
     links = std::move(*linked);
     // A partition's message for a partition another node owns goes over its link.
-    config.remote = [&links, &member](const std::string& hub, std::uint32_t partition,
-                                      const actors::peer_message& message) {
-      auto address = member->owner_elsewhere({hub, partition});
+    config.remote = [&links, &joined_member](const std::string& hub, std::uint32_t partition,
+                                             const actors::peer_message& message) {
+      auto* member = joined_member.load();
+      auto address = member ? member->owner_elsewhere({hub, partition}) : std::nullopt;
       if (!address) return;  // Unclaimed (moving), or claimed here and opening: sent again later.
       if (const auto* delivery = std::get_if<actors::peer::delivery>(&message)) {
         links->deliver(*address, hub, partition, store::encode(delivery->entry));
@@ -168,23 +166,49 @@ int main(int argc, char** argv) {
     auto made = actors::make_node_scheduler(config, threads);
     local_router = std::move(made.router);
     host = made.host;
-    router = rpc::make_forwarding_router(*local_router, *host, *links,
-                                         [&member](const std::string& hub, std::uint32_t partition) {
-                                           return member->owner_elsewhere({hub, partition});
-                                         });
+    auto forwarder = rpc::make_forwarding_router(
+        *local_router, *host, *links,
+        [&joined_member](const std::string& hub, std::uint32_t partition) {
+          auto* member = joined_member.load();
+          return member ? member->owner_elsewhere({hub, partition}) : std::nullopt;
+        },
+        [&joined_member] {
+          std::vector<std::string> others;
+          auto* member = joined_member.load();
+          if (!member) return others;
+          for (const auto& [id, address] : member->nodes()) {
+            if (id != member->node_id()) others.push_back(address);
+          }
+          return others;
+        });
+    forwarding = forwarder.get();
+    router = std::move(forwarder);
   } else {
     auto made = actors::make_scheduler(config, hubs, threads);
     if (!made) return fail(made.error().message);
     router = std::move(*made);
   }
   auto scheduler = std::make_unique<service::task_service>(std::move(router), service::service_options{config.limits});
-  if (member) {
-    auto started = cluster::node::start(*member, *host, hubs, opts.partitions);
-    if (!started) return fail(started.error().message);
-    cluster_node = std::move(*started);
-  }
   auto server = rpc::capnp_server::start(*scheduler, opts.listen, host, local_router.get());
   if (!server) return fail(server.error().message);
+  if (etcd) {
+    // Joined once the native API listens: other nodes reach this one there.
+    cluster::member_options member_options;
+    member_options.node_id = opts.node_id;
+    member_options.advertise = opts.advertise;
+    if (member_options.advertise.empty()) {
+      const auto host_part = opts.listen.substr(0, opts.listen.rfind(':'));
+      if (host_part == "0.0.0.0" || host_part == "[::]" || host_part == "::") {
+        return fail("--advertise is needed when --listen binds every address: say where other nodes reach this one");
+      }
+      member_options.advertise = host_part + ":" + std::to_string((*server)->port());
+    }
+    member_options.lease_ttl = std::chrono::seconds(opts.node_lease_seconds);
+    auto joined = cluster::membership::join(*etcd, member_options);
+    if (!joined) return fail(joined.error().message);
+    member = std::move(*joined);
+    joined_member = member.get();
+  }
   grpc_api::grpc_options grpc_options;
   grpc_options.address = opts.grpc_listen;
   grpc_options.partition_count = opts.partitions;
@@ -203,6 +227,13 @@ int main(int argc, char** argv) {
     http = std::move(*started);
   }
 
+  // Last, so that nothing fails after its thread runs (it calls the router).
+  if (member) {
+    auto started = cluster::node::start(*member, *host, hubs, opts.partitions);
+    if (!started) return fail(started.error().message);
+    cluster_node = std::move(*started);
+    cluster_node->on_reconciled([forwarding] { forwarding->maintain_sessions(); });
+  }
   const auto dashboard_port = http ? std::to_string(http->port()) : std::string("off");
   const auto cluster_text = member ? fmt::format(", cluster node '{}'", opts.node_id) : std::string();
   std::printf("dtsd ready: gRPC API on port %u, native API on port %u, dashboard on port %s, task hubs %s, data %s, "
@@ -228,6 +259,7 @@ int main(int argc, char** argv) {
   scheduler.reset();
   local_router.reset();
   links.reset();
+  joined_member = nullptr;
   member.reset();
   etcd.reset();
   spdlog::info("stopped cleanly");

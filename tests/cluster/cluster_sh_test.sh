@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# deploy/cluster.sh on loopback ports: up 2, status shows both nodes owning every
+# partition, down stops everything it started (by PID) and leaves nothing behind.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+export DTSD_BUILD=${DTSD_BUILD:?run through meson test}
+export DTSD_CLUSTER_DIR=$(mktemp -d /tmp/dtsd-cluster-sh-XXXXXX)
+export DTSD_ETCD_PORT=$((20000 + RANDOM % 20000))
+export DTSD_PORT_BASE=$((40000 + (RANDOM % 200) * 100))
+cleanup() { "$root/deploy/cluster.sh" down --purge > /dev/null 2>&1 || true; rm -rf "$DTSD_CLUSTER_DIR"; }
+trap cleanup EXIT
+
+"$root/deploy/cluster.sh" up 2 --loopback
+pids=$(awk '{print $1}' "$DTSD_CLUSTER_DIR/pids")
+status=""
+for _ in $(seq 1 100); do
+  status=$("$root/deploy/cluster.sh" status)
+  owned=$(echo "$status" | awk '$1 == "default" && $3 ~ /^n[12]$/' | wc -l)
+  [ "$owned" -eq 12 ] && break
+  sleep 0.2
+done
+echo "$status"
+[ "$owned" -eq 12 ] || { echo "FAIL: not every partition owned"; exit 1; }
+echo "$status" | grep -q '^n1 ' || { echo "FAIL: node n1 missing"; exit 1; }
+echo "$status" | grep -q '^n2 ' || { echo "FAIL: node n2 missing"; exit 1; }
+"$root/deploy/cluster.sh" down --purge
+for pid in $pids; do
+  if kill -0 "$pid" 2> /dev/null; then echo "FAIL: $pid still runs after down"; exit 1; fi
+done
+[ ! -e "$DTSD_CLUSTER_DIR" ] || { echo "FAIL: $DTSD_CLUSTER_DIR left behind"; exit 1; }
+echo "cluster.sh: up, status, down OK"

@@ -259,7 +259,8 @@ int cluster_status(const std::string& url, bool as_json) {
   if (as_json) {
     json out = {{"revision", view->revision}, {"nodes", json::array()}, {"partitions", json::array()}};
     for (const auto& [id, address] : view->nodes) {
-      out["nodes"].push_back({{"nodeId", id}, {"address", address}, {"partitionsOwned", owned[id]}});
+      out["nodes"].push_back({{"nodeId", id}, {"address", address}, {"partitionsOwned", owned[id]},
+                              {"drained", view->drained.count(id) > 0}});
     }
     for (const auto& [hub, count] : view->hubs) {
       for (std::uint32_t p = 0; p < count; ++p) {
@@ -273,7 +274,10 @@ int cluster_status(const std::string& url, bool as_json) {
     return 0;
   }
   std::printf("%-24s %-28s %s\n", "NODE", "ADDRESS", "PARTITIONS");
-  for (const auto& [id, address] : view->nodes) std::printf("%-24s %-28s %zu\n", id.c_str(), address.c_str(), owned[id]);
+  for (const auto& [id, address] : view->nodes) {
+    std::printf("%-24s %-28s %zu%s\n", id.c_str(), address.c_str(), owned[id],
+                view->drained.count(id) ? " (drained)" : "");
+  }
   std::printf("\n%-20s %-9s %-24s %s\n", "TASK HUB", "PARTITION", "OWNER", "EPOCH");
   for (const auto& [hub, count] : view->hubs) {
     for (std::uint32_t p = 0; p < count; ++p) {
@@ -385,12 +389,35 @@ int main(int argc, char** argv) {
   auto* cluster_cmd = app.add_subcommand("cluster", "See a dtsd cluster as etcd holds it")->require_subcommand(1);
   std::string etcd_url;
   auto* cluster_show = cluster_cmd->add_subcommand("status", "Nodes, and each partition's owner and epoch");
-  cluster_show->add_option("--cluster", etcd_url, "etcd of the cluster: etcd://host:port[,host:port...]")
-      ->envname("DTSD_CLUSTER")
-      ->required();
+  auto* cluster_drain = cluster_cmd->add_subcommand("drain", "Move a node's partitions to the others; it stays up");
+  auto* cluster_undrain = cluster_cmd->add_subcommand("undrain", "Let a drained node own partitions again");
+  std::string drain_node;
+  for (auto* command : {cluster_show, cluster_drain, cluster_undrain}) {
+    command->add_option("--cluster", etcd_url, "etcd of the cluster: etcd://host:port[,host:port...]")
+        ->envname("DTSD_CLUSTER")
+        ->required();
+  }
+  cluster_drain->add_option("node", drain_node, "The node's id")->required();
+  cluster_undrain->add_option("node", drain_node, "The node's id")->required();
   CLI11_PARSE(app, argc, argv);
 
   if (cluster_show->parsed()) return cluster_status(etcd_url, g.as_json);
+  if (cluster_drain->parsed() || cluster_undrain->parsed()) {
+    const bool drain = cluster_drain->parsed();
+    auto options = cluster::parse_etcd_url(etcd_url);
+    if (!options) return refused(options.error());
+    auto client = cluster::etcd_client::connect(*options);
+    if (!client) return refused(client.error());
+    auto view = cluster::read_cluster(**client);
+    if (!view) return refused(view.error());
+    if (drain && !view->nodes.count(drain_node)) {
+      return refused({errc::not_found, "no live node '" + drain_node + "' in the cluster"});
+    }
+    if (auto set = cluster::set_drained(**client, drain_node, drain); !set) return refused(set.error());
+    std::printf("%s\n", (drain ? "draining node " + drain_node + ": its partitions move to the others"
+                               : "node " + drain_node + " may own partitions again").c_str());
+    return 0;
+  }
 
   // Task hub commands work whatever hubs exist; instance commands need theirs.
   auto connected = sdk::client::connect(g.address, taskhub->parsed() ? std::string() : g.hub);

@@ -172,6 +172,7 @@ namespace {
 /// What a key under the prefix names.
 struct parsed_key {
   std::optional<std::string> node;
+  std::optional<std::string> drained;
   std::optional<std::pair<std::string, std::uint32_t>> hub;
   std::optional<partition_ref> partition;
 };
@@ -182,6 +183,8 @@ parsed_key parse(const std::string& prefix, const std::string& key) {
   const auto rest = std::string_view(key).substr(prefix.size());
   if (rest.rfind("nodes/", 0) == 0) {
     out.node = std::string(rest.substr(6));
+  } else if (rest.rfind("drain/", 0) == 0) {
+    out.drained = std::string(rest.substr(6));
   } else if (rest.rfind("hubs/", 0) == 0) {
     out.hub = std::pair<std::string, std::uint32_t>{std::string(rest.substr(5)), 0};
   } else if (rest.rfind("partitions/", 0) == 0) {
@@ -207,12 +210,29 @@ expected<cluster_view> read_cluster(etcd_client& client, const std::string& pref
   for (const auto& kv : listed->first) {
     auto named = parse(prefix, kv.key);
     if (named.node) view.nodes[*named.node] = kv.value;
+    if (named.drained) view.drained.insert(*named.drained);
     if (named.hub) {
       if (auto count = partition_count_of(kv.value)) view.hubs[named.hub->first] = count;
     }
     if (named.partition) view.claims[*named.partition] = claim{kv.value, kv.create_revision};
   }
   return view;
+}
+
+expected<void> set_drained(etcd_client& client, const std::string& node_id, bool drained,
+                           const std::string& prefix) {
+  const auto key = prefix + "drain/" + node_id;
+  if (drained) {
+    auto put = client.put(key, "drained");
+    if (!put) return put.error();
+    return {};
+  }
+  auto found = client.get(key);
+  if (!found) return found.error();
+  if (!*found) return {};
+  auto erased = client.erase_if(key, (*found)->mod_revision);
+  if (!erased) return erased.error();
+  return {};
 }
 
 std::int64_t membership::reload() {
@@ -224,6 +244,7 @@ std::int64_t membership::reload() {
         std::lock_guard lock(mutex_);
         nodes_ = std::move(listed->nodes);
         claims_ = std::move(listed->claims);
+        drained_ = std::move(listed->drained);
         hubs_.merge(listed->hubs);
         changed = changed_;
         dirty_ = true;
@@ -252,6 +273,13 @@ void membership::apply(const std::vector<watch_event>& events) {
           nodes_[*named.node] = event.kv.value;
         }
       }
+      if (named.drained) {
+        if (event.deleted) {
+          drained_.erase(*named.drained);
+        } else {
+          drained_.insert(*named.drained);
+        }
+      }
       if (named.hub && !event.deleted) {
         if (auto count = partition_count_of(event.kv.value)) hubs_.emplace(named.hub->first, count);
       }
@@ -276,7 +304,13 @@ void membership::balance() {
   std::map<partition_ref, claim> claims;
   {
     std::lock_guard lock(mutex_);
-    for (const auto& [id, address] : nodes_) live.push_back(id);
+    // A drained node owns nothing, unless every node is drained.
+    for (const auto& [id, address] : nodes_) {
+      if (!drained_.count(id)) live.push_back(id);
+    }
+    if (live.empty()) {
+      for (const auto& [id, address] : nodes_) live.push_back(id);
+    }
     hubs = hubs_;
     claims = claims_;
   }

@@ -6,6 +6,9 @@
 ///   nodes/<node id>              -> the node's advertised address, under its lease
 ///   partitions/<hub>/<partition> -> the owning node's id, under the owner's lease
 ///   hubs/<hub>                   -> the hub's partition count (no lease: hubs stay)
+///   drain/<node id>              -> present while the node is drained: it owns
+///                                   nothing (its partitions are handed over), but
+///                                   stays up and keeps routing
 /// A partition is claimed with a create-if-absent transaction; the revision that
 /// created the claim is the partition's **epoch**, higher for every new owner.
 ///
@@ -58,11 +61,15 @@ struct claim {
 /// The cluster as etcd holds it.
 struct cluster_view {
   std::map<std::string, std::string> nodes;  ///< Live node ids and their addresses.
+  std::set<std::string> drained;             ///< Nodes asked to own nothing.
   std::map<std::string, std::uint32_t> hubs;  ///< Hubs and their partition counts.
   std::map<partition_ref, claim> claims;
   std::int64_t revision = 0;  ///< etcd's revision it was read at.
 };
 expected<cluster_view> read_cluster(etcd_client& client, const std::string& prefix = "/dtsd/");
+/// Drains a node (its partitions move to the others; it stays up) or ends that.
+expected<void> set_drained(etcd_client& client, const std::string& node_id, bool drained,
+                           const std::string& prefix = "/dtsd/");
 
 /// The live node that should own a partition (empty when there is none).
 std::string rendezvous_owner(const std::vector<std::string>& nodes, const partition_ref& partition);
@@ -124,6 +131,7 @@ class membership {
   std::map<std::string, std::string> nodes_;
   std::map<partition_ref, claim> claims_;
   std::map<std::string, std::uint32_t> hubs_;
+  std::set<std::string> drained_;
   std::function<void()> changed_;
   std::function<void(const partition_ref&)> releasing_;
 

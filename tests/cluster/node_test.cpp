@@ -202,7 +202,7 @@ TEST_CASE("cluster: two nodes split a hub's partitions; a node killed -9 hands t
   }
 }
 
-TEST_CASE("cluster: a joining node takes its share, a leaving one hands its partitions back at once") {
+TEST_CASE("cluster: a joining node takes its share, a drained one gives it up, a leaving one hands its partitions back at once") {
   cluster_setup cluster;
   const int port_a = free_port(), port_b = free_port();
   process a(binary("DTSD_BIN"), cluster.node_args("a", port_a), true);
@@ -229,6 +229,17 @@ TEST_CASE("cluster: a joining node takes its share, a leaving one hands its part
   for (const auto& id : ids) {
     CHECK_MESSAGE(read_anywhere({client_a.get(), client_b.get()}, id, 10s), id << " is not served after the join");
   }
+
+  // A drain moves b's partitions to a while b stays up and answers through a.
+  auto drained = run_command(binary("DTSCTL_BIN"), {"cluster", "drain", "b", "--cluster", cluster.url()}, 30s);
+  REQUIRE_MESSAGE(drained.exit_code == 0, drained.out);
+  REQUIRE(eventually([&] { return cluster.owned_by("a") == partitions; }, 20s));
+  for (const auto& id : ids) CHECK_MESSAGE(read_anywhere({client_b.get()}, id, 10s), id << " is not served through b");
+  auto undrained = run_command(binary("DTSCTL_BIN"), {"cluster", "undrain", "b", "--cluster", cluster.url()}, 30s);
+  REQUIRE(undrained.exit_code == 0);
+  REQUIRE(eventually([&] { return cluster.owned_by("b") > 0 && cluster.owners().size() == partitions; }, 20s));
+  auto nobody = run_command(binary("DTSCTL_BIN"), {"cluster", "drain", "zz", "--cluster", cluster.url()}, 30s);
+  CHECK(nobody.exit_code == 1);  // No such live node: refused, nothing written.
 
   // A planned leave: b commits, closes and releases; a claims them without
   // waiting for b's lease to run out.

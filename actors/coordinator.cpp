@@ -84,6 +84,9 @@ caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self, st
       // new here learns of the sessions.
       [=, &port, &dispatch](wire_atom, const std::vector<caf::actor>& partitions) {
         port.partitions = partitions;
+        for (std::uint32_t p = 0; p < partitions.size(); ++p) {
+          if (partitions[p]) dispatch.partition_back(p);
+        }
         for (const auto& [id, info] : port.sinks) port.introduce(info);
         dispatch.pump();
       },

@@ -195,10 +195,13 @@ void dispatcher::partition_gone(std::uint32_t partition) {
   }
   with_work_.erase(partition);
   for (auto& parked : parked_) parked.erase(partition);
+  gone_.insert(partition);
 }
 
+void dispatcher::partition_back(std::uint32_t partition) { gone_.erase(partition); }
+
 void dispatcher::note_work(std::uint32_t partition, work_kinds kinds) {
-  if (!kinds.any()) return;
+  if (!kinds.any() || gone_.count(partition)) return;
   auto& known = with_work_[partition];
   for (auto kind : all_kinds) known.has[kind_index(kind)] = known.has[kind_index(kind)] || kinds.has[kind_index(kind)];
 }
@@ -247,6 +250,7 @@ void dispatcher::place(work_kind kind, std::uint32_t partition, std::vector<Item
 }
 
 void dispatcher::on_work(work_batch work, std::int64_t now_ns) {
+  if (gone_.count(work.partition)) return;  // Taken before it left: its next owner has them.
   // Only what is still counted as asked of it (a partition gone and served again
   // may answer a take that was forgotten).
   if (auto of = asked_of_.find(work.partition); of != asked_of_.end()) {

@@ -180,6 +180,8 @@ class dispatcher {
   /// of it and not answered is forgotten, and so is what it was known to have.
   /// Leases on its items stay until answered or expired (their answers are refused).
   void partition_gone(std::uint32_t partition);
+  /// The partition is served here (again): what it announces counts.
+  void partition_back(std::uint32_t partition);
   /// A partition's answer to a take: its items are leased and pushed.
   void on_work(work_batch work, std::int64_t now_ns);
   /// The session's answer for `token` was applied or finally refused: its slot is
@@ -243,6 +245,9 @@ class dispatcher {
   std::array<std::set<std::uint32_t>, work_kind_count> parked_;
   per_kind asked_{};  ///< Items asked of partitions and not yet handed over.
   std::map<std::uint32_t, per_kind> asked_of_;  ///< The same, by partition.
+  /// Partitions no longer served here: late announcements, answers and give-backs
+  /// of theirs are ignored (their next owner recovers their items).
+  std::set<std::uint32_t> gone_;
 };
 
 }  // namespace dtsd::actors

@@ -351,7 +351,9 @@ class partition_state : public partition_context, public peer_link {
   }
 
   void on_take(const take_request& take) {
-    if (stall) {  // Its answers could not be committed: nothing until it writes again.
+    // Its answers could not be committed (stalled), or it is being handed over
+    // (draining: answers would reach its next owner as stale): nothing now.
+    if (stall || draining) {
       announced = {};
       work_batch none{index, take.wanted, {}, {}, {}, {}, {}};
       // What it keeps parked stays known, or a session that accepts it later

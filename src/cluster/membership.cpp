@@ -153,7 +153,7 @@ expected<std::uint32_t> membership::register_hub(const std::string& hub, std::ui
 }
 
 void membership::on_release(std::function<void(const partition_ref&)> releasing) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(callback_mutex_);
   releasing_ = std::move(releasing);
 }
 
@@ -163,8 +163,18 @@ std::map<std::string, std::string> membership::nodes() const {
 }
 
 void membership::on_change(std::function<void()> changed) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(callback_mutex_);
   changed_ = std::move(changed);
+}
+
+void membership::notify_changed() {
+  std::lock_guard lock(callback_mutex_);
+  if (changed_) changed_();
+}
+
+void membership::notify_releasing(const partition_ref& partition) {
+  std::lock_guard lock(callback_mutex_);
+  if (releasing_) releasing_(partition);
 }
 
 namespace {
@@ -239,18 +249,16 @@ std::int64_t membership::reload() {
   for (;;) {
     auto listed = read_cluster(client_, options_.prefix);
     if (listed) {
-      std::function<void()> changed;
       {
         std::lock_guard lock(mutex_);
         nodes_ = std::move(listed->nodes);
         claims_ = std::move(listed->claims);
         drained_ = std::move(listed->drained);
         hubs_.merge(listed->hubs);
-        changed = changed_;
         dirty_ = true;
       }
       wake_.notify_all();
-      if (changed) changed();
+      notify_changed();
       return listed->revision;
     }
     spdlog::warn("cluster: {}", listed.error().message);
@@ -261,7 +269,6 @@ std::int64_t membership::reload() {
 }
 
 void membership::apply(const std::vector<watch_event>& events) {
-  std::function<void()> changed;
   {
     std::lock_guard lock(mutex_);
     for (const auto& event : events) {
@@ -291,11 +298,10 @@ void membership::apply(const std::vector<watch_event>& events) {
         }
       }
     }
-    changed = changed_;
     dirty_ = true;
   }
   wake_.notify_all();
-  if (changed) changed();
+  notify_changed();
 }
 
 void membership::balance() {
@@ -346,12 +352,7 @@ void membership::balance() {
       } else if (held != claims.end() && held->second.owner == options_.node_id && wanted != options_.node_id) {
         // A planned move: the node it belongs to now is live; hand it over, once
         // this node has stopped serving it.
-        std::function<void(const partition_ref&)> releasing;
-        {
-          std::lock_guard lock(mutex_);
-          releasing = releasing_;
-        }
-        if (releasing) releasing(partition);
+        notify_releasing(partition);
         auto released = client_.erase_if(partition_key(options_.prefix, partition), held->second.epoch);
         if (released && *released) {
           std::lock_guard lock(mutex_);
@@ -385,14 +386,9 @@ void membership::leave() {
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
-  std::function<void(const partition_ref&)> releasing;
-  {
-    std::lock_guard lock(mutex_);
-    releasing = releasing_;
-  }
   for (const auto& [partition, held] : claims()) {
     if (held.owner != options_.node_id) continue;
-    if (releasing) releasing(partition);
+    notify_releasing(partition);
     (void)client_.erase_if(partition_key(options_.prefix, partition), held.epoch);
   }
 }

@@ -114,6 +114,8 @@ class membership {
   membership(etcd_client& client, member_options options, std::int64_t lease,
              std::chrono::steady_clock::time_point granted_at);
   bool surely_held() const;
+  void notify_changed();
+  void notify_releasing(const partition_ref& partition);
   void apply(const std::vector<watch_event>& events);
   std::int64_t reload();
   void balance();
@@ -132,6 +134,9 @@ class membership {
   std::map<partition_ref, claim> claims_;
   std::map<std::string, std::uint32_t> hubs_;
   std::set<std::string> drained_;
+  /// Held while a callback runs and while one is set: once a setter returns, the
+  /// callback it replaced runs no more.
+  mutable std::mutex callback_mutex_;
   std::function<void()> changed_;
   std::function<void(const partition_ref&)> releasing_;
 

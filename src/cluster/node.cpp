@@ -9,6 +9,8 @@ namespace {
 /// How often ownership is compared with what is served even without a change seen
 /// (a lease that stops being surely held changes nothing in etcd).
 constexpr auto reconcile_interval = std::chrono::milliseconds(200);
+/// How long a claim given up may still be seen as this node's before it is served again.
+constexpr auto release_grace = std::chrono::seconds(10);
 }  // namespace
 
 expected<std::unique_ptr<node>> node::start(membership& member, service::partition_host& host,
@@ -27,7 +29,7 @@ expected<std::unique_ptr<node>> node::start(membership& member, service::partiti
     std::int64_t epoch = 0;
     if (auto claims = n->member_.claims(); claims.count(partition)) epoch = claims.at(partition).epoch;
     std::lock_guard serving(n->serving_);
-    n->released_.emplace(partition.hub, partition.index, epoch);
+    n->released_[{partition.hub, partition.index, epoch}] = std::chrono::steady_clock::now();
     n->host_.stop_partition(partition.hub, partition.index, true);
   });
   member.on_change([n = made.get()] {
@@ -93,11 +95,21 @@ void node::reconcile() {
       spdlog::warn("cluster: task hub '{}' cannot be opened here: {}", hub, added.error().message);
     }
   }
-  // Claims given up and since replaced are forgotten.
+  // Claims given up and since replaced are forgotten; so is one still this node's
+  // long after it was given up (the release failed): it is served again.
   const auto claims = member_.claims();
+  const auto now = std::chrono::steady_clock::now();
   std::erase_if(released_, [&](const auto& given) {
-    auto found = claims.find(partition_ref{std::get<0>(given), std::get<1>(given)});
-    return found == claims.end() || found->second.epoch != std::get<2>(given);
+    const auto& [key, since] = given;
+    auto found = claims.find(partition_ref{std::get<0>(key), std::get<1>(key)});
+    if (found == claims.end() || found->second.epoch != std::get<2>(key)) return true;
+    if (now - since > release_grace) {
+      spdlog::warn("cluster: partition {} of '{}' is still this node's {} s after it was given up; serving it again",
+                   std::get<1>(key), std::get<0>(key),
+                   std::chrono::duration_cast<std::chrono::seconds>(release_grace).count());
+      return true;
+    }
+    return false;
   });
   auto served = host_.served();
   for (const auto& [hub, count] : hubs) {

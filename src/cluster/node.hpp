@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <map>
 #include <set>
 #include <string>
 #include <thread>
@@ -53,8 +54,10 @@ class node {
   membership& member_;
   service::partition_host& host_;
   std::mutex serving_;  ///< One change of what is served at a time.
-  /// Claims this node is giving up (hub, partition, epoch): not opened again.
-  std::set<std::tuple<std::string, std::uint32_t, std::int64_t>> released_;
+  /// Claims this node is giving up (hub, partition, epoch), and since when: not
+  /// opened again, unless the claim is still this node's a while later (giving it
+  /// up failed, and the partition would be served by no one).
+  std::map<std::tuple<std::string, std::uint32_t, std::int64_t>, std::chrono::steady_clock::time_point> released_;
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;

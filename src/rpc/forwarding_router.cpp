@@ -219,6 +219,9 @@ class forwarding_router_impl final : public forwarding_router {
   /// Opens the session's relays at nodes that lack one (or whose relay fell), and
   /// closes those at nodes gone.
   void maintain(std::uint64_t id) {
+    // One at a time (a worker's open and the node's periodic pass may meet), and
+    // never under mutex_: the link's thread takes it to answer forwarded waits.
+    std::lock_guard maintaining(maintain_mutex_);
     const auto nodes = other_nodes_();
     session_card card;
     {
@@ -242,11 +245,17 @@ class forwarding_router_impl final : public forwarding_router {
       }
     }
     for (auto handle : drop) links_.close_session(handle);
-    std::lock_guard lock(mutex_);
-    if (auto found = sessions_.find(id); found != sessions_.end()) {
-      found->second.relayed = std::move(keep);
-    } else {
-      for (const auto& [address, handle] : keep) links_.close_session(handle);  // Closed meanwhile.
+    bool closed_meanwhile = false;
+    {
+      std::lock_guard lock(mutex_);
+      if (auto found = sessions_.find(id); found != sessions_.end()) {
+        found->second.relayed = keep;
+      } else {
+        closed_meanwhile = true;
+      }
+    }
+    if (closed_meanwhile) {
+      for (const auto& [address, handle] : keep) links_.close_session(handle);
     }
   }
 
@@ -261,6 +270,7 @@ class forwarding_router_impl final : public forwarding_router {
   owner_lookup owner_;
   nodes_lookup other_nodes_;
   std::mutex mutex_;
+  std::mutex maintain_mutex_;  ///< Taken before mutex_, never by the link's thread.
   std::map<std::uint64_t, session_card> sessions_;
   std::map<std::uint64_t, forwarded_wait> waits_;
   std::atomic<std::uint64_t> next_wait_{1};

@@ -52,10 +52,11 @@ struct node_links::loop {
   std::thread thread;
   kj::Own<const kj::Executor> executor;
   std::shared_ptr<kj::Own<kj::CrossThreadPromiseFulfiller<void>>> stop;
-  std::mutex mutex;  ///< Guards `running` against the loop's end; never taken on the loop thread.
-  bool running = false;
+  std::mutex stop_mutex;  ///< Only around stopping (never held while the loop is asked anything).
+  std::atomic<bool> closed{false};  ///< Stopped, or stopping: nothing new is taken.
 
   // Loop thread only.
+  bool tearing_down = false;
   kj::AsyncIoProvider* io = nullptr;
   std::map<std::string, kj::Own<connection>> connections;
   std::uint64_t generations = 0;
@@ -67,30 +68,42 @@ struct node_links::loop {
   /// the next call makes it again.
   void with_link(const std::string& address, const std::function<kj::Promise<void>(s::NodeLink::Client&)>& send,
                  std::function<void(const kj::Exception&)> failed = {}) {
-    std::unique_lock lock(mutex);
-    if (!running) {
-      lock.unlock();
-      if (failed) failed(KJ_EXCEPTION(DISCONNECTED, "dtsd is stopping"));
-      return;
-    }
-    executor->executeSync([&] {
+    bool taken = false;
+    on_loop([&] {
+      if (tearing_down) return;
       auto& link = link_to(address);
-      auto generation = link.generation;
       KJ_IF_MAYBE(client, link.link) {
         KJ_IF_MAYBE(set, tasks) {
-          set->add(send(*client).catch_([this, address, generation, failed = std::move(failed)](kj::Exception&& e) {
-            auto found = connections.find(address);
-            if (e.getType() == kj::Exception::Type::DISCONNECTED && found != connections.end() &&
-                found->second->generation == generation && !found->second->broken) {
-              found->second->broken = true;
-              spdlog::warn("cluster: the link to {} broke ({}); it is made again on the next call", address,
-                           e.getDescription().cStr());
-            }
+          taken = true;
+          set->add(send(*client).catch_([failed = std::move(failed)](kj::Exception&& e) {
             if (failed) failed(e);
           }));
         }
       }
     });
+    if (!taken && failed) failed(KJ_EXCEPTION(DISCONNECTED, "dtsd is stopping"));
+  }
+
+  /// Runs `work` on the loop thread (inline when called there) and answers whether
+  /// it ran: not once the loop stopped. No lock is held meanwhile, so the loop's own
+  /// callbacks may call back in.
+  bool on_loop(const std::function<void()>& work) {
+    if (closed.load()) return false;
+    try {
+      executor->executeSync(work);
+      return true;
+    } catch (const kj::Exception&) {
+      return false;  // The loop has ended.
+    }
+  }
+
+  /// The connection (of `generation`) to `address` broke: the next call makes a new one.
+  void mark_broken(const std::string& address, std::uint64_t generation, const kj::Exception& why) {
+    auto found = connections.find(address);
+    if (found == connections.end() || found->second->generation != generation || found->second->broken) return;
+    found->second->broken = true;
+    spdlog::warn("cluster: the link to {} broke ({}); it is made again on the next call", address,
+                 why.getDescription().cStr());
   }
 
   /// Sessions opened at other nodes for this node's workers, by handle.
@@ -119,20 +132,36 @@ struct node_links::loop {
     made->generation = ++generations;
     auto* c = made.get();
     auto wire = c->wire;
+    const auto generation = made->generation;
     auto linked = io->getNetwork()
                       .parseAddress(address, 8081)
                       .then([](kj::Own<kj::NetworkAddress> resolved) {
                         auto connecting = resolved->connect();
                         return connecting.attach(kj::mv(resolved));
                       })
-                      .then([wire, id = node_id](kj::Own<kj::AsyncIoStream> stream) -> s::NodeLink::Client {
+                      .then([this, wire, address, generation,
+                             id = node_id](kj::Own<kj::AsyncIoStream> stream) -> s::NodeLink::Client {
                         wire->stream = kj::mv(stream);
                         wire->rpc = kj::heap<capnp::TwoPartyClient>(*wire->stream);
+                        // The connection's end, however it comes, breaks the link.
+                        KJ_IF_MAYBE(set, tasks) {
+                          set->add(wire->rpc->onDisconnect().then([this, address, generation] {
+                            mark_broken(address, generation, KJ_EXCEPTION(DISCONNECTED, "the connection ended"));
+                          }));
+                        }
                         auto request = wire->rpc->bootstrap().castAs<s::Scheduler>().nodeLinkRequest();
                         request.setFromNode(text(id));
                         return request.send().getLink();
                       });
-    c->link = s::NodeLink::Client(kj::mv(linked));
+    // A link that cannot be made (no address, no connection, refused) breaks too;
+    // a failed call on a working link does not.
+    auto forked = linked.fork();
+    c->link = s::NodeLink::Client(forked.addBranch());
+    KJ_IF_MAYBE(set, tasks) {
+      set->add(forked.addBranch().ignoreResult().catch_([this, address, generation](kj::Exception&& e) {
+        mark_broken(address, generation, e);
+      }));
+    }
     if (found != connections.end()) {
       found->second = kj::mv(made);  // The broken one goes (its calls have failed already).
     } else {
@@ -149,12 +178,9 @@ struct node_links::loop {
     executor = kj::getCurrentThreadExecutor().addRef();
     auto stopped = kj::newPromiseAndCrossThreadFulfiller<void>();
     stop = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(stopped.fulfiller));
-    {
-      std::lock_guard lock(mutex);
-      running = true;
-    }
     ready.set_value();
     stopped.promise.wait(async_io.waitScope);
+    tearing_down = true;
     awaits.clear();
     sessions.clear();
     tasks = nullptr;
@@ -184,12 +210,12 @@ expected<std::unique_ptr<node_links>> node_links::start(std::string node_id) {
 
 node_links::node_links(std::unique_ptr<loop> running) : loop_(std::move(running)) {}
 
-node_links::~node_links() {
-  {
-    std::lock_guard lock(loop_->mutex);
-    loop_->running = false;
-    if (loop_->stop) (*loop_->stop)->fulfill();
-  }
+node_links::~node_links() { stop(); }
+
+void node_links::stop() {
+  std::lock_guard lock(loop_->stop_mutex);
+  if (loop_->closed.exchange(true)) return;
+  if (loop_->stop) (*loop_->stop)->fulfill();
   if (loop_->thread.joinable()) loop_->thread.join();
 }
 
@@ -301,9 +327,7 @@ std::uint64_t node_links::await(const std::string& address, const std::string& h
 
 void node_links::cancel_await(std::uint64_t handle) {
   auto* l = loop_.get();
-  std::lock_guard lock(l->mutex);
-  if (!l->running) return;
-  l->executor->executeSync([l, handle] {
+  l->on_loop([l, handle] {
     if (auto found = l->awaits.find(handle); found != l->awaits.end()) {
       found->second.cancelled->store(true);
       found->second.canceler->cancel("the waiter gave up");
@@ -418,6 +442,7 @@ std::uint64_t node_links::open_session(const std::string& address, const std::st
                                        const std::string& worker, std::shared_ptr<service::work_sink> sink) {
   auto* l = loop_.get();
   std::uint64_t handle = 0;
+  auto ended = std::make_shared<std::atomic<bool>>(false);
   l->with_link(
       address,
       [&](s::NodeLink::Client& link) {
@@ -425,6 +450,7 @@ std::uint64_t node_links::open_session(const std::string& address, const std::st
         auto& opened = l->sessions[handle];
         opened.address = address;
         opened.generation = l->connections.at(address)->generation;
+        opened.ended = ended;
         auto call = link.openSessionRequest();
         call.setTaskHub(text(hub));
         call.setOrchestratorSlots(slots.orchestrators);
@@ -438,19 +464,19 @@ std::uint64_t node_links::open_session(const std::string& address, const std::st
         // Refused (the hub is unknown there, say): the session ends; it is tried again.
         return response.ignoreResult();
       },
-      [l, handle](const kj::Exception& failure) {
-        spdlog::warn("cluster: a relayed worker session could not open: {}", failure.getDescription().cStr());
-        if (auto found = l->sessions.find(handle); found != l->sessions.end()) found->second.ended->store(true);
+      [ended](const kj::Exception& failure) {
+        // Refused, or its link broke: it is opened again (forwarding_router::maintain).
+        if (!ended->exchange(true)) {
+          spdlog::warn("cluster: a relayed worker session ended: {}", failure.getDescription().cStr());
+        }
       });
   return handle;
 }
 
 bool node_links::session_stands(std::uint64_t handle) {
   auto* l = loop_.get();
-  std::lock_guard lock(l->mutex);
-  if (!l->running) return false;
   bool stands = false;
-  l->executor->executeSync([&] {
+  l->on_loop([&] {
     auto found = l->sessions.find(handle);
     if (found == l->sessions.end() || found->second.ended->load()) return;
     auto link = l->connections.find(found->second.address);
@@ -463,26 +489,20 @@ bool node_links::session_stands(std::uint64_t handle) {
 namespace {
 template <class Call>
 void on_session(node_links::loop& l, std::uint64_t handle, Call call, std::function<void(const kj::Exception&)> failed) {
-  std::unique_lock lock(l.mutex);
-  if (!l.running) {
-    lock.unlock();
-    if (failed) failed(KJ_EXCEPTION(DISCONNECTED, "dtsd is stopping"));
-    return;
-  }
-  l.executor->executeSync([&] {
+  bool taken = false;
+  l.on_loop([&] {
     auto found = l.sessions.find(handle);
-    if (found == l.sessions.end()) {
-      if (failed) failed(KJ_EXCEPTION(DISCONNECTED, "the relayed session is closed"));
-      return;
-    }
+    if (found == l.sessions.end() || l.tearing_down) return;
     KJ_IF_MAYBE(session, found->second.session) {
       KJ_IF_MAYBE(set, l.tasks) {
+        taken = true;
         set->add(call(*session).catch_([failed](kj::Exception&& e) {
           if (failed) failed(e);
         }));
       }
     }
   });
+  if (!taken && failed) failed(KJ_EXCEPTION(DISCONNECTED, "the relayed session is closed"));
 }
 }  // namespace
 
@@ -523,9 +543,7 @@ void node_links::abandon(std::uint64_t handle, std::uint64_t token) {
 
 void node_links::close_session(std::uint64_t handle) {
   auto* l = loop_.get();
-  std::lock_guard lock(l->mutex);
-  if (!l->running) return;
-  l->executor->executeSync([l, handle] { l->sessions.erase(handle); });
+  l->on_loop([l, handle] { l->sessions.erase(handle); });
 }
 
 }  // namespace dtsd::rpc

@@ -25,6 +25,9 @@ class node_links {
   /// `node_id` is this node's, named to the nodes it links to.
   static expected<std::unique_ptr<node_links>> start(std::string node_id);
   ~node_links();
+  /// Ends the link loop: calls in flight fail, later ones fail at once. Before what
+  /// its callbacks reach (the router above) goes.
+  void stop();
 
   /// An outbox entry (as the store encodes it) for partition `partition` of `hub`,
   /// served by the node at `address`. Safe from any thread; does not wait.

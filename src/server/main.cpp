@@ -249,12 +249,16 @@ int main(int argc, char** argv) {
   if (http) http->stop();
   rest.close();  // No list scan calls the service after this.
   (*grpc)->stop();
-  (*server)->stop();
   if (cluster_node) {
-    // A planned leave: each partition commits what it holds and is handed over.
+    // A planned leave: each partition commits what it holds and is handed over
+    // (the native API, which carries the node link, still answers meanwhile).
     cluster_node->leave();
     cluster_node.reset();
   }
+  (*server)->stop();
+  // No answer comes back over the links from here on (their callbacks reach the
+  // router, which goes next).
+  if (links) links->stop();
   scheduler->drain();
   scheduler.reset();
   local_router.reset();

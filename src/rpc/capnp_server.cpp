@@ -59,6 +59,24 @@ inline void value_or_fail(expected<void> result) {
   if (!result) fail(result.error());
 }
 
+/// A call's (found, record, history) results, from an instance view.
+template <class Results>
+void write_view(Results results, const std::optional<service::instance_view>& view) {
+  results.setFound(view.has_value());
+  if (!view) return;
+  wire::write(results.initRecord(), view->record);
+  auto history = results.initHistory(static_cast<unsigned>(view->history.size()));
+  for (unsigned i = 0; i < view->history.size(); ++i) wire::write(history[i], view->history[i]);
+}
+
+/// A call's (instances, continuationToken) results, from a query page.
+template <class Results>
+void write_page(Results results, const core::query_page& page) {
+  auto list = results.initInstances(static_cast<unsigned>(page.instances.size()));
+  for (unsigned i = 0; i < page.instances.size(); ++i) wire::write(list[i], page.instances[i]);
+  results.setContinuationToken(text(page.continuation_token));
+}
+
 struct error_log final : public kj::TaskSet::ErrorHandler {
   void taskFailed(kj::Exception&& failure) override {
     spdlog::info("a worker stopped taking pushes: {}", failure.getDescription().cStr());
@@ -326,13 +344,7 @@ class node_link_service final : public s::NodeLink::Server {
     auto pending = answer<std::optional<service::instance_view>>();
     local_.get(text(p.getTaskHub()), text(p.getInstanceId()), p.getWithHistory(), pending.callback);
     return pending.promise.then([context](expected<std::optional<service::instance_view>> result) mutable {
-      auto view = value_or_fail(std::move(result));
-      auto results = context.getResults();
-      results.setFound(view.has_value());
-      if (!view) return;
-      wire::write(results.initRecord(), view->record);
-      auto history = results.initHistory(static_cast<unsigned>(view->history.size()));
-      for (unsigned i = 0; i < view->history.size(); ++i) wire::write(history[i], view->history[i]);
+      write_view(context.getResults(), value_or_fail(std::move(result)));
     });
   }
 
@@ -404,11 +416,7 @@ class node_link_service final : public s::NodeLink::Server {
     auto pending = answer<core::query_page>();
     local_.query_partition(text(p.getTaskHub()), p.getPartition(), std::move(query), pending.callback);
     return pending.promise.then([context](expected<core::query_page> result) mutable {
-      auto page = value_or_fail(std::move(result));
-      auto results = context.getResults();
-      auto list = results.initInstances(static_cast<unsigned>(page.instances.size()));
-      for (unsigned i = 0; i < page.instances.size(); ++i) wire::write(list[i], page.instances[i]);
-      results.setContinuationToken(text(page.continuation_token));
+      write_page(context.getResults(), value_or_fail(std::move(result)));
     });
   }
 
@@ -465,13 +473,7 @@ class scheduler_service final : public s::Scheduler::Server {
     scheduler_.get(text(params.getTaskHub()), text(params.getInstanceId()), params.getWithHistory(),
                    pending.callback);
     return pending.promise.then([context](expected<std::optional<service::instance_view>> result) mutable {
-      auto view = value_or_fail(std::move(result));
-      auto results = context.getResults();
-      results.setFound(view.has_value());
-      if (!view) return;
-      wire::write(results.initRecord(), view->record);
-      auto history = results.initHistory(static_cast<unsigned>(view->history.size()));
-      for (unsigned i = 0; i < view->history.size(); ++i) wire::write(history[i], view->history[i]);
+      write_view(context.getResults(), value_or_fail(std::move(result)));
     });
   }
 
@@ -556,11 +558,7 @@ class scheduler_service final : public s::Scheduler::Server {
     auto pending = answer<core::query_page>();
     scheduler_.query(text(params.getTaskHub()), std::move(query), pending.callback);
     return pending.promise.then([context](expected<core::query_page> result) mutable {
-      auto page = value_or_fail(std::move(result));
-      auto results = context.getResults();
-      auto list = results.initInstances(static_cast<unsigned>(page.instances.size()));
-      for (unsigned i = 0; i < page.instances.size(); ++i) wire::write(list[i], page.instances[i]);
-      results.setContinuationToken(text(page.continuation_token));
+      write_page(context.getResults(), value_or_fail(std::move(result)));
     });
   }
 

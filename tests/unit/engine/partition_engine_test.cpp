@@ -200,9 +200,10 @@ TEST_CASE("engine: after a crash only what was never committed is lost, and the 
   }
 }
 
-TEST_CASE("engine: a message resent to another partition is applied once") {
-  world w(2, 6);
-  // Find a child id that lives in the other partition from its parent.
+/// A fan-out started in partition 0 of `w` and run one step: the messages its
+/// commit sent to partition 1 (messages to its own partition go through the
+/// outbox too; these tests are about the other one).
+std::vector<store::outbox_entry> fan_out_from_partition_0(world& w) {
   std::string parent = "fan-0";
   for (int i = 0; core::partition_of(parent, 2) != 0; ++i) parent = "fan-" + std::to_string(i);
   REQUIRE(w.owner(parent).start(request(parent, "FanOut"), w.now));
@@ -211,9 +212,14 @@ TEST_CASE("engine: a message resent to another partition is applied once") {
   REQUIRE(w.orchestrator_items.size() == 1);
   w.work_one(false);
   w.commit(0);
-  // Messages to the own partition go through the outbox too; this test is about the other one.
   auto outbox = w.engines[0]->unacknowledged_outbox();
   std::erase_if(outbox, [](const store::outbox_entry& entry) { return entry.destination_partition != 1; });
+  return outbox;
+}
+
+TEST_CASE("engine: a message resent to another partition is applied once") {
+  world w(2, 6);
+  auto outbox = fan_out_from_partition_0(w);
   REQUIRE_FALSE(outbox.empty());
   for (const auto& entry : outbox) {
     REQUIRE(w.engines[1]->receive(entry, w.now));
@@ -237,16 +243,7 @@ TEST_CASE("engine: a message resent to another partition is applied once") {
 
 TEST_CASE("engine: a message that overtook an earlier one of its source waits for it (a link between nodes lost it)") {
   world w(2, 6);
-  std::string parent = "fan-0";
-  for (int i = 0; core::partition_of(parent, 2) != 0; ++i) parent = "fan-" + std::to_string(i);
-  REQUIRE(w.owner(parent).start(request(parent, "FanOut"), w.now));
-  w.commit_all();
-  w.pull_work(0);
-  REQUIRE(w.orchestrator_items.size() == 1);
-  w.work_one(false);
-  w.commit(0);
-  auto outbox = w.engines[0]->unacknowledged_outbox();
-  std::erase_if(outbox, [](const store::outbox_entry& entry) { return entry.destination_partition != 1; });
+  auto outbox = fan_out_from_partition_0(w);
   REQUIRE(outbox.size() >= 2);
   CHECK(outbox[1].previous == outbox[0].sequence);  // Each names the one before it.
   auto child_of = [&](const store::outbox_entry& entry) {

@@ -420,3 +420,46 @@ TEST_CASE("cluster: a node killed -9 while sub-orchestrations cross nodes: every
     CHECK(sdk::output_of(*done) == 12);
   }
 }
+
+TEST_CASE("cluster: an owner paused past its lease is taken over; resumed, it serves nothing and nothing runs twice") {
+  cluster_setup cluster;
+  const int port_a = free_port(), port_b = free_port();
+  process a(binary("DTSD_BIN"), cluster.node_args("a", port_a), true);
+  process b(binary("DTSD_BIN"), cluster.node_args("b", port_b), true);
+  REQUIRE(eventually([&] { return cluster.owned_by("a") > 0 && cluster.owned_by("b") > 0 &&
+                                  cluster.owners().size() == partitions; },
+                     20s));
+  const auto address_b = "127.0.0.1:" + std::to_string(port_b);
+  process worker(binary("FEATURE_WORKER_BIN"), {address_b});
+  auto client_b = connect(address_b);
+  std::vector<std::string> parents;
+  for (int i = 0; i < 30; ++i) {
+    sdk::start_options options;
+    options.instance_id = "paused-" + std::to_string(i);
+    auto started = on_owner({client_b.get()}, [&](sdk::client& c) { return c.start("Parent", sdk::json(), options); }, 10s);
+    REQUIRE_MESSAGE(started, started.error().message);
+    parents.push_back(*started);
+  }
+  // a stops mid-run, holding partitions, with commits and messages in flight.
+  REQUIRE(kill(a.pid(), SIGSTOP) == 0);
+  REQUIRE(eventually([&] { return cluster.owned_by("b") == partitions; }, 20s));
+  // Resumed, a finds its lease gone: it serves nothing (what it had not
+  // committed is refused by the new epoch) and stays out until restarted.
+  REQUIRE(kill(a.pid(), SIGCONT) == 0);
+  std::this_thread::sleep_for(1s);
+  CHECK(cluster.owned_by("a") == 0);
+  CHECK(cluster.owned_by("b") == partitions);
+  for (const auto& id : parents) {
+    auto done = on_owner({client_b.get()}, [&](sdk::client& c) { return c.wait_for_completion(id, 60s); }, 20s);
+    REQUIRE_MESSAGE(done, id << ": " << done.error().message);
+    CHECK(done->status == core::runtime_status::completed);
+    CHECK(sdk::output_of(*done) == 12);  // Each child's answer counted once.
+    auto history = client_b->history(id);
+    REQUIRE(history);
+    int completions = 0;
+    for (const auto& event : *history) {
+      completions += std::holds_alternative<core::events::sub_orchestration_completed>(event.body);
+    }
+    CHECK_MESSAGE(completions == 3, id);
+  }
+}

@@ -69,6 +69,8 @@ class process {
     }
   }
 
+  pid_t pid() const { return pid_; }
+
   void kill_now(int signal_number = SIGKILL) {
     if (pid_ <= 0) return;
     kill(pid_, signal_number);

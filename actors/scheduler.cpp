@@ -310,7 +310,10 @@ class actor_scheduler final : public service::router, public service::partition_
       }
       auto recorded = registrar(name, partition_count);
       if (!recorded) return recorded.error();
-      return open_hub(name, *recorded, false);
+      // This call recorded it: the node's reconcile may have opened it here meanwhile.
+      auto opened = open_hub(name, *recorded, false);
+      if (!opened && opened.error().code == errc::already_exists) return {};
+      return opened;
     }
     return open_hub(name, partition_count, true);
   }

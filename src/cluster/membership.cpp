@@ -138,6 +138,14 @@ std::map<std::string, std::uint32_t> membership::hubs() const {
   return hubs_;
 }
 
+expected<std::uint32_t> membership::create_hub(const std::string& hub, std::uint32_t partition_count) {
+  auto created = client_.create(options_.prefix + "hubs/" + hub, std::to_string(partition_count), 0);
+  if (!created) return created.error();
+  if (!created->created) return error{errc::already_exists, fmt::format("task hub '{}' already exists", hub)};
+  serve_hub(hub, partition_count);
+  return partition_count;
+}
+
 expected<std::uint32_t> membership::register_hub(const std::string& hub, std::uint32_t partition_count) {
   auto created = client_.create(options_.prefix + "hubs/" + hub, std::to_string(partition_count), 0);
   if (!created) return created.error();

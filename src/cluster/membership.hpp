@@ -86,6 +86,8 @@ class membership {
   /// Records the hub in etcd for every node (unless it is there already) and serves
   /// it; answers the partition count the cluster has for it (the first one recorded).
   expected<std::uint32_t> register_hub(const std::string& hub, std::uint32_t partition_count);
+  /// Records a new hub: errc::already_exists when the cluster has it already.
+  expected<std::uint32_t> create_hub(const std::string& hub, std::uint32_t partition_count);
   /// The hubs served, with their partition counts.
   std::map<std::string, std::uint32_t> hubs() const;
   /// Called before this node gives a claim up in a planned move (a node joined, or

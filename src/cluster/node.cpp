@@ -22,7 +22,7 @@ expected<std::unique_ptr<node>> node::start(membership& member, service::partiti
     if (auto added = host.add_hub(hub, *recorded); !added) return added.error();
   }
   host.register_hubs_with([&member](const std::string& hub, std::uint32_t count) {
-    return member.register_hub(hub, count);
+    return member.create_hub(hub, count);
   });
   host.describe_owner([n = made.get()](const std::string& hub, std::uint32_t index) { return n->describe(hub, index); });
   member.on_release([n = made.get()](const partition_ref& partition) {

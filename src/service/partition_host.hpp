@@ -40,7 +40,7 @@ class partition_host {
   virtual void accept_receipt(const std::string& hub, std::uint32_t index, std::uint32_t from,
                               std::uint64_t sequence) = 0;
   /// Where a new hub is recorded for the whole cluster before it opens here;
-  /// answers the partition count the cluster holds for it.
+  /// answers its partition count, or errc::already_exists when the cluster has it.
   virtual void register_hubs_with(
       std::function<expected<std::uint32_t>(const std::string& hub, std::uint32_t partition_count)> registrar) = 0;
 };

@@ -174,6 +174,25 @@ TEST_CASE("cluster: two nodes split a hub's partitions; a node killed -9 hands t
   }
   CHECK(nodes_used.size() == 2);  // Some were forwarded to b.
 
+  // A hub created at one node exists at every node; creating it again anywhere is refused.
+  auto admin_a = sdk::client::connect("127.0.0.1:" + std::to_string(port_a), "");
+  auto admin_b = sdk::client::connect("127.0.0.1:" + std::to_string(port_b), "");
+  REQUIRE(admin_a);
+  REQUIRE(admin_b);
+  REQUIRE((*admin_a)->create_task_hub("second", 4));
+  auto again_here = (*admin_a)->create_task_hub("second", 4);
+  REQUIRE_FALSE(again_here);
+  CHECK(again_here.error().code == errc::already_exists);
+  auto again_there = (*admin_b)->create_task_hub("second", 8);
+  REQUIRE_FALSE(again_there);
+  CHECK(again_there.error().code == errc::already_exists);
+  REQUIRE(eventually(
+      [&] {
+        auto hubs = (*admin_b)->task_hubs();
+        return hubs && std::count(hubs->begin(), hubs->end(), "second") == 1;
+      },
+      10s));
+
   // a dies with its partitions: b takes them over once a's lease runs out, and
   // every start a acknowledged is there.
   const auto killed_at = std::chrono::steady_clock::now();

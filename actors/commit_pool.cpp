@@ -41,7 +41,11 @@ void commit_pool::run() {
       ++next->writing_;
     }
     auto committed = next->store_.commit(job.second, clock_.now_ns());
-    if (!committed && (committed.error().code != errc::io || !next->failed_)) {
+    // Retried: an I/O error (it may clear), and a store fenced by a newer owner
+    // (nothing was written; the partition stops once its node sees the move).
+    const bool retried = !committed && (committed.error().code == errc::io ||
+                                        committed.error().code == errc::failed_precondition);
+    if (!committed && (!retried || !next->failed_)) {
       // A failure retrying cannot clear (LMDB's fatal state, a transaction it
       // refuses): memory and disk disagree from here on; only a restart from disk
       // is safe.

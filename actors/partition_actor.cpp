@@ -282,10 +282,20 @@ class partition_state : public partition_context, public peer_link {
   /// A commit failed and the lane keeps the batch: refuse new writes from clients
   /// and workers (they get `stall`), hand out no work, keep serving reads and
   /// applying what is already under way, and retry with a growing delay. Logged
-  /// once per stall, not per attempt.
-  void on_stalled(std::uint64_t batch, const std::string& why) {
+  /// once per stall, not per attempt. `fenced`: a newer owner fenced the store (in
+  /// a cluster: this node lost the partition, and stops serving it as soon as it
+  /// sees that); nothing of the batch was written, and nothing will be.
+  void on_stalled(std::uint64_t batch, bool fenced, const std::string& why) {
     const auto now = now_ns();
-    if (!stall) {
+    if (!stall && fenced) {
+      spdlog::warn("partition {} of hub '{}': batch {} is refused: {}; none of it was acknowledged", index,
+                   engine_->identity().task_hub, batch, why);
+      stall = dtsd::error{errc::unavailable,
+                          fmt::format("partition {} of task hub '{}' is moving to another node: try again shortly",
+                                      index, engine_->identity().task_hub)};
+      retry_delay = commit_retry_first;
+      announced = {};
+    } else if (!stall) {
       spdlog::error("partition {} of hub '{}' cannot commit batch {}: {}; it refuses new writes and retries until it "
                     "can",
                     index, engine_->identity().task_hub, batch, why);
@@ -390,7 +400,7 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
   state.writer = commits->open(
       state.engine_->store(), [owner](std::uint64_t batch) { caf::anon_send(owner, committed_atom::value, batch); },
       [owner](std::uint64_t batch, const dtsd::error& why) {
-        caf::anon_send(owner, stall_atom::value, batch, why.message);
+        caf::anon_send(owner, stall_atom::value, batch, why.code == errc::failed_precondition, why.message);
       });
   state.index = state.engine_->identity().partition_index;
   self->delayed_send(self, instance_sweep_period, sweep_atom::value);
@@ -421,8 +431,8 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
         self->state.on_committed(batch);
         self->state.pump();
       },
-      [=](stall_atom, std::uint64_t batch, const std::string& why) {
-        self->state.on_stalled(batch, why);
+      [=](stall_atom, std::uint64_t batch, bool fenced, const std::string& why) {
+        self->state.on_stalled(batch, fenced, why);
         self->state.pump();
       },
       [=](retry_atom) {

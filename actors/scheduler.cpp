@@ -226,27 +226,34 @@ class actor_scheduler final : public service::router, public service::partition_
     return {};
   }
 
-  void stop_partition(const std::string& hub_name, std::uint32_t p, bool planned) override {
-    caf::actor partition;
-    hub now;
-    {
-      std::lock_guard lock(mutex_);
-      auto it = hubs_.find(hub_name);
-      if (it == hubs_.end() || p >= it->second.partition_count || !it->second.partitions[p]) return;
-      partition = std::exchange(it->second.partitions[p], caf::actor());
-      it->second.epochs[p] = 0;
-      now = it->second;
+  void stop_partitions(const std::vector<std::pair<std::string, std::uint32_t>>& which, bool planned) override {
+    std::vector<caf::actor> stopping;
+    for (const auto& [hub_name, p] : which) {
+      caf::actor partition;
+      hub now;
+      {
+        std::lock_guard lock(mutex_);
+        auto it = hubs_.find(hub_name);
+        if (it == hubs_.end() || p >= it->second.partition_count || !it->second.partitions[p]) continue;
+        partition = std::exchange(it->second.partitions[p], caf::actor());
+        it->second.epochs[p] = 0;
+        now = it->second;
+      }
+      // New calls are refused from here; the coordinator forgets what it asked of it.
+      wire(now);
+      caf::anon_send(now.coordinator, gone_atom::value, p);
+      stopping.push_back(std::move(partition));
     }
-    // New calls are refused from here; the coordinator forgets what it asked of it.
-    wire(now);
-    caf::anon_send(now.coordinator, gone_atom::value, p);
-    if (planned) drain_partitions({partition});
-    caf::anon_send_exit(partition, caf::exit_reason::user_shutdown);
-    // Its store closes as the actor ends: only then may it be opened again.
+    if (stopping.empty()) return;
+    if (planned) drain_partitions(stopping);
+    for (const auto& partition : stopping) caf::anon_send_exit(partition, caf::exit_reason::user_shutdown);
+    // Their stores close as the actors end: only then may they be opened again.
     caf::scoped_actor waiter{system_};
-    waiter->wait_for(partition);
-    spdlog::info("partition {} of task hub '{}' no longer served here ({})", p, hub_name,
-                 planned ? "handed over after committing what it held" : "its ownership was lost");
+    for (const auto& partition : stopping) waiter->wait_for(partition);
+    for (const auto& [hub_name, p] : which) {
+      spdlog::info("partition {} of task hub '{}' no longer served here ({})", p, hub_name,
+                   planned ? "handed over after committing what it held" : "its ownership was lost");
+    }
   }
 
   bool serves(const std::string& hub_name, std::uint32_t p) override {

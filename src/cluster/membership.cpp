@@ -67,7 +67,8 @@ expected<std::unique_ptr<membership>> membership::join(etcd_client& client, memb
                  fmt::format("node id '{}' is in use by a live node at {}; give this one another --node-id",
                              options.node_id, created->existing ? created->existing->value : "?")};
   }
-  std::unique_ptr<membership> member(new membership(client, std::move(options), *lease, granted_at));
+  std::unique_ptr<membership> member(
+      new membership(client, std::move(options), *lease, created->revision, granted_at));
   auto first = client.list(member->options_.prefix);  // Once, so that a failure is the answer.
   if (!first) return first.error();  // (The destructor revokes the lease.)
   const auto revision = member->reload();
@@ -81,10 +82,10 @@ expected<std::unique_ptr<membership>> membership::join(etcd_client& client, memb
   return member;
 }
 
-membership::membership(etcd_client& client, member_options options, std::int64_t lease,
+membership::membership(etcd_client& client, member_options options, std::int64_t lease, std::int64_t registered,
                        std::chrono::steady_clock::time_point granted_at)
-    : client_(client), options_(std::move(options)), lease_(lease),
-      keeper_(std::make_unique<lease_keeper>(client, lease, options_.lease_ttl, granted_at)) {}
+    : client_(client), options_(std::move(options)), lease_(lease), registered_(registered),
+      keeper_(std::make_shared<lease_keeper>(client, lease, options_.lease_ttl, granted_at)) {}
 
 membership::~membership() {
   {
@@ -94,8 +95,45 @@ membership::~membership() {
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
   watch_.reset();
-  keeper_.reset();
+  std::shared_ptr<lease_keeper> keeper;
+  {
+    std::lock_guard lock(mutex_);
+    keeper = std::move(keeper_);
+  }
+  keeper.reset();
   (void)client_.revoke(lease_);  // Its node key and claims go at once.
+}
+
+void membership::rejoin() {
+  const auto granted_at = std::chrono::steady_clock::now();
+  auto lease = client_.grant(options_.lease_ttl);
+  if (!lease) return;  // etcd still out of reach: tried again at the next balance.
+  auto created = client_.create(options_.prefix + "nodes/" + options_.node_id, options_.advertise, *lease);
+  if (!created || !created->created) {
+    (void)client_.revoke(*lease);
+    std::lock_guard lock(mutex_);
+    if (created && !rejoin_refused_) {
+      spdlog::error("cluster: node '{}' cannot join again: another live process holds the id (at {})",
+                    options_.node_id, created->existing ? created->existing->value : "?");
+      rejoin_refused_ = true;
+    }
+    return;
+  }
+  auto keeper = std::make_shared<lease_keeper>(client_, *lease, options_.lease_ttl, granted_at);
+  {
+    std::lock_guard lock(mutex_);
+    lease_ = *lease;
+    registered_ = created->revision;
+    std::swap(keeper_, keeper);  // The lost one is dropped outside the lock.
+    rejoin_refused_ = false;
+    // Its claims under the old lease are gone (or going) in etcd.
+    std::erase_if(claims_, [&](const auto& held) {
+      return held.second.owner == options_.node_id && held.second.epoch < registered_;
+    });
+    dirty_ = true;
+  }
+  spdlog::warn("cluster: node '{}' lost its etcd lease and joined again (lease {:x})", options_.node_id, *lease);
+  notify_changed();
 }
 
 void membership::serve_hub(const std::string& hub, std::uint32_t partition_count) {
@@ -107,15 +145,29 @@ void membership::serve_hub(const std::string& hub, std::uint32_t partition_count
   wake_.notify_all();
 }
 
-bool membership::surely_held() const {
-  return !keeper_->lost() && std::chrono::steady_clock::now() < keeper_->held_until();
+std::chrono::steady_clock::time_point membership::acts_until() const {
+  std::shared_ptr<lease_keeper> keeper;
+  {
+    std::lock_guard lock(mutex_);
+    keeper = keeper_;
+  }
+  if (!keeper || keeper->lost()) return std::chrono::steady_clock::time_point::min();
+  // A margin before the deadline: a partition takes a moment to stop.
+  const auto margin =
+      std::min<std::chrono::steady_clock::duration>(options_.lease_ttl / 4, std::chrono::milliseconds(500));
+  return keeper->held_until() - margin;
 }
+
+bool membership::surely_held() const { return std::chrono::steady_clock::now() < acts_until(); }
 
 std::optional<std::int64_t> membership::epoch_of(const partition_ref& partition) const {
   if (!surely_held()) return std::nullopt;
   std::lock_guard lock(mutex_);
   auto found = claims_.find(partition);
-  if (found == claims_.end() || found->second.owner != options_.node_id) return std::nullopt;
+  // A claim older than the node's registration was made under a lease it lost.
+  if (found == claims_.end() || found->second.owner != options_.node_id || found->second.epoch < registered_) {
+    return std::nullopt;
+  }
   return found->second.epoch;
 }
 
@@ -328,10 +380,19 @@ void membership::balance() {
     hubs = hubs_;
     claims = claims_;
   }
-  if (keeper_->lost()) {
-    spdlog::error("cluster: node '{}' lost its etcd lease; it owns nothing from now on (restart it to join again)",
-                  options_.node_id);
-    return;
+  std::int64_t lease = 0, registered = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (keeper_->lost()) {
+      lease = -1;
+    } else {
+      lease = lease_;
+      registered = registered_;
+    }
+  }
+  if (lease < 0) {
+    rejoin();
+    return;  // The next balance works under the new lease.
   }
   for (const auto& [hub, count] : hubs) {
     for (std::uint32_t index = 0; index < count; ++index) {
@@ -345,8 +406,11 @@ void membership::balance() {
       const partition_ref partition{hub, index};
       const auto wanted = rendezvous_owner(live, partition);
       auto held = claims.find(partition);
+      if (held != claims.end() && held->second.owner == options_.node_id && held->second.epoch < registered) {
+        continue;  // Made under a lost lease: etcd takes it away; claimed afresh after that.
+      }
       if (held == claims.end() && wanted == options_.node_id) {
-        auto created = client_.create(partition_key(options_.prefix, partition), options_.node_id, lease_);
+        auto created = client_.create(partition_key(options_.prefix, partition), options_.node_id, lease);
         if (!created) {
           spdlog::warn("cluster: claiming partition {} of '{}': {}", index, hub, created.error().message);
         } else if (created->created) {

@@ -18,8 +18,14 @@
 ///
 /// Fencing: a node acts for a partition only while `epoch_of` answers, i.e. while
 /// its claim stands in its view and its lease is surely held (a steady-clock
-/// deadline from when the last renewal was sent). A node that cannot renew stops
-/// acting before etcd lets another node claim.
+/// deadline from when the last renewal was sent, less a margin of a quarter of the
+/// TTL, at most 500 ms). A node that cannot renew stops acting before etcd lets
+/// another node claim.
+///
+/// A node whose lease is gone (paused, or cut from etcd past its TTL) joins again
+/// under a new lease once etcd answers: claims made under the old lease count for
+/// nothing (they are older than the new registration), and the partitions it is
+/// given now are claimed afresh, with new epochs.
 
 #include <chrono>
 #include <condition_variable>
@@ -97,6 +103,9 @@ class membership {
   /// The epoch under which this node may act for the partition now; none when it
   /// does not own it or cannot be sure its lease still holds.
   std::optional<std::int64_t> epoch_of(const partition_ref& partition) const;
+  /// Until when this node may act for what it owns, unless its lease is renewed
+  /// again before (a steady-clock time; the past when the lease is lost).
+  std::chrono::steady_clock::time_point acts_until() const;
   /// The address of the node whose claim on the partition this node last saw, if
   /// that is another node (none: unclaimed, or this node's own).
   std::optional<std::string> owner_elsewhere(const partition_ref& partition) const;
@@ -113,9 +122,11 @@ class membership {
   void leave();
 
  private:
-  membership(etcd_client& client, member_options options, std::int64_t lease,
+  membership(etcd_client& client, member_options options, std::int64_t lease, std::int64_t registered,
              std::chrono::steady_clock::time_point granted_at);
   bool surely_held() const;
+  /// Registers the node again under a new lease after the last one was lost.
+  void rejoin();
   void notify_changed();
   void notify_releasing(const partition_ref& partition);
   void apply(const std::vector<watch_event>& events);
@@ -125,10 +136,15 @@ class membership {
 
   etcd_client& client_;
   const member_options options_;
-  const std::int64_t lease_;
-  std::unique_ptr<lease_keeper> keeper_;
 
   mutable std::mutex mutex_;
+  /// The lease the node is registered under, the revision that registered it (a
+  /// claim of this node's older than that was made under a lost lease), and its
+  /// keeper; replaced together by a rejoin.
+  std::int64_t lease_;
+  std::int64_t registered_;
+  std::shared_ptr<lease_keeper> keeper_;
+  bool rejoin_refused_ = false;  ///< Logged once: the node id is taken by another process.
   std::condition_variable wake_;
   bool stopping_ = false;
   bool dirty_ = false;  ///< Something changed since the last balance.

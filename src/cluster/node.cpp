@@ -30,7 +30,7 @@ expected<std::unique_ptr<node>> node::start(membership& member, service::partiti
     if (auto claims = n->member_.claims(); claims.count(partition)) epoch = claims.at(partition).epoch;
     std::lock_guard serving(n->serving_);
     n->released_[{partition.hub, partition.index, epoch}] = std::chrono::steady_clock::now();
-    n->host_.stop_partition(partition.hub, partition.index, true);
+    n->host_.stop_partitions({{partition.hub, partition.index}}, true);
   });
   member.on_change([n = made.get()] {
     {
@@ -83,7 +83,12 @@ void node::run() {
     reconcile();
     if (after) after();
     lock.lock();
-    wake_.wait_for(lock, reconcile_interval, [this] { return stopping_ || dirty_; });
+    // At the latest when this node may no longer act for what it serves.
+    auto until = std::chrono::steady_clock::now() + reconcile_interval;
+    if (const auto deadline = member_.acts_until(); deadline > std::chrono::steady_clock::now()) {
+      until = std::min(until, deadline);
+    }
+    wake_.wait_until(lock, until, [this] { return stopping_ || dirty_; });
   }
 }
 
@@ -111,22 +116,26 @@ void node::reconcile() {
     }
     return false;
   });
+  // What is no longer surely this node's stops first, all at once; then what is
+  // newly this node's opens.
   auto served = host_.served();
+  std::vector<std::pair<std::string, std::uint32_t>> lost;
+  std::vector<std::tuple<std::string, std::uint32_t, std::int64_t>> gained;
   for (const auto& [hub, count] : hubs) {
     for (std::uint32_t index = 0; index < count; ++index) {
       auto epoch = member_.epoch_of({hub, index});
       if (epoch && released_.count({hub, index, *epoch})) epoch.reset();
       auto current = served.find({hub, index});
       const bool here = current != served.end();
-      if (here && (!epoch || current->second != *epoch)) {
-        host_.stop_partition(hub, index, false);
-      }
-      if (epoch && (!here || current->second != *epoch)) {
-        if (auto opened = host_.serve_partition(hub, index, *epoch); !opened) {
-          spdlog::warn("cluster: partition {} of '{}' (epoch {}) cannot be served here: {}", index, hub, *epoch,
-                       opened.error().message);
-        }
-      }
+      if (here && (!epoch || current->second != *epoch)) lost.emplace_back(hub, index);
+      if (epoch && (!here || current->second != *epoch)) gained.emplace_back(hub, index, *epoch);
+    }
+  }
+  host_.stop_partitions(lost, false);
+  for (const auto& [hub, index, epoch] : gained) {
+    if (auto opened = host_.serve_partition(hub, index, epoch); !opened) {
+      spdlog::warn("cluster: partition {} of '{}' (epoch {}) cannot be served here: {}", index, hub, epoch,
+                   opened.error().message);
     }
   }
 }
@@ -138,8 +147,7 @@ std::string node::describe(const std::string& hub, std::uint32_t index) const {
   if (found->second.owner == member_.node_id()) return "this node owns it and is opening it; try again shortly";
   const auto nodes = member_.nodes();
   auto address = nodes.find(found->second.owner);
-  return fmt::format("node '{}' at {} serves it (epoch {}); calls are not forwarded between nodes yet, so call "
-                     "that node",
+  return fmt::format("node '{}' at {} serves it (epoch {}); this node's view may be behind; try again shortly",
                      found->second.owner, address == nodes.end() ? std::string("?") : address->second,
                      found->second.epoch);
 }

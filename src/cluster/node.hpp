@@ -9,8 +9,9 @@
 /// - A planned move (a node joined, or this one leaves) commits what the partition
 ///   holds and closes it before the claim is given up.
 ///
-/// Calls for partitions served elsewhere are refused naming the node that serves
-/// them (forwarding between nodes is not built yet).
+/// Calls that reach this host for partitions it does not serve are refused
+/// (UNAVAILABLE) naming the node that serves them; rpc::forwarding_router sends
+/// them there before they get here.
 
 #include <chrono>
 #include <condition_variable>

@@ -8,6 +8,7 @@
 #include <map>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "core/error.hpp"
 
@@ -23,10 +24,11 @@ class partition_host {
   /// Opens partition `index` of the hub from the data directory, fenced with
   /// `epoch` (its store refuses it when a newer owner fenced it), and serves it.
   virtual expected<void> serve_partition(const std::string& hub, std::uint32_t index, std::int64_t epoch) = 0;
-  /// Stops serving the partition and closes its store. `planned`: what it holds is
-  /// committed first (a handover); otherwise it stops at once (its ownership is
-  /// lost, and whatever it had not committed is the next owner's to redo).
-  virtual void stop_partition(const std::string& hub, std::uint32_t index, bool planned) = 0;
+  /// Stops serving the partitions (hub, index) and closes their stores; every one
+  /// refuses new calls before the first is waited for. `planned`: what they hold is
+  /// committed first (a handover); otherwise they stop at once (their ownership is
+  /// lost, and whatever they had not committed is the next owner's to redo).
+  virtual void stop_partitions(const std::vector<std::pair<std::string, std::uint32_t>>& which, bool planned) = 0;
   /// Whether the partition is served here now.
   virtual bool serves(const std::string& hub, std::uint32_t index) = 0;
   /// The partitions served now, with their epochs.

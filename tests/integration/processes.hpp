@@ -11,9 +11,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -43,12 +45,15 @@ inline int free_port() {
   return ntohs(address.sin_port);
 }
 
-/// One child process; killed (SIGKILL) and reaped when the guard goes.
+/// One child process; killed (SIGKILL) and reaped when the guard goes. Its output
+/// is read all along (a full pipe would stop it), and the last of it is kept for
+/// failure messages (`said()`); DTSD_TEST_ECHO=1 copies it to stderr as it comes.
 class process {
  public:
   process(const std::string& path, std::vector<std::string> args, bool wait_ready = false) {
     std::tie(pid_, out_) = test_support::spawn(path, std::move(args));
     if (wait_ready) wait_for_line("ready", std::chrono::seconds(30));
+    drainer_ = std::thread([this] { drain(); });
   }
   ~process() { kill_now(); }
   process(const process&) = delete;
@@ -70,6 +75,11 @@ class process {
   }
 
   pid_t pid() const { return pid_; }
+  /// The last 64 KiB it wrote.
+  std::string said() {
+    std::lock_guard lock(said_mutex_);
+    return said_;
+  }
 
   void kill_now(int signal_number = SIGKILL) {
     if (pid_ <= 0) return;
@@ -77,7 +87,7 @@ class process {
     int status = 0;
     waitpid(pid_, &status, 0);
     pid_ = -1;
-    close(out_);
+    stop_draining();
   }
 
   /// Sends SIGTERM and returns the exit status (waits at most `limit`).
@@ -93,13 +103,38 @@ class process {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     pid_ = -1;
-    close(out_);
+    stop_draining();
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   }
 
  private:
+  void drain() {
+    const bool echo = std::getenv("DTSD_TEST_ECHO") != nullptr;
+    char buffer[4096];
+    while (!stop_drain_) {
+      pollfd readable{out_, POLLIN, 0};
+      if (poll(&readable, 1, 100) <= 0) continue;
+      const auto got = read(out_, buffer, sizeof buffer);
+      if (got <= 0) return;
+      if (echo) (void)!write(STDERR_FILENO, buffer, static_cast<std::size_t>(got));
+      std::lock_guard lock(said_mutex_);
+      said_.append(buffer, static_cast<std::size_t>(got));
+      if (said_.size() > 65536) said_.erase(0, said_.size() - 65536);
+    }
+  }
+  void stop_draining() {
+    stop_drain_ = true;
+    if (drainer_.joinable()) drainer_.join();
+    if (out_ >= 0) close(out_);
+    out_ = -1;
+  }
+
   pid_t pid_ = -1;
   int out_ = -1;
+  std::atomic<bool> stop_drain_{false};
+  std::mutex said_mutex_;
+  std::string said_;
+  std::thread drainer_;
 };
 
 struct command_result {

@@ -1,6 +1,6 @@
 #pragma once
-// A real etcd (Debian's etcd-server) for tests: one member on loopback ports in a
-// fresh directory, killed by PID and removed when the guard goes.
+// A real etcd (Debian's etcd-server) for tests: one or three members on loopback
+// ports in a fresh directory, killed by PID and removed when the guard goes.
 
 #include <doctest/doctest.h>
 
@@ -13,9 +13,11 @@
 #include <chrono>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "cluster/etcd_client.hpp"
 
@@ -34,43 +36,94 @@ inline int free_port() {
   return ntohs(address.sin_port);
 }
 
-/// One etcd member on loopback, in a fresh directory; killed and removed at the end.
+/// An etcd of one or three members on loopback, in a fresh directory; every member
+/// is killed by PID and the directory removed at the end. A member can be killed
+/// and started again (same name, ports and data) to test leader loss and quorum.
 struct local_etcd {
+  struct member {
+    std::string name;
+    std::string client_url, peer_url;
+    std::string endpoint;  ///< host:port of its client API.
+    pid_t pid = -1;
+  };
   std::filesystem::path directory;
-  std::string endpoint;
-  pid_t pid = -1;
+  std::vector<member> members;
+  std::string endpoint;  ///< Every member's client address, comma-separated.
 
-  local_etcd() {
+  explicit local_etcd(int count = 1) {
     static std::random_device seed;
     directory = std::filesystem::temp_directory_path() / ("dtsd-etcd-" + std::to_string(seed()));
     std::filesystem::create_directories(directory);
-    const auto client = free_port(), peer = free_port();
-    endpoint = "127.0.0.1:" + std::to_string(client);
-    const auto client_url = "http://" + endpoint;
-    const auto peer_url = "http://127.0.0.1:" + std::to_string(peer);
-    pid = fork();
-    if (pid == 0) {
-      const auto log = directory / "etcd.log";
-      FILE* out = std::freopen(log.c_str(), "w", stderr);
+    for (int i = 0; i < count; ++i) {
+      member m;
+      m.name = "m" + std::to_string(i);
+      m.endpoint = "127.0.0.1:" + std::to_string(free_port());
+      m.client_url = "http://" + m.endpoint;
+      m.peer_url = "http://127.0.0.1:" + std::to_string(free_port());
+      endpoint += (i ? "," : "") + m.endpoint;
+      members.push_back(std::move(m));
+    }
+    for (std::size_t i = 0; i < members.size(); ++i) start(i);
+  }
+  ~local_etcd() {
+    for (std::size_t i = 0; i < members.size(); ++i) stop(i);
+    std::filesystem::remove_all(directory);
+  }
+
+  /// Starts member `i` (again: with its data as it was left).
+  void start(std::size_t i) {
+    auto& m = members[i];
+    std::string cluster;
+    for (const auto& other : members) cluster += (cluster.empty() ? "" : ",") + other.name + "=" + other.peer_url;
+    const auto log = directory / (m.name + ".log");
+    const auto data = directory / (m.name + ".data");
+    m.pid = fork();
+    if (m.pid == 0) {
+      FILE* out = std::freopen(log.c_str(), "a", stderr);
       (void)out;
-      execlp("etcd", "etcd", "--name", "test", "--data-dir", (directory / "data").c_str(), "--listen-client-urls",
-             client_url.c_str(), "--advertise-client-urls", client_url.c_str(), "--listen-peer-urls", peer_url.c_str(),
-             "--initial-advertise-peer-urls", peer_url.c_str(), "--initial-cluster", ("test=" + peer_url).c_str(),
-             static_cast<char*>(nullptr));
+      execlp("etcd", "etcd", "--name", m.name.c_str(), "--data-dir", data.c_str(), "--listen-client-urls",
+             m.client_url.c_str(), "--advertise-client-urls", m.client_url.c_str(), "--listen-peer-urls",
+             m.peer_url.c_str(), "--initial-advertise-peer-urls", m.peer_url.c_str(), "--initial-cluster",
+             cluster.c_str(), "--initial-cluster-state", "new", static_cast<char*>(nullptr));
       _exit(127);
     }
   }
-  ~local_etcd() {
-    if (pid > 0) {
-      kill(pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
+  /// Kills member `i` (SIGKILL) and waits for it.
+  void stop(std::size_t i) {
+    auto& m = members[i];
+    if (m.pid > 0) {
+      kill(m.pid, SIGKILL);
+      waitpid(m.pid, nullptr, 0);
+      m.pid = -1;
     }
-    std::filesystem::remove_all(directory);
+  }
+
+  /// The index of the member that leads now (asked with etcdctl), if one does.
+  std::optional<std::size_t> leader() const {
+    const auto command = "etcdctl --command-timeout=2s --endpoints=" + endpoint + " endpoint status -w json 2>/dev/null";
+    std::string out;
+    if (FILE* pipe = popen(command.c_str(), "r")) {
+      char buffer[4096];
+      for (std::size_t got; (got = fread(buffer, 1, sizeof buffer, pipe)) > 0;) out.append(buffer, got);
+      pclose(pipe);
+    }
+    // Each member's status names the member itself and the leader it follows.
+    for (std::size_t at = 0; (at = out.find("\"Endpoint\":\"", at)) != std::string::npos;) {
+      at += 12;
+      const auto endpoint_text = out.substr(at, out.find('"', at) - at);
+      const auto id = number_after(out, "\"member_id\":", at), lead = number_after(out, "\"leader\":", at);
+      if (!id.empty() && id == lead) {
+        for (std::size_t i = 0; i < members.size(); ++i) {
+          if (members[i].endpoint == endpoint_text) return i;
+        }
+      }
+    }
+    return std::nullopt;
   }
 
   /// A client once etcd answers (at most 20 s).
   std::unique_ptr<dtsd::cluster::etcd_client> client() {
-    auto made = dtsd::cluster::etcd_client::connect({{endpoint}, std::chrono::milliseconds(2000)});
+    auto made = dtsd::cluster::etcd_client::connect({split(endpoint), std::chrono::milliseconds(2000)});
     REQUIRE(made);
     for (int i = 0; i < 100; ++i) {
       if ((*made)->list("/probe/")) return std::move(*made);
@@ -78,6 +131,26 @@ struct local_etcd {
     }
     FAIL("etcd did not answer at " << endpoint << " (is etcd-server installed? deploy/install-deps.sh)");
     return nullptr;
+  }
+
+ private:
+  static std::vector<std::string> split(const std::string& list) {
+    std::vector<std::string> out;
+    for (std::size_t at = 0; at <= list.size();) {
+      auto comma = list.find(',', at);
+      if (comma == std::string::npos) comma = list.size();
+      out.push_back(list.substr(at, comma - at));
+      at = comma + 1;
+    }
+    return out;
+  }
+  /// The digits after the first `key` at or after `from` (empty if none).
+  static std::string number_after(const std::string& text, const std::string& key, std::size_t from) {
+    auto at = text.find(key, from);
+    if (at == std::string::npos) return {};
+    at += key.size();
+    const auto end = text.find_first_not_of("0123456789", at);
+    return text.substr(at, end - at);
   }
 };
 

@@ -256,6 +256,9 @@ void lease_keeper::run() {
         }
         // etcd restarted the TTL no earlier than we sent the renewal.
         held_until_ns_ = steady_ns(sent + std::chrono::seconds(response.ttl()));
+        spdlog::debug("etcd lease {:x} renewed (sent {} ms ago; TTL {} s)", lease_,
+                      std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - sent).count(),
+                      response.ttl());
         std::unique_lock wait(mutex_);
         if (changed_.wait_for(wait, period, [this] { return stopping_; })) break;
       }

@@ -153,8 +153,8 @@ std::chrono::steady_clock::time_point membership::acts_until() const {
   }
   if (!keeper || keeper->lost()) return std::chrono::steady_clock::time_point::min();
   // A margin before the deadline: a partition takes a moment to stop.
-  const auto margin =
-      std::min<std::chrono::steady_clock::duration>(options_.lease_ttl / 4, std::chrono::milliseconds(500));
+  const auto margin = std::min<std::chrono::milliseconds>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(options_.lease_ttl) / 4, std::chrono::milliseconds(500));
   return keeper->held_until() - margin;
 }
 

@@ -247,10 +247,21 @@ void node_links::receipt(const std::string& address, const std::string& hub, std
 namespace dtsd::rpc {
 
 namespace {
-/// What a forwarded call's failure says to its caller.
+/// What a forwarded call's failure says to its caller: the other node's own answer,
+/// or (the link failed: that node is down, cut off or stopping) UNAVAILABLE, which
+/// callers retry: its partitions move to a live node once its lease runs out.
+dtsd::error link_error(const kj::Exception& failure) {
+  const std::string text = failure.getDescription().cStr();
+  if (text.rfind("remote exception: ", 0) == 0) return sdk::error_of_text(text);
+  return dtsd::error{errc::unavailable,
+                     fmt::format("the node that serves it cannot be reached ({}); its partitions move to another node "
+                                 "once its lease runs out: try again shortly",
+                                 text)};
+}
+
 template <class T>
 std::function<void(const kj::Exception&)> fail_to(service::callback<T> done) {
-  return [done = std::move(done)](const kj::Exception& failure) { done(sdk::error_of(failure)); };
+  return [done = std::move(done)](const kj::Exception& failure) { done(link_error(failure)); };
 }
 }  // namespace
 
@@ -320,7 +331,7 @@ std::uint64_t node_links::await(const std::string& address, const std::string& h
                             });
       },
       [answer, cancelled](const kj::Exception& failure) {
-        if (!cancelled->load()) answer(sdk::error_of(failure));
+        if (!cancelled->load()) answer(link_error(failure));
       });
   return handle;
 }

@@ -41,6 +41,7 @@ struct node_spec {
   std::string etcd{};      ///< --cluster; empty: every member of the test's etcd.
   std::string advertise{}; ///< Where the other nodes reach it (a proxy, to cut it off).
   int lease_seconds = 2;
+  std::uint32_t partition_count = partitions;  ///< Of the hub `default`.
 };
 
 struct cluster_setup {
@@ -60,8 +61,8 @@ struct cluster_setup {
     return {"--cluster", spec.etcd.empty() ? url() : "etcd://" + spec.etcd, "--node-id", spec.id,
             "--advertise", spec.advertise.empty() ? address : spec.advertise, "--listen", address,
             "--grpc-listen", "127.0.0.1:0", "--dashboard-listen", dashboard, "--data-dir", data_dir.string(),
-            "--partitions", std::to_string(partitions), "--node-lease-seconds", std::to_string(spec.lease_seconds),
-            "--log-level", "warn"};
+            "--partitions", std::to_string(spec.partition_count), "--node-lease-seconds", std::to_string(spec.lease_seconds),
+            "--log-level", std::getenv("DTSD_TEST_LOG_LEVEL") ? std::getenv("DTSD_TEST_LOG_LEVEL") : "warn"};
   }
   /// A node's arguments; it listens (native API) on `port`, and serves the
   /// dashboard on `dashboard_port` if one is given.
@@ -116,25 +117,98 @@ inline std::optional<core::instance_record> read_anywhere(const std::vector<sdk:
   return found;
 }
 
-/// POSTs `body` (JSON) to `path` on 127.0.0.1:`port` and returns the response's body.
-inline std::string http_post(int port, const std::string& path, const std::string& body) {
+/// Sends an HTTP request to 127.0.0.1:`port` and returns the response's body;
+/// none when it cannot (safe on any thread: no test macros).
+inline std::optional<std::string> try_http_request(int port, const std::string& method, const std::string& path,
+                                                   const std::string& body = {}) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
+  if (fd < 0) return std::nullopt;
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_port = htons(static_cast<std::uint16_t>(port));
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
-  const auto request = "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
+  const auto request = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
                        "Content-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
-  REQUIRE(write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size()));
   std::string response;
-  char buffer[4096];
-  for (ssize_t got; (got = read(fd, buffer, sizeof buffer)) > 0;) response.append(buffer, static_cast<std::size_t>(got));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+      write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+    char buffer[4096];
+    for (ssize_t got; (got = read(fd, buffer, sizeof buffer)) > 0;) {
+      response.append(buffer, static_cast<std::size_t>(got));
+    }
+  }
   close(fd);
   const auto at = response.find("\r\n\r\n");
-  REQUIRE_MESSAGE(at != std::string::npos, response);
+  if (at == std::string::npos) return std::nullopt;
   return response.substr(at + 4);
+}
+inline std::string http_request(int port, const std::string& method, const std::string& path,
+                                const std::string& body = {}) {
+  auto answered = try_http_request(port, method, path, body);
+  REQUIRE_MESSAGE(answered, method << " " << path << " at port " << port << " got no HTTP answer");
+  return *answered;
+}
+inline std::string http_post(int port, const std::string& path, const std::string& body) {
+  return http_request(port, "POST", path, body);
+}
+
+/// Each of a node's partition counters `name` in its /metrics (hub `default`);
+/// empty when it does not answer (safe on any thread: no test macros).
+inline std::map<std::uint32_t, double> partition_metric(int dashboard_port, const std::string& name) {
+  std::map<std::uint32_t, double> out;
+  const auto text = try_http_request(dashboard_port, "GET", "/metrics");
+  if (!text) return out;
+  const auto prefix = name + "{task_hub=\"default\",partition=\"";
+  for (std::size_t at = 0; (at = text->find(prefix, at)) != std::string::npos;) {
+    at += prefix.size();
+    const auto end = text->find("} ", at);
+    if (end == std::string::npos) break;
+    const auto index = static_cast<std::uint32_t>(std::strtoul(text->c_str() + at, nullptr, 10));
+    out[index] = std::strtod(text->c_str() + end + 2, nullptr);
+    at = end;
+  }
+  return out;
+}
+
+/// Every history a run may leave: started and completed once; each task, sub-
+/// orchestration, timer and entity call answered exactly once.
+inline void check_well_formed(const std::string& id, const std::vector<core::history_event>& history) {
+  namespace ev = core::events;
+  INFO("instance " << id);
+  int starts = 0, ends = 0;
+  std::map<std::int32_t, int> tasks, subs, timers;
+  std::map<std::string, int> calls;
+  for (const auto& event : history) {
+    std::visit(
+        [&](const auto& body) {
+          using kind = std::decay_t<decltype(body)>;
+          if constexpr (std::is_same_v<kind, ev::execution_started>) ++starts;
+          if constexpr (std::is_same_v<kind, ev::execution_completed>) ++ends;
+          if constexpr (std::is_same_v<kind, ev::task_scheduled>) tasks[event.event_id] += 0;
+          if constexpr (std::is_same_v<kind, ev::task_completed> || std::is_same_v<kind, ev::task_failed>) {
+            ++tasks[body.task_scheduled_id];
+          }
+          if constexpr (std::is_same_v<kind, ev::sub_orchestration_created>) subs[event.event_id] += 0;
+          if constexpr (std::is_same_v<kind, ev::sub_orchestration_completed> ||
+                        std::is_same_v<kind, ev::sub_orchestration_failed>) {
+            ++subs[body.task_scheduled_id];
+          }
+          if constexpr (std::is_same_v<kind, ev::timer_created>) timers[event.event_id] += 0;
+          if constexpr (std::is_same_v<kind, ev::timer_fired>) ++timers[body.timer_id];
+          if constexpr (std::is_same_v<kind, ev::entity_operation_called>) calls[body.request_id] += 0;
+          if constexpr (std::is_same_v<kind, ev::entity_operation_completed> ||
+                        std::is_same_v<kind, ev::entity_operation_failed>) {
+            ++calls[body.request_id];
+          }
+        },
+        event.body);
+  }
+  CHECK(starts == 1);
+  CHECK(ends == 1);
+  for (const auto& [task, answers] : tasks) CHECK_MESSAGE(answers == 1, "task " << task);
+  for (const auto& [sub, answers] : subs) CHECK_MESSAGE(answers == 1, "sub-orchestration " << sub);
+  for (const auto& [timer, fired] : timers) CHECK_MESSAGE(fired == 1, "timer " << timer);
+  for (const auto& [request, answers] : calls) CHECK_MESSAGE(answers == 1, "entity call " << request);
 }
 
 /// `call` at whichever node serves its instance: tried at each node in turn while

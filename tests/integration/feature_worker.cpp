@@ -22,6 +22,15 @@ task<json> timer(orchestration_context& ctx, json) {
   co_return "woke";
 }
 
+/// Hello cities: five activities in sequence.
+task<json> cities(orchestration_context& ctx, json) {
+  json out = json::array();
+  for (const char* city : {"Tokyo", "Seattle", "London", "Paris", "Cairo"}) {
+    out.push_back(co_await ctx.call_activity("SayHello", city));
+  }
+  co_return out;
+}
+
 task<json> wait_event(orchestration_context& ctx, json) {
   co_return co_await ctx.wait_for_external_event("Approval");
 }
@@ -173,6 +182,7 @@ int main(int argc, char** argv) {
   sdk::worker worker({argv[1], "default", 64, 8});
   worker.add_orchestrator("Timer", timer)
       .add_orchestrator("WaitEvent", wait_event)
+      .add_orchestrator("Cities", cities)
       .add_orchestrator("Child", child)
       .add_orchestrator("Parent", parent)
       .add_orchestrator("Counter", counter)
@@ -192,6 +202,10 @@ int main(int argc, char** argv) {
         std::this_thread::sleep_for(std::chrono::milliseconds(ms.get<int>()));
         return json("slow done");
       })
+      .add_activity("SayHello",
+                    [](const sdk::activity_context&, const json& city) {
+                      return json("Hello, " + city.get<std::string>() + "!");
+                    })
       .add_activity("Double", [](const sdk::activity_context&, const json& x) { return json(x.get<int>() * 2); })
       .add_activity("Fail", [](const sdk::activity_context&, const json& x) -> json {
         throw std::runtime_error("activity failed with " + x.get<std::string>());

@@ -6,6 +6,7 @@
 
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -79,6 +80,7 @@ struct local_etcd {
     const auto data = directory / (m.name + ".data");
     m.pid = fork();
     if (m.pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // Never outlives a test that crashed.
       FILE* out = std::freopen(log.c_str(), "a", stderr);
       (void)out;
       execlp("etcd", "etcd", "--name", m.name.c_str(), "--data-dir", data.c_str(), "--listen-client-urls",

@@ -2,6 +2,8 @@
 // Starting a child process for a test, with its stdout on a pipe.
 
 #include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <string>
@@ -19,6 +21,7 @@ inline std::pair<pid_t, int> spawn(const std::string& path, std::vector<std::str
   pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // Never outlives a test that crashed.
     dup2(fds[1], STDOUT_FILENO);
     close(fds[0]);
     close(fds[1]);

@@ -85,6 +85,8 @@ void fault_step(world& w, std::vector<wanted_instance>& wanted) {
     w.work_one(w.random() % 10 == 0);
   } else if (roll < 98) {
     w.tick(static_cast<std::int64_t>(w.random() % 300) * 1'000'000);
+  } else if (w.nodes_enabled && w.random() % 2) {
+    w.change_nodes();
   } else {
     w.crash(p);
   }
@@ -151,6 +153,10 @@ void simulate(std::uint64_t seed) {
   // Half the seeds hold the instances' answers back and let them through late and
   // out of order, as instance actors on several threads answer.
   world w(partitions, seed, options, seed % 4 >= 2);
+  // Half the seeds run the partitions on nodes that join, leave and die: each
+  // partition moves between owners under growing epochs, and a former owner's
+  // late commits are refused by the fence.
+  if (seed % 8 >= 4) w.enable_nodes(1 + seed % 3);
   auto wanted = workload();
   for (int step = 0; step < fault_steps; ++step) fault_step(w, wanted);
   int rounds = 0;
@@ -166,6 +172,10 @@ void simulate(std::uint64_t seed) {
   totals.refused_answers += w.count.refused_answers;
   totals.deliveries += w.count.deliveries;
   totals.commits += w.count.commits;
+  totals.planned_moves += w.count.planned_moves;
+  totals.takeovers += w.count.takeovers;
+  totals.fenced_commits += w.count.fenced_commits;
+  totals.node_changes += w.count.node_changes;
 }
 
 // ---------------------------------------------------------------------------
@@ -544,17 +554,25 @@ std::vector<std::uint64_t> seeds_to_run() {
 
 }  // namespace
 
-TEST_CASE("simulation: orchestrations survive partition crashes, worker crashes and broken links") {
+TEST_CASE("simulation: orchestrations survive partition crashes, worker crashes, broken links and partitions moving between nodes") {
   const auto seeds = seeds_to_run();
   for (auto seed : seeds) simulate(seed);
   MESSAGE("simulated " << seeds.size() << " seeds: " << totals.commits << " commits, "
                        << totals.deliveries << " cross-partition deliveries, "
                        << totals.partition_crashes << " partition crashes, " << totals.links_broken
                        << " broken links, " << totals.worker_crashes << " worker crashes, "
-                       << totals.refused_answers << " stale answers refused");
+                       << totals.refused_answers << " stale answers refused, " << totals.node_changes
+                       << " nodes joining, leaving or dying, " << totals.planned_moves << " partitions handed over, "
+                       << totals.takeovers << " taken over, " << totals.fenced_commits
+                       << " commits of former owners refused by the fence");
   // A run without faults would prove nothing.
   CHECK(totals.partition_crashes > seeds.size());
   CHECK(totals.links_broken > 0);
+  if (seeds.size() >= 8) {  // (Seeds 4-7 of every 8 run on nodes.)
+    CHECK(totals.planned_moves > 0);
+    CHECK(totals.takeovers > 0);
+    CHECK(totals.fenced_commits > 0);
+  }
   CHECK(totals.refused_answers > 0);
 }
 

@@ -189,8 +189,19 @@ struct world {
   std::vector<std::pair<std::uint32_t, core::activity_work_item>> activity_items;
   struct counters {
     std::size_t partition_crashes = 0, links_broken = 0, worker_crashes = 0, refused_answers = 0,
-                deliveries = 0, commits = 0;
+                deliveries = 0, commits = 0, planned_moves = 0, takeovers = 0, fenced_commits = 0,
+                node_changes = 0;
   } count;
+
+  /// Nodes (with nodes_enabled): each partition is owned by one live node, chosen
+  /// by rendezvous hashing; a move opens the partition again at its new owner under
+  /// a higher epoch that fences its store. Without nodes, stores are never fenced.
+  bool nodes_enabled = false;
+  std::vector<std::string> nodes;
+  std::vector<std::string> owners;      ///< Per partition.
+  std::vector<std::int64_t> epochs;     ///< Per partition; 0: never fenced.
+  std::int64_t revision = 0;            ///< etcd's: each claim takes the next.
+  std::size_t nodes_made = 0;
 
   engine::engine_options options;
   /// With shuffled answers, instances answer late and out of order (shuffling_host);
@@ -205,6 +216,8 @@ struct world {
       disks.push_back(store::open_memory());
       engines.emplace_back();
       hosts.push_back(nullptr);
+      epochs.push_back(0);
+      owners.emplace_back();
       open(p);
     }
   }
@@ -223,6 +236,10 @@ struct world {
     auto made = store::partition_store::open(std::make_unique<shared_disk>(disks[p]),
                                              {"sim", p, partition_count});
     REQUIRE(made);
+    if (epochs[p] > 0) {
+      auto fenced = (*made)->fence(epochs[p]);
+      REQUIRE_MESSAGE(fenced, (fenced ? "" : fenced.error().message));
+    }
     auto draw = [this] { return fmt::format("{:016x}{:016x}", random(), random()); };
     std::unique_ptr<shuffling_host> host;
     if (shuffle_answers) host = std::make_unique<shuffling_host>();
@@ -249,6 +266,84 @@ struct world {
         l.broken = true;
       }
     }
+  }
+
+  /// Partition p changes owner. Planned: the old owner commits what it holds
+  /// first. Not planned (its node died, or lost its lease): the new owner fences the
+  /// store while the old one still runs, and the old one's next commits must be
+  /// refused, releasing nothing; what it had not committed is lost, as in a crash.
+  void move(std::uint32_t p, bool planned) {
+    if (planned) {
+      commit(p);
+      ++count.planned_moves;
+    } else {
+      ++count.takeovers;
+    }
+    hosts[p] = nullptr;
+    auto old = std::move(engines[p]);
+    epochs[p] = ++revision;
+    open(p);
+    while (auto batch = old->take_batch()) {
+      auto written = old->store().commit(batch->second, now);
+      REQUIRE_MESSAGE(!written, "partition " << p << ": a commit of a former owner went through after the new "
+                                            << "owner fenced the store");
+      CHECK(written.error().code == errc::failed_precondition);
+      ++count.fenced_commits;
+    }
+    old.reset();
+    for (auto& [key, l] : links) {
+      if (key.first == p || key.second == p) {
+        l.messages.clear();
+        l.receipts.clear();
+        l.broken = true;
+      }
+    }
+  }
+
+  /// The live node that should own partition p (rendezvous hashing).
+  std::string wanted_owner(std::uint32_t p) const {
+    std::string best;
+    std::size_t best_score = 0;
+    for (const auto& node : nodes) {
+      const auto score = std::hash<std::string>{}(fmt::format("{}/{}", node, p));
+      if (best.empty() || score > best_score) {
+        best = node;
+        best_score = score;
+      }
+    }
+    return best;
+  }
+
+  /// Starts following nodes: `count` nodes, every partition claimed (and fenced).
+  void enable_nodes(std::size_t count) {
+    nodes_enabled = true;
+    for (std::size_t i = 0; i < count; ++i) nodes.push_back(fmt::format("n{}", nodes_made++));
+    rebalance(true);
+  }
+
+  /// Every partition whose wanted owner changed moves to it.
+  void rebalance(bool planned) {
+    for (std::uint32_t p = 0; p < partition_count; ++p) {
+      const auto wanted = wanted_owner(p);
+      if (owners[p] == wanted) continue;
+      owners[p] = wanted;
+      move(p, planned);
+    }
+  }
+
+  /// A node joins, leaves (handing its partitions over) or dies (they are taken
+  /// over after its lease); at least one node stays.
+  void change_nodes() {
+    if (!nodes_enabled) return;
+    ++count.node_changes;
+    const auto roll = random() % 3;
+    if (roll == 0 || nodes.size() == 1) {
+      nodes.push_back(fmt::format("n{}", nodes_made++));
+      rebalance(true);  // Those it takes are handed over.
+      return;
+    }
+    nodes.erase(nodes.begin() + static_cast<long>(random() % nodes.size()));
+    rebalance(roll == 1);  // 1: a planned leave; 2: it died.
   }
 
   void commit(std::uint32_t p) {

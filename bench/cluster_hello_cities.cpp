@@ -76,7 +76,14 @@ int main(int argc, char** argv) {
   std::string dtsd_path = (self_dir / "../src/server/dtsd").string();
   std::string worker_path = (self_dir / "../samples/hello_cities/hello_cities").string();
   int timeout_s = 1800;
+  std::string routing = "any";
   app.add_option("--nodes", sizes_text, "Cluster sizes to run, comma-separated")->capture_default_str();
+  app.add_option("--routing", routing,
+                 "any: each node's client starts random ids (most are forwarded) and each node's worker gets "
+                 "every node's work (relayed); owner: each client starts ids its node owns and each worker takes "
+                 "its node's work only (--this-node-only), as a cluster-aware app does")
+      ->check(CLI::IsMember({"any", "owner"}))
+      ->capture_default_str();
   app.add_option("--count", count, "Orchestrations per run")->check(CLI::Range(1, 1000000))->capture_default_str();
   app.add_option("--cpu-percent", cpu_percent, "Each node's CPU cap, percent of one core (0: none)")
       ->check(CLI::Range(0, 1000))
@@ -155,8 +162,10 @@ int main(int argc, char** argv) {
       return 1;
     }
     for (auto& node : nodes) {
-      node->worker = launch(worker_path, {"worker", "--address", node->address, "--activities", "256",
-                                          "--orchestrators", "1024", "--threads", "4"});
+      std::vector<std::string> worker_args{"worker",         "--address", node->address, "--activities", "256",
+                                          "--orchestrators", "1024",      "--threads",   "4"};
+      if (routing == "owner") worker_args.push_back("--this-node-only");
+      node->worker = launch(worker_path, worker_args);
     }
     std::this_thread::sleep_for(std::chrono::seconds(1));  // Workers connected, relays opened.
 
@@ -168,17 +177,31 @@ int main(int argc, char** argv) {
     std::vector<std::vector<double>> latencies(static_cast<std::size_t>(size));
     std::vector<std::int64_t> last_completed(static_cast<std::size_t>(size), 0);
     std::vector<int> correct(static_cast<std::size_t>(size), 0), forwarded(static_cast<std::size_t>(size), 0);
+    // Owner routing: ids handed to the node that owns each one's partition.
+    std::vector<std::vector<std::string>> owned_ids(static_cast<std::size_t>(size));
+    if (routing == "owner") {
+      std::map<std::string, std::size_t> index_of;
+      for (std::size_t n = 0; n < nodes.size(); ++n) index_of[nodes[n]->id] = n;
+      for (int k = 0; k < count; ++k) {
+        auto id = fmt::format("hc-{}-{}", size, k);
+        const auto& owner = view->claims.at({"default", core::partition_of(id, partitions)}).owner;
+        owned_ids[index_of.at(owner)].push_back(std::move(id));
+      }
+    }
     std::vector<std::thread> runners;
     for (int n = 0; n < size; ++n) {
       runners.emplace_back([&, n] {
-        const int share = count / size + (n < count % size ? 1 : 0);
+        const auto& own = owned_ids[static_cast<std::size_t>(n)];
+        const int share =
+            routing == "owner" ? static_cast<int>(own.size()) : count / size + (n < count % size ? 1 : 0);
+        if (share == 0) return;
         // A client is bound to the thread that made it.
         auto client_of_node = connect(nodes[static_cast<std::size_t>(n)]->address, "cluster_hello_cities");
         auto& c = *client_of_node;
         // Started at once (pipelined over the connection), as the single-node bench does.
         std::vector<std::string> ids;
         for (int attempt = 0; attempt < 100 && ids.empty(); ++attempt) {
-          auto started = c.start_many("HelloCities", std::vector<json>(static_cast<std::size_t>(share), json()));
+          auto started = c.start_many("HelloCities", std::vector<json>(static_cast<std::size_t>(share), json()), own);
           if (started) {
             ids = std::move(*started);
           } else if (started.error().code != errc::unavailable) {
@@ -231,11 +254,12 @@ int main(int argc, char** argv) {
     std::filesystem::remove_all(data_root);
     all_correct = all_correct && all_correct_count == count;
     std::printf(
-        "{\"bench\":\"cluster_hello_cities\",\"nodes\":%d,\"cpu_percent_per_node\":%d,\"cpu_capped\":%s,"
+        "{\"bench\":\"cluster_hello_cities\",\"routing\":\"%s\",\"nodes\":%d,\"cpu_percent_per_node\":%d,"
+        "\"cpu_capped\":%s,"
         "\"n\":%d,\"correct\":%d,\"partitions\":%u,\"wall_s\":%.3f,\"orchestrations_per_s\":%.0f,"
         "\"per_node_per_s\":%.0f,\"scaling_efficiency\":%s,\"p50_ms\":%.1f,\"p99_ms\":%.1f,"
         "\"forwarded_share\":%.2f,\"dtsd_cpu_s\":%.2f,\"worker_cpu_s\":%.2f}\n",
-        size, cpu_percent, capped ? "true" : "false", count, all_correct_count, partitions, wall_s, rate, rate / size,
+        routing.c_str(), size, cpu_percent, capped ? "true" : "false", count, all_correct_count, partitions, wall_s, rate, rate / size,
         one_node_rate > 0 ? fmt::format("{:.2f}", rate / (size * one_node_rate)).c_str() : "null",
         percentile(all_latencies, 0.5), percentile(all_latencies, 0.99),
         static_cast<double>(all_forwarded) / count, dtsd_cpu, worker_cpu);

@@ -127,8 +127,11 @@ interface Scheduler {
   deleteTaskHub @11 (name :Text, force :Bool) -> ();
   openWorkerSession @12 (taskHub :Text, orchestratorConcurrency :UInt32,
                          activityConcurrency :UInt32, sink :WorkSink, entityConcurrency :UInt32,
-                         filters :WorkFilters, worker :Text)
+                         filters :WorkFilters, worker :Text, thisNodeOnly :Bool)
       -> (session :WorkerSession);
+  # thisNodeOnly: in a cluster, the session gets the work of this node's own
+  # partitions only (no sessions are relayed to the other nodes for it): for a
+  # worker that connects to every node itself, saving the relay hop.
   # Purges every terminal instance the query's filters match (statuses, created
   # range, name and id prefixes, tags); paging fields are ignored.
   purgeWhere @13 (taskHub :Text, query :InstanceQuery, recursive :Bool) -> (purged :UInt64);

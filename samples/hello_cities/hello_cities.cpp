@@ -1,6 +1,6 @@
 // Hello cities: an orchestration that calls one activity per city in sequence.
 //
-//   hello_cities worker [--address 127.0.0.1:8081] [--task-hub default]
+//   hello_cities worker [--address 127.0.0.1:8081] [--task-hub default] [--this-node-only]
 //   hello_cities client [--count 1] [--address ...] [--task-hub ...]
 //
 // The client starts the orchestrations, waits for each and checks its output; it
@@ -112,6 +112,8 @@ int main(int argc, char** argv) {
   worker->add_option("--activities", options.activity_concurrency, "Activities run at once")->capture_default_str();
   worker->add_option("--threads", options.threads, "Threads running work (0: one per activity slot)")
       ->capture_default_str();
+  worker->add_flag("--this-node-only", options.this_node_only,
+                   "In a cluster: only the work of the partitions this node serves (no relay)");
   worker->add_option("--orchestrators", options.orchestrator_concurrency, "Orchestrator work items taken at once")
       ->capture_default_str();
   client->add_option("--count", count, "Orchestrations to run")->check(CLI::Range(1, 1000000))->capture_default_str();

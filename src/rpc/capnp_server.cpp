@@ -654,6 +654,15 @@ class scheduler_service final : public s::Scheduler::Server {
 
   kj::Promise<void> openWorkerSession(OpenWorkerSessionContext context) override {
     auto p = context.getParams();
+    if (p.getThisNodeOnly() && local_) {  // (A single node: all its work is this node's anyway.)
+      auto session = kj::heap<worker_session<service::router>>(*local_, p.getSink());
+      value_or_fail(session->open(text(p.getTaskHub()),
+                                  {p.getOrchestratorConcurrency(), p.getActivityConcurrency(),
+                                   p.getEntityConcurrency()},
+                                  rpc_wire::read(p.getFilters()), text(p.getWorker())));
+      context.getResults().setSession(kj::mv(session));
+      return kj::READY_NOW;
+    }
     auto session = kj::heap<worker_session<service::task_service>>(scheduler_, p.getSink());
     value_or_fail(session->open(text(p.getTaskHub()),
                                 {p.getOrchestratorConcurrency(), p.getActivityConcurrency(), p.getEntityConcurrency()},

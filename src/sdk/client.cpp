@@ -67,15 +67,19 @@ class capnp_client final : public client {
     });
   }
 
-  expected<std::vector<std::string>> start_many(const std::string& orchestrator,
-                                                const std::vector<json>& inputs) override {
+  expected<std::vector<std::string>> start_many(const std::string& orchestrator, const std::vector<json>& inputs,
+                                                const std::vector<std::string>& ids) override {
+    if (!ids.empty() && ids.size() != inputs.size()) {
+      return error{errc::invalid_argument, "start_many: give one instance id per input, or none"};
+    }
     return guarded([&] {
       auto promises = kj::heapArrayBuilder<kj::Promise<std::string>>(inputs.size());
-      for (const auto& input : inputs) {
+      for (std::size_t i = 0; i < inputs.size(); ++i) {
+        const auto& input = inputs[i];
         auto request = scheduler_.startInstanceRequest();
         request.setTaskHub(text(hub_));
         core::start_request start;
-        start.instance_id = random_instance_id();
+        start.instance_id = ids.empty() ? random_instance_id() : ids[i];
         start.name = orchestrator;
         start.input = input.dump();
         wire::write(request.initRequest(), start);

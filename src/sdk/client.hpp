@@ -94,9 +94,11 @@ class client {
                                       const start_options& options = {}) = 0;
   /// Starts `inputs.size()` instances at once (pipelined over the connection) and
   /// returns their ids in order once every start is durable. The first failure, if
-  /// any, is returned instead; starts before it may have happened.
+  /// any, is returned instead; starts before it may have happened. `ids`: the
+  /// instance ids to use, one per input (empty: random ones).
   virtual expected<std::vector<std::string>> start_many(const std::string& orchestrator,
-                                                        const std::vector<json>& inputs) = 0;
+                                                        const std::vector<json>& inputs,
+                                                        const std::vector<std::string>& ids = {}) = 0;
   virtual expected<std::optional<core::instance_record>> get(const std::string& instance_id) = 0;
   virtual expected<std::vector<core::history_event>> history(const std::string& instance_id) = 0;
   virtual expected<core::instance_record> wait_for_start(const std::string& instance_id,

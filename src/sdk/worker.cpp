@@ -455,6 +455,7 @@ struct worker::impl {
     open.setSink(kj::heap<sink>(*this, of_generation));
     rpc_wire::write(open.initFilters(), filters());
     open.setWorker(options.name);
+    open.setThisNodeOnly(options.this_node_only);
     auto session_client = open.send().wait(wait_scope).getSession();
     auto queue = std::make_shared<outgoing>();  // Outlives the tasks that drain it.
     error_log errors;

@@ -89,6 +89,12 @@ struct worker_options {
   /// runs reaches it: apps (or versions) that share a task hub keep apart.
   bool filter_work_items = false;
   std::string name = {};  ///< What `dtsctl worker list` shows for this worker.
+  /// In a cluster: take only the work of the partitions the node at `address`
+  /// serves (no relay through it from the other nodes). For a worker process per
+  /// node, or workers that connect to every node: each step then stays on the node
+  /// that owns its instance. A node with no such worker of its own relies on
+  /// workers connected elsewhere without this option.
+  bool this_node_only = false;
 };
 
 class worker {

@@ -343,3 +343,48 @@ TEST_CASE("cluster: an owner paused past its lease is taken over; resumed, it jo
     check_parent(*client_b, id, *done);  // Each child's answer counted once.
   }
 }
+
+TEST_CASE("cluster: a worker that takes its node's work only (--this-node-only) gets no other node's work") {
+  cluster_setup cluster;
+  const int port_a = free_port(), port_b = free_port();
+  process a(binary("DTSD_BIN"), cluster.node_args("a", port_a), true);
+  process b(binary("DTSD_BIN"), cluster.node_args("b", port_b), true);
+  REQUIRE(eventually([&] { return cluster.owned_by("a") > 0 && cluster.owned_by("b") > 0 &&
+                                  cluster.owners().size() == partitions; },
+                     20s));
+  const auto address_a = "127.0.0.1:" + std::to_string(port_a), address_b = "127.0.0.1:" + std::to_string(port_b);
+  process worker_a(binary("HELLO_BIN"), {"worker", "--address", address_a, "--this-node-only"});
+  auto client_a = connect(address_a);
+  const auto owners = cluster.owners();
+  std::map<std::string, std::string> home;  // id -> its owner
+  for (int i = 0; home.size() < 12; ++i) {
+    const auto id = "local-" + std::to_string(i);
+    home[id] = owners.at(core::partition_of(id, partitions));
+    sdk::start_options options;
+    options.instance_id = id;
+    auto started = on_owner({client_a.get()}, [&](sdk::client& c) { return c.start("HelloCities", sdk::json(), options); }, 10s);
+    REQUIRE_MESSAGE(started, started.error().message);
+  }
+  // a's own instances run; b's wait: no session was relayed to b for this worker.
+  for (const auto& [id, owner] : home) {
+    if (owner != "a") continue;
+    auto done = client_a->wait_for_completion(id, 30s);
+    REQUIRE_MESSAGE(done, id << ": " << done.error().message);
+    CHECK(sdk::output_of(*done) == hello_output());
+  }
+  std::this_thread::sleep_for(500ms);
+  for (const auto& [id, owner] : home) {
+    if (owner != "b") continue;
+    auto record = client_a->get(id);  // (forwarded to b)
+    REQUIRE(record);
+    REQUIRE(*record);
+    CHECK_MESSAGE((**record).status == core::runtime_status::pending, id);
+  }
+  // b's own worker runs them.
+  process worker_b(binary("HELLO_BIN"), {"worker", "--address", address_b, "--this-node-only"});
+  for (const auto& [id, owner] : home) {
+    auto done = client_a->wait_for_completion(id, 30s);
+    REQUIRE_MESSAGE(done, id << ": " << done.error().message);
+    CHECK(sdk::output_of(*done) == hello_output());
+  }
+}

@@ -26,6 +26,7 @@ port_base=${DTSD_PORT_BASE:-8080}
 bridge=dtsdbr0
 subnet=10.77.0
 host_ip=$subnet.1
+etcd_host_ip=$subnet.2  # etcd's own address on the bridge: a node can be cut from etcd alone
 
 usage() {
   echo "usage: $0 up N [--cpu PERCENT] [--loopback] | status | down [--purge]" >&2
@@ -96,9 +97,10 @@ up() {
 
   local etcd_ip=127.0.0.1
   if [ "$loopback" -eq 0 ]; then
-    etcd_ip=$host_ip
+    etcd_ip=$etcd_host_ip
     ip link add "$bridge" type bridge
     ip addr add "$host_ip/24" dev "$bridge"
+    ip addr add "$etcd_host_ip/24" dev "$bridge"
     ip link set "$bridge" up
     echo "namespaces" > "$state/mode"
   else

@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <random>
 #include <cstdio>
 #include <thread>
 
@@ -58,6 +59,18 @@ int run_worker(const sdk::worker_options& options) {
   return 0;
 }
 
+/// Calls `call` again while it answers UNAVAILABLE (in a cluster: the instance's
+/// partition is moving between nodes), for at most a minute.
+template <class Call>
+auto retried(Call call) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+  for (;;) {
+    auto answer = call();
+    if (answer || answer.error().code != errc::unavailable || std::chrono::steady_clock::now() > until) return answer;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 int run_client(const std::string& address, const std::string& hub, int count) {
   auto client = sdk::client::connect(address, hub);
   if (!client) {
@@ -66,17 +79,23 @@ int run_client(const std::string& address, const std::string& hub, int count) {
   }
   const auto started_at = std::chrono::steady_clock::now();
   std::vector<std::string> ids;
+  std::random_device seed;
+  const auto run = fmt::format("{:08x}", seed());
   for (int i = 0; i < count; ++i) {
-    auto id = (*client)->start("HelloCities", json());
-    if (!id) {
+    // An id of our own, so that a start tried again is the same start (a retry
+    // that finds it there was acknowledged before, and its answer lost).
+    sdk::start_options options;
+    options.instance_id = fmt::format("hello-{}-{}", run, i);
+    auto id = retried([&] { return (*client)->start("HelloCities", json(), options); });
+    if (!id && id.error().code != errc::already_exists) {
       std::fprintf(stderr, "hello_cities: start failed: %s\n", id.error().message.c_str());
       return 1;
     }
-    ids.push_back(*id);
+    ids.push_back(options.instance_id);
   }
   int wrong = 0;
   for (const auto& id : ids) {
-    auto done = (*client)->wait_for_completion(id, std::chrono::minutes(10));
+    auto done = retried([&] { return (*client)->wait_for_completion(id, std::chrono::minutes(10)); });
     if (!done) {
       std::fprintf(stderr, "hello_cities: %s: %s\n", id.c_str(), done.error().message.c_str());
       ++wrong;

@@ -16,6 +16,8 @@
 //   dtsctl ... entity signal @NAME@KEY OPERATION [--input JSON]
 //   dtsctl ... entity clean [--keep-empty] [--keep-orphaned-locks]
 //   dtsctl ... worker list
+//   dtsctl [--json] cluster status|drain NODE|undrain NODE --cluster etcd://HOST:PORT
+//   dtsctl [--task-hub H] [--json] cluster where ID --cluster etcd://HOST:PORT
 //
 // Exit codes: 0 done, 1 the server refused or is unreachable (the reason on
 // stderr), 2 the command line is wrong.
@@ -28,6 +30,7 @@
 #include <iostream>
 
 #include "cluster/membership.hpp"
+#include "core/ids.hpp"
 #include "sdk/client.hpp"
 
 using namespace dtsd;
@@ -293,6 +296,41 @@ int cluster_status(const std::string& url, bool as_json) {
   return 0;
 }
 
+/// Where an instance lives: its partition, and the node that owns it now.
+int cluster_where(const std::string& url, const std::string& hub, const std::string& instance_id, bool as_json) {
+  if (auto valid = core::validate_instance_id(instance_id); !valid) return refused(valid.error());
+  auto options = cluster::parse_etcd_url(url);
+  if (!options) return refused(options.error());
+  auto client = cluster::etcd_client::connect(*options);
+  if (!client) return refused(client.error());
+  auto view = cluster::read_cluster(**client);
+  if (!view) return refused(view.error());
+  auto count = view->hubs.find(hub);
+  if (count == view->hubs.end()) return refused({errc::not_found, "the cluster has no task hub '" + hub + "'"});
+  const auto partition = core::partition_of(instance_id, count->second);
+  auto held = view->claims.find({hub, partition});
+  const bool owned = held != view->claims.end();
+  auto address = owned ? view->nodes.find(held->second.owner) : view->nodes.end();
+  if (as_json) {
+    json out = {{"instanceId", instance_id},
+                {"taskHub", hub},
+                {"partition", partition},
+                {"owner", owned ? json(held->second.owner) : json(nullptr)},
+                {"address", address != view->nodes.end() ? json(address->second) : json(nullptr)},
+                {"epoch", owned ? held->second.epoch : 0}};
+    std::printf("%s\n", out.dump().c_str());
+  } else if (owned) {
+    std::printf("%s: partition %u of '%s', owned by node %s (%s) under epoch %lld\n", instance_id.c_str(), partition,
+                hub.c_str(), held->second.owner.c_str(),
+                address != view->nodes.end() ? address->second.c_str() : "address unknown",
+                static_cast<long long>(held->second.epoch));
+  } else {
+    std::printf("%s: partition %u of '%s', owned by no node at the moment (it is moving)\n", instance_id.c_str(),
+                partition, hub.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -391,8 +429,11 @@ int main(int argc, char** argv) {
   auto* cluster_show = cluster_cmd->add_subcommand("status", "Nodes, and each partition's owner and epoch");
   auto* cluster_drain = cluster_cmd->add_subcommand("drain", "Move a node's partitions to the others; it stays up");
   auto* cluster_undrain = cluster_cmd->add_subcommand("undrain", "Let a drained node own partitions again");
+  auto* cluster_where_cmd = cluster_cmd->add_subcommand("where", "Which partition and node an instance lives on");
+  std::string where_id;
+  cluster_where_cmd->add_option("id", where_id, "The instance id")->required();
   std::string drain_node;
-  for (auto* command : {cluster_show, cluster_drain, cluster_undrain}) {
+  for (auto* command : {cluster_show, cluster_drain, cluster_undrain, cluster_where_cmd}) {
     command->add_option("--cluster", etcd_url, "etcd of the cluster: etcd://host:port[,host:port...]")
         ->envname("DTSD_CLUSTER")
         ->required();
@@ -402,6 +443,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (cluster_show->parsed()) return cluster_status(etcd_url, g.as_json);
+  if (cluster_where_cmd->parsed()) return cluster_where(etcd_url, g.hub, where_id, g.as_json);
   if (cluster_drain->parsed() || cluster_undrain->parsed()) {
     const bool drain = cluster_drain->parsed();
     auto options = cluster::parse_etcd_url(etcd_url);

@@ -249,13 +249,23 @@ std::optional<json> parse_json_argument(const std::string& text, const char* wha
   return parsed;
 }
 
+/// A client of the cluster's etcd (`url`: etcd://host:port[,...]).
+expected<std::unique_ptr<cluster::etcd_client>> etcd_at(const std::string& url) {
+  auto options = cluster::parse_etcd_url(url);
+  if (!options) return options.error();
+  return cluster::etcd_client::connect(*options);
+}
+
+/// The cluster as etcd holds it now.
+expected<cluster::cluster_view> view_at(const std::string& url) {
+  auto client = etcd_at(url);
+  if (!client) return client.error();
+  return cluster::read_cluster(**client);
+}
+
 /// The cluster as etcd holds it: its nodes, and who owns each partition under which epoch.
 int cluster_status(const std::string& url, bool as_json) {
-  auto options = cluster::parse_etcd_url(url);
-  if (!options) return refused(options.error());
-  auto client = cluster::etcd_client::connect(*options);
-  if (!client) return refused(client.error());
-  auto view = cluster::read_cluster(**client);
+  auto view = view_at(url);
   if (!view) return refused(view.error());
   std::map<std::string, std::size_t> owned;
   for (const auto& [partition, held] : view->claims) ++owned[held.owner];
@@ -299,11 +309,7 @@ int cluster_status(const std::string& url, bool as_json) {
 /// Where an instance lives: its partition, and the node that owns it now.
 int cluster_where(const std::string& url, const std::string& hub, const std::string& instance_id, bool as_json) {
   if (auto valid = core::validate_instance_id(instance_id); !valid) return refused(valid.error());
-  auto options = cluster::parse_etcd_url(url);
-  if (!options) return refused(options.error());
-  auto client = cluster::etcd_client::connect(*options);
-  if (!client) return refused(client.error());
-  auto view = cluster::read_cluster(**client);
+  auto view = view_at(url);
   if (!view) return refused(view.error());
   auto count = view->hubs.find(hub);
   if (count == view->hubs.end()) return refused({errc::not_found, "the cluster has no task hub '" + hub + "'"});
@@ -446,9 +452,7 @@ int main(int argc, char** argv) {
   if (cluster_where_cmd->parsed()) return cluster_where(etcd_url, g.hub, where_id, g.as_json);
   if (cluster_drain->parsed() || cluster_undrain->parsed()) {
     const bool drain = cluster_drain->parsed();
-    auto options = cluster::parse_etcd_url(etcd_url);
-    if (!options) return refused(options.error());
-    auto client = cluster::etcd_client::connect(*options);
+    auto client = etcd_at(etcd_url);
     if (!client) return refused(client.error());
     auto view = cluster::read_cluster(**client);
     if (!view) return refused(view.error());

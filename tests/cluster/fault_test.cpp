@@ -27,12 +27,6 @@ std::string id_owned_by(const std::map<std::uint32_t, std::string>& owners, cons
   }
 }
 
-/// Both nodes own some of the partitions, and every partition is owned.
-bool split_between(cluster_setup& cluster, const std::string& a, const std::string& b,
-                   std::uint32_t count = partitions) {
-  return cluster.owned_by(a) > 0 && cluster.owned_by(b) > 0 && cluster.owners().size() == count;
-}
-
 /// One orchestration of the mixed workload, and what it must end with.
 struct planned_run {
   std::string id, name;
@@ -83,7 +77,7 @@ TEST_CASE("cluster faults: an owner cut from etcd stops before its lease ends, t
   spec_a.etcd = to_etcd.address();  // a reaches etcd only through the proxy
   process a(binary("DTSD_BIN"), cluster.node_args(spec_a), true);
   process b(binary("DTSD_BIN"), cluster.node_args("b", port_b), true);
-  REQUIRE(eventually([&] { return split_between(cluster, "a", "b"); }, 20s));
+  REQUIRE(eventually([&] { return cluster.split_between("a", "b"); }, 20s));
   const auto address_a = "127.0.0.1:" + std::to_string(port_a), address_b = "127.0.0.1:" + std::to_string(port_b);
   process worker(binary("FEATURE_WORKER_BIN"), {address_b});  // a's work reaches it through b
   auto client_a = connect(address_a);
@@ -130,7 +124,7 @@ TEST_CASE("cluster faults: an owner cut from etcd stops before its lease ends, t
   // Healed: a finds its lease gone, joins again under a new one, and takes its
   // share back in a planned move; every parent ends with each child counted once.
   to_etcd.heal();
-  REQUIRE(eventually([&] { return split_between(cluster, "a", "b"); }, 30s));
+  REQUIRE(eventually([&] { return cluster.split_between("a", "b"); }, 30s));
   for (const auto& [index, held] : cluster.claims()) {
     if (held.owner == "a") CHECK(held.epoch > epoch_before);
   }
@@ -155,7 +149,7 @@ TEST_CASE("cluster faults: nodes cut from each other (not from etcd) keep their 
   spec_b.advertise = into_b.address();
   process a(binary("DTSD_BIN"), cluster.node_args(spec_a), true);
   process b(binary("DTSD_BIN"), cluster.node_args(spec_b), true);
-  REQUIRE(eventually([&] { return split_between(cluster, "a", "b"); }, 20s));
+  REQUIRE(eventually([&] { return cluster.split_between("a", "b"); }, 20s));
   const auto address_a = "127.0.0.1:" + std::to_string(port_a), address_b = "127.0.0.1:" + std::to_string(port_b);
   process worker_a(binary("FEATURE_WORKER_BIN"), {address_a});
   process worker_b(binary("FEATURE_WORKER_BIN"), {address_b});
@@ -227,7 +221,7 @@ TEST_CASE("cluster faults: etcd of three members: its leader killed moves no par
   const int port_a = free_port(), port_b = free_port();
   process a(binary("DTSD_BIN"), cluster.node_args("a", port_a), true);
   process b(binary("DTSD_BIN"), cluster.node_args("b", port_b), true);
-  REQUIRE(eventually([&] { return split_between(cluster, "a", "b"); }, 30s));
+  REQUIRE(eventually([&] { return cluster.split_between("a", "b"); }, 30s));
   const auto address_a = "127.0.0.1:" + std::to_string(port_a), address_b = "127.0.0.1:" + std::to_string(port_b);
   process worker(binary("FEATURE_WORKER_BIN"), {address_a});
   auto client_a = connect(address_a);
@@ -319,7 +313,7 @@ TEST_CASE("cluster faults: 2,000 orchestrations of every kind while an owner is 
   process b(binary("DTSD_BIN"),
             cluster.node_args(node_spec{.id = "b", .port = port_b, .dashboard_port = dashboard_b, .partition_count = count}),
             true);
-  REQUIRE(eventually([&] { return split_between(cluster, "a", "b", count); }, 30s));
+  REQUIRE(eventually([&] { return cluster.split_between("a", "b", count); }, 30s));
   const auto address_a = "127.0.0.1:" + std::to_string(port_a), address_b = "127.0.0.1:" + std::to_string(port_b);
   auto worker_a = std::make_unique<process>(binary("FEATURE_WORKER_BIN"), std::vector<std::string>{address_a});
   process worker_b(binary("FEATURE_WORKER_BIN"), {address_b});

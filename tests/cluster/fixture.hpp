@@ -90,6 +90,10 @@ struct cluster_setup {
     }
     return out;
   }
+  /// Both nodes own some of the partitions, and every one of `count` is owned.
+  bool split_between(const std::string& a, const std::string& b, std::uint32_t count = partitions) {
+    return owned_by(a) > 0 && owned_by(b) > 0 && owners().size() == count;
+  }
   std::size_t owned_by(const std::string& node) {
     std::size_t count = 0;
     for (const auto& [index, owner] : owners()) count += owner == node;

@@ -179,9 +179,7 @@ TEST_CASE("cluster: messages between partitions of different nodes arrive once (
   const int port_a = free_port(), port_b = free_port(), dashboard_a = free_port();
   process a(binary("DTSD_BIN"), cluster.node_args("a", port_a, dashboard_a), true);
   process b(binary("DTSD_BIN"), cluster.node_args("b", port_b), true);
-  REQUIRE(eventually([&] { return cluster.owned_by("a") > 0 && cluster.owned_by("b") > 0 &&
-                                  cluster.owners().size() == partitions; },
-                     20s));
+  REQUIRE(eventually([&] { return cluster.split_between("a", "b"); }, 20s));
   const auto address_a = "127.0.0.1:" + std::to_string(port_a), address_b = "127.0.0.1:" + std::to_string(port_b);
   // One worker, connected to a: it gets b's work too, through the session a opens
   // at b on its behalf, and its answers go back there.
@@ -273,9 +271,7 @@ TEST_CASE("cluster: a node killed -9 while sub-orchestrations cross nodes: every
   const int port_a = free_port(), port_b = free_port();
   auto a = std::make_unique<process>(binary("DTSD_BIN"), cluster.node_args("a", port_a), true);
   process b(binary("DTSD_BIN"), cluster.node_args("b", port_b), true);
-  REQUIRE(eventually([&] { return cluster.owned_by("a") > 0 && cluster.owned_by("b") > 0 &&
-                                  cluster.owners().size() == partitions; },
-                     20s));
+  REQUIRE(eventually([&] { return cluster.split_between("a", "b"); }, 20s));
   const auto address_a = "127.0.0.1:" + std::to_string(port_a), address_b = "127.0.0.1:" + std::to_string(port_b);
   auto worker_a = std::make_unique<process>(binary("FEATURE_WORKER_BIN"), std::vector<std::string>{address_a});
   process worker_b(binary("FEATURE_WORKER_BIN"), {address_b});
@@ -315,9 +311,7 @@ TEST_CASE("cluster: an owner paused past its lease is taken over; resumed, it jo
   const int port_a = free_port(), port_b = free_port();
   process a(binary("DTSD_BIN"), cluster.node_args("a", port_a), true);
   process b(binary("DTSD_BIN"), cluster.node_args("b", port_b), true);
-  REQUIRE(eventually([&] { return cluster.owned_by("a") > 0 && cluster.owned_by("b") > 0 &&
-                                  cluster.owners().size() == partitions; },
-                     20s));
+  REQUIRE(eventually([&] { return cluster.split_between("a", "b"); }, 20s));
   const auto address_a = "127.0.0.1:" + std::to_string(port_a), address_b = "127.0.0.1:" + std::to_string(port_b);
   process worker(binary("FEATURE_WORKER_BIN"), {address_b});
   auto client_b = connect(address_b);
@@ -349,9 +343,7 @@ TEST_CASE("cluster: a worker that takes its node's work only (--this-node-only) 
   const int port_a = free_port(), port_b = free_port();
   process a(binary("DTSD_BIN"), cluster.node_args("a", port_a), true);
   process b(binary("DTSD_BIN"), cluster.node_args("b", port_b), true);
-  REQUIRE(eventually([&] { return cluster.owned_by("a") > 0 && cluster.owned_by("b") > 0 &&
-                                  cluster.owners().size() == partitions; },
-                     20s));
+  REQUIRE(eventually([&] { return cluster.split_between("a", "b"); }, 20s));
   const auto address_a = "127.0.0.1:" + std::to_string(port_a), address_b = "127.0.0.1:" + std::to_string(port_b);
   process worker_a(binary("HELLO_BIN"), {"worker", "--address", address_a, "--this-node-only"});
   auto client_a = connect(address_a);

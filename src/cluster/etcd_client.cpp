@@ -259,8 +259,10 @@ void lease_keeper::run() {
         spdlog::debug("etcd lease {:x} renewed (sent {} ms ago; TTL {} s)", lease_,
                       std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - sent).count(),
                       response.ttl());
+        // The next renewal a period after this one was sent (not after its answer),
+        // so that a slow etcd does not stretch the gap between renewals.
         std::unique_lock wait(mutex_);
-        if (changed_.wait_for(wait, period, [this] { return stopping_; })) break;
+        if (changed_.wait_until(wait, sent + period, [this] { return stopping_; })) break;
       }
       context.TryCancel();
       stream->Finish();

@@ -458,8 +458,16 @@ void membership::leave() {
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
+  std::int64_t registered = 0;
+  bool refused = false;
+  {
+    std::lock_guard lock(mutex_);
+    registered = registered_;
+    refused = rejoin_refused_ || !keeper_ || keeper_->lost();
+  }
+  if (refused) return;  // Its claims went with its lease (any under its id now are another process's).
   for (const auto& [partition, held] : claims()) {
-    if (held.owner != options_.node_id) continue;
+    if (held.owner != options_.node_id || held.epoch < registered) continue;
     notify_releasing(partition);
     (void)client_.erase_if(partition_key(options_.prefix, partition), held.epoch);
   }

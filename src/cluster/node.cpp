@@ -133,6 +133,8 @@ void node::reconcile() {
   }
   host_.stop_partitions(lost, false);
   for (const auto& [hub, index, epoch] : gained) {
+    // Stopping (or an earlier open) may have taken a while: still this node's?
+    if (member_.epoch_of({hub, index}) != epoch) continue;
     if (auto opened = host_.serve_partition(hub, index, epoch); !opened) {
       spdlog::warn("cluster: partition {} of '{}' (epoch {}) cannot be served here: {}", index, hub, epoch,
                    opened.error().message);

@@ -32,6 +32,9 @@ struct work_filters {
   kind_filter orchestrations;
   kind_filter activities;
   kind_filter entities;  ///< Entity names; their versions are ignored.
+  /// In a cluster: only work of partitions the node the worker connected to serves
+  /// (no session is relayed to the other nodes for it). Not sent between nodes.
+  bool this_node_only = false;
   /// True when every kind accepts everything.
   bool accepts_everything() const { return !orchestrations && !activities && !entities; }
   friend bool operator==(const work_filters&, const work_filters&) = default;

@@ -654,19 +654,12 @@ class scheduler_service final : public s::Scheduler::Server {
 
   kj::Promise<void> openWorkerSession(OpenWorkerSessionContext context) override {
     auto p = context.getParams();
-    if (p.getThisNodeOnly() && local_) {  // (A single node: all its work is this node's anyway.)
-      auto session = kj::heap<worker_session<service::router>>(*local_, p.getSink());
-      value_or_fail(session->open(text(p.getTaskHub()),
-                                  {p.getOrchestratorConcurrency(), p.getActivityConcurrency(),
-                                   p.getEntityConcurrency()},
-                                  rpc_wire::read(p.getFilters()), text(p.getWorker())));
-      context.getResults().setSession(kj::mv(session));
-      return kj::READY_NOW;
-    }
+    auto filters = rpc_wire::read(p.getFilters());
+    filters.this_node_only = p.getThisNodeOnly();  // (A single node: all its work is this node's anyway.)
     auto session = kj::heap<worker_session<service::task_service>>(scheduler_, p.getSink());
     value_or_fail(session->open(text(p.getTaskHub()),
                                 {p.getOrchestratorConcurrency(), p.getActivityConcurrency(), p.getEntityConcurrency()},
-                                rpc_wire::read(p.getFilters()), text(p.getWorker())));
+                                std::move(filters), text(p.getWorker())));
     context.getResults().setSession(kj::mv(session));
     return kj::READY_NOW;
   }

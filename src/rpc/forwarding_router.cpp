@@ -2,13 +2,80 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <map>
+#include <thread>
 
 #include "core/ids.hpp"
 
 namespace dtsd::rpc {
 
 namespace {
+
+using steady = std::chrono::steady_clock;
+/// A call refused because its partition is moving is tried again this often, for
+/// at most this long: a planned move takes tens of milliseconds, a take-over after
+/// a node died its lease (clients then get UNAVAILABLE and retry themselves).
+constexpr auto move_retry_every = std::chrono::milliseconds(50);
+constexpr auto move_retry_for = std::chrono::seconds(2);
+
+/// Runs closures later, on a thread of its own; at the end, what is still waiting
+/// is given up (its `give_up` runs instead).
+class delayed_calls {
+ public:
+  delayed_calls() : thread_([this] { run(); }) {}
+  ~delayed_calls() {
+    std::multimap<steady::time_point, entry> left;
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+      left.swap(queue_);
+    }
+    wake_.notify_all();
+    thread_.join();
+    for (auto& [when, call] : left) call.give_up();
+  }
+  /// False (nothing queued) once stopping.
+  bool after(steady::duration delay, std::function<void()> run, std::function<void()> give_up) {
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) return false;
+      queue_.emplace(steady::now() + delay, entry{std::move(run), std::move(give_up)});
+    }
+    wake_.notify_all();
+    return true;
+  }
+
+ private:
+  struct entry {
+    std::function<void()> run, give_up;
+  };
+  void run() {
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+      if (queue_.empty()) {
+        wake_.wait(lock);
+        continue;
+      }
+      const auto first = queue_.begin()->first;
+      if (steady::now() < first) {
+        wake_.wait_until(lock, first);
+        continue;
+      }
+      auto due = std::move(queue_.begin()->second);
+      queue_.erase(queue_.begin());
+      lock.unlock();
+      due.run();
+      lock.lock();
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::multimap<steady::time_point, entry> queue_;
+  std::thread thread_;
+};
 
 class forwarding_router_impl final : public forwarding_router {
  public:
@@ -26,16 +93,27 @@ class forwarding_router_impl final : public forwarding_router {
   std::vector<std::string> task_hubs() override { return local_.task_hubs(); }
   expected<std::uint32_t> partition_count(const std::string& hub) override { return local_.partition_count(hub); }
 
-  // ---- one instance: here, or at the node serving it
+  // ---- one instance: here, or at the node serving it. A call refused because
+  // its partition is moving (not served where it went, applied nowhere) is tried
+  // again shortly, where the partition is then; a link failure is not (the call
+  // may have been applied at the other end).
   void start(const std::string& hub, core::start_request request, service::callback<service::started> done) override {
-    if (auto where = elsewhere(hub, request.instance_id)) return links_.start(*where, hub, request, std::move(done));
-    local_.start(hub, std::move(request), std::move(done));
+    while_moving<service::started>(
+        [this, hub, request](service::callback<service::started> answer) {
+          if (auto where = elsewhere(hub, request.instance_id)) return links_.start(*where, hub, request, std::move(answer));
+          local_.start(hub, request, std::move(answer));
+        },
+        std::move(done));
   }
 
   void get(const std::string& hub, const std::string& id, bool with_history,
            service::callback<std::optional<service::instance_view>> done) override {
-    if (auto where = elsewhere(hub, id)) return links_.read(*where, hub, id, with_history, std::move(done));
-    local_.get(hub, id, with_history, std::move(done));
+    while_moving<std::optional<service::instance_view>>(
+        [this, hub, id, with_history](service::callback<std::optional<service::instance_view>> answer) {
+          if (auto where = elsewhere(hub, id)) return links_.read(*where, hub, id, with_history, std::move(answer));
+          local_.get(hub, id, with_history, std::move(answer));
+        },
+        std::move(done));
   }
 
   std::uint64_t wait(const std::string& hub, const std::string& id, bool until_completed,
@@ -79,28 +157,44 @@ class forwarding_router_impl final : public forwarding_router {
   }
 
   void change(const std::string& hub, service::change request, service::callback<void> done) override {
-    if (auto where = elsewhere(hub, service::target_of(request))) {
-      return links_.apply(*where, hub, request, std::move(done));
-    }
-    local_.change(hub, std::move(request), std::move(done));
+    while_moving<void>(
+        [this, hub, request](service::callback<void> answer) {
+          if (auto where = elsewhere(hub, service::target_of(request))) {
+            return links_.apply(*where, hub, request, std::move(answer));
+          }
+          local_.change(hub, request, std::move(answer));
+        },
+        std::move(done));
   }
 
   void purge_one(const std::string& hub, const std::string& id, bool children,
                  service::callback<service::purge_step> done) override {
-    if (auto where = elsewhere(hub, id)) return links_.purge(*where, hub, id, children, std::move(done));
-    local_.purge_one(hub, id, children, std::move(done));
+    while_moving<service::purge_step>(
+        [this, hub, id, children](service::callback<service::purge_step> answer) {
+          if (auto where = elsewhere(hub, id)) return links_.purge(*where, hub, id, children, std::move(answer));
+          local_.purge_one(hub, id, children, std::move(answer));
+        },
+        std::move(done));
   }
 
   // ---- one partition
   void query_partition(const std::string& hub, std::uint32_t partition, core::instance_query query,
                        service::callback<core::query_page> done) override {
-    if (auto where = elsewhere(hub, partition)) return links_.query(*where, hub, partition, query, std::move(done));
-    local_.query_partition(hub, partition, std::move(query), std::move(done));
+    while_moving<core::query_page>(
+        [this, hub, partition, query](service::callback<core::query_page> answer) {
+          if (auto where = elsewhere(hub, partition)) return links_.query(*where, hub, partition, query, std::move(answer));
+          local_.query_partition(hub, partition, query, std::move(answer));
+        },
+        std::move(done));
   }
   void list_partition(const std::string& hub, std::uint32_t partition, core::list_query query,
                       service::callback<core::list_page> done) override {
-    if (auto where = elsewhere(hub, partition)) return links_.list(*where, hub, partition, query, std::move(done));
-    local_.list_partition(hub, partition, std::move(query), std::move(done));
+    while_moving<core::list_page>(
+        [this, hub, partition, query](service::callback<core::list_page> answer) {
+          if (auto where = elsewhere(hub, partition)) return links_.list(*where, hub, partition, query, std::move(answer));
+          local_.list_partition(hub, partition, query, std::move(answer));
+        },
+        std::move(done));
   }
   expected<std::vector<service::partition_view>> partitions(const std::string& hub) override {
     return local_.partitions(hub);
@@ -173,6 +267,24 @@ class forwarding_router_impl final : public forwarding_router {
   void drain() override { local_.drain(); }
 
  private:
+  /// Runs `attempt` (routing the call afresh each time) and answers `done`; while
+  /// the answer is a refusal of a partition that is moving, tries again.
+  template <class T, class Attempt>
+  void while_moving(Attempt attempt, service::callback<T> done, steady::time_point until = steady::now() + move_retry_for) {
+    auto retry = [this, attempt, done, until](expected<T> answer) {
+      if (answer || answer.error().code != errc::unavailable || is_link_failure(answer.error()) ||
+          steady::now() + move_retry_every > until) {
+        return done(std::move(answer));
+      }
+      auto last = std::make_shared<expected<T>>(std::move(answer));
+      const bool queued = retries_.after(
+          move_retry_every, [this, attempt, done, until] { while_moving<T>(attempt, done, until); },
+          [done, last] { done(std::move(*last)); });
+      if (!queued) done(std::move(*last));
+    };
+    attempt(std::move(retry));
+  }
+
   /// Where another node serves the partition, if one does (else the call is this
   /// node's: served here, or refused here with why).
   std::optional<std::string> elsewhere(const std::string& hub, std::uint32_t partition) {
@@ -222,7 +334,7 @@ class forwarding_router_impl final : public forwarding_router {
     // One at a time (a worker's open and the node's periodic pass may meet), and
     // never under mutex_: the link's thread takes it to answer forwarded waits.
     std::lock_guard maintaining(maintain_mutex_);
-    const auto nodes = other_nodes_();
+    auto nodes = other_nodes_();
     session_card card;
     {
       std::lock_guard lock(mutex_);
@@ -230,6 +342,7 @@ class forwarding_router_impl final : public forwarding_router {
       if (found == sessions_.end()) return;
       card = found->second;
     }
+    if (card.filters.this_node_only) nodes.clear();  // Its worker takes this node's work only.
     std::map<std::string, std::uint64_t> keep;
     std::vector<std::uint64_t> drop;
     for (const auto& [address, handle] : card.relayed) {
@@ -274,6 +387,7 @@ class forwarding_router_impl final : public forwarding_router {
   std::map<std::uint64_t, session_card> sessions_;
   std::map<std::uint64_t, forwarded_wait> waits_;
   std::atomic<std::uint64_t> next_wait_{1};
+  delayed_calls retries_;  ///< Last: goes first, giving up what waits before the rest goes.
 };
 
 }  // namespace

@@ -250,13 +250,17 @@ namespace {
 /// What a forwarded call's failure says to its caller: the other node's own answer,
 /// or (the link failed: that node is down, cut off or stopping) UNAVAILABLE, which
 /// callers retry: its partitions move to a live node once its lease runs out.
+constexpr std::string_view unreachable = "the node that serves it cannot be reached";
+
 dtsd::error link_error(const kj::Exception& failure) {
   const std::string text = failure.getDescription().cStr();
   if (text.rfind("remote exception: ", 0) == 0) return sdk::error_of_text(text);
-  return dtsd::error{errc::unavailable,
-                     fmt::format("the node that serves it cannot be reached ({}); its partitions move to another node "
-                                 "once its lease runs out: try again shortly",
-                                 text)};
+  if (failure.getType() != kj::Exception::Type::DISCONNECTED && failure.getType() != kj::Exception::Type::OVERLOADED) {
+    return sdk::error_of_text(text);  // A failure of this node's own (retrying would not help).
+  }
+  return dtsd::error{errc::unavailable, fmt::format("{} ({}); its partitions move to another node once its lease "
+                                                    "runs out: try again shortly",
+                                                    unreachable, text)};
 }
 
 template <class T>
@@ -264,6 +268,10 @@ std::function<void(const kj::Exception&)> fail_to(service::callback<T> done) {
   return [done = std::move(done)](const kj::Exception& failure) { done(link_error(failure)); };
 }
 }  // namespace
+
+bool is_link_failure(const dtsd::error& failure) {
+  return failure.code == errc::unavailable && failure.message.rfind(unreachable, 0) == 0;
+}
 
 void node_links::start(const std::string& address, const std::string& hub, const core::start_request& request,
                        service::callback<service::started> done) {

@@ -20,6 +20,11 @@
 
 namespace dtsd::rpc {
 
+/// Whether a forwarded call failed on the link itself (the other node is down, cut
+/// off or stopping): UNAVAILABLE, but the call may or may not have been applied
+/// there, unlike a refusal that the other node answered.
+bool is_link_failure(const dtsd::error& failure);
+
 class node_links {
  public:
   /// `node_id` is this node's, named to the nodes it links to.

@@ -2,6 +2,9 @@
 // nodes on loopback sharing one data directory (as nodes on one machine do), and
 // the C++ SDK as client and worker. Every process is stopped by PID.
 
+#include <atomic>
+#include <thread>
+
 #include "fixture.hpp"
 
 using namespace cluster_test;
@@ -128,6 +131,28 @@ TEST_CASE("cluster: a joining node takes its share, a drained one gives it up, a
     CHECK_MESSAGE(read_anywhere({client_a.get(), client_b.get()}, id, 10s), id << " is not served after the join");
   }
 
+  // While partitions move back and forth (drain, undrain), a client keeps starting
+  // and reading instances through each node: no call fails (a call that meets a
+  // partition moving is tried again where it went).
+  std::atomic<bool> moving_done{false};
+  std::atomic<int> calls{0}, failed{0};
+  std::string first_failure;
+  auto keep_calling = [&](int port, const std::string& prefix) {
+    return std::thread([&, port, prefix] {
+      auto c = connect("127.0.0.1:" + std::to_string(port));  // (bound to this thread)
+      for (int i = 0; !moving_done; ++i) {
+        sdk::start_options options;
+        options.instance_id = prefix + std::to_string(i);
+        auto started = c->start("HelloCities", sdk::json(), options);
+        auto read = c->get(options.instance_id);
+        calls += 2;
+        if (!started || !read || !*read) {
+          if (failed++ == 0) first_failure = !started ? started.error().message : !read ? read.error().message : "gone";
+        }
+      }
+    });
+  };
+  auto through_a = keep_calling(port_a, "moving-a-"), through_b = keep_calling(port_b, "moving-b-");
   // A drain moves b's partitions to a while b stays up and answers through a.
   auto drained = run_command(binary("DTSCTL_BIN"), {"cluster", "drain", "b", "--cluster", cluster.url()}, 30s);
   REQUIRE_MESSAGE(drained.exit_code == 0, drained.out);
@@ -136,6 +161,13 @@ TEST_CASE("cluster: a joining node takes its share, a drained one gives it up, a
   auto undrained = run_command(binary("DTSCTL_BIN"), {"cluster", "undrain", "b", "--cluster", cluster.url()}, 30s);
   REQUIRE(undrained.exit_code == 0);
   REQUIRE(eventually([&] { return cluster.owned_by("b") > 0 && cluster.owners().size() == partitions; }, 20s));
+  std::this_thread::sleep_for(300ms);
+  moving_done = true;
+  through_a.join();
+  through_b.join();
+  MESSAGE(calls.load() << " calls through both nodes while partitions moved twice; " << failed.load() << " failed");
+  CHECK_MESSAGE(failed == 0, first_failure);
+  CHECK(calls > 20);
   auto nobody = run_command(binary("DTSCTL_BIN"), {"cluster", "drain", "zz", "--cluster", cluster.url()}, 30s);
   CHECK(nobody.exit_code == 1);  // No such live node: refused, nothing written.
 

@@ -92,6 +92,7 @@ class process {
 
   /// Sends SIGTERM and returns the exit status (waits at most `limit`).
   int terminate(std::chrono::seconds limit) {
+    if (pid_ <= 0) return -1;
     kill(pid_, SIGTERM);
     const auto deadline = std::chrono::steady_clock::now() + limit;
     int status = 0;

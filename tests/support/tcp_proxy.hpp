@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -93,7 +94,7 @@ class tcp_proxy {
       if (got > 0) pending.append(buffer, static_cast<std::size_t>(got));
     }
     if (!pending.empty() && (to_events & POLLOUT || from_events & POLLIN)) {
-      const auto put = write(to, pending.data(), pending.size());
+      const auto put = send(to, pending.data(), pending.size(), MSG_NOSIGNAL);
       if (put < 0 && errno != EAGAIN && errno != EINTR) return false;
       if (put > 0) pending.erase(0, static_cast<std::size_t>(put));
     }
@@ -104,6 +105,10 @@ class tcp_proxy {
     constexpr std::size_t most_pending = 1 << 20;
     while (!stopping_) {
       const bool open = !cut_;
+      if (!open) {  // (Not polled while cut: a reset socket would report itself at once, again and again.)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        continue;
+      }
       std::vector<pollfd> polled{{listener_, static_cast<short>(open ? POLLIN : 0), 0}};
       for (const auto& l : links_) {
         const auto wants = [&](const std::string& incoming, const std::string& outgoing) {

@@ -5,7 +5,8 @@
 # may be CPU-capped (cgroups); otherwise every node listens on loopback ports.
 # Everything started is recorded by PID in the state directory and stopped by PID.
 #
-#   deploy/cluster.sh up N [--cpu PERCENT] [--loopback]   # start etcd and N nodes
+#   deploy/cluster.sh up N [--cpu PERCENT] [--loopback] [--etcd-members 1|3]
+#                                                          # start etcd and N nodes
 #   deploy/cluster.sh status                               # nodes, owners, epochs
 #   deploy/cluster.sh down [--purge]                       # stop all, remove namespaces
 #                                                          # (--purge: and the data)
@@ -29,7 +30,7 @@ host_ip=$subnet.1
 etcd_host_ip=$subnet.2  # etcd's own address on the bridge: a node can be cut from etcd alone
 
 usage() {
-  echo "usage: $0 up N [--cpu PERCENT] [--loopback] | status | down [--purge]" >&2
+  echo "usage: $0 up N [--cpu PERCENT] [--loopback] [--etcd-members 1|3] | status | down [--purge]" >&2
   exit 2
 }
 
@@ -70,15 +71,17 @@ wait_for() {  # $1: what, $2: command; at most 30 s
 }
 
 up() {
-  local count=$1 cpu=0 loopback=0
+  local count=$1 cpu=0 loopback=0 members=1
   shift
   while [ $# -gt 0 ]; do
     case "$1" in
       --cpu) cpu=${2:?--cpu needs a percent}; shift 2 ;;
       --loopback) loopback=1; shift ;;
+      --etcd-members) members=${2:?--etcd-members needs 1 or 3}; shift 2 ;;
       *) usage ;;
     esac
   done
+  [ "$members" = 1 ] || [ "$members" = 3 ] || { echo "cluster.sh: --etcd-members is 1 or 3" >&2; exit 2; }
   [[ "$count" =~ ^[1-9][0-9]?$ ]] || { echo "cluster.sh: N must be 1..99" >&2; exit 2; }
   if [ -f "$state/pids" ]; then
     echo "cluster.sh: a cluster is up already ($state); run '$0 down' first" >&2
@@ -106,13 +109,21 @@ up() {
   else
     echo "loopback" > "$state/mode"
   fi
-  local etcd_url=etcd://$etcd_ip:$etcd_port peer_url=http://$etcd_ip:$((etcd_port + 1))
-  echo "== etcd on $etcd_ip:$etcd_port"
-  etcd --name dtsd --data-dir "$state/etcd-data" --listen-client-urls "http://$etcd_ip:$etcd_port" \
-    --advertise-client-urls "http://$etcd_ip:$etcd_port" --listen-peer-urls "$peer_url" \
-    --initial-advertise-peer-urls "$peer_url" --initial-cluster "dtsd=$peer_url" \
-    > "$state/etcd.log" 2>&1 &
-  echo "$! etcd" >> "$state/pids"
+  # Member m listens for clients on etcd_port + 2m and for its peers on the next port.
+  local etcd_url="" initial="" m
+  for m in $(seq 0 $((members - 1))); do
+    initial+="${initial:+,}e$m=http://$etcd_ip:$((etcd_port + 2 * m + 1))"
+    etcd_url+="${etcd_url:+,}$etcd_ip:$((etcd_port + 2 * m))"
+  done
+  etcd_url=etcd://$etcd_url
+  for m in $(seq 0 $((members - 1))); do
+    local client=http://$etcd_ip:$((etcd_port + 2 * m)) peer=http://$etcd_ip:$((etcd_port + 2 * m + 1))
+    echo "== etcd member e$m on ${client#http://}"
+    etcd --name "e$m" --data-dir "$state/etcd-data-e$m" --listen-client-urls "$client" \
+      --advertise-client-urls "$client" --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+      --initial-cluster "$initial" > "$state/etcd-e$m.log" 2>&1 &
+    echo "$! etcd-e$m" >> "$state/pids"
+  done
   wait_for "etcd" "$dtsctl cluster status --cluster $etcd_url"
   echo "$etcd_url" > "$state/etcd.url"
 

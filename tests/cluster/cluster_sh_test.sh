@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# deploy/cluster.sh on loopback ports: up 2, status shows both nodes owning every
-# partition, down stops everything it started (by PID) and leaves nothing behind.
+# deploy/cluster.sh on loopback ports: up 2 with an etcd of 3 members, status shows
+# both nodes owning every partition, hello cities runs through one node with its
+# worker at the other, down stops everything it started (by PID) and leaves
+# nothing behind.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export DTSD_BUILD=${DTSD_BUILD:?run through meson test}
@@ -10,7 +12,7 @@ export DTSD_PORT_BASE=$((40000 + (RANDOM % 200) * 100))
 cleanup() { "$root/deploy/cluster.sh" down --purge > /dev/null 2>&1 || true; rm -rf "$DTSD_CLUSTER_DIR"; }
 trap cleanup EXIT
 
-"$root/deploy/cluster.sh" up 2 --loopback
+"$root/deploy/cluster.sh" up 2 --loopback --etcd-members 3
 pids=$(awk '{print $1}' "$DTSD_CLUSTER_DIR/pids")
 status=""
 for _ in $(seq 1 100); do
@@ -23,6 +25,18 @@ echo "$status"
 [ "$owned" -eq 12 ] || { echo "FAIL: not every partition owned"; exit 1; }
 echo "$status" | grep -q '^n1 ' || { echo "FAIL: node n1 missing"; exit 1; }
 echo "$status" | grep -q '^n2 ' || { echo "FAIL: node n2 missing"; exit 1; }
+[ "$(grep -c etcd-e "$DTSD_CLUSTER_DIR/pids")" -eq 3 ] || { echo "FAIL: not 3 etcd members"; exit 1; }
+n1=$(awk '$1 == "n1" {print $3}' "$DTSD_CLUSTER_DIR/nodes")
+n2=$(awk '$1 == "n2" {print $3}' "$DTSD_CLUSTER_DIR/nodes")
+hello=$DTSD_BUILD/samples/hello_cities/hello_cities
+"$hello" worker --address "$n1" > "$DTSD_CLUSTER_DIR/worker.log" 2>&1 &
+worker=$!
+if ! "$hello" client --count 200 --address "$n2"; then
+  kill -9 "$worker"
+  echo "FAIL: hello cities through n2 (worker at n1)"
+  exit 1
+fi
+kill -9 "$worker"
 "$root/deploy/cluster.sh" down --purge
 for pid in $pids; do
   if kill -0 "$pid" 2> /dev/null; then echo "FAIL: $pid still runs after down"; exit 1; fi

@@ -1,11 +1,13 @@
 // Hello cities over a dtsd cluster of 1, 2, 4... nodes on this machine: an etcd on
 // loopback, N nodes sharing a data directory, each CPU-capped at the same share
-// (cgroups, when this process may write them) with a C++ worker and a client of
-// its own. Prints one JSON line per cluster size: throughput, per-node throughput,
-// scaling efficiency against one node, latency percentiles, and the share of
-// starts that the called node forwarded to another.
+// (cgroups, when this process may write them) with a worker (the C++ SDK's over the
+// native API, or the official JS SDK's over gRPC) and a client of its own. Prints
+// one JSON line per cluster size: throughput, per-node throughput, scaling
+// efficiency against one node, latency percentiles, and the share of starts that
+// the called node forwarded to another.
 //
 //   build/release/bench/cluster_hello_cities --nodes 1,2,4 --count 4000 --cpu-percent 40
+//       [--routing any|owner] [--worker-kind cpp|js]
 
 #include <fmt/format.h>
 
@@ -51,6 +53,7 @@ struct cpu_cap {
 struct node_run {
   std::string id;
   std::string address;
+  std::string grpc_address;
   pid_t server = -1;
   pid_t worker = -1;
   cpu_cap cap;
@@ -77,12 +80,23 @@ int main(int argc, char** argv) {
   std::string worker_path = (self_dir / "../samples/hello_cities/hello_cities").string();
   int timeout_s = 1800;
   std::string routing = "any";
+  std::string worker_kind = "cpp";
+  std::string node_path = "node";
+  std::string js_worker = (self_dir / "../../../tests/compat/worker.mjs").lexically_normal().string();
   app.add_option("--nodes", sizes_text, "Cluster sizes to run, comma-separated")->capture_default_str();
   app.add_option("--routing", routing,
                  "any: each node's client starts random ids (most are forwarded) and each node's worker gets "
                  "every node's work (relayed); owner: each client starts ids its node owns and each worker takes "
                  "its node's work only (--this-node-only), as a cluster-aware app does")
       ->check(CLI::IsMember({"any", "owner"}))
+      ->capture_default_str();
+  app.add_option("--worker-kind", worker_kind,
+                 "cpp (C++ SDK, native API) | js (official JS SDK over gRPC: it takes every node's work, relayed, "
+                 "whatever --routing says)")
+      ->check(CLI::IsMember({"cpp", "js"}))
+      ->capture_default_str();
+  app.add_option("--node", node_path, "Node.js for the js worker")->capture_default_str();
+  app.add_option("--js-worker", js_worker, "The JS worker script (needs tests/compat/node_modules: npm ci)")
       ->capture_default_str();
   app.add_option("--count", count, "Orchestrations per run")->check(CLI::Range(1, 1000000))->capture_default_str();
   app.add_option("--cpu-percent", cpu_percent, "Each node's CPU cap, percent of one core (0: none)")
@@ -133,8 +147,9 @@ int main(int argc, char** argv) {
       auto node = std::make_unique<node_run>();
       node->id = "n" + std::to_string(i + 1);
       node->address = "127.0.0.1:" + std::to_string(free_port());
+      node->grpc_address = "127.0.0.1:" + std::to_string(free_port());
       node->server = launch(dtsd_path, {"--cluster", "etcd://" + etcd_endpoint, "--node-id", node->id, "--listen",
-                                        node->address, "--grpc-listen", "127.0.0.1:0", "--dashboard-listen", "off",
+                                        node->address, "--grpc-listen", node->grpc_address, "--dashboard-listen", "off",
                                         "--data-dir", data_root + "/data", "--partitions", std::to_string(partitions),
                                         "--log-level", "warn"});
       if (cpu_percent > 0) capped = node->cap.apply("dtsd-bench-" + node->id, node->server, cpu_percent) && capped;
@@ -165,9 +180,11 @@ int main(int argc, char** argv) {
       std::vector<std::string> worker_args{"worker",         "--address", node->address, "--activities", "256",
                                           "--orchestrators", "1024",      "--threads",   "4"};
       if (routing == "owner") worker_args.push_back("--this-node-only");
-      node->worker = launch(worker_path, worker_args);
+      node->worker = worker_kind == "js" ? launch(node_path, {js_worker, node->grpc_address})
+                                         : launch(worker_path, worker_args);
     }
-    std::this_thread::sleep_for(std::chrono::seconds(1));  // Workers connected, relays opened.
+    // Workers connected, relays opened (a JS worker takes a moment to start).
+    std::this_thread::sleep_for(std::chrono::seconds(worker_kind == "js" ? 3 : 1));
 
     // Each node's client starts its share, with ids the bench knows (for the
     // forwarded share), and waits for them.
@@ -254,12 +271,13 @@ int main(int argc, char** argv) {
     std::filesystem::remove_all(data_root);
     all_correct = all_correct && all_correct_count == count;
     std::printf(
-        "{\"bench\":\"cluster_hello_cities\",\"routing\":\"%s\",\"nodes\":%d,\"cpu_percent_per_node\":%d,"
+        "{\"bench\":\"cluster_hello_cities\",\"worker_kind\":\"%s\",\"routing\":\"%s\",\"nodes\":%d,"
+        "\"cpu_percent_per_node\":%d,"
         "\"cpu_capped\":%s,"
         "\"n\":%d,\"correct\":%d,\"partitions\":%u,\"wall_s\":%.3f,\"orchestrations_per_s\":%.0f,"
         "\"per_node_per_s\":%.0f,\"scaling_efficiency\":%s,\"p50_ms\":%.1f,\"p99_ms\":%.1f,"
         "\"forwarded_share\":%.2f,\"dtsd_cpu_s\":%.2f,\"worker_cpu_s\":%.2f}\n",
-        routing.c_str(), size, cpu_percent, capped ? "true" : "false", count, all_correct_count, partitions, wall_s, rate, rate / size,
+        worker_kind.c_str(), routing.c_str(), size, cpu_percent, capped ? "true" : "false", count, all_correct_count, partitions, wall_s, rate, rate / size,
         one_node_rate > 0 ? fmt::format("{:.2f}", rate / (size * one_node_rate)).c_str() : "null",
         percentile(all_latencies, 0.5), percentile(all_latencies, 0.99),
         static_cast<double>(all_forwarded) / count, dtsd_cpu, worker_cpu);

@@ -52,15 +52,19 @@ constexpr auto hub_check_timeout = std::chrono::seconds(30);
 /// A callback answered exactly once: if it is destroyed unanswered (its message was
 /// dropped because the hub's actors stopped: the hub was deleted, or dtsd is
 /// stopping), it answers that the hub went away, so that no caller waits forever.
+///
+/// The code is `io` (a change may have been committed just before), or for what
+/// only reads (a wait) UNAVAILABLE: waiting again is always safe, and a client
+/// that does so finds the instance where its partition went.
 template <class T>
 class answer_once {
  public:
-  explicit answer_once(callback<T> done) : done_(std::move(done)) {}
+  explicit answer_once(callback<T> done, errc dropped = errc::io) : done_(std::move(done)), dropped_(dropped) {}
   answer_once(const answer_once&) = delete;
   answer_once& operator=(const answer_once&) = delete;
   ~answer_once() {
     if (auto done = take()) {
-      done(dtsd::error{errc::io, "the partition stopped before answering (its task hub was deleted, dtsd is "
+      done(dtsd::error{dropped_, "the partition stopped before answering (its task hub was deleted, dtsd is "
                                  "stopping, or the partition moved to another node)"});
     }
   }
@@ -78,11 +82,12 @@ class answer_once {
   }
   std::mutex mutex_;
   callback<T> done_;
+  errc dropped_;
 };
 
 template <class T>
-std::shared_ptr<answer_once<T>> shared(callback<T> done) {
-  return std::make_shared<answer_once<T>>(std::move(done));
+std::shared_ptr<answer_once<T>> shared(callback<T> done, errc dropped = errc::io) {
+  return std::make_shared<answer_once<T>>(std::move(done), dropped);
 }
 
 /// `done`, answered with "the hub went away" if its request is dropped unanswered.
@@ -398,7 +403,7 @@ class actor_scheduler final : public service::router, public service::partition_
   std::uint64_t wait(const std::string& hub_name, const std::string& id, bool until_completed,
                      callback<core::instance_record> done) override {
     const auto handle = next_wait_++;
-    auto once = shared(std::move(done));
+    auto once = shared(std::move(done), errc::unavailable);
     {
       std::lock_guard lock(mutex_);
       waits_[handle] = once;

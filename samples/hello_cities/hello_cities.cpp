@@ -60,13 +60,19 @@ int run_worker(const sdk::worker_options& options) {
 }
 
 /// Calls `call` again while it answers UNAVAILABLE (in a cluster: the instance's
-/// partition is moving between nodes), for at most a minute.
+/// partition is moving between nodes) or an I/O error (the connection, or the
+/// partition, went before answering: the call may or may not have happened), for
+/// at most a minute. Safe for what this client does: waits, and starts under ids
+/// of its own (a start that happened before answers already_exists).
 template <class Call>
 auto retried(Call call) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(1);
   for (;;) {
     auto answer = call();
-    if (answer || answer.error().code != errc::unavailable || std::chrono::steady_clock::now() > until) return answer;
+    if (answer || (answer.error().code != errc::unavailable && answer.error().code != errc::io) ||
+        std::chrono::steady_clock::now() > until) {
+      return answer;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }

@@ -31,12 +31,13 @@ n2=$(awk '$1 == "n2" {print $3}' "$DTSD_CLUSTER_DIR/nodes")
 hello=$DTSD_BUILD/samples/hello_cities/hello_cities
 "$hello" worker --address "$n1" > "$DTSD_CLUSTER_DIR/worker.log" 2>&1 &
 worker=$!
+stop_worker() { { kill -9 "$worker"; wait "$worker"; } 2> /dev/null || true; }
 if ! "$hello" client --count 200 --address "$n2"; then
-  kill -9 "$worker"
+  stop_worker
   echo "FAIL: hello cities through n2 (worker at n1)"
   exit 1
 fi
-kill -9 "$worker"
+stop_worker
 "$root/deploy/cluster.sh" down --purge
 for pid in $pids; do
   if kill -0 "$pid" 2> /dev/null; then echo "FAIL: $pid still runs after down"; exit 1; fi

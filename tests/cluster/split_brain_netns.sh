@@ -34,7 +34,7 @@ export DTSD_ETCD_PORT=2379
 client_pid=""
 cleanup() {
   [ -n "$client_pid" ] && kill -9 "$client_pid" 2> /dev/null || true
-  [ -n "${worker_pid:-}" ] && kill -9 "$worker_pid" 2> /dev/null || true
+  if [ -n "${worker_pid:-}" ]; then { kill -9 "$worker_pid"; wait "$worker_pid"; } 2> /dev/null || true; fi
   ip netns exec dtsd-n1 ip route del blackhole 10.77.0.2/32 2> /dev/null || true
   "$root/deploy/cluster.sh" down --purge > /dev/null 2>&1 || true
   rm -rf "$DTSD_CLUSTER_DIR"

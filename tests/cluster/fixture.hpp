@@ -101,6 +101,18 @@ struct cluster_setup {
   }
 };
 
+/// Nodes a and b of `cluster` on loopback, started and sharing the hub's partitions.
+struct two_nodes {
+  int port_a = free_port(), port_b = free_port();
+  std::string address_a = "127.0.0.1:" + std::to_string(port_a), address_b = "127.0.0.1:" + std::to_string(port_b);
+  process a, b;
+  explicit two_nodes(cluster_setup& cluster)
+      : a(binary("DTSD_BIN"), cluster.node_args("a", port_a), true),
+        b(binary("DTSD_BIN"), cluster.node_args("b", port_b), true) {
+    REQUIRE(eventually([&] { return cluster.split_between("a", "b"); }, 20s));
+  }
+};
+
 /// The instance's record, read at whichever node serves it; waits (bounded) while
 /// its partition moves.
 inline std::optional<core::instance_record> read_anywhere(const std::vector<sdk::client*>& nodes, const std::string& id,

@@ -340,11 +340,9 @@ TEST_CASE("cluster: a node killed -9 while sub-orchestrations cross nodes: every
 TEST_CASE("cluster: an owner paused past its lease is taken over; resumed, it joins again under new epochs and "
           "nothing runs twice") {
   cluster_setup cluster;
-  const int port_a = free_port(), port_b = free_port();
-  process a(binary("DTSD_BIN"), cluster.node_args("a", port_a), true);
-  process b(binary("DTSD_BIN"), cluster.node_args("b", port_b), true);
-  REQUIRE(eventually([&] { return cluster.split_between("a", "b"); }, 20s));
-  const auto address_a = "127.0.0.1:" + std::to_string(port_a), address_b = "127.0.0.1:" + std::to_string(port_b);
+  two_nodes nodes(cluster);
+  auto& a = nodes.a;
+  const auto &address_a = nodes.address_a, &address_b = nodes.address_b;
   process worker(binary("FEATURE_WORKER_BIN"), {address_b});
   auto client_b = connect(address_b);
   const auto parents = start_parents({client_b.get()}, "paused-", 30);
@@ -372,11 +370,8 @@ TEST_CASE("cluster: an owner paused past its lease is taken over; resumed, it jo
 
 TEST_CASE("cluster: a worker that takes its node's work only (--this-node-only) gets no other node's work") {
   cluster_setup cluster;
-  const int port_a = free_port(), port_b = free_port();
-  process a(binary("DTSD_BIN"), cluster.node_args("a", port_a), true);
-  process b(binary("DTSD_BIN"), cluster.node_args("b", port_b), true);
-  REQUIRE(eventually([&] { return cluster.split_between("a", "b"); }, 20s));
-  const auto address_a = "127.0.0.1:" + std::to_string(port_a), address_b = "127.0.0.1:" + std::to_string(port_b);
+  two_nodes nodes(cluster);
+  const auto &address_a = nodes.address_a, &address_b = nodes.address_b;
   process worker_a(binary("HELLO_BIN"), {"worker", "--address", address_a, "--this-node-only"});
   auto client_a = connect(address_a);
   const auto owners = cluster.owners();

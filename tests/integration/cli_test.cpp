@@ -135,6 +135,8 @@ TEST_CASE("cli: dtsd reads a TOML --config file and DTS_TASK_HUB_NAMES, and refu
 
 TEST_CASE("cli: dtsctl worker list shows each connected session, its slots and the work it takes") {
   auto setup = fresh_server("cli-workers");
+  // Removed at the end, after the processes below are gone (they are declared later).
+  std::shared_ptr<void> remove_data(nullptr, [&](void*) { std::filesystem::remove_all(setup.data_dir); });
   process dtsd(binary("DTSD_BIN"), setup.args(), true);
   auto empty = dtsctl(setup, {"--json", "worker", "list"});
   REQUIRE(empty.exit_code == 0);

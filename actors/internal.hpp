@@ -57,6 +57,7 @@ struct partition_health {
   std::uint64_t ready_activities = 0;
   std::uint64_t ready_entities = 0;
   std::uint64_t live_instances = 0;
+  std::uint64_t unacknowledged_messages = 0;
   decltype(service::partition_view::waiting_since_ns) waiting_since_ns{};
   store::lifecycle_counts lifecycle;
   decltype(service::partition_view::commit_seconds_buckets) commit_seconds_buckets{};

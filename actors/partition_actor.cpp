@@ -277,6 +277,7 @@ class partition_state : public partition_context, public peer_link {
     health->waiting_since_ns = {counts.orchestrators_since_ns.value_or(0), counts.activities_since_ns.value_or(0),
                                 counts.entities_since_ns.value_or(0)};
     health->live_instances = engine_->cached_instance_count();
+    health->unacknowledged_messages = counts.unacknowledged;
   }
 
   /// A commit failed and the lane keeps the batch: refuse new writes from clients

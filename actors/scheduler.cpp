@@ -502,6 +502,7 @@ class actor_scheduler final : public service::router, public service::partition_
     auto found = find(hub_name);
     if (!found) return found.error();
     std::vector<service::partition_view> views;
+    const auto now = config_.clock->now_ns();
     for (std::uint32_t p = 0; p < found->health.size(); ++p) {
       auto& health = *found->health[p];
       std::lock_guard lock(health.mutex);
@@ -523,6 +524,10 @@ class actor_scheduler final : public service::router, public service::partition_
       view.ready_entities = health.ready_entities;
       view.live_instances = health.live_instances;
       view.waiting_since_ns = health.waiting_since_ns;
+      view.unacknowledged_messages = health.unacknowledged_messages;
+      for (auto since : view.waiting_since_ns) {
+        if (since != 0) view.oldest_wait_ns = std::max(view.oldest_wait_ns, now - since);
+      }
       view.orchestrations_started = health.lifecycle.started;
       view.orchestrations_ended = health.lifecycle.ended;
     }

@@ -64,6 +64,8 @@ struct PartitionInfo {
   readyActivities @9 :UInt64;
   readyEntities @10 :UInt64;
   liveInstances @11 :UInt64;  # instances held in memory
+  oldestReadyWaitNs @12 :Int64;  # how long the longest-waiting ready work item has waited (0: none)
+  unacknowledgedMessages @13 :UInt64;  # messages sent to instances, not yet acknowledged by their partition
 }
 
 struct WorkItem {

@@ -27,6 +27,8 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <future>
+#include <thread>
 #include <iostream>
 
 #include "cluster/membership.hpp"
@@ -195,6 +197,18 @@ int list_workers(sdk::client& client, bool as_json) {
   return 0;
 }
 
+/// A wait for a person to read: "-" for none, else ms or s.
+std::string fmt_wait(std::int64_t ns) {
+  if (ns <= 0) return "-";
+  char text[32];
+  if (ns < 10'000'000'000) {
+    std::snprintf(text, sizeof text, "%.0f ms", static_cast<double>(ns) / 1e6);
+  } else {
+    std::snprintf(text, sizeof text, "%.1f s", static_cast<double>(ns) / 1e9);
+  }
+  return text;
+}
+
 /// `taskhub status`: one line per partition, saying whether it can write.
 int show_partitions(sdk::client& client, const std::string& hub, bool as_json) {
   auto partitions = client.partitions(hub);
@@ -204,8 +218,9 @@ int show_partitions(sdk::client& client, const std::string& hub, bool as_json) {
   }
   json out = json::array();
   if (!as_json) {
-    std::printf("%-10s %-9s %-9s %-9s %-9s %-9s %-10s %-14s %s\n", "PARTITION", "STATE", "READY-ORC", "READY-ACT",
-                "READY-ENT", "COMMITS", "COMMIT-MS", "FAILED-COMMITS", "SINCE / REASON");
+    std::printf("%-10s %-9s %-9s %-9s %-9s %-12s %-8s %-9s %-10s %-14s %s\n", "PARTITION", "STATE", "READY-ORC",
+                "READY-ACT", "READY-ENT", "OLDEST-WAIT", "UNACKED", "COMMITS", "COMMIT-MS", "FAILED-COMMITS",
+                "SINCE / REASON");
   }
   for (const auto& p : *partitions) {
     const double commit_ms =
@@ -221,6 +236,8 @@ int show_partitions(sdk::client& client, const std::string& hub, bool as_json) {
                   {"ready", {{"orchestrators", p.ready_orchestrators},
                              {"activities", p.ready_activities},
                              {"entities", p.ready_entities}}},
+                  {"oldestReadyWaitMs", static_cast<double>(p.oldest_ready_wait_ns) / 1e6},
+                  {"unacknowledgedMessages", p.unacknowledged_messages},
                   {"liveInstances", p.live_instances}};
       if (!p.stalled.empty()) {
         row["stalled"] = p.stalled;
@@ -230,9 +247,10 @@ int show_partitions(sdk::client& client, const std::string& hub, bool as_json) {
       continue;
     }
     std::string detail = p.stalled.empty() ? "-" : time_text(p.stalled_since_ns) + "  " + p.stalled;
-    std::printf("%-10u %-9s %-9llu %-9llu %-9llu %-9llu %-10.2f %-14llu %s\n", p.index,
+    std::printf("%-10u %-9s %-9llu %-9llu %-9llu %-12s %-8llu %-9llu %-10.2f %-14llu %s\n", p.index,
                 p.stalled.empty() ? "writable" : "STALLED", static_cast<unsigned long long>(p.ready_orchestrators),
                 static_cast<unsigned long long>(p.ready_activities), static_cast<unsigned long long>(p.ready_entities),
+                fmt_wait(p.oldest_ready_wait_ns).c_str(), static_cast<unsigned long long>(p.unacknowledged_messages),
                 static_cast<unsigned long long>(p.commits), commit_ms,
                 static_cast<unsigned long long>(p.failed_commits), detail.c_str());
   }
@@ -263,47 +281,135 @@ expected<cluster::cluster_view> view_at(const std::string& url) {
   return cluster::read_cluster(**client);
 }
 
-/// The cluster as etcd holds it: its nodes, and who owns each partition under which epoch.
+/// What one node says of the partitions it holds, per hub.
+using node_report = expected<std::map<std::string, std::vector<sdk::partition_info>>>;
+/// Asks a node, in the background: a node cut off must not hang the command.
+std::future<node_report> ask_node(const std::string& address, const std::map<std::string, std::uint32_t>& hubs) {
+  auto answer = std::make_shared<std::promise<node_report>>();
+  auto answered = answer->get_future();
+  // Its own thread (a client belongs to the thread that made it), left behind if
+  // the node does not answer in time; the command ends soon after anyway.
+  std::thread([answer, address, hubs] {
+    auto report = [&]() -> node_report {
+      auto client = sdk::client::connect(address, "");
+      if (!client) return client.error();
+      std::map<std::string, std::vector<sdk::partition_info>> out;
+      for (const auto& [hub, count] : hubs) {
+        auto partitions = (*client)->partitions(hub);
+        if (!partitions) return partitions.error();
+        out[hub] = std::move(*partitions);
+      }
+      return out;
+    }();
+    answer->set_value(std::move(report));
+  }).detach();
+  return answered;
+}
+
+/// Ends `cluster status`. A node that did not answer leaves its thread blocked in
+/// a call: the process ends without running static destructors under its feet.
+int finish_status(const std::map<std::string, node_report>& reports) {
+  for (const auto& [id, report] : reports) {
+    if (!report && report.error().code == errc::unavailable) {
+      std::fflush(stdout);
+      std::_Exit(0);
+    }
+  }
+  return 0;
+}
+
+/// The cluster as etcd holds it (its nodes, and who owns each partition under which
+/// epoch), with each partition's lag as its owner reports it: the work waiting for
+/// a worker and how long the oldest has waited, and the messages it sent that their
+/// partition has not acknowledged yet.
 int cluster_status(const std::string& url, bool as_json) {
   auto view = view_at(url);
   if (!view) return refused(view.error());
   std::map<std::string, std::size_t> owned;
   for (const auto& [partition, held] : view->claims) ++owned[held.owner];
+  std::map<std::string, node_report> reports;
+  {
+    std::map<std::string, std::future<node_report>> asked;
+    for (const auto& [id, address] : view->nodes) asked.emplace(id, ask_node(address, view->hubs));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    for (auto& [id, answer] : asked) {
+      if (answer.wait_until(deadline) == std::future_status::ready) {
+        reports.emplace(id, answer.get());
+      } else {
+        reports.emplace(id, error{errc::unavailable, "no answer within 3 s"});
+      }
+    }
+  }
+  // The owner's own figures for a partition, if it answered.
+  auto lag_of = [&](const std::string& hub, std::uint32_t p) -> const sdk::partition_info* {
+    auto held = view->claims.find({hub, p});
+    if (held == view->claims.end()) return nullptr;
+    auto report = reports.find(held->second.owner);
+    if (report == reports.end() || !report->second) return nullptr;
+    auto rows = report->second->find(hub);
+    if (rows == report->second->end()) return nullptr;
+    for (const auto& row : rows->second) {
+      if (row.index == p) return &row;
+    }
+    return nullptr;
+  };
   if (as_json) {
     json out = {{"revision", view->revision}, {"nodes", json::array()}, {"partitions", json::array()}};
     for (const auto& [id, address] : view->nodes) {
-      out["nodes"].push_back({{"nodeId", id}, {"address", address}, {"partitionsOwned", owned[id]},
-                              {"drained", view->drained.count(id) > 0}});
+      json node = {{"nodeId", id}, {"address", address}, {"partitionsOwned", owned[id]},
+                   {"drained", view->drained.count(id) > 0}, {"reachable", reports.at(id).has_value()}};
+      if (!reports.at(id)) node["error"] = reports.at(id).error().message;
+      out["nodes"].push_back(std::move(node));
     }
     for (const auto& [hub, count] : view->hubs) {
       for (std::uint32_t p = 0; p < count; ++p) {
         auto held = view->claims.find({hub, p});
-        out["partitions"].push_back({{"taskHub", hub}, {"partition", p},
-                                     {"owner", held == view->claims.end() ? json(nullptr) : json(held->second.owner)},
-                                     {"epoch", held == view->claims.end() ? 0 : held->second.epoch}});
+        json row = {{"taskHub", hub}, {"partition", p},
+                    {"owner", held == view->claims.end() ? json(nullptr) : json(held->second.owner)},
+                    {"epoch", held == view->claims.end() ? 0 : held->second.epoch}, {"lag", nullptr}};
+        if (const auto* lag = lag_of(hub, p)) {
+          row["lag"] = {{"ready", lag->ready_orchestrators + lag->ready_activities + lag->ready_entities},
+                        {"oldestReadyWaitMs", static_cast<double>(lag->oldest_ready_wait_ns) / 1e6},
+                        {"unacknowledgedMessages", lag->unacknowledged_messages},
+                        {"writable", lag->stalled.empty()}};
+        }
+        out["partitions"].push_back(std::move(row));
       }
     }
     std::printf("%s\n", out.dump().c_str());
-    return 0;
+    return finish_status(reports);
   }
-  std::printf("%-24s %-28s %s\n", "NODE", "ADDRESS", "PARTITIONS");
+  std::printf("%-24s %-28s %-11s %s\n", "NODE", "ADDRESS", "PARTITIONS", "STATE");
   for (const auto& [id, address] : view->nodes) {
-    std::printf("%-24s %-28s %zu%s\n", id.c_str(), address.c_str(), owned[id],
-                view->drained.count(id) ? " (drained)" : "");
+    const auto& report = reports.at(id);
+    std::string state = report ? "answering" : "not answering: " + report.error().message;
+    if (view->drained.count(id)) state += " (drained)";
+    std::printf("%-24s %-28s %-11zu %s\n", id.c_str(), address.c_str(), owned[id], state.c_str());
   }
-  std::printf("\n%-20s %-9s %-24s %s\n", "TASK HUB", "PARTITION", "OWNER", "EPOCH");
+  std::printf("\n%-20s %-9s %-24s %-10s %-7s %-13s %s\n", "TASK HUB", "PARTITION", "OWNER", "EPOCH", "READY",
+              "OLDEST-WAIT", "UNACKED-MSGS");
   for (const auto& [hub, count] : view->hubs) {
     for (std::uint32_t p = 0; p < count; ++p) {
       auto held = view->claims.find({hub, p});
       if (held == view->claims.end()) {
         std::printf("%-20s %-9u %-24s %s\n", hub.c_str(), p, "(none: moving)", "-");
+        continue;
+      }
+      std::printf("%-20s %-9u %-24s %-10lld ", hub.c_str(), p, held->second.owner.c_str(),
+                  static_cast<long long>(held->second.epoch));
+      if (const auto* lag = lag_of(hub, p)) {
+        const auto wait = fmt_wait(lag->oldest_ready_wait_ns);
+        std::printf("%-7llu %-13s %llu%s\n",
+                    static_cast<unsigned long long>(lag->ready_orchestrators + lag->ready_activities +
+                                                    lag->ready_entities),
+                    wait.c_str(), static_cast<unsigned long long>(lag->unacknowledged_messages),
+                    lag->stalled.empty() ? "" : "  (STALLED)");
       } else {
-        std::printf("%-20s %-9u %-24s %lld\n", hub.c_str(), p, held->second.owner.c_str(),
-                    static_cast<long long>(held->second.epoch));
+        std::printf("%-7s %-13s %s\n", "?", "?", "?");
       }
     }
   }
-  return 0;
+  return finish_status(reports);
 }
 
 /// Where an instance lives: its partition, and the node that owns it now.

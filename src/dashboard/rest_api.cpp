@@ -880,6 +880,12 @@ class rest_api {
                   [](const service::partition_view& p) { return p.stalled.empty() ? 0 : 1; });
     per_partition("dtsd_partition_live_instances", "gauge", "Instances held in memory.",
                   [](const service::partition_view& p) { return p.live_instances; });
+    per_partition("dtsd_partition_unacknowledged_messages", "gauge",
+                  "Messages it sent to instances that their partition has not acknowledged yet.",
+                  [](const service::partition_view& p) { return p.unacknowledged_messages; });
+    per_partition("dtsd_partition_oldest_pending_seconds", "gauge",
+                  "How long its longest-waiting work item has waited for a worker (0: none waits).",
+                  [](const service::partition_view& p) { return static_cast<double>(p.oldest_wait_ns) / 1e9; });
     per_partition("dtsd_partition_disk_bytes", "gauge", "Bytes its data takes on disk (LMDB pages in use; 0 in memory).",
                   [](const service::partition_view& p) { return p.disk_bytes; });
     return out;

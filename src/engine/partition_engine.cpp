@@ -825,6 +825,7 @@ partition_engine::backlog_counts partition_engine::backlog() const {
   counts.orchestrators_since_ns = waiting_orchestrators_.oldest_ns();
   counts.activities_since_ns = waiting_activities_.oldest_ns();
   counts.entities_since_ns = waiting_entities_.oldest_ns();
+  counts.unacknowledged = outbox_.size();
   return counts;
 }
 

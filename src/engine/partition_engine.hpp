@@ -202,6 +202,8 @@ class partition_engine {
     std::size_t entities = 0;
     /// When the longest wait of each kind began (none: nothing waits).
     std::optional<std::int64_t> orchestrators_since_ns, activities_since_ns, entities_since_ns;
+    /// Messages sent to instances (here or in other partitions) not yet acknowledged.
+    std::size_t unacknowledged = 0;
   };
   backlog_counts backlog() const;
   /// The earliest time a timer or a scheduled start is due, if any.

@@ -630,6 +630,8 @@ class scheduler_service final : public s::Scheduler::Server {
       list[i].setReadyActivities(views[i].ready_activities);
       list[i].setReadyEntities(views[i].ready_entities);
       list[i].setLiveInstances(views[i].live_instances);
+      list[i].setOldestReadyWaitNs(views[i].oldest_wait_ns);
+      list[i].setUnacknowledgedMessages(views[i].unacknowledged_messages);
     }
     return kj::READY_NOW;
   }

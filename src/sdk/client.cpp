@@ -318,6 +318,8 @@ class capnp_client final : public client {
         info.ready_activities = p.getReadyActivities();
         info.ready_entities = p.getReadyEntities();
         info.live_instances = p.getLiveInstances();
+        info.oldest_ready_wait_ns = p.getOldestReadyWaitNs();
+        info.unacknowledged_messages = p.getUnacknowledgedMessages();
       }
       return out;
     });

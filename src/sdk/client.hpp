@@ -72,6 +72,10 @@ struct partition_info {
   /// Work waiting for a worker, by kind.
   std::uint64_t ready_orchestrators = 0, ready_activities = 0, ready_entities = 0;
   std::uint64_t live_instances = 0;  ///< Instances held in memory.
+  /// How long the longest-waiting ready work item has waited for a worker (0: none waits).
+  std::int64_t oldest_ready_wait_ns = 0;
+  /// Messages sent to instances that their partition has not acknowledged yet.
+  std::uint64_t unacknowledged_messages = 0;
 };
 
 struct query_result {

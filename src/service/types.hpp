@@ -83,6 +83,11 @@ struct partition_view {
   /// When the longest wait for a worker began, per kind (orchestrators, activities,
   /// entities); 0 when nothing of that kind waits.
   std::array<std::int64_t, 3> waiting_since_ns{};
+  /// How long the longest wait of any kind had lasted when the view was taken (0: none waits).
+  std::int64_t oldest_wait_ns = 0;
+  /// Messages it sent to instances (its own or other partitions') that their
+  /// partition has not acknowledged yet: what a slow or unreachable receiver holds up.
+  std::uint64_t unacknowledged_messages = 0;
   /// Orchestrations started, and ended per status, by its commits since dtsd started.
   std::uint64_t orchestrations_started = 0;
   std::array<std::uint64_t, core::runtime_status_count> orchestrations_ended{};

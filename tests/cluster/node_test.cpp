@@ -198,10 +198,52 @@ TEST_CASE("cluster: a second process with a live node's id is refused, and dtsct
   CHECK(shown["nodes"][0]["address"] == "127.0.0.1:" + std::to_string(port_a));
   CHECK(shown["nodes"][0]["partitionsOwned"] == partitions);
   REQUIRE(shown["partitions"].size() == partitions);
+  CHECK(shown["nodes"][0]["reachable"] == true);
   for (const auto& row : shown["partitions"]) {
     CHECK(row["owner"] == "a");
     CHECK(row["epoch"].get<std::int64_t>() > 0);
+    REQUIRE(row["lag"].is_object());
+    CHECK(row["lag"]["ready"] == 0);
   }
+
+  // Lag: orchestrations that no worker takes wait, and the owner says so.
+  auto client = sdk::client::connect("127.0.0.1:" + std::to_string(port_a));
+  REQUIRE(client);
+  std::map<std::uint32_t, int> waiting;
+  for (int i = 0; i < 5; ++i) {
+    sdk::start_options options;
+    options.instance_id = "lag-" + std::to_string(i);
+    auto id = (*client)->start("Nobody", sdk::json(i), options);
+    REQUIRE(id);
+    ++waiting[core::partition_of(*id, partitions)];
+  }
+  std::this_thread::sleep_for(300ms);
+  status = run_command(binary("DTSCTL_BIN"), {"--json", "cluster", "status", "--cluster", cluster.url()}, 30s);
+  REQUIRE(status.exit_code == 0);
+  shown = sdk::json::parse(status.out);
+  for (const auto& row : shown["partitions"]) {
+    const auto p = row["partition"].get<std::uint32_t>();
+    INFO("partition " << p);
+    CHECK(row["lag"]["ready"] == waiting[p]);
+    if (waiting[p] > 0) CHECK(row["lag"]["oldestReadyWaitMs"].get<double>() >= 250.0);
+    if (waiting[p] == 0) CHECK(row["lag"]["oldestReadyWaitMs"].get<double>() == 0.0);
+  }
+  auto table = run_command(binary("DTSCTL_BIN"), {"cluster", "status", "--cluster", cluster.url()}, 30s);
+  CHECK(table.exit_code == 0);
+  CHECK(table.out.find("OLDEST-WAIT") != std::string::npos);
+
+  // A node that does not answer (paused) is shown as such, and the command ends.
+  REQUIRE(kill(a.pid(), SIGSTOP) == 0);
+  status = run_command(binary("DTSCTL_BIN"), {"--json", "cluster", "status", "--cluster", cluster.url()}, 30s);
+  REQUIRE(kill(a.pid(), SIGCONT) == 0);
+  REQUIRE(status.exit_code == 0);
+  shown = sdk::json::parse(status.out);
+  for (const auto& node : shown["nodes"]) {  // Empty if its lease ran out meanwhile.
+    CHECK(node["reachable"] == false);
+    CHECK(node["error"].get<std::string>().find("no answer") != std::string::npos);
+  }
+  for (const auto& row : shown["partitions"]) CHECK(row["lag"].is_null());
+
   auto bad = run_command(binary("DTSCTL_BIN"), {"cluster", "status", "--cluster", "etcd://nowhere"}, 30s);
   CHECK(bad.exit_code != 0);
 }

@@ -33,7 +33,7 @@ TEST_CASE("cli: dtsctl manages task hubs and instances, with --json for scripts 
   REQUIRE(status.exit_code == 0);
   const auto idle = R"({"writable":true,"failedCommits":0,"commits":0,"committedChanges":0,"commitMsMean":0.0,
                          "commitMsMax":0.0,"ready":{"orchestrators":0,"activities":0,"entities":0},
-                         "liveInstances":0})";
+                         "oldestReadyWaitMs":0.0,"unacknowledgedMessages":0,"liveInstances":0})";
   auto expected_status = json::array({json::parse(idle), json::parse(idle)});
   expected_status[0]["partition"] = 0;
   expected_status[1]["partition"] = 1;

@@ -139,13 +139,17 @@ up() {
       ip netns exec "dtsd-$node" ip link set lo up
       ns=(ip netns exec "dtsd-$node")
       local native=$address:8081 grpc=$address:8080 dashboard=$address:8082
+      # The bridge is private to this machine (its namespaces): serving it open is
+      # what a demo wants; dtsd refuses any non-loopback address without saying so.
+      local open_flag=--insecure-no-auth
     else
+      local open_flag=
       local native=127.0.0.1:$((port_base + 1 + 100 * i)) grpc=127.0.0.1:$((port_base + 100 * i))
       local dashboard=127.0.0.1:$((port_base + 2 + 100 * i))
     fi
     echo "== node $node: gRPC $grpc, native $native, dashboard $dashboard"
     "${ns[@]}" "$dtsd" --cluster "$etcd_url" --node-id "$node" --advertise "$native" \
-      --listen "$native" --grpc-listen "$grpc" --dashboard-listen "$dashboard" \
+      --listen "$native" --grpc-listen "$grpc" --dashboard-listen "$dashboard" $open_flag \
       --data-dir "$state/data" > "$state/$node.log" 2>&1 &
     local pid=$!
     echo "$pid $node" >> "$state/pids"

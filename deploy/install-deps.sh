@@ -8,10 +8,11 @@ packages=(
   libcaf-dev libcapnp-dev capnproto liblmdb-dev libboost-dev doctest-dev
   libxxhash-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   protobuf-compiler protobuf-compiler-grpc libgrpc++-dev libprotobuf-dev
-  libjemalloc-dev
+  libjemalloc-dev libssl-dev
   chromium
   etcd-server etcd-client
 )
+# libssl-dev: OpenSSL signs and checks tokens (HMAC-SHA256) and will serve TLS.
 # chromium: the dashboard's browser tests drive it with playwright-core (npm).
 # etcd-server: a cluster's partitions are owned through etcd; the cluster tests
 # start their own on loopback (etcd-client gives operators etcdctl).

@@ -150,7 +150,12 @@ interface Scheduler {
   restart @19 (taskHub :Text, instanceId :Text, newId :Bool) -> (instanceId :Text);
   # Another node of the cluster: the link its partitions send messages over.
   # Refused by a dtsd that is not a cluster node.
-  nodeLink @20 (fromNode :Text) -> (link :NodeLink);
+  # token: the node's own (with --auth), signed with the cluster's shared key.
+  nodeLink @20 (fromNode :Text, token :Text) -> (link :NodeLink);
+  # With --auth, every other call is refused (unauthenticated) until the client
+  # presents a token here: the answer is a Scheduler that acts with its grant
+  # (role and task hubs), checked again on every call (expiry, revocation).
+  authenticate @21 (token :Text) -> (scheduler :Scheduler);
 }
 
 # Between the nodes of a cluster: partition-to-partition messages of a task hub.

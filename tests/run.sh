@@ -45,7 +45,7 @@ run_compat() {
   fi
   local log status=0
   log=$(mktemp)
-  DTSD_BIN="$dtsd" timeout 900 node --test --test-concurrency=1 --test-reporter=spec tests/compat/ 2>&1 | tee "$log" || status=$?
+  DTSD_BIN="$dtsd" DTSCTL_BIN="${dtsd%/server/dtsd}/cli/dtsctl" timeout 900 node --test --test-concurrency=1 --test-reporter=spec tests/compat/ 2>&1 | tee "$log" || status=$?
   local ok fail
   ok=$(awk '$2 == "pass" && NF == 3 {print $3}' "$log")
   fail=$(awk '$2 == "fail" && NF == 3 {print $3}' "$log")

@@ -77,8 +77,8 @@ auto retried(Call call) {
   }
 }
 
-int run_client(const std::string& address, const std::string& hub, int count) {
-  auto client = sdk::client::connect(address, hub);
+int run_client(const std::string& address, const std::string& hub, const std::string& token, int count) {
+  auto client = sdk::client::connect(address, hub, token);
   if (!client) {
     std::fprintf(stderr, "hello_cities: cannot connect to %s: %s\n", address.c_str(), client.error().message.c_str());
     return 1;
@@ -126,6 +126,7 @@ int main(int argc, char** argv) {
   std::string address = "127.0.0.1:8081";
   std::string hub = "default";
   int count = 1;
+  std::string token;
   sdk::worker_options options;
   app.require_subcommand(1);
   auto* worker = app.add_subcommand("worker", "Serve HelloCities and SayHello");
@@ -133,6 +134,8 @@ int main(int argc, char** argv) {
   for (auto* command : {worker, client}) {
     command->add_option("--address", address, "dtsd's native API")->capture_default_str();
     command->add_option("--task-hub", hub)->capture_default_str();
+    command->add_option("--token", token, "For a dtsd run with --auth: a worker token (worker), a contributor token (client)")
+        ->envname("DTSD_TOKEN");
   }
   worker->add_option("--activities", options.activity_concurrency, "Activities run at once")->capture_default_str();
   worker->add_option("--threads", options.threads, "Threads running work (0: one per activity slot)")
@@ -146,7 +149,8 @@ int main(int argc, char** argv) {
   if (worker->parsed()) {
     options.address = address;
     options.task_hub = hub;
+    options.token = token;
     return run_worker(options);
   }
-  return run_client(address, hub, count);
+  return run_client(address, hub, token, count);
 }

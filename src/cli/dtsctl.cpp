@@ -18,6 +18,8 @@
 //   dtsctl ... worker list
 //   dtsctl [--json] cluster status|drain NODE|undrain NODE --cluster etcd://HOST:PORT
 //   dtsctl [--task-hub H] [--json] cluster where ID --cluster etcd://HOST:PORT
+//   dtsctl [--json] token create --role contributor|worker|reader --task-hub NAME|'*' [--expires 30d] [--note T]
+//   dtsctl [--json] token list|revoke ID [--auth-dir DIR | --data-dir DIR]
 //
 // Exit codes: 0 done, 1 the server refused or is unreachable (the reason on
 // stderr), 2 the command line is wrong.
@@ -31,6 +33,7 @@
 #include <thread>
 #include <iostream>
 
+#include "auth/authority.hpp"
 #include "cluster/membership.hpp"
 #include "core/ids.hpp"
 #include "sdk/client.hpp"
@@ -43,6 +46,7 @@ namespace {
 struct globals {
   std::string address = "127.0.0.1:8081";
   std::string hub = "default";
+  std::string token;  ///< For a dtsd run with --auth.
   bool as_json = false;
 };
 
@@ -284,14 +288,15 @@ expected<cluster::cluster_view> view_at(const std::string& url) {
 /// What one node says of the partitions it holds, per hub.
 using node_report = expected<std::map<std::string, std::vector<sdk::partition_info>>>;
 /// Asks a node, in the background: a node cut off must not hang the command.
-std::future<node_report> ask_node(const std::string& address, const std::map<std::string, std::uint32_t>& hubs) {
+std::future<node_report> ask_node(const std::string& address, const std::map<std::string, std::uint32_t>& hubs,
+                                  const std::string& token) {
   auto answer = std::make_shared<std::promise<node_report>>();
   auto answered = answer->get_future();
   // Its own thread (a client belongs to the thread that made it), left behind if
   // the node does not answer in time; the command ends soon after anyway.
-  std::thread([answer, address, hubs] {
+  std::thread([answer, address, hubs, token] {
     auto report = [&]() -> node_report {
-      auto client = sdk::client::connect(address, "");
+      auto client = sdk::client::connect(address, "", token);
       if (!client) return client.error();
       std::map<std::string, std::vector<sdk::partition_info>> out;
       for (const auto& [hub, count] : hubs) {
@@ -322,7 +327,7 @@ int finish_status(const std::map<std::string, node_report>& reports) {
 /// epoch), with each partition's lag as its owner reports it: the work waiting for
 /// a worker and how long the oldest has waited, and the messages it sent that their
 /// partition has not acknowledged yet.
-int cluster_status(const std::string& url, bool as_json) {
+int cluster_status(const std::string& url, const std::string& token, bool as_json) {
   auto view = view_at(url);
   if (!view) return refused(view.error());
   std::map<std::string, std::size_t> owned;
@@ -330,7 +335,7 @@ int cluster_status(const std::string& url, bool as_json) {
   std::map<std::string, node_report> reports;
   {
     std::map<std::string, std::future<node_report>> asked;
-    for (const auto& [id, address] : view->nodes) asked.emplace(id, ask_node(address, view->hubs));
+    for (const auto& [id, address] : view->nodes) asked.emplace(id, ask_node(address, view->hubs, token));
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
     for (auto& [id, answer] : asked) {
       if (answer.wait_until(deadline) == std::future_status::ready) {
@@ -443,6 +448,66 @@ int cluster_where(const std::string& url, const std::string& hub, const std::str
   return 0;
 }
 
+std::string unix_time_text(std::int64_t s) { return s == 0 ? "never" : time_text(s * 1'000'000'000); }
+
+/// `token create`: a new grant in the registry, and its token, shown once.
+int token_create(auth::registry& files, const std::string& role_text, const std::vector<std::string>& hubs,
+                 const std::string& expires, const std::string& note, bool as_json) {
+  auto role = auth::parse_role(role_text);
+  if (!role) return refused(role.error());
+  auto lifetime = auth::parse_duration_s(expires);
+  if (!lifetime) return refused(lifetime.error());
+  auth::grant what;
+  what.role = *role;
+  what.hubs = hubs;
+  what.note = note;
+  what.issued_at_s = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch()).count();
+  what.expires_at_s = *lifetime == 0 ? 0 : what.issued_at_s + *lifetime;
+  what.id = auth::new_token_id();
+  auto token = files.create(what);
+  if (!token) return refused(token.error());
+  if (as_json) {
+    std::printf("%s\n", json{{"id", what.id}, {"token", *token}, {"expiresAt", what.expires_at_s}}.dump().c_str());
+  } else {
+    std::fprintf(stderr, "token %s (%s for %s, expires %s); it is shown only this once:\n", what.id.c_str(),
+                 role_text.c_str(), what.all_hubs() ? "every task hub" : ("task hub " + hubs.front()).c_str(),
+                 unix_time_text(what.expires_at_s).c_str());
+    std::printf("%s\n", token->c_str());
+  }
+  return 0;
+}
+
+int token_list(const auth::registry& files, bool as_json) {
+  auto tokens = files.list();
+  if (!tokens) return refused(tokens.error());
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch()).count();
+  auto state_of = [&](const auth::listed_token& t) {
+    return t.revoked ? "revoked" : (t.grant.expires_at_s != 0 && now >= t.grant.expires_at_s) ? "expired" : "valid";
+  };
+  if (as_json) {
+    json out = json::array();
+    for (const auto& t : *tokens) {
+      out.push_back({{"id", t.grant.id}, {"role", auth::role_name(t.grant.role)}, {"taskHubs", t.grant.hubs},
+                     {"issuedAt", unix_time_text(t.grant.issued_at_s)},
+                     {"expiresAt", unix_time_text(t.grant.expires_at_s)}, {"state", state_of(t)},
+                     {"note", t.grant.note}});
+    }
+    std::printf("%s\n", out.dump().c_str());
+    return 0;
+  }
+  std::printf("%-22s %-12s %-20s %-8s %-25s %s\n", "ID", "ROLE", "TASK HUBS", "STATE", "EXPIRES", "NOTE");
+  for (const auto& t : *tokens) {
+    std::string hubs;
+    for (const auto& h : t.grant.hubs) hubs += (hubs.empty() ? "" : ",") + h;
+    std::printf("%-22s %-12s %-20s %-8s %-25s %s\n", t.grant.id.c_str(),
+                std::string(auth::role_name(t.grant.role)).c_str(), hubs.c_str(), state_of(t),
+                unix_time_text(t.grant.expires_at_s).c_str(), t.grant.note.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -451,6 +516,7 @@ int main(int argc, char** argv) {
   app.add_option("--address", g.address, "dtsd's native API")->envname("DTSD_ADDRESS")->capture_default_str();
   app.add_option("--task-hub", g.hub)->envname("DTSD_TASK_HUB")->capture_default_str();
   app.add_flag("--json", g.as_json, "Print JSON for scripts");
+  app.add_option("--token", g.token, "A token, for a dtsd run with --auth (dtsctl token create)")->envname("DTSD_TOKEN");
   app.require_subcommand(1);
 
   auto* taskhub = app.add_subcommand("taskhub", "List, create and delete task hubs")->require_subcommand(1);
@@ -552,9 +618,39 @@ int main(int argc, char** argv) {
   }
   cluster_drain->add_option("node", drain_node, "The node's id")->required();
   cluster_undrain->add_option("node", drain_node, "The node's id")->required();
+
+  // Tokens are made from the auth directory's key, on the machine that has it:
+  // no call to a server, so the first token can be made before anyone has one.
+  auto* token_cmd = app.add_subcommand("token", "Create, list and revoke access tokens (local: reads the auth directory)")
+                        ->require_subcommand(1);
+  std::string auth_dir, data_dir = "./dtsd-data", token_role, token_expires = "30d", token_note, revoke_id;
+  std::vector<std::string> token_hubs;
+  auto* token_create_cmd = token_cmd->add_subcommand("create", "Issue a token (printed once)");
+  token_create_cmd->add_option("--role", token_role, "contributor | worker | reader")->required();
+  token_create_cmd->add_option("--task-hub", token_hubs, "A task hub it is for (repeat for more), or '*' for every hub")
+      ->required();
+  token_create_cmd->add_option("--expires", token_expires, "How long it is valid: 30d, 12h, 45m, or never")
+      ->capture_default_str();
+  token_create_cmd->add_option("--note", token_note, "Whom it is for");
+  auto* token_list_cmd = token_cmd->add_subcommand("list", "List issued tokens (never the tokens themselves)");
+  auto* token_revoke_cmd = token_cmd->add_subcommand("revoke", "Revoke a token: refused within a second");
+  token_revoke_cmd->add_option("id", revoke_id, "The token's id")->required();
+  for (auto* command : {token_create_cmd, token_list_cmd, token_revoke_cmd}) {
+    command->add_option("--auth-dir", auth_dir, "dtsd's auth directory (default: DATA-DIR/auth)")->envname("DTSD_AUTH_DIR");
+    command->add_option("--data-dir", data_dir, "dtsd's data directory")->envname("DTSD_DATA_DIR")->capture_default_str();
+  }
   CLI11_PARSE(app, argc, argv);
 
-  if (cluster_show->parsed()) return cluster_status(etcd_url, g.as_json);
+  if (token_cmd->parsed()) {
+    auth::registry files(auth_dir.empty() ? std::filesystem::path(data_dir) / "auth" : std::filesystem::path(auth_dir));
+    if (token_create_cmd->parsed()) return token_create(files, token_role, token_hubs, token_expires, token_note, g.as_json);
+    if (token_list_cmd->parsed()) return token_list(files, g.as_json);
+    if (auto revoked = files.revoke(revoke_id); !revoked) return refused(revoked.error());
+    std::printf("revoked token %s\n", revoke_id.c_str());
+    return 0;
+  }
+
+  if (cluster_show->parsed()) return cluster_status(etcd_url, g.token, g.as_json);
   if (cluster_where_cmd->parsed()) return cluster_where(etcd_url, g.hub, where_id, g.as_json);
   if (cluster_drain->parsed() || cluster_undrain->parsed()) {
     const bool drain = cluster_drain->parsed();
@@ -572,7 +668,7 @@ int main(int argc, char** argv) {
   }
 
   // Task hub commands work whatever hubs exist; instance commands need theirs.
-  auto connected = sdk::client::connect(g.address, taskhub->parsed() ? std::string() : g.hub);
+  auto connected = sdk::client::connect(g.address, taskhub->parsed() ? std::string() : g.hub, g.token);
   if (!connected) return refused(connected.error());
   auto& client = **connected;
   auto done = [&](expected<void> result, const std::string& what) {

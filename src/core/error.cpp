@@ -17,6 +17,8 @@ const char* to_string(errc code) noexcept {
     case errc::resource_exhausted: return "resource_exhausted";
     case errc::unknown_task_hub: return "unknown_task_hub";
     case errc::unavailable: return "unavailable";
+    case errc::unauthenticated: return "unauthenticated";
+    case errc::permission_denied: return "permission_denied";
   }
   return "unknown";
 }

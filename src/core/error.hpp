@@ -34,6 +34,10 @@ enum class errc {
   /// The partition is not served by this node now (a cluster: another node owns it,
   /// or it is moving). Worth retrying, at the owner the message names.
   unavailable,
+  /// No credential, or one that is forged, expired or revoked.
+  unauthenticated,
+  /// A valid credential whose role or task hubs do not allow the call.
+  permission_denied,
 };
 
 const char* to_string(errc code) noexcept;

@@ -41,6 +41,8 @@ unsigned http_status_of(errc code) {
     case errc::unavailable:
     case errc::resource_exhausted: return 503;
     case errc::corrupt: return 500;
+    case errc::unauthenticated: return 401;
+    case errc::permission_denied: return 403;
   }
   return 500;
 }
@@ -60,6 +62,8 @@ std::string code_name(errc code) {
     case errc::unavailable: return "UNAVAILABLE";
     case errc::resource_exhausted: return "RESOURCE_EXHAUSTED";
     case errc::corrupt: return "DATA_LOSS";
+    case errc::unauthenticated: return "UNAUTHENTICATED";
+    case errc::permission_denied: return "PERMISSION_DENIED";
   }
   return "INTERNAL";
 }

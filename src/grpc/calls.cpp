@@ -13,6 +13,8 @@ Status to_status(const error& failure) {
     case errc::corrupt: return {StatusCode::DATA_LOSS, failure.message};
     case errc::io:
     case errc::unavailable: return {StatusCode::UNAVAILABLE, failure.message};
+    case errc::unauthenticated: return {StatusCode::UNAUTHENTICATED, failure.message};
+    case errc::permission_denied: return {StatusCode::PERMISSION_DENIED, failure.message};
     case errc::unimplemented: return {StatusCode::UNIMPLEMENTED, failure.message};
     case errc::payload_too_large: return {StatusCode::INVALID_ARGUMENT, failure.message};
     case errc::resource_exhausted: return {StatusCode::RESOURCE_EXHAUSTED, failure.message};
@@ -36,6 +38,13 @@ std::optional<std::string> named_task_hub(const CallbackServerContext* context) 
   const auto& metadata = context->client_metadata();
   auto found = metadata.find("taskhub");
   if (found == metadata.end()) return std::nullopt;
+  return std::string(found->second.data(), found->second.size());
+}
+
+std::string bearer_of(const CallbackServerContext* context) {
+  const auto& metadata = context->client_metadata();
+  auto found = metadata.find("authorization");
+  if (found == metadata.end()) return {};
   return std::string(found->second.data(), found->second.size());
 }
 

@@ -53,6 +53,8 @@ Status to_status(const error& failure);
 std::string task_hub_of(const CallbackServerContext* context);
 /// The hub DeleteTaskHub names: no default applies to deleting.
 std::optional<std::string> named_task_hub(const CallbackServerContext* context);
+/// The call's `authorization` header ("Bearer <token>"), empty without one.
+std::string bearer_of(const CallbackServerContext* context);
 /// `dtsd-force-delete: true` deletes a hub that still holds instances.
 bool force_delete(const CallbackServerContext* context);
 

@@ -15,6 +15,7 @@
 #include <random>
 #include <unordered_map>
 
+#include "auth/authority.hpp"
 #include "core/ids.hpp"
 #include "core/orchestration.hpp"
 #include "core/overloaded.hpp"
@@ -29,6 +30,14 @@ namespace {
 
 // ------------------------------------------------------------------ the service
 
+/// A server stream refused before it began: finished at once with the refusal.
+template <class Item>
+class refused_stream final : public grpc::ServerWriteReactor<Item> {
+ public:
+  explicit refused_stream(Status status) { this->Finish(std::move(status)); }
+  void OnDone() override { delete this; }
+};
+
 class grpc_service final : public TaskHubSidecarService::CallbackService {
  public:
   grpc_service(service::task_service& scheduler, grpc_options options)
@@ -36,6 +45,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* Hello(CallbackServerContext* context, const google::protobuf::Empty*,
                             google::protobuf::Empty*) override {
+    if (auto* refused = refuse_unauthenticated(context)) return refused;
     auto* reactor = context->DefaultReactor();
     reactor->Finish(Status::OK);
     return reactor;
@@ -43,6 +53,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* StartInstance(CallbackServerContext* context, const CreateInstanceRequest* request,
                                     CreateInstanceResponse* response) override {
+    if (auto* refused = refuse(context, auth::action::write)) return refused;
     auto* call = new unary_call();
     if (refused_times(*request, call->shared())) return call;
     auto start = read_start(*request);
@@ -59,6 +70,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* GetInstance(CallbackServerContext* context, const GetInstanceRequest* request,
                                   GetInstanceResponse* response) override {
+    if (auto* refused = refuse(context, auth::action::read)) return refused;
     auto* call = new unary_call();
     const bool payloads = request->get_inputs_and_outputs();
     scheduler_.get(task_hub_of(context), request->instance_id(), false,
@@ -72,16 +84,19 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* WaitForInstanceStart(CallbackServerContext* context, const GetInstanceRequest* request,
                                            GetInstanceResponse* response) override {
+    if (auto* refused = refuse(context, auth::action::read)) return refused;
     return wait(context, *request, response, false);
   }
 
   ServerUnaryReactor* WaitForInstanceCompletion(CallbackServerContext* context, const GetInstanceRequest* request,
                                                 GetInstanceResponse* response) override {
+    if (auto* refused = refuse(context, auth::action::read)) return refused;
     return wait(context, *request, response, true);
   }
 
   ServerUnaryReactor* RewindInstance(CallbackServerContext* context, const RewindInstanceRequest* request,
                                      RewindInstanceResponse*) override {
+    if (auto* refused = refuse(context, auth::action::write)) return refused;
     auto* call = new unary_call();
     scheduler_.rewind(task_hub_of(context), request->instance_id(),
                       read_payload(request->reason(), request->has_reason()), answer_empty(call->shared()));
@@ -90,6 +105,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* RestartInstance(CallbackServerContext* context, const RestartInstanceRequest* request,
                                       RestartInstanceResponse* response) override {
+    if (auto* refused = refuse(context, auth::action::write)) return refused;
     auto* call = new unary_call();
     auto handle = call->shared();
     scheduler_.restart(task_hub_of(context), request->instance_id(), request->restart_with_new_instance_id(),
@@ -101,6 +117,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* RaiseEvent(CallbackServerContext* context, const RaiseEventRequest* request,
                                  RaiseEventResponse*) override {
+    if (auto* refused = refuse(context, auth::action::write)) return refused;
     auto* call = new unary_call();
     scheduler_.raise_event(task_hub_of(context), request->instance_id(), request->name(),
                            read_payload(request->input(), request->has_input()), answer_empty(call->shared()));
@@ -109,6 +126,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* TerminateInstance(CallbackServerContext* context, const TerminateRequest* request,
                                         TerminateResponse*) override {
+    if (auto* refused = refuse(context, auth::action::write)) return refused;
     auto* call = new unary_call();
     scheduler_.terminate(task_hub_of(context), request->instance_id(),
                          core::terminate_request{read_payload(request->output(), request->has_output()), request->recursive()},
@@ -118,6 +136,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* SuspendInstance(CallbackServerContext* context, const SuspendRequest* request,
                                       SuspendResponse*) override {
+    if (auto* refused = refuse(context, auth::action::write)) return refused;
     auto* call = new unary_call();
     scheduler_.suspend(task_hub_of(context), request->instance_id(), read_payload(request->reason(), request->has_reason()),
                        answer_empty(call->shared()));
@@ -126,6 +145,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* ResumeInstance(CallbackServerContext* context, const ResumeRequest* request,
                                      ResumeResponse*) override {
+    if (auto* refused = refuse(context, auth::action::write)) return refused;
     auto* call = new unary_call();
     scheduler_.resume(task_hub_of(context), request->instance_id(), read_payload(request->reason(), request->has_reason()),
                       answer_empty(call->shared()));
@@ -134,6 +154,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* QueryInstances(CallbackServerContext* context, const QueryInstancesRequest* request,
                                      QueryInstancesResponse* response) override {
+    if (auto* refused = refuse(context, auth::action::read)) return refused;
     auto* call = new unary_call();
     if (refused_times(*request, call->shared())) return call;
     const auto& q = request->query();
@@ -179,6 +200,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* ListInstanceIds(CallbackServerContext* context, const ListInstanceIdsRequest* request,
                                       ListInstanceIdsResponse* response) override {
+    if (auto* refused = refuse(context, auth::action::read)) return refused;
     auto* call = new unary_call();
     if (refused_times(*request, call->shared())) return call;
     core::instance_query query;
@@ -216,6 +238,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* PurgeInstances(CallbackServerContext* context, const PurgeInstancesRequest* request,
                                      PurgeInstancesResponse* response) override {
+    if (auto* refused = refuse(context, auth::action::write)) return refused;
     auto* call = new unary_call();
     if (refused_times(*request, call->shared())) return call;
     auto handle = call->shared();
@@ -284,11 +307,11 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
   grpc::ServerWriteReactor<WorkItem>* GetWorkItems(CallbackServerContext* context,
                                                    const GetWorkItemsRequest* request) override;
 
-  ServerUnaryReactor* CompleteOrchestratorTask(CallbackServerContext*, const OrchestratorResponse* response,
+  ServerUnaryReactor* CompleteOrchestratorTask(CallbackServerContext* context, const OrchestratorResponse* response,
                                                CompleteTaskResponse*) override {
     auto* call = new unary_call();
     auto handle = call->shared();
-    auto held = take(response->completion_token(), token_kind::orchestrator);
+    auto held = take(context, response->completion_token(), token_kind::orchestrator);
     if (!held) {
       unary_call::finish(handle, to_status(held.error()));
       return call;
@@ -331,11 +354,11 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     return call;
   }
 
-  ServerUnaryReactor* CompleteActivityTask(CallbackServerContext*, const ActivityResponse* response,
+  ServerUnaryReactor* CompleteActivityTask(CallbackServerContext* context, const ActivityResponse* response,
                                            CompleteTaskResponse*) override {
     auto* call = new unary_call();
     auto handle = call->shared();
-    auto held = take(response->completion_token(), token_kind::activity);
+    auto held = take(context, response->completion_token(), token_kind::activity);
     if (!held) {
       unary_call::finish(handle, to_status(held.error()));
       return call;
@@ -381,11 +404,11 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     return abandon(context, request->completion_token(), token_kind::entity);
   }
 
-  ServerUnaryReactor* CompleteEntityTask(CallbackServerContext*, const EntityBatchResult* result,
+  ServerUnaryReactor* CompleteEntityTask(CallbackServerContext* context, const EntityBatchResult* result,
                                          CompleteTaskResponse*) override {
     auto* call = new unary_call();
     auto handle = call->shared();
-    auto held = take(result->completion_token(), token_kind::entity);
+    auto held = take(context, result->completion_token(), token_kind::entity);
     if (!held) {
       unary_call::finish(handle, to_status(held.error()));
       return call;
@@ -415,6 +438,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* SignalEntity(CallbackServerContext* context, const SignalEntityRequest* request,
                                    SignalEntityResponse*) override {
+    if (auto* refused = refuse(context, auth::action::write)) return refused;
     auto* call = new unary_call();
     if (refused_times(*request, call->shared())) return call;
     service::entity_signal signal{request->instance_id(), request->name(),
@@ -427,6 +451,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* GetEntity(CallbackServerContext* context, const GetEntityRequest* request,
                                 GetEntityResponse* response) override {
+    if (auto* refused = refuse(context, auth::action::read)) return refused;
     auto* call = new unary_call();
     const bool with_state = request->include_state();
     if (!core::is_entity_id(request->instance_id())) {
@@ -447,6 +472,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* QueryEntities(CallbackServerContext* context, const QueryEntitiesRequest* request,
                                     QueryEntitiesResponse* response) override {
+    if (auto* refused = refuse(context, auth::action::read)) return refused;
     auto* call = new unary_call();
     if (refused_times(*request, call->shared())) return call;
     const auto& q = request->query();
@@ -481,6 +507,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   grpc::ServerWriteReactor<HistoryChunk>* StreamInstanceHistory(CallbackServerContext* context,
                                                                 const StreamInstanceHistoryRequest* request) override {
+    if (auto* refused = refuse_stream<HistoryChunk>(context, {auth::action::work, auth::action::read})) return refused;
     auto* stream = new history_stream();
     const auto id = request->instance_id();
     // A worker streaming the history of its work item names the execution: an
@@ -503,6 +530,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* CreateTaskHub(CallbackServerContext* context, const CreateTaskHubRequest* request,
                                     CreateTaskHubResponse*) override {
+    if (auto* refused = refuse(context, auth::action::manage_hubs)) return refused;
     auto* reactor = context->DefaultReactor();
     const auto hub = task_hub_of(context);
     auto hubs = scheduler_.task_hubs();
@@ -524,6 +552,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* DeleteTaskHub(CallbackServerContext* context, const DeleteTaskHubRequest*,
                                     DeleteTaskHubResponse*) override {
+    if (auto* refused = refuse(context, auth::action::manage_hubs)) return refused;
     auto* reactor = context->DefaultReactor();
     auto hub = named_task_hub(context);
     if (!hub) {
@@ -555,9 +584,53 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
   friend class work_stream;
 
   /// The worker gives an item back unprocessed; it is dispatched again at once.
+  // ---- access (--auth): each call's `authorization: Bearer` token checked for
+  // what the call does, on the hub its `taskhub` header names. Without an
+  // authority every call is let through.
+
+  /// The credential's error when it may do none of `what` on the call's hub.
+  std::optional<error> denied(const CallbackServerContext* context, std::initializer_list<auth::action> what) const {
+    if (!options_.authority) return std::nullopt;
+    const auto credential = bearer_of(context);
+    auto who = options_.authority->authenticate(credential);
+    if (!who) return who.error();
+    const auto hub = task_hub_of(context);
+    std::optional<error> first;
+    for (auto action : what) {
+      auto allowed = auth::authority::authorize(*who, action, hub);
+      if (allowed) return std::nullopt;
+      if (!first) first = allowed.error();
+    }
+    return first;
+  }
+  /// A finished reactor when the call is refused; null when it may go on.
+  ServerUnaryReactor* refuse(CallbackServerContext* context, auth::action what) {
+    auto failure = denied(context, {what});
+    if (!failure) return nullptr;
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(to_status(*failure));
+    return reactor;
+  }
+  /// Hello: any valid token (the SDKs call it first; a bad token fails here, clearly).
+  ServerUnaryReactor* refuse_unauthenticated(CallbackServerContext* context) {
+    if (!options_.authority) return nullptr;
+    auto who = options_.authority->authenticate(bearer_of(context));
+    if (who) return nullptr;
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(to_status(who.error()));
+    return reactor;
+  }
+  template <class Item>
+  grpc::ServerWriteReactor<Item>* refuse_stream(CallbackServerContext* context,
+                                                std::initializer_list<auth::action> what) {
+    auto failure = denied(context, what);
+    if (!failure) return nullptr;
+    return new refused_stream<Item>(to_status(*failure));
+  }
+
   ServerUnaryReactor* abandon(CallbackServerContext* context, const std::string& token, token_kind kind) {
     auto* reactor = context->DefaultReactor();
-    auto held = take(token, kind);
+    auto held = take(context, token, kind);
     if (!held) {
       reactor->Finish(to_status(held.error()));
       return reactor;
@@ -641,7 +714,10 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
   }
 
   /// The sink and the item a completion token names, taken from its stream.
-  expected<std::pair<std::shared_ptr<stream_sink>, outstanding>> take(const std::string& token, token_kind kind) {
+  /// The work item a completion token names, taken from its stream; refused unless
+  /// the call's credential may work for the stream's hub (tokens are not secrets).
+  expected<std::pair<std::shared_ptr<stream_sink>, outstanding>> take(const CallbackServerContext* context,
+                                                                      const std::string& token, token_kind kind) {
     const auto dot = token.find('.');
     std::uint64_t stream = 0;
     const bool well_formed = dot != std::string::npos && dot + 1 < token.size() &&
@@ -655,6 +731,13 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     {
       std::lock_guard lock(streams_mutex_);
       if (auto found = streams_.find(stream); found != streams_.end()) sink = found->second.lock();
+    }
+    if (options_.authority) {
+      auto who = options_.authority->authenticate(bearer_of(context));
+      if (!who) return who.error();
+      // The stream's hub; without a stream, the call's (the token is stale: said below).
+      const auto hub = sink ? sink->hub() : task_hub_of(context);
+      if (auto allowed = auth::authority::authorize(*who, auth::action::work, hub); !allowed) return allowed.error();
     }
     std::optional<outstanding> item;
     if (sink) item = sink->take(token);
@@ -684,12 +767,13 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
 grpc::ServerWriteReactor<WorkItem>* grpc_service::GetWorkItems(CallbackServerContext* context,
                                                                const GetWorkItemsRequest* request) {
+  if (auto* refused = refuse_stream<WorkItem>(context, {auth::action::work})) return refused;
   const auto id = next_stream_++;
   const auto& capabilities = request->capabilities();
   const bool history_streaming =
       std::find(capabilities.begin(), capabilities.end(), WORKER_CAPABILITY_HISTORY_STREAMING) != capabilities.end();
   auto sink = std::make_shared<stream_sink>(
-      id, history_streaming, [this](std::uint64_t session, core::orchestrator_completion completion) {
+      id, task_hub_of(context), history_streaming, [this](std::uint64_t session, core::orchestrator_completion completion) {
         scheduler_.complete_orchestrator(session, std::move(completion), [](expected<void> done) {
           if (!done) spdlog::warn("failing an undeliverable orchestration was refused: {}", done.error().message);
         });
@@ -728,6 +812,7 @@ grpc::ServerWriteReactor<WorkItem>* grpc_service::GetWorkItems(CallbackServerCon
 grpc::ServerUnaryReactor* grpc_service::CleanEntityStorage(CallbackServerContext* context,
                                                           const CleanEntityStorageRequest* request,
                                                           CleanEntityStorageResponse* response) {
+  if (auto* refused = refuse(context, auth::action::write)) return refused;
   auto* call = new unary_call();
   service::entity_clean_request clean;
   clean.remove_empty = request->remove_empty_entities();

@@ -13,6 +13,10 @@
 #include "service/service.hpp"
 #include "core/error.hpp"
 
+namespace dtsd::auth {
+class authority;
+}
+
 namespace dtsd::grpc_api {
 
 struct grpc_options {
@@ -22,6 +26,8 @@ struct grpc_options {
   std::uint32_t partition_count = 12;
   /// Work items a worker may hold when its GetWorkItems request says 0.
   std::uint32_t default_concurrency = 100;
+  /// Checks every call's token (--auth); null: every call is let through.
+  const auth::authority* authority = nullptr;
 };
 
 class grpc_server {

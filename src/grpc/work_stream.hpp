@@ -59,8 +59,10 @@ class stream_sink final : public service::work_sink {
   /// Fails an orchestration whose work item this worker cannot receive.
   using fail_fn = std::function<void(std::uint64_t session, core::orchestrator_completion)>;
 
-  stream_sink(std::uint64_t stream, bool history_streaming, fail_fn fail)
-      : stream_(stream), history_streaming_(history_streaming), fail_(std::move(fail)) {}
+  stream_sink(std::uint64_t stream, std::string hub, bool history_streaming, fail_fn fail)
+      : stream_(stream), hub_(std::move(hub)), history_streaming_(history_streaming), fail_(std::move(fail)) {}
+  /// The task hub the stream was opened for.
+  const std::string& hub() const { return hub_; }
 
   void push(std::vector<service::work_item> items) override {
     std::vector<WorkItem> converted;
@@ -237,6 +239,7 @@ class stream_sink final : public service::work_sink {
   void write_next_locked();
 
   const std::uint64_t stream_;
+  const std::string hub_;
   const bool history_streaming_;
   const fail_fn fail_;
   std::mutex mutex_;

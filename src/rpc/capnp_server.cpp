@@ -1,3 +1,4 @@
+#include "auth/authority.hpp"
 #include "rpc/capnp_server.hpp"
 #include "rpc/node_wire.hpp"
 
@@ -441,12 +442,28 @@ class node_link_service final : public s::NodeLink::Server {
 
 class scheduler_service final : public s::Scheduler::Server {
  public:
-  scheduler_service(service::task_service& scheduler, service::partition_host* peers, service::router* local)
-      : scheduler_(scheduler), peers_(peers), local_(local) {}
+  scheduler_service(service::task_service& scheduler, service::partition_host* peers, service::router* local,
+                    const auth::authority* authority, std::optional<auth::grant> grant = std::nullopt)
+      : scheduler_(scheduler), peers_(peers), local_(local), authority_(authority), grant_(std::move(grant)) {}
+
+  kj::Promise<void> authenticate(AuthenticateContext context) override {
+    if (!authority_) {
+      fail({errc::failed_precondition, "this dtsd runs without --auth: it takes no token"});
+    }
+    auto who = authority_->authenticate(text(context.getParams().getToken()));
+    if (!who) fail(who.error());
+    context.getResults().setScheduler(kj::heap<scheduler_service>(scheduler_, peers_, local_, authority_, *who));
+    return kj::READY_NOW;
+  }
 
   kj::Promise<void> nodeLink(NodeLinkContext context) override {
     if (!peers_ || !local_) {
       fail({errc::failed_precondition, "this dtsd is not a cluster node (it runs without --cluster)"});
+    }
+    if (authority_) {
+      // Another node: its token grants every hub (see auth::authority::node_token).
+      auto who = authority_->check(text(context.getParams().getToken()), auth::action::manage_hubs, "");
+      if (!who) fail(who.error());
     }
     spdlog::info("cluster: node '{}' linked", text(context.getParams().getFromNode()));
     context.getResults().setLink(kj::heap<node_link_service>(*peers_, *local_));
@@ -454,6 +471,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> startInstance(StartInstanceContext context) override {
+    require(auth::action::write, text(context.getParams().getTaskHub()));
     auto params = context.getParams();
     auto request = wire::read(params.getRequest());
     if (request.replaceable_statuses.empty()) request.replaceable_statuses = core::terminal_statuses();
@@ -468,6 +486,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> getInstance(GetInstanceContext context) override {
+    require(auth::action::read, text(context.getParams().getTaskHub()));
     auto params = context.getParams();
     auto pending = answer<std::optional<service::instance_view>>();
     scheduler_.get(text(params.getTaskHub()), text(params.getInstanceId()), params.getWithHistory(),
@@ -478,6 +497,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> waitForInstance(WaitForInstanceContext context) override {
+    require(auth::action::read, text(context.getParams().getTaskHub()));
     auto params = context.getParams();
     auto pending = answer<core::instance_record>();
     auto hub = text(params.getTaskHub());
@@ -492,6 +512,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> raiseEvent(RaiseEventContext context) override {
+    require(auth::action::write, text(context.getParams().getTaskHub()));
     auto p = context.getParams();
     return change([&](auto done) {
       scheduler_.raise_event(text(p.getTaskHub()), text(p.getInstanceId()), text(p.getName()),
@@ -500,6 +521,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> terminate(TerminateContext context) override {
+    require(auth::action::write, text(context.getParams().getTaskHub()));
     auto p = context.getParams();
     return change([&](auto done) {
       scheduler_.terminate(text(p.getTaskHub()), text(p.getInstanceId()),
@@ -508,6 +530,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> suspend(SuspendContext context) override {
+    require(auth::action::write, text(context.getParams().getTaskHub()));
     auto p = context.getParams();
     return change([&](auto done) {
       scheduler_.suspend(text(p.getTaskHub()), text(p.getInstanceId()),
@@ -516,6 +539,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> resume(ResumeContext context) override {
+    require(auth::action::write, text(context.getParams().getTaskHub()));
     auto p = context.getParams();
     return change([&](auto done) {
       scheduler_.resume(text(p.getTaskHub()), text(p.getInstanceId()),
@@ -524,6 +548,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> rewind(RewindContext context) override {
+    require(auth::action::write, text(context.getParams().getTaskHub()));
     auto p = context.getParams();
     return change([&](auto done) {
       scheduler_.rewind(text(p.getTaskHub()), text(p.getInstanceId()),
@@ -532,6 +557,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> purge(PurgeContext context) override {
+    require(auth::action::write, text(context.getParams().getTaskHub()));
     auto p = context.getParams();
     auto pending = answer<std::size_t>();
     scheduler_.purge(text(p.getTaskHub()), text(p.getInstanceId()), p.getRecursive(), pending.callback);
@@ -541,6 +567,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> purgeWhere(PurgeWhereContext context) override {
+    require(auth::action::write, text(context.getParams().getTaskHub()));
     auto p = context.getParams();
     auto filter = read_query(p.getQuery());
     auto pending = answer<service::purge_result>();
@@ -553,6 +580,7 @@ class scheduler_service final : public s::Scheduler::Server {
   static core::instance_query read_query(s::InstanceQuery::Reader q) { return node_wire::read(q); }
 
   kj::Promise<void> query(QueryContext context) override {
+    require(auth::action::read, text(context.getParams().getTaskHub()));
     auto params = context.getParams();
     auto query = read_query(params.getQuery());
     auto pending = answer<core::query_page>();
@@ -563,6 +591,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> signalEntity(SignalEntityContext context) override {
+    require(auth::action::write, text(context.getParams().getTaskHub()));
     auto p = context.getParams();
     service::entity_signal signal{text(p.getInstanceId()), text(p.getOperation()),
                                   optional_text(p.hasInput(), p.getInput()), p.getScheduledNs(), {}};
@@ -570,6 +599,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> restart(RestartContext context) override {
+    require(auth::action::write, text(context.getParams().getTaskHub()));
     auto p = context.getParams();
     auto pending = answer<std::string>();
     scheduler_.restart(text(p.getTaskHub()), text(p.getInstanceId()), p.getNewId(), pending.callback);
@@ -579,6 +609,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> cleanEntityStorage(CleanEntityStorageContext context) override {
+    require(auth::action::write, text(context.getParams().getTaskHub()));
     auto p = context.getParams();
     service::entity_clean_request request{p.getRemoveEmpty(), p.getReleaseOrphanedLocks(), text(p.getContinuationToken())};
     auto pending = answer<service::entity_clean_result>();
@@ -593,6 +624,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> listWorkers(ListWorkersContext context) override {
+    require(auth::action::read, text(context.getParams().getTaskHub()));
     auto pending = answer<std::vector<service::worker_view>>();
     scheduler_.workers(text(context.getParams().getTaskHub()), pending.callback);
     return pending.promise.then([context](expected<std::vector<service::worker_view>> result) mutable {
@@ -615,6 +647,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> listPartitions(ListPartitionsContext context) override {
+    require(auth::action::read, text(context.getParams().getTaskHub()));
     auto views = value_or_fail(scheduler_.partitions(text(context.getParams().getTaskHub())));
     auto list = context.getResults().initPartitions(static_cast<unsigned>(views.size()));
     for (unsigned i = 0; i < views.size(); ++i) {
@@ -637,24 +670,30 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> listTaskHubs(ListTaskHubsContext context) override {
+    require_token();
     auto names = scheduler_.task_hubs();
+    // A token sees the hubs it is for, and no others.
+    if (grant_) std::erase_if(names, [&](const std::string& hub) { return !grant_->covers(hub); });
     auto list = context.getResults().initNames(static_cast<unsigned>(names.size()));
     for (unsigned i = 0; i < names.size(); ++i) list.set(i, text(names[i]));
     return kj::READY_NOW;
   }
 
   kj::Promise<void> createTaskHub(CreateTaskHubContext context) override {
+    require(auth::action::manage_hubs, text(context.getParams().getName()));
     auto p = context.getParams();
     value_or_fail(scheduler_.create_task_hub(text(p.getName()), p.getPartitionCount()));
     return kj::READY_NOW;
   }
 
   kj::Promise<void> deleteTaskHub(DeleteTaskHubContext context) override {
+    require(auth::action::manage_hubs, text(context.getParams().getName()));
     value_or_fail(scheduler_.delete_task_hub(text(context.getParams().getName()), context.getParams().getForce()));
     return kj::READY_NOW;
   }
 
   kj::Promise<void> openWorkerSession(OpenWorkerSessionContext context) override {
+    require(auth::action::work, text(context.getParams().getTaskHub()));
     auto p = context.getParams();
     auto filters = rpc_wire::read(p.getFilters());
     filters.this_node_only = p.getThisNodeOnly();  // (A single node: all its work is this node's anyway.)
@@ -667,6 +706,23 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
  private:
+  /// With --auth: a session that presented no token may do nothing; one whose
+  /// token expired or was revoked since may do nothing more.
+  void require_token() const {
+    if (!authority_) return;
+    if (!grant_) {
+      fail({errc::unauthenticated,
+            "this dtsd requires a token: connect with one (dtsctl --token, sdk::client::connect(..., token))"});
+    }
+    if (auto current = authority_->still_valid(*grant_); !current) fail(current.error());
+  }
+  /// ...and one whose role or hubs do not allow the call is refused, naming why.
+  void require(auth::action what, const std::string& hub) const {
+    require_token();
+    if (!authority_) return;
+    if (auto allowed = auth::authority::authorize(*grant_, what, hub); !allowed) fail(allowed.error());
+  }
+
   template <class Start>
   kj::Promise<void> change(Start start) {
     auto pending = answer<void>();
@@ -677,13 +733,15 @@ class scheduler_service final : public s::Scheduler::Server {
   service::task_service& scheduler_;
   service::partition_host* peers_;
   service::router* local_;
+  const auth::authority* authority_;
+  const std::optional<auth::grant> grant_;  ///< Whom this capability acts for (with --auth).
 };
 
 class capnp_server_impl final : public capnp_server {
  public:
   capnp_server_impl(service::task_service& scheduler, std::string address, service::partition_host* peers,
-                    service::router* local)
-      : scheduler_(scheduler), address_(std::move(address)), peers_(peers), local_(local) {}
+                    service::router* local, const auth::authority* authority)
+      : scheduler_(scheduler), address_(std::move(address)), peers_(peers), local_(local), authority_(authority) {}
 
   ~capnp_server_impl() override { stop(); }
 
@@ -715,7 +773,7 @@ class capnp_server_impl final : public capnp_server {
       capnp::ReaderOptions options;
       options.traversalLimitInWords = 64 * 1024 * 1024;  // 512 MiB: a 1 MiB payload fits many times.
       // The server creates this thread's event loop; everything kj comes after it.
-      capnp::EzRpcServer server(kj::heap<scheduler_service>(scheduler_, peers_, local_), address_, 8081, options);
+      capnp::EzRpcServer server(kj::heap<scheduler_service>(scheduler_, peers_, local_, authority_), address_, 8081, options);
       auto& wait_scope = server.getWaitScope();
       auto stopped = kj::newPromiseAndCrossThreadFulfiller<void>();
       stop_ = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(stopped.fulfiller));
@@ -736,6 +794,7 @@ class capnp_server_impl final : public capnp_server {
   std::string address_;
   service::partition_host* peers_;
   service::router* local_;
+  const auth::authority* authority_;
   std::thread thread_;
   std::uint16_t port_ = 0;
   std::mutex stop_mutex_;
@@ -747,8 +806,9 @@ class capnp_server_impl final : public capnp_server {
 expected<std::unique_ptr<capnp_server>> capnp_server::start(service::task_service& scheduler,
                                                             const std::string& address,
                                                             service::partition_host* peers,
-                                                            service::router* local) {
-  auto server = std::make_unique<capnp_server_impl>(scheduler, address, peers, local);
+                                                            service::router* local,
+                                                            const auth::authority* authority) {
+  auto server = std::make_unique<capnp_server_impl>(scheduler, address, peers, local, authority);
   if (auto running = server->run_thread(); !running) return running.error();
   return std::unique_ptr<capnp_server>(std::move(server));
 }

@@ -13,6 +13,10 @@
 #include "service/service.hpp"
 #include "core/error.hpp"
 
+namespace dtsd::auth {
+class authority;
+}
+
 namespace dtsd::rpc {
 
 class capnp_server {
@@ -24,7 +28,8 @@ class capnp_server {
   static expected<std::unique_ptr<capnp_server>> start(service::task_service& scheduler,
                                                        const std::string& address,
                                                        service::partition_host* peers = nullptr,
-                                                       service::router* local = nullptr);
+                                                       service::router* local = nullptr,
+                                                       const auth::authority* authority = nullptr);
   virtual ~capnp_server() = default;
   virtual std::uint16_t port() const = 0;
   /// Stops accepting calls and ends the loop thread.

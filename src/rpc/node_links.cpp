@@ -49,6 +49,7 @@ struct log_failures final : public kj::TaskSet::ErrorHandler {
 
 struct node_links::loop {
   std::string node_id;
+  std::string token;
   std::thread thread;
   kj::Own<const kj::Executor> executor;
   std::shared_ptr<kj::Own<kj::CrossThreadPromiseFulfiller<void>>> stop;
@@ -140,7 +141,7 @@ struct node_links::loop {
                         return connecting.attach(kj::mv(resolved));
                       })
                       .then([this, wire, address, generation,
-                             id = node_id](kj::Own<kj::AsyncIoStream> stream) -> s::NodeLink::Client {
+                             id = node_id, token = token](kj::Own<kj::AsyncIoStream> stream) -> s::NodeLink::Client {
                         wire->stream = kj::mv(stream);
                         wire->rpc = kj::heap<capnp::TwoPartyClient>(*wire->stream);
                         // The connection's end, however it comes, breaks the link.
@@ -151,6 +152,7 @@ struct node_links::loop {
                         }
                         auto request = wire->rpc->bootstrap().castAs<s::Scheduler>().nodeLinkRequest();
                         request.setFromNode(text(id));
+                        request.setToken(text(token));
                         return request.send().getLink();
                       });
     // A link that cannot be made (no address, no connection, refused) breaks too;
@@ -188,9 +190,10 @@ struct node_links::loop {
   }
 };
 
-expected<std::unique_ptr<node_links>> node_links::start(std::string node_id) {
+expected<std::unique_ptr<node_links>> node_links::start(std::string node_id, std::string token) {
   auto running = std::make_unique<loop>();
   running->node_id = std::move(node_id);
+  running->token = std::move(token);
   std::promise<void> ready;
   auto started = ready.get_future();
   running->thread = std::thread([l = running.get(), &ready] {

@@ -27,8 +27,9 @@ bool is_link_failure(const dtsd::error& failure);
 
 class node_links {
  public:
-  /// `node_id` is this node's, named to the nodes it links to.
-  static expected<std::unique_ptr<node_links>> start(std::string node_id);
+  /// `node_id` is this node's, named to the nodes it links to; `token` is what it
+  /// presents to them when they check tokens (--auth; empty otherwise).
+  static expected<std::unique_ptr<node_links>> start(std::string node_id, std::string token = {});
   ~node_links();
   /// Ends the link loop: calls in flight fail, later ones fail at once. Before what
   /// its callbacks reach (the router above) goes.

@@ -8,6 +8,7 @@
 
 #include "rpc.capnp.h"
 #include "rpc/work_filters_wire.hpp"
+#include "sdk/authenticate.hpp"
 #include "sdk/errors.hpp"
 #include "codec/wire.hpp"
 
@@ -25,10 +26,21 @@ std::string random_instance_id() {
   return fmt::format("{:016x}{:016x}", generator(), generator());
 }
 
+}  // namespace
+
+s::Scheduler::Client authenticated(s::Scheduler::Client server, const std::string& token) {
+  if (token.empty()) return server;
+  auto request = server.authenticateRequest();
+  request.setToken(kj::StringPtr(token.c_str()));
+  return request.send().getScheduler();
+}
+
+namespace {
+
 class capnp_client final : public client {
  public:
-  capnp_client(const std::string& address, std::string hub)
-      : rpc_(address, 8081), hub_(std::move(hub)), scheduler_(rpc_.getMain<s::Scheduler>()) {}
+  capnp_client(const std::string& address, std::string hub, const std::string& token)
+      : rpc_(address, 8081), hub_(std::move(hub)), scheduler_(authenticated(rpc_.getMain<s::Scheduler>(), token)) {}
   ~capnp_client() noexcept override {}
 
   /// Runs `call` on this thread's loop and turns exceptions into errors.
@@ -369,9 +381,10 @@ json output_of(const core::instance_record& record) {
   return parsed.is_discarded() ? json(*record.output) : parsed;
 }
 
-expected<std::unique_ptr<client>> client::connect(const std::string& address, const std::string& task_hub) {
+expected<std::unique_ptr<client>> client::connect(const std::string& address, const std::string& task_hub,
+                                                  const std::string& token) {
   try {
-    auto made = std::make_unique<capnp_client>(address, task_hub);
+    auto made = std::make_unique<capnp_client>(address, task_hub, token);
     // A first call proves the server is there and the hub exists.
     auto hubs = made->task_hubs();
     if (!hubs) return hubs.error();

@@ -89,9 +89,11 @@ json output_of(const core::instance_record& record);
 class client {
  public:
   /// Connects to `address` ("127.0.0.1:8081"); calls go to `task_hub`, which must
-  /// exist. An empty `task_hub` is for task hub management only.
+  /// exist. An empty `task_hub` is for task hub management only. `token`: for a
+  /// dtsd run with --auth (dtsctl token create); calls then act with its role.
   static expected<std::unique_ptr<client>> connect(const std::string& address = "127.0.0.1:8081",
-                                                   const std::string& task_hub = "default");
+                                                   const std::string& task_hub = "default",
+                                                   const std::string& token = "");
   virtual ~client() = default;
 
   virtual expected<std::string> start(const std::string& orchestrator, const json& input,

@@ -21,7 +21,8 @@ inline dtsd::error error_of_text(std::string text) {
       {"corrupt", errc::corrupt},                   {"io", errc::io},
       {"unimplemented", errc::unimplemented},       {"payload_too_large", errc::payload_too_large},
       {"resource_exhausted", errc::resource_exhausted}, {"unknown_task_hub", errc::unknown_task_hub},
-      {"unavailable", errc::unavailable}};
+      {"unavailable", errc::unavailable},           {"unauthenticated", errc::unauthenticated},
+      {"permission_denied", errc::permission_denied}};
   for (const auto& [name, code] : codes) {
     std::string prefix = std::string(name) + ": ";
     if (text.rfind(prefix, 0) == 0) return {code, text.substr(prefix.size())};

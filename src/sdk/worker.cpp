@@ -15,6 +15,7 @@
 #include "core/ids.hpp"
 #include "rpc.capnp.h"
 #include "rpc/work_filters_wire.hpp"
+#include "sdk/authenticate.hpp"
 #include "sdk/errors.hpp"
 #include "codec/wire.hpp"
 
@@ -445,7 +446,7 @@ struct worker::impl {
   void serve_once() {
     capnp::EzRpcClient rpc(options.address, 8081);
     auto& wait_scope = rpc.getWaitScope();
-    auto scheduler = rpc.getMain<s::Scheduler>();
+    auto scheduler = authenticated(rpc.getMain<s::Scheduler>(), options.token);
     const std::uint64_t of_generation = ++generation;
     auto open = scheduler.openWorkerSessionRequest();
     open.setTaskHub(kj::StringPtr(options.task_hub.c_str()));

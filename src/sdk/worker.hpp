@@ -95,6 +95,8 @@ struct worker_options {
   /// that owns its instance. A node with no such worker of its own relies on
   /// workers connected elsewhere without this option.
   bool this_node_only = false;
+  /// For a dtsd run with --auth: a worker (or contributor) token for the hub.
+  std::string token{};
 };
 
 class worker {

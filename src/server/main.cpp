@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "auth/authority.hpp"
 #include "actors/scheduler.hpp"
 #include "cluster/etcd_client.hpp"
 #include "cluster/membership.hpp"
@@ -51,7 +52,18 @@ struct options {
   std::string node_id;
   std::string advertise;
   std::int64_t node_lease_seconds = 3;
+  bool auth = false;
+  std::string auth_dir;
+  bool insecure_no_auth = false;
 };
+
+/// Whether a listen address ("host:port") takes connections from this machine only.
+bool loopback_only(const std::string& address) {
+  const auto colon = address.rfind(':');
+  auto host = colon == std::string::npos ? address : address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
 
 std::vector<std::string> split_hubs(const std::string& list) {
   std::vector<std::string> hubs;
@@ -94,9 +106,45 @@ int main(int argc, char** argv) {
   app.add_option("--node-id", opts.node_id, "This node's id in the cluster (unique)")->envname("DTSD_NODE_ID");
   app.add_option("--advertise", opts.advertise, "Where other nodes and clients reach this node (default: the native API's address)")->envname("DTSD_ADVERTISE");
   app.add_option("--node-lease-seconds", opts.node_lease_seconds, "TTL of the node's etcd lease: a dead node's partitions move after it")->check(CLI::Range(2, 60))->capture_default_str();
+  app.add_flag("--auth", opts.auth, "Require a token on every gRPC and native API call (dtsctl token create); see README, Security")->envname("DTSD_AUTH");
+  app.add_option("--auth-dir", opts.auth_dir, "Signing key and token registry (default: DATA-DIR/auth)")->envname("DTSD_AUTH_DIR");
+  app.add_flag("--insecure-no-auth", opts.insecure_no_auth, "Serve an address other than loopback without tokens (anyone who reaches it may do anything)");
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_level(spdlog::level::from_str(opts.log_level));
+  // Safe by default: open on loopback as the DTS emulator is; past it, tokens.
+  // The dashboard checks no token yet, so with --auth it must stay on loopback
+  // (or off); the gRPC and native APIs may face the network.
+  {
+    const bool dashboard_local = opts.dashboard_listen == "off" || loopback_only(opts.dashboard_listen);
+    const bool open_beyond = !loopback_only(opts.grpc_listen) || !loopback_only(opts.listen) || !dashboard_local;
+    if (opts.auth && !dashboard_local && !opts.insecure_no_auth) {
+      return fail("--auth does not cover the dashboard yet: keep --dashboard-listen on loopback (or off), or give "
+                  "--insecure-no-auth to serve it open");
+    }
+    if (open_beyond && !opts.auth && !opts.insecure_no_auth) {
+      return fail(fmt::format(
+          "refusing to serve beyond this machine without tokens (--grpc-listen {}, --listen {}, --dashboard-listen {}). "
+          "Create a token with 'dtsctl token create --role contributor --task-hub \'*\' --data-dir {}' and start "
+          "with --auth, or give --insecure-no-auth to serve everyone",
+          opts.grpc_listen, opts.listen, opts.dashboard_listen, opts.data_dir));
+    }
+    if (open_beyond && opts.insecure_no_auth) {
+      spdlog::warn("--insecure-no-auth: dtsd serves beyond loopback with no tokens; anyone who reaches it may start, "
+                   "read, change and purge every task hub's instances");
+    }
+  }
+  std::unique_ptr<auth::authority> authority;
+  if (opts.auth) {
+    const auto dir = opts.auth_dir.empty() ? std::filesystem::path(opts.data_dir) / "auth" : std::filesystem::path(opts.auth_dir);
+    auto opened = auth::authority::open(dir);
+    if (!opened) return fail(opened.error().message);
+    authority = std::move(*opened);
+    if (authority->known_tokens() == 0) {
+      spdlog::warn("--auth: no token issued yet; create one with: dtsctl token create --role contributor "
+                   "--task-hub '*' --auth-dir {}", dir.string());
+    }
+  }
   auto hubs = split_hubs(opts.task_hubs);
   if (hubs.empty()) return fail("--task-hubs names no task hub");
   for (const auto& hub : hubs) {
@@ -148,7 +196,7 @@ int main(int argc, char** argv) {
     auto connected = cluster::etcd_client::connect(*endpoints);
     if (!connected) return fail(connected.error().message);
     etcd = std::move(*connected);
-    auto linked = rpc::node_links::start(opts.node_id);
+    auto linked = rpc::node_links::start(opts.node_id, authority ? authority->node_token(opts.node_id) : std::string());
     if (!linked) return fail(linked.error().message);
     links = std::move(*linked);
     // A partition's message for a partition another node owns goes over its link.
@@ -189,7 +237,7 @@ int main(int argc, char** argv) {
     router = std::move(*made);
   }
   auto scheduler = std::make_unique<service::task_service>(std::move(router), service::service_options{config.limits});
-  auto server = rpc::capnp_server::start(*scheduler, opts.listen, host, local_router.get());
+  auto server = rpc::capnp_server::start(*scheduler, opts.listen, host, local_router.get(), authority.get());
   if (!server) return fail(server.error().message);
   if (etcd) {
     // Joined once the native API listens: other nodes reach this one there.
@@ -213,6 +261,7 @@ int main(int argc, char** argv) {
   grpc_options.address = opts.grpc_listen;
   grpc_options.partition_count = opts.partitions;
   grpc_options.default_concurrency = opts.grpc_default_concurrency;
+  grpc_options.authority = authority.get();
   auto grpc = grpc_api::grpc_server::start(*scheduler, grpc_options);
   if (!grpc) return fail(grpc.error().message);
   std::unique_ptr<dashboard::http_server> http;

@@ -24,9 +24,11 @@ export class Dtsd {
 
   /** Starts dtsd; resolves once it prints its ready line (at most 30 s). */
   async start({ grpcPort = 0 } = {}) {
-    const args = ["--data-dir", this.dataDir, "--listen", "127.0.0.1:0", "--grpc-listen", `127.0.0.1:${grpcPort}`,
-                  "--dashboard-listen", "127.0.0.1:0",
-                  "--partitions", "4", "--log-level", "warn", ...this.extraArgs];
+    // Loopback ports and small hubs, unless extraArgs say otherwise.
+    const defaults = [["--listen", "127.0.0.1:0"], ["--grpc-listen", `127.0.0.1:${grpcPort}`],
+                      ["--dashboard-listen", "127.0.0.1:0"], ["--partitions", "4"], ["--log-level", "warn"]];
+    const args = ["--data-dir", this.dataDir,
+                  ...defaults.filter(([flag]) => !this.extraArgs.includes(flag)).flat(), ...this.extraArgs];
     this.child = spawn(dtsdPath, args, { stdio: ["ignore", "pipe", "pipe"] });
     this.stderr = "";
     this.stdout = "";  // dtsd's log lines

@@ -1,0 +1,231 @@
+#include "auth/authority.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/ids.hpp"
+
+namespace dtsd::auth {
+
+namespace {
+
+using json = nlohmann::json;
+
+std::int64_t unix_now_s() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+json to_json(const listed_token& t) {
+  return {{"id", t.grant.id},
+          {"role", role_name(t.grant.role)},
+          {"hubs", t.grant.hubs},
+          {"issuedAt", t.grant.issued_at_s},
+          {"expiresAt", t.grant.expires_at_s},
+          {"note", t.grant.note},
+          {"revoked", t.revoked}};
+}
+
+expected<std::vector<listed_token>> read_registry(const std::filesystem::path& file) {
+  std::vector<listed_token> out;
+  std::ifstream in(file);
+  if (!in) return out;  // Nothing issued yet.
+  std::stringstream text;
+  text << in.rdbuf();
+  auto parsed = json::parse(text.str(), nullptr, false);
+  if (parsed.is_discarded() || !parsed.is_array()) return error{errc::corrupt, file.string() + " is not a token list"};
+  try {
+    for (const auto& row : parsed) {
+      listed_token t;
+      t.grant.id = row.at("id").get<std::string>();
+      auto r = parse_role(row.at("role").get<std::string>());
+      if (!r) return error{errc::corrupt, file.string() + ": " + r.error().message};
+      t.grant.role = *r;
+      t.grant.hubs = row.at("hubs").get<std::vector<std::string>>();
+      t.grant.issued_at_s = row.at("issuedAt").get<std::int64_t>();
+      t.grant.expires_at_s = row.at("expiresAt").get<std::int64_t>();
+      t.grant.note = row.value("note", "");
+      t.revoked = row.at("revoked").get<bool>();
+      out.push_back(std::move(t));
+    }
+  } catch (const json::exception& failure) {
+    return error{errc::corrupt, file.string() + " is not a token list: " + failure.what()};
+  }
+  return out;
+}
+
+}  // namespace
+
+expected<std::vector<listed_token>> registry::list() const { return read_registry(file()); }
+
+template <class Change>
+expected<void> registry::edit(Change change) {
+  std::error_code failed;
+  std::filesystem::create_directories(dir_, failed);
+  if (failed) return error{errc::io, "cannot create " + dir_.string() + ": " + failed.message()};
+  const auto lock_path = dir_ / "tokens.lock";
+  const int lock = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock < 0) return error{errc::io, "cannot open " + lock_path.string() + ": " + std::strerror(errno)};
+  ::flock(lock, LOCK_EX);
+  auto done = [&]() -> expected<void> {
+    auto tokens = read_registry(file());
+    if (!tokens) return tokens.error();
+    if (auto changed = change(*tokens); !changed) return changed;
+    json rows = json::array();
+    for (const auto& t : *tokens) rows.push_back(to_json(t));
+    const auto text = rows.dump(2) + "\n";
+    const auto next = dir_ / "tokens.json.next";
+    const int fd = ::open(next.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return error{errc::io, "cannot write " + next.string() + ": " + std::strerror(errno)};
+    const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+    ::close(fd);
+    if (!written || std::rename(next.c_str(), file().c_str()) != 0) {
+      return error{errc::io, "cannot write " + file().string()};
+    }
+    return {};
+  }();
+  ::flock(lock, LOCK_UN);
+  ::close(lock);
+  return done;
+}
+
+expected<std::string> registry::create(grant what) {
+  if (what.hubs.empty()) return error{errc::invalid_argument, "a token needs a task hub, or '*' for every hub"};
+  for (const auto& hub : what.hubs) {
+    if (hub == "*") continue;
+    if (auto valid = core::validate_task_hub_name(hub); !valid) return valid.error();
+  }
+  auto key = signing_key::load_or_create(key_file());
+  if (!key) return key.error();
+  if (what.id.empty()) what.id = new_token_id();
+  if (what.issued_at_s == 0) what.issued_at_s = unix_now_s();
+  auto recorded = edit([&](std::vector<listed_token>& tokens) -> expected<void> {
+    tokens.push_back({what, false});
+    return {};
+  });
+  if (!recorded) return recorded.error();
+  return issue(*key, what);
+}
+
+expected<void> registry::revoke(const std::string& id) {
+  return edit([&](std::vector<listed_token>& tokens) -> expected<void> {
+    for (auto& t : tokens) {
+      if (t.grant.id == id) {
+        t.revoked = true;
+        return {};
+      }
+    }
+    return error{errc::not_found, "no token has the id '" + id + "'"};
+  });
+}
+
+expected<std::unique_ptr<authority>> authority::open(const std::filesystem::path& dir) {
+  registry files(dir);
+  auto key = signing_key::load_or_create(files.key_file());
+  if (!key) return key.error();
+  std::unique_ptr<authority> made(new authority(*key, dir));
+  auto tokens = files.list();
+  if (!tokens) return tokens.error();
+  made->reload();
+  made->watcher_ = std::thread([a = made.get()] { a->watch(); });
+  return made;
+}
+
+authority::~authority() {
+  stopping_ = true;
+  if (watcher_.joinable()) watcher_.join();
+}
+
+void authority::reload() {
+  std::error_code failed;
+  const auto changed_at = std::filesystem::last_write_time(registry_.file(), failed);
+  {
+    std::lock_guard lock(mutex_);
+    if (!failed && changed_at == seen_) return;
+  }
+  auto tokens = registry_.list();
+  if (!tokens) return;  // Half-edited by hand: keep what was read last, try again.
+  std::set<std::string> revoked;
+  for (const auto& t : *tokens) {
+    if (t.revoked) revoked.insert(t.grant.id);
+  }
+  std::lock_guard lock(mutex_);
+  revoked_ = std::move(revoked);
+  known_ = tokens->size();
+  if (!failed) seen_ = changed_at;
+}
+
+void authority::watch() {
+  while (!stopping_) {
+    for (int i = 0; i < 10 && !stopping_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    reload();
+  }
+}
+
+std::size_t authority::known_tokens() const {
+  std::lock_guard lock(mutex_);
+  return known_;
+}
+
+expected<grant> authority::authenticate(std::string_view credential) const {
+  if (credential.empty()) {
+    return error{errc::unauthenticated,
+                 "this dtsd requires a token: send 'authorization: Bearer <token>' (create one with dtsctl token create)"};
+  }
+  constexpr std::string_view bearer = "Bearer ";
+  if (credential.size() > bearer.size() && credential.substr(0, bearer.size()) == bearer) {
+    credential.remove_prefix(bearer.size());
+  }
+  auto who = verify(key_, credential, unix_now_s());
+  if (!who) return who;
+  std::lock_guard lock(mutex_);
+  if (revoked_.count(who->id)) return error{errc::unauthenticated, "token " + who->id + " has been revoked"};
+  return who;
+}
+
+expected<void> authority::still_valid(const grant& who) const {
+  if (who.expires_at_s != 0 && unix_now_s() >= who.expires_at_s) {
+    return error{errc::unauthenticated, "token " + who.id + " has expired"};
+  }
+  std::lock_guard lock(mutex_);
+  if (revoked_.count(who.id)) return error{errc::unauthenticated, "token " + who.id + " has been revoked"};
+  return {};
+}
+
+std::string authority::node_token(const std::string& node_id) const {
+  grant node;
+  node.id = "node-" + node_id;
+  node.role = role::contributor;
+  node.hubs = {"*"};
+  node.issued_at_s = unix_now_s();
+  return issue(key_, node);
+}
+
+expected<void> authority::authorize(const grant& who, action what, std::string_view hub) {
+  if (!permits(who.role, what) || (what == action::manage_hubs && !who.all_hubs())) {
+    return error{errc::permission_denied, "token " + who.id + " has the " + std::string(role_name(who.role)) +
+                                              " role; this call needs " + std::string(role_needed(what))};
+  }
+  if (what != action::manage_hubs && !who.covers(hub)) {
+    std::string hubs;
+    for (const auto& h : who.hubs) hubs += (hubs.empty() ? "'" : ", '") + h + "'";
+    return error{errc::permission_denied,
+                 "token " + who.id + " is for task hub " + hubs + ", not '" + std::string(hub) + "'"};
+  }
+  return {};
+}
+
+expected<grant> authority::check(std::string_view credential, action what, std::string_view hub) const {
+  auto who = authenticate(credential);
+  if (!who) return who;
+  if (auto allowed = authorize(*who, what, hub); !allowed) return allowed.error();
+  return who;
+}
+
+}  // namespace dtsd::auth

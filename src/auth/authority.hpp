@@ -1,0 +1,87 @@
+#pragma once
+/// An auth directory (`--auth-dir`, by default `<data-dir>/auth`) holds the signing
+/// key (`signing.key`) and the registry of issued tokens (`tokens.json`: their
+/// grants and whether they are revoked, never the tokens themselves). `dtsctl
+/// token` edits the registry; a running dtsd notices a change within a second.
+
+#include <atomic>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "auth/token.hpp"
+
+namespace dtsd::auth {
+
+struct listed_token {
+  auth::grant grant;
+  bool revoked = false;
+};
+
+/// The registry file of an auth directory. Each change is written to a new file
+/// that replaces the old one, under a lock file, so that it is never half written.
+class registry {
+ public:
+  explicit registry(std::filesystem::path dir) : dir_(std::move(dir)) {}
+  const std::filesystem::path& dir() const { return dir_; }
+  std::filesystem::path key_file() const { return dir_ / "signing.key"; }
+  std::filesystem::path file() const { return dir_ / "tokens.json"; }
+
+  /// Every token issued, oldest first (none when the file does not exist yet).
+  expected<std::vector<listed_token>> list() const;
+  /// Records a new grant and answers its token, signed with the directory's key
+  /// (created on first use).
+  expected<std::string> create(grant what);
+  /// Marks a token revoked: errc::not_found when no token has that id.
+  expected<void> revoke(const std::string& id);
+
+ private:
+  template <class Change>
+  expected<void> edit(Change change);
+  std::filesystem::path dir_;
+};
+
+/// What a server checks every call against: the key, and the revoked ids (reloaded
+/// when the registry changes; a background thread looks once a second).
+class authority {
+ public:
+  static expected<std::unique_ptr<authority>> open(const std::filesystem::path& dir);
+  ~authority();
+
+  /// The grant of a credential: "Bearer <token>" (an HTTP or gRPC header's value)
+  /// or the token alone. errc::unauthenticated when it is missing, malformed,
+  /// forged, expired or revoked, saying which.
+  expected<grant> authenticate(std::string_view credential) const;
+  /// errc::permission_denied naming the role needed, or the hubs the token is for.
+  static expected<void> authorize(const grant& who, action what, std::string_view hub);
+  /// For a grant checked earlier (a native session): not expired or revoked since.
+  expected<void> still_valid(const grant& who) const;
+  /// The token a cluster node presents to the others (they share the key): every
+  /// hub, no expiry, not in the registry (rotate the key to end it).
+  std::string node_token(const std::string& node_id) const;
+  /// Both at once.
+  expected<grant> check(std::string_view credential, action what, std::string_view hub) const;
+  /// How many tokens the registry had when last read (for the start-up message).
+  std::size_t known_tokens() const;
+
+ private:
+  authority(signing_key key, std::filesystem::path dir) : key_(key), registry_(std::move(dir)) {}
+  void reload();
+  void watch();
+
+  const signing_key key_;
+  registry registry_;
+  mutable std::mutex mutex_;
+  std::set<std::string> revoked_;
+  std::size_t known_ = 0;
+  std::filesystem::file_time_type seen_{};
+  std::atomic<bool> stopping_{false};
+  std::thread watcher_;
+};
+
+}  // namespace dtsd::auth

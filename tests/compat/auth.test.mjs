@@ -1,0 +1,260 @@
+// Tokens on the gRPC endpoint (dtsd --auth): every RPC against every kind of
+// credential gets the code its role and hubs call for, a refused call changes
+// nothing, and the official JS SDK runs hello cities with a worker token and a
+// contributor token, and fails clearly without one.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve, dirname } from "node:path";
+import { after, before, describe, test } from "node:test";
+
+import { credentials, Metadata, status as grpcStatus } from "@grpc/grpc-js";
+import { NoOpLogger, OrchestrationStatus, TaskHubGrpcClient, TaskHubGrpcWorker } from "@microsoft/durabletask-js";
+
+import { pb, services, Empty, stringValue } from "./raw.mjs";
+import { CITIES, Dtsd, dtsdPath, eventually } from "./support.mjs";
+
+const dtsctlPath = process.env.DTSCTL_BIN ?? resolve(dirname(dtsdPath), "../cli/dtsctl");
+
+function metadataOf(token, hub) {
+  const metadata = new Metadata();
+  if (token) metadata.set("authorization", `Bearer ${token}`);
+  if (hub) metadata.set("taskhub", hub);
+  return metadata;
+}
+
+/** The status code a call ends with (0: OK). */
+function codeOf(stub, method, request, metadata) {
+  return new Promise((done) => stub[method](request, metadata, { deadline: Date.now() + 5000 },
+                                           (error) => done(error ? error.code : 0)));
+}
+
+/** A server stream: its error code, or 0 if it was still open (accepted) after 500 ms or ended well. */
+function streamCodeOf(stub, method, request, metadata) {
+  return new Promise((done) => {
+    const call = stub[method](request, metadata);
+    const timer = setTimeout(() => { call.cancel(); done(0); }, 500);
+    call.on("data", () => {});
+    call.on("error", (error) => { clearTimeout(timer); done(error.code === grpcStatus.CANCELLED ? 0 : error.code); });
+    call.on("end", () => { clearTimeout(timer); done(0); });
+  });
+}
+
+// What each RPC does, as the roles see it, and a request that would change the
+// target instance (or create something) if it were let through.
+const TARGET = "auth-target";
+function calls() {
+  const withId = (Type, id = TARGET) => { const r = new Type(); r.setInstanceid(id); return r; };
+  const start = withId(pb.CreateInstanceRequest, "auth-new");
+  start.setName("HelloCities");
+  const raise = withId(pb.RaiseEventRequest);
+  raise.setName("go");
+  const signal = withId(pb.SignalEntityRequest, "@counter@auth");
+  signal.setName("add");
+  const query = new pb.QueryInstancesRequest();
+  query.setQuery(new pb.InstanceQuery());
+  const entities = new pb.QueryEntitiesRequest();
+  entities.setQuery(new pb.EntityQuery());
+  const clean = new pb.CleanEntityStorageRequest();
+  clean.setRemoveemptyentities(true);
+  const abandonActivity = new pb.AbandonActivityTaskRequest();
+  abandonActivity.setCompletiontoken("1.a1");
+  const abandonOrchestrator = new pb.AbandonOrchestrationTaskRequest();
+  abandonOrchestrator.setCompletiontoken("1.o1");
+  const abandonEntity = new pb.AbandonEntityTaskRequest();
+  abandonEntity.setCompletiontoken("1.e1");
+  const activityDone = withId(pb.ActivityResponse);
+  activityDone.setCompletiontoken("1.a1");
+  const orchestratorDone = withId(pb.OrchestratorResponse);
+  orchestratorDone.setCompletiontoken("1.o1");
+  const entityDone = new pb.EntityBatchResult();
+  entityDone.setCompletiontoken("1.e1");
+  return [
+    ["hello", "any", new Empty()],
+    ["startInstance", "write", start],
+    ["getInstance", "read", withId(pb.GetInstanceRequest)],
+    ["waitForInstanceStart", "read", withId(pb.GetInstanceRequest, "auth-done")],
+    ["waitForInstanceCompletion", "read", withId(pb.GetInstanceRequest, "auth-done")],
+    ["rewindInstance", "write", withId(pb.RewindInstanceRequest)],
+    ["restartInstance", "write", withId(pb.RestartInstanceRequest, "auth-done")],
+    ["raiseEvent", "write", raise],
+    ["terminateInstance", "write", withId(pb.TerminateRequest)],
+    ["suspendInstance", "write", withId(pb.SuspendRequest)],
+    ["resumeInstance", "write", withId(pb.ResumeRequest)],
+    ["queryInstances", "read", query],
+    ["listInstanceIds", "read", new pb.ListInstanceIdsRequest()],
+    ["purgeInstances", "write", withId(pb.PurgeInstancesRequest, "auth-done")],
+    ["signalEntity", "write", signal],
+    ["getEntity", "read", withId(pb.GetEntityRequest, "@counter@auth")],
+    ["queryEntities", "read", entities],
+    ["cleanEntityStorage", "write", clean],
+    ["createTaskHub", "hubs", new pb.CreateTaskHubRequest()],
+    ["deleteTaskHub", "hubs", new pb.DeleteTaskHubRequest()],
+    ["completeActivityTask", "work", activityDone],
+    ["completeOrchestratorTask", "work", orchestratorDone],
+    ["completeEntityTask", "work", entityDone],
+    ["abandonTaskActivityWorkItem", "work", abandonActivity],
+    ["abandonTaskOrchestratorWorkItem", "work", abandonOrchestrator],
+    ["abandonTaskEntityWorkItem", "work", abandonEntity],
+    ["getWorkItems", "work", new pb.GetWorkItemsRequest(), "stream"],
+    ["streamInstanceHistory", "history", withId(pb.StreamInstanceHistoryRequest), "stream"],
+  ];
+}
+
+/** What a credential of `kind` gets for a call of `need`: "unauthenticated", "denied" or "allowed". */
+function expectedFor(kind, need) {
+  if (["none", "forged", "expired", "revoked"].includes(kind)) return "unauthenticated";
+  if (need === "any") return "allowed";
+  if (kind === "otherHub") return "denied";
+  const may = {
+    reader: ["read", "history"],
+    worker: ["work", "history"],
+    contributor: ["read", "write", "work", "history"],
+  }[kind];
+  return may.includes(need) ? "allowed" : "denied";
+}
+
+function verdictOf(code) {
+  if (code === grpcStatus.UNAUTHENTICATED) return "unauthenticated";
+  if (code === grpcStatus.PERMISSION_DENIED) return "denied";
+  return "allowed";
+}
+
+describe("auth: tokens on the gRPC endpoint", () => {
+  let dtsd, authDir, stub;
+  const tokens = {};
+  const token = (role, hub, extra = []) => {
+    const out = execFileSync(dtsctlPath, ["--json", "token", "create", "--role", role, "--task-hub", hub,
+                                          "--auth-dir", authDir, ...extra], { encoding: "utf8" });
+    return JSON.parse(out);
+  };
+  const contributorClient = () => new TaskHubGrpcClient({
+    hostAddress: dtsd.address, logger: new NoOpLogger(),
+    metadataGenerator: async () => metadataOf(tokens.contributor),
+  });
+
+  before(async () => {
+    authDir = mkdtempSync(join(tmpdir(), "dtsd-auth-"));
+    tokens.contributor = token("contributor", "default").token;
+    tokens.reader = token("reader", "default").token;
+    tokens.worker = token("worker", "default").token;
+    tokens.otherHub = token("contributor", "other").token;
+    tokens.admin = token("contributor", "*").token;
+    tokens.expired = token("reader", "default", ["--expires", "1s"]).token;
+    const revoked = token("contributor", "default");
+    tokens.revoked = revoked.token;
+    execFileSync(dtsctlPath, ["token", "revoke", revoked.id, "--auth-dir", authDir]);
+    // The signature of another payload: what a forger who has no key can send.
+    const parts = tokens.reader.split(".");
+    tokens.forged = [parts[0], Buffer.from(JSON.stringify({ id: "x", role: "contributor", hubs: ["*"], iat: 0, exp: 0 }))
+      .toString("base64url"), parts[2]].join(".");
+    dtsd = await new Dtsd({ extraArgs: ["--auth", "--auth-dir", authDir] }).start();
+    stub = new services.TaskHubSidecarServiceClient(dtsd.address, credentials.createInsecure());
+    await new Promise((r) => setTimeout(r, 2100));  // The 1 s token expires.
+  });
+  after(async () => {
+    stub?.close();
+    await dtsd?.cleanup();
+    rmSync(authDir, { recursive: true, force: true });
+  });
+
+  test("the JS SDK runs hello cities with a worker token and a contributor token; without one it fails clearly", async () => {
+    const worker = new TaskHubGrpcWorker({
+      hostAddress: dtsd.address, logger: new NoOpLogger(), shutdownTimeoutMs: 2000,
+      metadataGenerator: async () => metadataOf(tokens.worker),
+    });
+    worker.addNamedActivity("SayHello", async (_ctx, city) => `Hello, ${city}!`);
+    worker.addNamedOrchestrator("HelloCities", async function* (ctx) {
+      const out = [];
+      for (const city of CITIES) out.push(yield ctx.callActivity("SayHello", city));
+      return out;
+    });
+    worker.addNamedOrchestrator("Waiting", async function* (ctx) { return yield ctx.waitForExternalEvent("go"); });
+    await worker.start();
+    const client = contributorClient();
+    try {
+      const id = await client.scheduleNewOrchestration("HelloCities");
+      const state = await client.waitForOrchestrationCompletion(id, true, 30);
+      assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
+      assert.deepEqual(JSON.parse(state.serializedOutput), CITIES.map((c) => `Hello, ${c}!`));
+      // What the matrix below works on: one instance waiting for an event, one done.
+      await client.scheduleNewOrchestration("Waiting", undefined, TARGET);
+      await client.waitForOrchestrationStart(TARGET, false, 30);
+      await client.scheduleNewOrchestration("HelloCities", undefined, "auth-done");
+      await client.waitForOrchestrationCompletion("auth-done", false, 30);
+
+      const anonymous = new TaskHubGrpcClient({ hostAddress: dtsd.address, logger: new NoOpLogger() });
+      await assert.rejects(anonymous.scheduleNewOrchestration("HelloCities"), (error) => {
+        assert.equal(error.code, grpcStatus.UNAUTHENTICATED);
+        assert.match(error.details, /requires a token/);
+        return true;
+      });
+      await anonymous.stop();
+    } finally {
+      await worker.stop();
+      await client.stop();
+    }
+  });
+
+  test("every RPC x every credential: the code its role and hub call for; a refused call changes nothing", async () => {
+    const before = await contributorClient().getOrchestrationState(TARGET, true);
+    assert.equal(before.runtimeStatus, OrchestrationStatus.RUNNING);
+    const mismatches = [];
+    // Refused credentials first, then the ones allowed some calls (a contributor last).
+    for (const kind of ["none", "forged", "expired", "revoked", "otherHub", "reader", "worker", "contributor"]) {
+      if (kind === "contributor") {
+        // Everything refused so far changed nothing: the target still waits, unchanged,
+        // nothing was started, no hub was made.
+        const client = contributorClient();
+        const now = await client.getOrchestrationState(TARGET, true);
+        assert.equal(now.runtimeStatus, OrchestrationStatus.RUNNING);
+        assert.equal(now.lastUpdatedAt.getTime(), before.lastUpdatedAt.getTime());
+        assert.equal(await client.getOrchestrationState("auth-new"), undefined);
+        assert.equal((await client.getOrchestrationState("auth-done")).runtimeStatus, OrchestrationStatus.COMPLETED);
+        await client.stop();
+      }
+      for (const [method, need, request, shape] of calls()) {
+        const metadata = metadataOf(tokens[kind]);
+        const code = shape === "stream" ? await streamCodeOf(stub, method, request, metadata)
+                                        : await codeOf(stub, method, request, metadata);
+        const want = expectedFor(kind, need === "hubs" ? "hubs" : need);
+        if (verdictOf(code) !== want) mismatches.push(`${kind} ${method}: code ${code}, expected ${want}`);
+      }
+    }
+    assert.deepEqual(mismatches, []);
+    // A contributor of one hub cannot make hubs; one for every hub can.
+    const metadata = metadataOf(tokens.admin, "authmade");
+    assert.equal(await codeOf(stub, "createTaskHub", new pb.CreateTaskHubRequest(), metadata), 0);
+  });
+
+  test("a token for another hub sees nothing of this one; a revoked token stops within seconds", async () => {
+    const code = await codeOf(stub, "getInstance", (() => { const r = new pb.GetInstanceRequest(); r.setInstanceid(TARGET); return r; })(),
+                              metadataOf(tokens.otherHub));
+    assert.equal(code, grpcStatus.PERMISSION_DENIED);
+    const fresh = token("reader", "default");
+    const request = new pb.ListInstanceIdsRequest();
+    await eventually(async () => (await codeOf(stub, "listInstanceIds", request, metadataOf(fresh.token))) === 0, 5000,
+                     "a new token is accepted");
+    execFileSync(dtsctlPath, ["token", "revoke", fresh.id, "--auth-dir", authDir]);
+    await eventually(async () => (await codeOf(stub, "listInstanceIds", request, metadataOf(fresh.token))) ===
+                     grpcStatus.UNAUTHENTICATED, 5000, "the revoked token is refused");
+  });
+});
+
+describe("auth: safe defaults", () => {
+  test("binding beyond loopback without --auth refuses to start and says how to make a token; with --auth it starts", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "dtsd-auth-bind-"));
+    try {
+      const open = new Dtsd({ dataDir, extraArgs: ["--grpc-listen", "0.0.0.0:0"] });
+      await assert.rejects(open.start(), /refusing to serve beyond this machine without tokens[\s\S]*dtsctl token create/);
+      const guarded = await new Dtsd({ dataDir, extraArgs: ["--grpc-listen", "0.0.0.0:0", "--auth"] }).start();
+      await guarded.stop();
+      const insecure = await new Dtsd({ dataDir, extraArgs: ["--grpc-listen", "0.0.0.0:0", "--insecure-no-auth"] }).start();
+      await insecure.stop();
+      assert.match(insecure.stderr + insecure.stdout, /insecure-no-auth/);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});

@@ -4,6 +4,7 @@
 // with a hub (a list's filter, sort and page) runs on the API's own thread, never
 // on the thread of the partition that answered.
 
+#include "auth/authority.hpp"
 #include "dashboard/rest_api.hpp"
 
 #include <fmt/format.h>
@@ -636,8 +637,12 @@ class rest_api {
     }
     if (parts.size() == 1 && request.method == "GET") {
       if (parts[0] == "healthz") return answer(http_response{200, "text/plain", "ok\n", {}});
-      if (parts[0] == "readyz") return readyz(std::move(answer));
-      if (parts[0] == "metrics") return metrics(std::move(answer));
+      if (parts[0] == "readyz") return readyz(request, std::move(answer));
+      if (parts[0] == "metrics") {
+        // Every hub's figures: a reader (or contributor) of every hub.
+        if (auto refused = denied(request, auth::action::read, "*")) return answer(failure(*refused));
+        return metrics(std::move(answer));
+      }
     }
     if (parts.size() < 3 || parts[0] != "v1" || parts[1] != "taskhubs") {
       return answer(failure(error{errc::not_found, fmt::format("no route for {} {}", request.method, request.path)}));
@@ -645,6 +650,11 @@ class rest_api {
     parts.erase(parts.begin(), parts.begin() + 2);
     const auto hub = request.header("x-taskhub", "default");
     const auto& method = request.method;
+    // Reads are GETs and the two query POSTs; every other call changes something.
+    const bool reads = method == "GET" || (method == "POST" && parts.size() == 2 && parts[1] == "query");
+    if (auto refused = denied(request, reads ? auth::action::read : auth::action::write, hub)) {
+      return answer(failure(*refused));
+    }
     if (parts[0] == "ping" && parts.size() == 1 && method == "GET") return ping(hub, std::move(answer));
     if (parts[0] == "workers" && parts.size() == 1 && method == "GET") return workers(hub, std::move(answer));
     if (parts[0] == "recent" && parts.size() == 1 && method == "GET") return recent(hub, std::move(answer));
@@ -740,10 +750,24 @@ class rest_api {
     answer(json_answer(200, json{{"taskHub", hub}, {"status", "ok"}}));
   }
 
-  void readyz(responder answer) {
+  void readyz(const http_request& request, responder answer) {
     auto hubs = service_.task_hubs();
-    json body = {{"ready", true}, {"taskHubs", hubs}};
-    answer(json_answer(hubs.empty() ? 503 : 200, body));
+    const bool ready = !hubs.empty();
+    if (options_.authority) {
+      // The hubs this request's token is for (none without a valid one).
+      auto who = options_.authority->authenticate(request.header("authorization"));
+      std::erase_if(hubs, [&](const std::string& hub) { return !who || !who->covers(hub); });
+    }
+    json body = {{"ready", true}, {"taskHubs", hubs}, {"auth", options_.authority != nullptr}};
+    answer(json_answer(ready ? 200 : 503, body));
+  }
+
+  /// The refusal of a call that its token does not allow; nothing without --auth.
+  std::optional<error> denied(const http_request& request, auth::action what, const std::string& hub) const {
+    if (!options_.authority) return std::nullopt;
+    auto who = options_.authority->check(request.header("authorization"), what, hub);
+    if (who) return std::nullopt;
+    return who.error();
   }
 
   /// Prometheus text: every hub's statistics, gathered, then written family by family.

@@ -8,6 +8,10 @@
 #include "dashboard/http_server.hpp"
 #include "service/service.hpp"
 
+namespace dtsd::auth {
+class authority;
+}
+
 namespace dtsd::dashboard {
 
 struct rest_options {
@@ -15,6 +19,10 @@ struct rest_options {
   std::size_t page_rows_max = 1000;
   /// Instances one bulk call names at most.
   std::size_t bulk_ids_max = service::task_service::batch_ids_max;
+  /// Checks each API call's `authorization: Bearer` token (--auth); null: open.
+  /// The UI's files, /healthz and /readyz (which then lists only the hubs the
+  /// request's token is for) need none; /metrics needs a reader of every hub.
+  const auth::authority* authority = nullptr;
 };
 
 /// The API: its handler is what the HTTP server runs for every request. Close it

@@ -106,22 +106,16 @@ int main(int argc, char** argv) {
   app.add_option("--node-id", opts.node_id, "This node's id in the cluster (unique)")->envname("DTSD_NODE_ID");
   app.add_option("--advertise", opts.advertise, "Where other nodes and clients reach this node (default: the native API's address)")->envname("DTSD_ADVERTISE");
   app.add_option("--node-lease-seconds", opts.node_lease_seconds, "TTL of the node's etcd lease: a dead node's partitions move after it")->check(CLI::Range(2, 60))->capture_default_str();
-  app.add_flag("--auth", opts.auth, "Require a token on every gRPC and native API call (dtsctl token create); see README, Security")->envname("DTSD_AUTH");
+  app.add_flag("--auth", opts.auth, "Require a token on every gRPC, native and REST call (dtsctl token create); see README, Security")->envname("DTSD_AUTH");
   app.add_option("--auth-dir", opts.auth_dir, "Signing key and token registry (default: DATA-DIR/auth)")->envname("DTSD_AUTH_DIR");
   app.add_flag("--insecure-no-auth", opts.insecure_no_auth, "Serve an address other than loopback without tokens (anyone who reaches it may do anything)");
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_level(spdlog::level::from_str(opts.log_level));
   // Safe by default: open on loopback as the DTS emulator is; past it, tokens.
-  // The dashboard checks no token yet, so with --auth it must stay on loopback
-  // (or off); the gRPC and native APIs may face the network.
   {
     const bool dashboard_local = opts.dashboard_listen == "off" || loopback_only(opts.dashboard_listen);
     const bool open_beyond = !loopback_only(opts.grpc_listen) || !loopback_only(opts.listen) || !dashboard_local;
-    if (opts.auth && !dashboard_local && !opts.insecure_no_auth) {
-      return fail("--auth does not cover the dashboard yet: keep --dashboard-listen on loopback (or off), or give "
-                  "--insecure-no-auth to serve it open");
-    }
     if (open_beyond && !opts.auth && !opts.insecure_no_auth) {
       return fail(fmt::format(
           "refusing to serve beyond this machine without tokens (--grpc-listen {}, --listen {}, --dashboard-listen {}). "
@@ -265,7 +259,9 @@ int main(int argc, char** argv) {
   auto grpc = grpc_api::grpc_server::start(*scheduler, grpc_options);
   if (!grpc) return fail(grpc.error().message);
   std::unique_ptr<dashboard::http_server> http;
-  dashboard::rest_endpoint rest(*scheduler);
+  dashboard::rest_options rest_options;
+  rest_options.authority = authority.get();
+  dashboard::rest_endpoint rest(*scheduler, rest_options);
   if (opts.dashboard_listen != "off") {
     dashboard::http_options http_options;
     http_options.address = opts.dashboard_listen;

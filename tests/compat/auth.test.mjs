@@ -14,6 +14,8 @@ import { NoOpLogger, OrchestrationStatus, TaskHubGrpcClient, TaskHubGrpcWorker }
 
 import { pb, services, Empty, stringValue } from "./raw.mjs";
 import { CITIES, Dtsd, dtsdPath, eventually } from "./support.mjs";
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
 
 const dtsctlPath = process.env.DTSCTL_BIN ?? resolve(dirname(dtsdPath), "../cli/dtsctl");
 
@@ -239,6 +241,141 @@ describe("auth: tokens on the gRPC endpoint", () => {
     execFileSync(dtsctlPath, ["token", "revoke", fresh.id, "--auth-dir", authDir]);
     await eventually(async () => (await codeOf(stub, "listInstanceIds", request, metadataOf(fresh.token))) ===
                      grpcStatus.UNAUTHENTICATED, 5000, "the revoked token is refused");
+  });
+});
+
+// The REST API: each route as the dashboard and DTS's tools call it, and what
+// it needs. Writes target the waiting instance, so that a let-through shows.
+const ROUTES = [
+  ["GET", "ping", "read"],
+  ["GET", "workers", "read"],
+  ["GET", "recent", "read"],
+  ["POST", "orchestrations", "write", { name: "HelloCities", instanceId: "rest-new" }],
+  ["POST", "orchestrations/query", "read", {}],
+  ["POST", "orchestrations/forceterminate", "write", { instanceIds: [TARGET] }],
+  ["DELETE", "orchestrations/purge", "write", { instanceIds: ["auth-done"] }],
+  ["GET", `orchestrations/${TARGET}`, "read"],
+  ["GET", `orchestrations/${TARGET}/payloads`, "read"],
+  ["DELETE", "orchestrations/auth-done", "write"],
+  ["POST", "orchestrations/auth-done/restart", "write", {}],
+  ["POST", "entities/query", "read", {}],
+  ["POST", "entities/@counter@rest/signal", "write", { operation: "add", input: 1 }],
+  ["GET", "entities/@counter@rest", "read"],
+  ["DELETE", "entities/@counter@rest", "write"],
+];
+
+describe("auth: tokens on the REST API and the dashboard", () => {
+  let dtsd, authDir;
+  const tokens = {};
+  const token = (role, hub) => JSON.parse(execFileSync(dtsctlPath, ["--json", "token", "create", "--role", role,
+    "--task-hub", hub, "--auth-dir", authDir], { encoding: "utf8" }));
+  const rest = (method, path, credential, body) => fetch(`${dtsd.restUrl}/v1/taskhubs/${path}`, {
+    method,
+    headers: { "content-type": "application/json", ...(credential ? { authorization: `Bearer ${credential}` } : {}) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+
+  before(async () => {
+    authDir = mkdtempSync(join(tmpdir(), "dtsd-auth-rest-"));
+    for (const [name, role, hub] of [["contributor", "contributor", "default"], ["reader", "reader", "default"],
+                                     ["worker", "worker", "default"], ["otherHub", "contributor", "other"],
+                                     ["admin", "reader", "*"]]) {
+      tokens[name] = token(role, hub).token;
+    }
+    const revoked = token("reader", "default");
+    execFileSync(dtsctlPath, ["token", "revoke", revoked.id, "--auth-dir", authDir]);
+    tokens.revoked = revoked.token;
+    tokens.forged = `${tokens.reader.slice(0, -4)}AAAA`;
+    dtsd = await new Dtsd({ extraArgs: ["--auth", "--auth-dir", authDir] }).start();
+    const client = new TaskHubGrpcClient({ hostAddress: dtsd.address, logger: new NoOpLogger(),
+                                           metadataGenerator: async () => metadataOf(tokens.contributor) });
+    await client.scheduleNewOrchestration("Waiting", undefined, TARGET);
+    await client.scheduleNewOrchestration("Waiting", undefined, "auth-ui-target");  // The browser's.
+    await client.stop();
+  });
+  after(async () => {
+    await dtsd?.cleanup();
+    rmSync(authDir, { recursive: true, force: true });
+  });
+
+  test("every route x every credential: 401, 403 or served as the role says; a refused call changes nothing", async () => {
+    const before = await (await rest("GET", `orchestrations/${TARGET}`, tokens.reader)).json();
+    const mismatches = [];
+    for (const kind of ["none", "forged", "revoked", "otherHub", "worker", "reader"]) {
+      for (const [method, path, need, body] of ROUTES) {
+        const response = await rest(method, path, tokens[kind], body);
+        await response.arrayBuffer();
+        const want = ["none", "forged", "revoked"].includes(kind) ? 401
+          : kind === "reader" && need === "read" ? "served" : 403;
+        const got = response.status === 401 || response.status === 403 ? response.status : "served";
+        if (got !== want) mismatches.push(`${kind} ${method} ${path}: ${response.status}, expected ${want}`);
+      }
+    }
+    assert.deepEqual(mismatches, []);
+    const after = await (await rest("GET", `orchestrations/${TARGET}`, tokens.reader)).json();
+    assert.deepEqual(after, before, "the target is as it was");
+    assert.equal((await rest("GET", "orchestrations/rest-new", tokens.reader)).status, 404, "nothing was started");
+    const refused = await (await rest("GET", "ping", undefined)).json();
+    assert.equal(refused.code, "UNAUTHENTICATED");
+    const wrongHub = await (await rest("GET", `orchestrations/${TARGET}`, tokens.otherHub)).json();
+    assert.equal(wrongHub.code, "PERMISSION_DENIED");
+    assert.match(wrongHub.message, /is for task hub 'other', not 'default'/);
+    // A contributor is served every route.
+    for (const [method, path, , body] of ROUTES) {
+      const response = await rest(method, path, tokens.contributor, body);
+      await response.arrayBuffer();
+      assert.ok(![401, 403].includes(response.status), `contributor ${method} ${path}: ${response.status}`);
+    }
+    // /metrics: a reader of every hub; /healthz and /readyz: anyone (readyz lists the token's hubs only).
+    assert.equal((await fetch(`${dtsd.restUrl}/metrics`, { headers: { authorization: `Bearer ${tokens.reader}` } })).status, 403);
+    assert.equal((await fetch(`${dtsd.restUrl}/metrics`, { headers: { authorization: `Bearer ${tokens.admin}` } })).status, 200);
+    assert.equal((await fetch(`${dtsd.restUrl}/healthz`)).status, 200);
+    assert.deepEqual((await (await fetch(`${dtsd.restUrl}/readyz`)).json()).taskHubs, []);
+    const ready = await (await fetch(`${dtsd.restUrl}/readyz`, { headers: { authorization: `Bearer ${tokens.reader}` } })).json();
+    assert.deepEqual(ready.taskHubs, ["default"]);
+    assert.equal(ready.auth, true);
+  });
+
+  test("the dashboard asks for a token, keeps it for the tab, refuses a bad one, and a reader cannot change anything", async () => {
+    const shots = resolve(dirname(dtsdPath), "../../screenshots");
+    mkdirSync(shots, { recursive: true });
+    const browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", headless: true,
+      args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+    });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1200, height: 700 } });
+      page.setDefaultTimeout(15000);
+      await page.goto(`${dtsd.restUrl}/#/`);
+      await page.getByRole("heading", { name: "Sign in" }).waitFor();
+      await page.getByText("This dtsd requires a token.").waitFor();
+      await page.screenshot({ path: join(shots, "signin.png") });
+      await page.getByLabel("Token").fill(tokens.forged);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await page.getByRole("alert").getByText(/not valid here/).waitFor();
+      await page.getByLabel("Token").fill(tokens.worker);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await page.getByRole("alert").getByText(/worker role; this call needs Durable Task Data Reader/).waitFor();
+      await page.getByLabel("Token").fill(tokens.reader);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await page.getByRole("link", { name: "auth-ui-target" }).waitFor();
+      await page.screenshot({ path: join(shots, "signed-in-reader.png") });
+      // A reader's attempt to terminate is refused by dtsd, and the instance stays.
+      const before = await (await rest("GET", "orchestrations/auth-ui-target", tokens.reader)).json();
+      await page.goto(`${dtsd.restUrl}/#/orchestrations/auth-ui-target`);
+      page.once("dialog", (dialog) => dialog.accept("from a reader"));
+      await page.getByRole("button", { name: "Terminate" }).click();
+      await page.getByRole("alert").getByText(/reader role; this call needs Durable Task Data Contributor/).waitFor();
+      await page.screenshot({ path: join(shots, "reader-refused.png") });
+      const after = await (await rest("GET", "orchestrations/auth-ui-target", tokens.reader)).json();
+      assert.deepEqual(after, before);
+      // Reloaded, the tab still has its token; signed out, it is asked again.
+      await page.reload();
+      await page.getByRole("button", { name: "Sign out" }).click();
+      await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    } finally {
+      await browser.close();
+    }
   });
 });
 

@@ -83,10 +83,22 @@ let hub = "default";
 export const setHub = (name: string) => { hub = name; };
 export const currentHub = () => hub;
 
+// A dtsd run with --auth wants a token on every call: the one signed in with is
+// kept for this tab only (sessionStorage), never in the page's address.
+const TOKEN_KEY = "dtsd.token";
+export const signedInToken = () => sessionStorage.getItem(TOKEN_KEY) ?? "";
+export const setSignedInToken = (token: string) =>
+  token ? sessionStorage.setItem(TOKEN_KEY, token) : sessionStorage.removeItem(TOKEN_KEY);
+const authorization = (): Record<string, string> =>
+  signedInToken() ? { authorization: `Bearer ${signedInToken()}` } : {};
+let unauthenticated: (message: string) => void = () => {};
+/** What to do when a call is refused for want of a (valid) token: sign in again. */
+export const onUnauthenticated = (then: (message: string) => void) => { unauthenticated = then; };
+
 export async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
   const response = await fetch(`/api/v1/taskhubs/${path}`, {
     method,
-    headers: { "x-taskhub": hub, "content-type": "application/json" },
+    headers: { "x-taskhub": hub, "content-type": "application/json", ...authorization() },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await response.text();
@@ -95,14 +107,17 @@ export async function call<T>(method: string, path: string, body?: unknown): Pro
   if ((response.headers.get("content-type") ?? "").startsWith("application/json")) {
     try { parsed = JSON.parse(text); } catch { /* as text */ }
   }
-  if (!response.ok) throw new ApiError(response.status, parsed?.message ?? `${response.status} ${response.statusText}`);
+  const message = parsed?.message ?? `${response.status} ${response.statusText}`;
+  if (response.status === 401) unauthenticated(message);
+  if (!response.ok) throw new ApiError(response.status, message);
   return parsed as T;
 }
 
-export async function taskHubs(): Promise<string[]> {
-  const response = await fetch("/readyz");
+/** The hubs this tab may see, and whether dtsd wants a token. */
+export async function taskHubs(): Promise<{ hubs: string[]; auth: boolean }> {
+  const response = await fetch("/readyz", { headers: authorization() });
   const body = await response.json();
-  return body.taskHubs ?? [];
+  return { hubs: body.taskHubs ?? [], auth: !!body.auth };
 }
 
 export const enc = encodeURIComponent;

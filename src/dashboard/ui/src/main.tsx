@@ -7,6 +7,7 @@ import { useCallback, useEffect, useMemo, useState } from "preact/hooks";
 
 import {
   ApiError, call, currentHub, enc, Entity, Failure, HistoryEvent, Orchestration, Payloads, QueryResult, setHub,
+  onUnauthenticated, setSignedInToken, signedInToken,
   shortStatus, STATUSES, taskHubs, Worker,
 } from "./api";
 
@@ -849,21 +850,93 @@ function WorkersPage() {
 
 // ------------------------------------------------------------------ the frame
 
+// ------------------------------------------------------------------ sign-in (dtsd --auth)
+
+function SignIn({ reason, done }: { reason: string; done: (token: string) => Promise<string | null> }) {
+  const [token, setToken] = useState("");
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  return (
+    <div class="signin">
+      <h2>Sign in</h2>
+      <p>{reason}</p>
+      <form onSubmit={async (e) => {
+        e.preventDefault();
+        setBusy(true);
+        setError(await done(token.trim()));
+        setBusy(false);
+      }}>
+        <label>Token <input type="password" autoComplete="off" value={token} placeholder="dtsd1...."
+          onInput={(e) => setToken((e.target as HTMLInputElement).value)} /></label>
+        <button type="submit" disabled={busy || !token.trim()}>Sign in</button>
+      </form>
+      {error ? <div class="error" role="alert">{error}</div> : null}
+      <p class="hint">Create one with <code>dtsctl token create --role reader --task-hub NAME</code> (a reader sees
+        everything and changes nothing; a contributor may also start, raise, terminate and purge). It is kept for
+        this tab only.</p>
+    </div>
+  );
+}
+
 function App() {
   const route = useRoute();
   const [hubs, setHubs] = useState<string[]>([]);
   const [hub, setHubState] = useState(localStorage.getItem("dtsd.hub") ?? "default");
+  const [auth, setAuth] = useState(false);
+  // Why a token is wanted (null: none is, or the one given works).
+  const [signIn, setSignIn] = useState<string | null>(null);
+  // Until dtsd says whether it wants a token, no page asks it for anything.
+  const [known, setKnown] = useState(false);
   setHub(hub);
+  const loadHubs = async () => {
+    const { hubs: names, auth: wanted } = await taskHubs();
+    setAuth(wanted);
+    setHubs(names);
+    // A hub remembered from before that is gone (or not this token's): the first one instead.
+    if (names.length && !names.includes(hub)) {
+      localStorage.setItem("dtsd.hub", names[0]);
+      setHubState(names[0]);
+      setHub(names[0]);
+    }
+    return { names, wanted };
+  };
   useEffect(() => {
-    taskHubs().then((names) => {
-      setHubs(names);
-      // A hub remembered from before that is gone: the first one instead.
-      if (names.length && !names.includes(hub)) {
-        localStorage.setItem("dtsd.hub", names[0]);
-        setHubState(names[0]);
-      }
-    }, () => setHubs([]));
+    onUnauthenticated((message) => {
+      setSignedInToken("");
+      setSignIn(message);
+    });
+    loadHubs().then(({ wanted }) => {
+      if (wanted && !signedInToken()) setSignIn("This dtsd requires a token.");
+      setKnown(true);
+    }, () => {
+      setHubs([]);
+      setKnown(true);
+    });
   }, []);
+  if (!known) return <header><a class="brand" href="#/">dtsd</a></header>;
+  if (signIn !== null) {
+    return (
+      <>
+        <header><a class="brand" href="#/">dtsd</a></header>
+        <main><SignIn reason={signIn} done={async (token) => {
+          setSignedInToken(token);
+          const { names } = await loadHubs().catch(() => ({ names: [] as string[] }));
+          if (!names.length) {
+            setSignedInToken("");
+            return "That token is not valid here (forged, expired, revoked, or for no task hub of this dtsd).";
+          }
+          try {
+            await call("GET", "ping");
+          } catch (error) {
+            setSignedInToken("");
+            return error instanceof Error ? error.message : String(error);
+          }
+          setSignIn(null);
+          return null;
+        }} /></main>
+      </>
+    );
+  }
   const page = route.path.startsWith("/orchestrations/")
     ? <InstancePage key={route.path} id={decodeURIComponent(route.path.slice("/orchestrations/".length))} params={route.params} />
     : route.path === "/new" ? <NewPage />
@@ -888,6 +961,10 @@ function App() {
         }}>
           {(hubs.length ? hubs : [hub]).map((h) => <option value={h}>{h}</option>)}
         </select></label>
+        {auth ? <button class="signout" onClick={() => {
+          setSignedInToken("");
+          setSignIn("Signed out.");
+        }}>Sign out</button> : null}
       </header>
       <main>{page}</main>
     </>

@@ -1,0 +1,140 @@
+// Tokens on the native API and dtsctl (dtsd --auth), as a user runs them: what
+// each role may do, on its hubs only; refusals change nothing; revocation ends a
+// session that is already open.
+
+#include <doctest/doctest.h>
+
+#include <thread>
+
+#include "processes.hpp"
+#include "sdk/worker.hpp"
+
+using namespace dtsd;
+using namespace integration;
+using sdk::json;
+
+namespace {
+
+/// A new token from the data directory's registry (dtsctl token create --json).
+json make_token(const server_setup& setup, const std::string& role, const std::string& hub,
+                const std::string& expires = "1h") {
+  auto made = run_command(binary("DTSCTL_BIN"), {"--json", "token", "create", "--role", role, "--task-hub", hub,
+                                                 "--expires", expires, "--data-dir", setup.data_dir.string()});
+  REQUIRE_MESSAGE(made.exit_code == 0, made.out);
+  return json::parse(made.out);
+}
+
+std::unique_ptr<sdk::client> connect_as(const server_setup& setup, const std::string& token,
+                                        const std::string& hub = "default") {
+  auto made = sdk::client::connect(setup.address(), hub, token);
+  REQUIRE_MESSAGE(made, made.error().message);
+  return std::move(*made);
+}
+
+}  // namespace
+
+TEST_CASE("auth: the native API and dtsctl take a token; each role does what it may, on its hubs only") {
+  auto setup = fresh_server("auth");
+  const auto contributor = make_token(setup, "contributor", "default")["token"].get<std::string>();
+  const auto reader = make_token(setup, "reader", "default");
+  const auto worker_token = make_token(setup, "worker", "default")["token"].get<std::string>();
+  const auto other_hub = make_token(setup, "contributor", "other")["token"].get<std::string>();
+  const auto admin = make_token(setup, "contributor", "*")["token"].get<std::string>();
+  process dtsd(binary("DTSD_BIN"), setup.args({"--auth"}), true);
+
+  // No token, or a forged one: nothing at all, with a message that says why.
+  auto anonymous = sdk::client::connect(setup.address(), "default");
+  REQUIRE_FALSE(anonymous);
+  CHECK(anonymous.error().code == errc::unauthenticated);
+  CHECK(anonymous.error().message.find("requires a token") != std::string::npos);
+  auto forged_token = reader["token"].get<std::string>();
+  forged_token[forged_token.size() - 2] = forged_token[forged_token.size() - 2] == 'x' ? 'y' : 'x';
+  auto forged = sdk::client::connect(setup.address(), "default", forged_token);
+  REQUIRE_FALSE(forged);
+  CHECK(forged.error().code == errc::unauthenticated);
+
+  auto writer = connect_as(setup, contributor);
+  sdk::start_options options;
+  options.instance_id = "native-1";
+  REQUIRE(writer->start("Hello", json("world"), options));
+  auto before = writer->get("native-1");
+  REQUIRE(before);
+  REQUIRE(*before);
+
+  // A reader reads, and is refused every change, naming the role it needs.
+  auto looker = connect_as(setup, reader["token"].get<std::string>());
+  auto seen = looker->get("native-1");
+  REQUIRE(seen);
+  CHECK(*seen);
+  options.instance_id = "native-2";
+  auto refused_start = looker->start("Hello", json(), options);
+  REQUIRE_FALSE(refused_start);
+  CHECK(refused_start.error().code == errc::permission_denied);
+  CHECK(refused_start.error().message.find("Durable Task Data Contributor") != std::string::npos);
+  CHECK(looker->terminate("native-1", json("no")).error().code == errc::permission_denied);
+  CHECK(looker->raise_event("native-1", "go", json(1)).error().code == errc::permission_denied);
+  CHECK(looker->purge("native-1").error().code == errc::permission_denied);
+  auto after = writer->get("native-1");
+  REQUIRE(after);
+  REQUIRE(*after);
+  CHECK((*after)->status == (*before)->status);
+  CHECK((*after)->last_updated_at_ns == (*before)->last_updated_at_ns);
+  CHECK_FALSE(writer->get("native-2").value().has_value());
+
+  // A worker token works (the orchestration completes) and reads nothing.
+  auto as_worker = connect_as(setup, worker_token);
+  CHECK(as_worker->get("native-1").error().code == errc::permission_denied);
+  sdk::worker_options serving{setup.address(), "default", 4, 4};
+  serving.token = worker_token;
+  sdk::worker worker(serving);
+  worker.add_orchestrator("Hello", [](sdk::orchestration_context&, json input) -> sdk::task<json> {
+    co_return json("hello " + input.get<std::string>());
+  });
+  std::thread running([&] { worker.run(); });
+  auto done = writer->wait_for_completion("native-1", std::chrono::seconds(30));
+  worker.stop();
+  running.join();
+  REQUIRE_MESSAGE(done, done.error().message);
+  CHECK(done->status == core::runtime_status::completed);
+  CHECK(done->output.value_or("") == "\"hello world\"");
+
+  // Another hub's token sees no hub here; hubs are made by a token for every hub.
+  auto elsewhere = sdk::client::connect(setup.address(), "default", other_hub);
+  REQUIRE_FALSE(elsewhere);
+  CHECK(elsewhere.error().code == errc::unknown_task_hub);
+  auto manager = connect_as(setup, contributor, "");
+  CHECK(manager->create_task_hub("made", 2).error().code == errc::permission_denied);
+  auto root = connect_as(setup, admin, "");
+  CHECK(root->create_task_hub("made", 2));
+  CHECK(manager->task_hubs().value() == std::vector<std::string>{"default"});
+
+  // dtsctl: --token (or DTSD_TOKEN); without it, a clear refusal.
+  auto shown = run_command(binary("DTSCTL_BIN"), {"--address", setup.address(), "--token", reader["token"].get<std::string>(),
+                                                  "--json", "instance", "show", "native-1"});
+  CHECK_MESSAGE(shown.exit_code == 0, shown.out);
+  auto no_token = run_command("/bin/sh", {"-c", binary("DTSCTL_BIN") + " --address " + setup.address() +
+                                                    " instance show native-1 2>&1"});
+  CHECK(no_token.exit_code == 1);
+  CHECK(no_token.out.find("requires a token") != std::string::npos);
+  auto listed = run_command(binary("DTSCTL_BIN"), {"--json", "token", "list", "--data-dir", setup.data_dir.string()});
+  REQUIRE(listed.exit_code == 0);
+  CHECK(json::parse(listed.out).size() == 5);
+  CHECK(listed.out.find(contributor) == std::string::npos);  // Never the tokens themselves.
+
+  // Revoked: the session that is open already is refused within seconds.
+  auto revoked = run_command(binary("DTSCTL_BIN"), {"token", "revoke", reader["id"].get<std::string>(), "--data-dir", setup.data_dir.string()});
+  REQUIRE(revoked.exit_code == 0);
+  bool refused = false;
+  for (int i = 0; i < 50 && !refused; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto read = looker->get("native-1");
+    refused = !read && read.error().code == errc::unauthenticated;
+  }
+  CHECK(refused);
+  auto bad_revoke = run_command(binary("DTSCTL_BIN"), {"token", "revoke", "t-none", "--data-dir", setup.data_dir.string()});
+  CHECK(bad_revoke.exit_code == 1);
+  auto bad_role = run_command(binary("DTSCTL_BIN"), {"token", "create", "--role", "owner", "--task-hub", "default",
+                                                     "--data-dir", setup.data_dir.string()});
+  CHECK(bad_role.exit_code == 1);
+  std::filesystem::remove_all(setup.data_dir);
+}

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -27,6 +29,10 @@
 
 namespace dtsd::grpc_api {
 namespace {
+
+/// How often gRPC's TLS files are looked at again (a renewed certificate is used
+/// from then on; connections already made keep theirs).
+constexpr unsigned tls_refresh_seconds = 5;
 
 // ------------------------------------------------------------------ the service
 
@@ -850,10 +856,27 @@ class grpc_server_impl final : public grpc_server {
 
   ~grpc_server_impl() override { stop(); }
 
+  /// Plaintext, or TLS from the PEM files (mTLS when a client CA is given).
+  std::shared_ptr<grpc::ServerCredentials> credentials() const {
+    const auto& tls = options_.tls;
+    if (!tls.enabled()) return grpc::InsecureServerCredentials();
+    auto files = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        tls.key, tls.cert, tls.client_ca, tls_refresh_seconds);
+    grpc::experimental::TlsServerCredentialsOptions settings(files);
+    settings.watch_identity_key_cert_pairs();
+    if (!tls.client_ca.empty()) {
+      settings.watch_root_certs();
+      settings.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    } else {
+      settings.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    }
+    return grpc::experimental::TlsServerCredentials(settings);
+  }
+
   expected<void> run() {
     grpc::ServerBuilder builder;
     int port = 0;
-    builder.AddListeningPort(options_.address, grpc::InsecureServerCredentials(), &port);
+    builder.AddListeningPort(options_.address, credentials(), &port);
     builder.RegisterService(&service_);
     // Our own limits (1 MiB payloads by default) answer oversize input with a clear
     // INVALID_ARGUMENT; gRPC's 4 MiB default would cut in first for large histories.

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "auth/tls_files.hpp"
 #include "service/service.hpp"
 #include "core/error.hpp"
 
@@ -28,6 +29,9 @@ struct grpc_options {
   std::uint32_t default_concurrency = 100;
   /// Checks every call's token (--auth); null: every call is let through.
   const auth::authority* authority = nullptr;
+  /// TLS (the files checked already): served instead of plaintext; the files are
+  /// watched and read again when they change (a renewed certificate needs no restart).
+  auth::tls_files tls;
 };
 
 class grpc_server {

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "auth/authority.hpp"
+#include "auth/tls_files.hpp"
 #include "actors/scheduler.hpp"
 #include "cluster/etcd_client.hpp"
 #include "cluster/membership.hpp"
@@ -55,6 +56,7 @@ struct options {
   bool auth = false;
   std::string auth_dir;
   bool insecure_no_auth = false;
+  auth::tls_files tls;
 };
 
 /// Whether a listen address ("host:port") takes connections from this machine only.
@@ -108,6 +110,9 @@ int main(int argc, char** argv) {
   app.add_option("--node-lease-seconds", opts.node_lease_seconds, "TTL of the node's etcd lease: a dead node's partitions move after it")->check(CLI::Range(2, 60))->capture_default_str();
   app.add_flag("--auth", opts.auth, "Require a token on every gRPC, native and REST call (dtsctl token create); see README, Security")->envname("DTSD_AUTH");
   app.add_option("--auth-dir", opts.auth_dir, "Signing key and token registry (default: DATA-DIR/auth)")->envname("DTSD_AUTH_DIR");
+  app.add_option("--tls-cert", opts.tls.cert, "PEM certificate (chain): the gRPC endpoint serves TLS")->envname("DTSD_TLS_CERT");
+  app.add_option("--tls-key", opts.tls.key, "PEM private key of --tls-cert")->envname("DTSD_TLS_KEY");
+  app.add_option("--tls-client-ca", opts.tls.client_ca, "PEM CA: clients must present a certificate it signed (mTLS)")->envname("DTSD_TLS_CLIENT_CA");
   app.add_flag("--insecure-no-auth", opts.insecure_no_auth, "Serve an address other than loopback without tokens (anyone who reaches it may do anything)");
   CLI11_PARSE(app, argc, argv);
 
@@ -128,6 +133,7 @@ int main(int argc, char** argv) {
                    "read, change and purge every task hub's instances");
     }
   }
+  if (auto usable = auth::check(opts.tls); !usable) return fail(usable.error().message);
   std::unique_ptr<auth::authority> authority;
   if (opts.auth) {
     const auto dir = opts.auth_dir.empty() ? std::filesystem::path(opts.data_dir) / "auth" : std::filesystem::path(opts.auth_dir);
@@ -256,6 +262,7 @@ int main(int argc, char** argv) {
   grpc_options.partition_count = opts.partitions;
   grpc_options.default_concurrency = opts.grpc_default_concurrency;
   grpc_options.authority = authority.get();
+  grpc_options.tls = opts.tls;
   auto grpc = grpc_api::grpc_server::start(*scheduler, grpc_options);
   if (!grpc) return fail(grpc.error().message);
   std::unique_ptr<dashboard::http_server> http;

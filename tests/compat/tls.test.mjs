@@ -1,0 +1,126 @@
+// TLS on the gRPC endpoint (--tls-cert/--tls-key, --tls-client-ca): the official
+// JS SDK runs hello cities over https with a test CA; a client that trusts
+// another CA, a plaintext client, an expired certificate and (with mTLS) a client
+// without a certificate are each refused; files that do not fit stop dtsd at
+// start with a message naming them. The certificates are made here with openssl.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+
+import { credentials, Metadata, status as grpcStatus } from "@grpc/grpc-js";
+import { NoOpLogger, OrchestrationStatus, TaskHubGrpcClient, TaskHubGrpcWorker } from "@microsoft/durabletask-js";
+
+import { Empty, services } from "./raw.mjs";
+import { CITIES, Dtsd } from "./support.mjs";
+
+let dir;
+const file = (name) => join(dir, name);
+const openssl = (...args) => execFileSync("openssl", args, { stdio: ["ignore", "ignore", "pipe"] });
+
+function makeCa(name) {
+  openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", file(`${name}.key`), "-out", file(`${name}.pem`),
+          "-days", "2", "-subj", `/CN=${name}`);
+}
+/** A certificate signed by `ca`, for 127.0.0.1 and localhost; `days` 0: expired a second later. */
+function makeCert(name, ca, days = 1) {
+  openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", file(`${name}.key`), "-out", file(`${name}.csr`),
+          "-subj", `/CN=${name}`);
+  writeFileSync(file(`${name}.ext`), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  openssl("x509", "-req", "-in", file(`${name}.csr`), "-CA", file(`${ca}.pem`), "-CAkey", file(`${ca}.key`),
+          "-CAcreateserial", "-out", file(`${name}.pem`), "-days", String(days), "-extfile", file(`${name}.ext`));
+}
+
+const read = (name) => readFileSync(file(name));
+const trusting = (ca, client) => client
+  ? credentials.createSsl(read(`${ca}.pem`), read(`${client}.key`), read(`${client}.pem`))
+  : credentials.createSsl(read(`${ca}.pem`));
+
+/** Hello over `channel`: its status code (0: it went through), with a 3 s deadline. */
+function hello(address, channel) {
+  const stub = new services.TaskHubSidecarServiceClient(address, channel);
+  return new Promise((done) => stub.hello(new Empty(), new Metadata(), { deadline: Date.now() + 3000 }, (error) => {
+    stub.close();
+    done(error ? { code: error.code, details: error.details } : { code: 0 });
+  }));
+}
+
+async function withDtsd(args, run) {
+  const dtsd = await new Dtsd({ extraArgs: args }).start();
+  try {
+    await run(dtsd);
+  } finally {
+    await dtsd.cleanup();
+  }
+}
+
+describe("tls: the gRPC endpoint", () => {
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "dtsd-tls-"));
+    makeCa("ca");
+    makeCa("other-ca");
+    makeCert("server", "ca");
+    makeCert("client", "ca");
+    makeCert("expired", "ca", 0);
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test("the JS SDK runs hello cities over TLS; another CA, plaintext and an expired certificate are refused", async () => {
+    await withDtsd(["--tls-cert", file("server.pem"), "--tls-key", file("server.key")], async (dtsd) => {
+      const channel = trusting("ca");
+      const worker = new TaskHubGrpcWorker({ hostAddress: dtsd.address, credentials: channel, logger: new NoOpLogger(),
+                                             shutdownTimeoutMs: 2000 });
+      worker.addNamedActivity("SayHello", async (_ctx, city) => `Hello, ${city}!`);
+      worker.addNamedOrchestrator("HelloCities", async function* (ctx) {
+        const out = [];
+        for (const city of CITIES) out.push(yield ctx.callActivity("SayHello", city));
+        return out;
+      });
+      await worker.start();
+      const client = new TaskHubGrpcClient({ hostAddress: dtsd.address, credentials: channel, logger: new NoOpLogger() });
+      try {
+        const id = await client.scheduleNewOrchestration("HelloCities");
+        const state = await client.waitForOrchestrationCompletion(id, true, 30);
+        assert.equal(state.runtimeStatus, OrchestrationStatus.COMPLETED);
+        assert.deepEqual(JSON.parse(state.serializedOutput), CITIES.map((c) => `Hello, ${c}!`));
+      } finally {
+        await worker.stop();
+        await client.stop();
+      }
+      assert.equal((await hello(dtsd.address, trusting("ca"))).code, 0);
+      const wrongCa = await hello(dtsd.address, trusting("other-ca"));
+      assert.equal(wrongCa.code, grpcStatus.UNAVAILABLE);
+      const plain = await hello(dtsd.address, credentials.createInsecure());
+      assert.notEqual(plain.code, 0, "a plaintext client gets nothing from a TLS port");
+    });
+    await withDtsd(["--tls-cert", file("expired.pem"), "--tls-key", file("expired.key")], async (dtsd) => {
+      await new Promise((r) => setTimeout(r, 1100));  // Past its notAfter.
+      assert.equal((await hello(dtsd.address, trusting("ca"))).code, grpcStatus.UNAVAILABLE);
+    });
+  });
+
+  test("mTLS: a client certificate signed by --tls-client-ca is needed", async () => {
+    await withDtsd(["--tls-cert", file("server.pem"), "--tls-key", file("server.key"),
+                    "--tls-client-ca", file("ca.pem")], async (dtsd) => {
+      assert.equal((await hello(dtsd.address, trusting("ca", "client"))).code, 0);
+      assert.equal((await hello(dtsd.address, trusting("ca"))).code, grpcStatus.UNAVAILABLE);
+    });
+  });
+
+  test("files that do not fit stop dtsd at start, naming them", async () => {
+    const refusals = [
+      [["--tls-cert", file("server.pem")], /--tls-cert and --tls-key go together/],
+      [["--tls-cert", file("missing.pem"), "--tls-key", file("server.key")], /--tls-cert .*missing\.pem: cannot be read/],
+      [["--tls-cert", file("server.pem"), "--tls-key", file("client.key")], /--tls-key .*client\.key: is not the key of the certificate/],
+      [["--tls-cert", file("server.key"), "--tls-key", file("server.key")], /--tls-cert .*server\.key: no PEM certificate/],
+      [["--tls-client-ca", file("ca.pem")], /--tls-client-ca needs --tls-cert and --tls-key/],
+    ];
+    for (const [args, message] of refusals) {
+      const dtsd = new Dtsd({ extraArgs: args });
+      await assert.rejects(dtsd.start(), message);
+      await dtsd.cleanup();  // Its data directory.
+    }
+  });
+});

@@ -1,12 +1,16 @@
 #include "dashboard/http_server.hpp"
 
+#include "auth/tls_files.hpp"
+
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -21,6 +25,7 @@ namespace dtsd::dashboard {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 
 std::string http_request::header(const std::string& lower_case_name, std::string otherwise) const {
@@ -128,33 +133,69 @@ http_response json_error(unsigned status, const char* code, const std::string& m
   return {status, "application/json", fmt::format(R"({{"code":"{}","message":"{}"}})", code, text), {}};
 }
 
+/// What the server holds of a connection, plaintext or TLS.
+class connection {
+ public:
+  virtual ~connection() = default;
+  /// Closes the connection now (the server stops).
+  virtual void shut() = 0;
+};
+
 /// One connection: requests are read and answered one at a time (HTTP/1.1
 /// keep-alive; a pipelined request waits in the buffer for the answer before it).
-class session : public std::enable_shared_from_this<session> {
+/// `Stream`: beast::tcp_stream, or an ssl_stream over one (TLS, after its handshake).
+template <class Stream>
+class session final : public connection, public std::enable_shared_from_this<session<Stream>> {
  public:
-  session(std::shared_ptr<asio::io_context> context, tcp::socket socket, std::shared_ptr<shared_state> shared)
-      : context_(std::move(context)), stream_(std::move(socket)), deadline_(*context_), shared_(std::move(shared)),
-        options_(shared_->options) {
+  /// `tls`: the context of a TLS connection (held while it lives: a reload makes
+  /// new ones only); null for plaintext.
+  session(std::shared_ptr<asio::io_context> context, tcp::socket socket, std::shared_ptr<shared_state> shared,
+          std::shared_ptr<ssl::context> tls = nullptr)
+      : context_(std::move(context)), tls_(std::move(tls)), stream_(make_stream(std::move(socket), tls_.get())),
+        deadline_(*context_), shared_(std::move(shared)), options_(shared_->options) {
     ++shared_->open;
   }
-  ~session() { --shared_->open; }
+  ~session() override { --shared_->open; }
 
   void begin(bool refused) {
+    if constexpr (is_tls) {
+      // The handshake first, bounded like a read; a client that cannot make it
+      // (plaintext, a certificate it does not trust) is closed.
+      lowest().expires_after(options_.io_timeout);
+      stream_.async_handshake(ssl::stream_base::server, [self = this->shared_from_this(), refused](beast::error_code ec) {
+        if (ec) return self->close();
+        self->serve(refused);
+      });
+    } else {
+      serve(refused);
+    }
+  }
+
+  void shut() override { close(); }
+
+ private:
+  static constexpr bool is_tls = !std::is_same_v<Stream, beast::tcp_stream>;
+  static Stream make_stream(tcp::socket socket, ssl::context* tls) {
+    if constexpr (is_tls) {
+      return Stream(std::move(socket), *tls);
+    } else {
+      return Stream(std::move(socket));
+    }
+  }
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
+  void serve(bool refused) {
     if (!refused) return read();
     refuse(json_error(503, "UNAVAILABLE", "too many open connections to the dashboard; try again"));
   }
 
-  /// Closes the connection now (the server stops).
-  void shut() { close(); }
-
- private:
   void read() {
     parser_.emplace();
     parser_->body_limit(options_.body_bytes_max);
     parser_->header_limit(static_cast<std::uint32_t>(options_.header_bytes_max));
-    stream_.expires_after(options_.io_timeout);
+    lowest().expires_after(options_.io_timeout);
     http::async_read_header(stream_, buffer_, *parser_,
-                            [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+                            [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
   }
 
   /// A client that asked to hear "100 Continue" before it sends the body (curl does,
@@ -167,7 +208,7 @@ class session : public std::enable_shared_from_this<session> {
     continue_ = {};
     continue_.version(parser_->get().version());
     continue_.result(http::status::continue_);
-    http::async_write(stream_, continue_, [self = shared_from_this()](beast::error_code written, std::size_t) {
+    http::async_write(stream_, continue_, [self = this->shared_from_this()](beast::error_code written, std::size_t) {
       if (written) return self->close();
       self->read_body();
     });
@@ -175,7 +216,7 @@ class session : public std::enable_shared_from_this<session> {
 
   void read_body() {
     http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
   }
 
   /// Answers a request that was not read whole, then lingers.
@@ -205,15 +246,15 @@ class session : public std::enable_shared_from_this<session> {
     keep_alive_ = raw.keep_alive();
     version_ = raw.version();
     head_ = raw.method() == http::verb::head;
-    stream_.expires_never();  // The handler has its own deadline; the write gets its bound.
+    lowest().expires_never();  // The handler has its own deadline; the write gets its bound.
     const auto request = ++requests_;
     deadline_.expires_after(options_.handler_timeout);
-    deadline_.async_wait([self = shared_from_this(), request](beast::error_code waited) {
+    deadline_.async_wait([self = this->shared_from_this(), request](beast::error_code waited) {
       if (waited || self->answered_ == request) return;
       self->answer(request, json_error(503, "UNAVAILABLE", fmt::format("no answer within {} s; try again",
                                                                          self->options_.handler_timeout.count())));
     });
-    shared_->handler(to_request(raw), [self = shared_from_this(), request](http_response response) {
+    shared_->handler(to_request(raw), [self = this->shared_from_this(), request](http_response response) {
       if (self->shared_->stopped) return;
       auto executor = self->stream_.get_executor();
       asio::post(executor, [self, request, response = std::move(response)]() mutable {
@@ -246,13 +287,13 @@ class session : public std::enable_shared_from_this<session> {
       response_.body() = std::move(answer.body);
       response_.prepare_payload();
     }
-    stream_.expires_after(options_.io_timeout);
-    http::async_write(stream_, response_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+    lowest().expires_after(options_.io_timeout);
+    http::async_write(stream_, response_, [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
       if (ec) return self->close();
       if (self->refused_early_) {
         beast::error_code ignored;
-        self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-        self->stream_.expires_after(linger_time);  // Once: a trickling client cannot hold it.
+        self->lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
+        self->lowest().expires_after(linger_time);  // Once: a trickling client cannot hold it.
         return self->linger();
       }
       if (!self->keep_alive_) return self->close();
@@ -265,7 +306,7 @@ class session : public std::enable_shared_from_this<session> {
   /// until it closes, linger_time passes or linger_bytes_max came, so that it sees
   /// the answer instead of a reset.
   void linger() {
-    stream_.async_read_some(asio::buffer(scratch_), [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+    stream_.async_read_some(asio::buffer(scratch_), [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
       self->lingered_ += n;
       if (ec || self->lingered_ > linger_bytes_max) return self->close();
       self->linger();
@@ -275,14 +316,15 @@ class session : public std::enable_shared_from_this<session> {
   void close() {
     beast::error_code ignored;
     deadline_.cancel();
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.close();
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    lowest().close();
   }
 
   /// First: outlives the socket and the timer (a session can outlive the server,
   /// held by an answer still on its way from the service).
   std::shared_ptr<asio::io_context> context_;
-  beast::tcp_stream stream_;
+  std::shared_ptr<ssl::context> tls_;
+  Stream stream_;
   asio::steady_timer deadline_;
   std::shared_ptr<shared_state> shared_;
   const http_options& options_;  ///< In shared_.
@@ -304,6 +346,32 @@ class server_impl final : public http_server {
  public:
   server_impl(http_options options, http_handler handler)
       : shared_(std::make_shared<shared_state>(std::move(options), std::move(handler))), options_(shared_->options) {}
+
+  /// The TLS context from the options' files (checked at start already).
+  expected<void> load_tls() {
+    if (!options_.tls.enabled()) return {};
+    try {
+      auto made = std::make_shared<ssl::context>(ssl::context::tls_server);
+      made->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                        ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+      made->use_certificate_chain_file(options_.tls.cert);
+      made->use_private_key_file(options_.tls.key, ssl::context::pem);
+      if (!options_.tls.client_ca.empty()) {
+        made->load_verify_file(options_.tls.client_ca);
+        made->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+      }
+      std::lock_guard lock(tls_mutex_);
+      tls_ = std::move(made);
+    } catch (const boost::system::system_error& failure) {
+      return error{errc::invalid_argument, fmt::format("the dashboard's TLS files: {}", failure.what())};
+    }
+    return {};
+  }
+
+  expected<void> reload_tls() override {
+    if (auto usable = auth::check(options_.tls); !usable) return usable.error();
+    return load_tls();
+  }
 
   ~server_impl() override { stop(); }
 
@@ -390,10 +458,22 @@ class server_impl final : public http_server {
         beast::error_code ignored;
         socket.close(ignored);  // Too many even to refuse politely.
       } else {
-        auto made = std::make_shared<session>(context_, std::move(socket), shared_);
         std::erase_if(sessions_, [](const auto& weak) { return weak.expired(); });
-        sessions_.push_back(made);
-        made->begin(open >= options_.connections_max);
+        std::shared_ptr<ssl::context> tls;
+        {
+          std::lock_guard lock(tls_mutex_);
+          tls = tls_;
+        }
+        if (tls) {
+          auto made = std::make_shared<session<beast::ssl_stream<beast::tcp_stream>>>(context_, std::move(socket),
+                                                                                      shared_, std::move(tls));
+          sessions_.push_back(made);
+          made->begin(open >= options_.connections_max);
+        } else {
+          auto made = std::make_shared<session<beast::tcp_stream>>(context_, std::move(socket), shared_);
+          sessions_.push_back(made);
+          made->begin(open >= options_.connections_max);
+        }
       }
       accept(acceptor);
     });
@@ -404,7 +484,9 @@ class server_impl final : public http_server {
   std::shared_ptr<asio::io_context> context_ = std::make_shared<asio::io_context>(1);
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
   asio::steady_timer retry_{*context_};
-  std::vector<std::weak_ptr<session>> sessions_;  ///< Only on the io thread.
+  std::vector<std::weak_ptr<connection>> sessions_;  ///< Only on the io thread.
+  std::mutex tls_mutex_;
+  std::shared_ptr<ssl::context> tls_;  ///< What new connections use (null: plaintext).
   std::uint16_t port_ = 0;
   std::atomic<bool> ran_out_{false};
   std::thread thread_;
@@ -414,6 +496,7 @@ class server_impl final : public http_server {
 
 expected<std::unique_ptr<http_server>> http_server::start(http_options options, http_handler handler) {
   auto server = std::make_unique<server_impl>(std::move(options), std::move(handler));
+  if (auto loaded = server->load_tls(); !loaded) return loaded.error();
   if (auto bound = server->bind(); !bound) return bound.error();
   return std::unique_ptr<http_server>(std::move(server));
 }

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "auth/tls_files.hpp"
 #include "core/error.hpp"
 
 namespace dtsd::dashboard {
@@ -52,6 +53,8 @@ struct http_options {
   std::chrono::seconds io_timeout{30};
   /// The longest the handler may take to answer: then 503, and its answer is dropped.
   std::chrono::seconds handler_timeout{60};
+  /// TLS (the files checked already): served instead of plaintext.
+  auth::tls_files tls;
 };
 
 class http_server {
@@ -62,6 +65,9 @@ class http_server {
   virtual std::uint16_t port() const = 0;
   /// Stops accepting and closes every connection; answers given later go nowhere.
   virtual void stop() = 0;
+  /// Reads the TLS files again (SIGHUP): new connections use them; a file that
+  /// does not fit is an error and the old ones stay.
+  virtual expected<void> reload_tls() = 0;
 };
 
 /// Splits "host:port" ("[::1]:80" too); an error names what is wrong.

@@ -110,7 +110,7 @@ int main(int argc, char** argv) {
   app.add_option("--node-lease-seconds", opts.node_lease_seconds, "TTL of the node's etcd lease: a dead node's partitions move after it")->check(CLI::Range(2, 60))->capture_default_str();
   app.add_flag("--auth", opts.auth, "Require a token on every gRPC, native and REST call (dtsctl token create); see README, Security")->envname("DTSD_AUTH");
   app.add_option("--auth-dir", opts.auth_dir, "Signing key and token registry (default: DATA-DIR/auth)")->envname("DTSD_AUTH_DIR");
-  app.add_option("--tls-cert", opts.tls.cert, "PEM certificate (chain): the gRPC endpoint serves TLS")->envname("DTSD_TLS_CERT");
+  app.add_option("--tls-cert", opts.tls.cert, "PEM certificate (chain): the gRPC endpoint and the dashboard serve TLS")->envname("DTSD_TLS_CERT");
   app.add_option("--tls-key", opts.tls.key, "PEM private key of --tls-cert")->envname("DTSD_TLS_KEY");
   app.add_option("--tls-client-ca", opts.tls.client_ca, "PEM CA: clients must present a certificate it signed (mTLS)")->envname("DTSD_TLS_CLIENT_CA");
   app.add_flag("--insecure-no-auth", opts.insecure_no_auth, "Serve an address other than loopback without tokens (anyone who reaches it may do anything)");
@@ -156,6 +156,7 @@ int main(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);  // Not a stop: the dashboard's TLS files are read again.
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   actors::scheduler_config config;
@@ -274,6 +275,7 @@ int main(int argc, char** argv) {
     http_options.address = opts.dashboard_listen;
     // A request carries at most one payload at its limit, with room for the rest.
     http_options.body_bytes_max = opts.payload_limit_bytes + (1u << 20);
+    http_options.tls = opts.tls;
     auto started = dashboard::http_server::start(http_options, rest.handler());
     if (!started) return fail(started.error().message);
     http = std::move(*started);
@@ -296,7 +298,18 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  for (;;) {
+    sigwait(&stop_signals, &signal_number);
+    if (signal_number != SIGHUP) break;
+    // gRPC watches its files by itself; the dashboard reads them now.
+    if (http && opts.tls.enabled()) {
+      if (auto reloaded = http->reload_tls(); !reloaded) {
+        spdlog::error("SIGHUP: the TLS files were not reloaded: {}", reloaded.error().message);
+      } else {
+        spdlog::info("SIGHUP: the dashboard's TLS files were read again");
+      }
+    }
+  }
   spdlog::info("signal {}: draining", signal_number);
   if (http) http->stop();
   rest.close();  // No list scan calls the service after this.

@@ -1,10 +1,12 @@
-// TLS on the gRPC endpoint (--tls-cert/--tls-key, --tls-client-ca): the official
+// TLS on the gRPC endpoint and the dashboard (--tls-cert/--tls-key, --tls-client-ca): the official
 // JS SDK runs hello cities over https with a test CA; a client that trusts
 // another CA, a plaintext client, an expired certificate and (with mTLS) a client
 // without a certificate are each refused; files that do not fit stop dtsd at
 // start with a message naming them. The certificates are made here with openssl.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { copyFileSync } from "node:fs";
+import { request as httpsRequest } from "node:https";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -47,6 +49,23 @@ function hello(address, channel) {
   }));
 }
 
+/** GET over https from the dashboard: { status } or { error } (a refused handshake). */
+function dashboardGet(dtsd, path, { ca, client } = {}) {
+  return new Promise((done) => {
+    const request = httpsRequest({
+      host: "127.0.0.1", port: dtsd.dashboardPort, path, method: "GET", timeout: 3000,
+      ...(ca ? { ca: read(`${ca}.pem`) } : {}),
+      ...(client ? { key: read(`${client}.key`), cert: read(`${client}.pem`) } : {}),
+    }, (response) => {
+      response.resume();
+      response.on("end", () => done({ status: response.statusCode }));
+    });
+    request.on("timeout", () => request.destroy(new Error("timed out")));
+    request.on("error", (error) => done({ error: error.message }));
+    request.end();
+  });
+}
+
 async function withDtsd(args, run) {
   const dtsd = await new Dtsd({ extraArgs: args }).start();
   try {
@@ -56,7 +75,7 @@ async function withDtsd(args, run) {
   }
 }
 
-describe("tls: the gRPC endpoint", () => {
+describe("tls: the gRPC endpoint and the dashboard", () => {
   before(() => {
     dir = mkdtempSync(join(tmpdir(), "dtsd-tls-"));
     makeCa("ca");
@@ -94,10 +113,46 @@ describe("tls: the gRPC endpoint", () => {
       assert.equal(wrongCa.code, grpcStatus.UNAVAILABLE);
       const plain = await hello(dtsd.address, credentials.createInsecure());
       assert.notEqual(plain.code, 0, "a plaintext client gets nothing from a TLS port");
+      // The dashboard: the same certificate.
+      assert.equal((await dashboardGet(dtsd, "/healthz", { ca: "ca" })).status, 200);
+      assert.match((await dashboardGet(dtsd, "/healthz", { ca: "other-ca" })).error ?? "", /certificate/);
+      const plainHttp = await fetch(`http://127.0.0.1:${dtsd.dashboardPort}/healthz`).then((r) => r.status, (e) => e.message);
+      assert.notEqual(plainHttp, 200, "plain HTTP gets nothing from the TLS dashboard");
     });
     await withDtsd(["--tls-cert", file("expired.pem"), "--tls-key", file("expired.key")], async (dtsd) => {
       await new Promise((r) => setTimeout(r, 1100));  // Past its notAfter.
       assert.equal((await hello(dtsd.address, trusting("ca"))).code, grpcStatus.UNAVAILABLE);
+      assert.match((await dashboardGet(dtsd, "/healthz", { ca: "ca" })).error ?? "", /expired/);
+    });
+  });
+
+  test("SIGHUP: the dashboard takes a renewed certificate; gRPC's is read again within seconds", async () => {
+    copyFileSync(file("server.pem"), file("live.pem"));
+    copyFileSync(file("server.key"), file("live.key"));
+    makeCert("renewed", "other-ca");
+    await withDtsd(["--tls-cert", file("live.pem"), "--tls-key", file("live.key")], async (dtsd) => {
+      assert.equal((await dashboardGet(dtsd, "/healthz", { ca: "ca" })).status, 200);
+      copyFileSync(file("renewed.key"), file("live.key"));
+      copyFileSync(file("renewed.pem"), file("live.pem"));
+      dtsd.child.kill("SIGHUP");
+      let renewed = false;
+      for (let i = 0; i < 50 && !renewed; ++i) {
+        await new Promise((r) => setTimeout(r, 100));
+        renewed = (await dashboardGet(dtsd, "/healthz", { ca: "other-ca" })).status === 200;
+      }
+      assert.ok(renewed, "the dashboard serves the renewed certificate");
+      let grpcRenewed = false;
+      for (let i = 0; i < 40 && !grpcRenewed; ++i) {
+        await new Promise((r) => setTimeout(r, 250));
+        grpcRenewed = (await hello(dtsd.address, trusting("other-ca"))).code === 0;
+      }
+      assert.ok(grpcRenewed, "gRPC serves the renewed certificate");
+      // A file that does not fit is refused and the served certificate stays.
+      writeFileSync(file("live.pem"), "not a certificate\n");
+      dtsd.child.kill("SIGHUP");
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal((await dashboardGet(dtsd, "/healthz", { ca: "other-ca" })).status, 200);
+      assert.equal(dtsd.child.exitCode, null, "dtsd is still running");
     });
   });
 
@@ -106,6 +161,8 @@ describe("tls: the gRPC endpoint", () => {
                     "--tls-client-ca", file("ca.pem")], async (dtsd) => {
       assert.equal((await hello(dtsd.address, trusting("ca", "client"))).code, 0);
       assert.equal((await hello(dtsd.address, trusting("ca"))).code, grpcStatus.UNAVAILABLE);
+      assert.equal((await dashboardGet(dtsd, "/healthz", { ca: "ca", client: "client" })).status, 200);
+      assert.ok((await dashboardGet(dtsd, "/healthz", { ca: "ca" })).error, "no client certificate, no answer");
     });
   });
 

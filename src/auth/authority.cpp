@@ -133,6 +133,9 @@ expected<std::unique_ptr<authority>> authority::open(const std::filesystem::path
   auto tokens = files.list();
   if (!tokens) return tokens.error();
   made->reload();
+  const int fd = ::open(made->audit_file().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) return error{errc::io, "cannot open " + made->audit_file().string() + ": " + std::strerror(errno)};
+  made->audit_ = ::fdopen(fd, "a");
   made->watcher_ = std::thread([a = made.get()] { a->watch(); });
   return made;
 }
@@ -140,6 +143,21 @@ expected<std::unique_ptr<authority>> authority::open(const std::filesystem::path
 authority::~authority() {
   stopping_ = true;
   if (watcher_.joinable()) watcher_.join();
+  if (audit_) std::fclose(audit_);
+}
+
+void authority::audit(std::string_view api, std::string_view operation, std::string_view hub,
+                      std::string_view instance, const grant* who, const error* refused) const {
+  json line = {{"time", unix_now_s()}, {"api", api}, {"operation", operation}, {"taskHub", hub},
+               {"token", who ? json(who->id) : json(nullptr)}, {"result", refused ? "refused" : "done"}};
+  if (!instance.empty()) line["instanceId"] = instance;
+  if (who) line["role"] = role_name(who->role);
+  if (refused) line["reason"] = refused->message;
+  const auto text = line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  std::lock_guard lock(audit_mutex_);
+  if (!audit_) return;
+  std::fwrite(text.data(), 1, text.size(), audit_);
+  std::fflush(audit_);  // Each line reaches the file at once (not fsynced: an audit trail, not a ledger).
 }
 
 void authority::reload() {

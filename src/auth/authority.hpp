@@ -5,6 +5,7 @@
 /// token` edits the registry; a running dtsd notices a change within a second.
 
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -69,6 +70,14 @@ class authority {
   /// How many tokens the registry had when last read (for the start-up message).
   std::size_t known_tokens() const;
 
+  /// The audit log (`audit.log` in the auth directory, JSON Lines): every change
+  /// made (start, raise, terminate, purge, hub management...) with the token that
+  /// made it, and every call refused, with why. `who` is null when the call had no
+  /// valid token; `refused` is null when it was let through. Reads are not logged.
+  void audit(std::string_view api, std::string_view operation, std::string_view hub, std::string_view instance,
+             const grant* who, const error* refused) const;
+  std::filesystem::path audit_file() const { return registry_.dir() / "audit.log"; }
+
  private:
   authority(signing_key key, std::filesystem::path dir) : key_(key), registry_(std::move(dir)) {}
   void reload();
@@ -81,6 +90,8 @@ class authority {
   std::size_t known_ = 0;
   std::filesystem::file_time_type seen_{};
   std::atomic<bool> stopping_{false};
+  mutable std::mutex audit_mutex_;
+  std::FILE* audit_ = nullptr;
   std::thread watcher_;
 };
 

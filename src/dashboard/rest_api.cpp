@@ -763,11 +763,21 @@ class rest_api {
   }
 
   /// The refusal of a call that its token does not allow; nothing without --auth.
+  /// The audit log gets every refusal, and every change let through.
   std::optional<error> denied(const http_request& request, auth::action what, const std::string& hub) const {
     if (!options_.authority) return std::nullopt;
-    auto who = options_.authority->check(request.header("authorization"), what, hub);
-    if (who) return std::nullopt;
-    return who.error();
+    const auto operation = request.method + " " + request.path;
+    auto who = options_.authority->authenticate(request.header("authorization"));
+    if (!who) {
+      options_.authority->audit("rest", operation, hub, {}, nullptr, &who.error());
+      return who.error();
+    }
+    if (auto allowed = auth::authority::authorize(*who, what, hub); !allowed) {
+      options_.authority->audit("rest", operation, hub, {}, &*who, &allowed.error());
+      return allowed.error();
+    }
+    if (what == auth::action::write) options_.authority->audit("rest", operation, hub, {}, &*who, nullptr);
+    return std::nullopt;
   }
 
   /// Prometheus text: every hub's statistics, gathered, then written family by family.

@@ -59,7 +59,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* StartInstance(CallbackServerContext* context, const CreateInstanceRequest* request,
                                     CreateInstanceResponse* response) override {
-    if (auto* refused = refuse(context, auth::action::write)) return refused;
+    if (auto* refused = refuse(context, auth::action::write, "StartInstance", request->instance_id())) return refused;
     auto* call = new unary_call();
     if (refused_times(*request, call->shared())) return call;
     auto start = read_start(*request);
@@ -76,7 +76,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* GetInstance(CallbackServerContext* context, const GetInstanceRequest* request,
                                   GetInstanceResponse* response) override {
-    if (auto* refused = refuse(context, auth::action::read)) return refused;
+    if (auto* refused = refuse(context, auth::action::read, "GetInstance", request->instance_id())) return refused;
     auto* call = new unary_call();
     const bool payloads = request->get_inputs_and_outputs();
     scheduler_.get(task_hub_of(context), request->instance_id(), false,
@@ -90,19 +90,19 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* WaitForInstanceStart(CallbackServerContext* context, const GetInstanceRequest* request,
                                            GetInstanceResponse* response) override {
-    if (auto* refused = refuse(context, auth::action::read)) return refused;
+    if (auto* refused = refuse(context, auth::action::read, "WaitForInstanceStart")) return refused;
     return wait(context, *request, response, false);
   }
 
   ServerUnaryReactor* WaitForInstanceCompletion(CallbackServerContext* context, const GetInstanceRequest* request,
                                                 GetInstanceResponse* response) override {
-    if (auto* refused = refuse(context, auth::action::read)) return refused;
+    if (auto* refused = refuse(context, auth::action::read, "WaitForInstanceCompletion")) return refused;
     return wait(context, *request, response, true);
   }
 
   ServerUnaryReactor* RewindInstance(CallbackServerContext* context, const RewindInstanceRequest* request,
                                      RewindInstanceResponse*) override {
-    if (auto* refused = refuse(context, auth::action::write)) return refused;
+    if (auto* refused = refuse(context, auth::action::write, "RewindInstance", request->instance_id())) return refused;
     auto* call = new unary_call();
     scheduler_.rewind(task_hub_of(context), request->instance_id(),
                       read_payload(request->reason(), request->has_reason()), answer_empty(call->shared()));
@@ -111,7 +111,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* RestartInstance(CallbackServerContext* context, const RestartInstanceRequest* request,
                                       RestartInstanceResponse* response) override {
-    if (auto* refused = refuse(context, auth::action::write)) return refused;
+    if (auto* refused = refuse(context, auth::action::write, "RestartInstance", request->instance_id())) return refused;
     auto* call = new unary_call();
     auto handle = call->shared();
     scheduler_.restart(task_hub_of(context), request->instance_id(), request->restart_with_new_instance_id(),
@@ -123,7 +123,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* RaiseEvent(CallbackServerContext* context, const RaiseEventRequest* request,
                                  RaiseEventResponse*) override {
-    if (auto* refused = refuse(context, auth::action::write)) return refused;
+    if (auto* refused = refuse(context, auth::action::write, "RaiseEvent", request->instance_id())) return refused;
     auto* call = new unary_call();
     scheduler_.raise_event(task_hub_of(context), request->instance_id(), request->name(),
                            read_payload(request->input(), request->has_input()), answer_empty(call->shared()));
@@ -132,7 +132,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* TerminateInstance(CallbackServerContext* context, const TerminateRequest* request,
                                         TerminateResponse*) override {
-    if (auto* refused = refuse(context, auth::action::write)) return refused;
+    if (auto* refused = refuse(context, auth::action::write, "TerminateInstance", request->instance_id())) return refused;
     auto* call = new unary_call();
     scheduler_.terminate(task_hub_of(context), request->instance_id(),
                          core::terminate_request{read_payload(request->output(), request->has_output()), request->recursive()},
@@ -142,7 +142,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* SuspendInstance(CallbackServerContext* context, const SuspendRequest* request,
                                       SuspendResponse*) override {
-    if (auto* refused = refuse(context, auth::action::write)) return refused;
+    if (auto* refused = refuse(context, auth::action::write, "SuspendInstance", request->instance_id())) return refused;
     auto* call = new unary_call();
     scheduler_.suspend(task_hub_of(context), request->instance_id(), read_payload(request->reason(), request->has_reason()),
                        answer_empty(call->shared()));
@@ -151,7 +151,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* ResumeInstance(CallbackServerContext* context, const ResumeRequest* request,
                                      ResumeResponse*) override {
-    if (auto* refused = refuse(context, auth::action::write)) return refused;
+    if (auto* refused = refuse(context, auth::action::write, "ResumeInstance", request->instance_id())) return refused;
     auto* call = new unary_call();
     scheduler_.resume(task_hub_of(context), request->instance_id(), read_payload(request->reason(), request->has_reason()),
                       answer_empty(call->shared()));
@@ -160,7 +160,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* QueryInstances(CallbackServerContext* context, const QueryInstancesRequest* request,
                                      QueryInstancesResponse* response) override {
-    if (auto* refused = refuse(context, auth::action::read)) return refused;
+    if (auto* refused = refuse(context, auth::action::read, "QueryInstances")) return refused;
     auto* call = new unary_call();
     if (refused_times(*request, call->shared())) return call;
     const auto& q = request->query();
@@ -206,7 +206,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* ListInstanceIds(CallbackServerContext* context, const ListInstanceIdsRequest* request,
                                       ListInstanceIdsResponse* response) override {
-    if (auto* refused = refuse(context, auth::action::read)) return refused;
+    if (auto* refused = refuse(context, auth::action::read, "ListInstanceIds")) return refused;
     auto* call = new unary_call();
     if (refused_times(*request, call->shared())) return call;
     core::instance_query query;
@@ -244,7 +244,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* PurgeInstances(CallbackServerContext* context, const PurgeInstancesRequest* request,
                                      PurgeInstancesResponse* response) override {
-    if (auto* refused = refuse(context, auth::action::write)) return refused;
+    if (auto* refused = refuse(context, auth::action::write, "PurgeInstances", request->instance_id())) return refused;
     auto* call = new unary_call();
     if (refused_times(*request, call->shared())) return call;
     auto handle = call->shared();
@@ -444,7 +444,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* SignalEntity(CallbackServerContext* context, const SignalEntityRequest* request,
                                    SignalEntityResponse*) override {
-    if (auto* refused = refuse(context, auth::action::write)) return refused;
+    if (auto* refused = refuse(context, auth::action::write, "SignalEntity", request->instance_id())) return refused;
     auto* call = new unary_call();
     if (refused_times(*request, call->shared())) return call;
     service::entity_signal signal{request->instance_id(), request->name(),
@@ -457,7 +457,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* GetEntity(CallbackServerContext* context, const GetEntityRequest* request,
                                 GetEntityResponse* response) override {
-    if (auto* refused = refuse(context, auth::action::read)) return refused;
+    if (auto* refused = refuse(context, auth::action::read, "GetEntity", request->instance_id())) return refused;
     auto* call = new unary_call();
     const bool with_state = request->include_state();
     if (!core::is_entity_id(request->instance_id())) {
@@ -478,7 +478,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* QueryEntities(CallbackServerContext* context, const QueryEntitiesRequest* request,
                                     QueryEntitiesResponse* response) override {
-    if (auto* refused = refuse(context, auth::action::read)) return refused;
+    if (auto* refused = refuse(context, auth::action::read, "QueryEntities")) return refused;
     auto* call = new unary_call();
     if (refused_times(*request, call->shared())) return call;
     const auto& q = request->query();
@@ -513,7 +513,10 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   grpc::ServerWriteReactor<HistoryChunk>* StreamInstanceHistory(CallbackServerContext* context,
                                                                 const StreamInstanceHistoryRequest* request) override {
-    if (auto* refused = refuse_stream<HistoryChunk>(context, {auth::action::work, auth::action::read})) return refused;
+    if (auto* refused =
+            refuse_stream<HistoryChunk>(context, {auth::action::work, auth::action::read}, "StreamInstanceHistory")) {
+      return refused;
+    }
     auto* stream = new history_stream();
     const auto id = request->instance_id();
     // A worker streaming the history of its work item names the execution: an
@@ -536,7 +539,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* CreateTaskHub(CallbackServerContext* context, const CreateTaskHubRequest* request,
                                     CreateTaskHubResponse*) override {
-    if (auto* refused = refuse(context, auth::action::manage_hubs)) return refused;
+    if (auto* refused = refuse(context, auth::action::manage_hubs, "CreateTaskHub")) return refused;
     auto* reactor = context->DefaultReactor();
     const auto hub = task_hub_of(context);
     auto hubs = scheduler_.task_hubs();
@@ -558,7 +561,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* DeleteTaskHub(CallbackServerContext* context, const DeleteTaskHubRequest*,
                                     DeleteTaskHubResponse*) override {
-    if (auto* refused = refuse(context, auth::action::manage_hubs)) return refused;
+    if (auto* refused = refuse(context, auth::action::manage_hubs, "DeleteTaskHub")) return refused;
     auto* reactor = context->DefaultReactor();
     auto hub = named_task_hub(context);
     if (!hub) {
@@ -594,24 +597,35 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
   // what the call does, on the hub its `taskhub` header names. Without an
   // authority every call is let through.
 
-  /// The credential's error when it may do none of `what` on the call's hub.
-  std::optional<error> denied(const CallbackServerContext* context, std::initializer_list<auth::action> what) const {
+  /// The credential's error when it may do none of `what` on the call's hub. The
+  /// audit log gets every refusal, and every change let through.
+  std::optional<error> denied(const CallbackServerContext* context, std::initializer_list<auth::action> what,
+                              std::string_view operation, std::string_view instance = {}) const {
     if (!options_.authority) return std::nullopt;
-    const auto credential = bearer_of(context);
-    auto who = options_.authority->authenticate(credential);
-    if (!who) return who.error();
     const auto hub = task_hub_of(context);
+    auto who = options_.authority->authenticate(bearer_of(context));
+    if (!who) {
+      options_.authority->audit("grpc", operation, hub, instance, nullptr, &who.error());
+      return who.error();
+    }
     std::optional<error> first;
     for (auto action : what) {
       auto allowed = auth::authority::authorize(*who, action, hub);
-      if (allowed) return std::nullopt;
+      if (allowed) {
+        if (action == auth::action::write || action == auth::action::manage_hubs) {
+          options_.authority->audit("grpc", operation, hub, instance, &*who, nullptr);
+        }
+        return std::nullopt;
+      }
       if (!first) first = allowed.error();
     }
+    options_.authority->audit("grpc", operation, hub, instance, &*who, &*first);
     return first;
   }
   /// A finished reactor when the call is refused; null when it may go on.
-  ServerUnaryReactor* refuse(CallbackServerContext* context, auth::action what) {
-    auto failure = denied(context, {what});
+  ServerUnaryReactor* refuse(CallbackServerContext* context, auth::action what, std::string_view operation,
+                             std::string_view instance = {}) {
+    auto failure = denied(context, {what}, operation, instance);
     if (!failure) return nullptr;
     auto* reactor = context->DefaultReactor();
     reactor->Finish(to_status(*failure));
@@ -622,14 +636,15 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     if (!options_.authority) return nullptr;
     auto who = options_.authority->authenticate(bearer_of(context));
     if (who) return nullptr;
+    options_.authority->audit("grpc", "Hello", task_hub_of(context), {}, nullptr, &who.error());
     auto* reactor = context->DefaultReactor();
     reactor->Finish(to_status(who.error()));
     return reactor;
   }
   template <class Item>
   grpc::ServerWriteReactor<Item>* refuse_stream(CallbackServerContext* context,
-                                                std::initializer_list<auth::action> what) {
-    auto failure = denied(context, what);
+                                                std::initializer_list<auth::action> what, std::string_view operation) {
+    auto failure = denied(context, what, operation);
     if (!failure) return nullptr;
     return new refused_stream<Item>(to_status(*failure));
   }
@@ -740,10 +755,18 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     }
     if (options_.authority) {
       auto who = options_.authority->authenticate(bearer_of(context));
-      if (!who) return who.error();
+      if (!who) {
+        options_.authority->audit("grpc", fmt::format("complete or abandon ({})", describe(kind)),
+                                  task_hub_of(context), {}, nullptr, &who.error());
+        return who.error();
+      }
       // The stream's hub; without a stream, the call's (the token is stale: said below).
       const auto hub = sink ? sink->hub() : task_hub_of(context);
-      if (auto allowed = auth::authority::authorize(*who, auth::action::work, hub); !allowed) return allowed.error();
+      if (auto allowed = auth::authority::authorize(*who, auth::action::work, hub); !allowed) {
+        options_.authority->audit("grpc", fmt::format("complete or abandon ({})", describe(kind)), hub, {}, &*who,
+                                  &allowed.error());
+        return allowed.error();
+      }
     }
     std::optional<outstanding> item;
     if (sink) item = sink->take(token);
@@ -773,7 +796,7 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
 grpc::ServerWriteReactor<WorkItem>* grpc_service::GetWorkItems(CallbackServerContext* context,
                                                                const GetWorkItemsRequest* request) {
-  if (auto* refused = refuse_stream<WorkItem>(context, {auth::action::work})) return refused;
+  if (auto* refused = refuse_stream<WorkItem>(context, {auth::action::work}, "GetWorkItems")) return refused;
   const auto id = next_stream_++;
   const auto& capabilities = request->capabilities();
   const bool history_streaming =
@@ -818,7 +841,7 @@ grpc::ServerWriteReactor<WorkItem>* grpc_service::GetWorkItems(CallbackServerCon
 grpc::ServerUnaryReactor* grpc_service::CleanEntityStorage(CallbackServerContext* context,
                                                           const CleanEntityStorageRequest* request,
                                                           CleanEntityStorageResponse* response) {
-  if (auto* refused = refuse(context, auth::action::write)) return refused;
+  if (auto* refused = refuse(context, auth::action::write, "CleanEntityStorage")) return refused;
   auto* call = new unary_call();
   service::entity_clean_request clean;
   clean.remove_empty = request->remove_empty_entities();

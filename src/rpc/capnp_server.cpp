@@ -471,7 +471,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> startInstance(StartInstanceContext context) override {
-    require(auth::action::write, text(context.getParams().getTaskHub()));
+    require(auth::action::write, text(context.getParams().getTaskHub()), "startInstance");
     auto params = context.getParams();
     auto request = wire::read(params.getRequest());
     if (request.replaceable_statuses.empty()) request.replaceable_statuses = core::terminal_statuses();
@@ -486,7 +486,8 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> getInstance(GetInstanceContext context) override {
-    require(auth::action::read, text(context.getParams().getTaskHub()));
+    require(auth::action::read, text(context.getParams().getTaskHub()), "getInstance",
+            text(context.getParams().getInstanceId()));
     auto params = context.getParams();
     auto pending = answer<std::optional<service::instance_view>>();
     scheduler_.get(text(params.getTaskHub()), text(params.getInstanceId()), params.getWithHistory(),
@@ -497,7 +498,8 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> waitForInstance(WaitForInstanceContext context) override {
-    require(auth::action::read, text(context.getParams().getTaskHub()));
+    require(auth::action::read, text(context.getParams().getTaskHub()), "waitForInstance",
+            text(context.getParams().getInstanceId()));
     auto params = context.getParams();
     auto pending = answer<core::instance_record>();
     auto hub = text(params.getTaskHub());
@@ -512,7 +514,8 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> raiseEvent(RaiseEventContext context) override {
-    require(auth::action::write, text(context.getParams().getTaskHub()));
+    require(auth::action::write, text(context.getParams().getTaskHub()), "raiseEvent",
+            text(context.getParams().getInstanceId()));
     auto p = context.getParams();
     return change([&](auto done) {
       scheduler_.raise_event(text(p.getTaskHub()), text(p.getInstanceId()), text(p.getName()),
@@ -521,7 +524,8 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> terminate(TerminateContext context) override {
-    require(auth::action::write, text(context.getParams().getTaskHub()));
+    require(auth::action::write, text(context.getParams().getTaskHub()), "terminate",
+            text(context.getParams().getInstanceId()));
     auto p = context.getParams();
     return change([&](auto done) {
       scheduler_.terminate(text(p.getTaskHub()), text(p.getInstanceId()),
@@ -530,7 +534,8 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> suspend(SuspendContext context) override {
-    require(auth::action::write, text(context.getParams().getTaskHub()));
+    require(auth::action::write, text(context.getParams().getTaskHub()), "suspend",
+            text(context.getParams().getInstanceId()));
     auto p = context.getParams();
     return change([&](auto done) {
       scheduler_.suspend(text(p.getTaskHub()), text(p.getInstanceId()),
@@ -539,7 +544,8 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> resume(ResumeContext context) override {
-    require(auth::action::write, text(context.getParams().getTaskHub()));
+    require(auth::action::write, text(context.getParams().getTaskHub()), "resume",
+            text(context.getParams().getInstanceId()));
     auto p = context.getParams();
     return change([&](auto done) {
       scheduler_.resume(text(p.getTaskHub()), text(p.getInstanceId()),
@@ -548,7 +554,8 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> rewind(RewindContext context) override {
-    require(auth::action::write, text(context.getParams().getTaskHub()));
+    require(auth::action::write, text(context.getParams().getTaskHub()), "rewind",
+            text(context.getParams().getInstanceId()));
     auto p = context.getParams();
     return change([&](auto done) {
       scheduler_.rewind(text(p.getTaskHub()), text(p.getInstanceId()),
@@ -557,7 +564,8 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> purge(PurgeContext context) override {
-    require(auth::action::write, text(context.getParams().getTaskHub()));
+    require(auth::action::write, text(context.getParams().getTaskHub()), "purge",
+            text(context.getParams().getInstanceId()));
     auto p = context.getParams();
     auto pending = answer<std::size_t>();
     scheduler_.purge(text(p.getTaskHub()), text(p.getInstanceId()), p.getRecursive(), pending.callback);
@@ -567,7 +575,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> purgeWhere(PurgeWhereContext context) override {
-    require(auth::action::write, text(context.getParams().getTaskHub()));
+    require(auth::action::write, text(context.getParams().getTaskHub()), "purgeWhere");
     auto p = context.getParams();
     auto filter = read_query(p.getQuery());
     auto pending = answer<service::purge_result>();
@@ -580,7 +588,7 @@ class scheduler_service final : public s::Scheduler::Server {
   static core::instance_query read_query(s::InstanceQuery::Reader q) { return node_wire::read(q); }
 
   kj::Promise<void> query(QueryContext context) override {
-    require(auth::action::read, text(context.getParams().getTaskHub()));
+    require(auth::action::read, text(context.getParams().getTaskHub()), "query");
     auto params = context.getParams();
     auto query = read_query(params.getQuery());
     auto pending = answer<core::query_page>();
@@ -591,7 +599,8 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> signalEntity(SignalEntityContext context) override {
-    require(auth::action::write, text(context.getParams().getTaskHub()));
+    require(auth::action::write, text(context.getParams().getTaskHub()), "signalEntity",
+            text(context.getParams().getInstanceId()));
     auto p = context.getParams();
     service::entity_signal signal{text(p.getInstanceId()), text(p.getOperation()),
                                   optional_text(p.hasInput(), p.getInput()), p.getScheduledNs(), {}};
@@ -599,7 +608,8 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> restart(RestartContext context) override {
-    require(auth::action::write, text(context.getParams().getTaskHub()));
+    require(auth::action::write, text(context.getParams().getTaskHub()), "restart",
+            text(context.getParams().getInstanceId()));
     auto p = context.getParams();
     auto pending = answer<std::string>();
     scheduler_.restart(text(p.getTaskHub()), text(p.getInstanceId()), p.getNewId(), pending.callback);
@@ -609,7 +619,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> cleanEntityStorage(CleanEntityStorageContext context) override {
-    require(auth::action::write, text(context.getParams().getTaskHub()));
+    require(auth::action::write, text(context.getParams().getTaskHub()), "cleanEntityStorage");
     auto p = context.getParams();
     service::entity_clean_request request{p.getRemoveEmpty(), p.getReleaseOrphanedLocks(), text(p.getContinuationToken())};
     auto pending = answer<service::entity_clean_result>();
@@ -624,7 +634,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> listWorkers(ListWorkersContext context) override {
-    require(auth::action::read, text(context.getParams().getTaskHub()));
+    require(auth::action::read, text(context.getParams().getTaskHub()), "listWorkers");
     auto pending = answer<std::vector<service::worker_view>>();
     scheduler_.workers(text(context.getParams().getTaskHub()), pending.callback);
     return pending.promise.then([context](expected<std::vector<service::worker_view>> result) mutable {
@@ -647,7 +657,7 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> listPartitions(ListPartitionsContext context) override {
-    require(auth::action::read, text(context.getParams().getTaskHub()));
+    require(auth::action::read, text(context.getParams().getTaskHub()), "listPartitions");
     auto views = value_or_fail(scheduler_.partitions(text(context.getParams().getTaskHub())));
     auto list = context.getResults().initPartitions(static_cast<unsigned>(views.size()));
     for (unsigned i = 0; i < views.size(); ++i) {
@@ -680,20 +690,20 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   kj::Promise<void> createTaskHub(CreateTaskHubContext context) override {
-    require(auth::action::manage_hubs, text(context.getParams().getName()));
+    require(auth::action::manage_hubs, text(context.getParams().getName()), "createTaskHub");
     auto p = context.getParams();
     value_or_fail(scheduler_.create_task_hub(text(p.getName()), p.getPartitionCount()));
     return kj::READY_NOW;
   }
 
   kj::Promise<void> deleteTaskHub(DeleteTaskHubContext context) override {
-    require(auth::action::manage_hubs, text(context.getParams().getName()));
+    require(auth::action::manage_hubs, text(context.getParams().getName()), "deleteTaskHub");
     value_or_fail(scheduler_.delete_task_hub(text(context.getParams().getName()), context.getParams().getForce()));
     return kj::READY_NOW;
   }
 
   kj::Promise<void> openWorkerSession(OpenWorkerSessionContext context) override {
-    require(auth::action::work, text(context.getParams().getTaskHub()));
+    require(auth::action::work, text(context.getParams().getTaskHub()), "openWorkerSession");
     auto p = context.getParams();
     auto filters = rpc_wire::read(p.getFilters());
     filters.this_node_only = p.getThisNodeOnly();  // (A single node: all its work is this node's anyway.)
@@ -707,20 +717,35 @@ class scheduler_service final : public s::Scheduler::Server {
 
  private:
   /// With --auth: a session that presented no token may do nothing; one whose
-  /// token expired or was revoked since may do nothing more.
-  void require_token() const {
+  /// token expired or was revoked since may do nothing more. Refusals are audited.
+  void require_token(std::string_view operation = "listTaskHubs", std::string_view hub = {},
+                     std::string_view instance = {}) const {
     if (!authority_) return;
     if (!grant_) {
-      fail({errc::unauthenticated,
-            "this dtsd requires a token: connect with one (dtsctl --token, sdk::client::connect(..., token))"});
+      const error refused{errc::unauthenticated,
+                          "this dtsd requires a token: connect with one (dtsctl --token, sdk::client::connect(..., token))"};
+      authority_->audit("native", operation, hub, instance, nullptr, &refused);
+      fail(refused);
     }
-    if (auto current = authority_->still_valid(*grant_); !current) fail(current.error());
+    if (auto current = authority_->still_valid(*grant_); !current) {
+      authority_->audit("native", operation, hub, instance, &*grant_, &current.error());
+      fail(current.error());
+    }
   }
   /// ...and one whose role or hubs do not allow the call is refused, naming why.
-  void require(auth::action what, const std::string& hub) const {
-    require_token();
+  /// Changes let through are audited too.
+  void require(auth::action what, const std::string& hub, std::string_view operation,
+               std::string_view instance = {}) const {
+    require_token(operation, hub, instance);
     if (!authority_) return;
-    if (auto allowed = auth::authority::authorize(*grant_, what, hub); !allowed) fail(allowed.error());
+    auto allowed = auth::authority::authorize(*grant_, what, hub);
+    if (!allowed) {
+      authority_->audit("native", operation, hub, instance, &*grant_, &allowed.error());
+      fail(allowed.error());
+    }
+    if (what == auth::action::write || what == auth::action::manage_hubs) {
+      authority_->audit("native", operation, hub, instance, &*grant_, nullptr);
+    }
   }
 
   template <class Start>

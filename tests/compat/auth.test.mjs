@@ -4,7 +4,7 @@
 // contributor token, and fails clearly without one.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -225,6 +225,14 @@ describe("auth: tokens on the gRPC endpoint", () => {
       }
     }
     assert.deepEqual(mismatches, []);
+    // The audit log has the refusals with their token, and the changes let through.
+    const audit = readFileSync(join(authDir, "audit.log"), "utf8").trim().split("\n").map((line) => JSON.parse(line));
+    assert.ok(audit.some((e) => e.api === "grpc" && e.operation === "TerminateInstance" && e.result === "refused" &&
+                               e.role === "reader" && e.instanceId === TARGET && /needs Durable Task Data Contributor/.test(e.reason)));
+    assert.ok(audit.some((e) => e.api === "grpc" && e.operation === "RaiseEvent" && e.result === "refused" && e.token === null));
+    assert.ok(audit.some((e) => e.api === "grpc" && e.operation === "StartInstance" && e.result === "done" &&
+                               e.role === "contributor" && e.instanceId === "auth-new"));
+    assert.ok(!audit.some((e) => e.operation === "GetInstance" && e.result === "done"), "reads are not logged");
     // A contributor of one hub cannot make hubs; one for every hub can.
     const metadata = metadataOf(tokens.admin, "authmade");
     assert.equal(await codeOf(stub, "createTaskHub", new pb.CreateTaskHubRequest(), metadata), 0);

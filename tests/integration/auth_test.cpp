@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <fstream>
 #include <thread>
 
 #include "processes.hpp"
@@ -136,5 +137,33 @@ TEST_CASE("auth: the native API and dtsctl take a token; each role does what it 
   auto bad_role = run_command(binary("DTSCTL_BIN"), {"token", "create", "--role", "owner", "--task-hub", "default",
                                                      "--data-dir", setup.data_dir.string()});
   CHECK(bad_role.exit_code == 1);
+
+  // The audit log: who changed what, and every refusal with why.
+  std::ifstream audit_file(setup.data_dir / "auth" / "audit.log");
+  REQUIRE(audit_file);
+  std::vector<json> audit;
+  for (std::string line; std::getline(audit_file, line);) audit.push_back(json::parse(line));
+  auto logged = [&](const std::string& operation, const std::string& result, const std::string& instance) {
+    for (const auto& entry : audit) {
+      if (entry["api"] == "native" && entry["operation"] == operation && entry["result"] == result &&
+          entry.value("instanceId", "") == instance) {
+        return entry;
+      }
+    }
+    return json();
+  };
+  const auto started = logged("startInstance", "done", "");
+  REQUIRE(started.is_object());
+  CHECK(started["role"] == "contributor");
+  CHECK(started["token"].is_string());
+  const auto refused_terminate = logged("terminate", "refused", "native-1");
+  REQUIRE(refused_terminate.is_object());
+  CHECK(refused_terminate["token"] == reader["id"]);
+  CHECK(refused_terminate["reason"].get<std::string>().find("reader role") != std::string::npos);
+  const auto anonymous_refusal = logged("listTaskHubs", "refused", "");
+  REQUIRE(anonymous_refusal.is_object());
+  CHECK(anonymous_refusal["token"].is_null());
+  CHECK(logged("createTaskHub", "done", "").is_object());
+  CHECK_FALSE(logged("getInstance", "done", "native-1").is_object());  // Reads are not logged.
   std::filesystem::remove_all(setup.data_dir);
 }

@@ -11,7 +11,12 @@
 //   build/release/bench/hello_cities [--count 5000] [--partitions 12] [--durability fsync]
 //       [--latency-count 200] [--worker-kind cpp|js] [--dtsd PATH] [--worker PATH] [--data-dir DIR]
 //       [--worker-activities 256] [--worker-orchestrators 1024] [--worker-threads 4]
-//       [--poll-dashboard]
+//       [--poll-dashboard] [--secure]
+//
+// --secure: dtsd runs with --auth and TLS (a test CA made with openssl): the
+// client and the worker present a contributor token, and the JS worker's gRPC
+// channel is TLS (the native API has no TLS yet). Compare with the same command
+// without it for the cost of both.
 //
 // dtsd's and the worker's CPU per orchestration are printed apart
 // (dtsd_cpu_ms_per_orchestration, worker_cpu_ms_per_orchestration): the figure to
@@ -50,7 +55,7 @@ int main(int argc, char** argv) {
   stop_children_on_exit_signals(timeout_s);
 
   auto processes = setup.start_server();
-  auto client = connect(processes.address, "hello_cities");
+  auto client = connect(processes.address, "hello_cities", setup.token);
   setup.start_worker(processes);
   const auto server = processes.server;
   const auto worker = processes.worker;
@@ -106,12 +111,12 @@ int main(int argc, char** argv) {
   setup.stop_all(processes);
 
   std::printf(
-      "{\"bench\":\"hello_cities\",\"worker\":\"%s\",\"durability\":\"%s\",\"n\":%d,\"correct\":%d,\"partitions\":%u,\"wall_s\":%.3f,\"client_wall_s\":%.3f,"
+      "{\"bench\":\"hello_cities\",\"worker\":\"%s\",\"secure\":%s,\"durability\":\"%s\",\"n\":%d,\"correct\":%d,\"partitions\":%u,\"wall_s\":%.3f,\"client_wall_s\":%.3f,"
       "\"server_span_s\":%.3f,\"orchestrations_per_s\":%.0f,\"activities_per_s\":%.0f,\"p50_ms\":%.1f,"
       "\"p95_ms\":%.1f,\"p99_ms\":%.1f,\"dtsd_cpu_s\":%.2f,\"worker_cpu_s\":%.2f,\"dtsd_peak_rss_mib\":%.0f,\"idle_n\":%zu,"
       "\"idle_p50_ms\":%.2f,\"idle_p99_ms\":%.2f,\"dashboard_polls\":%d,\"dashboard_polls_failed\":%d,"
       "\"dtsd_cpu_ms_per_orchestration\":%.3f,\"worker_cpu_ms_per_orchestration\":%.3f}\n",
-      setup.worker_kind.c_str(), setup.durability.c_str(), count, correct, setup.partitions, wall_s, client_wall_s, server_s, count / wall_s, 5.0 * count / wall_s, percentile(latencies_ms, 0.5),
+      setup.worker_kind.c_str(), setup.secure ? "true" : "false", setup.durability.c_str(), count, correct, setup.partitions, wall_s, client_wall_s, server_s, count / wall_s, 5.0 * count / wall_s, percentile(latencies_ms, 0.5),
       percentile(latencies_ms, 0.95), percentile(latencies_ms, 0.99), cpu_s, worker_cpu_s, rss_mib, idle_ms.size(),
       percentile(idle_ms, 0.5), percentile(idle_ms, 0.99), polls, polls_failed, 1000 * cpu_s / count,
       1000 * worker_cpu_s / count);

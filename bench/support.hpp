@@ -229,9 +229,10 @@ inline json expected_output() {
 }
 
 /// A native client of the dtsd at `address`, waiting up to 10 s for it to listen.
-inline std::unique_ptr<sdk::client> connect(const std::string& address, const char* bench) {
+inline std::unique_ptr<sdk::client> connect(const std::string& address, const char* bench,
+                                            const std::string& token = "") {
   for (int attempt = 0; attempt < 400; ++attempt) {
-    if (auto made = sdk::client::connect(address)) return std::move(*made);
+    if (auto made = sdk::client::connect(address, "default", token)) return std::move(*made);
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
   }
   std::fprintf(stderr, "%s bench: cannot connect to %s\n", bench, address.c_str());
@@ -252,10 +253,16 @@ struct hello_cities_setup {
   std::uint32_t worker_activities = 256;
   std::uint32_t worker_orchestrators = 1024;
   std::uint32_t worker_threads = 4;
+  /// --secure: dtsd with --auth and TLS (gRPC, dashboard); the client and the
+  /// worker present a token (made with dtsctl), the JS worker trusts a test CA.
+  bool secure = false;
+  std::string dtsctl_path;
+  std::string token;  ///< Set by start_server when secure.
 
   explicit hello_cities_setup(std::string default_data_dir) : data_dir(std::move(default_data_dir)) {
     auto self_dir = std::filesystem::read_symlink("/proc/self/exe").parent_path();
     dtsd_path = (self_dir / "../src/server/dtsd").string();
+    dtsctl_path = (self_dir / "../src/cli/dtsctl").string();
     worker_path = (self_dir / "../samples/hello_cities/hello_cities").string();
     js_worker = (self_dir / "../../../tests/compat/worker.mjs").lexically_normal().string();
   }
@@ -282,6 +289,40 @@ struct hello_cities_setup {
     app.add_option("--durability", durability, "fsync | nosync | memory")
         ->check(CLI::IsMember({"fsync", "nosync", "memory"}))
         ->capture_default_str();
+    app.add_flag("--secure", secure, "dtsd with --auth and TLS: every call carries a token; gRPC over TLS (test CA)");
+  }
+
+  /// For --secure: a contributor token and a test CA with a certificate for
+  /// 127.0.0.1, in the data dir; the arguments dtsd needs for them.
+  std::vector<std::string> make_secrets() {
+    const auto dir = std::filesystem::path(data_dir);
+    std::filesystem::create_directories(dir / "tls");
+    const auto tls = (dir / "tls").string();
+    const auto made = std::system(
+        ("(cd '" + tls + "' && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=bench-ca"
+         " && openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost"
+         " && printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > ext"
+         " && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2"
+         " -extfile ext) > /dev/null 2>&1").c_str());
+    if (made != 0) {
+      std::fprintf(stderr, "bench: --secure needs openssl to make a test certificate\n");
+      std::exit(1);
+    }
+    const auto command = "'" + dtsctl_path + "' --json token create --role contributor --task-hub '*' --auth-dir '" +
+                         (dir / "auth").string() + "'";
+    std::FILE* out = ::popen(command.c_str(), "r");
+    std::string text;
+    char buffer[512];
+    while (out && std::fgets(buffer, sizeof buffer, out)) text += buffer;
+    if (!out || ::pclose(out) != 0) {
+      std::fprintf(stderr, "bench: --secure: dtsctl token create failed\n");
+      std::exit(1);
+    }
+    token = json::parse(text).at("token").get<std::string>();
+    ::setenv("DTSD_TOKEN", token.c_str(), 1);  // The workers read it.
+    ::setenv("DTSD_TLS_CA", (dir / "tls" / "ca.pem").c_str(), 1);
+    return {"--auth", "--auth-dir", (dir / "auth").string(), "--tls-cert", (dir / "tls" / "server.pem").string(),
+            "--tls-key", (dir / "tls" / "server.key").string()};
   }
 
   /// The running processes: dtsd on fresh loopback ports, then the worker.
@@ -297,16 +338,21 @@ struct hello_cities_setup {
 
   /// Starts dtsd on an emptied data dir; `start_worker` then starts the worker
   /// (after the caller has connected, so the worker finds dtsd listening).
-  running start_server() const {
+  running start_server() {
     std::filesystem::remove_all(data_dir);
     running r;
     r.address = "127.0.0.1:" + std::to_string(free_port());
     r.grpc_address = "127.0.0.1:" + std::to_string(free_port());
     r.dashboard_address = "127.0.0.1:" + std::to_string(free_port());
-    r.server = launch(dtsd_path, {"--data-dir", data_dir, "--listen", r.address, "--grpc-listen", r.grpc_address,
-                                  "--dashboard-listen", r.dashboard_address,
-                                  "--partitions", std::to_string(partitions), "--durability", durability,
-                                  "--log-level", "warn"});
+    std::vector<std::string> args = {"--data-dir", data_dir, "--listen", r.address, "--grpc-listen", r.grpc_address,
+                                     "--dashboard-listen", r.dashboard_address,
+                                     "--partitions", std::to_string(partitions), "--durability", durability,
+                                     "--log-level", "warn"};
+    if (secure) {
+      auto more = make_secrets();
+      args.insert(args.end(), more.begin(), more.end());
+    }
+    r.server = launch(dtsd_path, args);
     return r;
   }
   void start_worker(running& r) const {

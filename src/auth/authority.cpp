@@ -4,6 +4,9 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -125,11 +128,11 @@ expected<void> registry::revoke(const std::string& id) {
   });
 }
 
-expected<std::unique_ptr<authority>> authority::open(const std::filesystem::path& dir) {
+expected<std::unique_ptr<authority>> authority::open(const std::filesystem::path& dir, token_limits limits) {
   registry files(dir);
   auto key = signing_key::load_or_create(files.key_file());
   if (!key) return key.error();
-  std::unique_ptr<authority> made(new authority(*key, dir));
+  std::unique_ptr<authority> made(new authority(*key, dir, limits));
   auto tokens = files.list();
   if (!tokens) return tokens.error();
   made->reload();
@@ -213,6 +216,43 @@ expected<void> authority::still_valid(const grant& who) const {
   }
   std::lock_guard lock(mutex_);
   if (revoked_.count(who.id)) return error{errc::unauthenticated, "token " + who.id + " has been revoked"};
+  return {};
+}
+
+expected<std::shared_ptr<void>> authority::hold_stream(const grant& who) const {
+  std::lock_guard lock(usage_mutex_);
+  auto& used = usage_[who.id];
+  if (used.streams >= limits_.streams_max) {
+    return error{errc::resource_exhausted,
+                 fmt::format("token {} holds {} work streams and waits, its limit (--token-streams-max); end one first",
+                             who.id, used.streams)};
+  }
+  ++used.streams;
+  return std::shared_ptr<void>(nullptr, [this, id = who.id](void*) {
+    std::lock_guard lock(usage_mutex_);
+    if (auto found = usage_.find(id); found != usage_.end() && found->second.streams > 0) --found->second.streams;
+  });
+}
+
+expected<void> authority::take_call(const grant& who) const {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(usage_mutex_);
+  auto& used = usage_[who.id];
+  const double capacity = std::max(1.0, limits_.calls_per_second);
+  if (used.calls_left < 0) {
+    used.calls_left = capacity;
+  } else {
+    const double elapsed = std::chrono::duration<double>(now - used.refilled).count();
+    used.calls_left = std::min(capacity, used.calls_left + elapsed * limits_.calls_per_second);
+  }
+  used.refilled = now;
+  if (used.calls_left < 1) {
+    return error{errc::resource_exhausted,
+                 fmt::format("token {} made more than {:g} changes a second, its limit (--token-calls-per-second); "
+                             "slow down and try again",
+                             who.id, limits_.calls_per_second)};
+  }
+  used.calls_left -= 1;
   return {};
 }
 

@@ -5,6 +5,8 @@
 /// token` edits the registry; a running dtsd notices a change within a second.
 
 #include <atomic>
+#include <chrono>
+#include <map>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -47,11 +49,18 @@ class registry {
   std::filesystem::path dir_;
 };
 
+/// What one token may hold and do at once, against abuse by a client that has a
+/// valid token (every node counts its own).
+struct token_limits {
+  std::size_t streams_max = 1000;      ///< Work streams and waits open at once.
+  double calls_per_second = 1000;      ///< Changes (start, raise, purge...); bursts of one second's worth.
+};
+
 /// What a server checks every call against: the key, and the revoked ids (reloaded
 /// when the registry changes; a background thread looks once a second).
 class authority {
  public:
-  static expected<std::unique_ptr<authority>> open(const std::filesystem::path& dir);
+  static expected<std::unique_ptr<authority>> open(const std::filesystem::path& dir, token_limits limits = {});
   ~authority();
 
   /// The grant of a credential: "Bearer <token>" (an HTTP or gRPC header's value)
@@ -78,8 +87,15 @@ class authority {
              const grant* who, const error* refused) const;
   std::filesystem::path audit_file() const { return registry_.dir() / "audit.log"; }
 
+  /// A work stream or wait of `who`, counted until the handle goes;
+  /// errc::resource_exhausted at its limit, naming it.
+  expected<std::shared_ptr<void>> hold_stream(const grant& who) const;
+  /// One change by `who`; errc::resource_exhausted past its rate.
+  expected<void> take_call(const grant& who) const;
+
  private:
-  authority(signing_key key, std::filesystem::path dir) : key_(key), registry_(std::move(dir)) {}
+  authority(signing_key key, std::filesystem::path dir, token_limits limits)
+      : key_(key), registry_(std::move(dir)), limits_(limits) {}
   void reload();
   void watch();
 
@@ -90,6 +106,14 @@ class authority {
   std::size_t known_ = 0;
   std::filesystem::file_time_type seen_{};
   std::atomic<bool> stopping_{false};
+  const token_limits limits_;
+  struct usage {
+    std::size_t streams = 0;
+    double calls_left = -1;  ///< The bucket (negative: full, never used).
+    std::chrono::steady_clock::time_point refilled{};
+  };
+  mutable std::mutex usage_mutex_;
+  mutable std::map<std::string, usage> usage_;
   mutable std::mutex audit_mutex_;
   std::FILE* audit_ = nullptr;
   std::thread watcher_;

@@ -776,7 +776,13 @@ class rest_api {
       options_.authority->audit("rest", operation, hub, {}, &*who, &allowed.error());
       return allowed.error();
     }
-    if (what == auth::action::write) options_.authority->audit("rest", operation, hub, {}, &*who, nullptr);
+    if (what == auth::action::write) {
+      if (auto rated = options_.authority->take_call(*who); !rated) {
+        options_.authority->audit("rest", operation, hub, {}, &*who, &rated.error());
+        return rated.error();
+      }
+      options_.authority->audit("rest", operation, hub, {}, &*who, nullptr);
+    }
     return std::nullopt;
   }
 

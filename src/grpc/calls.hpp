@@ -99,9 +99,12 @@ class unary_call final : public ServerUnaryReactor {
   /// Runs when the client cancels (set before the call is returned to gRPC).
   void on_cancel(std::function<void()> action) { on_cancel_ = std::move(action); }
   void OnDone() override { delete this; }
+  /// Something that lives as long as the call (a token's count of open waits).
+  void keep(std::shared_ptr<void> held) { held_ = std::move(held); }
 
  private:
   handle state_;
+  std::shared_ptr<void> held_;
   std::function<void()> on_cancel_;
 };
 

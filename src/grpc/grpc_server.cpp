@@ -613,6 +613,10 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
       auto allowed = auth::authority::authorize(*who, action, hub);
       if (allowed) {
         if (action == auth::action::write || action == auth::action::manage_hubs) {
+          if (auto rated = options_.authority->take_call(*who); !rated) {
+            options_.authority->audit("grpc", operation, hub, instance, &*who, &rated.error());
+            return rated.error();
+          }
           options_.authority->audit("grpc", operation, hub, instance, &*who, nullptr);
         }
         return std::nullopt;
@@ -621,6 +625,14 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
     }
     options_.authority->audit("grpc", operation, hub, instance, &*who, &*first);
     return first;
+  }
+  /// A work stream or wait of the call's token, counted until the handle goes
+  /// (nothing without --auth); errc::resource_exhausted at the token's limit.
+  expected<std::shared_ptr<void>> hold_stream(const CallbackServerContext* context) const {
+    if (!options_.authority) return std::shared_ptr<void>();
+    auto who = options_.authority->authenticate(bearer_of(context));
+    if (!who) return who.error();
+    return options_.authority->hold_stream(*who);
   }
   /// A finished reactor when the call is refused; null when it may go on.
   ServerUnaryReactor* refuse(CallbackServerContext* context, auth::action what, std::string_view operation,
@@ -719,7 +731,14 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 
   ServerUnaryReactor* wait(CallbackServerContext* context, const GetInstanceRequest& request,
                            GetInstanceResponse* response, bool until_completed) {
+    auto held = hold_stream(context);
+    if (!held) {
+      auto* reactor = context->DefaultReactor();
+      reactor->Finish(to_status(held.error()));
+      return reactor;
+    }
     auto* call = new unary_call();
+    call->keep(std::move(*held));  // Counted against the token while the wait lasts.
     const bool payloads = request.get_inputs_and_outputs();
     const auto hub = task_hub_of(context);
     const auto id = request.instance_id();
@@ -797,6 +816,8 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 grpc::ServerWriteReactor<WorkItem>* grpc_service::GetWorkItems(CallbackServerContext* context,
                                                                const GetWorkItemsRequest* request) {
   if (auto* refused = refuse_stream<WorkItem>(context, {auth::action::work}, "GetWorkItems")) return refused;
+  auto held = hold_stream(context);
+  if (!held) return new refused_stream<WorkItem>(to_status(held.error()));
   const auto id = next_stream_++;
   const auto& capabilities = request->capabilities();
   const bool history_streaming =
@@ -807,7 +828,7 @@ grpc::ServerWriteReactor<WorkItem>* grpc_service::GetWorkItems(CallbackServerCon
           if (!done) spdlog::warn("failing an undeliverable orchestration was refused: {}", done.error().message);
         });
       });
-  auto* stream = new work_stream(sink, [this, id](std::uint64_t session) {
+  auto* stream = new work_stream(sink, [this, id, held = std::move(*held)](std::uint64_t session) {
     forget_stream(id);
     if (session != 0) scheduler_.close_session(session);
   });

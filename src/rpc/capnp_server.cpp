@@ -500,6 +500,7 @@ class scheduler_service final : public s::Scheduler::Server {
   kj::Promise<void> waitForInstance(WaitForInstanceContext context) override {
     require(auth::action::read, text(context.getParams().getTaskHub()), "waitForInstance",
             text(context.getParams().getInstanceId()));
+    auto held = hold_stream();  // Counted against the token while the wait lasts.
     auto params = context.getParams();
     auto pending = answer<core::instance_record>();
     auto hub = text(params.getTaskHub());
@@ -510,7 +511,7 @@ class scheduler_service final : public s::Scheduler::Server {
         .then([context](expected<core::instance_record> result) mutable {
           wire::write(context.getResults().initRecord(), value_or_fail(std::move(result)));
         })
-        .attach(kj::defer([this, hub, id, handle] { scheduler_.cancel_wait(hub, id, handle); }));
+        .attach(kj::defer([this, hub, id, handle] { scheduler_.cancel_wait(hub, id, handle); }), kj::mv(held));
   }
 
   kj::Promise<void> raiseEvent(RaiseEventContext context) override {
@@ -707,11 +708,12 @@ class scheduler_service final : public s::Scheduler::Server {
     auto p = context.getParams();
     auto filters = rpc_wire::read(p.getFilters());
     filters.this_node_only = p.getThisNodeOnly();  // (A single node: all its work is this node's anyway.)
+    auto held = hold_stream();
     auto session = kj::heap<worker_session<service::task_service>>(scheduler_, p.getSink());
     value_or_fail(session->open(text(p.getTaskHub()),
                                 {p.getOrchestratorConcurrency(), p.getActivityConcurrency(), p.getEntityConcurrency()},
                                 std::move(filters), text(p.getWorker())));
-    context.getResults().setSession(kj::mv(session));
+    context.getResults().setSession(kj::mv(session).attach(kj::mv(held)));
     return kj::READY_NOW;
   }
 
@@ -744,8 +746,19 @@ class scheduler_service final : public s::Scheduler::Server {
       fail(allowed.error());
     }
     if (what == auth::action::write || what == auth::action::manage_hubs) {
+      if (auto rated = authority_->take_call(*grant_); !rated) {
+        authority_->audit("native", operation, hub, instance, &*grant_, &rated.error());
+        fail(rated.error());
+      }
       authority_->audit("native", operation, hub, instance, &*grant_, nullptr);
     }
+  }
+  /// A work session or wait of this session's token, counted until it ends.
+  std::shared_ptr<void> hold_stream() const {
+    if (!authority_ || !grant_) return {};
+    auto held = authority_->hold_stream(*grant_);
+    if (!held) fail(held.error());
+    return *held;
   }
 
   template <class Start>

@@ -57,6 +57,7 @@ struct options {
   std::string auth_dir;
   bool insecure_no_auth = false;
   auth::tls_files tls;
+  auth::token_limits limits;
 };
 
 /// Whether a listen address ("host:port") takes connections from this machine only.
@@ -113,6 +114,8 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", opts.tls.cert, "PEM certificate (chain): the gRPC endpoint and the dashboard serve TLS")->envname("DTSD_TLS_CERT");
   app.add_option("--tls-key", opts.tls.key, "PEM private key of --tls-cert")->envname("DTSD_TLS_KEY");
   app.add_option("--tls-client-ca", opts.tls.client_ca, "PEM CA: clients must present a certificate it signed (mTLS)")->envname("DTSD_TLS_CLIENT_CA");
+  app.add_option("--token-streams-max", opts.limits.streams_max, "With --auth: work streams and waits one token may hold at once")->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))->capture_default_str();
+  app.add_option("--token-calls-per-second", opts.limits.calls_per_second, "With --auth: changes (start, raise, purge...) one token may make a second")->check(CLI::Range(1.0, 1e7))->capture_default_str();
   app.add_flag("--insecure-no-auth", opts.insecure_no_auth, "Serve an address other than loopback without tokens (anyone who reaches it may do anything)");
   CLI11_PARSE(app, argc, argv);
 
@@ -137,7 +140,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<auth::authority> authority;
   if (opts.auth) {
     const auto dir = opts.auth_dir.empty() ? std::filesystem::path(opts.data_dir) / "auth" : std::filesystem::path(opts.auth_dir);
-    auto opened = auth::authority::open(dir);
+    auto opened = auth::authority::open(dir, opts.limits);
     if (!opened) return fail(opened.error().message);
     authority = std::move(*opened);
     if (authority->known_tokens() == 0) {

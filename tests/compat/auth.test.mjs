@@ -403,3 +403,31 @@ describe("auth: safe defaults", () => {
     }
   });
 });
+
+describe("auth: limits per token on the gRPC endpoint", () => {
+  test("a token holds at most --token-streams-max work streams and waits; more is RESOURCE_EXHAUSTED", async () => {
+    const authDir = mkdtempSync(join(tmpdir(), "dtsd-auth-limits-"));
+    const made = JSON.parse(execFileSync(dtsctlPath, ["--json", "token", "create", "--role", "contributor",
+                                                      "--task-hub", "default", "--auth-dir", authDir], { encoding: "utf8" }));
+    const dtsd = await new Dtsd({ extraArgs: ["--auth", "--auth-dir", authDir, "--token-streams-max", "1"] }).start();
+    const stub = new services.TaskHubSidecarServiceClient(dtsd.address, credentials.createInsecure());
+    try {
+      const first = stub.getWorkItems(new pb.GetWorkItemsRequest(), metadataOf(made.token));
+      first.on("data", () => {});
+      first.on("error", () => {});
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await streamCodeOf(stub, "getWorkItems", new pb.GetWorkItemsRequest(), metadataOf(made.token)),
+                   grpcStatus.RESOURCE_EXHAUSTED);
+      const wait = new pb.GetInstanceRequest();
+      wait.setInstanceid("nothing");
+      assert.equal(await codeOf(stub, "waitForInstanceStart", wait, metadataOf(made.token)), grpcStatus.RESOURCE_EXHAUSTED);
+      first.cancel();
+      await eventually(async () => (await streamCodeOf(stub, "getWorkItems", new pb.GetWorkItemsRequest(),
+                                                       metadataOf(made.token))) === 0, 5000, "the slot comes back");
+    } finally {
+      stub.close();
+      await dtsd.cleanup();
+      rmSync(authDir, { recursive: true, force: true });
+    }
+  });
+});

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <fstream>
 #include <thread>
 
@@ -165,5 +166,71 @@ TEST_CASE("auth: the native API and dtsctl take a token; each role does what it 
   CHECK(anonymous_refusal["token"].is_null());
   CHECK(logged("createTaskHub", "done", "").is_object());
   CHECK_FALSE(logged("getInstance", "done", "native-1").is_object());  // Reads are not logged.
+  std::filesystem::remove_all(setup.data_dir);
+}
+
+TEST_CASE("auth: limits per token: changes a second, and work streams and waits held at once") {
+  auto setup = fresh_server("auth-limits");
+  const auto contributor = make_token(setup, "contributor", "default")["token"].get<std::string>();
+  const auto other = make_token(setup, "contributor", "default")["token"].get<std::string>();
+  process dtsd(binary("DTSD_BIN"),
+               setup.args({"--auth", "--token-calls-per-second", "5", "--token-streams-max", "2"}), true);
+
+  // A burst of changes: a second's worth goes through, then RESOURCE_EXHAUSTED
+  // naming the limit, until the bucket fills again.
+  auto client = connect_as(setup, contributor);
+  int done = 0, refused = 0;
+  std::string why;
+  for (int i = 0; i < 12; ++i) {
+    sdk::start_options options;
+    options.instance_id = "burst-" + std::to_string(i);
+    auto started = client->start("Pending", json(), options);
+    if (started) {
+      ++done;
+    } else if (started.error().code == errc::resource_exhausted) {
+      ++refused;
+      why = started.error().message;
+    }
+  }
+  CHECK(done >= 5);
+  CHECK(refused > 0);
+  CHECK(done + refused == 12);
+  CHECK(why.find("--token-calls-per-second") != std::string::npos);
+  int made = 0;  // A refused start made nothing.
+  for (int i = 0; i < 12; ++i) made += client->get("burst-" + std::to_string(i)).value().has_value();
+  CHECK(made == done);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  sdk::start_options later;
+  later.instance_id = "after-the-burst";
+  CHECK(client->start("Pending", json(), later));
+  // Another token has its own bucket.
+  auto second = connect_as(setup, other);
+  later.instance_id = "other-token";
+  CHECK(second->start("Pending", json(), later));
+
+  // Two waits held (they time out client-side after 3 s); a third is refused at
+  // once; once they end, waiting works again.
+  std::atomic<int> waiting{0};
+  auto wait_a_while = [&] {
+    auto own = sdk::client::connect(setup.address(), "default", contributor);  // (No REQUIRE off the main thread.)
+    ++waiting;
+    CHECK(own);
+    if (!own) return;
+    auto waited = (*own)->wait_for_completion("burst-0", std::chrono::seconds(3));
+    CHECK_FALSE(waited);  // Nothing runs it: the wait ends by its timeout.
+  };
+  std::thread first(wait_a_while), other_wait(wait_a_while);
+  while (waiting < 2) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto third = client->wait_for_completion("burst-0", std::chrono::seconds(1));
+  REQUIRE_FALSE(third);
+  CHECK(third.error().code == errc::resource_exhausted);
+  CHECK(third.error().message.find("--token-streams-max") != std::string::npos);
+  first.join();
+  other_wait.join();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto fourth = client->wait_for_completion("burst-0", std::chrono::milliseconds(300));
+  REQUIRE_FALSE(fourth);
+  CHECK(fourth.error().code != errc::resource_exhausted);  // Timed out: the slots came back.
   std::filesystem::remove_all(setup.data_dir);
 }

@@ -37,8 +37,10 @@ json to_json(const listed_token& t) {
 
 expected<std::vector<listed_token>> read_registry(const std::filesystem::path& file) {
   std::vector<listed_token> out;
+  std::error_code missing;
+  if (!std::filesystem::exists(file, missing) && !missing) return out;  // Nothing issued yet.
   std::ifstream in(file);
-  if (!in) return out;  // Nothing issued yet.
+  if (!in) return error{errc::io, "cannot read " + file.string()};  // Not "none revoked": fail closed.
   std::stringstream text;
   text << in.rdbuf();
   auto parsed = json::parse(text.str(), nullptr, false);
@@ -134,11 +136,15 @@ expected<std::unique_ptr<authority>> authority::open(const std::filesystem::path
   if (!key) return key.error();
   std::unique_ptr<authority> made(new authority(*key, dir, limits));
   auto tokens = files.list();
-  if (!tokens) return tokens.error();
+  if (!tokens) return tokens.error();  // At start, an unreadable registry is an error.
   made->reload();
   const int fd = ::open(made->audit_file().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) return error{errc::io, "cannot open " + made->audit_file().string() + ": " + std::strerror(errno)};
   made->audit_ = ::fdopen(fd, "a");
+  if (!made->audit_) {
+    ::close(fd);
+    return error{errc::io, "cannot open " + made->audit_file().string() + " for appending"};
+  }
   made->watcher_ = std::thread([a = made.get()] { a->watch(); });
   return made;
 }
@@ -151,27 +157,42 @@ authority::~authority() {
 
 void authority::audit(std::string_view api, std::string_view operation, std::string_view hub,
                       std::string_view instance, const grant* who, const error* refused) const {
-  json line = {{"time", unix_now_s()}, {"api", api}, {"operation", operation}, {"taskHub", hub},
-               {"token", who ? json(who->id) : json(nullptr)}, {"result", refused ? "refused" : "done"}};
-  if (!instance.empty()) line["instanceId"] = instance;
-  if (who) line["role"] = role_name(who->role);
-  if (refused) line["reason"] = refused->message;
-  const auto text = line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  // What a caller sends is cut short: a line stays small whatever comes.
+  auto cut = [](std::string_view text) { return std::string(text.substr(0, 256)); };
+  const auto now = unix_now_s();
   std::lock_guard lock(audit_mutex_);
   if (!audit_) return;
+  // Refusals without a valid token cost the caller nothing: at most 100 lines a
+  // second of them; the rest are counted in the next line written.
+  if (!who && refused) {
+    if (now != anonymous_second_) {
+      anonymous_second_ = now;
+      anonymous_lines_ = 0;
+    }
+    if (++anonymous_lines_ > 100) {
+      ++anonymous_dropped_;
+      return;
+    }
+  }
+  json line = {{"time", now}, {"api", api}, {"operation", cut(operation)}, {"taskHub", cut(hub)},
+               {"token", who ? json(who->id) : json(nullptr)}, {"result", refused ? "refused" : "done"}};
+  if (!instance.empty()) line["instanceId"] = cut(instance);
+  if (who) line["role"] = role_name(who->role);
+  if (refused) line["reason"] = cut(refused->message);
+  if (anonymous_dropped_ > 0) {
+    line["refusalsWithoutTokenNotLogged"] = anonymous_dropped_;
+    anonymous_dropped_ = 0;
+  }
+  const auto text = line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   std::fwrite(text.data(), 1, text.size(), audit_);
   std::fflush(audit_);  // Each line reaches the file at once (not fsynced: an audit trail, not a ledger).
 }
 
 void authority::reload() {
-  std::error_code failed;
-  const auto changed_at = std::filesystem::last_write_time(registry_.file(), failed);
-  {
-    std::lock_guard lock(mutex_);
-    if (!failed && changed_at == seen_) return;
-  }
+  // Read every time (the file is small): a modification time can miss an edit made
+  // within its granularity.
   auto tokens = registry_.list();
-  if (!tokens) return;  // Half-edited by hand: keep what was read last, try again.
+  if (!tokens) return;  // Unreadable or half-edited by hand: keep what was read last, try again.
   std::set<std::string> revoked;
   for (const auto& t : *tokens) {
     if (t.revoked) revoked.insert(t.grant.id);
@@ -179,7 +200,6 @@ void authority::reload() {
   std::lock_guard lock(mutex_);
   revoked_ = std::move(revoked);
   known_ = tokens->size();
-  if (!failed) seen_ = changed_at;
 }
 
 void authority::watch() {
@@ -205,8 +225,16 @@ expected<grant> authority::authenticate(std::string_view credential) const {
   }
   auto who = verify(key_, credential, unix_now_s());
   if (!who) return who;
+  if (who->node) return error{errc::unauthenticated, "a node token is for links between cluster nodes only"};
   std::lock_guard lock(mutex_);
   if (revoked_.count(who->id)) return error{errc::unauthenticated, "token " + who->id + " has been revoked"};
+  return who;
+}
+
+expected<grant> authority::authenticate_node(std::string_view credential) const {
+  auto who = verify(key_, credential, unix_now_s());
+  if (!who) return who;
+  if (!who->node) return error{errc::permission_denied, "a node link needs a node token (nodes make their own)"};
   return who;
 }
 
@@ -220,18 +248,23 @@ expected<void> authority::still_valid(const grant& who) const {
 }
 
 expected<std::shared_ptr<void>> authority::hold_stream(const grant& who) const {
-  std::lock_guard lock(usage_mutex_);
-  auto& used = usage_[who.id];
-  if (used.streams >= limits_.streams_max) {
-    return error{errc::resource_exhausted,
-                 fmt::format("token {} holds {} work streams and waits, its limit (--token-streams-max); end one first",
-                             who.id, used.streams)};
-  }
-  ++used.streams;
-  return std::shared_ptr<void>(nullptr, [this, id = who.id](void*) {
+  // Made before the count goes up (not under the lock: its deleter takes it).
+  std::shared_ptr<void> held(nullptr, [this, id = who.id](void*) {
     std::lock_guard lock(usage_mutex_);
     if (auto found = usage_.find(id); found != usage_.end() && found->second.streams > 0) --found->second.streams;
   });
+  std::lock_guard lock(usage_mutex_);
+  auto& used = usage_[who.id];
+  if (used.streams >= limits_.streams_max) {
+    // `held` goes without having counted: undo nothing. Released after the lock.
+    auto refused = error{errc::resource_exhausted,
+                         fmt::format("token {} holds {} work streams and waits, its limit (--token-streams-max); "
+                                     "end one first", who.id, used.streams)};
+    ++used.streams;  // Balanced by `held`'s release below.
+    return refused;
+  }
+  ++used.streams;
+  return held;
 }
 
 expected<void> authority::take_call(const grant& who) const {
@@ -261,6 +294,7 @@ std::string authority::node_token(const std::string& node_id) const {
   node.id = "node-" + node_id;
   node.role = role::contributor;
   node.hubs = {"*"};
+  node.node = true;
   node.issued_at_s = unix_now_s();
   return issue(key_, node);
 }

@@ -67,6 +67,8 @@ class authority {
   /// or the token alone. errc::unauthenticated when it is missing, malformed,
   /// forged, expired or revoked, saying which.
   expected<grant> authenticate(std::string_view credential) const;
+  /// A node link's token: a node token (node_token) only.
+  expected<grant> authenticate_node(std::string_view credential) const;
   /// errc::permission_denied naming the role needed, or the hubs the token is for.
   static expected<void> authorize(const grant& who, action what, std::string_view hub);
   /// For a grant checked earlier (a native session): not expired or revoked since.
@@ -104,7 +106,6 @@ class authority {
   mutable std::mutex mutex_;
   std::set<std::string> revoked_;
   std::size_t known_ = 0;
-  std::filesystem::file_time_type seen_{};
   std::atomic<bool> stopping_{false};
   const token_limits limits_;
   struct usage {
@@ -116,6 +117,9 @@ class authority {
   mutable std::map<std::string, usage> usage_;
   mutable std::mutex audit_mutex_;
   std::FILE* audit_ = nullptr;
+  mutable std::int64_t anonymous_second_ = 0;   ///< Under audit_mutex_.
+  mutable std::uint64_t anonymous_lines_ = 0;
+  mutable std::uint64_t anonymous_dropped_ = 0;
   std::thread watcher_;
 };
 

@@ -145,15 +145,25 @@ expected<signing_key> signing_key::load_or_create(const std::filesystem::path& f
     hex += digits[byte & 15];
   }
   hex += '\n';
-  // O_EXCL: of two processes creating it at once, one wins and the other reads it.
-  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    if (errno == EEXIST) return load(file);
-    return error{errc::io, "cannot create " + file.string() + ": " + std::strerror(errno)};
-  }
+  // Written whole to a file of its own, then linked into place: link() fails if the
+  // key exists, so of two processes creating it at once one wins and the other
+  // reads the winner's complete key; a crash leaves no half-written key behind.
+  const auto draft = file.string() + ".new-" + std::to_string(::getpid()) + "-" + new_token_id();
+  const int fd = ::open(draft.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return error{errc::io, "cannot create " + draft + ": " + std::strerror(errno)};
   const bool written = ::write(fd, hex.data(), hex.size()) == static_cast<ssize_t>(hex.size()) && ::fsync(fd) == 0;
   ::close(fd);
-  if (!written) return error{errc::io, "cannot write " + file.string()};
+  if (!written) {
+    ::unlink(draft.c_str());
+    return error{errc::io, "cannot write " + draft};
+  }
+  const int linked = ::link(draft.c_str(), file.c_str());
+  const int link_errno = errno;
+  ::unlink(draft.c_str());
+  if (linked != 0) {
+    if (link_errno == EEXIST) return load(file);
+    return error{errc::io, "cannot create " + file.string() + ": " + std::strerror(link_errno)};
+  }
   return key;
 }
 
@@ -170,8 +180,9 @@ std::string new_token_id() {
 }
 
 std::string issue(const signing_key& key, const grant& what) {
-  const json payload = {{"id", what.id},   {"role", role_name(what.role)}, {"hubs", what.hubs},
-                        {"iat", what.issued_at_s}, {"exp", what.expires_at_s}};
+  json payload = {{"id", what.id},   {"role", role_name(what.role)}, {"hubs", what.hubs},
+                  {"iat", what.issued_at_s}, {"exp", what.expires_at_s}};
+  if (what.node) payload["node"] = true;
   const auto text = payload.dump();
   std::string token(token_prefix);
   token += base64url(reinterpret_cast<const std::uint8_t*>(text.data()), text.size());
@@ -204,6 +215,7 @@ expected<grant> verify(const signing_key& key, std::string_view token, std::int6
     out.hubs = payload.at("hubs").get<std::vector<std::string>>();
     out.issued_at_s = payload.at("iat").get<std::int64_t>();
     out.expires_at_s = payload.at("exp").get<std::int64_t>();
+    out.node = payload.value("node", false);
   } catch (const json::exception&) {
     return unauthenticated("the token is malformed");
   }

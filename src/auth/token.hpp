@@ -45,6 +45,9 @@ struct grant {
   std::int64_t issued_at_s = 0;   ///< Unix seconds.
   std::int64_t expires_at_s = 0;  ///< Unix seconds; 0: never.
   std::string note;               ///< Whom it is for (shown by `token list`).
+  /// A cluster node's token (authority::node_token): good for node links only,
+  /// refused by the client-facing APIs; never made by the registry.
+  bool node = false;
 
   bool covers(std::string_view hub) const;
   bool all_hubs() const;

@@ -777,6 +777,8 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
       if (!who) {
         options_.authority->audit("grpc", fmt::format("complete or abandon ({})", describe(kind)),
                                   task_hub_of(context), {}, nullptr, &who.error());
+        // The worker's token expired or was revoked: its stream gets no more work.
+        if (sink) sink->end(who.error().message);
         return who.error();
       }
       // The stream's hub; without a stream, the call's (the token is stale: said below).
@@ -881,6 +883,7 @@ grpc::ServerUnaryReactor* grpc_service::CleanEntityStorage(CallbackServerContext
 grpc::ServerUnaryReactor* grpc_service::SkipGracefulOrchestrationTerminations(
     CallbackServerContext* context, const SkipGracefulOrchestrationTerminationsRequest* request,
     SkipGracefulOrchestrationTerminationsResponse* response) {
+  if (auto* refused = refuse(context, auth::action::write, "SkipGracefulOrchestrationTerminations")) return refused;
   auto* call = new unary_call();
   const auto& ids = request->instance_batch().instance_ids();
   scheduler_.terminate_many(task_hub_of(context), {ids.begin(), ids.end()},

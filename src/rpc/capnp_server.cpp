@@ -254,6 +254,16 @@ class worker_session final : public s::WorkerSession::Server {
     return {};
   }
 
+  /// With --auth: whether the session's token is still good (not expired or
+  /// revoked). Checked on every answer and keep-alive; once it is not, the session
+  /// is closed (its items go back, no more work comes) and its calls are refused.
+  void check_with(std::function<expected<void>()> still_allowed) {
+    still_allowed_ = std::move(still_allowed);
+    sink_->on_keep_alive_answered([this, &scheduler = scheduler_, session = id_] {
+      if (allowed()) scheduler.session_alive(session);
+    });
+  }
+
   /// The worker dropped the session or its connection: its items go back.
   ~worker_session() noexcept(false) {
     sink_->close();
@@ -261,6 +271,7 @@ class worker_session final : public s::WorkerSession::Server {
   }
 
   kj::Promise<void> completeOrchestrator(CompleteOrchestratorContext context) override {
+    require_allowed();
     auto completion = wire::read(context.getParams().getCompletion());
     auto pending = answer<void>();
     scheduler_.complete_orchestrator(id_, std::move(completion), pending.callback);
@@ -268,6 +279,7 @@ class worker_session final : public s::WorkerSession::Server {
   }
 
   kj::Promise<void> completeActivity(CompleteActivityContext context) override {
+    require_allowed();
     auto result = wire::read(context.getParams().getCompletion());
     auto pending = answer<void>();
     scheduler_.complete_activity(id_, std::move(result), pending.callback);
@@ -275,6 +287,7 @@ class worker_session final : public s::WorkerSession::Server {
   }
 
   kj::Promise<void> completeMany(CompleteManyContext context) override {
+    require_allowed();
     auto params = context.getParams();
     auto orchestrators = params.getOrchestrators();
     auto activities = params.getActivities();
@@ -304,22 +317,42 @@ class worker_session final : public s::WorkerSession::Server {
   }
 
   kj::Promise<void> abandonOrchestrator(AbandonOrchestratorContext context) override {
+    require_allowed();
     auto params = context.getParams();
     scheduler_.abandon(id_, params.getCompletionToken());
     return kj::READY_NOW;
   }
 
   kj::Promise<void> abandonActivity(AbandonActivityContext context) override {
+    require_allowed();
     auto [request, token] = wire::read(context.getParams().getItem());
     scheduler_.abandon(id_, token);
     return kj::READY_NOW;
   }
 
  private:
+  /// False (and the session closed, once) when the token is no longer good.
+  bool allowed() {
+    if (!still_allowed_) return true;
+    auto current = still_allowed_();
+    if (current) return true;
+    refusal_ = current.error();
+    if (id_ != 0) {
+      scheduler_.close_session(std::exchange(id_, 0));
+      sink_->end(refusal_->message);  // The worker hears why.
+    }
+    return false;
+  }
+  void require_allowed() {
+    if (!allowed()) fail(*refusal_);
+  }
+
   Scheduler& scheduler_;
   std::uint64_t id_ = 0;
   kj::Own<sink_channel> channel_;
   std::shared_ptr<capnp_work_sink> sink_;
+  std::function<expected<void>()> still_allowed_;
+  std::optional<dtsd::error> refusal_;
 };
 
 /// Another node's link: its partitions' messages go to this node's partitions.
@@ -462,8 +495,11 @@ class scheduler_service final : public s::Scheduler::Server {
     }
     if (authority_) {
       // Another node: its token grants every hub (see auth::authority::node_token).
-      auto who = authority_->check(text(context.getParams().getToken()), auth::action::manage_hubs, "");
-      if (!who) fail(who.error());
+      auto who = authority_->authenticate_node(text(context.getParams().getToken()));
+      if (!who) {
+        authority_->audit("native", "nodeLink", "", "", nullptr, &who.error());
+        fail(who.error());
+      }
     }
     spdlog::info("cluster: node '{}' linked", text(context.getParams().getFromNode()));
     context.getResults().setLink(kj::heap<node_link_service>(*peers_, *local_));
@@ -713,6 +749,9 @@ class scheduler_service final : public s::Scheduler::Server {
     value_or_fail(session->open(text(p.getTaskHub()),
                                 {p.getOrchestratorConcurrency(), p.getActivityConcurrency(), p.getEntityConcurrency()},
                                 std::move(filters), text(p.getWorker())));
+    if (authority_ && grant_) {
+      session->check_with([authority = authority_, who = *grant_] { return authority->still_valid(who); });
+    }
     context.getResults().setSession(kj::mv(session).attach(kj::mv(held)));
     return kj::READY_NOW;
   }

@@ -2,6 +2,7 @@
 // file (--config) configure it; SIGTERM or SIGINT drains (every partition commits
 // what it holds) and exits 0.
 
+#include <arpa/inet.h>
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
@@ -60,12 +61,16 @@ struct options {
   auth::token_limits limits;
 };
 
-/// Whether a listen address ("host:port") takes connections from this machine only.
+/// Whether a listen address ("host:port") takes connections from this machine only:
+/// "localhost", ::1, or an IPv4 literal in 127.0.0.0/8 (a name is not resolved:
+/// any other name counts as reaching beyond).
 bool loopback_only(const std::string& address) {
   const auto colon = address.rfind(':');
   auto host = colon == std::string::npos ? address : address.substr(0, colon);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+  if (host == "localhost" || host == "::1") return true;
+  in_addr v4{};
+  return inet_pton(AF_INET, host.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
 }
 
 std::vector<std::string> split_hubs(const std::string& list) {
@@ -130,6 +135,10 @@ int main(int argc, char** argv) {
           "Create a token with 'dtsctl token create --role contributor --task-hub \'*\' --data-dir {}' and start "
           "with --auth, or give --insecure-no-auth to serve everyone",
           opts.grpc_listen, opts.listen, opts.dashboard_listen, opts.data_dir));
+    }
+    if (opts.auth && !loopback_only(opts.grpc_listen) && !opts.tls.enabled()) {
+      spdlog::warn("--auth without --tls-cert: tokens cross the network in clear text on --grpc-listen {}; "
+                   "anyone who can read the traffic can use them", opts.grpc_listen);
     }
     if (open_beyond && opts.insecure_no_auth) {
       spdlog::warn("--insecure-no-auth: dtsd serves beyond loopback with no tokens; anyone who reaches it may start, "

@@ -72,6 +72,10 @@ function calls() {
   orchestratorDone.setCompletiontoken("1.o1");
   const entityDone = new pb.EntityBatchResult();
   entityDone.setCompletiontoken("1.e1");
+  const batch = new pb.InstanceBatch();
+  batch.setInstanceidsList([TARGET]);
+  const skipGraceful = new pb.SkipGracefulOrchestrationTerminationsRequest();
+  skipGraceful.setInstancebatch(batch);
   return [
     ["hello", "any", new Empty()],
     ["startInstance", "write", start],
@@ -99,6 +103,7 @@ function calls() {
     ["abandonTaskActivityWorkItem", "work", abandonActivity],
     ["abandonTaskOrchestratorWorkItem", "work", abandonOrchestrator],
     ["abandonTaskEntityWorkItem", "work", abandonEntity],
+    ["skipGracefulOrchestrationTerminations", "write", skipGraceful],
     ["getWorkItems", "work", new pb.GetWorkItemsRequest(), "stream"],
     ["streamInstanceHistory", "history", withId(pb.StreamInstanceHistoryRequest), "stream"],
   ];
@@ -200,6 +205,8 @@ describe("auth: tokens on the gRPC endpoint", () => {
   });
 
   test("every RPC x every credential: the code its role and hub call for; a refused call changes nothing", async () => {
+    // The matrix names every RPC of the service: a new one cannot slip past it.
+    assert.deepEqual(calls().map(([method]) => method).sort(), Object.keys(services.TaskHubSidecarServiceService).sort());
     const before = await contributorClient().getOrchestrationState(TARGET, true);
     assert.equal(before.runtimeStatus, OrchestrationStatus.RUNNING);
     const mismatches = [];

@@ -123,6 +123,32 @@ TEST_CASE("auth: the native API and dtsctl take a token; each role does what it 
   CHECK(json::parse(listed.out).size() == 5);
   CHECK(listed.out.find(contributor) == std::string::npos);  // Never the tokens themselves.
 
+  // A worker whose token is revoked takes no more work to its end: the next
+  // answer it gives is refused and its session closed (the item waits for another).
+  {
+    const auto doomed = make_token(setup, "worker", "default");
+    sdk::worker_options serving_again{setup.address(), "default", 4, 4};
+    serving_again.token = doomed["token"].get<std::string>();
+    sdk::worker revoked_worker(serving_again);
+    revoked_worker.add_orchestrator("Hello", [](sdk::orchestration_context&, json input) -> sdk::task<json> {
+      co_return json("hello " + input.get<std::string>());
+    });
+    std::thread serving_thread([&] { revoked_worker.run(); });
+    options.instance_id = "before-revoke";
+    REQUIRE(writer->start("Hello", json("a"), options));
+    CHECK(writer->wait_for_completion("before-revoke", std::chrono::seconds(30)));
+    auto revoke = run_command(binary("DTSCTL_BIN"),
+                              {"token", "revoke", doomed["id"].get<std::string>(), "--data-dir", setup.data_dir.string()});
+    REQUIRE(revoke.exit_code == 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // The server reads the registry again.
+    options.instance_id = "after-revoke";
+    REQUIRE(writer->start("Hello", json("b"), options));
+    auto waited = writer->wait_for_completion("after-revoke", std::chrono::seconds(3));
+    CHECK_FALSE(waited);  // Not completed by the revoked worker.
+    revoked_worker.stop();
+    serving_thread.join();
+  }
+
   // Revoked: the session that is open already is refused within seconds.
   auto revoked = run_command(binary("DTSCTL_BIN"), {"token", "revoke", reader["id"].get<std::string>(), "--data-dir", setup.data_dir.string()});
   REQUIRE(revoked.exit_code == 0);

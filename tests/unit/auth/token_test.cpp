@@ -103,6 +103,22 @@ TEST_CASE("auth: each role may do what DTS's role of that name may, on its hubs 
   CHECK(authority::authorize(make_grant(role::worker, {"*"}), action::work, "anything"));
 }
 
+TEST_CASE("auth: a node token opens node links only; a user token never does") {
+  temp_dir dir;
+  auto server = authority::open(dir.path / "auth");
+  REQUIRE(server);
+  const auto node = (*server)->node_token("n1");
+  CHECK((*server)->authenticate_node(node));
+  auto as_client = (*server)->authenticate("Bearer " + node);
+  REQUIRE_FALSE(as_client);
+  CHECK(as_client.error().code == errc::unauthenticated);
+  registry files(dir.path / "auth");
+  auto admin = files.create(make_grant(role::contributor, {"*"}));
+  REQUIRE(admin);
+  CHECK((*server)->authenticate(*admin));
+  CHECK_FALSE((*server)->authenticate_node(*admin));
+}
+
 TEST_CASE("auth: durations for --expires") {
   CHECK(parse_duration_s("30d").value() == 30 * 86400);
   CHECK(parse_duration_s("12h").value() == 12 * 3600);

@@ -206,7 +206,14 @@ void authority::watch() {
   while (!stopping_) {
     for (int i = 0; i < 10 && !stopping_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     reload();
+    std::lock_guard lock(tick_mutex_);
+    if (tick_) tick_();
   }
+}
+
+void authority::on_reload(std::function<void()> tick) const {
+  std::lock_guard lock(tick_mutex_);
+  tick_ = std::move(tick);
 }
 
 std::size_t authority::known_tokens() const {

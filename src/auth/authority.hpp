@@ -9,6 +9,7 @@
 #include <map>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -89,6 +90,11 @@ class authority {
              const grant* who, const error* refused) const;
   std::filesystem::path audit_file() const { return registry_.dir() / "audit.log"; }
 
+  /// Runs `tick` on the watcher's thread after each reading of the registry (about
+  /// once a second), so that a server can end what revoked or expired tokens hold;
+  /// null stops it (and waits for a tick under way).
+  void on_reload(std::function<void()> tick) const;
+
   /// A work stream or wait of `who`, counted until the handle goes;
   /// errc::resource_exhausted at its limit, naming it.
   expected<std::shared_ptr<void>> hold_stream(const grant& who) const;
@@ -115,6 +121,8 @@ class authority {
   };
   mutable std::mutex usage_mutex_;
   mutable std::map<std::string, usage> usage_;
+  mutable std::mutex tick_mutex_;
+  mutable std::function<void()> tick_;  ///< Under tick_mutex_.
   mutable std::mutex audit_mutex_;
   std::FILE* audit_ = nullptr;
   mutable std::int64_t anonymous_second_ = 0;   ///< Under audit_mutex_.

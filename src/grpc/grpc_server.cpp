@@ -584,6 +584,26 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
       CallbackServerContext* context, const SkipGracefulOrchestrationTerminationsRequest* request,
       SkipGracefulOrchestrationTerminationsResponse* response) override;
 
+  /// Ends the work streams whose token has expired or been revoked (each second,
+  /// from the authority's watcher): their workers get no more work.
+  void end_revoked_streams() {
+    std::vector<std::shared_ptr<stream_sink>> live;
+    {
+      std::lock_guard lock(streams_mutex_);
+      for (const auto& [id, weak] : streams_) {
+        if (auto sink = weak.lock()) live.push_back(std::move(sink));
+      }
+    }
+    for (const auto& sink : live) {
+      auto who = sink->grant();
+      if (!who) continue;
+      if (auto current = options_.authority->still_valid(*who); !current) {
+        options_.authority->audit("grpc", "GetWorkItems (ended)", sink->hub(), {}, &*who, &current.error());
+        sink->end(current.error().message);
+      }
+    }
+  }
+
   void forget_stream(std::uint64_t id) {
     std::lock_guard lock(streams_mutex_);
     streams_.erase(id);
@@ -820,6 +840,10 @@ grpc::ServerWriteReactor<WorkItem>* grpc_service::GetWorkItems(CallbackServerCon
   if (auto* refused = refuse_stream<WorkItem>(context, {auth::action::work}, "GetWorkItems")) return refused;
   auto held = hold_stream(context);
   if (!held) return new refused_stream<WorkItem>(to_status(held.error()));
+  std::optional<auth::grant> opened_by;
+  if (options_.authority) {
+    if (auto who = options_.authority->authenticate(bearer_of(context))) opened_by = *who;
+  }
   const auto id = next_stream_++;
   const auto& capabilities = request->capabilities();
   const bool history_streaming =
@@ -837,6 +861,7 @@ grpc::ServerWriteReactor<WorkItem>* grpc_service::GetWorkItems(CallbackServerCon
   auto slots = [this](std::int32_t asked) {
     return asked > 0 ? static_cast<std::uint32_t>(asked) : options_.default_concurrency;
   };
+  if (opened_by) sink->set_grant(*opened_by);
   {
     std::lock_guard lock(streams_mutex_);
     streams_[id] = sink;
@@ -899,7 +924,9 @@ grpc::ServerUnaryReactor* grpc_service::SkipGracefulOrchestrationTerminations(
 class grpc_server_impl final : public grpc_server {
  public:
   grpc_server_impl(service::task_service& scheduler, grpc_options options)
-      : service_(scheduler, options), options_(std::move(options)) {}
+      : service_(scheduler, options), options_(std::move(options)) {
+    if (options_.authority) options_.authority->on_reload([this] { service_.end_revoked_streams(); });
+  }
 
   ~grpc_server_impl() override { stop(); }
 
@@ -941,6 +968,7 @@ class grpc_server_impl final : public grpc_server {
 
   void stop() override {
     std::lock_guard lock(stop_mutex_);
+    if (options_.authority) options_.authority->on_reload(nullptr);  // Waits for a tick under way.
     if (!server_) return;
     // Calls get up to 1 s to end on their own (a unary call waiting for its commit
     // usually does); then everything left, work streams and waits included, is

@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "auth/token.hpp"
 #include "core/overloaded.hpp"
 #include "grpc/calls.hpp"
 #include "grpc/proto_convert.hpp"
@@ -63,6 +64,15 @@ class stream_sink final : public service::work_sink {
       : stream_(stream), hub_(std::move(hub)), history_streaming_(history_streaming), fail_(std::move(fail)) {}
   /// The task hub the stream was opened for.
   const std::string& hub() const { return hub_; }
+  /// With --auth: the grant of the token that opened it (checked again each second).
+  void set_grant(auth::grant who) {
+    std::lock_guard lock(mutex_);
+    grant_ = std::move(who);
+  }
+  std::optional<auth::grant> grant() const {
+    std::lock_guard lock(mutex_);
+    return grant_;
+  }
 
   void push(std::vector<service::work_item> items) override {
     std::vector<WorkItem> converted;
@@ -240,9 +250,10 @@ class stream_sink final : public service::work_sink {
 
   const std::uint64_t stream_;
   const std::string hub_;
+  std::optional<auth::grant> grant_;  ///< Under mutex_.
   const bool history_streaming_;
   const fail_fn fail_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::vector<core::orchestrator_completion> unsent_failures_;
   std::optional<Status> end_status_;  ///< Set by end().
   std::deque<WorkItem> queue_;

@@ -257,6 +257,23 @@ describe("auth: tokens on the gRPC endpoint", () => {
     await eventually(async () => (await codeOf(stub, "listInstanceIds", request, metadataOf(fresh.token))) ===
                      grpcStatus.UNAUTHENTICATED, 5000, "the revoked token is refused");
   });
+
+  test("a work stream open when its token is revoked is ended within seconds", async () => {
+    const doomed = token("worker", "default");
+    const stream = stub.getWorkItems(new pb.GetWorkItemsRequest(), metadataOf(doomed.token));
+    const ended = new Promise((resolve) => {
+      stream.on("error", (error) => resolve(error));
+      stream.on("end", () => resolve(null));
+    });
+    stream.on("data", () => {});
+    await new Promise((r) => setTimeout(r, 500));
+    const revokedAt = Date.now();
+    execFileSync(dtsctlPath, ["token", "revoke", doomed.id, "--auth-dir", authDir]);
+    const error = await Promise.race([ended, new Promise((r) => setTimeout(() => r("still open"), 8000))]);
+    assert.notEqual(error, "still open", "the stream is still open 8 s after the revocation");
+    assert.match(error?.details ?? "", /revoked/);
+    assert.ok(Date.now() - revokedAt < 8000);
+  });
 });
 
 // The REST API: each route as the dashboard and DTS's tools call it, and what

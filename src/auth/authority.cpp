@@ -255,23 +255,21 @@ expected<void> authority::still_valid(const grant& who) const {
 }
 
 expected<std::shared_ptr<void>> authority::hold_stream(const grant& who) const {
-  // Made before the count goes up (not under the lock: its deleter takes it).
-  std::shared_ptr<void> held(nullptr, [this, id = who.id](void*) {
+  {
+    std::lock_guard lock(usage_mutex_);
+    auto& used = usage_[who.id];
+    if (used.streams >= limits_.streams_max) {
+      return error{errc::resource_exhausted,
+                   fmt::format("token {} holds {} work streams and waits, its limit (--token-streams-max); "
+                               "end one first", who.id, used.streams)};
+    }
+    ++used.streams;
+  }
+  // Made outside the lock: its deleter takes it.
+  return std::shared_ptr<void>(nullptr, [this, id = who.id](void*) {
     std::lock_guard lock(usage_mutex_);
     if (auto found = usage_.find(id); found != usage_.end() && found->second.streams > 0) --found->second.streams;
   });
-  std::lock_guard lock(usage_mutex_);
-  auto& used = usage_[who.id];
-  if (used.streams >= limits_.streams_max) {
-    // `held` goes without having counted: undo nothing. Released after the lock.
-    auto refused = error{errc::resource_exhausted,
-                         fmt::format("token {} holds {} work streams and waits, its limit (--token-streams-max); "
-                                     "end one first", who.id, used.streams)};
-    ++used.streams;  // Balanced by `held`'s release below.
-    return refused;
-  }
-  ++used.streams;
-  return held;
 }
 
 expected<void> authority::take_call(const grant& who) const {

@@ -648,10 +648,13 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
   }
   /// A work stream or wait of the call's token, counted until the handle goes
   /// (nothing without --auth); errc::resource_exhausted at the token's limit.
-  expected<std::shared_ptr<void>> hold_stream(const CallbackServerContext* context) const {
+  /// `opened_by`, if given, gets the token's grant.
+  expected<std::shared_ptr<void>> hold_stream(const CallbackServerContext* context,
+                                              std::optional<auth::grant>* opened_by = nullptr) const {
     if (!options_.authority) return std::shared_ptr<void>();
     auto who = options_.authority->authenticate(bearer_of(context));
     if (!who) return who.error();
+    if (opened_by) *opened_by = *who;
     return options_.authority->hold_stream(*who);
   }
   /// A finished reactor when the call is refused; null when it may go on.
@@ -838,12 +841,9 @@ class grpc_service final : public TaskHubSidecarService::CallbackService {
 grpc::ServerWriteReactor<WorkItem>* grpc_service::GetWorkItems(CallbackServerContext* context,
                                                                const GetWorkItemsRequest* request) {
   if (auto* refused = refuse_stream<WorkItem>(context, {auth::action::work}, "GetWorkItems")) return refused;
-  auto held = hold_stream(context);
+  std::optional<auth::grant> opened_by;  // Checked again each second (end_revoked_streams).
+  auto held = hold_stream(context, &opened_by);
   if (!held) return new refused_stream<WorkItem>(to_status(held.error()));
-  std::optional<auth::grant> opened_by;
-  if (options_.authority) {
-    if (auto who = options_.authority->authenticate(bearer_of(context))) opened_by = *who;
-  }
   const auto id = next_stream_++;
   const auto& capabilities = request->capabilities();
   const bool history_streaming =

@@ -196,10 +196,13 @@ expected<grant> verify(const signing_key& key, std::string_view token, std::int6
   if (token.rfind(token_prefix, 0) != 0) return unauthenticated("the credential is not a dtsd token");
   const auto dot = token.rfind('.');
   if (dot <= token_prefix.size()) return unauthenticated("the token is malformed");
-  const auto signature = from_base64url(token.substr(dot + 1));
+  // Compared as text: the one encoding of the right MAC, so that a signature whose
+  // unused low bits differ (the same bytes once decoded) is refused too.
+  const auto signature = token.substr(dot + 1);
   const auto expected_mac = mac(key, token.substr(0, dot));
-  if (!signature || signature->size() != expected_mac.size() ||
-      CRYPTO_memcmp(signature->data(), expected_mac.data(), expected_mac.size()) != 0) {
+  const auto expected_text = base64url(expected_mac.data(), expected_mac.size());
+  if (signature.size() != expected_text.size() ||
+      CRYPTO_memcmp(signature.data(), expected_text.data(), expected_text.size()) != 0) {
     return unauthenticated("the token's signature is not valid (forged, or signed with another key)");
   }
   const auto text = from_base64url(token.substr(token_prefix.size(), dot - token_prefix.size()));

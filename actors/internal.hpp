@@ -41,6 +41,7 @@ using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using handover_atom = caf::atom_constant<caf::atom("handover")>;
 using gone_atom = caf::atom_constant<caf::atom("gone")>;
 using resend_atom = caf::atom_constant<caf::atom("resend")>;
+using expire_atom = caf::atom_constant<caf::atom("expire")>;
 
 /// How a partition is doing, set by its actor and read by the router's status
 /// calls without a message (so a stalled hub still answers them).
@@ -64,6 +65,8 @@ struct partition_health {
   decltype(service::partition_view::batch_changes_buckets) batch_changes_buckets{};
   decltype(service::partition_view::orchestrations_by_status) orchestrations_by_status{};
   std::uint64_t disk_bytes = 0;
+  decltype(service::partition_view::retention_purged) retention_purged{};
+  std::int64_t oldest_ended_ns = 0;
 };
 
 /// An operation for a live instance (see engine/instance.hpp), sent to its actor

@@ -17,6 +17,10 @@ namespace {
 /// How often a partition ends the instance actors that stayed idle (and all on
 /// disk) for a whole period; they are made live again from the store when needed.
 constexpr auto instance_sweep_period = std::chrono::seconds(30);
+/// How often a partition purges what its retention policy says is due, and how
+/// many purges it has under way at most: a bounded trickle of ordinary purges
+/// that ride in the batches of foreground work.
+constexpr auto retention_period = std::chrono::milliseconds(250);
 /// How often a cluster node's partition sends again what other nodes have not acknowledged.
 constexpr auto remote_resend_period = std::chrono::seconds(1);
 /// A partition whose commit failed tries the same batch again after this, doubling
@@ -347,6 +351,11 @@ class partition_state : public partition_context, public peer_link {
     writing = false;
     committed_up_to = batch;
     auto released = engine_->batch_committed(batch);
+    {
+      std::lock_guard lock(health->mutex);
+      health->retention_purged = engine_->retention_purged();  // Counted as the purges became durable.
+      health->oldest_ended_ns = engine_->store().catalog().oldest_ended_ns().value_or(0);
+    }
     while (!acks.empty() && acks.begin()->first <= batch) {
       auto action = std::move(acks.begin()->second);
       acks.erase(acks.begin());
@@ -396,6 +405,7 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
     std::lock_guard lock(state.health->mutex);
     state.health->orchestrations_by_status = state.engine_->store().counts();
     state.health->disk_bytes = state.engine_->store().disk_bytes();
+    state.health->oldest_ended_ns = state.engine_->store().catalog().oldest_ended_ns().value_or(0);
   }
   auto owner = caf::actor_cast<caf::actor>(self);
   state.writer = commits->open(
@@ -405,6 +415,7 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
       });
   state.index = state.engine_->identity().partition_index;
   self->delayed_send(self, instance_sweep_period, sweep_atom::value);
+  self->delayed_send(self, retention_period, expire_atom::value);
   if (state.remote) self->delayed_send(self, remote_resend_period, resend_atom::value);
   return {
       [=](partition_request& request) {
@@ -467,6 +478,12 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
       [=](sweep_atom) {
         self->state.engine_->evict_untouched();
         self->delayed_send(self, instance_sweep_period, sweep_atom::value);
+      },
+      [=](expire_atom) {
+        auto& s = self->state;
+        if (!s.stall && !s.draining) s.engine_->purge_expired(s.now_ns());
+        self->delayed_send(self, retention_period, expire_atom::value);
+        s.pump();
       },
       [=](wire_atom, const std::vector<caf::actor>& peers, const caf::actor& coordinator) {
         auto& s = self->state;

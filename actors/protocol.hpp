@@ -73,12 +73,19 @@ struct list {
   core::list_query query;
   callback<core::list_page> done;
 };
+/// The hub's retention policy at the partition; with `set`, made `policy` first
+/// (none: dtsd's default again) and answered once that is durable.
+struct retention {
+  bool set = false;
+  std::optional<core::retention_policy> policy;
+  callback<service::retention_view> done;
+};
 }  // namespace requests
 
 using partition_request =
     std::variant<requests::start, requests::read, requests::await, requests::forget_wait, requests::apply,
                  requests::complete_orchestrator, requests::complete_activity, requests::purge, requests::query,
-                 requests::list>;
+                 requests::list, requests::retention>;
 
 /// Partition to partition.
 namespace peer {

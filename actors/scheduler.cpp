@@ -170,7 +170,7 @@ class actor_scheduler final : public service::router, public service::partition_
     auto made = open_store();
     if (!made) return made.error();
     (*made)->set_log_retention(config_.log_retention_records);
-    auto engine = engine::partition_engine::open(std::move(*made), {config_.limits, 10000}, random_execution_ids(),
+    auto engine = engine::partition_engine::open(std::move(*made), engine_options(), random_execution_ids(),
                                                  clock.now_ns());
     if (!engine) return engine.error();
     return spawn_partition(system_, std::move(*engine), commits_, h.health[p], clock, &config_.remote);
@@ -457,6 +457,21 @@ class actor_scheduler final : public service::router, public service::partition_
     to_partition(hub_name, partition, requests::list{std::move(query), {}}, std::move(done));
   }
 
+  void retention_partition(const std::string& hub_name, std::uint32_t partition, bool set,
+                           std::optional<core::retention_policy> policy,
+                           callback<service::retention_view> done) override {
+    to_partition(hub_name, partition, requests::retention{set, std::move(policy), {}}, std::move(done));
+  }
+
+  engine::engine_options engine_options() const {
+    engine::engine_options options;
+    options.limits = config_.limits;
+    options.timers_per_tick_max = 10000;
+    options.default_retention = config_.default_retention;
+    options.retention_purges_max = config_.retention_purges_max;
+    return options;
+  }
+
   /// Sends a request to one partition of a hub, its answer guarded.
   template <class Request, class T>
   void to_partition(const std::string& hub_name, std::uint32_t partition, Request request, callback<T> done) {
@@ -519,6 +534,8 @@ class actor_scheduler final : public service::router, public service::partition_
       view.batch_changes_buckets = health.batch_changes_buckets;
       view.orchestrations_by_status = health.orchestrations_by_status;
       view.disk_bytes = health.disk_bytes;
+      view.retention_purged = health.retention_purged;
+      view.oldest_ended_ns = health.oldest_ended_ns;
       view.ready_orchestrators = health.ready_orchestrators;
       view.ready_activities = health.ready_activities;
       view.ready_entities = health.ready_entities;

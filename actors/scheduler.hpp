@@ -37,6 +37,10 @@ struct scheduler_config {
   const service::clock* clock = &service::wall_clock();
   /// A cluster node's: how a partition's message reaches a partition another node serves.
   remote_peer remote;
+  /// The retention of hubs without a policy of their own (core/retention.hpp).
+  core::retention_policy default_retention;
+  /// Retention purges each partition has under way at most (engine_options).
+  std::size_t retention_purges_max = 64;
 };
 
 /// Builds the actor system and the router over it; `hubs` are opened (created if

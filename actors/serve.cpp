@@ -133,6 +133,15 @@ void serve(partition_context& ctx, partition_request request) {
                    if (!page) return q.done(page.error());
                    q.done(std::move(*page));
                  },
+                 [&](requests::retention& r) {
+                   auto& engine = ctx.engine();
+                   if (!r.set) return r.done(service::retention_view{engine.retention(), engine.retention_is_own()});
+                   if (refused) return r.done(*refused);
+                   const auto batch = engine.set_retention(std::move(r.policy));
+                   ctx.after_commit(batch, [&engine, done = std::move(r.done)] {
+                     done(service::retention_view{engine.retention(), engine.retention_is_own()});
+                   });
+                 },
                  [&](requests::list& l) {
                    // From memory: milliseconds for a partition of 100,000 instances.
                    auto page = ctx.engine().store().list(l.query);

@@ -228,11 +228,14 @@ inline json expected_output() {
   return out;
 }
 
-/// A native client of the dtsd at `address`, waiting up to 10 s for it to listen.
+/// A native client of the dtsd at `address`, waiting up to 10 s for it to listen
+/// (through TLS when DTSD_TLS_CA names a CA, as --secure sets it).
 inline std::unique_ptr<sdk::client> connect(const std::string& address, const char* bench,
                                             const std::string& token = "") {
+  sdk::tls_options tls;
+  if (const char* ca = std::getenv("DTSD_TLS_CA")) tls.ca = ca;
   for (int attempt = 0; attempt < 400; ++attempt) {
-    if (auto made = sdk::client::connect(address, "default", token)) return std::move(*made);
+    if (auto made = sdk::client::connect(address, "default", token, tls)) return std::move(*made);
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
   }
   std::fprintf(stderr, "%s bench: cannot connect to %s\n", bench, address.c_str());
@@ -253,7 +256,7 @@ struct hello_cities_setup {
   std::uint32_t worker_activities = 256;
   std::uint32_t worker_orchestrators = 1024;
   std::uint32_t worker_threads = 4;
-  /// --secure: dtsd with --auth and TLS (gRPC, dashboard); the client and the
+  /// --secure: dtsd with --auth and TLS (gRPC, native API, dashboard); the client and the
   /// worker present a token (made with dtsctl), the JS worker trusts a test CA.
   bool secure = false;
   std::string dtsctl_path;

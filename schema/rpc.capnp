@@ -156,6 +156,12 @@ interface Scheduler {
   # presents a token here: the answer is a Scheduler that acts with its grant
   # (role and task hubs), checked again on every call (expiry, revocation).
   authenticate @21 (token :Text) -> (scheduler :Scheduler);
+  # The hub's retention policy: JSON as core/retention.hpp writes it (DTS's
+  # {"retentionPolicies": [...]}); `own` false: dtsd's default (--retention-default).
+  getRetention @22 (taskHub :Text) -> (policy :Text, own :Bool);
+  # Makes `policy` the hub's own (hasPolicy false: back to dtsd's default); answers
+  # the policy in force once every partition has it durably.
+  setRetention @23 (taskHub :Text, hasPolicy :Bool, policy :Text) -> (policy :Text, own :Bool);
 }
 
 # Between the nodes of a cluster: partition-to-partition messages of a task hub.
@@ -188,6 +194,10 @@ interface NodeLink {
   # partitions come back through the session.
   openSession @9 (taskHub :Text, orchestratorSlots :UInt32, activitySlots :UInt32, entitySlots :UInt32,
                   filters :WorkFilters, worker :Text, sink :WorkSink) -> (session :WorkerSession);
+  # One partition's retention policy (JSON); with `set`, made `policy` first
+  # (hasPolicy false: dtsd's default).
+  retention @10 (taskHub :Text, partition :UInt32, set :Bool, hasPolicy :Bool, policy :Text)
+      -> (policy :Text, own :Bool);
 }
 
 struct TimeWindow {

@@ -77,8 +77,9 @@ auto retried(Call call) {
   }
 }
 
-int run_client(const std::string& address, const std::string& hub, const std::string& token, int count) {
-  auto client = sdk::client::connect(address, hub, token);
+int run_client(const std::string& address, const std::string& hub, const std::string& token,
+               const sdk::tls_options& tls, int count) {
+  auto client = sdk::client::connect(address, hub, token, tls);
   if (!client) {
     std::fprintf(stderr, "hello_cities: cannot connect to %s: %s\n", address.c_str(), client.error().message.c_str());
     return 1;
@@ -127,6 +128,7 @@ int main(int argc, char** argv) {
   std::string hub = "default";
   int count = 1;
   std::string token;
+  sdk::tls_options tls;
   sdk::worker_options options;
   app.require_subcommand(1);
   auto* worker = app.add_subcommand("worker", "Serve HelloCities and SayHello");
@@ -136,6 +138,10 @@ int main(int argc, char** argv) {
     command->add_option("--task-hub", hub)->capture_default_str();
     command->add_option("--token", token, "For a dtsd run with --auth: a worker token (worker), a contributor token (client)")
         ->envname("DTSD_TOKEN");
+    command->add_option("--tls-ca", tls.ca, "For a dtsd whose native API serves TLS: the CA to trust")->envname("DTSD_TLS_CA");
+    command->add_option("--tls-client-cert", tls.cert, "For a dtsd run with --tls-client-ca: this client's certificate")
+        ->envname("DTSD_TLS_CLIENT_CERT");
+    command->add_option("--tls-client-key", tls.key, "The key of --tls-client-cert")->envname("DTSD_TLS_CLIENT_KEY");
   }
   worker->add_option("--activities", options.activity_concurrency, "Activities run at once")->capture_default_str();
   worker->add_option("--threads", options.threads, "Threads running work (0: one per activity slot)")
@@ -150,7 +156,8 @@ int main(int argc, char** argv) {
     options.address = address;
     options.task_hub = hub;
     options.token = token;
+    options.tls = tls;
     return run_worker(options);
   }
-  return run_client(address, hub, token, count);
+  return run_client(address, hub, token, tls, count);
 }

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/ids.hpp"
+#include "core/retention.hpp"
 
 namespace dtsd::auth {
 
@@ -230,15 +231,12 @@ expected<grant> verify(const signing_key& key, std::string_view token, std::int6
 
 expected<std::int64_t> parse_duration_s(std::string_view text) {
   if (text == "never") return std::int64_t{0};
-  std::int64_t count = 0;
-  auto [end, failed] = std::from_chars(text.data(), text.data() + text.size(), count);
-  const std::string_view unit(end, static_cast<std::size_t>(text.data() + text.size() - end));
-  std::int64_t scale = unit == "d" ? 86400 : unit == "h" ? 3600 : unit == "m" ? 60 : unit == "s" ? 1 : 0;
-  if (failed != std::errc{} || end == text.data() || scale == 0 || count <= 0 || count > 3650 * 86400 / scale) {
+  auto seconds = core::parse_duration(text);
+  if (!seconds || *seconds == 0) {
     return error{errc::invalid_argument,
                  "'" + std::string(text) + "' is not a duration: expected a count and d, h, m or s (30d, 12h), or never"};
   }
-  return count * scale;
+  return seconds;
 }
 
 }  // namespace dtsd::auth

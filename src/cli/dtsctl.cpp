@@ -16,6 +16,8 @@
 //   dtsctl ... entity signal @NAME@KEY OPERATION [--input JSON]
 //   dtsctl ... entity clean [--keep-empty] [--keep-orphaned-locks]
 //   dtsctl ... worker list
+//   dtsctl ... retention show|delete
+//   dtsctl ... retention set [--default D] [--completed D] [--failed D] [--canceled D] [--terminated D]   (D: 30d, 12h, 0s, forever)
 //   dtsctl [--json] cluster status|drain NODE|undrain NODE --cluster etcd://HOST:PORT
 //   dtsctl [--task-hub H] [--json] cluster where ID --cluster etcd://HOST:PORT
 //   dtsctl [--json] token create --role contributor|worker|reader --task-hub NAME|'*' [--expires 30d] [--note T]
@@ -26,16 +28,19 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <future>
 #include <thread>
 #include <iostream>
+#include <map>
 
 #include "auth/authority.hpp"
 #include "cluster/membership.hpp"
 #include "core/ids.hpp"
+#include "core/retention.hpp"
 #include "sdk/client.hpp"
 
 using namespace dtsd;
@@ -47,6 +52,7 @@ struct globals {
   std::string address = "127.0.0.1:8081";
   std::string hub = "default";
   std::string token;  ///< For a dtsd run with --auth.
+  sdk::tls_options tls;  ///< For a dtsd whose native API serves TLS.
   bool as_json = false;
 };
 
@@ -162,6 +168,50 @@ json filter_json(const core::kind_filter& filter) {
   json out = json::array();
   for (const auto& entry : *filter) out.push_back({{"name", entry.name}, {"versions", entry.versions}});
   return out;
+}
+
+/// `retention show|set|delete`: the policy in force, and whose it is.
+int show_retention(const expected<sdk::retention_info>& retention, const std::string& hub, bool as_json) {
+  if (!retention) return refused(retention.error());
+  if (as_json) {
+    auto out = json::parse(core::to_json(retention->policy));
+    out["taskHub"] = hub;
+    out["source"] = retention->own ? "taskHub" : "dtsdDefault";
+    std::printf("%s\n", out.dump().c_str());
+    return 0;
+  }
+  std::printf("task hub '%s': %s (%s)\n", hub.c_str(), core::describe(retention->policy).c_str(),
+              retention->own ? "its own policy" : "dtsd's default, --retention-default");
+  return 0;
+}
+
+/// The policy `retention set` asks for: a rule for each status given ("forever",
+/// or a duration), and the default for the rest.
+expected<core::retention_policy> retention_asked(const std::map<std::string, std::string>& rules) {
+  core::retention_policy policy;
+  for (const auto& [which, text] : rules) {
+    if (text.empty()) continue;
+    core::retention_rule rule{true, 0};
+    if (text != "forever") {
+      auto seconds = core::parse_duration(text);
+      if (!seconds) return error{errc::invalid_argument, "--" + which + ": " + seconds.error().message + ", or forever"};
+      rule = {false, *seconds};
+    }
+    if (which == "default") {
+      policy.fallback = rule;
+      continue;
+    }
+    for (auto status : core::retained_statuses) {
+      std::string name(core::to_string(status));
+      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (name == which) policy.by_status[status] = rule;
+    }
+  }
+  if (!policy.fallback && policy.by_status.empty()) {
+    return error{errc::invalid_argument, "say how long to keep ended orchestrations: --default, --completed, "
+                                         "--failed, --canceled or --terminated (30d, 12h, 0s, forever)"};
+  }
+  return policy;
 }
 
 int list_workers(sdk::client& client, bool as_json) {
@@ -289,14 +339,14 @@ expected<cluster::cluster_view> view_at(const std::string& url) {
 using node_report = expected<std::map<std::string, std::vector<sdk::partition_info>>>;
 /// Asks a node, in the background: a node cut off must not hang the command.
 std::future<node_report> ask_node(const std::string& address, const std::map<std::string, std::uint32_t>& hubs,
-                                  const std::string& token) {
+                                  const std::string& token, const sdk::tls_options& tls) {
   auto answer = std::make_shared<std::promise<node_report>>();
   auto answered = answer->get_future();
   // Its own thread (a client belongs to the thread that made it), left behind if
   // the node does not answer in time; the command ends soon after anyway.
-  std::thread([answer, address, hubs, token] {
+  std::thread([answer, address, hubs, token, tls] {
     auto report = [&]() -> node_report {
-      auto client = sdk::client::connect(address, "", token);
+      auto client = sdk::client::connect(address, "", token, tls);
       if (!client) return client.error();
       std::map<std::string, std::vector<sdk::partition_info>> out;
       for (const auto& [hub, count] : hubs) {
@@ -327,7 +377,7 @@ int finish_status(const std::map<std::string, node_report>& reports) {
 /// epoch), with each partition's lag as its owner reports it: the work waiting for
 /// a worker and how long the oldest has waited, and the messages it sent that their
 /// partition has not acknowledged yet.
-int cluster_status(const std::string& url, const std::string& token, bool as_json) {
+int cluster_status(const std::string& url, const std::string& token, const sdk::tls_options& tls, bool as_json) {
   auto view = view_at(url);
   if (!view) return refused(view.error());
   std::map<std::string, std::size_t> owned;
@@ -335,7 +385,7 @@ int cluster_status(const std::string& url, const std::string& token, bool as_jso
   std::map<std::string, node_report> reports;
   {
     std::map<std::string, std::future<node_report>> asked;
-    for (const auto& [id, address] : view->nodes) asked.emplace(id, ask_node(address, view->hubs, token));
+    for (const auto& [id, address] : view->nodes) asked.emplace(id, ask_node(address, view->hubs, token, tls));
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
     for (auto& [id, answer] : asked) {
       if (answer.wait_until(deadline) == std::future_status::ready) {
@@ -517,6 +567,10 @@ int main(int argc, char** argv) {
   app.add_option("--task-hub", g.hub)->envname("DTSD_TASK_HUB")->capture_default_str();
   app.add_flag("--json", g.as_json, "Print JSON for scripts");
   app.add_option("--token", g.token, "A token, for a dtsd run with --auth (dtsctl token create)")->envname("DTSD_TOKEN");
+  app.add_option("--tls-ca", g.tls.ca, "PEM CA to trust: dtsd's native API serves TLS (or give --address tls://HOST:PORT)")->envname("DTSD_TLS_CA");
+  app.add_option("--tls-client-cert", g.tls.cert, "PEM client certificate, for a dtsd run with --tls-client-ca")->envname("DTSD_TLS_CLIENT_CERT");
+  app.add_option("--tls-client-key", g.tls.key, "PEM key of --tls-client-cert")->envname("DTSD_TLS_CLIENT_KEY");
+  app.add_option("--tls-server-name", g.tls.server_name, "The name dtsd's certificate must carry (default: --address's host)")->envname("DTSD_TLS_SERVER_NAME");
   app.require_subcommand(1);
 
   auto* taskhub = app.add_subcommand("taskhub", "List, create and delete task hubs")->require_subcommand(1);
@@ -602,6 +656,18 @@ int main(int argc, char** argv) {
   entity_clean->add_flag("--keep-orphaned-locks", keep_locks, "Do not release locks of ended orchestrations");
   auto* worker = app.add_subcommand("worker", "See the connected workers")->require_subcommand(1);
   auto* worker_list = worker->add_subcommand("list", "List worker sessions, their slots and what they take");
+  auto* retention = app.add_subcommand("retention", "How long the hub keeps ended orchestrations before purging them")
+                        ->require_subcommand(1);
+  auto* retention_show = retention->add_subcommand("show", "The policy in force, and whether it is the hub's own");
+  auto* retention_set = retention->add_subcommand("set", "Give the hub a policy of its own (in force at once)");
+  auto* retention_delete = retention->add_subcommand("delete", "Drop the hub's own policy: dtsd's default applies");
+  std::map<std::string, std::string> retention_rules;
+  retention_set->add_option("--default", retention_rules["default"],
+                            "Every ended status without a rule of its own: 30d, 12h, 0s (at once), forever (unset: forever)");
+  for (const char* status : {"completed", "failed", "canceled", "terminated"}) {
+    retention_set->add_option(std::string("--") + status, retention_rules[status],
+                              std::string("Orchestrations that ended ") + status);
+  }
   auto* cluster_cmd = app.add_subcommand("cluster", "See a dtsd cluster as etcd holds it")->require_subcommand(1);
   std::string etcd_url;
   auto* cluster_show = cluster_cmd->add_subcommand("status", "Nodes, and each partition's owner and epoch");
@@ -650,7 +716,7 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  if (cluster_show->parsed()) return cluster_status(etcd_url, g.token, g.as_json);
+  if (cluster_show->parsed()) return cluster_status(etcd_url, g.token, g.tls, g.as_json);
   if (cluster_where_cmd->parsed()) return cluster_where(etcd_url, g.hub, where_id, g.as_json);
   if (cluster_drain->parsed() || cluster_undrain->parsed()) {
     const bool drain = cluster_drain->parsed();
@@ -668,7 +734,7 @@ int main(int argc, char** argv) {
   }
 
   // Task hub commands work whatever hubs exist; instance commands need theirs.
-  auto connected = sdk::client::connect(g.address, taskhub->parsed() ? std::string() : g.hub, g.token);
+  auto connected = sdk::client::connect(g.address, taskhub->parsed() ? std::string() : g.hub, g.token, g.tls);
   if (!connected) return refused(connected.error());
   auto& client = **connected;
   auto done = [&](expected<void> result, const std::string& what) {
@@ -682,6 +748,16 @@ int main(int argc, char** argv) {
   };
 
   if (worker_list->parsed()) return list_workers(client, g.as_json);
+  if (retention_show->parsed()) return show_retention(client.retention(), g.hub, g.as_json);
+  if (retention_delete->parsed()) return show_retention(client.set_retention(std::nullopt), g.hub, g.as_json);
+  if (retention_set->parsed()) {
+    auto policy = retention_asked(retention_rules);
+    if (!policy) {
+      std::fprintf(stderr, "dtsctl: %s\n", policy.error().message.c_str());
+      return 2;
+    }
+    return show_retention(client.set_retention(*policy), g.hub, g.as_json);
+  }
   if (hub_list->parsed()) {
     auto hubs = client.task_hubs();
     if (!hubs) return refused(hubs.error());

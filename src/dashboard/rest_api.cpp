@@ -658,6 +658,9 @@ class rest_api {
     if (parts[0] == "ping" && parts.size() == 1 && method == "GET") return ping(hub, std::move(answer));
     if (parts[0] == "workers" && parts.size() == 1 && method == "GET") return workers(hub, std::move(answer));
     if (parts[0] == "recent" && parts.size() == 1 && method == "GET") return recent(hub, std::move(answer));
+    if (parts[0] == "retention" && parts.size() == 1 && (method == "GET" || method == "PUT" || method == "DELETE")) {
+      return retention(hub, method, request, std::move(answer));
+    }
     if (parts[0] == "orchestrations") return orchestrations(hub, parts, request, std::move(answer));
     if (parts[0] == "entities") return entities(hub, parts, request, std::move(answer));
     answer(failure(error{errc::not_found, fmt::format("no route for {} {}", method, request.path)}));
@@ -856,6 +859,26 @@ class rest_api {
                            short_status_name(status), total);
       }
     }
+    family("dtsd_retention_purged_total", "counter",
+           "Ended orchestrations purged by the retention policy since dtsd started, per status.");
+    for (const auto& [hub, s] : hubs) {
+      for (auto status : core::retained_statuses) {
+        std::uint64_t total = 0;
+        for (const auto& p : s.partitions) total += p.retention_purged[static_cast<std::size_t>(status)];
+        out += fmt::format("dtsd_retention_purged_total{{task_hub=\"{}\",status=\"{}\"}} {}\n", hub,
+                           short_status_name(status), total);
+      }
+    }
+    family("dtsd_oldest_retained_instance_seconds", "gauge",
+           "How long ago the ended orchestration kept longest ended (0: none is kept).");
+    for (const auto& [hub, s] : hubs) {
+      std::int64_t oldest = 0;
+      for (const auto& p : s.partitions) {
+        if (p.oldest_ended_ns != 0 && (oldest == 0 || p.oldest_ended_ns < oldest)) oldest = p.oldest_ended_ns;
+      }
+      const double age = oldest == 0 ? 0.0 : static_cast<double>(std::max<std::int64_t>(0, now_ns - oldest)) / 1e9;
+      out += fmt::format("dtsd_oldest_retained_instance_seconds{{task_hub=\"{}\"}} {:.3f}\n", hub, age);
+    }
     family("dtsd_work_items_oldest_pending_seconds", "gauge",
            "How long the longest-waiting work item of each kind has waited for a worker (0: none waits).");
     for (const auto& [hub, s] : hubs) {
@@ -955,6 +978,25 @@ class rest_api {
                                      {"entities", taken.active.entities}}}});
     }
     answer(json_answer(200, json{{"intervalSeconds", recent_samples::interval.count()}, {"samples", std::move(samples)}}));
+  }
+
+  /// GET: the hub's retention policy in DTS's shape ({"retentionPolicies": [...]}),
+  /// with "source": "taskHub" or "dtsdDefault". PUT: that shape becomes the
+  /// hub's own policy. DELETE: dtsd's default again.
+  void retention(const std::string& hub, const std::string& method, const http_request& request, responder answer) {
+    std::optional<core::retention_policy> policy;
+    if (method == "PUT") {
+      auto parsed = core::retention_from_json(request.body);
+      if (!parsed) return answer(failure(parsed.error()));
+      policy = std::move(*parsed);
+    }
+    service_.retention(hub, method != "GET", std::move(policy),
+                       [answer = std::move(answer)](expected<service::retention_view> view) {
+                         if (!view) return answer(failure(view.error()));
+                         auto out = json::parse(core::to_json(view->policy));
+                         out["source"] = view->own ? "taskHub" : "dtsdDefault";
+                         answer(json_answer(200, std::move(out)));
+                       });
   }
 
   void workers(const std::string& hub, responder answer) {

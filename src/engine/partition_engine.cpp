@@ -84,6 +84,14 @@ expected<void> partition_engine::recover(std::int64_t now_ns) {
   next_outbox_sequence_ = recovered->next_outbox_sequence;
   durable_outbox_end_ = next_outbox_sequence_;
   dedup_marks_ = recovered->dedup_marks;
+  if (!recovered->retention.empty()) {
+    auto policy = core::retention_from_json(recovered->retention);
+    if (!policy) {
+      return error{errc::corrupt, fmt::format("partition {} of '{}': its retention policy cannot be read: {}",
+                                              identity().partition_index, identity().task_hub, policy.error().message)};
+    }
+    own_retention_ = std::move(*policy);
+  }
   return {};
 }
 
@@ -641,8 +649,41 @@ released partition_engine::batch_committed(std::uint64_t batch_number) {
     if (auto found = live_.find(record.instance_id); found != live_.end() && evictable(found->second)) evict(found);
   }
   evict_idle();
+  for (const auto& id : sealed.purged) {
+    if (auto purging = retention_purging_.find(id); purging != retention_purging_.end()) {
+      ++retention_purged_[static_cast<std::size_t>(purging->second)];
+      retention_purging_.erase(purging);
+    }
+  }
   return released{sealed.number, std::move(sealed.outbound), std::move(sealed.receipts),
                   std::move(sealed.records), std::move(sealed.purged)};
+}
+
+std::uint64_t partition_engine::set_retention(std::optional<core::retention_policy> policy) {
+  batch(next_batch_).batch.retention = policy ? core::to_json(*policy) : std::string();
+  own_retention_ = std::move(policy);
+  return next_batch_;
+}
+
+void partition_engine::purge_expired(std::int64_t now_ns) {
+  const auto count_max = options_.retention_purges_max;
+  const auto& policy = retention();
+  for (auto status : core::retained_statuses) {
+    if (retention_purging_.size() >= count_max) return;
+    const auto keep = policy.keep_s(status);
+    if (!keep) continue;
+    const auto ended_by = now_ns - *keep * 1'000'000'000;
+    auto due = store_->catalog().ended_by(status, ended_by, count_max - retention_purging_.size(),
+                                          [this](const std::string& id) { return retention_purging_.count(id) != 0; });
+    for (auto& id : due) {
+      retention_purging_.emplace(id, status);
+      // Refused when the instance changed since (restarted under its id, purged by
+      // hand): it is no longer due, or no longer there.
+      purge(id, now_ns, [this, id](expected<std::uint64_t> purged) {
+        if (!purged) retention_purging_.erase(id);
+      });
+    }
+  }
 }
 
 bool partition_engine::evictable(const live_info& info) const {

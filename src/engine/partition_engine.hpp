@@ -40,6 +40,7 @@
 #include "core/error.hpp"
 #include "core/limits.hpp"
 #include "core/orchestration.hpp"
+#include "core/retention.hpp"
 #include "core/work_filter.hpp"
 #include "engine/instance.hpp"
 #include "engine/waiting.hpp"
@@ -63,6 +64,11 @@ struct engine_options {
   std::size_t instance_cache_count_max = 100000;
   /// Orchestrator (and, apart, entity) work items prepared ahead of the workers.
   std::size_t prepared_max = 1024;
+  /// The retention of a hub that has no policy of its own (dtsd --retention-default).
+  core::retention_policy default_retention{};
+  /// Retention purges under way at most (not yet durable); each purge_expired
+  /// call tops them up to this.
+  std::size_t retention_purges_max = 64;
 };
 
 struct started {
@@ -229,6 +235,21 @@ class partition_engine {
   /// The host's answer to operation `number` (see instance_host::run).
   void answered(std::uint64_t number, instance_outcome outcome);
 
+  // -- Retention (core/retention.hpp): ended orchestrations are purged once their time is up.
+
+  /// The policy in force here: the hub's own, or engine_options' default.
+  const core::retention_policy& retention() const { return own_retention_ ? *own_retention_ : options_.default_retention; }
+  bool retention_is_own() const { return own_retention_.has_value(); }
+  /// Makes `policy` the hub's own at this partition (nothing: back to the default);
+  /// in force at once, durable with the returned batch.
+  std::uint64_t set_retention(std::optional<core::retention_policy> policy);
+  /// Purges ended orchestrations whose time is up, the longest ended first, as
+  /// ordinary purges in the open batch, up to retention_purges_max under way
+  /// (not yet durable). Called periodically by the partition.
+  void purge_expired(std::int64_t now_ns);
+  /// Orchestrations purged by retention since the engine opened, by status.
+  const store::status_counts& retention_purged() const { return retention_purged_; }
+
  private:
   /// What the engine knows of a live instance without asking it.
   struct live_info {
@@ -367,6 +388,10 @@ class partition_engine {
   std::map<std::uint32_t, std::uint64_t> last_sent_to_;
   static std::uint64_t first_token(std::uint32_t partition_index, std::int64_t now_ns);
   std::uint64_t next_token_ = 1;
+  std::optional<core::retention_policy> own_retention_;
+  /// Purges retention sent and not yet durable, with the status each ended in.
+  std::unordered_map<std::string, core::runtime_status> retention_purging_;
+  store::status_counts retention_purged_{};
 };
 
 }  // namespace dtsd::engine

@@ -2,7 +2,8 @@
 #include "rpc/capnp_server.hpp"
 #include "rpc/node_wire.hpp"
 
-#include <capnp/ez-rpc.h>
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
 #include <kj/async.h>
 #include <spdlog/spdlog.h>
 
@@ -14,6 +15,7 @@
 #include "core/ids.hpp"
 #include "core/orchestration.hpp"
 #include "rpc.capnp.h"
+#include "rpc/tls_context.hpp"
 #include "rpc/work_filters_wire.hpp"
 #include "codec/wire.hpp"
 
@@ -434,6 +436,19 @@ class node_link_service final : public s::NodeLink::Server {
     return kj::READY_NOW;
   }
 
+  kj::Promise<void> retention(RetentionContext context) override {
+    auto p = context.getParams();
+    std::optional<core::retention_policy> policy;
+    if (p.getHasPolicy()) policy = value_or_fail(core::retention_from_json(text(p.getPolicy())));
+    auto pending = answer<service::retention_view>();
+    local_.retention_partition(text(p.getTaskHub()), p.getPartition(), p.getSet(), std::move(policy), pending.callback);
+    return pending.promise.then([context](expected<service::retention_view> result) mutable {
+      auto view = value_or_fail(std::move(result));
+      context.getResults().setPolicy(text(core::to_json(view.policy)));
+      context.getResults().setOwn(view.own);
+    });
+  }
+
   kj::Promise<void> list(ListContext context) override {
     auto p = context.getParams();
     auto pending = answer<core::list_page>();
@@ -623,6 +638,35 @@ class scheduler_service final : public s::Scheduler::Server {
   }
 
   static core::instance_query read_query(s::InstanceQuery::Reader q) { return node_wire::read(q); }
+
+  kj::Promise<void> getRetention(GetRetentionContext context) override {
+    const auto hub = text(context.getParams().getTaskHub());
+    require(auth::action::read, hub, "getRetention");
+    auto pending = answer<service::retention_view>();
+    scheduler_.retention(hub, false, std::nullopt, pending.callback);
+    return pending.promise.then([context](expected<service::retention_view> result) mutable {
+      write_retention(context.getResults(), value_or_fail(std::move(result)));
+    });
+  }
+
+  kj::Promise<void> setRetention(SetRetentionContext context) override {
+    auto p = context.getParams();
+    const auto hub = text(p.getTaskHub());
+    require(auth::action::write, hub, "setRetention");
+    std::optional<core::retention_policy> policy;
+    if (p.getHasPolicy()) policy = value_or_fail(core::retention_from_json(text(p.getPolicy())));
+    auto pending = answer<service::retention_view>();
+    scheduler_.retention(hub, true, std::move(policy), pending.callback);
+    return pending.promise.then([context](expected<service::retention_view> result) mutable {
+      write_retention(context.getResults(), value_or_fail(std::move(result)));
+    });
+  }
+
+  template <class Results>
+  static void write_retention(Results results, const service::retention_view& view) {
+    results.setPolicy(text(core::to_json(view.policy)));
+    results.setOwn(view.own);
+  }
 
   kj::Promise<void> query(QueryContext context) override {
     require(auth::action::read, text(context.getParams().getTaskHub()), "query");
@@ -814,13 +858,38 @@ class scheduler_service final : public s::Scheduler::Server {
   const std::optional<auth::grant> grant_;  ///< Whom this capability acts for (with --auth).
 };
 
+/// One accepted connection: its stream and the RPC system that serves the
+/// bootstrap capability over it, alive until the peer goes.
+struct accepted_connection {
+  accepted_connection(kj::Own<kj::AsyncIoStream> connected, capnp::Capability::Client bootstrap,
+                      capnp::ReaderOptions options)
+      : stream(kj::mv(connected)),
+        network(*stream, capnp::rpc::twoparty::Side::SERVER, options),
+        rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {}
+  kj::Own<kj::AsyncIoStream> stream;
+  capnp::TwoPartyVatNetwork network;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+};
+
+struct log_connection_failures final : public kj::TaskSet::ErrorHandler {
+  void taskFailed(kj::Exception&& failure) override {
+    // A TLS handshake refused (wrong CA, no client certificate, plaintext) or a peer gone.
+    spdlog::debug("native API: a connection ended: {}", failure.getDescription().cStr());
+  }
+};
+
 class capnp_server_impl final : public capnp_server {
  public:
   capnp_server_impl(service::task_service& scheduler, std::string address, service::partition_host* peers,
-                    service::router* local, const auth::authority* authority)
-      : scheduler_(scheduler), address_(std::move(address)), peers_(peers), local_(local), authority_(authority) {}
+                    service::router* local, const auth::authority* authority, auth::tls_files tls)
+      : scheduler_(scheduler),
+        address_(std::move(address)),
+        peers_(peers),
+        local_(local),
+        authority_(authority),
+        tls_(std::move(tls)) {}
 
-  ~capnp_server_impl() override { stop(); }
+  ~capnp_server_impl() noexcept override { stop(); }
 
   expected<void> run_thread() {
     std::promise<expected<std::uint16_t>> started;
@@ -844,19 +913,48 @@ class capnp_server_impl final : public capnp_server {
     thread_.join();
   }
 
+  expected<void> reload_tls() override {
+    if (!tls_.enabled()) return {};
+    std::lock_guard lock(stop_mutex_);
+    if (!executor_) return error{errc::unavailable, "the native API is not running"};
+    try {
+      return executor_->executeSync([this]() -> expected<void> {
+        try {
+          secure_ = std::make_shared<kj::Own<kj::TlsContext>>(server_tls_context(tls_.cert, tls_.key, tls_.client_ca, *timer_));
+          return {};
+        } catch (const kj::Exception& failure) {
+          return error{errc::invalid_argument, failure.getDescription().cStr()};
+        }
+      });
+    } catch (const kj::Exception& failure) {
+      return error{errc::unavailable, failure.getDescription().cStr()};
+    }
+  }
+
  private:
   void loop(std::promise<expected<std::uint16_t>>& started) {
     try {
-      capnp::ReaderOptions options;
-      options.traversalLimitInWords = 64 * 1024 * 1024;  // 512 MiB: a 1 MiB payload fits many times.
-      // The server creates this thread's event loop; everything kj comes after it.
-      capnp::EzRpcServer server(kj::heap<scheduler_service>(scheduler_, peers_, local_, authority_), address_, 8081, options);
-      auto& wait_scope = server.getWaitScope();
+      auto io = kj::setupAsyncIo();
+      timer_ = &io.provider->getTimer();
+      if (tls_.enabled()) {
+        secure_ = std::make_shared<kj::Own<kj::TlsContext>>(server_tls_context(tls_.cert, tls_.key, tls_.client_ca, *timer_));
+      }
+      auto listening = io.provider->getNetwork()
+                           .parseAddress(kj::StringPtr(address_.c_str()), 8081)
+                           .wait(io.waitScope)
+                           ->listen();
+      capnp::Capability::Client bootstrap = kj::heap<scheduler_service>(scheduler_, peers_, local_, authority_);
+      log_connection_failures errors;
+      kj::TaskSet connections(errors);
+      auto accepting = accept_loop(*listening, bootstrap, connections);
       auto stopped = kj::newPromiseAndCrossThreadFulfiller<void>();
-      stop_ = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(stopped.fulfiller));
-      auto port = server.getPort().wait(wait_scope);
-      started.set_value(static_cast<std::uint16_t>(port));
-      stopped.promise.wait(wait_scope);
+      {
+        std::lock_guard lock(stop_mutex_);
+        stop_ = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(stopped.fulfiller));
+        executor_ = kj::getCurrentThreadExecutor().addRef();
+      }
+      started.set_value(static_cast<std::uint16_t>(listening->getPort()));
+      stopped.promise.exclusiveJoin(kj::mv(accepting)).wait(io.waitScope);
     } catch (const kj::Exception& failure) {
       std::string message = failure.getDescription().cStr();
       try {
@@ -867,15 +965,49 @@ class capnp_server_impl final : public capnp_server {
     }
   }
 
+  /// Takes connections until the loop stops; with TLS, each one's handshake first
+  /// (with the context of the moment: a reload affects new connections only).
+  kj::Promise<void> accept_loop(kj::ConnectionReceiver& listening, capnp::Capability::Client& bootstrap,
+                                kj::TaskSet& connections) {
+    return listening.accept()
+        .then([this, &bootstrap, &connections](kj::Own<kj::AsyncIoStream> stream) {
+          capnp::ReaderOptions options;
+          options.traversalLimitInWords = 64 * 1024 * 1024;  // 512 MiB: a 1 MiB payload fits many times.
+          auto serve = [bootstrap, options](kj::Own<kj::AsyncIoStream> ready) mutable {
+            auto connection = kj::heap<accepted_connection>(kj::mv(ready), kj::mv(bootstrap), options);
+            auto ended = connection->network.onDisconnect();
+            return ended.attach(kj::mv(connection));
+          };
+          if (secure_) {
+            auto context = secure_;
+            auto handshake = (*context)->wrapServer(kj::mv(stream));
+            connections.add(handshake.attach(kj::mv(context)).then(kj::mv(serve)));
+          } else {
+            connections.add(serve(kj::mv(stream)));
+          }
+        })
+        .catch_([this](kj::Exception&& failure) -> kj::Promise<void> {
+          // Out of descriptors, say: wait a little instead of spinning.
+          spdlog::warn("native API: accepting a connection failed: {}", failure.getDescription().cStr());
+          return timer_->afterDelay(100 * kj::MILLISECONDS);
+        })
+        .then([this, &listening, &bootstrap, &connections] { return accept_loop(listening, bootstrap, connections); });
+  }
+
   service::task_service& scheduler_;
   std::string address_;
   service::partition_host* peers_;
   service::router* local_;
   const auth::authority* authority_;
+  const auth::tls_files tls_;
   std::thread thread_;
   std::uint16_t port_ = 0;
   std::mutex stop_mutex_;
   std::shared_ptr<kj::Own<kj::CrossThreadPromiseFulfiller<void>>> stop_;
+  kj::Own<const kj::Executor> executor_;  ///< The loop's (under stop_mutex_; calls fail once it ended).
+  // Loop thread only.
+  kj::Timer* timer_ = nullptr;
+  std::shared_ptr<kj::Own<kj::TlsContext>> secure_;  ///< With --tls-cert: new connections' context.
 };
 
 }  // namespace
@@ -884,8 +1016,9 @@ expected<std::unique_ptr<capnp_server>> capnp_server::start(service::task_servic
                                                             const std::string& address,
                                                             service::partition_host* peers,
                                                             service::router* local,
-                                                            const auth::authority* authority) {
-  auto server = std::make_unique<capnp_server_impl>(scheduler, address, peers, local, authority);
+                                                            const auth::authority* authority,
+                                                            const auth::tls_files& tls) {
+  auto server = std::make_unique<capnp_server_impl>(scheduler, address, peers, local, authority, tls);
   if (auto running = server->run_thread(); !running) return running.error();
   return std::unique_ptr<capnp_server>(std::move(server));
 }

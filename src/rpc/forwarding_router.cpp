@@ -196,6 +196,18 @@ class forwarding_router_impl final : public forwarding_router {
         },
         std::move(done));
   }
+  void retention_partition(const std::string& hub, std::uint32_t partition, bool set,
+                           std::optional<core::retention_policy> policy,
+                           service::callback<service::retention_view> done) override {
+    while_moving<service::retention_view>(
+        [this, hub, partition, set, policy](service::callback<service::retention_view> answer) {
+          if (auto where = elsewhere(hub, partition)) {
+            return links_.retention(*where, hub, partition, set, policy, std::move(answer));
+          }
+          local_.retention_partition(hub, partition, set, policy, std::move(answer));
+        },
+        std::move(done));
+  }
   expected<std::vector<service::partition_view>> partitions(const std::string& hub) override {
     return local_.partitions(hub);
   }

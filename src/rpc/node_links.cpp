@@ -13,6 +13,7 @@
 
 #include "rpc.capnp.h"
 #include "rpc/node_wire.hpp"
+#include "rpc/tls_context.hpp"
 #include "rpc/work_filters_wire.hpp"
 #include "sdk/errors.hpp"
 
@@ -27,6 +28,7 @@ using node_wire::text;
 /// The transport of one connection: shared with the promise that makes it, which
 /// may outlive the connection's entry (calls in flight hold the link).
 struct transport {
+  kj::Own<kj::TlsContext> tls;  ///< With TLS: outlives the stream it wraps.
   kj::Own<kj::AsyncIoStream> stream;
   kj::Own<capnp::TwoPartyClient> rpc;
 };
@@ -50,6 +52,7 @@ struct log_failures final : public kj::TaskSet::ErrorHandler {
 struct node_links::loop {
   std::string node_id;
   std::string token;
+  client_tls tls;
   std::thread thread;
   kj::Own<const kj::Executor> executor;
   std::shared_ptr<kj::Own<kj::CrossThreadPromiseFulfiller<void>>> stop;
@@ -134,12 +137,7 @@ struct node_links::loop {
     auto* c = made.get();
     auto wire = c->wire;
     const auto generation = made->generation;
-    auto linked = io->getNetwork()
-                      .parseAddress(address, 8081)
-                      .then([](kj::Own<kj::NetworkAddress> resolved) {
-                        auto connecting = resolved->connect();
-                        return connecting.attach(kj::mv(resolved));
-                      })
+    auto linked = connect(io->getNetwork(), address, tls, wire->tls)
                       .then([this, wire, address, generation,
                              id = node_id, token = token](kj::Own<kj::AsyncIoStream> stream) -> s::NodeLink::Client {
                         wire->stream = kj::mv(stream);
@@ -190,10 +188,11 @@ struct node_links::loop {
   }
 };
 
-expected<std::unique_ptr<node_links>> node_links::start(std::string node_id, std::string token) {
+expected<std::unique_ptr<node_links>> node_links::start(std::string node_id, std::string token, client_tls tls) {
   auto running = std::make_unique<loop>();
   running->node_id = std::move(node_id);
   running->token = std::move(token);
+  running->tls = std::move(tls);
   std::promise<void> ready;
   auto started = ready.get_future();
   running->thread = std::thread([l = running.get(), &ready] {
@@ -418,6 +417,27 @@ void node_links::list(const std::string& address, const std::string& hub, std::u
         call.setPartition(partition);
         node_wire::write(call.initQuery(), query);
         return call.send().then([done](auto response) { done(node_wire::read(response.getPage())); });
+      },
+      fail_to(done));
+}
+
+void node_links::retention(const std::string& address, const std::string& hub, std::uint32_t partition, bool set,
+                           const std::optional<core::retention_policy>& policy,
+                           service::callback<service::retention_view> done) {
+  loop_->with_link(
+      address,
+      [&](s::NodeLink::Client& link) {
+        auto call = link.retentionRequest();
+        call.setTaskHub(text(hub));
+        call.setPartition(partition);
+        call.setSet(set);
+        call.setHasPolicy(policy.has_value());
+        if (policy) call.setPolicy(text(core::to_json(*policy)));
+        return call.send().then([done](auto response) {
+          auto policy = core::retention_from_json(response.getPolicy().cStr());
+          if (!policy) return done(policy.error());
+          done(service::retention_view{std::move(*policy), response.getOwn()});
+        });
       },
       fail_to(done));
 }

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "core/error.hpp"
+#include "rpc/client_tls.hpp"
 #include "core/work_filter.hpp"
 #include "core/list.hpp"
 #include "core/query.hpp"
@@ -28,8 +29,10 @@ bool is_link_failure(const dtsd::error& failure);
 class node_links {
  public:
   /// `node_id` is this node's, named to the nodes it links to; `token` is what it
-  /// presents to them when they check tokens (--auth; empty otherwise).
-  static expected<std::unique_ptr<node_links>> start(std::string node_id, std::string token = {});
+  /// presents to them when they check tokens (--auth; empty otherwise); `tls`, how
+  /// it reaches nodes whose native API serves TLS.
+  static expected<std::unique_ptr<node_links>> start(std::string node_id, std::string token = {},
+                                                     client_tls tls = {});
   ~node_links();
   /// Ends the link loop: calls in flight fail, later ones fail at once. Before what
   /// its callbacks reach (the router above) goes.
@@ -63,6 +66,8 @@ class node_links {
              const core::instance_query& query, service::callback<core::query_page> done);
   void list(const std::string& address, const std::string& hub, std::uint32_t partition, const core::list_query& query,
             service::callback<core::list_page> done);
+  void retention(const std::string& address, const std::string& hub, std::uint32_t partition, bool set,
+                 const std::optional<core::retention_policy>& policy, service::callback<service::retention_view> done);
 
   // A worker of this node gets another node's work through a session this node
   // opens there on its behalf (NodeLink.openSession): what that node pushes goes to

@@ -1,12 +1,12 @@
 #include "sdk/client.hpp"
 
-#include <capnp/ez-rpc.h>
 #include <kj/async-io.h>
 #include <fmt/format.h>
 
 #include <random>
 
 #include "rpc.capnp.h"
+#include "sdk/connection.hpp"
 #include "rpc/work_filters_wire.hpp"
 #include "sdk/authenticate.hpp"
 #include "sdk/errors.hpp"
@@ -39,8 +39,8 @@ namespace {
 
 class capnp_client final : public client {
  public:
-  capnp_client(const std::string& address, std::string hub, const std::string& token)
-      : rpc_(address, 8081), hub_(std::move(hub)), scheduler_(authenticated(rpc_.getMain<s::Scheduler>(), token)) {}
+  capnp_client(const std::string& address, std::string hub, const std::string& token, const tls_options& tls)
+      : rpc_(address, tls), hub_(std::move(hub)), scheduler_(authenticated(rpc_.main<s::Scheduler>(), token)) {}
   ~capnp_client() noexcept override {}
 
   /// Runs `call` on this thread's loop and turns exceptions into errors.
@@ -75,7 +75,7 @@ class capnp_client final : public client {
       }
       start.replaceable_statuses = options.replaceable_statuses;
       wire::write(request.initRequest(), start);
-      return text(request.send().wait(rpc_.getWaitScope()).getInstanceId());
+      return text(request.send().wait(rpc_.wait_scope()).getInstanceId());
     });
   }
 
@@ -97,7 +97,7 @@ class capnp_client final : public client {
         wire::write(request.initRequest(), start);
         promises.add(request.send().then([](auto response) { return text(response.getInstanceId()); }));
       }
-      auto ids = kj::joinPromises(promises.finish()).wait(rpc_.getWaitScope());
+      auto ids = kj::joinPromises(promises.finish()).wait(rpc_.wait_scope());
       return std::vector<std::string>(ids.begin(), ids.end());
     });
   }
@@ -107,7 +107,7 @@ class capnp_client final : public client {
       auto request = scheduler_.getInstanceRequest();
       request.setTaskHub(text(hub_));
       request.setInstanceId(text(id));
-      auto response = request.send().wait(rpc_.getWaitScope());
+      auto response = request.send().wait(rpc_.wait_scope());
       if (!response.getFound()) return std::nullopt;
       return wire::read(response.getRecord());
     });
@@ -119,7 +119,7 @@ class capnp_client final : public client {
       request.setTaskHub(text(hub_));
       request.setInstanceId(text(id));
       request.setWithHistory(true);
-      auto response = request.send().wait(rpc_.getWaitScope());
+      auto response = request.send().wait(rpc_.wait_scope());
       if (!response.getFound()) {
         throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
                             kj::str("not_found: no instance with id '", id.c_str(), "'"));
@@ -136,13 +136,13 @@ class capnp_client final : public client {
       request.setTaskHub(text(hub_));
       request.setInstanceId(text(id));
       request.setUntilCompleted(until_completed);
-      auto& timer = rpc_.getIoProvider().getTimer();
+      auto& timer = rpc_.timer();
       auto expired = timer.afterDelay(timeout.count() * kj::MILLISECONDS).then([]() -> core::instance_record {
         throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
                             kj::str("failed_precondition: timed out waiting for the instance"));
       });
       auto answered = request.send().then([](auto response) { return wire::read(response.getRecord()); });
-      return answered.exclusiveJoin(kj::mv(expired)).wait(rpc_.getWaitScope());
+      return answered.exclusiveJoin(kj::mv(expired)).wait(rpc_.wait_scope());
     });
   }
 
@@ -160,7 +160,7 @@ class capnp_client final : public client {
       request.setInstanceId(text(id));
       request.setName(text(name));
       request.setInput(text(data.dump()));
-      request.send().wait(rpc_.getWaitScope());
+      request.send().wait(rpc_.wait_scope());
     });
   }
 
@@ -171,7 +171,7 @@ class capnp_client final : public client {
       request.setInstanceId(text(id));
       request.setReason(text(reason.dump()));
       request.setRecurse(recurse);
-      request.send().wait(rpc_.getWaitScope());
+      request.send().wait(rpc_.wait_scope());
     });
   }
 
@@ -193,7 +193,7 @@ class capnp_client final : public client {
       request.setTaskHub(text(hub_));
       request.setInstanceId(text(id));
       request.setNewId(new_id);
-      return std::string(request.send().wait(rpc_.getWaitScope()).getInstanceId().cStr());
+      return std::string(request.send().wait(rpc_.wait_scope()).getInstanceId().cStr());
     });
   }
 
@@ -203,7 +203,7 @@ class capnp_client final : public client {
       request.setTaskHub(text(hub_));
       request.setInstanceId(text(id));
       request.setRecursive(recursive);
-      return static_cast<std::size_t>(request.send().wait(rpc_.getWaitScope()).getPurged());
+      return static_cast<std::size_t>(request.send().wait(rpc_.wait_scope()).getPurged());
     });
   }
 
@@ -213,7 +213,7 @@ class capnp_client final : public client {
       request.setTaskHub(text(hub_));
       write_query(request.initQuery(), filter);
       request.setRecursive(recursive);
-      return static_cast<std::size_t>(request.send().wait(rpc_.getWaitScope()).getPurged());
+      return static_cast<std::size_t>(request.send().wait(rpc_.wait_scope()).getPurged());
     });
   }
 
@@ -239,7 +239,7 @@ class capnp_client final : public client {
       auto request = scheduler_.queryRequest();
       request.setTaskHub(text(hub_));
       write_query(request.initQuery(), options);
-      auto response = request.send().wait(rpc_.getWaitScope());
+      auto response = request.send().wait(rpc_.wait_scope());
       query_result result;
       for (auto record : response.getInstances()) result.instances.push_back(wire::read(record));
       result.continuation_token = text(response.getContinuationToken());
@@ -249,7 +249,7 @@ class capnp_client final : public client {
 
   expected<std::vector<std::string>> task_hubs() override {
     return guarded([&] {
-      auto response = scheduler_.listTaskHubsRequest().send().wait(rpc_.getWaitScope());
+      auto response = scheduler_.listTaskHubsRequest().send().wait(rpc_.wait_scope());
       std::vector<std::string> names;
       for (auto name : response.getNames()) names.push_back(text(name));
       return names;
@@ -261,7 +261,7 @@ class capnp_client final : public client {
       auto request = scheduler_.createTaskHubRequest();
       request.setName(text(name));
       request.setPartitionCount(partitions);
-      request.send().wait(rpc_.getWaitScope());
+      request.send().wait(rpc_.wait_scope());
     });
   }
 
@@ -270,7 +270,7 @@ class capnp_client final : public client {
       auto request = scheduler_.deleteTaskHubRequest();
       request.setName(text(name));
       request.setForce(force);
-      request.send().wait(rpc_.getWaitScope());
+      request.send().wait(rpc_.wait_scope());
     });
   }
 
@@ -284,7 +284,7 @@ class capnp_client final : public client {
       const auto encoded = input.dump();
       if (!input.is_null()) request.setInput(text(encoded));
       if (at) request.setScheduledNs(std::chrono::duration_cast<std::chrono::nanoseconds>(at->time_since_epoch()).count());
-      request.send().wait(rpc_.getWaitScope());
+      request.send().wait(rpc_.wait_scope());
     });
   }
 
@@ -299,7 +299,7 @@ class capnp_client final : public client {
     return guarded([&] {
       auto request = scheduler_.listWorkersRequest();
       request.setTaskHub(text(hub_));
-      auto response = request.send().wait(rpc_.getWaitScope());
+      auto response = request.send().wait(rpc_.wait_scope());
       std::vector<worker_info> out;
       for (auto w : response.getWorkers()) {
         out.push_back(worker_info{w.getSession(), w.getWorker().cStr(), w.getOrchestratorSlots(), w.getActivitySlots(),
@@ -314,7 +314,7 @@ class capnp_client final : public client {
     return guarded([&] {
       auto request = scheduler_.listPartitionsRequest();
       request.setTaskHub(text(name));
-      auto response = request.send().wait(rpc_.getWaitScope());
+      auto response = request.send().wait(rpc_.wait_scope());
       std::vector<partition_info> out;
       for (auto p : response.getPartitions()) {
         auto& info = out.emplace_back();
@@ -337,6 +337,34 @@ class capnp_client final : public client {
     });
   }
 
+  expected<retention_info> retention() override {
+    return guarded([&] {
+      auto request = scheduler_.getRetentionRequest();
+      request.setTaskHub(text(hub_));
+      return retention_of(request.send().wait(rpc_.wait_scope()));
+    });
+  }
+
+  expected<retention_info> set_retention(const std::optional<core::retention_policy>& policy) override {
+    return guarded([&] {
+      auto request = scheduler_.setRetentionRequest();
+      request.setTaskHub(text(hub_));
+      request.setHasPolicy(policy.has_value());
+      if (policy) request.setPolicy(text(core::to_json(*policy)));
+      return retention_of(request.send().wait(rpc_.wait_scope()));
+    });
+  }
+
+  template <class Response>
+  static retention_info retention_of(const Response& response) {
+    auto policy = core::retention_from_json(response.getPolicy().cStr());
+    if (!policy) {
+      throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                          kj::str("corrupt: dtsd's retention policy cannot be read: ", policy.error().message.c_str()));
+    }
+    return retention_info{std::move(*policy), response.getOwn()};
+  }
+
   expected<entity_clean_summary> clean_entity_storage(bool remove_empty, bool release_orphaned_locks) override {
     return guarded([&] {
       entity_clean_summary summary;
@@ -347,7 +375,7 @@ class capnp_client final : public client {
         request.setContinuationToken(text(token));
         request.setRemoveEmpty(remove_empty);
         request.setReleaseOrphanedLocks(release_orphaned_locks);
-        auto response = request.send().wait(rpc_.getWaitScope());
+        auto response = request.send().wait(rpc_.wait_scope());
         summary.removed += response.getRemoved();
         summary.released += response.getReleased();
         token = std::string(response.getContinuationToken().cStr());
@@ -364,11 +392,11 @@ class capnp_client final : public client {
       request.setTaskHub(text(hub_));
       request.setInstanceId(text(id));
       if (!reason.empty()) request.setReason(text(reason));
-      request.send().wait(rpc_.getWaitScope());
+      request.send().wait(rpc_.wait_scope());
     });
   }
 
-  capnp::EzRpcClient rpc_;
+  connection rpc_;
   std::string hub_;
   s::Scheduler::Client scheduler_;
 };
@@ -382,12 +410,24 @@ json output_of(const core::instance_record& record) {
 }
 
 expected<std::unique_ptr<client>> client::connect(const std::string& address, const std::string& task_hub,
-                                                  const std::string& token) {
+                                                  const std::string& token, const tls_options& tls) {
   try {
-    auto made = std::make_unique<capnp_client>(address, task_hub, token);
+    auto made = std::make_unique<capnp_client>(address, task_hub, token, tls);
     // A first call proves the server is there and the hub exists.
     auto hubs = made->task_hubs();
-    if (!hubs) return hubs.error();
+    if (!hubs) {
+      bool tls_requested = false;
+      rpc::without_scheme(address, tls_requested);
+      auto failure = hubs.error();
+      const auto dropped = [&](const char* what) { return failure.message.find(what) != std::string::npos; };
+      if (failure.code == errc::io && !tls_requested && !tls.enabled() &&
+          (dropped("isconnected") || dropped("reset by peer") || dropped("Broken pipe"))) {
+        failure.message = fmt::format("{} closed the connection at once ({}); if its native API serves TLS "
+                                      "(--tls-cert), give the CA to trust (--tls-ca) or the address tls://HOST:PORT",
+                                      address, failure.message);
+      }
+      return failure;
+    }
     if (!task_hub.empty() && std::find(hubs->begin(), hubs->end(), task_hub) == hubs->end()) {
       return error{errc::unknown_task_hub, fmt::format("task hub '{}' does not exist", task_hub)};
     }

@@ -12,11 +12,18 @@
 
 #include "core/error.hpp"
 #include "core/model.hpp"
+#include "core/retention.hpp"
 #include "core/work_filter.hpp"
+#include "rpc/client_tls.hpp"
 
 namespace dtsd::sdk {
 
 using json = nlohmann::json;
+
+/// How to reach a dtsd whose native API serves TLS (--tls-cert): a CA, a client
+/// certificate for mTLS, the server's name. An address "tls://host:port" asks for
+/// TLS with the system's trust store.
+using tls_options = rpc::client_tls;
 
 struct start_options {
   std::string instance_id;  ///< Empty: a random one.
@@ -46,6 +53,12 @@ struct query_options {
 struct entity_clean_summary {
   std::size_t removed = 0;
   std::size_t released = 0;
+};
+
+/// A hub's retention policy (core/retention.hpp).
+struct retention_info {
+  core::retention_policy policy;
+  bool own = false;  ///< The hub's own; false: dtsd's default (--retention-default).
 };
 
 /// A worker session connected to the hub (native or gRPC).
@@ -91,9 +104,10 @@ class client {
   /// Connects to `address` ("127.0.0.1:8081"); calls go to `task_hub`, which must
   /// exist. An empty `task_hub` is for task hub management only. `token`: for a
   /// dtsd run with --auth (dtsctl token create); calls then act with its role.
+  /// `tls`: for a dtsd whose native API serves TLS.
   static expected<std::unique_ptr<client>> connect(const std::string& address = "127.0.0.1:8081",
                                                    const std::string& task_hub = "default",
-                                                   const std::string& token = "");
+                                                   const std::string& token = "", const tls_options& tls = {});
   virtual ~client() = default;
 
   virtual expected<std::string> start(const std::string& orchestrator, const json& input,
@@ -139,6 +153,12 @@ class client {
   /// Removes entities with no state, lock or waiting messages, and/or releases locks
   /// held by orchestrations that ended; over every page.
   virtual expected<entity_clean_summary> clean_entity_storage(bool remove_empty, bool release_orphaned_locks) = 0;
+  /// The hub's retention policy (how long ended orchestrations are kept before
+  /// they are purged), and whether it is the hub's own or dtsd's default.
+  virtual expected<retention_info> retention() = 0;
+  /// Makes `policy` the hub's own (nothing: dtsd's default again); answers once
+  /// every partition has it.
+  virtual expected<retention_info> set_retention(const std::optional<core::retention_policy>& policy) = 0;
   /// The worker sessions connected to the hub, with the work they take.
   virtual expected<std::vector<worker_info>> workers() = 0;
   /// The partitions of hub `name` and whether each can write.

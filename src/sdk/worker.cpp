@@ -1,6 +1,5 @@
 #include "sdk/worker.hpp"
 
-#include <capnp/ez-rpc.h>
 #include <kj/async-io.h>
 #include <kj/async.h>
 #include <fmt/format.h>
@@ -14,6 +13,7 @@
 
 #include "core/ids.hpp"
 #include "rpc.capnp.h"
+#include "sdk/connection.hpp"
 #include "rpc/work_filters_wire.hpp"
 #include "sdk/authenticate.hpp"
 #include "sdk/errors.hpp"
@@ -444,9 +444,9 @@ struct worker::impl {
   /// One connection: open a session, then check the server's health until it
   /// fails or stop() is called.
   void serve_once() {
-    capnp::EzRpcClient rpc(options.address, 8081);
-    auto& wait_scope = rpc.getWaitScope();
-    auto scheduler = authenticated(rpc.getMain<s::Scheduler>(), options.token);
+    connection rpc(options.address, options.tls);
+    auto& wait_scope = rpc.wait_scope();
+    auto scheduler = authenticated(rpc.main<s::Scheduler>(), options.token);
     const std::uint64_t of_generation = ++generation;
     auto open = scheduler.openWorkerSessionRequest();
     open.setTaskHub(kj::StringPtr(options.task_hub.c_str()));
@@ -471,7 +471,7 @@ struct worker::impl {
       stop_signal = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(stopped.fulfiller));
     }
     spdlog::info("worker connected to {} (task hub '{}')", options.address, options.task_hub);
-    auto& timer = rpc.getIoProvider().getTimer();
+    auto& timer = rpc.timer();
     try {
       while (!stopping) {
         auto ping = scheduler.listTaskHubsRequest().send().ignoreResult().exclusiveJoin(

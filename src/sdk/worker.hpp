@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "sdk/client.hpp"
 #include "sdk/orchestration.hpp"
 
 namespace dtsd::sdk {
@@ -97,6 +98,8 @@ struct worker_options {
   bool this_node_only = false;
   /// For a dtsd run with --auth: a worker (or contributor) token for the hub.
   std::string token{};
+  /// For a dtsd whose native API serves TLS (or an address "tls://host:port").
+  tls_options tls{};
 };
 
 class worker {

@@ -10,12 +10,15 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <cctype>
 #include <cstdio>
+#include <map>
 #include <sstream>
 #include <thread>
 
 #include "auth/authority.hpp"
 #include "auth/tls_files.hpp"
+#include "core/retention.hpp"
 #include "actors/scheduler.hpp"
 #include "cluster/etcd_client.hpp"
 #include "cluster/membership.hpp"
@@ -50,6 +53,11 @@ struct options {
   std::size_t payload_limit_bytes = core::payload_bytes_default;
   std::string log_level = "info";
   std::uint64_t log_retention = 10000;
+  /// The retention of hubs without a policy of their own: for every terminal
+  /// status, and per status ("": as the default).
+  std::string retention_default = "30d";
+  std::map<core::runtime_status, std::string> retention_by_status;
+  std::size_t retention_purges_max = 64;
   std::string cluster;
   std::string node_id;
   std::string advertise;
@@ -58,6 +66,7 @@ struct options {
   std::string auth_dir;
   bool insecure_no_auth = false;
   auth::tls_files tls;
+  std::string tls_peer_ca;
   auth::token_limits limits;
 };
 
@@ -109,6 +118,15 @@ int main(int argc, char** argv) {
   app.add_option("--commit-threads", opts.commit_threads, "Threads committing partition batches, shared by all partitions")->check(CLI::Range(std::size_t{1}, std::size_t{64}))->capture_default_str();
   app.add_option("--payload-limit-bytes", opts.payload_limit_bytes, "Largest input, output, event or status")->check(CLI::Range(std::size_t{1}, std::size_t{64} << 20))->capture_default_str();
   app.add_option("--log-retention", opts.log_retention, "Partition log records kept for replay and inspection (0: all)")->capture_default_str();
+  app.add_option("--retention-default", opts.retention_default, "How long ended orchestrations are kept before they are purged, for hubs without a policy of their own (dtsctl retention set): 30d, 12h, 0s, or forever")->envname("DTSD_RETENTION_DEFAULT")->capture_default_str();
+  for (auto status : core::retained_statuses) {
+    auto name = std::string(core::to_string(status));
+    std::string lower;
+    for (char c : name) lower.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    app.add_option("--retention-" + lower, opts.retention_by_status[status],
+                   "The same for orchestrations that ended " + name + " (default: --retention-default)");
+  }
+  app.add_option("--retention-purges-max", opts.retention_purges_max, "Retention purges each partition has under way at once (they ride in its ordinary commits)")->check(CLI::Range(1, 100000))->capture_default_str();
   app.add_option("--log-level", opts.log_level, "trace | debug | info | warn | error")->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))->capture_default_str();
   app.add_option("--cluster", opts.cluster, "Join a cluster coordinated by etcd: etcd://host:port[,host:port...]")->envname("DTSD_CLUSTER");
   app.add_option("--node-id", opts.node_id, "This node's id in the cluster (unique)")->envname("DTSD_NODE_ID");
@@ -116,9 +134,10 @@ int main(int argc, char** argv) {
   app.add_option("--node-lease-seconds", opts.node_lease_seconds, "TTL of the node's etcd lease: a dead node's partitions move after it")->check(CLI::Range(2, 60))->capture_default_str();
   app.add_flag("--auth", opts.auth, "Require a token on every gRPC, native and REST call (dtsctl token create); see README, Security")->envname("DTSD_AUTH");
   app.add_option("--auth-dir", opts.auth_dir, "Signing key and token registry (default: DATA-DIR/auth)")->envname("DTSD_AUTH_DIR");
-  app.add_option("--tls-cert", opts.tls.cert, "PEM certificate (chain): the gRPC endpoint and the dashboard serve TLS")->envname("DTSD_TLS_CERT");
+  app.add_option("--tls-cert", opts.tls.cert, "PEM certificate (chain): the gRPC endpoint, the native API and the dashboard serve TLS")->envname("DTSD_TLS_CERT");
   app.add_option("--tls-key", opts.tls.key, "PEM private key of --tls-cert")->envname("DTSD_TLS_KEY");
   app.add_option("--tls-client-ca", opts.tls.client_ca, "PEM CA: clients must present a certificate it signed (mTLS)")->envname("DTSD_TLS_CLIENT_CA");
+  app.add_option("--tls-peer-ca", opts.tls_peer_ca, "PEM CA that signed the other nodes' --tls-cert (cluster; default: --tls-client-ca, else the system's)")->envname("DTSD_TLS_PEER_CA");
   app.add_option("--token-streams-max", opts.limits.streams_max, "With --auth: work streams and waits one token may hold at once")->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))->capture_default_str();
   app.add_option("--token-calls-per-second", opts.limits.calls_per_second, "With --auth: changes (start, raise, purge...) one token may make a second")->check(CLI::Range(1.0, 1e7))->capture_default_str();
   app.add_flag("--insecure-no-auth", opts.insecure_no_auth, "Serve an address other than loopback without tokens (anyone who reaches it may do anything)");
@@ -136,9 +155,9 @@ int main(int argc, char** argv) {
           "with --auth, or give --insecure-no-auth to serve everyone",
           opts.grpc_listen, opts.listen, opts.dashboard_listen, opts.data_dir));
     }
-    if (opts.auth && !loopback_only(opts.grpc_listen) && !opts.tls.enabled()) {
-      spdlog::warn("--auth without --tls-cert: tokens cross the network in clear text on --grpc-listen {}; "
-                   "anyone who can read the traffic can use them", opts.grpc_listen);
+    if (opts.auth && (!loopback_only(opts.grpc_listen) || !loopback_only(opts.listen)) && !opts.tls.enabled()) {
+      spdlog::warn("--auth without --tls-cert: tokens cross the network in clear text on --grpc-listen {} and "
+                   "--listen {}; anyone who can read the traffic can use them", opts.grpc_listen, opts.listen);
     }
     if (open_beyond && opts.insecure_no_auth) {
       spdlog::warn("--insecure-no-auth: dtsd serves beyond loopback with no tokens; anyone who reaches it may start, "
@@ -168,7 +187,7 @@ int main(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGHUP);  // Not a stop: the dashboard's TLS files are read again.
+  sigaddset(&stop_signals, SIGHUP);  // Not a stop: the TLS files are read again.
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   actors::scheduler_config config;
@@ -180,6 +199,25 @@ int main(int argc, char** argv) {
   config.lease_ms = opts.lease_seconds * 1000;
   config.keep_alive_ms = opts.keep_alive_seconds * 1000;
   config.log_retention_records = opts.log_retention;
+  {
+    auto rule_of = [](const std::string& flag, const std::string& text) -> expected<core::retention_rule> {
+      if (text == "forever") return core::retention_rule{true, 0};
+      auto seconds = core::parse_duration(text);
+      if (!seconds) return error{errc::invalid_argument, flag + ": " + seconds.error().message + ", or forever"};
+      return core::retention_rule{false, *seconds};
+    };
+    auto fallback = rule_of("--retention-default", opts.retention_default);
+    if (!fallback) return fail(fallback.error().message);
+    config.default_retention.fallback = *fallback;
+    for (const auto& [status, text] : opts.retention_by_status) {
+      if (text.empty()) continue;
+      auto rule = rule_of("--retention-" + std::string(core::to_string(status)), text);
+      if (!rule) return fail(rule.error().message);
+      config.default_retention.by_status[status] = *rule;
+    }
+    config.retention_purges_max = opts.retention_purges_max;
+    spdlog::info("retention of task hubs without a policy of their own: {}", core::describe(config.default_retention));
+  }
   config.commit_threads = opts.commit_threads;
   auto& limits = config.limits;
   limits.orchestration_input_bytes_max = limits.orchestration_output_bytes_max = opts.payload_limit_bytes;
@@ -209,7 +247,14 @@ int main(int argc, char** argv) {
     auto connected = cluster::etcd_client::connect(*endpoints);
     if (!connected) return fail(connected.error().message);
     etcd = std::move(*connected);
-    auto linked = rpc::node_links::start(opts.node_id, authority ? authority->node_token(opts.node_id) : std::string());
+    // With TLS, a node reaches the others' native API through it and shows its own
+    // certificate (which --tls-client-ca, if set, must have signed).
+    rpc::client_tls peer_tls;
+    if (opts.tls.enabled()) {
+      peer_tls = {opts.tls_peer_ca.empty() ? opts.tls.client_ca : opts.tls_peer_ca, opts.tls.cert, opts.tls.key, {}};
+    }
+    auto linked = rpc::node_links::start(opts.node_id, authority ? authority->node_token(opts.node_id) : std::string(),
+                                         peer_tls);
     if (!linked) return fail(linked.error().message);
     links = std::move(*linked);
     // A partition's message for a partition another node owns goes over its link.
@@ -250,7 +295,7 @@ int main(int argc, char** argv) {
     router = std::move(*made);
   }
   auto scheduler = std::make_unique<service::task_service>(std::move(router), service::service_options{config.limits});
-  auto server = rpc::capnp_server::start(*scheduler, opts.listen, host, local_router.get(), authority.get());
+  auto server = rpc::capnp_server::start(*scheduler, opts.listen, host, local_router.get(), authority.get(), opts.tls);
   if (!server) return fail(server.error().message);
   if (etcd) {
     // Joined once the native API listens: other nodes reach this one there.
@@ -313,13 +358,18 @@ int main(int argc, char** argv) {
   for (;;) {
     sigwait(&stop_signals, &signal_number);
     if (signal_number != SIGHUP) break;
-    // gRPC watches its files by itself; the dashboard reads them now.
-    if (http && opts.tls.enabled()) {
-      if (auto reloaded = http->reload_tls(); !reloaded) {
-        spdlog::error("SIGHUP: the TLS files were not reloaded: {}", reloaded.error().message);
-      } else {
-        spdlog::info("SIGHUP: the dashboard's TLS files were read again");
-      }
+    // gRPC watches its files by itself; the dashboard and the native API read them now.
+    if (opts.tls.enabled()) {
+      auto report = [](const char* listener, const expected<void>& reloaded) {
+        if (!reloaded) {
+          spdlog::error("SIGHUP: the {}'s TLS files were not reloaded (it keeps the previous ones): {}", listener,
+                        reloaded.error().message);
+        } else {
+          spdlog::info("SIGHUP: the {}'s TLS files were read again", listener);
+        }
+      };
+      if (http) report("dashboard", http->reload_tls());
+      report("native API", (*server)->reload_tls());
     }
   }
   spdlog::info("signal {}: draining", signal_number);

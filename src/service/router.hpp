@@ -54,6 +54,11 @@ class router {
   /// The partition's top `query.rows` rows of a list and its counts (from memory).
   virtual void list_partition(const std::string& hub, std::uint32_t partition, core::list_query query,
                               callback<core::list_page> done) = 0;
+  /// The hub's retention policy as `partition` keeps it; with `set`, it becomes
+  /// `policy` there first (none: dtsd's default), answered once durable.
+  virtual void retention_partition(const std::string& hub, std::uint32_t partition, bool set,
+                                   std::optional<core::retention_policy> policy,
+                                   callback<retention_view> done) = 0;
   /// The hub's partitions and whether each can write; answered without asking them.
   virtual expected<std::vector<partition_view>> partitions(const std::string& hub) = 0;
 

@@ -363,6 +363,55 @@ void task_service::list(const std::string& hub, core::list_query query, std::siz
   }
 }
 
+// ------------------------------------------------------------------ retention
+
+void task_service::retention(const std::string& hub, bool set, std::optional<core::retention_policy> policy,
+                             callback<retention_view> done) {
+  auto partitions = router_->partition_count(hub);
+  if (!partitions) return done(partitions.error());
+  struct gather {
+    std::mutex mutex;
+    std::size_t left = 0;
+    std::size_t failures = 0;
+    std::optional<error> failed;
+    std::vector<retention_view> views;
+    callback<retention_view> done;
+  };
+  auto state = std::make_shared<gather>();
+  state->left = *partitions;
+  state->done = std::move(done);
+  const auto count = *partitions;
+  for (std::uint32_t p = 0; p < count; ++p) {
+    router_->retention_partition(hub, p, set, policy, [state, set, count, hub](expected<retention_view> view) {
+      std::unique_lock lock(state->mutex);
+      if (view) {
+        state->views.push_back(std::move(*view));
+      } else {
+        ++state->failures;
+        if (!state->failed) state->failed = view.error();
+      }
+      if (--state->left != 0) return;
+      lock.unlock();
+      if (state->failed && set) {
+        return state->done(error{state->failed->code,
+                                 fmt::format("the retention policy of task hub '{}' was set at {} of its {} partitions "
+                                             "({}): set it again",
+                                             hub, count - state->failures, count, state->failed->message)});
+      }
+      if (state->failed) return state->done(*state->failed);
+      for (const auto& other : state->views) {
+        if (other.own != state->views.front().own || !(other.policy == state->views.front().policy)) {
+          return state->done(error{errc::failed_precondition,
+                                   fmt::format("the partitions of task hub '{}' keep different retention policies "
+                                               "(a change reached only some of them): set it again",
+                                               hub)});
+        }
+      }
+      state->done(std::move(state->views.front()));
+    });
+  }
+}
+
 // ------------------------------------------------------------------ purges
 
 void task_service::purge_walk(const std::string& hub, const std::string& id, bool recursive,

@@ -113,6 +113,12 @@ class task_service {
   /// complete false (purging again takes the rest).
   void purge_where(const std::string& hub, core::instance_query filter, bool recursive,
                    std::optional<std::chrono::nanoseconds> answer_within, callback<purge_result> done);
+  /// The hub's retention policy (core/retention.hpp), as every partition keeps it.
+  /// With `set`, it becomes `policy` at every partition first (none: dtsd's
+  /// default again), durably, in force at once. Partitions that disagree (a set
+  /// that reached only some) answer errc::failed_precondition: set it again.
+  void retention(const std::string& hub, bool set, std::optional<core::retention_policy> policy,
+                 callback<retention_view> done);
   /// Looks at one page of entities: removes the empty ones and releases locks held
   /// by orchestrations that ended; the answer's token goes on to the next page.
   void clean_entity_storage(const std::string& hub, entity_clean_request request,

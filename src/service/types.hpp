@@ -17,6 +17,7 @@
 #include "core/model.hpp"
 #include "core/list.hpp"
 #include "core/query.hpp"
+#include "core/retention.hpp"
 #include "core/work_filter.hpp"
 
 namespace dtsd::service {
@@ -63,6 +64,12 @@ inline constexpr std::array<double, 10> batch_changes_bounds{1, 2, 5, 10, 20, 50
 
 /// One partition of a hub, as `dtsctl taskhub status` and `/metrics` show it. Read
 /// without asking the partition (a stalled one still answers).
+/// A hub's retention policy as a partition keeps it.
+struct retention_view {
+  core::retention_policy policy;  ///< In force.
+  bool own = false;               ///< The hub's own; false: dtsd's default (--retention-default).
+};
+
 struct partition_view {
   std::uint32_t index = 0;
   /// Empty while it writes; otherwise why its commits fail (a full disk...): it
@@ -92,6 +99,10 @@ struct partition_view {
   std::uint64_t orchestrations_started = 0;
   std::array<std::uint64_t, core::runtime_status_count> orchestrations_ended{};
   std::uint64_t disk_bytes = 0;      ///< What its data takes on disk, as of its last commit (0 in memory).
+  /// Orchestrations its retention policy purged since dtsd started, per status.
+  std::array<std::uint64_t, core::runtime_status_count> retention_purged{};
+  /// When the orchestration it keeps that ended longest ago ended (0: it keeps none).
+  std::int64_t oldest_ended_ns = 0;
   /// Orchestrations of the partition per status (core::runtime_status), as of its
   /// last commit; kept by its store, never counted by a scan.
   std::array<std::uint64_t, core::runtime_status_count> orchestrations_by_status{};

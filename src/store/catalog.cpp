@@ -81,9 +81,32 @@ void instance_catalog::count(const row& r, int by) {
   counted = static_cast<std::uint64_t>(static_cast<std::int64_t>(counted) + by);
 }
 
+void instance_catalog::index_ended(const row& r, bool add) {
+  if (r.entity || !core::is_terminal(r.status)) return;
+  auto& index = ended_[static_cast<std::size_t>(r.status)];
+  // An instance that ended without a completion time counts from its last update.
+  std::pair<std::int64_t, std::string> key{r.completed_at_ns != 0 ? r.completed_at_ns : r.last_updated_at_ns,
+                                           r.instance_id};
+  if (add) {
+    index.insert(std::move(key));
+  } else {
+    index.erase(key);
+  }
+}
+
+std::optional<std::int64_t> instance_catalog::oldest_ended_ns() const {
+  std::shared_lock lock(mutex_);
+  std::optional<std::int64_t> oldest;
+  for (const auto& index : ended_) {
+    if (!index.empty() && (!oldest || index.begin()->first < *oldest)) oldest = index.begin()->first;
+  }
+  return oldest;
+}
+
 void instance_catalog::remove(std::int64_t created_at_ns, const std::string& instance_id) {
   auto it = position(created_at_ns, instance_id);
   if (it == rows_.end() || !it->live || it->created_at_ns != created_at_ns || it->instance_id != instance_id) return;
+  index_ended(*it, false);
   count(*it, -1);
   strings_.release(it->name);
   strings_.release(it->version);
@@ -106,6 +129,7 @@ void instance_catalog::add(catalog_entry entry) {
   const auto name = strings_.acquire(entry.name), version = strings_.acquire(entry.version),
              tags = strings_.acquire(entry.tags);
   if (same_key && it->live) {
+    index_ended(*it, false);
     count(*it, -1);
     strings_.release(it->name);
     strings_.release(it->version);
@@ -124,6 +148,7 @@ void instance_catalog::add(catalog_entry entry) {
   it->completed_at_ns = entry.completed_at_ns;
   it->live = true;
   count(*it, +1);
+  index_ended(*it, true);
 }
 
 void instance_catalog::compact_if_worth_it() {

@@ -12,6 +12,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
@@ -59,6 +60,23 @@ class instance_catalog {
   /// Instances of each status, orchestrations or entities, as listed.
   core::list_status_counts counts(bool entities) const;
 
+  /// Orchestrations (not entities) that ended with `status` at or before
+  /// `ended_by_ns`, the longest ended first, at most `count_max`, skipping those
+  /// `skip` names (with their status, for retention's counts).
+  template <class Skip>
+  std::vector<std::string> ended_by(core::runtime_status status, std::int64_t ended_by_ns, std::size_t count_max,
+                                    Skip skip) const {
+    std::shared_lock lock(mutex_);
+    std::vector<std::string> out;
+    const auto& index = ended_[static_cast<std::size_t>(status)];
+    for (auto it = index.begin(); it != index.end() && it->first <= ended_by_ns && out.size() < count_max; ++it) {
+      if (!skip(it->second)) out.push_back(it->second);
+    }
+    return out;
+  }
+  /// When the orchestration that ended longest ago (any terminal status) ended.
+  std::optional<std::int64_t> oldest_ended_ns() const;
+
  private:
   /// Interned strings, counted, with their lower-case form for case-insensitive filters.
   class string_pool {
@@ -98,7 +116,12 @@ class instance_catalog {
   core::list_key key_of(const row& r) const;
   core::list_row list_row_of(const row& r) const;
 
+  /// (ended at, id) of the orchestrations in each terminal status: retention's
+  /// index by completion time, in memory like the rest (built at open).
+  void index_ended(const row& r, bool add);
+
   mutable std::shared_mutex mutex_;
+  std::array<std::set<std::pair<std::int64_t, std::string>>, core::runtime_status_count> ended_;
   std::vector<row> rows_;  ///< By (created, id), tombstones among them.
   std::size_t tombstones_ = 0;
   string_pool strings_;

@@ -19,6 +19,8 @@ constexpr std::string_view meta_outbox_next = "outbox_next";
 constexpr std::string_view meta_status_counts = "status_counts";
 /// The epoch of the partition's owner in a cluster (absent on a single node).
 constexpr std::string_view meta_epoch = "owner_epoch";
+/// The hub's retention policy (JSON, core/retention.hpp), if it has one of its own.
+constexpr std::string_view meta_retention = "retention";
 
 /// Changes of the status counts one commit makes.
 using count_deltas = std::array<std::int64_t, core::runtime_status_count>;
@@ -521,7 +523,7 @@ std::string partition_directory(std::string_view data_dir, const partition_ident
 bool write_batch::empty() const {
   return events.empty() && instances.empty() && activities_added.empty() &&
          activities_removed.empty() && timers_added.empty() && timers_removed.empty() &&
-         outbox_added.empty() && outbox_removed.empty() && dedup_marks.empty();
+         outbox_added.empty() && outbox_removed.empty() && dedup_marks.empty() && !retention;
 }
 
 instance_write make_instance_write(std::string_view instance_id,
@@ -686,6 +688,11 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
       for (auto sequence : batch.outbox_removed) writer.erase(table::outbox, keys::u64(sequence));
       for (const auto& [source, sequence] : batch.dedup_marks) {
         writer.put(table::dedup, keys::u32(source), keys::u64(sequence));
+      }
+      if (batch.retention && batch.retention->empty()) {
+        writer.erase(table::meta, meta_retention);
+      } else if (batch.retention) {
+        writer.put(table::meta, meta_retention, *batch.retention);
       }
     });
     if (!written) return written.error();
@@ -879,6 +886,7 @@ expected<recovered_state> partition_store::recover() {
     if (auto next = reader.get(table::meta, meta_outbox_next)) {
       state.next_outbox_sequence = keys::get_u64(*next);
     }
+    if (auto retention = reader.get(table::meta, meta_retention)) state.retention = std::string(*retention);
     return state;
   });
 }

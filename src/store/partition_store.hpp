@@ -76,6 +76,9 @@ struct write_batch {
   std::vector<std::uint64_t> outbox_removed;  ///< Acknowledged by their receivers.
   /// Source partition -> highest outbox sequence of it applied here.
   std::map<std::uint32_t, std::uint64_t> dedup_marks;
+  /// Set: the hub's retention policy as this partition keeps it becomes this JSON
+  /// (core/retention.hpp); "": none of its own (dtsd's default applies).
+  std::optional<std::string> retention;
 
   bool empty() const;
 };
@@ -94,6 +97,7 @@ struct recovered_state {
   std::uint64_t next_log_sequence = 1;
   std::uint64_t next_outbox_sequence = 1;
   std::size_t instance_count = 0;
+  std::string retention;  ///< The stored retention policy's JSON; "": none.
 };
 
 /// Orchestrations per status (entities are not counted), by core::runtime_status.
@@ -143,6 +147,9 @@ class partition_store {
   /// Orchestrations per status as of the last commit: kept with every commit (in the
   /// same transaction), so that a count never scans the partition.
   const status_counts& counts() const { return counts_; }
+  /// The in-memory summaries of the instances as of the last commit (lists, and
+  /// the ended orchestrations that retention purges).
+  const instance_catalog& catalog() const { return catalog_; }
   const lifecycle_counts& lifecycle() const { return lifecycle_; }
   /// Bytes its data takes on disk (0 in memory).
   std::uint64_t disk_bytes() const { return engine_->disk_bytes(); }

@@ -42,6 +42,7 @@ struct node_spec {
   std::string advertise{}; ///< Where the other nodes reach it (a proxy, to cut it off).
   int lease_seconds = 2;
   std::uint32_t partition_count = partitions;  ///< Of the hub `default`.
+  std::vector<std::string> extra{};  ///< More flags (TLS, --auth).
 };
 
 struct cluster_setup {
@@ -58,11 +59,13 @@ struct cluster_setup {
     const auto address = "127.0.0.1:" + std::to_string(spec.port);
     const auto dashboard =
         spec.dashboard_port ? "127.0.0.1:" + std::to_string(spec.dashboard_port) : std::string("off");
-    return {"--cluster", spec.etcd.empty() ? url() : "etcd://" + spec.etcd, "--node-id", spec.id,
+    std::vector<std::string> args{"--cluster", spec.etcd.empty() ? url() : "etcd://" + spec.etcd, "--node-id", spec.id,
             "--advertise", spec.advertise.empty() ? address : spec.advertise, "--listen", address,
             "--grpc-listen", "127.0.0.1:0", "--dashboard-listen", dashboard, "--data-dir", data_dir.string(),
             "--partitions", std::to_string(spec.partition_count), "--node-lease-seconds", std::to_string(spec.lease_seconds),
             "--log-level", std::getenv("DTSD_TEST_LOG_LEVEL") ? std::getenv("DTSD_TEST_LOG_LEVEL") : "warn"};
+    args.insert(args.end(), spec.extra.begin(), spec.extra.end());
+    return args;
   }
   /// A node's arguments; it listens (native API) on `port`, and serves the
   /// dashboard on `dashboard_port` if one is given.

@@ -294,6 +294,9 @@ const ROUTES = [
   ["POST", "entities/@counter@rest/signal", "write", { operation: "add", input: 1 }],
   ["GET", "entities/@counter@rest", "read"],
   ["DELETE", "entities/@counter@rest", "write"],
+  ["GET", "retention", "read"],
+  ["PUT", "retention", "write", { retentionPolicies: [{ retentionPeriodInDays: 1 }] }],
+  ["DELETE", "retention", "write"],
 ];
 
 describe("auth: tokens on the REST API and the dashboard", () => {

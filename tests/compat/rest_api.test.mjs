@@ -437,4 +437,38 @@ describe("the DTS REST API on the dashboard port", () => {
     assert.equal(health.status, 200);
     assert.equal((await fetch(`${env.dtsd.restUrl}/readyz`)).status, 200);
   });
+  test("retention: PUT sets the hub's policy in DTS's shape, ended orchestrations go after their time, bad input changes nothing", async () => {
+    const hub = "idle";  // No worker: what is started there waits, until terminated.
+    const before = await rest("GET", "retention", { hub });
+    assert.equal(before.status, 200);
+    assert.equal(before.body.source, "dtsdDefault");
+    const ids = [0, 1, 2].map((i) => `rest-retained-${run}-${i}`);
+    for (const id of ids) assert.equal((await rest("POST", "orchestrations", { hub, body: { name: "Anything", instanceId: id } })).status, 201);
+    assert.equal((await rest("POST", "orchestrations/forceterminate", { hub, body: { instanceIds: ids } })).status, 200);
+    const policy = { retentionPolicies: [{ retentionPeriodInDays: 30 },
+                                         { orchestrationState: "Terminated", retentionPeriodInSeconds: 1 }] };
+    const put = await rest("PUT", "retention", { hub, body: policy });
+    assert.equal(put.status, 200);
+    assert.deepEqual(put.body, { ...policy, source: "taskHub" });
+    for (const bad of ['{"retentionPolicies": [{"orchestrationState": "Running", "retentionPeriodInDays": 1}]}', "not json"]) {
+      const refused = await rest("PUT", "retention", { hub, raw: bad });
+      assert.equal(refused.status, 400);
+      assert.ok(refused.body.message.length > 0);
+    }
+    assert.deepEqual((await rest("GET", "retention", { hub })).body, { ...policy, source: "taskHub" });
+    await eventually(async () => {
+      for (const id of ids) {
+        if ((await rest("GET", `orchestrations/${id}`, { hub })).status !== 404) return false;
+      }
+      return true;
+    }, 15000, "the terminated orchestrations to be purged");
+    const metrics = await (await fetch(`${env.dtsd.restUrl}/metrics`)).text();
+    const purged = metrics.match(/dtsd_retention_purged_total\{task_hub="idle",status="TERMINATED"\} (\d+)/);
+    assert.ok(purged, "the purges are counted");
+    assert.ok(Number(purged[1]) >= 3);
+    assert.match(metrics, /dtsd_oldest_retained_instance_seconds\{task_hub="idle"\} [0-9.]+/);
+    const dropped = await rest("DELETE", "retention", { hub });
+    assert.equal(dropped.status, 200);
+    assert.equal(dropped.body.source, "dtsdDefault");
+  });
 });

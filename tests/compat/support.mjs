@@ -43,6 +43,8 @@ export class Dtsd {
         const match = /gRPC API on port (\d+)/.exec(out);
         const dashboard = /dashboard on port (\d+)/.exec(out);
         if (dashboard) this.dashboardPort = Number(dashboard[1]);
+        const native = /native API on port (\d+)/.exec(out);
+        if (native) this.nativePort = Number(native[1]);
         if (match) resolveReady(Number(match[1]));
       });
     });

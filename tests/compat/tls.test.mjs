@@ -1,22 +1,26 @@
-// TLS on the gRPC endpoint and the dashboard (--tls-cert/--tls-key, --tls-client-ca): the official
-// JS SDK runs hello cities over https with a test CA; a client that trusts
+// TLS on the gRPC endpoint, the native API and the dashboard (--tls-cert/--tls-key,
+// --tls-client-ca): the official JS SDK runs hello cities over https with a test CA,
+// the C++ SDK's hello cities and dtsctl over the native API's TLS; a client that trusts
 // another CA, a plaintext client, an expired certificate and (with mTLS) a client
 // without a certificate are each refused; files that do not fit stop dtsd at
 // start with a message naming them. The certificates are made here with openssl.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { copyFileSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import { credentials, Metadata, status as grpcStatus } from "@grpc/grpc-js";
 import { NoOpLogger, OrchestrationStatus, TaskHubGrpcClient, TaskHubGrpcWorker } from "@microsoft/durabletask-js";
 
 import { Empty, services } from "./raw.mjs";
-import { CITIES, Dtsd } from "./support.mjs";
+import { CITIES, Dtsd, dtsdPath } from "./support.mjs";
+
+const dtsctlPath = process.env.DTSCTL_BIN ?? resolve(dirname(dtsdPath), "../cli/dtsctl");
+const helloPath = process.env.HELLO_BIN ?? resolve(dirname(dtsdPath), "../../samples/hello_cities/hello_cities");
 
 let dir;
 const file = (name) => join(dir, name);
@@ -75,7 +79,27 @@ async function withDtsd(args, run) {
   }
 }
 
-describe("tls: the gRPC endpoint and the dashboard", () => {
+/** dtsctl against the native API of `dtsd` at `host` (localhost: a name the certificate carries). */
+function dtsctl(dtsd, args, { host = "localhost" } = {}) {
+  const ran = spawnSync(dtsctlPath, ["--address", `${host}:${dtsd.nativePort}`, ...args],
+                        { encoding: "utf8", timeout: 15000 });
+  return { code: ran.status, out: ran.stdout, err: ran.stderr };
+}
+
+/** hello_cities (the C++ SDK) over the native API's TLS: a worker and a client of `count`. */
+async function nativeHello(dtsd, tlsArgs, count = 3) {
+  const address = `localhost:${dtsd.nativePort}`;
+  const worker = spawn(helloPath, ["worker", "--address", address, ...tlsArgs], { stdio: "ignore" });
+  try {
+    const client = spawnSync(helloPath, ["client", "--address", address, "--count", String(count), ...tlsArgs],
+                             { encoding: "utf8", timeout: 30000 });
+    return { code: client.status, out: client.stdout + client.stderr };
+  } finally {
+    worker.kill("SIGKILL");
+  }
+}
+
+describe("tls: the gRPC endpoint, the native API and the dashboard", () => {
   before(() => {
     dir = mkdtempSync(join(tmpdir(), "dtsd-tls-"));
     makeCa("ca");
@@ -118,15 +142,37 @@ describe("tls: the gRPC endpoint and the dashboard", () => {
       assert.match((await dashboardGet(dtsd, "/healthz", { ca: "other-ca" })).error ?? "", /certificate/);
       const plainHttp = await fetch(`http://127.0.0.1:${dtsd.dashboardPort}/healthz`).then((r) => r.status, (e) => e.message);
       assert.notEqual(plainHttp, 200, "plain HTTP gets nothing from the TLS dashboard");
+      // The native API: the C++ SDK and dtsctl with the CA; the refusals say why.
+      const native = await nativeHello(dtsd, ["--tls-ca", file("ca.pem")]);
+      assert.equal(native.code, 0, native.out);
+      assert.match(native.out, /"correct":3/);
+      const listed = dtsctl(dtsd, ["--tls-ca", file("ca.pem"), "taskhub", "list"]);
+      assert.equal(listed.code, 0, listed.err);
+      assert.match(listed.out, /default/);
+      const plainNative = dtsctl(dtsd, ["taskhub", "list"]);
+      assert.equal(plainNative.code, 1);
+      assert.match(plainNative.err, /closed the connection at once.*--tls-ca/);
+      const otherCa = dtsctl(dtsd, ["--tls-ca", file("other-ca.pem"), "taskhub", "list"]);
+      assert.equal(otherCa.code, 1);
+      assert.match(otherCa.err, /TLS handshake .* failed: .*not trusted/);
+      const byIp = dtsctl(dtsd, ["--tls-ca", file("ca.pem"), "taskhub", "list"], { host: "127.0.0.1" });
+      assert.equal(byIp.code, 1);
+      assert.match(byIp.err, /DNS names, not IP addresses/);
+      const named = dtsctl(dtsd, ["--tls-ca", file("ca.pem"), "--tls-server-name", "localhost", "taskhub", "list"],
+                           { host: "127.0.0.1" });
+      assert.equal(named.code, 0, named.err);
     });
     await withDtsd(["--tls-cert", file("expired.pem"), "--tls-key", file("expired.key")], async (dtsd) => {
       await new Promise((r) => setTimeout(r, 1100));  // Past its notAfter.
       assert.equal((await hello(dtsd.address, trusting("ca"))).code, grpcStatus.UNAVAILABLE);
       assert.match((await dashboardGet(dtsd, "/healthz", { ca: "ca" })).error ?? "", /expired/);
+      const expiredNative = dtsctl(dtsd, ["--tls-ca", file("ca.pem"), "taskhub", "list"]);
+      assert.equal(expiredNative.code, 1);
+      assert.match(expiredNative.err, /expired/);
     });
   });
 
-  test("SIGHUP: the dashboard takes a renewed certificate; gRPC's is read again within seconds", async () => {
+  test("SIGHUP: the dashboard and the native API take a renewed certificate; gRPC's is read again within seconds", async () => {
     copyFileSync(file("server.pem"), file("live.pem"));
     copyFileSync(file("server.key"), file("live.key"));
     makeCert("renewed", "other-ca");
@@ -147,11 +193,15 @@ describe("tls: the gRPC endpoint and the dashboard", () => {
         grpcRenewed = (await hello(dtsd.address, trusting("other-ca"))).code === 0;
       }
       assert.ok(grpcRenewed, "gRPC serves the renewed certificate");
+      const nativeRenewed = dtsctl(dtsd, ["--tls-ca", file("other-ca.pem"), "taskhub", "list"]);
+      assert.equal(nativeRenewed.code, 0, `the native API serves the renewed certificate: ${nativeRenewed.err}`);
       // A file that does not fit is refused and the served certificate stays.
       writeFileSync(file("live.pem"), "not a certificate\n");
       dtsd.child.kill("SIGHUP");
       await new Promise((r) => setTimeout(r, 300));
       assert.equal((await dashboardGet(dtsd, "/healthz", { ca: "other-ca" })).status, 200);
+      assert.equal(dtsctl(dtsd, ["--tls-ca", file("other-ca.pem"), "taskhub", "list"]).code, 0);
+      assert.match(dtsd.stdout + dtsd.stderr, /native API's TLS files were not reloaded/);
       assert.equal(dtsd.child.exitCode, null, "dtsd is still running");
     });
   });
@@ -163,6 +213,14 @@ describe("tls: the gRPC endpoint and the dashboard", () => {
       assert.equal((await hello(dtsd.address, trusting("ca"))).code, grpcStatus.UNAVAILABLE);
       assert.equal((await dashboardGet(dtsd, "/healthz", { ca: "ca", client: "client" })).status, 200);
       assert.ok((await dashboardGet(dtsd, "/healthz", { ca: "ca" })).error, "no client certificate, no answer");
+      const withCert = dtsctl(dtsd, ["--tls-ca", file("ca.pem"), "--tls-client-cert", file("client.pem"),
+                                     "--tls-client-key", file("client.key"), "taskhub", "list"]);
+      assert.equal(withCert.code, 0, withCert.err);
+      const withoutCert = dtsctl(dtsd, ["--tls-ca", file("ca.pem"), "taskhub", "list"]);
+      assert.equal(withoutCert.code, 1, "no client certificate, no native API");
+      const otherClient = dtsctl(dtsd, ["--tls-ca", file("ca.pem"), "--tls-client-cert", file("renewed.pem"),
+                                        "--tls-client-key", file("renewed.key"), "taskhub", "list"]);
+      assert.equal(otherClient.code, 1, "a client certificate another CA signed is refused");
     });
   });
 

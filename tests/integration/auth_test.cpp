@@ -76,6 +76,13 @@ TEST_CASE("auth: the native API and dtsctl take a token; each role does what it 
   CHECK(looker->terminate("native-1", json("no")).error().code == errc::permission_denied);
   CHECK(looker->raise_event("native-1", "go", json(1)).error().code == errc::permission_denied);
   CHECK(looker->purge("native-1").error().code == errc::permission_denied);
+  // The retention policy: a reader reads it, a contributor sets it.
+  CHECK(looker->retention());
+  CHECK(looker->set_retention(core::retention_policy{}).error().code == errc::permission_denied);
+  CHECK_FALSE(looker->retention().value().own);
+  auto own = writer->set_retention(core::retention_policy{core::retention_rule{false, 86400}, {}});
+  REQUIRE(own);
+  CHECK(own->own);
   auto after = writer->get("native-1");
   REQUIRE(after);
   REQUIRE(*after);

@@ -167,3 +167,53 @@ TEST_CASE("cli: dtsctl worker list shows each connected session, its slots and t
   CHECK(listed[0]["filters"]["activities"] == json::parse(R"([{"name":"Charge","versions":["2"]}])"));
   CHECK(listed[0]["filters"]["entities"] == json::array());
 }
+
+TEST_CASE("cli: retention: a hub's own policy purges ended orchestrations after their time, and survives kill -9") {
+  auto setup = fresh_server("retention");
+  auto dtsd = std::make_unique<process>(binary("DTSD_BIN"), setup.args({"--retention-default", "forever"}), true);
+  auto shown = dtsctl(setup, {"--json", "retention", "show"});
+  REQUIRE(shown.exit_code == 0);
+  CHECK(json::parse(shown.out) == json::parse(R"({"retentionPolicies":[{"keepForever":true}],"source":"dtsdDefault",
+                                                   "taskHub":"default"})"));
+  // Five that end Terminated (no worker runs them), one left pending.
+  for (int i = 0; i < 6; ++i) {
+    const auto id = "kept-" + std::to_string(i);
+    REQUIRE(dtsctl(setup, {"instance", "start", "Anything", "--id", id}).exit_code == 0);
+    if (i < 5) REQUIRE(dtsctl(setup, {"instance", "terminate", id}).exit_code == 0);
+  }
+  auto set = dtsctl(setup, {"--json", "retention", "set", "--terminated", "2s", "--completed", "forever"});
+  REQUIRE(set.exit_code == 0);
+  CHECK(json::parse(set.out)["source"] == "taskHub");
+  auto count_left = [&] {
+    auto listed = dtsctl(setup, {"--json", "instance", "list", "--id-prefix", "kept-", "--all"});
+    REQUIRE(listed.exit_code == 0);
+    return json::parse(listed.out)["instances"].size();
+  };
+  CHECK(count_left() == 6);  // Ended less than 2 s ago.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (count_left() != 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  CHECK(count_left() == 1);  // The pending one stays.
+  CHECK(json::parse(dtsctl(setup, {"--json", "instance", "show", "kept-5"}).out)["runtimeStatus"] == "Pending");
+
+  // The policy is durable: after kill -9 the hub still has it.
+  dtsd->kill_now();
+  dtsd = std::make_unique<process>(binary("DTSD_BIN"), setup.args({"--retention-default", "forever"}), true);
+  auto after = json::parse(dtsctl(setup, {"--json", "retention", "show"}).out);
+  CHECK(after["source"] == "taskHub");
+  CHECK(after["retentionPolicies"] == json::parse(R"([{"orchestrationState":"Completed","keepForever":true},
+                                                      {"orchestrationState":"Terminated","retentionPeriodInSeconds":2}])"));
+  // Bad input changes nothing; delete brings dtsd's default back.
+  auto bad = dtsctl(setup, {"retention", "set", "--failed", "soon"});
+  CHECK(bad.exit_code == 2);
+  CHECK(json::parse(dtsctl(setup, {"--json", "retention", "show"}).out) == after);
+  auto dropped = dtsctl(setup, {"--json", "retention", "delete"});
+  REQUIRE(dropped.exit_code == 0);
+  CHECK(json::parse(dropped.out)["source"] == "dtsdDefault");
+  // A bad default stops dtsd at start, naming the flag.
+  auto refused = run_command(binary("DTSD_BIN"), setup.args({"--retention-default", "a while"}));
+  CHECK(refused.exit_code != 0);
+  dtsd.reset();
+  std::filesystem::remove_all(setup.data_dir);
+}

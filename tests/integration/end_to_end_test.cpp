@@ -3,12 +3,12 @@
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
-#include <capnp/ez-rpc.h>
 
 #include <random>
 
 #include "processes.hpp"
 #include "rpc.capnp.h"
+#include "sdk/connection.hpp"
 #include "sdk/errors.hpp"
 
 using namespace dtsd;
@@ -178,9 +178,9 @@ class ignoring_sink final : public schema::WorkSink::Server {
 TEST_CASE("end to end: out-of-order completions and malformed RPC input are refused without a crash") {
   auto setup = fresh_server("wire");
   process dtsd(binary("DTSD_BIN"), setup.args(), true);
-  capnp::EzRpcClient rpc(setup.address(), 8081);
-  auto& wait_scope = rpc.getWaitScope();
-  auto scheduler = rpc.getMain<schema::Scheduler>();
+  sdk::connection rpc(setup.address(), {});
+  auto& wait_scope = rpc.wait_scope();
+  auto scheduler = rpc.main<schema::Scheduler>();
 
   auto open = scheduler.openWorkerSessionRequest();
   open.setTaskHub("default");

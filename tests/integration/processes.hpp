@@ -50,8 +50,9 @@ inline int free_port() {
 /// failure messages (`said()`); DTSD_TEST_ECHO=1 copies it to stderr as it comes.
 class process {
  public:
-  process(const std::string& path, std::vector<std::string> args, bool wait_ready = false) {
-    std::tie(pid_, out_) = test_support::spawn(path, std::move(args));
+  process(const std::string& path, std::vector<std::string> args, bool wait_ready = false,
+          const std::vector<std::string>& environment = {}) {
+    std::tie(pid_, out_) = test_support::spawn(path, std::move(args), environment);
     if (wait_ready) wait_for_line("ready", std::chrono::seconds(30));
     drainer_ = std::thread([this] { drain(); });
   }

@@ -562,3 +562,90 @@ TEST_CASE("work filters: names, versions and kinds") {
   bad.activities = std::vector<core::name_filter>{{"x", std::vector<std::string>(core::filter_versions_max + 1, "v")}};
   CHECK_FALSE(core::validate(bad));
 }
+
+TEST_CASE("engine: retention purges ended orchestrations once their status's time is up; the policy survives a crash") {
+  engine::engine_options options;
+  options.default_retention.fallback = core::retention_rule{false, 3600};  // dtsd's default: an hour.
+  options.retention_purges_max = 2;  // Several rounds for three.
+  world w(1, 11, options);
+  auto& first = *w.engines[0];
+  CHECK_FALSE(first.retention_is_own());
+  CHECK(first.retention().keep_s(core::runtime_status::completed) == 3600);
+  for (const char* id : {"done-1", "done-2", "done-3", "stopped-1"}) REQUIRE(first.start(request(id), w.now));
+  REQUIRE(first.start(request("sleepy-1", "Sleepy"), w.now));
+  REQUIRE(first.terminate("stopped-1", {std::string("enough"), false}, w.now));
+  run_to_quiet(w);
+  REQUIRE((*w.stored("done-1"))->record.status == core::runtime_status::completed);
+  REQUIRE((*w.stored("stopped-1"))->record.status == core::runtime_status::terminated);
+  REQUIRE((*w.stored("sleepy-1"))->record.status == core::runtime_status::running);  // Waits on its timer.
+
+  // The hub's own policy: Completed after 10 s, Terminated never, the rest after a day.
+  core::retention_policy policy;
+  policy.fallback = core::retention_rule{false, 86400};
+  policy.by_status[core::runtime_status::completed] = {false, 10};
+  policy.by_status[core::runtime_status::terminated] = {true, 0};
+  first.set_retention(policy);
+  w.commit(0);
+  auto purge_round = [&](std::int64_t advance_ns) {
+    w.now += advance_ns;
+    for (int i = 0; i < 4; ++i) {  // Enough rounds for retention_purges_max = 2.
+      w.engines[0]->purge_expired(w.now);
+      run_to_quiet(w);
+    }
+  };
+  purge_round(5 * second_ns);  // 5 s after they ended: nothing is due.
+  for (const char* id : {"done-1", "done-2", "done-3", "stopped-1", "sleepy-1"}) CHECK_MESSAGE(w.stored(id)->has_value(), id);
+  CHECK(w.engines[0]->retention_purged()[static_cast<std::size_t>(core::runtime_status::completed)] == 0);
+
+  purge_round(6 * second_ns);  // 11 s: the completed ones go, the terminated and running ones stay.
+  for (const char* id : {"done-1", "done-2", "done-3"}) CHECK_MESSAGE(!w.stored(id)->has_value(), id);
+  CHECK(w.stored("stopped-1")->has_value());
+  CHECK(w.stored("sleepy-1")->has_value());
+  CHECK(w.engines[0]->retention_purged()[static_cast<std::size_t>(core::runtime_status::completed)] == 3);
+  CHECK(w.engines[0]->store().catalog().oldest_ended_ns().has_value());  // stopped-1 is kept.
+
+  // A crash keeps the policy (it was committed); dropping it brings the default back, durably too.
+  w.crash(0);
+  CHECK(w.engines[0]->retention_is_own());
+  CHECK(w.engines[0]->retention() == policy);
+  w.engines[0]->set_retention(std::nullopt);
+  w.commit(0);
+  w.crash(0);
+  CHECK_FALSE(w.engines[0]->retention_is_own());
+  CHECK(w.engines[0]->retention().keep_s(core::runtime_status::terminated) == 3600);
+  purge_round(3600 * second_ns);  // The default's hour: the terminated one goes now.
+  CHECK_FALSE(w.stored("stopped-1")->has_value());
+  CHECK(w.stored("sleepy-1")->has_value());
+}
+
+TEST_CASE("retention policies: DTS's JSON both ways, durations, and bad ones named") {
+  auto parsed = core::retention_from_json(
+      R"({"retentionPolicies": [{"retentionPeriodInDays": 30}, {"retentionPeriodInDays": 1, "orchestrationState": "Completed"},
+          {"orchestrationState": "Failed", "keepForever": true}, {"orchestrationState": "Terminated", "retentionPeriodInSeconds": 90}]})");
+  REQUIRE(parsed);
+  CHECK(parsed->keep_s(core::runtime_status::canceled) == 30 * 86400);
+  CHECK(parsed->keep_s(core::runtime_status::completed) == 86400);
+  CHECK_FALSE(parsed->keep_s(core::runtime_status::failed));
+  CHECK(parsed->keep_s(core::runtime_status::terminated) == 90);
+  CHECK_FALSE(parsed->keep_s(core::runtime_status::running));
+  auto again = core::retention_from_json(core::to_json(*parsed));
+  REQUIRE(again);
+  CHECK(*again == *parsed);
+  CHECK(core::describe(*parsed) == "default 30d, Completed 1d, Failed forever, Terminated 90s");
+  CHECK_FALSE(core::retention_policy{}.purges());
+  CHECK(core::parse_duration("0s").value() == 0);
+  CHECK(core::parse_duration("12h").value() == 43200);
+  for (const char* bad : {"", "5", "5x", "-1d", "99999d"}) CHECK_MESSAGE(!core::parse_duration(bad), bad);
+  const std::pair<const char*, const char*> refused[] = {
+      {"[]", "retentionPolicies"},
+      {R"({"retentionPolicies": [{"orchestrationState": "Running", "retentionPeriodInDays": 1}]})", "not one of"},
+      {R"({"retentionPolicies": [{"retentionPeriodInDays": -1}]})", "between 0 and 3650"},
+      {R"({"retentionPolicies": [{"orchestrationState": "Failed"}]})", "needs one of"},
+      {R"({"retentionPolicies": [{"retentionPeriodInDays": 1}, {"retentionPeriodInDays": 2}]})", "two retention rules"},
+  };
+  for (const auto& [text, why] : refused) {
+    auto failed = core::retention_from_json(text);
+    REQUIRE_MESSAGE(!failed, text);
+    CHECK_MESSAGE(failed.error().message.find(why) != std::string::npos, failed.error().message);
+  }
+}

@@ -113,6 +113,11 @@ class engine_node final : public service::router {
     if (hub != hub_) return done(error{errc::unknown_task_hub, "no hub"});
     send(p, actors::requests::list{std::move(query), std::move(done)});
   }
+  void retention_partition(const std::string& hub, std::uint32_t p, bool set, std::optional<core::retention_policy> policy,
+                           service::callback<service::retention_view> done) override {
+    if (hub != hub_) return done(error{errc::unknown_task_hub, "no hub"});
+    send(p, actors::requests::retention{set, std::move(policy), std::move(done)});
+  }
   expected<std::vector<service::partition_view>> partitions(const std::string&) override {
     return std::vector<service::partition_view>{};
   }

@@ -17,10 +17,13 @@ namespace {
 /// How often a partition ends the instance actors that stayed idle (and all on
 /// disk) for a whole period; they are made live again from the store when needed.
 constexpr auto instance_sweep_period = std::chrono::seconds(30);
-/// How often a partition purges what its retention policy says is due, and how
-/// many purges it has under way at most: a bounded trickle of ordinary purges
-/// that ride in the batches of foreground work.
+/// How often a partition purges what its retention policy says is due: a bounded
+/// trickle of ordinary purges that ride in the batches of foreground work, with
+/// room for up to --retention-purges-max under way while no work waits for a
+/// worker, and for retention_purges_busy while work waits (the machine is busy
+/// with foreground work: purges wait for a quieter moment).
 constexpr auto retention_period = std::chrono::milliseconds(250);
+constexpr std::size_t retention_purges_busy = 4;
 /// How often a cluster node's partition sends again what other nodes have not acknowledged.
 constexpr auto remote_resend_period = std::chrono::seconds(1);
 /// A partition whose commit failed tries the same batch again after this, doubling
@@ -481,7 +484,10 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
       },
       [=](expire_atom) {
         auto& s = self->state;
-        if (!s.stall && !s.draining) s.engine_->purge_expired(s.now_ns());
+        const auto waiting = s.engine_->backlog();
+        const bool busy = waiting.orchestrators + waiting.activities + waiting.entities != 0;
+        const auto room = busy ? retention_purges_busy : s.engine_->retention_purges_max();
+        if (!s.stall && !s.draining) s.engine_->purge_expired(s.now_ns(), room);
         self->delayed_send(self, retention_period, expire_atom::value);
         s.pump();
       },

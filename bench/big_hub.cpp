@@ -23,6 +23,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "preload.hpp"
 #include "support.hpp"
 #include "core/ids.hpp"
 #include "store/partition_store.hpp"
@@ -34,7 +35,6 @@ using bench_clock = std::chrono::steady_clock;
 namespace {
 
 constexpr const char* hub = "default";
-constexpr std::size_t batch_instances = 5000;
 constexpr std::int64_t base_ns = 1'767'225'600'000'000'000;  // 2026-01-01T00:00:00Z
 constexpr std::int64_t spacing_ns = 1'000'000;               // One created every millisecond.
 const char* const names[] = {"HelloCities", "Checkout", "Billing", "NightlyReport", "SyncInventory"};
@@ -73,38 +73,6 @@ core::instance_record record_of(std::size_t i) {
     r.parent = parent;
   }
   return r;
-}
-
-/// Writes the instances into fresh partition stores, partition by partition.
-void fill(const std::string& data_dir, std::size_t instances, std::uint32_t partitions) {
-  fs::remove_all(data_dir);
-  std::vector<std::vector<std::size_t>> owned(partitions);
-  for (std::size_t i = 0; i < instances; ++i) {
-    owned[core::partition_of(fmt::format("order-{:07}", i), partitions)].push_back(i);
-  }
-  const auto start = bench_clock::now();
-  std::size_t written = 0;
-  for (std::uint32_t p = 0; p < partitions; ++p) {
-    store::partition_identity identity{hub, p, partitions};
-    auto engine = store::open_lmdb({store::partition_directory(data_dir, identity), store::durability::nosync});
-    if (!engine) throw std::runtime_error(engine.error().message);
-    auto opened = store::partition_store::open(std::move(*engine), identity);
-    if (!opened) throw std::runtime_error(opened.error().message);
-    auto& target = **opened;
-    for (std::size_t from = 0; from < owned[p].size(); from += batch_instances) {
-      store::write_batch batch;
-      for (std::size_t k = from; k < std::min(owned[p].size(), from + batch_instances); ++k) {
-        store::instance_write write;
-        write.row.record = record_of(owned[p][k]);
-        write.instance_id = write.row.record.instance_id;
-        batch.instances.push_back(std::move(write));
-      }
-      written += batch.instances.size();
-      auto committed = target.commit(batch, base_ns);
-      if (!committed) throw std::runtime_error(committed.error().message);
-    }
-    std::fprintf(stderr, "big_hub: %zu of %zu instances written (%.0f s)\n", written, instances, seconds_since(start));
-  }
 }
 
 struct query_case {
@@ -179,7 +147,7 @@ int main(int argc, char** argv) {
   if (!reuse || found != wanted) {
     const auto start = bench_clock::now();
     try {
-      fill(data_dir, instances, partitions);
+      bench::preload_stores(data_dir, hub, partitions, instances, record_of, "big_hub");
     } catch (const std::exception& failed) {
       std::fprintf(stderr, "big_hub: could not write the stores: %s\n", failed.what());
       return 1;
@@ -192,7 +160,9 @@ int main(int argc, char** argv) {
   const auto started = bench_clock::now();
   const auto server = bench::launch(dtsd_path, {"--data-dir", data_dir, "--listen", "127.0.0.1:0", "--grpc-listen",
                                                 "127.0.0.1:0", "--dashboard-listen", dashboard, "--partitions",
-                                                std::to_string(partitions), "--log-level", "warn"});
+                                                std::to_string(partitions), "--log-level", "warn",
+                                                // Its instances ended in January 2026: kept, not purged meanwhile.
+                                                "--retention-default", "forever"});
   bool ready = false;
   for (int i = 0; i < 1200 && !ready; ++i) {  // At most two minutes.
     std::string body;

@@ -234,6 +234,7 @@ inline std::unique_ptr<sdk::client> connect(const std::string& address, const ch
                                             const std::string& token = "") {
   sdk::tls_options tls;
   if (const char* ca = std::getenv("DTSD_TLS_CA")) tls.ca = ca;
+  if (const char* name = std::getenv("DTSD_TLS_SERVER_NAME")) tls.server_name = name;
   for (int attempt = 0; attempt < 400; ++attempt) {
     if (auto made = sdk::client::connect(address, "default", token, tls)) return std::move(*made);
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
@@ -261,6 +262,7 @@ struct hello_cities_setup {
   bool secure = false;
   std::string dtsctl_path;
   std::string token;  ///< Set by start_server when secure.
+  std::vector<std::string> dtsd_extra;  ///< More flags for dtsd.
 
   explicit hello_cities_setup(std::string default_data_dir) : data_dir(std::move(default_data_dir)) {
     auto self_dir = std::filesystem::read_symlink("/proc/self/exe").parent_path();
@@ -293,6 +295,7 @@ struct hello_cities_setup {
         ->check(CLI::IsMember({"fsync", "nosync", "memory"}))
         ->capture_default_str();
     app.add_flag("--secure", secure, "dtsd with --auth and TLS: every call carries a token; gRPC over TLS (test CA)");
+    app.add_option("--dtsd-arg", dtsd_extra, "One more argument for dtsd (repeat; e.g. --dtsd-arg=--retention-default=1m)");
   }
 
   /// For --secure: a contributor token and a test CA with a certificate for
@@ -324,8 +327,12 @@ struct hello_cities_setup {
     token = json::parse(text).at("token").get<std::string>();
     ::setenv("DTSD_TOKEN", token.c_str(), 1);  // The workers read it.
     ::setenv("DTSD_TLS_CA", (dir / "tls" / "ca.pem").c_str(), 1);
+    // The native API's TLS checks DNS names (kj-tls); the certificate says localhost.
+    ::setenv("DTSD_TLS_SERVER_NAME", "localhost", 1);
     return {"--auth", "--auth-dir", (dir / "auth").string(), "--tls-cert", (dir / "tls" / "server.pem").string(),
-            "--tls-key", (dir / "tls" / "server.key").string()};
+            "--tls-key", (dir / "tls" / "server.key").string(),
+            // The bench starts thousands at once: above the default rate limit per token.
+            "--token-calls-per-second", "1000000"};
   }
 
   /// The running processes: dtsd on fresh loopback ports, then the worker.
@@ -339,10 +346,11 @@ struct hello_cities_setup {
     std::shared_ptr<std::atomic<bool>> watching = std::make_shared<std::atomic<bool>>(false);
   };
 
-  /// Starts dtsd on an emptied data dir; `start_worker` then starts the worker
-  /// (after the caller has connected, so the worker finds dtsd listening).
-  running start_server() {
-    std::filesystem::remove_all(data_dir);
+  /// Starts dtsd on an emptied data dir (or, with `keep_data`, on what it holds);
+  /// `start_worker` then starts the worker (after the caller has connected, so
+  /// the worker finds dtsd listening).
+  running start_server(bool keep_data = false) {
+    if (!keep_data) std::filesystem::remove_all(data_dir);
     running r;
     r.address = "127.0.0.1:" + std::to_string(free_port());
     r.grpc_address = "127.0.0.1:" + std::to_string(free_port());
@@ -355,6 +363,7 @@ struct hello_cities_setup {
       auto more = make_secrets();
       args.insert(args.end(), more.begin(), more.end());
     }
+    args.insert(args.end(), dtsd_extra.begin(), dtsd_extra.end());
     r.server = launch(dtsd_path, args);
     return r;
   }
@@ -391,12 +400,12 @@ struct hello_cities_setup {
       }
     }).detach();
   }
-  /// Stops the worker, then dtsd, and removes the data.
-  void stop_all(const running& r) const {
+  /// Stops the worker, then dtsd, and removes the data (unless `keep_data`).
+  void stop_all(const running& r, bool keep_data = false) const {
     r.watching->store(false);
     stop(r.worker);
     stop(r.server);
-    std::filesystem::remove_all(data_dir);
+    if (!keep_data) std::filesystem::remove_all(data_dir);
   }
 };
 

@@ -142,6 +142,8 @@ int main(int argc, char** argv) {
     command->add_option("--tls-client-cert", tls.cert, "For a dtsd run with --tls-client-ca: this client's certificate")
         ->envname("DTSD_TLS_CLIENT_CERT");
     command->add_option("--tls-client-key", tls.key, "The key of --tls-client-cert")->envname("DTSD_TLS_CLIENT_KEY");
+    command->add_option("--tls-server-name", tls.server_name, "The name dtsd's certificate carries (default: --address's host)")
+        ->envname("DTSD_TLS_SERVER_NAME");
   }
   worker->add_option("--activities", options.activity_concurrency, "Activities run at once")->capture_default_str();
   worker->add_option("--threads", options.threads, "Threads running work (0: one per activity slot)")

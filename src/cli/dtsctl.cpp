@@ -22,16 +22,20 @@
 //   dtsctl [--task-hub H] [--json] cluster where ID --cluster etcd://HOST:PORT
 //   dtsctl [--json] token create --role contributor|worker|reader --task-hub NAME|'*' [--expires 30d] [--note T]
 //   dtsctl [--json] token list|revoke ID [--auth-dir DIR | --data-dir DIR]
+//   dtsctl [--json] compact [--data-dir DIR] [--only-task-hub H]   (dtsd stopped: gives freed pages back)
 //
 // Exit codes: 0 done, 1 the server refused or is unreachable (the reason on
 // stderr), 2 the command line is wrong.
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <future>
 #include <thread>
 #include <iostream>
@@ -42,6 +46,7 @@
 #include "core/ids.hpp"
 #include "core/retention.hpp"
 #include "sdk/client.hpp"
+#include "store/kv.hpp"
 
 using namespace dtsd;
 using sdk::json;
@@ -168,6 +173,46 @@ json filter_json(const core::kind_filter& filter) {
   json out = json::array();
   for (const auto& entry : *filter) out.push_back({{"name", entry.name}, {"versions", entry.versions}});
   return out;
+}
+
+/// `compact`: every partition of the data directory (or of one hub) rewritten
+/// without its free pages, while no dtsd has it open.
+int compact(const std::string& data_dir, const std::string& only_hub, bool as_json) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> partitions;
+  std::error_code failed;
+  for (const auto& hub : fs::directory_iterator(data_dir, failed)) {
+    if (!hub.is_directory() || (!only_hub.empty() && hub.path().filename() != only_hub)) continue;
+    for (const auto& partition : fs::directory_iterator(hub.path(), failed)) {
+      if (fs::exists(partition.path() / "data.mdb")) partitions.push_back(partition.path());
+    }
+  }
+  if (failed) return refused(dtsd::error{errc::io, fmt::format("cannot read '{}': {}", data_dir, failed.message())});
+  if (partitions.empty()) {
+    return refused(dtsd::error{errc::not_found, fmt::format("no partition stores under '{}'{}", data_dir,
+                                                      only_hub.empty() ? "" : " for task hub '" + only_hub + "'")});
+  }
+  std::sort(partitions.begin(), partitions.end());
+  std::uint64_t before = 0, after = 0;
+  json rows = json::array();
+  for (std::size_t i = 0; i < partitions.size(); ++i) {
+    const auto& dir = partitions[i];
+    auto done = store::compact_lmdb(dir.string());
+    if (!done) return refused(done.error());
+    before += done->bytes_before;
+    after += done->bytes_after;
+    const auto name = dir.parent_path().filename().string() + "/" + dir.filename().string();
+    rows.push_back({{"partition", name}, {"bytesBefore", done->bytes_before}, {"bytesAfter", done->bytes_after}});
+    std::fprintf(stderr, "[%zu/%zu] %s: %.1f MiB -> %.1f MiB\n", i + 1, partitions.size(), name.c_str(),
+                 static_cast<double>(done->bytes_before) / 1048576.0, static_cast<double>(done->bytes_after) / 1048576.0);
+  }
+  if (as_json) {
+    std::printf("%s\n", json{{"partitions", rows}, {"bytesBefore", before}, {"bytesAfter", after}}.dump().c_str());
+  } else {
+    std::printf("compacted %zu partitions: %.1f MiB -> %.1f MiB\n", partitions.size(),
+                static_cast<double>(before) / 1048576.0, static_cast<double>(after) / 1048576.0);
+  }
+  return 0;
 }
 
 /// `retention show|set|delete`: the policy in force, and whose it is.
@@ -668,6 +713,12 @@ int main(int argc, char** argv) {
     retention_set->add_option(std::string("--") + status, retention_rules[status],
                               std::string("Orchestrations that ended ") + status);
   }
+  // Local too: it works on the files, while dtsd is stopped.
+  auto* compact_cmd = app.add_subcommand("compact", "Rewrite the data directory's stores without their free pages "
+                                                    "(dtsd must be stopped)");
+  std::string compact_dir = "./dtsd-data", compact_hub;
+  compact_cmd->add_option("--data-dir", compact_dir, "dtsd's data directory")->envname("DTSD_DATA_DIR")->capture_default_str();
+  compact_cmd->add_option("--only-task-hub", compact_hub, "Only this hub's partitions");
   auto* cluster_cmd = app.add_subcommand("cluster", "See a dtsd cluster as etcd holds it")->require_subcommand(1);
   std::string etcd_url;
   auto* cluster_show = cluster_cmd->add_subcommand("status", "Nodes, and each partition's owner and epoch");
@@ -707,6 +758,7 @@ int main(int argc, char** argv) {
   }
   CLI11_PARSE(app, argc, argv);
 
+  if (compact_cmd->parsed()) return compact(compact_dir, compact_hub, g.as_json);
   if (token_cmd->parsed()) {
     auth::registry files(auth_dir.empty() ? std::filesystem::path(data_dir) / "auth" : std::filesystem::path(auth_dir));
     if (token_create_cmd->parsed()) return token_create(files, token_role, token_hubs, token_expires, token_note, g.as_json);

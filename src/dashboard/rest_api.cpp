@@ -850,25 +850,22 @@ class rest_api {
       for (const auto& p : s.partitions) total += p.orchestrations_started;
       out += fmt::format("dtsd_orchestrations_started_total{{task_hub=\"{}\"}} {}\n", hub, total);
     }
-    family("dtsd_orchestrations_ended_total", "counter", "Orchestrations that ended since dtsd started, per status.");
-    for (const auto& [hub, s] : hubs) {
-      for (auto status : core::terminal_statuses()) {
-        std::uint64_t total = 0;
-        for (const auto& p : s.partitions) total += p.orchestrations_ended[static_cast<std::size_t>(status)];
-        out += fmt::format("dtsd_orchestrations_ended_total{{task_hub=\"{}\",status=\"{}\"}} {}\n", hub,
-                           short_status_name(status), total);
+    // A counter per terminal status, summed over each hub's partitions.
+    auto per_ended_status = [&](const char* name, const char* help, auto counts_of) {
+      family(name, "counter", help);
+      for (const auto& [hub, s] : hubs) {
+        for (auto status : core::retained_statuses) {
+          std::uint64_t total = 0;
+          for (const auto& p : s.partitions) total += counts_of(p)[static_cast<std::size_t>(status)];
+          out += fmt::format("{}{{task_hub=\"{}\",status=\"{}\"}} {}\n", name, hub, short_status_name(status), total);
+        }
       }
-    }
-    family("dtsd_retention_purged_total", "counter",
-           "Ended orchestrations purged by the retention policy since dtsd started, per status.");
-    for (const auto& [hub, s] : hubs) {
-      for (auto status : core::retained_statuses) {
-        std::uint64_t total = 0;
-        for (const auto& p : s.partitions) total += p.retention_purged[static_cast<std::size_t>(status)];
-        out += fmt::format("dtsd_retention_purged_total{{task_hub=\"{}\",status=\"{}\"}} {}\n", hub,
-                           short_status_name(status), total);
-      }
-    }
+    };
+    per_ended_status("dtsd_orchestrations_ended_total", "Orchestrations that ended since dtsd started, per status.",
+                     [](const service::partition_view& p) -> const auto& { return p.orchestrations_ended; });
+    per_ended_status("dtsd_retention_purged_total",
+                     "Ended orchestrations purged by the retention policy since dtsd started, per status.",
+                     [](const service::partition_view& p) -> const auto& { return p.retention_purged; });
     family("dtsd_oldest_retained_instance_seconds", "gauge",
            "How long ago the ended orchestration kept longest ended (0: none is kept).");
     for (const auto& [hub, s] : hubs) {

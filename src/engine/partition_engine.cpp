@@ -654,6 +654,8 @@ released partition_engine::batch_committed(std::uint64_t batch_number) {
       ++retention_purged_[static_cast<std::size_t>(purging->second)];
       retention_purging_.erase(purging);
     }
+    // Nothing of it is left to keep in memory.
+    if (auto found = live_.find(id); found != live_.end() && evictable(found->second)) evict(found);
   }
   return released{sealed.number, std::move(sealed.outbound), std::move(sealed.receipts),
                   std::move(sealed.records), std::move(sealed.purged)};
@@ -665,8 +667,8 @@ std::uint64_t partition_engine::set_retention(std::optional<core::retention_poli
   return next_batch_;
 }
 
-void partition_engine::purge_expired(std::int64_t now_ns) {
-  const auto count_max = options_.retention_purges_max;
+void partition_engine::purge_expired(std::int64_t now_ns, std::size_t count_max) {
+  count_max = std::min(count_max, options_.retention_purges_max);
   const auto& policy = retention();
   for (auto status : core::retained_statuses) {
     if (retention_purging_.size() >= count_max) return;
@@ -677,8 +679,20 @@ void partition_engine::purge_expired(std::int64_t now_ns) {
                                           [this](const std::string& id) { return retention_purging_.count(id) != 0; });
     for (auto& id : due) {
       retention_purging_.emplace(id, status);
-      // Refused when the instance changed since (restarted under its id, purged by
-      // hand): it is no longer due, or no longer there.
+      if (!live_.count(id) && !recovered_.count(id) && !ready_set_.count(id)) {
+        // Not live: everything of it is on disk, and the catalog, which follows
+        // durable commits, says it ended. Purged without loading it (its history
+        // may be long) or making it live: the store needs only its id.
+        const auto number = next_batch_;
+        fill_log(number, reserve_log(number, now_ns), store::logged::purged{id});
+        applied_input purged;
+        purged.write.instance_id = id;
+        purged.write.purged = true;
+        record(id, number, purged);
+        continue;
+      }
+      // Live: through the instance. Refused when it changed since (restarted under
+      // its id, purged by hand): it is no longer due, or no longer there.
       purge(id, now_ns, [this, id](expected<std::uint64_t> purged) {
         if (!purged) retention_purging_.erase(id);
       });

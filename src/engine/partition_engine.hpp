@@ -244,9 +244,11 @@ class partition_engine {
   /// in force at once, durable with the returned batch.
   std::uint64_t set_retention(std::optional<core::retention_policy> policy);
   /// Purges ended orchestrations whose time is up, the longest ended first, as
-  /// ordinary purges in the open batch, up to retention_purges_max under way
-  /// (not yet durable). Called periodically by the partition.
-  void purge_expired(std::int64_t now_ns);
+  /// ordinary purges in the open batch, up to `count_max` (at most
+  /// retention_purges_max) under way, not yet durable. Called periodically by the
+  /// partition, which gives less room while it is busy.
+  void purge_expired(std::int64_t now_ns, std::size_t count_max);
+  std::size_t retention_purges_max() const { return options_.retention_purges_max; }
   /// Orchestrations purged by retention since the engine opened, by status.
   const store::status_counts& retention_purged() const { return retention_purged_; }
 

@@ -82,6 +82,20 @@ struct lmdb_options {
 };
 
 expected<std::unique_ptr<kv_engine>> open_lmdb(const lmdb_options& options);
+
+/// An LMDB environment's directory locked with flock(`how`) on its dtsd.lock:
+/// shared while dtsd has it open, exclusive while it is compacted. Returns the
+/// descriptor that holds the lock; errc::failed_precondition when the other kind
+/// holds it.
+expected<int> lock_directory(const std::string& directory, int how);
+
+struct compacted {
+  std::uint64_t bytes_before = 0, bytes_after = 0;
+};
+/// Rewrites the environment in `directory` without its free pages (mdb_env_copy2
+/// with MDB_CP_COMPACT), replacing its data file in one rename. Refused
+/// (errc::failed_precondition) while a dtsd has it open.
+expected<compacted> compact_lmdb(const std::string& directory);
 std::unique_ptr<kv_engine> open_memory();
 
 }  // namespace dtsd::store

@@ -3,10 +3,14 @@
 // thread (LMDB transactions belong to one thread). The map is large and virtual;
 // when it fills anyway, the write is retried after doubling it.
 
+#include <fcntl.h>
 #include <lmdb.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <array>
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <shared_mutex>
@@ -145,6 +149,7 @@ class lmdb_engine final : public kv_engine {
 
   ~lmdb_engine() override {
     if (env_ != nullptr) mdb_env_close(env_);
+    if (in_use_ >= 0) ::close(in_use_);  // Its shared lock goes with it.
   }
 
   expected<void> open(const lmdb_options& options) {
@@ -154,6 +159,11 @@ class lmdb_engine final : public kv_engine {
       return error{errc::io, fmt::format("cannot create directory '{}': {}", options.directory,
                                          failed.message())};
     }
+    // Held (shared: nodes of a cluster on one machine may share a directory) while
+    // the environment is open, so that `dtsctl compact` knows not to touch it.
+    auto locked = lock_directory(options.directory, LOCK_SH);
+    if (!locked) return locked.error();
+    in_use_ = *locked;
     map_size_bytes_ = options.map_size_bytes;
     unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
     if (options.mode == durability::nosync) flags |= MDB_NOSYNC;
@@ -247,12 +257,79 @@ class lmdb_engine final : public kv_engine {
   }
 
   MDB_env* env_ = nullptr;
+  int in_use_ = -1;  ///< The directory's dtsd.lock, locked shared.
   dbi_set dbis_{};
   std::uint64_t map_size_bytes_ = 0;
   std::shared_mutex resize_mutex_;
 };
 
 }  // namespace
+
+expected<int> lock_directory(const std::string& directory, int how) {
+  const auto path = directory + "/dtsd.lock";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return error{errc::io, fmt::format("cannot open '{}': {}", path, std::strerror(errno))};
+  if (::flock(fd, how | LOCK_NB) != 0) {
+    const int why = errno;
+    ::close(fd);
+    if (why == EWOULDBLOCK) {
+      return error{errc::failed_precondition,
+                   how == LOCK_EX ? fmt::format("'{}' is open in a running dtsd: stop it first", directory)
+                                  : fmt::format("'{}' is being compacted (dtsctl compact): start dtsd once it is done",
+                                                directory)};
+    }
+    return error{errc::io, fmt::format("cannot lock '{}': {}", path, std::strerror(why))};
+  }
+  return fd;
+}
+
+expected<compacted> compact_lmdb(const std::string& directory) {
+  auto locked = lock_directory(directory, LOCK_EX);
+  if (!locked) return locked.error();
+  struct closer {
+    int fd;
+    MDB_env* env = nullptr;
+    ~closer() {
+      if (env != nullptr) mdb_env_close(env);
+      ::close(fd);
+    }
+  } held{*locked};
+  namespace fs = std::filesystem;
+  const auto data = fs::path(directory) / "data.mdb";
+  const auto copy_dir = fs::path(directory) / "compacting";
+  std::error_code failed;
+  compacted sizes;
+  sizes.bytes_before = fs::file_size(data, failed);
+  if (failed) return error{errc::io, fmt::format("cannot read '{}': {}", data.string(), failed.message())};
+  fs::remove_all(copy_dir, failed);
+  fs::create_directories(copy_dir, failed);
+  if (failed) return error{errc::io, fmt::format("cannot create '{}': {}", copy_dir.string(), failed.message())};
+  try {
+    check(mdb_env_create(&held.env), "env_create");
+    check(mdb_env_set_maxdbs(held.env, table_count), "env_set_maxdbs");
+    check(mdb_env_set_mapsize(held.env, std::max<std::uint64_t>(sizes.bytes_before, std::uint64_t{1} << 30)),
+          "env_set_mapsize");
+    check(mdb_env_open(held.env, directory.c_str(), MDB_NOTLS | MDB_RDONLY, 0644), "env_open");
+    // A consistent copy of the last commit without its free pages, synced by LMDB.
+    check(mdb_env_copy2(held.env, copy_dir.c_str(), MDB_CP_COMPACT), "env_copy2");
+  } catch (const lmdb_failure& failure) {
+    fs::remove_all(copy_dir, failed);
+    return error{errc::io, fmt::format("cannot compact '{}': {} failed: {}", directory, failure.operation,
+                                       mdb_strerror(failure.code))};
+  }
+  mdb_env_close(held.env);
+  held.env = nullptr;
+  // The copy replaces the file in one rename; a crash before it leaves the old one.
+  fs::rename(copy_dir / "data.mdb", data, failed);
+  if (failed) return error{errc::io, fmt::format("cannot replace '{}': {}", data.string(), failed.message())};
+  if (const int dir = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+  fs::remove_all(copy_dir, failed);
+  sizes.bytes_after = fs::file_size(data, failed);
+  return sizes;
+}
 
 expected<std::unique_ptr<kv_engine>> open_lmdb(const lmdb_options& options) {
   auto engine = std::make_unique<lmdb_engine>();

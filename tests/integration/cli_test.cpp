@@ -10,6 +10,7 @@
 using namespace dtsd;
 using namespace integration;
 using sdk::json;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -216,4 +217,54 @@ TEST_CASE("cli: retention: a hub's own policy purges ended orchestrations after 
   CHECK(refused.exit_code != 0);
   dtsd.reset();
   std::filesystem::remove_all(setup.data_dir);
+}
+
+TEST_CASE("cli: dtsctl compact gives a purged hub's pages back while dtsd is stopped, and refuses while it runs") {
+  auto setup = fresh_server("compact");
+  // A short log: the inputs it records would otherwise stay on disk after the purge.
+  const std::vector<std::string> flags{"--retention-default", "forever", "--log-retention", "100"};
+  auto dtsd = std::make_unique<process>(binary("DTSD_BIN"), setup.args(flags), true);
+  auto client = connect(setup.address());
+  // 2,000 instances of 8 KiB inputs (no worker runs them), then ended and purged.
+  const std::string bulky(8192, 'x');
+  auto started = client->start_many("Anything", std::vector<json>(2000, json(bulky)));
+  REQUIRE(started);
+  for (const auto& id : *started) REQUIRE(client->terminate(id, json("done")));
+  sdk::query_options ended;
+  ended.statuses = {core::runtime_status::terminated};
+  auto purged = client->purge_where(ended);
+  REQUIRE(purged);
+  CHECK(*purged == 2000);
+  const auto data = fs::path(setup.data_dir);
+  auto file_bytes = [&] {
+    std::uintmax_t total = 0;
+    for (const auto& entry : fs::recursive_directory_iterator(data)) {
+      if (entry.path().filename() == "data.mdb") total += entry.file_size();
+    }
+    return total;
+  };
+  const auto before = file_bytes();
+  CHECK(before > 16u * 1024 * 1024);  // The inputs' pages are free, not given back.
+  auto busy = run_command(binary("DTSCTL_BIN"), {"compact", "--data-dir", data.string()});
+  CHECK(busy.exit_code == 1);  // dtsd has the stores open.
+  CHECK(file_bytes() == before);
+  client.reset();
+  REQUIRE(dtsd->terminate(std::chrono::seconds(20)) == 0);
+  auto compacted = run_command(binary("DTSCTL_BIN"), {"--json", "compact", "--data-dir", data.string()});
+  REQUIRE(compacted.exit_code == 0);
+  auto report = json::parse(compacted.out);
+  CHECK(report["partitions"].size() == 4);
+  CHECK(report["bytesBefore"].get<std::uintmax_t>() == before);
+  CHECK(file_bytes() < before / 8);
+  // dtsd opens the compacted stores: the hub is empty and takes new work.
+  dtsd = std::make_unique<process>(binary("DTSD_BIN"), setup.args(flags), true);
+  client = connect(setup.address());
+  sdk::query_options everything;
+  auto page = client->query(everything);
+  REQUIRE(page);
+  CHECK(page->instances.empty());
+  CHECK(client->start("Anything", json(1)));
+  client.reset();
+  dtsd.reset();
+  fs::remove_all(data);
 }

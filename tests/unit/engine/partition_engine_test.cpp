@@ -589,7 +589,7 @@ TEST_CASE("engine: retention purges ended orchestrations once their status's tim
   auto purge_round = [&](std::int64_t advance_ns) {
     w.now += advance_ns;
     for (int i = 0; i < 4; ++i) {  // Enough rounds for retention_purges_max = 2.
-      w.engines[0]->purge_expired(w.now);
+      w.engines[0]->purge_expired(w.now, SIZE_MAX);
       run_to_quiet(w);
     }
   };

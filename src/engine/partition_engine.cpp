@@ -107,6 +107,19 @@ partition_engine::open_batch& partition_engine::batch(std::uint64_t number) {
 
 void partition_engine::operate(const std::string& id, std::uint64_t batch_number, instance_op op,
                                std::function<void(instance_outcome&)> then) {
+  if (!quiet_purges_.empty()) {
+    if (auto quiet = quiet_purges_.find(id); quiet != quiet_purges_.end()) {
+      // Purged without being live, and not durably yet: made live now from the
+      // store, which still has it, it is purged through itself first, so that what
+      // follows sees no instance (and a start replaces the old rows).
+      quiet_purges_.erase(quiet);
+      const auto into = batch_number != 0 ? batch_number : next_batch_;
+      operate(id, into, instance_ops::apply{store::logged::purged{id}, into, clock_ns_},
+              [this, id, into](instance_outcome& outcome) {
+                if (!outcome.refused && outcome.applied) record(id, into, *outcome.applied);
+              });
+    }
+  }
   auto& info = live_[id];
   ++info.outstanding;
   info.touched = true;
@@ -649,11 +662,21 @@ released partition_engine::batch_committed(std::uint64_t batch_number) {
     if (auto found = live_.find(record.instance_id); found != live_.end() && evictable(found->second)) evict(found);
   }
   evict_idle();
-  for (const auto& id : sealed.purged) {
-    if (auto purging = retention_purging_.find(id); purging != retention_purging_.end()) {
-      ++retention_purged_[static_cast<std::size_t>(purging->second)];
-      retention_purging_.erase(purging);
+  // Retention's purges of this batch are done: purged, or (a start in the same
+  // batch made the instance again) not; either way no longer under way.
+  if (!retention_purging_.empty()) {
+    const std::unordered_set<std::string> gone(sealed.purged.begin(), sealed.purged.end());
+    for (auto it = retention_purging_.begin(); it != retention_purging_.end();) {
+      if (it->second.batch == 0 || it->second.batch > batch_number) {
+        ++it;
+        continue;
+      }
+      if (gone.count(it->first)) ++retention_purged_[static_cast<std::size_t>(it->second.status)];
+      it = retention_purging_.erase(it);
     }
+  }
+  std::erase_if(quiet_purges_, [batch_number](const auto& quiet) { return quiet.second <= batch_number; });
+  for (const auto& id : sealed.purged) {
     // Nothing of it is left to keep in memory.
     if (auto found = live_.find(id); found != live_.end() && evictable(found->second)) evict(found);
   }
@@ -678,7 +701,7 @@ void partition_engine::purge_expired(std::int64_t now_ns, std::size_t count_max)
     auto due = store_->catalog().ended_by(status, ended_by, count_max - retention_purging_.size(),
                                           [this](const std::string& id) { return retention_purging_.count(id) != 0; });
     for (auto& id : due) {
-      retention_purging_.emplace(id, status);
+      auto& purging = retention_purging_.emplace(id, retention_purge{status, 0}).first->second;
       if (!live_.count(id) && !recovered_.count(id) && !ready_set_.count(id)) {
         // Not live: everything of it is on disk, and the catalog, which follows
         // durable commits, says it ended. Purged without loading it (its history
@@ -689,12 +712,20 @@ void partition_engine::purge_expired(std::int64_t now_ns, std::size_t count_max)
         purged.write.instance_id = id;
         purged.write.purged = true;
         record(id, number, purged);
+        purging.batch = number;
+        quiet_purges_[id] = number;
         continue;
       }
       // Live: through the instance. Refused when it changed since (restarted under
       // its id, purged by hand): it is no longer due, or no longer there.
       purge(id, now_ns, [this, id](expected<std::uint64_t> purged) {
-        if (!purged) retention_purging_.erase(id);
+        auto found = retention_purging_.find(id);
+        if (found == retention_purging_.end()) return;
+        if (!purged) {
+          retention_purging_.erase(found);
+        } else {
+          found->second.batch = *purged;
+        }
       });
     }
   }

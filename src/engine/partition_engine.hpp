@@ -391,8 +391,17 @@ class partition_engine {
   static std::uint64_t first_token(std::uint32_t partition_index, std::int64_t now_ns);
   std::uint64_t next_token_ = 1;
   std::optional<core::retention_policy> own_retention_;
-  /// Purges retention sent and not yet durable, with the status each ended in.
-  std::unordered_map<std::string, core::runtime_status> retention_purging_;
+  /// Purges retention sent and not yet durable: the status each instance ended in
+  /// and the batch that writes the purge (0: not known yet).
+  struct retention_purge {
+    core::runtime_status status;
+    std::uint64_t batch = 0;
+  };
+  std::unordered_map<std::string, retention_purge> retention_purging_;
+  /// Ended instances purged without being made live, by the batch that purges
+  /// them. Until it commits the store still has them: an instance made live
+  /// meanwhile is purged again through itself first (see operate).
+  std::unordered_map<std::string, std::uint64_t> quiet_purges_;
   store::status_counts retention_purged_{};
 };
 

@@ -189,6 +189,16 @@ struct node_links::loop {
 };
 
 expected<std::unique_ptr<node_links>> node_links::start(std::string node_id, std::string token, client_tls tls) {
+  if (tls.enabled()) {
+    // Read once now, so that a file that does not fit stops the node at start with
+    // its name (each link reads them again when it connects: renewed files count).
+    try {
+      client_tls_context(tls);
+    } catch (const kj::Exception& failure) {
+      return error{errc::invalid_argument,
+                   fmt::format("the TLS files for the links to other nodes: {}", failure.getDescription().cStr())};
+    }
+  }
   auto running = std::make_unique<loop>();
   running->node_id = std::move(node_id);
   running->token = std::move(token);

@@ -304,27 +304,42 @@ expected<compacted> compact_lmdb(const std::string& directory) {
   fs::remove_all(copy_dir, failed);
   fs::create_directories(copy_dir, failed);
   if (failed) return error{errc::io, fmt::format("cannot create '{}': {}", copy_dir.string(), failed.message())};
+  const auto copy = copy_dir / "data.mdb";
+  const int out = ::open(copy.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (out < 0) return error{errc::io, fmt::format("cannot create '{}': {}", copy.string(), std::strerror(errno))};
   try {
     check(mdb_env_create(&held.env), "env_create");
     check(mdb_env_set_maxdbs(held.env, table_count), "env_set_maxdbs");
     check(mdb_env_set_mapsize(held.env, std::max<std::uint64_t>(sizes.bytes_before, std::uint64_t{1} << 30)),
           "env_set_mapsize");
     check(mdb_env_open(held.env, directory.c_str(), MDB_NOTLS | MDB_RDONLY, 0644), "env_open");
-    // A consistent copy of the last commit without its free pages, synced by LMDB.
-    check(mdb_env_copy2(held.env, copy_dir.c_str(), MDB_CP_COMPACT), "env_copy2");
+    // A consistent copy of the last commit without its free pages.
+    check(mdb_env_copyfd2(held.env, out, MDB_CP_COMPACT), "env_copyfd2");
   } catch (const lmdb_failure& failure) {
+    ::close(out);
     fs::remove_all(copy_dir, failed);
     return error{errc::io, fmt::format("cannot compact '{}': {} failed: {}", directory, failure.operation,
                                        mdb_strerror(failure.code))};
   }
+  // On disk before it takes the old file's place: a crash then leaves one or the other, whole.
+  const bool synced = ::fsync(out) == 0;
+  const int sync_errno = errno;
+  ::close(out);
+  if (!synced) {
+    fs::remove_all(copy_dir, failed);
+    return error{errc::io, fmt::format("cannot sync '{}': {}", copy.string(), std::strerror(sync_errno))};
+  }
   mdb_env_close(held.env);
   held.env = nullptr;
   // The copy replaces the file in one rename; a crash before it leaves the old one.
-  fs::rename(copy_dir / "data.mdb", data, failed);
+  fs::rename(copy, data, failed);
   if (failed) return error{errc::io, fmt::format("cannot replace '{}': {}", data.string(), failed.message())};
-  if (const int dir = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
+  const int dir = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const bool renamed_durably = dir >= 0 && ::fsync(dir) == 0;
+  if (dir >= 0) ::close(dir);
+  if (!renamed_durably) {
+    return error{errc::io, fmt::format("cannot sync the directory '{}' after replacing its data file: {}", directory,
+                                       std::strerror(errno))};
   }
   fs::remove_all(copy_dir, failed);
   sizes.bytes_after = fs::file_size(data, failed);

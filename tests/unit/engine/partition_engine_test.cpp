@@ -604,6 +604,26 @@ TEST_CASE("engine: retention purges ended orchestrations once their status's tim
   CHECK(w.engines[0]->retention_purged()[static_cast<std::size_t>(core::runtime_status::completed)] == 3);
   CHECK(w.engines[0]->store().catalog().oldest_ended_ns().has_value());  // stopped-1 is kept.
 
+  // Started again under its id in the very batch that purges it (not live, so
+  // purged from its id alone): the start wins, and the id is purged again once it
+  // is due again (nothing of the first purge is left hanging).
+  REQUIRE(w.engines[0]->start(request("again-1"), w.now));
+  run_to_quiet(w);
+  const auto first_run = (*w.stored("again-1"))->record.execution_id;
+  w.now += 11 * second_ns;
+  w.engines[0]->purge_expired(w.now, SIZE_MAX);
+  REQUIRE(w.engines[0]->start(request("again-1"), w.now));
+  run_to_quiet(w);
+  auto restarted = w.stored("again-1");
+  REQUIRE(restarted);
+  REQUIRE(restarted->has_value());
+  CHECK((*restarted)->record.execution_id != first_run);
+  CHECK((*restarted)->record.status == core::runtime_status::completed);
+  CHECK(w.engines[0]->retention_purged()[static_cast<std::size_t>(core::runtime_status::completed)] == 3);
+  purge_round(11 * second_ns);
+  CHECK_FALSE(w.stored("again-1")->has_value());
+  CHECK(w.engines[0]->retention_purged()[static_cast<std::size_t>(core::runtime_status::completed)] == 4);
+
   // A crash keeps the policy (it was committed); dropping it brings the default back, durably too.
   w.crash(0);
   CHECK(w.engines[0]->retention_is_own());

@@ -179,24 +179,17 @@ json filter_json(const core::kind_filter& filter) {
 /// without its free pages, while no dtsd has it open.
 int compact(const std::string& data_dir, const std::string& only_hub, bool as_json) {
   namespace fs = std::filesystem;
-  std::vector<fs::path> partitions;
-  std::error_code failed;
-  for (const auto& hub : fs::directory_iterator(data_dir, failed)) {
-    if (!hub.is_directory() || (!only_hub.empty() && hub.path().filename() != only_hub)) continue;
-    for (const auto& partition : fs::directory_iterator(hub.path(), failed)) {
-      if (fs::exists(partition.path() / "data.mdb")) partitions.push_back(partition.path());
-    }
-  }
-  if (failed) return refused(dtsd::error{errc::io, fmt::format("cannot read '{}': {}", data_dir, failed.message())});
+  auto found = store::partition_directories(data_dir, only_hub);
+  if (!found) return refused(found.error());
+  const auto& partitions = *found;
   if (partitions.empty()) {
     return refused(dtsd::error{errc::not_found, fmt::format("no partition stores under '{}'{}", data_dir,
                                                       only_hub.empty() ? "" : " for task hub '" + only_hub + "'")});
   }
-  std::sort(partitions.begin(), partitions.end());
   std::uint64_t before = 0, after = 0;
   json rows = json::array();
   for (std::size_t i = 0; i < partitions.size(); ++i) {
-    const auto& dir = partitions[i];
+    const fs::path dir = partitions[i];
     auto done = store::compact_lmdb(dir.string());
     if (!done) return refused(done.error());
     before += done->bytes_before;

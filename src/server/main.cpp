@@ -32,6 +32,7 @@
 #include "rpc/capnp_server.hpp"
 #include "rpc/forwarding_router.hpp"
 #include "rpc/node_links.hpp"
+#include "store/kv.hpp"
 
 using namespace dtsd;
 
@@ -58,6 +59,7 @@ struct options {
   std::string retention_default = "30d";
   std::map<core::runtime_status, std::string> retention_by_status;
   std::size_t retention_purges_max = 64;
+  bool compact_at_start = false;
   std::string cluster;
   std::string node_id;
   std::string advertise;
@@ -126,6 +128,7 @@ int main(int argc, char** argv) {
     app.add_option("--retention-" + lower, opts.retention_by_status[status],
                    "The same for orchestrations that ended " + name + " (default: --retention-default)");
   }
+  app.add_flag("--compact-at-start", opts.compact_at_start, "Rewrite the data directory's stores without their free pages before serving (as dtsctl compact)");
   app.add_option("--retention-purges-max", opts.retention_purges_max, "Retention purges each partition has under way at once (they ride in its ordinary commits)")->check(CLI::Range(1, 100000))->capture_default_str();
   app.add_option("--log-level", opts.log_level, "trace | debug | info | warn | error")->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))->capture_default_str();
   app.add_option("--cluster", opts.cluster, "Join a cluster coordinated by etcd: etcd://host:port[,host:port...]")->envname("DTSD_CLUSTER");
@@ -225,6 +228,28 @@ int main(int argc, char** argv) {
   limits.event_data_bytes_max = limits.custom_status_bytes_max = opts.payload_limit_bytes;
   limits.entity_state_bytes_max = opts.payload_limit_bytes;
   const int threads = opts.threads > 0 ? opts.threads : static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
+
+  if (opts.compact_at_start && config.durability != store::durability::memory) {
+    // Before any store is open here. A partition another process has open (a node
+    // of the cluster on this machine) is left as it is.
+    auto found = store::partition_directories(opts.data_dir);
+    if (!found) return fail(found.error().message);
+    std::uint64_t before = 0, after = 0;
+    for (std::size_t i = 0; i < found->size(); ++i) {
+      auto done = store::compact_lmdb((*found)[i]);
+      if (!done && done.error().code == errc::failed_precondition) {
+        spdlog::warn("--compact-at-start: {}; left as it is", done.error().message);
+        continue;
+      }
+      if (!done) return fail("--compact-at-start: " + done.error().message);
+      before += done->bytes_before;
+      after += done->bytes_after;
+      spdlog::info("--compact-at-start: [{}/{}] {}: {:.1f} MiB -> {:.1f} MiB", i + 1, found->size(), (*found)[i],
+                   static_cast<double>(done->bytes_before) / 1048576.0, static_cast<double>(done->bytes_after) / 1048576.0);
+    }
+    spdlog::info("--compact-at-start: {} partitions, {:.1f} MiB -> {:.1f} MiB", found->size(),
+                 static_cast<double>(before) / 1048576.0, static_cast<double>(after) / 1048576.0);
+  }
 
   // A cluster node: registered in etcd, serving the partitions it comes to own.
   std::unique_ptr<cluster::etcd_client> etcd;

@@ -96,6 +96,10 @@ struct compacted {
 /// with MDB_CP_COMPACT), replacing its data file in one rename. Refused
 /// (errc::failed_precondition) while a dtsd has it open.
 expected<compacted> compact_lmdb(const std::string& directory);
+
+/// The partition store directories under a data directory (`<hub>/p<k>` holding
+/// a data.mdb), of `only_hub` or of every hub, in order.
+expected<std::vector<std::string>> partition_directories(const std::string& data_dir, const std::string& only_hub = {});
 std::unique_ptr<kv_engine> open_memory();
 
 }  // namespace dtsd::store

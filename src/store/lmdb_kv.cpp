@@ -8,6 +8,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -344,6 +345,21 @@ expected<compacted> compact_lmdb(const std::string& directory) {
   fs::remove_all(copy_dir, failed);
   sizes.bytes_after = fs::file_size(data, failed);
   return sizes;
+}
+
+expected<std::vector<std::string>> partition_directories(const std::string& data_dir, const std::string& only_hub) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> found;
+  std::error_code failed;
+  for (const auto& hub : fs::directory_iterator(data_dir, failed)) {
+    if (!hub.is_directory() || (!only_hub.empty() && hub.path().filename() != only_hub)) continue;
+    for (const auto& partition : fs::directory_iterator(hub.path(), failed)) {
+      if (fs::exists(partition.path() / "data.mdb")) found.push_back(partition.path().string());
+    }
+  }
+  if (failed) return error{errc::io, fmt::format("cannot read '{}': {}", data_dir, failed.message())};
+  std::sort(found.begin(), found.end());
+  return found;
 }
 
 expected<std::unique_ptr<kv_engine>> open_lmdb(const lmdb_options& options) {

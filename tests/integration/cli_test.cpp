@@ -264,6 +264,23 @@ TEST_CASE("cli: dtsctl compact gives a purged hub's pages back while dtsd is sto
   REQUIRE(page);
   CHECK(page->instances.empty());
   CHECK(client->start("Anything", json(1)));
+  // The same at start: a bulky hub purged, then dtsd started with --compact-at-start.
+  auto again = client->start_many("Anything", std::vector<json>(2000, json(bulky)));
+  REQUIRE(again);
+  for (const auto& id : *again) REQUIRE(client->terminate(id, json("done")));
+  REQUIRE(client->purge_where(ended));
+  const auto grown = file_bytes();
+  CHECK(grown > 16u * 1024 * 1024);
+  client.reset();
+  REQUIRE(dtsd->terminate(std::chrono::seconds(20)) == 0);
+  auto compacting = flags;
+  compacting.push_back("--compact-at-start");
+  dtsd = std::make_unique<process>(binary("DTSD_BIN"), setup.args(compacting), true);
+  CHECK(file_bytes() < grown / 8);
+  client = connect(setup.address());
+  auto kept = client->query(everything);
+  REQUIRE(kept);
+  CHECK(kept->instances.size() == 1);  // The one started before the second batch, still pending.
   client.reset();
   dtsd.reset();
   fs::remove_all(data);

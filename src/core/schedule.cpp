@@ -461,6 +461,13 @@ std::optional<std::string_view> schedule_of_address(std::string_view instance_id
   return std::nullopt;
 }
 
+instance_message run_ended_report(std::string_view schedule_id, std::string_view run_instance_id,
+                                  std::string_view status, std::int64_t now_ns) {
+  return instance_message{
+      schedule_address(schedule_id), {},
+      history_event{-1, now_ns, events::event_raised{std::string(run_instance_id), std::string(status)}}};
+}
+
 std::optional<std::int64_t> next_slot(const schedule_spec& spec, std::int64_t after_ns) {
   const auto after = spec.start_ns != 0 ? std::max(after_ns, spec.start_ns - 1) : after_ns;
   if (spec.interval_s > 0) {

@@ -132,6 +132,11 @@ std::optional<std::string_view> schedule_of_address(std::string_view instance_id
 inline constexpr std::string_view schedule_tag = "dtsd.schedule";
 inline constexpr std::string_view slot_tag = "dtsd.slot";
 
+/// What a run tells its schedule when it ended (`status`: its runtime status) or
+/// could not start ("StartFailed"): an EventRaised named after the run's id.
+instance_message run_ended_report(std::string_view schedule_id, std::string_view run_instance_id,
+                                  std::string_view status, std::int64_t now_ns);
+
 /// The first slot strictly after `after_ns`; nothing when none is left.
 std::optional<std::int64_t> next_slot(const schedule_spec& spec, std::int64_t after_ns);
 /// The run's instance id for a slot.

@@ -92,6 +92,19 @@ expected<void> partition_engine::recover(std::int64_t now_ns) {
     }
     own_retention_ = std::move(*policy);
   }
+  for (const auto& [id, json] : recovered->schedules) {
+    auto schedule = core::schedule_from_json(json);
+    if (!schedule) {
+      return error{errc::corrupt, fmt::format("partition {} of '{}': schedule '{}' cannot be read: {}",
+                                              identity().partition_index, identity().task_hub, id,
+                                              schedule.error().message)};
+    }
+    auto& kept = schedules_[id] = std::move(*schedule);
+    if (!kept.state.paused && kept.state.next_slot_ns != 0) {
+      schedules_due_.emplace(kept.state.next_slot_ns, id);
+      schedule_due_of_[id] = kept.state.next_slot_ns;
+    }
+  }
   return {};
 }
 
@@ -202,6 +215,15 @@ void partition_engine::record(const std::string& instance_id, std::uint64_t batc
   // a scheduled start waits for its time too.
   if (done.has_state && done.start_due_ns) wakeups_.push({*done.start_due_ns, std::nullopt, instance_id});
   for (auto& message : effects.messages) route(batch_number, std::move(message));
+  const auto& row = open.writes[instance_id];
+  if (!row.purged && core::is_terminal(row.row.record.status)) {
+    // A run a schedule started ended: its schedule hears of it (once per batch; a
+    // later report of the same end is ignored there).
+    const auto& tags = row.row.record.tags;
+    if (auto tag = tags.find(std::string(core::schedule_tag)); tag != tags.end() && open.runs_reported.insert(instance_id).second) {
+      route(batch_number, core::run_ended_report(tag->second, instance_id, to_string(row.row.record.status), clock_ns_));
+    }
+  }
 }
 
 void partition_engine::route(std::uint64_t batch_number, core::instance_message message) {
@@ -365,6 +387,7 @@ expected<void> partition_engine::abandon_activity(const core::activity_request& 
 
 void partition_engine::fire_due_timers(std::int64_t now_ns) {
   saw_time(now_ns);
+  fire_due_schedules(now_ns);
   for (std::size_t fired = 0; fired < options_.timers_per_tick_max; ++fired) {
     if (wakeups_.empty() || wakeups_.top().due_ns > now_ns) return;
     auto due = wakeups_.top();
@@ -415,6 +438,10 @@ void partition_engine::receive(const store::outbox_entry& entry, std::int64_t no
   // Logged as sent (every input takes its place in the log when it is sent to its
   // instance), so each source's messages stay in sequence order for the dedup mark.
   log(number, now_ns, entry);
+  if (auto schedule_id = core::schedule_of_address(entry.message.target_instance_id)) {
+    schedule_run_ended(std::string(*schedule_id), entry.message);
+    return done(number);
+  }
   operate(entry.message.target_instance_id, number, instance_ops::apply{entry, number, now_ns},
           [this, number, now_ns, done = std::move(done)](instance_outcome& outcome) {
             const auto& message = std::get<store::outbox_entry>(*outcome.logged).message;
@@ -426,6 +453,11 @@ void partition_engine::receive(const store::outbox_entry& entry, std::int64_t no
               // machine decided.
               if (auto failed = core::start_failed_message(*start, *outcome.refused, now_ns)) {
                 route(number, std::move(*failed));
+              }
+              if (auto tag = start->tags.find(std::string(core::schedule_tag)); tag != start->tags.end()) {
+                // A scheduled run that could not start (its id was taken): its
+                // schedule must not wait for it to end.
+                route(number, core::run_ended_report(tag->second, start->instance_id, "StartFailed", now_ns));
               }
             }
             done(number);
@@ -731,6 +763,167 @@ void partition_engine::purge_expired(std::int64_t now_ns, std::size_t count_max)
   }
 }
 
+// ---------------------------------------------------------------------------
+// Schedules
+
+void partition_engine::schedule_changed(const core::schedule& s) {
+  batch(next_batch_).batch.schedules[s.spec.id] = core::to_json(s);
+  if (auto old = schedule_due_of_.find(s.spec.id); old != schedule_due_of_.end()) {
+    schedules_due_.erase({old->second, s.spec.id});
+    schedule_due_of_.erase(old);
+  }
+  if (!s.state.paused && s.state.next_slot_ns != 0) {
+    schedules_due_.emplace(s.state.next_slot_ns, s.spec.id);
+    schedule_due_of_[s.spec.id] = s.state.next_slot_ns;
+  }
+}
+
+void partition_engine::run_slot(core::schedule& s, std::int64_t slot_ns, bool forced) {
+  auto& state = s.state;
+  if (!forced && state.last_running) {
+    switch (s.spec.overlap) {
+      case core::overlap_policy::skip: ++state.skipped; return;
+      case core::overlap_policy::buffer_one:
+        if (state.buffered_slot_ns != 0) ++state.skipped;  // The later slot takes its place.
+        state.buffered_slot_ns = slot_ns;
+        return;
+      case core::overlap_policy::allow_all: break;
+    }
+  }
+  core::start_request start;
+  start.instance_id = core::slot_instance_id(s.spec, slot_ns);
+  // Derived, not drawn: the start message is the same however often it is made.
+  start.execution_id = core::derive_execution_id(start.instance_id, "schedule");
+  start.name = s.spec.orchestration;
+  start.version = s.spec.version;
+  start.input = s.spec.input;
+  start.tags = {{std::string(core::schedule_tag), s.spec.id}, {std::string(core::slot_tag), core::format_time(slot_ns)}};
+  // No reuse: a slot whose id exists already (run before, or taken by hand) does not run again.
+  start.replaceable_statuses = {};
+  state.last_slot_ns = slot_ns;
+  state.last_instance_id = start.instance_id;
+  state.last_running = true;
+  state.last_status = "Pending";
+  ++state.runs;
+  route(next_batch_, core::instance_message{start.instance_id, {}, std::move(start)});
+}
+
+void partition_engine::schedule_run_ended(const std::string& schedule_id, const core::instance_message& report) {
+  auto found = schedules_.find(schedule_id);
+  const auto* ended = std::get_if<core::history_event>(&report.body);
+  const auto* raised = ended ? std::get_if<core::events::event_raised>(&ended->body) : nullptr;
+  if (found == schedules_.end() || raised == nullptr) return;  // Deleted since, or not a report.
+  auto& s = found->second;
+  if (!s.state.last_running || s.state.last_instance_id != raised->name) return;  // An older run, or said before.
+  s.state.last_running = false;
+  s.state.last_status = raised->input.value_or("");
+  if (s.state.buffered_slot_ns != 0 && !s.state.paused) {
+    const auto slot = std::exchange(s.state.buffered_slot_ns, 0);
+    run_slot(s, slot, true);
+  }
+  schedule_changed(s);
+}
+
+void partition_engine::fire_due_schedules(std::int64_t now_ns) {
+  while (!schedules_due_.empty() && schedules_due_.begin()->first <= now_ns) {
+    auto& s = schedules_.at(schedules_due_.begin()->second);
+    auto& state = s.state;
+    const auto keep = s.spec.catch_up == core::catch_up_policy::all ? s.spec.catch_up_max : 1;
+    const auto due = core::slots_due(s.spec, state.next_slot_ns, now_ns, keep);
+    const auto run = core::slots_to_run(s.spec, due, now_ns);
+    state.missed += due.count - run.size();
+    for (auto slot : run) run_slot(s, slot, false);
+    state.next_slot_ns = core::next_slot(s.spec, std::max(now_ns, state.next_slot_ns)).value_or(0);
+    schedule_changed(s);
+  }
+}
+
+expected<std::pair<std::uint64_t, std::vector<core::schedule>>> partition_engine::schedule(
+    const core::schedule_command& command, std::int64_t now_ns) {
+  using verb = core::schedule_command::verb;
+  saw_time(now_ns);
+  if (command.what == verb::list) {
+    std::vector<core::schedule> all;
+    for (const auto& [id, s] : schedules_) all.push_back(s);
+    return std::pair{std::uint64_t{0}, std::move(all)};
+  }
+  if (auto valid = core::validate_schedule_id(command.id); !valid) return valid.error();
+  if (partition_of(core::schedule_address(command.id)) != identity().partition_index) {
+    return error{errc::invalid_argument, fmt::format("schedule '{}' belongs to partition {}, not {}", command.id,
+                                                     partition_of(core::schedule_address(command.id)),
+                                                     identity().partition_index)};
+  }
+  auto found = schedules_.find(command.id);
+  if (command.what == verb::create) {
+    if (!command.spec) return error{errc::invalid_argument, "creating a schedule needs its definition"};
+    if (command.spec->id != command.id) {
+      return error{errc::invalid_argument, fmt::format("the schedule's id '{}' is not '{}'", command.spec->id, command.id)};
+    }
+    if (auto valid = core::validate(*command.spec); !valid) return valid.error();
+    if (found != schedules_.end()) {
+      return error{errc::already_exists, fmt::format("schedule '{}' exists already (update or delete it)", command.id)};
+    }
+    core::schedule made{*command.spec, {}};
+    made.state.created_ns = made.state.updated_ns = now_ns;
+    made.state.next_slot_ns = core::next_slot(made.spec, now_ns).value_or(0);
+    auto& kept = schedules_[command.id] = std::move(made);
+    schedule_changed(kept);
+    return std::pair{next_batch_, std::vector{kept}};
+  }
+  if (found == schedules_.end()) {
+    return error{errc::not_found, fmt::format("no schedule with id '{}'", command.id)};
+  }
+  auto& s = found->second;
+  switch (command.what) {
+    case verb::get: return std::pair{std::uint64_t{0}, std::vector{s}};
+    case verb::remove: {
+      batch(next_batch_).batch.schedules[command.id] = std::string();
+      if (auto old = schedule_due_of_.find(command.id); old != schedule_due_of_.end()) {
+        schedules_due_.erase({old->second, command.id});
+        schedule_due_of_.erase(old);
+      }
+      auto gone = std::move(s);
+      schedules_.erase(found);
+      return std::pair{next_batch_, std::vector{std::move(gone)}};
+    }
+    case verb::update:
+      if (!command.spec || command.spec->id != command.id) {
+        return error{errc::invalid_argument, "updating a schedule needs its definition, with the same id"};
+      }
+      if (auto valid = core::validate(*command.spec); !valid) return valid.error();
+      s.spec = *command.spec;
+      s.state.updated_ns = now_ns;
+      // Slots from now on follow the new definition; none already run runs again.
+      s.state.next_slot_ns = core::next_slot(s.spec, std::max(now_ns, s.state.last_slot_ns)).value_or(0);
+      break;
+    case verb::pause:
+      s.state.paused = true;
+      s.state.note = command.note;
+      break;
+    case verb::resume:
+      if (!s.state.paused) return std::pair{std::uint64_t{0}, std::vector{s}};
+      s.state.paused = false;
+      s.state.note.clear();
+      // The slots that passed while it was paused are not caught up.
+      s.state.next_slot_ns = core::next_slot(s.spec, now_ns).value_or(0);
+      break;
+    case verb::trigger: {
+      // A run now, whatever the overlap policy (an operator asked for it).
+      const auto slot = now_ns - now_ns % 1'000'000'000;
+      if (slot == s.state.last_slot_ns) {
+        return error{errc::already_exists,
+                     fmt::format("schedule '{}' started a run for {} already", command.id, core::format_time(slot))};
+      }
+      run_slot(s, slot, true);
+      break;
+    }
+    case verb::create:
+    case verb::list: break;
+  }
+  schedule_changed(s);
+  return std::pair{next_batch_, std::vector{s}};
+}
+
 bool partition_engine::evictable(const live_info& info) const {
   // Only an instance that is all on disk, with no operation, no work item out and
   // none to give, may go. (The ready list may still name it: taking work from it
@@ -922,8 +1115,10 @@ std::optional<core::activity_work_item> partition_engine::next_activity_item() {
 }
 
 std::optional<std::int64_t> partition_engine::next_wakeup_ns() const {
-  if (wakeups_.empty()) return std::nullopt;
-  return wakeups_.top().due_ns;
+  std::optional<std::int64_t> next;
+  if (!wakeups_.empty()) next = wakeups_.top().due_ns;
+  if (!schedules_due_.empty() && (!next || schedules_due_.begin()->first < *next)) next = schedules_due_.begin()->first;
+  return next;
 }
 
 std::vector<store::outbox_entry> partition_engine::unacknowledged_outbox() const {

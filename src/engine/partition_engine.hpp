@@ -41,6 +41,7 @@
 #include "core/limits.hpp"
 #include "core/orchestration.hpp"
 #include "core/retention.hpp"
+#include "core/schedule.hpp"
 #include "core/work_filter.hpp"
 #include "engine/instance.hpp"
 #include "engine/waiting.hpp"
@@ -132,7 +133,8 @@ class partition_engine {
   void abandon_orchestrator(const std::string& instance_id, std::uint64_t token, reply<void> done);
   void complete_activity(const core::activity_result& result, std::int64_t now_ns, reply<std::uint64_t> done);
   expected<void> abandon_activity(const core::activity_request& request, std::uint64_t token);
-  /// Fires every timer due at `now_ns` (at most timers_per_tick_max).
+  /// Fires every timer due at `now_ns` (at most timers_per_tick_max), and every
+  /// schedule slot (see fire_due_schedules).
   void fire_due_timers(std::int64_t now_ns);
   /// A message from a partition's outbox (this one's included).
   void receive(const store::outbox_entry& entry, std::int64_t now_ns, reply<std::uint64_t> done);
@@ -252,6 +254,20 @@ class partition_engine {
   /// Orchestrations purged by retention since the engine opened, by status.
   const store::status_counts& retention_purged() const { return retention_purged_; }
 
+  // -- Schedules (core/schedule.hpp): kept here when schedule_address(id) is.
+
+  /// Applies a client's command; answers the schedules it concerns as they are
+  /// after it (list: all of them) and the batch that makes the change durable (0:
+  /// nothing changed). A run a command starts (trigger) or a slot that comes due
+  /// is sent as a start message through the outbox in the same batch that records
+  /// it, so a slot starts its run exactly once.
+  expected<std::pair<std::uint64_t, std::vector<core::schedule>>> schedule(const core::schedule_command& command,
+                                                                           std::int64_t now_ns);
+  /// Starts the runs of every slot due at `now_ns`, as each schedule's catch-up and
+  /// overlap policies say.
+  void fire_due_schedules(std::int64_t now_ns);
+  std::size_t schedule_count() const { return schedules_.size(); }
+
  private:
   /// What the engine knows of a live instance without asking it.
   struct live_info {
@@ -275,6 +291,8 @@ class partition_engine {
     /// below the last sequence it applied from a partition).
     std::vector<core::instance_message> messages;
     std::map<std::uint32_t, std::uint64_t> receipts;
+    /// Scheduled runs whose end this batch reports to their schedule.
+    std::set<std::string> runs_reported;
     std::size_t outstanding = 0;  ///< Operations of this batch not yet answered.
     bool empty() const { return batch.empty() && writes.empty() && messages.empty() && receipts.empty(); }
   };
@@ -340,6 +358,12 @@ class partition_engine {
   /// Makes ready every parked instance `accept` accepts.
   void unpark(parked_instances& parked, const core::kind_filter& accept, bool entities);
   std::uint32_t partition_of(const std::string& instance_id) const;
+  /// Schedules: the batch writes `s` as it is now, and its due time is indexed again.
+  void schedule_changed(const core::schedule& s);
+  /// Starts the run of `slot` (the overlap policy first, unless `forced`).
+  void run_slot(core::schedule& s, std::int64_t slot_ns, bool forced);
+  /// A run of a schedule here ended (or could not start).
+  void schedule_run_ended(const std::string& schedule_id, const core::instance_message& report);
 
   std::unique_ptr<store::partition_store> store_;
   engine_options options_;
@@ -398,6 +422,10 @@ class partition_engine {
     std::uint64_t batch = 0;
   };
   std::unordered_map<std::string, retention_purge> retention_purging_;
+  std::map<std::string, core::schedule> schedules_;
+  /// (next slot, id) of each schedule that is neither paused nor ended.
+  std::set<std::pair<std::int64_t, std::string>> schedules_due_;
+  std::map<std::string, std::int64_t> schedule_due_of_;
   /// Ended instances purged without being made live, by the batch that purges
   /// them. Until it commits the store still has them: an instance made live
   /// meanwhile is purged again through itself first (see operate).

@@ -21,6 +21,9 @@ constexpr std::string_view meta_status_counts = "status_counts";
 constexpr std::string_view meta_epoch = "owner_epoch";
 /// The hub's retention policy (JSON, core/retention.hpp), if it has one of its own.
 constexpr std::string_view meta_retention = "retention";
+/// The schedules this partition keeps: "schedule/" + id -> JSON (core/schedule.hpp).
+constexpr std::string_view meta_schedule = "schedule/";
+constexpr std::string_view meta_schedule_end = "schedule0";  // '/' + 1
 
 /// Changes of the status counts one commit makes.
 using count_deltas = std::array<std::int64_t, core::runtime_status_count>;
@@ -523,7 +526,8 @@ std::string partition_directory(std::string_view data_dir, const partition_ident
 bool write_batch::empty() const {
   return events.empty() && instances.empty() && activities_added.empty() &&
          activities_removed.empty() && timers_added.empty() && timers_removed.empty() &&
-         outbox_added.empty() && outbox_removed.empty() && dedup_marks.empty() && !retention;
+         outbox_added.empty() && outbox_removed.empty() && dedup_marks.empty() && !retention &&
+         schedules.empty();
 }
 
 instance_write make_instance_write(std::string_view instance_id,
@@ -693,6 +697,14 @@ expected<commit_info> partition_store::commit(const write_batch& batch, std::int
         writer.erase(table::meta, meta_retention);
       } else if (batch.retention) {
         writer.put(table::meta, meta_retention, *batch.retention);
+      }
+      for (const auto& [id, json] : batch.schedules) {
+        const auto key = std::string(meta_schedule) + id;
+        if (json.empty()) {
+          writer.erase(table::meta, key);
+        } else {
+          writer.put(table::meta, key, json);
+        }
       }
     });
     if (!written) return written.error();
@@ -887,6 +899,10 @@ expected<recovered_state> partition_store::recover() {
       state.next_outbox_sequence = keys::get_u64(*next);
     }
     if (auto retention = reader.get(table::meta, meta_retention)) state.retention = std::string(*retention);
+    reader.scan(table::meta, meta_schedule, meta_schedule_end, [&](std::string_view key, std::string_view value) {
+      state.schedules.emplace(std::string(key.substr(meta_schedule.size())), std::string(value));
+      return true;
+    });
     return state;
   });
 }

@@ -79,6 +79,8 @@ struct write_batch {
   /// Set: the hub's retention policy as this partition keeps it becomes this JSON
   /// (core/retention.hpp); "": none of its own (dtsd's default applies).
   std::optional<std::string> retention;
+  /// Schedule id -> the schedule's JSON (core/schedule.hpp) as it is now; "": deleted.
+  std::map<std::string, std::string> schedules;
 
   bool empty() const;
 };
@@ -98,6 +100,7 @@ struct recovered_state {
   std::uint64_t next_outbox_sequence = 1;
   std::size_t instance_count = 0;
   std::string retention;  ///< The stored retention policy's JSON; "": none.
+  std::map<std::string, std::string> schedules;  ///< Schedule id -> its JSON.
 };
 
 /// Orchestrations per status (entities are not counted), by core::runtime_status.

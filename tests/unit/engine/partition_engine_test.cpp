@@ -669,3 +669,236 @@ TEST_CASE("retention policies: DTS's JSON both ways, durations, and bad ones nam
     CHECK_MESSAGE(failed.error().message.find(why) != std::string::npos, failed.error().message);
   }
 }
+
+namespace {
+
+core::schedule_spec every(std::string id, std::int64_t seconds, std::string orchestration = "HelloCities") {
+  core::schedule_spec spec;
+  spec.id = std::move(id);
+  spec.orchestration = std::move(orchestration);
+  spec.interval_s = seconds;
+  return spec;
+}
+
+/// The schedule `id` as its partition keeps it.
+core::schedule schedule_of(world& w, const std::string& id) {
+  auto got = w.owner(core::schedule_address(id)).schedule({core::schedule_command::verb::get, id, {}, {}}, w.now);
+  REQUIRE_MESSAGE(got, (got ? "" : got.error().message));
+  REQUIRE(got->second.size() == 1);
+  return got->second.front();
+}
+
+expected<std::pair<std::uint64_t, std::vector<core::schedule>>> command(world& w, core::schedule_command::verb verb,
+                                                                        std::string id,
+                                                                        std::optional<core::schedule_spec> spec = {}) {
+  auto& engine = w.owner(core::schedule_address(id));
+  return engine.schedule({verb, std::move(id), std::move(spec), {}}, w.now);
+}
+
+/// Partition p crashes and comes back; its links reconnect (resending what is unacknowledged).
+void crash(world& w, std::uint32_t p) {
+  w.crash(p);
+  for (auto& [key, l] : w.links) w.reconnect(key);
+}
+
+/// Commits and delivers until no message moves, without running any work.
+void settle_without_work(world& w) {
+  for (int round = 0; round < 20; ++round) {
+    w.commit_all();
+    for (auto& [key, l] : w.links) {
+      while (!l.messages.empty() || !l.receipts.empty()) w.deliver(key, false);
+    }
+  }
+}
+
+std::string joined(const std::set<std::string>& ids) {
+  std::string out;
+  for (const auto& id : ids) out += id + " ";
+  return out;
+}
+
+/// Ids of every orchestration the schedule `id` started, across the partitions.
+std::set<std::string> runs_of(world& w, const std::string& id) {
+  std::set<std::string> runs;
+  for (auto& engine : w.engines) {
+    core::list_query all;
+    all.rows = 1000;
+    auto page = engine->store().list(all);
+    REQUIRE(page);
+    for (const auto& row : page->rows) {
+      if (row.instance_id.rfind(id + "-", 0) == 0) runs.insert(row.instance_id);
+    }
+  }
+  return runs;
+}
+
+}  // namespace
+
+TEST_CASE("engine: a schedule starts one run per slot in the runs' own partitions; crashes neither skip nor double one") {
+  world w(4, 21);
+  const std::string id = "tick";
+  const auto home = core::partition_of(core::schedule_address(id), 4);
+  auto spec = every(id, 10);
+  spec.overlap = core::overlap_policy::allow_all;
+  spec.catch_up = core::catch_up_policy::all;
+  REQUIRE(command(w, core::schedule_command::verb::create, id, spec));
+  CHECK(command(w, core::schedule_command::verb::create, id, spec).error().code == errc::already_exists);
+  run_to_quiet(w);
+  const auto first_slot = schedule_of(w, id).state.next_slot_ns;
+  CHECK(first_slot > w.now);
+  CHECK(first_slot % (10 * second_ns) == 0);
+
+  std::set<std::string> expected_runs;
+  auto slot_id = [&](int k) { return core::slot_instance_id(spec, first_slot + k * 10 * second_ns); };
+  for (int k = 0; k < 3; ++k) {
+    w.tick(first_slot + k * 10 * second_ns - w.now);
+    expected_runs.insert(slot_id(k));
+    run_to_quiet(w);
+  }
+  CHECK_MESSAGE(runs_of(w, id) == expected_runs, joined(runs_of(w, id)) << " vs " << joined(expected_runs));
+  std::set<std::uint32_t> partitions;
+  for (const auto& run : expected_runs) {
+    auto stored = w.stored(run);
+    REQUIRE(stored);
+    REQUIRE(stored->has_value());
+    CHECK((*stored)->record.status == core::runtime_status::completed);
+    CHECK((*stored)->record.tags.at("dtsd.schedule") == id);
+    partitions.insert(core::partition_of(run, 4));
+  }
+  auto state = schedule_of(w, id).state;
+  CHECK(state.runs == 3);
+  CHECK_FALSE(state.last_running);  // The last run reported its end.
+  CHECK(state.last_status == "Completed");
+  CHECK(state.last_instance_id == slot_id(2));
+
+  // A crash of the schedule's partition after it fired slot 3 but before that was
+  // durable: slot 3 fires again after recovery, once.
+  w.tick(first_slot + 3 * 10 * second_ns - w.now);
+  crash(w, home);
+  CHECK(schedule_of(w, id).state.runs == 3);
+  w.tick(0);
+  expected_runs.insert(slot_id(3));
+  run_to_quiet(w);
+  CHECK_MESSAGE(runs_of(w, id) == expected_runs, joined(runs_of(w, id)) << " vs " << joined(expected_runs));
+
+  // A crash after slot 4's batch is durable but before its start reached the run's
+  // partition: the outbox sends it again; still one run.
+  w.tick(first_slot + 4 * 10 * second_ns - w.now);
+  w.commit(home);
+  crash(w, home);
+  expected_runs.insert(slot_id(4));
+  run_to_quiet(w);
+  CHECK_MESSAGE(runs_of(w, id) == expected_runs, joined(runs_of(w, id)) << " vs " << joined(expected_runs));
+  CHECK(schedule_of(w, id).state.runs == 5);
+
+  // Down for 95 s (9 slots passed): catch-up "All" runs each of them, oldest first.
+  crash(w, home);
+  w.tick(first_slot + 13 * 10 * second_ns + 5 * second_ns - w.now);
+  for (int k = 5; k <= 13; ++k) expected_runs.insert(slot_id(k));
+  run_to_quiet(w);
+  CHECK_MESSAGE(runs_of(w, id) == expected_runs, joined(runs_of(w, id)) << " vs " << joined(expected_runs));
+  CHECK(schedule_of(w, id).state.missed == 0);
+  CHECK(schedule_of(w, id).state.next_slot_ns == first_slot + 14 * 10 * second_ns);
+}
+
+TEST_CASE("engine: schedule catch-up One and Skip, overlap Skip and BufferOne") {
+  world w(2, 22);
+  using verb = core::schedule_command::verb;
+  // Catch-up One: after 10 minutes down, the latest slot runs once, the rest are missed.
+  auto one = every("one", 60);
+  REQUIRE(command(w, verb::create, "one", one));
+  auto skip = every("skip", 300);
+  skip.catch_up = core::catch_up_policy::skip;
+  REQUIRE(command(w, verb::create, "skip", skip));
+  run_to_quiet(w);
+  const auto first = schedule_of(w, "one").state.next_slot_ns;
+  const auto skip_first = schedule_of(w, "skip").state.next_slot_ns;  // Both count from the epoch.
+  w.tick(skip_first + 690 * second_ns - w.now);  // Down for more than 11 minutes.
+  run_to_quiet(w);
+  // Every minute: the latest slot (30 s late) runs once, the others are missed.
+  const auto one_due = (w.now - first) / (60 * second_ns) + 1;
+  CHECK(runs_of(w, "one") ==
+        std::set<std::string>{core::slot_instance_id(one, first + (one_due - 1) * 60 * second_ns)});
+  CHECK(schedule_of(w, "one").state.missed == static_cast<std::uint64_t>(one_due - 1));
+  CHECK(runs_of(w, "skip").empty());  // Every 5 minutes: the latest is 90 s late, not on time.
+  CHECK(schedule_of(w, "skip").state.missed == 3);
+
+  // Overlap Skip: a slot due while the run still runs is skipped.
+  auto skipping = every("skipping", 10);
+  REQUIRE(command(w, verb::create, "skipping", skipping));
+  auto buffering = every("buffering", 10);
+  buffering.overlap = core::overlap_policy::buffer_one;
+  REQUIRE(command(w, verb::create, "buffering", buffering));
+  settle_without_work(w);
+  const auto s0 = schedule_of(w, "skipping").state.next_slot_ns;
+  auto at = [&](int k) { return s0 + k * 10 * second_ns; };
+  for (int k = 0; k < 3; ++k) {  // No worker: the first run stays pending.
+    w.tick(at(k) - w.now);
+    settle_without_work(w);
+  }
+  CHECK(runs_of(w, "skipping") == std::set<std::string>{core::slot_instance_id(skipping, at(0))});
+  CHECK(schedule_of(w, "skipping").state.skipped == 2);
+  CHECK(schedule_of(w, "buffering").state.buffered_slot_ns == at(2));
+  CHECK(schedule_of(w, "buffering").state.skipped == 1);  // Slot 1 gave way to slot 2.
+  run_to_quiet(w);  // The runs complete; the buffered slot runs then.
+  CHECK(runs_of(w, "skipping") == std::set<std::string>{core::slot_instance_id(skipping, at(0))});
+  CHECK(runs_of(w, "buffering") ==
+        std::set<std::string>{core::slot_instance_id(buffering, at(0)), core::slot_instance_id(buffering, at(2))});
+  CHECK(schedule_of(w, "buffering").state.buffered_slot_ns == 0);
+  w.tick(at(3) - w.now);
+  run_to_quiet(w);
+  CHECK(runs_of(w, "skipping").size() == 2);
+  CHECK(runs_of(w, "buffering").size() == 3);
+}
+
+TEST_CASE("engine: schedules paused, resumed, updated, triggered and deleted, durably") {
+  world w(2, 23);
+  using verb = core::schedule_command::verb;
+  auto spec = every("daily", 86400);
+  REQUIRE(command(w, verb::create, "daily", spec));
+  run_to_quiet(w);
+  const auto home = core::partition_of(core::schedule_address("daily"), 2);
+  CHECK(command(w, verb::get, "nope").error().code == errc::not_found);
+  auto& other = *w.engines[1 - home];
+  CHECK(other.schedule({verb::get, "daily", {}, {}}, w.now).error().code == errc::invalid_argument);
+
+  REQUIRE(w.engines[home]->schedule({verb::pause, "daily", {}, "maintenance"}, w.now));
+  run_to_quiet(w);
+  crash(w, home);
+  auto paused = schedule_of(w, "daily");
+  CHECK(paused.state.paused);
+  CHECK(paused.state.note == "maintenance");
+  const auto was_next = paused.state.next_slot_ns;
+  w.tick(was_next + 2 * 86400 * second_ns - w.now);  // Two slots pass while paused.
+  run_to_quiet(w);
+  CHECK(runs_of(w, "daily").empty());
+  REQUIRE(command(w, verb::resume, "daily"));
+  run_to_quiet(w);
+  CHECK(runs_of(w, "daily").empty());  // Not caught up.
+  CHECK(schedule_of(w, "daily").state.next_slot_ns > w.now);
+
+  auto triggered = command(w, verb::trigger, "daily");
+  REQUIRE(triggered);
+  run_to_quiet(w);
+  CHECK(runs_of(w, "daily") == std::set<std::string>{triggered->second.front().state.last_instance_id});
+  CHECK(command(w, verb::trigger, "daily").error().code == errc::already_exists);  // The same second.
+
+  spec.interval_s = 3600;
+  spec.orchestration = "Sleepy";
+  REQUIRE(command(w, verb::update, "daily", spec));
+  run_to_quiet(w);
+  crash(w, home);
+  CHECK(schedule_of(w, "daily").spec.orchestration == "Sleepy");
+  CHECK(schedule_of(w, "daily").state.next_slot_ns - w.now <= 3600 * second_ns);
+  auto bad = spec;
+  bad.cron = "* * * * *";
+  CHECK(command(w, verb::update, "daily", bad).error().code == errc::invalid_argument);
+
+  REQUIRE(command(w, verb::remove, "daily"));
+  run_to_quiet(w);
+  crash(w, home);
+  CHECK(command(w, verb::get, "daily").error().code == errc::not_found);
+  auto listed = w.engines[home]->schedule({verb::list, {}, {}, {}}, w.now);
+  REQUIRE(listed);
+  CHECK(listed->second.empty());
+}

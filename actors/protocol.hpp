@@ -80,12 +80,18 @@ struct retention {
   std::optional<core::retention_policy> policy;
   callback<service::retention_view> done;
 };
+/// A command for the partition's schedules (core/schedule.hpp), answered with the
+/// schedules it concerns once what it changed is durable.
+struct schedule {
+  core::schedule_command command;
+  callback<std::vector<core::schedule>> done;
+};
 }  // namespace requests
 
 using partition_request =
     std::variant<requests::start, requests::read, requests::await, requests::forget_wait, requests::apply,
                  requests::complete_orchestrator, requests::complete_activity, requests::purge, requests::query,
-                 requests::list, requests::retention>;
+                 requests::list, requests::retention, requests::schedule>;
 
 /// Partition to partition.
 namespace peer {

@@ -463,6 +463,11 @@ class actor_scheduler final : public service::router, public service::partition_
     to_partition(hub_name, partition, requests::retention{set, std::move(policy), {}}, std::move(done));
   }
 
+  void schedule_partition(const std::string& hub_name, std::uint32_t partition, core::schedule_command command,
+                          callback<std::vector<core::schedule>> done) override {
+    to_partition(hub_name, partition, requests::schedule{std::move(command), {}}, std::move(done));
+  }
+
   engine::engine_options engine_options() const {
     engine::engine_options options;
     options.limits = config_.limits;

@@ -142,6 +142,17 @@ void serve(partition_context& ctx, partition_request request) {
                      done(service::retention_view{engine.retention(), engine.retention_is_own()});
                    });
                  },
+                 [&](requests::schedule& r) {
+                   using verb = core::schedule_command::verb;
+                   const bool changes = r.command.what != verb::get && r.command.what != verb::list;
+                   if (changes && refused) return r.done(*refused);
+                   auto done = ctx.engine().schedule(r.command, ctx.now_ns());
+                   if (!done) return r.done(done.error());
+                   if (done->first == 0) return r.done(std::move(done->second));
+                   ctx.after_commit(done->first, [schedules = std::move(done->second), answer = std::move(r.done)] {
+                     answer(schedules);
+                   });
+                 },
                  [&](requests::list& l) {
                    // From memory: milliseconds for a partition of 100,000 instances.
                    auto page = ctx.engine().store().list(l.query);

@@ -162,6 +162,10 @@ interface Scheduler {
   # Makes `policy` the hub's own (hasPolicy false: back to dtsd's default); answers
   # the policy in force once every partition has it durably.
   setRetention @23 (taskHub :Text, hasPolicy :Bool, policy :Text) -> (policy :Text, own :Bool);
+  # A command for the hub's schedules: JSON {"verb": create|update|delete|pause|
+  # resume|trigger|get|list, "scheduleId", "schedule": {...}, "note"} (core/schedule.hpp);
+  # answers the schedules it concerns, as they are after it, as a JSON array.
+  schedule @24 (taskHub :Text, command :Text) -> (schedules :Text);
 }
 
 # Between the nodes of a cluster: partition-to-partition messages of a task hub.
@@ -198,6 +202,9 @@ interface NodeLink {
   # (hasPolicy false: dtsd's default).
   retention @10 (taskHub :Text, partition :UInt32, set :Bool, hasPolicy :Bool, policy :Text)
       -> (policy :Text, own :Bool);
+  # A command for one partition's schedules (JSON, core/schedule.hpp); answers the
+  # schedules it concerns (a JSON array).
+  schedule @11 (taskHub :Text, partition :UInt32, command :Text) -> (schedules :Text);
 }
 
 struct TimeWindow {

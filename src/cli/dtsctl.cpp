@@ -18,6 +18,10 @@
 //   dtsctl ... worker list
 //   dtsctl ... retention show|delete
 //   dtsctl ... retention set [--default D] [--completed D] [--failed D] [--canceled D] [--terminated D]   (D: 30d, 12h, 0s, forever)
+//   dtsctl ... schedule create|update ID [--orchestration NAME] [--every 1m | --cron "0 9 * * MON-FRI"] [--time-zone Z]
+//              [--input JSON] [--version V] [--id-template T] [--start-at T] [--end-at T]
+//              [--overlap skip|buffer-one|allow-all] [--catch-up one|all|skip] [--catch-up-max N]
+//   dtsctl ... schedule list | show|pause|resume|trigger|delete ID [--note T]
 //   dtsctl [--json] cluster status|drain NODE|undrain NODE --cluster etcd://HOST:PORT
 //   dtsctl [--task-hub H] [--json] cluster where ID --cluster etcd://HOST:PORT
 //   dtsctl [--json] token create --role contributor|worker|reader --task-hub NAME|'*' [--expires 30d] [--note T]
@@ -45,6 +49,7 @@
 #include "cluster/membership.hpp"
 #include "core/ids.hpp"
 #include "core/retention.hpp"
+#include "core/schedule.hpp"
 #include "sdk/client.hpp"
 #include "store/kv.hpp"
 
@@ -250,6 +255,83 @@ expected<core::retention_policy> retention_asked(const std::map<std::string, std
                                          "--failed, --canceled or --terminated (30d, 12h, 0s, forever)"};
   }
   return policy;
+}
+
+/// What `schedule create|update` was given; empty: not given.
+struct schedule_options {
+  std::string orchestration, every, cron, time_zone, input, version, id_template, start_at, end_at, overlap, catch_up;
+  std::int64_t catch_up_max = 0;
+};
+
+/// The definition `schedule create|update` asks for: `base` (update: the schedule
+/// as it is) with what was given on top, checked as dtsd checks it.
+expected<core::schedule_spec> schedule_asked(const std::string& id, const schedule_options& o, json base) {
+  base["scheduleId"] = id;
+  auto set = [&](const char* key, const std::string& value) {
+    if (!value.empty()) base[key] = value;
+  };
+  set("orchestrationName", o.orchestration);
+  set("timeZone", o.time_zone);
+  set("orchestrationInput", o.input);
+  set("orchestrationVersion", o.version);
+  set("instanceIdTemplate", o.id_template);
+  set("startAt", o.start_at);
+  set("endAt", o.end_at);
+  auto policy = [](std::string text) {
+    text.erase(std::remove(text.begin(), text.end(), '-'), text.end());
+    return text;
+  };
+  set("overlapPolicy", policy(o.overlap));
+  set("catchUpPolicy", policy(o.catch_up));
+  if (o.catch_up_max != 0) base["catchUpMax"] = o.catch_up_max;
+  if (!o.every.empty() || !o.cron.empty()) {  // One replaces the other.
+    base.erase("interval");
+    base.erase("intervalSeconds");
+    base.erase("cron");
+    set("interval", o.every);
+    set("cron", o.cron);
+  }
+  return core::schedule_spec_from_json(base.dump());
+}
+
+std::string describe_timing(const core::schedule_spec& spec) {
+  if (spec.interval_s != 0) return "every " + core::format_duration(spec.interval_s);
+  return "cron \"" + spec.cron + "\" " + spec.time_zone;
+}
+
+/// `schedule ...`: the schedules a command concerns.
+int show_schedules(const expected<std::vector<core::schedule>>& schedules, bool as_json, bool as_list) {
+  if (!schedules) return refused(schedules.error());
+  if (as_json) {
+    auto all = json::parse(core::to_json(*schedules));
+    std::printf("%s\n", (as_list ? all : all.empty() ? json() : all[0]).dump().c_str());
+    return 0;
+  }
+  if (as_list && schedules->empty()) {
+    std::printf("no schedules\n");
+    return 0;
+  }
+  if (as_list) std::printf("%-24s %-36s %-8s %-22s %s\n", "ID", "WHEN", "STATUS", "NEXT RUN", "LAST RUN");
+  for (const auto& s : *schedules) {
+    const auto& st = s.state;
+    const std::string status = st.paused ? "Paused" : st.next_slot_ns == 0 ? "Ended" : "Active";
+    const std::string next = st.paused || st.next_slot_ns == 0 ? "-" : core::format_time(st.next_slot_ns);
+    const std::string last = st.last_instance_id.empty() ? "-" : st.last_instance_id + " (" + st.last_status + ")";
+    if (as_list) {
+      std::printf("%-24s %-36s %-8s %-22s %s\n", s.spec.id.c_str(), describe_timing(s.spec).c_str(), status.c_str(),
+                  next.c_str(), last.c_str());
+      continue;
+    }
+    std::printf("schedule '%s': %s, starts %s; %s\n", s.spec.id.c_str(), describe_timing(s.spec).c_str(),
+                s.spec.orchestration.c_str(), status.c_str());
+    if (st.paused && !st.note.empty()) std::printf("  paused: %s\n", st.note.c_str());
+    std::printf("  next run: %s\n  last run: %s\n", next.c_str(), last.c_str());
+    std::printf("  runs %llu, skipped (overlap %s) %llu, missed (catch-up %s) %llu\n",
+                static_cast<unsigned long long>(st.runs), std::string(core::to_string(s.spec.overlap)).c_str(),
+                static_cast<unsigned long long>(st.skipped), std::string(core::to_string(s.spec.catch_up)).c_str(),
+                static_cast<unsigned long long>(st.missed));
+  }
+  return 0;
 }
 
 int list_workers(sdk::client& client, bool as_json) {
@@ -706,6 +788,39 @@ int main(int argc, char** argv) {
     retention_set->add_option(std::string("--") + status, retention_rules[status],
                               std::string("Orchestrations that ended ") + status);
   }
+  auto* schedule_cmd = app.add_subcommand("schedule", "Start orchestrations on a schedule (an interval or cron)")
+                           ->require_subcommand(1);
+  auto* schedule_create = schedule_cmd->add_subcommand("create", "Create a schedule");
+  auto* schedule_update = schedule_cmd->add_subcommand("update", "Change a schedule (what is not given stays)");
+  schedule_options sched;
+  std::string schedule_id, schedule_note;
+  for (auto* sub : {schedule_create, schedule_update}) {
+    sub->add_option("id", schedule_id, "Schedule id (A-Z a-z 0-9 _ - ., up to 64)")->required();
+    sub->add_option("--orchestration", sched.orchestration, "The orchestration each run starts");
+    sub->add_option("--every", sched.every, "An interval: 30s, 5m, 1h, 1d (slots count from --start-at or the epoch)");
+    sub->add_option("--cron", sched.cron, "A cron expression: 5 fields, or 6 with seconds first");
+    sub->add_option("--time-zone", sched.time_zone, "IANA time zone the cron expression is read in (default UTC)");
+    sub->add_option("--input", sched.input, "Each run's input (JSON)");
+    sub->add_option("--version", sched.version, "The orchestration version");
+    sub->add_option("--id-template", sched.id_template, "Run ids; {schedule} and {slot} replaced (default {schedule}-{slot})");
+    sub->add_option("--start-at", sched.start_at, "No run before this (RFC 3339)");
+    sub->add_option("--end-at", sched.end_at, "No run after this (RFC 3339)");
+    sub->add_option("--overlap", sched.overlap, "A slot while the last run runs: skip (default), buffer-one, allow-all");
+    sub->add_option("--catch-up", sched.catch_up, "Slots missed while down: one (default), all, skip");
+    sub->add_option("--catch-up-max", sched.catch_up_max, "With --catch-up all: at most this many (default 100)");
+  }
+  auto* schedule_list = schedule_cmd->add_subcommand("list", "Every schedule of the hub, with its next and last run");
+  std::map<std::string, CLI::App*> schedule_verbs;
+  for (auto [verb, what] : {std::pair{"show", "A schedule, its last run and its counts"},
+                            {"pause", "Stop starting runs (slots while paused are skipped)"},
+                            {"resume", "Start runs again from the next slot"},
+                            {"trigger", "Start a run now, whatever the overlap policy"},
+                            {"delete", "Delete a schedule (its runs stay)"}}) {
+    auto* sub = schedule_cmd->add_subcommand(verb, what);
+    sub->add_option("id", schedule_id, "Schedule id")->required();
+    if (std::string_view(verb) == "pause") sub->add_option("--note", schedule_note, "Why (shown with it)");
+    schedule_verbs[verb] = sub;
+  }
   // Local too: it works on the files, while dtsd is stopped.
   auto* compact_cmd = app.add_subcommand("compact", "Rewrite the data directory's stores without their free pages "
                                                     "(dtsd must be stopped)");
@@ -802,6 +917,39 @@ int main(int argc, char** argv) {
       return 2;
     }
     return show_retention(client.set_retention(*policy), g.hub, g.as_json);
+  }
+  if (schedule_create->parsed() || schedule_update->parsed()) {
+    json base = json::object();
+    if (schedule_update->parsed()) {
+      auto current = client.get_schedule(schedule_id);
+      if (!current) return refused(current.error());
+      base = json::parse(core::to_json(current->spec));
+    }
+    auto spec = schedule_asked(schedule_id, sched, std::move(base));
+    if (!spec) {
+      std::fprintf(stderr, "dtsctl: %s\n", spec.error().message.c_str());
+      return 2;
+    }
+    auto answered = schedule_create->parsed() ? client.create_schedule(*spec) : client.update_schedule(*spec);
+    if (!answered) return refused(answered.error());
+    return show_schedules(std::vector{*answered}, g.as_json, false);
+  }
+  if (schedule_list->parsed()) return show_schedules(client.list_schedules(), g.as_json, true);
+  for (const auto& [verb, sub] : schedule_verbs) {
+    if (!sub->parsed()) continue;
+    using v = core::schedule_command::verb;
+    const auto what = verb == "show" ? v::get : verb == "pause" ? v::pause : verb == "resume" ? v::resume
+                    : verb == "trigger" ? v::trigger : v::remove;
+    auto answered = client.schedule({what, schedule_id, {}, schedule_note});
+    if (answered && verb == "trigger" && !g.as_json && answered->size() == 1) {
+      std::printf("started %s\n", answered->front().state.last_instance_id.c_str());
+      return 0;
+    }
+    if (answered && verb == "delete" && !g.as_json) {
+      std::printf("deleted schedule '%s'\n", schedule_id.c_str());
+      return 0;
+    }
+    return show_schedules(answered, g.as_json, false);
   }
   if (hub_list->parsed()) {
     auto hubs = client.task_hubs();

@@ -449,6 +449,16 @@ class node_link_service final : public s::NodeLink::Server {
     });
   }
 
+  kj::Promise<void> schedule(ScheduleContext context) override {
+    auto p = context.getParams();
+    auto command = value_or_fail(core::schedule_command_from_json(text(p.getCommand())));
+    auto pending = answer<std::vector<core::schedule>>();
+    local_.schedule_partition(text(p.getTaskHub()), p.getPartition(), std::move(command), pending.callback);
+    return pending.promise.then([context](expected<std::vector<core::schedule>> result) mutable {
+      context.getResults().setSchedules(text(core::to_json(value_or_fail(std::move(result)))));
+    });
+  }
+
   kj::Promise<void> list(ListContext context) override {
     auto p = context.getParams();
     auto pending = answer<core::list_page>();
@@ -659,6 +669,22 @@ class scheduler_service final : public s::Scheduler::Server {
     scheduler_.retention(hub, true, std::move(policy), pending.callback);
     return pending.promise.then([context](expected<service::retention_view> result) mutable {
       write_retention(context.getResults(), value_or_fail(std::move(result)));
+    });
+  }
+
+  kj::Promise<void> schedule(ScheduleContext context) override {
+    auto p = context.getParams();
+    const auto hub = text(p.getTaskHub());
+    auto command = value_or_fail(core::schedule_command_from_json(text(p.getCommand())));
+    using verb = core::schedule_command::verb;
+    const bool reads = command.what == verb::get || command.what == verb::list;
+    require(reads ? auth::action::read : auth::action::write, hub,
+            fmt::format("schedule.{}", core::to_string(command.what)), command.id);
+    if (command.spec) value_or_fail(core::validate(*command.spec));
+    auto pending = answer<std::vector<core::schedule>>();
+    scheduler_.schedule(hub, std::move(command), pending.callback);
+    return pending.promise.then([context](expected<std::vector<core::schedule>> result) mutable {
+      context.getResults().setSchedules(text(core::to_json(value_or_fail(std::move(result)))));
     });
   }
 

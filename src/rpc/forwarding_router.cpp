@@ -208,6 +208,17 @@ class forwarding_router_impl final : public forwarding_router {
         },
         std::move(done));
   }
+  void schedule_partition(const std::string& hub, std::uint32_t partition, core::schedule_command command,
+                          service::callback<std::vector<core::schedule>> done) override {
+    while_moving<std::vector<core::schedule>>(
+        [this, hub, partition, command](service::callback<std::vector<core::schedule>> answer) {
+          if (auto where = elsewhere(hub, partition)) {
+            return links_.schedule(*where, hub, partition, command, std::move(answer));
+          }
+          local_.schedule_partition(hub, partition, command, std::move(answer));
+        },
+        std::move(done));
+  }
   expected<std::vector<service::partition_view>> partitions(const std::string& hub) override {
     return local_.partitions(hub);
   }

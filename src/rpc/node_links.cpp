@@ -452,6 +452,21 @@ void node_links::retention(const std::string& address, const std::string& hub, s
       fail_to(done));
 }
 
+void node_links::schedule(const std::string& address, const std::string& hub, std::uint32_t partition,
+                          const core::schedule_command& command,
+                          service::callback<std::vector<core::schedule>> done) {
+  loop_->with_link(
+      address,
+      [&](s::NodeLink::Client& link) {
+        auto call = link.scheduleRequest();
+        call.setTaskHub(text(hub));
+        call.setPartition(partition);
+        call.setCommand(text(core::to_json(command)));
+        return call.send().then([done](auto response) { done(core::schedules_from_json(response.getSchedules().cStr())); });
+      },
+      fail_to(done));
+}
+
 namespace {
 
 /// This node's end of a session opened at another node: pushes go to the local

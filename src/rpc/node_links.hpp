@@ -68,6 +68,8 @@ class node_links {
             service::callback<core::list_page> done);
   void retention(const std::string& address, const std::string& hub, std::uint32_t partition, bool set,
                  const std::optional<core::retention_policy>& policy, service::callback<service::retention_view> done);
+  void schedule(const std::string& address, const std::string& hub, std::uint32_t partition,
+                const core::schedule_command& command, service::callback<std::vector<core::schedule>> done);
 
   // A worker of this node gets another node's work through a session this node
   // opens there on its behalf (NodeLink.openSession): what that node pushes goes to

@@ -355,6 +355,21 @@ class capnp_client final : public client {
     });
   }
 
+  expected<std::vector<core::schedule>> schedule(const core::schedule_command& command) override {
+    return guarded([&] {
+      auto request = scheduler_.scheduleRequest();
+      request.setTaskHub(text(hub_));
+      request.setCommand(text(core::to_json(command)));
+      auto response = request.send().wait(rpc_.wait_scope());
+      auto schedules = core::schedules_from_json(response.getSchedules().cStr());
+      if (!schedules) {
+        throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                            kj::str("corrupt: dtsd's schedules cannot be read: ", schedules.error().message.c_str()));
+      }
+      return std::move(*schedules);
+    });
+  }
+
   template <class Response>
   static retention_info retention_of(const Response& response) {
     auto policy = core::retention_from_json(response.getPolicy().cStr());

@@ -13,6 +13,7 @@
 #include "core/error.hpp"
 #include "core/model.hpp"
 #include "core/retention.hpp"
+#include "core/schedule.hpp"
 #include "core/work_filter.hpp"
 #include "rpc/client_tls.hpp"
 
@@ -159,6 +160,33 @@ class client {
   /// Makes `policy` the hub's own (nothing: dtsd's default again); answers once
   /// every partition has it.
   virtual expected<retention_info> set_retention(const std::optional<core::retention_policy>& policy) = 0;
+  /// A command for the hub's schedules (core/schedule.hpp); the schedules it
+  /// concerns as they are after it (list: all of them), once durable.
+  virtual expected<std::vector<core::schedule>> schedule(const core::schedule_command& command) = 0;
+  /// The same, for each command.
+  expected<core::schedule> create_schedule(const core::schedule_spec& spec) {
+    return one_schedule({core::schedule_command::verb::create, spec.id, spec, {}});
+  }
+  expected<core::schedule> update_schedule(const core::schedule_spec& spec) {
+    return one_schedule({core::schedule_command::verb::update, spec.id, spec, {}});
+  }
+  expected<core::schedule> get_schedule(const std::string& id) {
+    return one_schedule({core::schedule_command::verb::get, id, {}, {}});
+  }
+  expected<core::schedule> pause_schedule(const std::string& id, const std::string& note = {}) {
+    return one_schedule({core::schedule_command::verb::pause, id, {}, note});
+  }
+  expected<core::schedule> resume_schedule(const std::string& id) {
+    return one_schedule({core::schedule_command::verb::resume, id, {}, {}});
+  }
+  /// Starts a run now (whatever the overlap policy); its id is the answer's state.last_instance_id.
+  expected<core::schedule> trigger_schedule(const std::string& id) {
+    return one_schedule({core::schedule_command::verb::trigger, id, {}, {}});
+  }
+  expected<core::schedule> delete_schedule(const std::string& id) {
+    return one_schedule({core::schedule_command::verb::remove, id, {}, {}});
+  }
+  expected<std::vector<core::schedule>> list_schedules() { return schedule({core::schedule_command::verb::list, {}, {}, {}}); }
   /// The worker sessions connected to the hub, with the work they take.
   virtual expected<std::vector<worker_info>> workers() = 0;
   /// The partitions of hub `name` and whether each can write.
@@ -167,6 +195,14 @@ class client {
   virtual expected<void> create_task_hub(const std::string& name, std::uint32_t partitions = 0) = 0;
   /// Deletes a hub and its data; one that still holds instances only with `force`.
   virtual expected<void> delete_task_hub(const std::string& name, bool force = false) = 0;
+
+ private:
+  expected<core::schedule> one_schedule(const core::schedule_command& command) {
+    auto answered = schedule(command);
+    if (!answered) return answered.error();
+    if (answered->size() != 1) return error{errc::corrupt, "dtsd answered a schedule command with no schedule"};
+    return std::move(answered->front());
+  }
 };
 
 }  // namespace dtsd::sdk

@@ -59,6 +59,10 @@ class router {
   virtual void retention_partition(const std::string& hub, std::uint32_t partition, bool set,
                                    std::optional<core::retention_policy> policy,
                                    callback<retention_view> done) = 0;
+  /// A command for the schedules `partition` keeps (core/schedule.hpp): the
+  /// schedules it concerns, as they are after it, once durable.
+  virtual void schedule_partition(const std::string& hub, std::uint32_t partition, core::schedule_command command,
+                                  callback<std::vector<core::schedule>> done) = 0;
   /// The hub's partitions and whether each can write; answered without asking them.
   virtual expected<std::vector<partition_view>> partitions(const std::string& hub) = 0;
 

@@ -412,6 +412,45 @@ void task_service::retention(const std::string& hub, bool set, std::optional<cor
   }
 }
 
+// ------------------------------------------------------------------ schedules
+
+void task_service::schedule(const std::string& hub, core::schedule_command command,
+                            callback<std::vector<core::schedule>> done) {
+  auto partitions = router_->partition_count(hub);
+  if (!partitions) return done(partitions.error());
+  if (command.what != core::schedule_command::verb::list) {
+    if (auto valid = core::validate_schedule_id(command.id); !valid) return done(valid.error());
+    const auto home = core::partition_of(core::schedule_address(command.id), *partitions);
+    return router_->schedule_partition(hub, home, std::move(command), std::move(done));
+  }
+  struct gather {
+    std::mutex mutex;
+    std::size_t left = 0;
+    std::optional<error> failed;
+    std::vector<core::schedule> schedules;
+    callback<std::vector<core::schedule>> done;
+  };
+  auto state = std::make_shared<gather>();
+  state->left = *partitions;
+  state->done = std::move(done);
+  for (std::uint32_t p = 0; p < *partitions; ++p) {
+    router_->schedule_partition(hub, p, command, [state](expected<std::vector<core::schedule>> some) {
+      std::unique_lock lock(state->mutex);
+      if (some) {
+        for (auto& s : *some) state->schedules.push_back(std::move(s));
+      } else if (!state->failed) {
+        state->failed = some.error();
+      }
+      if (--state->left != 0) return;
+      lock.unlock();
+      if (state->failed) return state->done(*state->failed);
+      std::sort(state->schedules.begin(), state->schedules.end(),
+                [](const auto& a, const auto& b) { return a.spec.id < b.spec.id; });
+      state->done(std::move(state->schedules));
+    });
+  }
+}
+
 // ------------------------------------------------------------------ purges
 
 void task_service::purge_walk(const std::string& hub, const std::string& id, bool recursive,

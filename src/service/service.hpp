@@ -119,6 +119,10 @@ class task_service {
   /// that reached only some) answer errc::failed_precondition: set it again.
   void retention(const std::string& hub, bool set, std::optional<core::retention_policy> policy,
                  callback<retention_view> done);
+  /// A command for the hub's schedules (core/schedule.hpp), carried out by the
+  /// partition that keeps the schedule (list: every partition, merged by id).
+  /// Answers the schedules it concerns as they are after it, once durable.
+  void schedule(const std::string& hub, core::schedule_command command, callback<std::vector<core::schedule>> done);
   /// Looks at one page of entities: removes the empty ones and releases locks held
   /// by orchestrations that ended; the answer's token goes on to the next page.
   void clean_entity_storage(const std::string& hub, entity_clean_request request,

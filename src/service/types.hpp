@@ -18,6 +18,7 @@
 #include "core/list.hpp"
 #include "core/query.hpp"
 #include "core/retention.hpp"
+#include "core/schedule.hpp"
 #include "core/work_filter.hpp"
 
 namespace dtsd::service {

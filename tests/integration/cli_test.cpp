@@ -3,8 +3,10 @@
 #include <doctest/doctest.h>
 
 #include <fstream>
+#include <set>
 
 #include "processes.hpp"
+#include "core/schedule.hpp"
 #include "sdk/worker.hpp"
 
 using namespace dtsd;
@@ -284,4 +286,72 @@ TEST_CASE("cli: dtsctl compact gives a purged hub's pages back while dtsd is sto
   client.reset();
   dtsd.reset();
   fs::remove_all(data);
+}
+
+TEST_CASE("cli: a 1-second schedule starts every slot's run exactly once through kill -9 of dtsd") {
+  auto setup = fresh_server("schedule");
+  auto dtsd = std::make_unique<process>(binary("DTSD_BIN"), setup.args(), true);
+  // No worker: every run stays Pending, so "AllowAll" starts one per slot and the
+  // runs are exactly the slots that fired.
+  auto created = dtsctl(setup, {"--json", "schedule", "create", "tick", "--orchestration", "Tick", "--every", "1s",
+                                "--overlap", "allow-all", "--catch-up", "all", "--input", "{\"n\":1}"});
+  REQUIRE(created.exit_code == 0);
+  auto made = json::parse(created.out);
+  CHECK(made["status"] == "Active");
+  CHECK(made["intervalSeconds"] == 1);
+  CHECK(made["overlapPolicy"] == "AllowAll");
+  // Refusals, each changing nothing.
+  CHECK(dtsctl(setup, {"schedule", "create", "tick", "--orchestration", "Tick", "--every", "1s"}).exit_code == 1);
+  CHECK(dtsctl(setup, {"schedule", "create", "bad", "--orchestration", "X", "--cron", "61 * * * *"}).exit_code == 2);
+  CHECK(dtsctl(setup, {"schedule", "create", "bad", "--orchestration", "X", "--every", "1s", "--cron", "* * * * *"})
+            .exit_code == 2);
+  CHECK(dtsctl(setup, {"schedule", "show", "nope"}).exit_code == 1);
+  CHECK(json::parse(dtsctl(setup, {"--json", "schedule", "list"}).out).size() == 1);
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  dtsd->kill_now();  // Slots pass while it is down: caught up when it is back.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+  dtsd = std::make_unique<process>(binary("DTSD_BIN"), setup.args(), true);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2300));
+  dtsd->kill_now();
+  dtsd = std::make_unique<process>(binary("DTSD_BIN"), setup.args(), true);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto paused = dtsctl(setup, {"--json", "schedule", "pause", "tick", "--note", "test over"});
+  REQUIRE(paused.exit_code == 0);
+  auto state = json::parse(paused.out)["state"];
+  CHECK(state["paused"] == true);
+
+  auto listed = dtsctl(setup, {"--json", "instance", "list", "--id-prefix", "tick-", "--all"});
+  REQUIRE(listed.exit_code == 0);
+  std::set<std::int64_t> slots;
+  const auto rows = json::parse(listed.out)["instances"];
+  for (const auto& row : rows) {
+    const auto id = row["instanceId"].get<std::string>();  // tick-20261201T214514Z
+    REQUIRE(id.size() == 21);
+    const auto text = id.substr(5, 4) + "-" + id.substr(9, 2) + "-" + id.substr(11, 2) + "T" + id.substr(14, 2) + ":" +
+                      id.substr(16, 2) + ":" + id.substr(18, 2) + "Z";
+    auto slot = core::parse_time(text);
+    REQUIRE(slot);
+    slots.insert(*slot / 1'000'000'000);
+    CHECK(row["runtimeStatus"] == "Pending");  // Started once, never replaced.
+  }
+  REQUIRE_MESSAGE(slots.size() >= 6, listed.out);
+  // None lost: every second from the first slot to the last has its run.
+  CHECK(static_cast<std::int64_t>(slots.size()) == *slots.rbegin() - *slots.begin() + 1);
+  // None doubled: the schedule started as many runs as there are.
+  CHECK(state["runs"] == slots.size());
+  CHECK(state["missed"] == 0);
+  CHECK(state["lastInstanceId"].get<std::string>().substr(0, 5) == "tick-");
+
+  // Paused: no more runs; resumed: runs again, from the next slot.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  CHECK(json::parse(dtsctl(setup, {"--json", "instance", "list", "--id-prefix", "tick-", "--all"}).out)["instances"]
+            .size() == slots.size());
+  auto triggered = dtsctl(setup, {"schedule", "trigger", "tick"});
+  CHECK(triggered.exit_code == 0);
+  CHECK(triggered.out.find("started tick-") != std::string::npos);
+  CHECK(dtsctl(setup, {"schedule", "delete", "tick"}).exit_code == 0);
+  CHECK(json::parse(dtsctl(setup, {"--json", "schedule", "list"}).out).empty());
+  dtsd.reset();
+  std::filesystem::remove_all(setup.data_dir);
 }

@@ -118,6 +118,11 @@ class engine_node final : public service::router {
     if (hub != hub_) return done(error{errc::unknown_task_hub, "no hub"});
     send(p, actors::requests::retention{set, std::move(policy), std::move(done)});
   }
+  void schedule_partition(const std::string& hub, std::uint32_t p, core::schedule_command command,
+                          service::callback<std::vector<core::schedule>> done) override {
+    if (hub != hub_) return done(error{errc::unknown_task_hub, "no hub"});
+    send(p, actors::requests::schedule{std::move(command), std::move(done)});
+  }
   expected<std::vector<service::partition_view>> partitions(const std::string&) override {
     return std::vector<service::partition_view>{};
   }

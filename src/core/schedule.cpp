@@ -115,9 +115,12 @@ const date::time_zone* find_zone(const std::string& name) {
   }
 }
 
-std::string compact_time(std::int64_t ns) {
-  const date::sys_seconds at{std::chrono::seconds{floor_div(ns, ns_per_s)}};
-  return date::format("%Y%m%dT%H%M%SZ", at);
+/// 20261201T210000Z; with milliseconds (a triggered run's), 20261201T210000.250Z.
+std::string compact_time(std::int64_t ns, bool millis) {
+  const auto seconds = floor_div(ns, ns_per_s);
+  const date::sys_seconds at{std::chrono::seconds{seconds}};
+  if (!millis) return date::format("%Y%m%dT%H%M%SZ", at);
+  return date::format("%Y%m%dT%H%M%S", at) + fmt::format(".{:03}Z", (ns - seconds * ns_per_s) / 1'000'000);
 }
 
 std::optional<std::int64_t> next_cron_slot(const schedule_spec& spec, const cron_expression& cron,
@@ -483,9 +486,9 @@ std::optional<std::int64_t> next_slot(const schedule_spec& spec, std::int64_t af
   return next_cron_slot(spec, *cron, zone, after);
 }
 
-std::string slot_instance_id(const schedule_spec& spec, std::int64_t slot_ns) {
+std::string slot_instance_id(const schedule_spec& spec, std::int64_t slot_ns, bool triggered) {
   std::string id = spec.instance_id_template.empty() ? std::string(default_template) : spec.instance_id_template;
-  for (auto [key, value] : {std::pair<std::string_view, std::string>{"{schedule}", spec.id}, {"{slot}", compact_time(slot_ns)}}) {
+  for (auto [key, value] : {std::pair<std::string_view, std::string>{"{schedule}", spec.id}, {"{slot}", compact_time(slot_ns, triggered)}}) {
     for (auto at = id.find(key); at != std::string::npos; at = id.find(key, at + value.size())) {
       id.replace(at, key.size(), value);
     }

@@ -70,8 +70,9 @@ struct schedule_spec {
   std::string orchestration;
   payload version;
   payload input;
-  /// The run's instance id: "{schedule}" and "{slot}" (the slot as 20261201T210000Z)
-  /// are replaced; it must contain "{slot}". Empty: "{schedule}-{slot}".
+  /// The run's instance id: "{schedule}" and "{slot}" (the slot as 20261201T210000Z;
+  /// a triggered run's time with milliseconds, 20261201T210003.250Z) are replaced;
+  /// it must contain "{slot}". Empty: "{schedule}-{slot}".
   std::string instance_id_template;
   std::int64_t interval_s = 0;  ///< Every this many seconds, counted from start_ns (or the epoch); or
   std::string cron;             ///< a cron expression, read in
@@ -139,8 +140,9 @@ instance_message run_ended_report(std::string_view schedule_id, std::string_view
 
 /// The first slot strictly after `after_ns`; nothing when none is left.
 std::optional<std::int64_t> next_slot(const schedule_spec& spec, std::int64_t after_ns);
-/// The run's instance id for a slot.
-std::string slot_instance_id(const schedule_spec& spec, std::int64_t slot_ns);
+/// The run's instance id for a slot, or for a run triggered by hand at `slot_ns`
+/// (its time to the millisecond, so that it is never a slot's id).
+std::string slot_instance_id(const schedule_spec& spec, std::int64_t slot_ns, bool triggered = false);
 /// 2026-12-01T21:00:00Z (UTC, whole seconds).
 std::string format_time(std::int64_t ns);
 /// RFC 3339 ("2026-12-01T21:00:00Z", "2026-12-01T22:00:00+01:00") -> ns.

@@ -661,6 +661,7 @@ class rest_api {
     if (parts[0] == "retention" && parts.size() == 1 && (method == "GET" || method == "PUT" || method == "DELETE")) {
       return retention(hub, method, request, std::move(answer));
     }
+    if (parts[0] == "schedules") return schedules(hub, parts, request, std::move(answer));
     if (parts[0] == "orchestrations") return orchestrations(hub, parts, request, std::move(answer));
     if (parts[0] == "entities") return entities(hub, parts, request, std::move(answer));
     answer(failure(error{errc::not_found, fmt::format("no route for {} {}", method, request.path)}));
@@ -994,6 +995,53 @@ class rest_api {
                          out["source"] = view->own ? "taskHub" : "dtsdDefault";
                          answer(json_answer(200, std::move(out)));
                        });
+  }
+
+  /// Schedules (core/schedule.hpp): GET and POST /schedules (list, create); GET,
+  /// PUT and DELETE /schedules/{id}; POST /schedules/{id}/pause ({"reason"}),
+  /// /resume and /trigger. Each answers the schedule as it is after the call.
+  void schedules(const std::string& hub, const std::vector<std::string>& parts, const http_request& request,
+                 responder answer) {
+    using verb = core::schedule_command::verb;
+    const auto& method = request.method;
+    core::schedule_command command;
+    if (parts.size() == 1 && method == "GET") {
+      command.what = verb::list;
+    } else if (parts.size() == 1 && method == "POST") {
+      auto spec = core::schedule_spec_from_json(request.body);
+      if (!spec) return answer(failure(spec.error()));
+      command = {verb::create, spec->id, std::move(*spec), {}};
+    } else if (parts.size() == 2 && (method == "GET" || method == "DELETE")) {
+      command = {method == "GET" ? verb::get : verb::remove, parts[1], {}, {}};
+    } else if (parts.size() == 2 && method == "PUT") {
+      auto body = body_object(request);
+      if (!body) return answer(failure(body.error()));
+      if (!body->contains("scheduleId")) (*body)["scheduleId"] = parts[1];
+      auto spec = core::schedule_spec_from_json(body->dump());
+      if (!spec) return answer(failure(spec.error()));
+      if (spec->id != parts[1]) {
+        return answer(failure(error{errc::invalid_argument, fmt::format("the body's scheduleId '{}' is not the path's '{}'",
+                                                                        spec->id, parts[1])}));
+      }
+      command = {verb::update, parts[1], std::move(*spec), {}};
+    } else if (parts.size() == 3 && method == "POST" &&
+               (parts[2] == "pause" || parts[2] == "resume" || parts[2] == "trigger")) {
+      command = {parts[2] == "pause" ? verb::pause : parts[2] == "resume" ? verb::resume : verb::trigger, parts[1], {}, {}};
+      if (parts[2] == "pause" && !request.body.empty()) {
+        auto body = body_object(request);
+        if (!body) return answer(failure(body.error()));
+        if (body->contains("reason") && (*body)["reason"].is_string()) command.note = (*body)["reason"].get<std::string>();
+      }
+    } else {
+      return answer(failure(error{errc::not_found, fmt::format("no route for {} {}", method, request.path)}));
+    }
+    const auto what = command.what;
+    service_.schedule(hub, std::move(command), [what, answer = std::move(answer)](expected<std::vector<core::schedule>> done) {
+      if (!done) return answer(failure(done.error()));
+      auto all = json::parse(core::to_json(*done));
+      if (what == verb::list) return answer(json_answer(200, json{{"schedules", std::move(all)}}));
+      answer(json_answer(what == verb::create ? 201 : 200, all.empty() ? json::object() : all[0]));
+    });
   }
 
   void workers(const std::string& hub, responder answer) {

@@ -778,7 +778,7 @@ void partition_engine::schedule_changed(const core::schedule& s) {
   }
 }
 
-void partition_engine::run_slot(core::schedule& s, std::int64_t slot_ns, bool forced) {
+void partition_engine::run_slot(core::schedule& s, std::int64_t slot_ns, bool forced, bool triggered) {
   auto& state = s.state;
   if (!forced && state.last_running) {
     switch (s.spec.overlap) {
@@ -791,7 +791,7 @@ void partition_engine::run_slot(core::schedule& s, std::int64_t slot_ns, bool fo
     }
   }
   core::start_request start;
-  start.instance_id = core::slot_instance_id(s.spec, slot_ns);
+  start.instance_id = core::slot_instance_id(s.spec, slot_ns, triggered);
   // Derived, not drawn: the start message is the same however often it is made.
   start.execution_id = core::derive_execution_id(start.instance_id, "schedule");
   start.name = s.spec.orchestration;
@@ -908,13 +908,9 @@ expected<std::pair<std::uint64_t, std::vector<core::schedule>>> partition_engine
       s.state.next_slot_ns = core::next_slot(s.spec, now_ns).value_or(0);
       break;
     case verb::trigger: {
-      // A run now, whatever the overlap policy (an operator asked for it).
-      const auto slot = now_ns - now_ns % 1'000'000'000;
-      if (slot == s.state.last_slot_ns) {
-        return error{errc::already_exists,
-                     fmt::format("schedule '{}' started a run for {} already", command.id, core::format_time(slot))};
-      }
-      run_slot(s, slot, true);
+      // A run now, whatever the overlap policy (an operator asked for it). Its id
+      // has the time to the millisecond, apart from every slot's.
+      run_slot(s, now_ns - now_ns % 1'000'000, true, true);
       break;
     }
     case verb::create:

@@ -360,8 +360,9 @@ class partition_engine {
   std::uint32_t partition_of(const std::string& instance_id) const;
   /// Schedules: the batch writes `s` as it is now, and its due time is indexed again.
   void schedule_changed(const core::schedule& s);
-  /// Starts the run of `slot` (the overlap policy first, unless `forced`).
-  void run_slot(core::schedule& s, std::int64_t slot_ns, bool forced);
+  /// Starts the run of `slot` (the overlap policy first, unless `forced`; a
+  /// `triggered` run by hand has an id of its own).
+  void run_slot(core::schedule& s, std::int64_t slot_ns, bool forced, bool triggered = false);
   /// A run of a schedule here ended (or could not start).
   void schedule_run_ended(const std::string& schedule_id, const core::instance_message& report);
 

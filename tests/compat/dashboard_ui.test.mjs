@@ -214,4 +214,35 @@ describe("the dashboard in a browser", () => {
     await eventually(async () => (await page.locator("figure.chart svg").count()) === 3, 20000, "the charts");
     await shot("workers");
   });
+  test("schedules: one made from the form runs each second, pauses, runs now on request and is deleted", async () => {
+    const id = `ui-sched-${run}`;
+    await page.goto(`${env.dtsd.restUrl}/#/schedules`);
+    await page.getByLabel("Schedule ID").fill(id);
+    await page.getByLabel("Orchestration").fill("HelloCities");
+    await page.getByLabel("Timing").selectOption("cron");
+    await page.getByLabel("Cron (5 fields, or 6 with seconds)").fill("0 0 30 2 *");
+    await page.getByRole("button", { name: "Create" }).click();
+    await page.getByRole("alert").filter({ hasText: "no month" }).waitFor();
+    const none = await fetch(`${env.dtsd.restUrl}/v1/taskhubs/schedules/${id}`);
+    assert.equal(none.status, 404, "nothing made from bad input");
+    await page.getByLabel("Cron (5 fields, or 6 with seconds)").fill("* * * * * *");
+    await page.getByLabel("Time zone").fill("Europe/Berlin");
+    await page.getByRole("button", { name: "Create" }).click();
+    await page.locator(".message", { hasText: `Created ${id}` }).waitFor();
+    const row = page.locator("table.list tr", { hasText: id });
+    // Its runs complete with the worker; the last one shows, linked.
+    await row.locator(".badge", { hasText: "COMPLETED" }).waitFor({ timeout: 20000 });
+    await shot("schedules");
+    await row.getByRole("button", { name: "Pause" }).click();
+    await row.locator("td", { hasText: "Paused" }).waitFor();
+    await row.getByRole("button", { name: "Run now" }).click();
+    await page.locator(".message", { hasText: "Started" }).waitFor();
+    await row.locator("a.mono").first().click();
+    await page.locator("h2", { hasText: id }).waitFor();
+    await page.goto(`${env.dtsd.restUrl}/#/schedules`);
+    page.once("dialog", (dialog) => dialog.accept());
+    await page.locator("table.list tr", { hasText: id }).getByRole("button", { name: "Delete" }).click();
+    await page.locator(".message", { hasText: "deleted" }).waitFor();
+    await page.locator("table.list tr", { hasText: id }).waitFor({ state: "detached" });
+  });
 });

@@ -471,4 +471,50 @@ describe("the DTS REST API on the dashboard port", () => {
     assert.equal(dropped.status, 200);
     assert.equal(dropped.body.source, "dtsdDefault");
   });
+  test("schedules: created, listed, changed, paused, triggered and deleted over REST; runs start with the worker and report back", async () => {
+    const id = `rest-sched-${run}`;
+    const made = await rest("POST", "schedules", { body: { scheduleId: id, orchestrationName: "HelloCities", interval: "1s",
+                                                          orchestrationInput: { from: "rest" }, catchUpPolicy: "All" } });
+    assert.equal(made.status, 201);
+    assert.equal(made.body.scheduleId, id);
+    assert.equal(made.body.status, "Active");
+    assert.equal(made.body.intervalSeconds, 1);
+    assert.equal((await rest("POST", "schedules", { body: { scheduleId: id, orchestrationName: "HelloCities", interval: "1s" } })).status, 409);
+    for (const bad of ['{"scheduleId": "x", "orchestrationName": "A", "cron": "0 0 31 2 *"}',
+                       '{"scheduleId": "x", "orchestrationName": "A", "cron": "* * * * *", "timeZone": "Nowhere/Land"}',
+                       '{"scheduleId": "x", "orchestrationName": "A"}', "not json"]) {
+      const refused = await rest("POST", "schedules", { raw: bad });
+      assert.equal(refused.status, 400, bad);
+      assert.ok(refused.body.message.length > 0);
+    }
+    assert.equal((await rest("GET", "schedules/x")).status, 404);  // Nothing was made from bad input.
+    // Runs start each second and complete with the shared worker; each reports its end.
+    await eventually(async () => {
+      const shown = (await rest("GET", `schedules/${id}`)).body;
+      return shown.state.runs >= 2 && shown.state.lastStatus === "Completed";
+    }, 20000, "two runs, the last completed");
+    const shown = (await rest("GET", `schedules/${id}`)).body;
+    const run1 = await rest("GET", `orchestrations/${encodeURIComponent(shown.state.lastInstanceId)}`);
+    assert.equal(run1.status, 200);
+    assert.equal(run1.body.tags["dtsd.schedule"], id);
+    const listed = await rest("GET", "schedules");
+    assert.ok(listed.body.schedules.some((s) => s.scheduleId === id));
+    const paused = await rest("POST", `schedules/${id}/pause`, { body: { reason: "maintenance" } });
+    assert.equal(paused.status, 200);
+    assert.equal(paused.body.status, "Paused");
+    assert.equal(paused.body.state.note, "maintenance");
+    const changed = await rest("PUT", `schedules/${id}`, { body: { orchestrationName: "HelloCities", cron: "0 9 * * MON-FRI",
+                                                                   timeZone: "Europe/Berlin" } });
+    assert.equal(changed.status, 200);
+    assert.equal(changed.body.cron, "0 9 * * MON-FRI");
+    assert.equal((await rest("PUT", `schedules/${id}`, { body: { scheduleId: "other", orchestrationName: "A", interval: "1m" } })).status, 400);
+    const resumed = await rest("POST", `schedules/${id}/resume`);
+    assert.equal(resumed.body.status, "Active");
+    assert.match(resumed.body.nextRunAt, /T0[78]:00:00Z$/);  // 09:00 in Berlin is 07:00 or 08:00 UTC.
+    const triggered = await rest("POST", `schedules/${id}/trigger`);
+    assert.equal(triggered.status, 200);
+    await waitStatus(triggered.body.state.lastInstanceId, "ORCHESTRATION_STATUS_COMPLETED");
+    assert.equal((await rest("DELETE", `schedules/${id}`)).status, 200);
+    assert.equal((await rest("GET", `schedules/${id}`)).status, 404);
+  });
 });

@@ -141,6 +141,8 @@ TEST_CASE("schedule: catch-up after a stop runs one, every slot up to a bound, o
 TEST_CASE("schedule: instance ids are the schedule id and the slot") {
   auto spec = cron_spec("0 * * * *");
   CHECK(slot_instance_id(spec, at("2026-12-01T21:00:00Z")) == "nightly-20261201T210000Z");
+  CHECK(slot_instance_id(spec, at("2026-12-01T21:00:00Z") + 250'000'000, true) == "nightly-20261201T210000.250Z");
+  CHECK(slot_instance_id(spec, at("2026-12-01T21:00:00Z"), true) == "nightly-20261201T210000.000Z");
   spec.instance_id_template = "report/{slot}/{schedule}";
   CHECK(slot_instance_id(spec, at("2026-12-01T21:00:00Z")) == "report/20261201T210000Z/nightly");
   CHECK(schedule_of_address(schedule_address("nightly")) == "nightly");

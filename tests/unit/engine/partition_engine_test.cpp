@@ -880,8 +880,17 @@ TEST_CASE("engine: schedules paused, resumed, updated, triggered and deleted, du
   auto triggered = command(w, verb::trigger, "daily");
   REQUIRE(triggered);
   run_to_quiet(w);
-  CHECK(runs_of(w, "daily") == std::set<std::string>{triggered->second.front().state.last_instance_id});
-  CHECK(command(w, verb::trigger, "daily").error().code == errc::already_exists);  // The same second.
+  const auto run_id = triggered->second.front().state.last_instance_id;
+  CHECK(runs_of(w, "daily") == std::set<std::string>{run_id});
+  CHECK(run_id.find('.') != std::string::npos);  // 20231114T221320.000Z: apart from every slot's id.
+  CHECK(schedule_of(w, "daily").state.last_status == "Completed");
+  // Triggered again in the same millisecond: the same id, which exists; the run
+  // reports that it could not start, and the schedule does not wait for it.
+  REQUIRE(command(w, verb::trigger, "daily"));
+  run_to_quiet(w);
+  CHECK(runs_of(w, "daily").size() == 1);
+  CHECK(schedule_of(w, "daily").state.last_status == "StartFailed");
+  CHECK_FALSE(schedule_of(w, "daily").state.last_running);
 
   spec.interval_s = 3600;
   spec.orchestration = "Sleepy";

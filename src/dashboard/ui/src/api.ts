@@ -66,6 +66,27 @@ export interface Worker {
   workItemFilters?: Record<"orchestrations" | "activities" | "entities", { name: string; version?: string }[]>;
 }
 
+/** A schedule as dtsd's /schedules answers it (core/schedule.hpp). */
+export interface Schedule {
+  scheduleId: string;
+  orchestrationName: string;
+  orchestrationInput?: string | null;
+  interval?: string;
+  cron?: string;
+  timeZone: string;
+  overlapPolicy: string;
+  catchUpPolicy: string;
+  status: "Active" | "Paused" | "Ended";
+  nextRunAt?: string | null;
+  lastRunAt?: string | null;
+  startAt?: string;
+  endAt?: string;
+  state: {
+    paused: boolean; note: string; lastInstanceId: string; lastStatus: string; lastRunning: boolean;
+    runs: number; skipped: number; missed: number;
+  };
+}
+
 export interface Entity {
   instanceId: string;
   lastModifiedTime: string;

@@ -8,7 +8,7 @@ import { useCallback, useEffect, useMemo, useState } from "preact/hooks";
 import {
   ApiError, call, currentHub, enc, Entity, Failure, HistoryEvent, Orchestration, Payloads, QueryResult, setHub,
   onUnauthenticated, setSignedInToken, signedInToken,
-  shortStatus, STATUSES, taskHubs, Worker,
+  Schedule, shortStatus, STATUSES, taskHubs, Worker,
 } from "./api";
 
 // ------------------------------------------------------------------ routing
@@ -848,6 +848,112 @@ function WorkersPage() {
   );
 }
 
+// ------------------------------------------------------------------ schedules
+
+function SchedulesPage() {
+  const [schedules, setSchedules] = useState<Schedule[] | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [message, setMessage] = useState<string | null>(null);
+  const [timing, setTiming] = useState<"interval" | "cron">("interval");
+  const load = useCallback(() => {
+    call<{ schedules: Schedule[] }>("GET", "schedules").then((r) => { setSchedules(r.schedules); setError(null); }, setError);
+  }, []);
+  usePolling(load, 2000);
+  const act = async (s: Schedule, what: "pause" | "resume" | "trigger" | "delete") => {
+    if (what === "delete" && !confirm(`Delete schedule ${s.scheduleId}? Its runs stay.`)) return;
+    try {
+      const done = what === "delete"
+        ? await call<Schedule>("DELETE", `schedules/${enc(s.scheduleId)}`)
+        : await call<Schedule>("POST", `schedules/${enc(s.scheduleId)}/${what}`, what === "pause" ? { reason: "paused from the dashboard" } : undefined);
+      setMessage(what === "trigger" ? `Started ${done.state.lastInstanceId}` : `${s.scheduleId}: ${what === "delete" ? "deleted" : done.status}`);
+      setError(null);
+      load();
+    } catch (e) {
+      setError(e);
+    }
+  };
+  const create = async (e: Event) => {
+    e.preventDefault();
+    const data = new FormData(e.currentTarget as HTMLFormElement);
+    const input = String(data.get("input") ?? "").trim();
+    if (input) {
+      try { JSON.parse(input); } catch { return setError(new Error("Input: not valid JSON")); }
+    }
+    const field = (name: string) => String(data.get(name) ?? "").trim();
+    try {
+      const made = await call<Schedule>("POST", "schedules", {
+        scheduleId: field("id"),
+        orchestrationName: field("name"),
+        ...(timing === "interval" ? { interval: field("interval") } : { cron: field("cron"), timeZone: field("zone") || "UTC" }),
+        ...(input ? { orchestrationInput: input } : {}),
+        overlapPolicy: field("overlap"),
+        catchUpPolicy: field("catchup"),
+      });
+      setMessage(`Created ${made.scheduleId}: next run ${time(made.nextRunAt ?? undefined)}`);
+      setError(null);
+      (e.target as HTMLFormElement).reset();
+      load();
+    } catch (err) {
+      setError(err);
+    }
+  };
+  const runLink = (s: Schedule) => s.state.lastInstanceId
+    ? <span><a class="mono" href={`#/orchestrations/${enc(s.state.lastInstanceId)}`}>{s.state.lastInstanceId}</a>{" "}
+        <StatusBadge status={s.state.lastStatus.toUpperCase()} /></span>
+    : <span class="muted">none yet</span>;
+  return (
+    <section>
+      <h2>Schedules</h2>
+      <ErrorLine error={error} />
+      {message && <p class="message">{message}</p>}
+      <table class="list">
+        <thead><tr><th>Schedule</th><th>Starts</th><th>When</th><th>Status</th><th>Next run</th><th>Last run</th>
+          <th>Runs / skipped / missed</th><th></th></tr></thead>
+        <tbody>
+          {(schedules ?? []).map((s) => (
+            <tr><td class="mono">{s.scheduleId}</td>
+              <td>{s.orchestrationName}</td>
+              <td>{s.cron ? <span><span class="mono">{s.cron}</span> <span class="muted">{s.timeZone}</span></span> : `every ${s.interval}`}</td>
+              <td title={s.state.note}>{s.status}</td>
+              <td>{time(s.nextRunAt ?? undefined)}</td>
+              <td>{runLink(s)}</td>
+              <td>{s.state.runs} / {s.state.skipped} / {s.state.missed}</td>
+              <td class="actions">
+                {s.state.paused
+                  ? <button onClick={() => act(s, "resume")}>Resume</button>
+                  : <button onClick={() => act(s, "pause")}>Pause</button>}
+                <button onClick={() => act(s, "trigger")}>Run now</button>
+                <button class="danger" onClick={() => act(s, "delete")}>Delete</button>
+              </td></tr>
+          ))}
+          {schedules && !schedules.length && <tr><td colSpan={8} class="empty">No schedules.</td></tr>}
+        </tbody>
+      </table>
+      <h3>New schedule</h3>
+      <form class="new" onSubmit={create}>
+        <label>Schedule ID <input name="id" required placeholder="nightly-report" pattern="[A-Za-z0-9_.\-]{1,64}" /></label>
+        <label>Orchestration <input name="name" required placeholder="HelloCities" /></label>
+        <label>Timing <select name="timing" value={timing} onChange={(e) => setTiming((e.target as HTMLSelectElement).value as "interval" | "cron")}>
+          <option value="interval">Every…</option><option value="cron">Cron expression</option></select></label>
+        {timing === "interval"
+          ? <label>Interval <input name="interval" required placeholder="5m (30s, 1h, 1d)" /></label>
+          : <>
+              <label>Cron (5 fields, or 6 with seconds) <input name="cron" required placeholder="0 9 * * MON-FRI" /></label>
+              <label>Time zone <input name="zone" placeholder="UTC" defaultValue={Intl.DateTimeFormat().resolvedOptions().timeZone} /></label>
+            </>}
+        <label>Input (JSON) <textarea name="input" rows={3} placeholder='{"city": "Tokyo"}' /></label>
+        <label>If the last run still runs <select name="overlap">
+          <option value="Skip">skip the slot</option><option value="BufferOne">run it when the last ends</option>
+          <option value="AllowAll">run anyway</option></select></label>
+        <label>Slots missed while dtsd was down <select name="catchup">
+          <option value="One">run the latest once</option><option value="All">run each</option>
+          <option value="Skip">skip them</option></select></label>
+        <button type="submit">Create</button>
+      </form>
+    </section>
+  );
+}
+
 // ------------------------------------------------------------------ the frame
 
 // ------------------------------------------------------------------ sign-in (dtsd --auth)
@@ -942,6 +1048,7 @@ function App() {
     : route.path === "/new" ? <NewPage />
     : route.path === "/entities" ? <EntitiesPage />
     : route.path === "/workers" ? <WorkersPage />
+    : route.path === "/schedules" ? <SchedulesPage />
     : <ListPage key={currentHub()} params={route.params} />;
   return (
     <>
@@ -950,6 +1057,7 @@ function App() {
         <nav>
           <a href="#/" class={route.path === "/" ? "active" : ""}>Orchestrations</a>
           <a href="#/entities" class={route.path === "/entities" ? "active" : ""}>Entities</a>
+          <a href="#/schedules" class={route.path === "/schedules" ? "active" : ""}>Schedules</a>
           <a href="#/workers" class={route.path === "/workers" ? "active" : ""}>Workers</a>
           <a href="#/new" class={route.path === "/new" ? "active" : ""}>New orchestration</a>
         </nav>

@@ -22,6 +22,8 @@
 //              [--input JSON] [--version V] [--id-template T] [--start-at T] [--end-at T]
 //              [--overlap skip|buffer-one|allow-all] [--catch-up one|all|skip] [--catch-up-max N]
 //   dtsctl ... schedule list | show|pause|resume|trigger|delete ID [--note T]
+//   dtsctl ... export --to FILE[.gz] [--gzip] [--status S]... [--name-prefix P] [--id-prefix P] [--created-from T]
+//              [--created-to T] [--completed-from T] [--completed-to T] [--purge] [--restart] [--page-size N]
 //   dtsctl [--json] cluster status|drain NODE|undrain NODE --cluster etcd://HOST:PORT
 //   dtsctl [--task-hub H] [--json] cluster where ID --cluster etcd://HOST:PORT
 //   dtsctl [--json] token create --role contributor|worker|reader --task-hub NAME|'*' [--expires 30d] [--note T]
@@ -50,6 +52,7 @@
 #include "core/ids.hpp"
 #include "core/retention.hpp"
 #include "core/schedule.hpp"
+#include "cli/export.hpp"
 #include "sdk/client.hpp"
 #include "store/kv.hpp"
 
@@ -821,6 +824,27 @@ int main(int argc, char** argv) {
     if (std::string_view(verb) == "pause") sub->add_option("--note", schedule_note, "Why (shown with it)");
     schedule_verbs[verb] = sub;
   }
+  auto* export_cmd = app.add_subcommand("export", "Write orchestrations with their histories to a file, JSON Lines "
+                                                  "(resumable: run the same command again)");
+  cli::export_options exported;
+  std::vector<std::string> export_statuses;
+  std::string export_name_prefix, export_id_prefix, export_created_from, export_created_to;
+  std::uint32_t export_page_size = 100;
+  export_cmd->add_option("--to", exported.to, "The file (FILE.gz is compressed); its progress is kept in FILE.progress")
+      ->required();
+  export_cmd->add_flag("--gzip", exported.gzip, "Compress with gzip (also when the file ends in .gz)");
+  export_cmd->add_option("--status", export_statuses, "Only these statuses (repeat)");
+  export_cmd->add_option("--name-prefix", export_name_prefix, "Only names starting with this");
+  export_cmd->add_option("--id-prefix", export_id_prefix, "Only instance ids starting with this");
+  export_cmd->add_option("--created-from", export_created_from, "Created at or after (RFC 3339)");
+  export_cmd->add_option("--created-to", export_created_to, "Created at or before (RFC 3339)");
+  export_cmd->add_option("--completed-from", exported.completed_from, "Ended at or after (RFC 3339); only ended ones");
+  export_cmd->add_option("--completed-to", exported.completed_to, "Ended at or before (RFC 3339); only ended ones");
+  export_cmd->add_flag("--purge", exported.purge, "Purge each page's orchestrations once the page is on disk");
+  export_cmd->add_flag("--restart", exported.restart, "Start over: replace the file and forget its progress");
+  export_cmd->add_option("--page-size", export_page_size, "Orchestrations per page (in memory at once)")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
   // Local too: it works on the files, while dtsd is stopped.
   auto* compact_cmd = app.add_subcommand("compact", "Rewrite the data directory's stores without their free pages "
                                                     "(dtsd must be stopped)");
@@ -917,6 +941,25 @@ int main(int argc, char** argv) {
       return 2;
     }
     return show_retention(client.set_retention(*policy), g.hub, g.as_json);
+  }
+  if (export_cmd->parsed()) {
+    auto filter = filter_of(export_statuses, export_name_prefix, export_id_prefix);
+    if (!filter) return 2;
+    for (auto [text, bound] : {std::pair{&export_created_from, &filter->created_from},
+                               {&export_created_to, &filter->created_to}}) {
+      if (text->empty()) continue;
+      auto at = core::parse_time(*text);
+      if (!at) {
+        std::fprintf(stderr, "dtsctl: %s\n", at.error().message.c_str());
+        return 2;
+      }
+      *bound = std::chrono::system_clock::time_point(
+          std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::nanoseconds(*at)));
+    }
+    filter->page_size = export_page_size;
+    exported.filter = std::move(*filter);
+    if (exported.to.size() > 3 && exported.to.substr(exported.to.size() - 3) == ".gz") exported.gzip = true;
+    return cli::export_instances(client, exported, g.as_json);
   }
   if (schedule_create->parsed() || schedule_update->parsed()) {
     json base = json::object();

@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include "processes.hpp"
 #include "core/schedule.hpp"
@@ -353,5 +354,86 @@ TEST_CASE("cli: a 1-second schedule starts every slot's run exactly once through
   CHECK(dtsctl(setup, {"schedule", "delete", "tick"}).exit_code == 0);
   CHECK(json::parse(dtsctl(setup, {"--json", "schedule", "list"}).out).empty());
   dtsd.reset();
+  std::filesystem::remove_all(setup.data_dir);
+}
+
+TEST_CASE("cli: dtsctl export writes each orchestration once with its history, resumes after kill -9, and purges") {
+  auto setup = fresh_server("export");
+  process dtsd(binary("DTSD_BIN"), setup.args({"--retention-default", "forever"}), true);
+  auto client = connect(setup.address());
+  constexpr int count = 600;
+  std::vector<json> inputs;
+  std::vector<std::string> ids;
+  for (int i = 0; i < count; ++i) {
+    inputs.push_back(json{{"n", i}});
+    ids.push_back("exp-" + std::to_string(i));
+  }
+  REQUIRE(client->start_many("Archived", inputs, ids));
+  for (const auto& id : ids) REQUIRE(client->terminate(id, json("archived")));
+  sdk::start_options running;
+  running.instance_id = "exp-running";
+  REQUIRE(client->start("Archived", json(nullptr), running));  // Not ended: not exported.
+  const auto file = (setup.data_dir.parent_path() / ("dtsd-export-" + std::to_string(getpid()) + ".jsonl.gz")).string();
+  std::filesystem::remove(file);
+  std::filesystem::remove(file + ".progress");
+  std::vector<std::string> args = {"--address", setup.address(), "export", "--to", file, "--status", "Terminated",
+                                   "--completed-from", "2020-01-01T00:00:00Z", "--page-size", "5", "--purge"};
+  {
+    // Killed part way: some pages are on disk, and purged.
+    process first(binary("DTSCTL_BIN"), args);
+    std::uint64_t done_so_far = 0;
+    for (int i = 0; i < 500 && done_so_far < 50; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      std::ifstream in(file + ".progress");
+      auto progress = json::parse(in, nullptr, false);
+      if (!progress.is_discarded()) done_so_far = progress.value("exported", std::uint64_t{0});
+    }
+    first.kill_now();
+    REQUIRE_MESSAGE(done_so_far >= 50, "the export made no progress to interrupt");
+    REQUIRE(done_so_far < static_cast<std::uint64_t>(count));
+  }
+  // Other options are refused while that export is unfinished.
+  auto other = run_command(binary("DTSCTL_BIN"), {"--address", setup.address(), "export", "--to", file});
+  CHECK(other.exit_code == 2);
+  auto resumed = run_command(binary("DTSCTL_BIN"), [&] {
+    auto a = args;
+    a.insert(a.begin() + 2, "--json");
+    return a;
+  }());
+  REQUIRE(resumed.exit_code == 0);
+  auto summary = json::parse(resumed.out);
+  CHECK(summary["exported"] == count);
+  CHECK(summary["purged"] == count);
+
+  // Every terminated one exactly once, with its input and its history; the running one not.
+  auto text = run_command("/bin/sh", {"-c", "gzip -dc '" + file + "'"});
+  REQUIRE(text.exit_code == 0);
+  std::set<std::string> seen;
+  std::istringstream lines(text.out);
+  std::string line;
+  std::size_t lines_read = 0;
+  while (std::getline(lines, line)) {
+    ++lines_read;
+    auto row = json::parse(line);
+    seen.insert(row["instanceId"].get<std::string>());
+    CHECK(row["orchestrationStatus"] == "ORCHESTRATION_STATUS_TERMINATED");
+    CHECK(json::parse(row["input"].get<std::string>()).contains("n"));
+    REQUIRE(row["history"].is_array());
+    CHECK(row["history"].size() >= 2);
+  }
+  CHECK(lines_read == static_cast<std::size_t>(count));
+  CHECK(seen.size() == static_cast<std::size_t>(count));
+  CHECK_FALSE(seen.count("exp-running"));
+  // Purged once on disk: only the running one is left.
+  auto left = client->query({});
+  REQUIRE(left);
+  REQUIRE(left->instances.size() == 1);
+  CHECK(left->instances[0].instance_id == "exp-running");
+  // Done: running it again writes nothing more.
+  auto again = run_command(binary("DTSCTL_BIN"), args);
+  CHECK(again.exit_code == 0);
+  CHECK(again.out.find("exported 600 orchestrations") != std::string::npos);
+  std::filesystem::remove(file);
+  std::filesystem::remove(file + ".progress");
   std::filesystem::remove_all(setup.data_dir);
 }

@@ -23,7 +23,8 @@
 //              [--overlap skip|buffer-one|allow-all] [--catch-up one|all|skip] [--catch-up-max N]
 //   dtsctl ... schedule list | show|pause|resume|trigger|delete ID [--note T]
 //   dtsctl ... export --to FILE[.gz] [--gzip] [--status S]... [--name-prefix P] [--id-prefix P] [--created-from T]
-//              [--created-to T] [--completed-from T] [--completed-to T] [--purge] [--restart] [--page-size N]
+//              [--created-to T] [--completed-from T] [--completed-to T] [--purge [--follow SECONDS]] [--restart]
+//              [--page-size N]
 //   dtsctl [--json] cluster status|drain NODE|undrain NODE --cluster etcd://HOST:PORT
 //   dtsctl [--task-hub H] [--json] cluster where ID --cluster etcd://HOST:PORT
 //   dtsctl [--json] token create --role contributor|worker|reader --task-hub NAME|'*' [--expires 30d] [--note T]
@@ -842,6 +843,8 @@ int main(int argc, char** argv) {
   export_cmd->add_option("--completed-to", exported.completed_to, "Ended at or before (RFC 3339); only ended ones");
   export_cmd->add_flag("--purge", exported.purge, "Purge each page's orchestrations once the page is on disk");
   export_cmd->add_flag("--restart", exported.restart, "Start over: replace the file and forget its progress");
+  export_cmd->add_option("--follow", exported.follow_s,
+                         "Keep going: look for new matches every this many seconds until Ctrl-C (needs --purge)");
   export_cmd->add_option("--page-size", export_page_size, "Orchestrations per page (in memory at once)")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();

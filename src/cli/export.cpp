@@ -5,6 +5,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <csignal>
+#include <thread>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -20,6 +23,10 @@ namespace {
 
 using json = nlohmann::json;
 namespace fs = std::filesystem;
+
+/// Set by SIGINT or SIGTERM: a following export stops between pages.
+volatile std::sig_atomic_t stop_asked = 0;
+extern "C" void ask_stop(int) { stop_asked = 1; }
 
 int fail(const std::string& message, int code = 1) {
   std::fprintf(stderr, "\ndtsctl: %s\n", message.c_str());
@@ -99,21 +106,27 @@ expected<void> save_progress(const fs::path& path, const json& progress) {
   return {};
 }
 
-/// Purges what a page exported; ids already gone count as done.
+/// Purges what a page exported; an id already gone (purged before a crash cut the
+/// page's purges short) counts as purged.
 expected<std::size_t> purge_all(sdk::client& client, const std::vector<std::string>& ids) {
-  std::size_t purged = 0;
   for (const auto& id : ids) {
     auto done = client.purge(id);
     if (!done && done.error().code != errc::not_found) return done.error();
-    if (done) purged += *done;
   }
-  return purged;
+  return ids.size();
 }
 
 }  // namespace
 
 int export_instances(sdk::client& client, const export_options& o, bool as_json) {
   if (o.to.empty()) return fail("say where to write: --to FILE (FILE.gz, or --gzip, compresses)", 2);
+  if (o.follow_s != 0 && !o.purge) {
+    return fail("--follow needs --purge: each pass exports what is new because what it exported is gone", 2);
+  }
+  if (o.follow_s != 0) {
+    std::signal(SIGINT, ask_stop);
+    std::signal(SIGTERM, ask_stop);
+  }
   const fs::path out = o.to;
   const fs::path progress_path = o.to + ".progress";
   std::optional<std::int64_t> completed_from, completed_to;
@@ -173,7 +186,8 @@ int export_instances(sdk::client& client, const export_options& o, bool as_json)
   // On a terminal the progress line is redrawn after each page; in a log, a line every 5 s.
   const bool terminal = ::isatty(STDERR_FILENO) != 0;
   auto last_line = started;
-  while (!progress["done"].get<bool>()) {
+  if (o.follow_s != 0 && progress["done"].get<bool>()) progress["done"] = false;  // Another pass.
+  while (!progress["done"].get<bool>() && !stop_asked) {
     query.continuation_token = progress["token"].get<std::string>();
     auto page = client.query(query);
     if (!page) return fail(page.error().message + " (run the same command again to resume)");
@@ -211,7 +225,7 @@ int export_instances(sdk::client& client, const export_options& o, bool as_json)
     progress["bytes"] = progress["bytes"].get<std::uint64_t>() + bytes.size();
     progress["exported"] = progress["exported"].get<std::uint64_t>() + exported.size();
     progress["token"] = page->continuation_token;
-    progress["done"] = page->continuation_token.empty();
+    progress["done"] = page->continuation_token.empty() && o.follow_s == 0;
     if (o.purge) progress["purgePending"] = exported;
     if (auto saved = save_progress(progress_path, progress); !saved) return fail(saved.error().message);
     if (o.purge && !exported.empty()) {
@@ -220,6 +234,12 @@ int export_instances(sdk::client& client, const export_options& o, bool as_json)
       progress["purged"] = progress["purged"].get<std::uint64_t>() + *purged;
       progress["purgePending"] = json::array();
       if (auto saved = save_progress(progress_path, progress); !saved) return fail(saved.error().message);
+    }
+    if (o.follow_s != 0 && page->continuation_token.empty()) {
+      // The end of a pass: wait for more (in short steps, to stop soon when asked).
+      for (std::uint32_t waited = 0; waited < o.follow_s * 10 && !stop_asked; ++waited) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
     }
     const auto now = std::chrono::steady_clock::now();
     if (!terminal && now - last_line < std::chrono::seconds(5)) continue;

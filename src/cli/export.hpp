@@ -24,6 +24,10 @@ struct export_options {
   std::string completed_from, completed_to;
   bool purge = false;
   bool restart = false;  ///< Start over, replacing the file and its progress.
+  /// Continuous: after the last page, look again every this many seconds for new
+  /// matches, until SIGINT or SIGTERM (0: one pass). Needs `purge`: what was
+  /// exported is gone, so each pass finds only what is new.
+  std::uint32_t follow_s = 0;
 };
 
 /// Runs (or resumes) the export; prints progress on stderr and the summary on

@@ -437,3 +437,54 @@ TEST_CASE("cli: dtsctl export writes each orchestration once with its history, r
   std::filesystem::remove(file + ".progress");
   std::filesystem::remove_all(setup.data_dir);
 }
+
+TEST_CASE("cli: dtsctl export --follow --purge archives orchestrations as they end, until SIGTERM") {
+  auto setup = fresh_server("export-follow");
+  process dtsd(binary("DTSD_BIN"), setup.args(), true);
+  auto client = connect(setup.address());
+  const auto file = (setup.data_dir.parent_path() / ("dtsd-follow-" + std::to_string(getpid()) + ".jsonl")).string();
+  std::filesystem::remove(file);
+  std::filesystem::remove(file + ".progress");
+  CHECK(run_command(binary("DTSCTL_BIN"), {"--address", setup.address(), "export", "--to", file, "--follow", "1"})
+            .exit_code == 2);  // --follow without --purge
+  process follower(binary("DTSCTL_BIN"), {"--address", setup.address(), "export", "--to", file, "--status",
+                                          "Terminated", "--purge", "--follow", "1"});
+  auto exported = [&] {
+    std::ifstream in(file + ".progress");
+    auto progress = json::parse(in, nullptr, false);
+    return progress.is_discarded() ? std::uint64_t{0} : progress.value("exported", std::uint64_t{0});
+  };
+  auto wave = [&](int from, int to) {
+    for (int i = from; i < to; ++i) {
+      sdk::start_options options;
+      options.instance_id = "follow-" + std::to_string(i);
+      REQUIRE(client->start("Archived", json(i), options));
+      REQUIRE(client->terminate(options.instance_id, json("done")));
+    }
+  };
+  auto wait_for = [&](std::uint64_t count) {
+    for (int i = 0; i < 300 && exported() < count; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return exported();
+  };
+  wave(0, 20);
+  CHECK(wait_for(20) == 20);
+  wave(20, 35);
+  CHECK(wait_for(35) == 35);
+  CHECK(follower.terminate(std::chrono::seconds(10)) == 0);
+  std::ifstream in(file);
+  std::set<std::string> seen;
+  std::string line;
+  std::size_t lines = 0;
+  while (std::getline(in, line)) {
+    ++lines;
+    seen.insert(json::parse(line)["instanceId"].get<std::string>());
+  }
+  CHECK(lines == 35);
+  CHECK(seen.size() == 35);
+  auto left = client->query({});
+  REQUIRE(left);
+  CHECK(left->instances.empty());  // Archived and purged.
+  std::filesystem::remove(file);
+  std::filesystem::remove(file + ".progress");
+  std::filesystem::remove_all(setup.data_dir);
+}

@@ -23,6 +23,7 @@
 #include "cluster/etcd_client.hpp"
 #include "cluster/membership.hpp"
 #include "cluster/node.hpp"
+#include "service/entity_cleaner.hpp"
 #include "service/service.hpp"
 #include "core/ids.hpp"
 #include "dashboard/http_server.hpp"
@@ -59,6 +60,7 @@ struct options {
   std::string retention_default = "30d";
   std::map<core::runtime_status, std::string> retention_by_status;
   std::size_t retention_purges_max = 64;
+  std::string entity_clean_period = "5m";
   bool compact_at_start = false;
   std::string cluster;
   std::string node_id;
@@ -129,6 +131,11 @@ int main(int argc, char** argv) {
                    "The same for orchestrations that ended " + name + " (default: --retention-default)");
   }
   app.add_flag("--compact-at-start", opts.compact_at_start, "Rewrite the data directory's stores without their free pages before serving (as dtsctl compact)");
+  app.add_option("--entity-clean-period", opts.entity_clean_period,
+                 "How often empty entities (no state, lock or waiting messages for this long) are removed and locks of "
+                 "ended orchestrations released, in every hub (0s: never)")
+      ->envname("DTSD_ENTITY_CLEAN_PERIOD")
+      ->capture_default_str();
   app.add_option("--retention-purges-max", opts.retention_purges_max, "Retention purges each partition has under way at once (they ride in its ordinary commits)")->check(CLI::Range(1, 100000))->capture_default_str();
   app.add_option("--log-level", opts.log_level, "trace | debug | info | warn | error")->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))->capture_default_str();
   app.add_option("--cluster", opts.cluster, "Join a cluster coordinated by etcd: etcd://host:port[,host:port...]")->envname("DTSD_CLUSTER");
@@ -219,6 +226,9 @@ int main(int argc, char** argv) {
       config.default_retention.by_status[status] = *rule;
     }
     config.retention_purges_max = opts.retention_purges_max;
+    if (auto period = core::parse_duration(opts.entity_clean_period); !period) {
+      return fail("--entity-clean-period: " + period.error().message);
+    }
     spdlog::info("retention of task hubs without a policy of their own: {}", core::describe(config.default_retention));
   }
   config.commit_threads = opts.commit_threads;
@@ -370,6 +380,10 @@ int main(int argc, char** argv) {
     cluster_node = std::move(*started);
     cluster_node->on_reconciled([forwarding] { forwarding->maintain_sessions(); });
   }
+  std::unique_ptr<service::entity_cleaner> cleaner;
+  if (const auto period = *core::parse_duration(opts.entity_clean_period); period != 0) {
+    cleaner = std::make_unique<service::entity_cleaner>(*scheduler, std::chrono::seconds(period));
+  }
   const auto dashboard_port = http ? std::to_string(http->port()) : std::string("off");
   const auto cluster_text = member ? fmt::format(", cluster node '{}'", opts.node_id) : std::string();
   std::printf("dtsd ready: gRPC API on port %u, native API on port %u, dashboard on port %s, task hubs %s, data %s, "
@@ -398,6 +412,7 @@ int main(int argc, char** argv) {
     }
   }
   spdlog::info("signal {}: draining", signal_number);
+  cleaner.reset();  // Its pass, if one runs, ends at its next page.
   if (http) http->stop();
   rest.close();  // No list scan calls the service after this.
   (*grpc)->stop();

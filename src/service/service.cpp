@@ -620,7 +620,8 @@ void task_service::clean_entity_storage(const std::string& hub, entity_clean_req
       ++counts->left;
     };
     for (const auto& record : page->instances) {
-      const auto verdict = judge_entity(record, request.remove_empty, request.release_orphaned_locks);
+      auto verdict = judge_entity(record, request.remove_empty, request.release_orphaned_locks);
+      if (request.idle_ns != 0 && record.last_updated_at_ns > clock_.now_ns() - request.idle_ns) verdict.remove = false;
       const auto id = record.instance_id;
       if (verdict.remove) {
         one_more();

@@ -150,6 +150,8 @@ struct entity_clean_request {
   bool remove_empty = false;            ///< Entities with no state, lock or waiting messages.
   bool release_orphaned_locks = false;  ///< Locks whose orchestration has ended or is gone.
   std::string continuation_token;
+  /// Only entities unchanged for this long are removed (0: any).
+  std::int64_t idle_ns = 0;
 };
 struct entity_clean_result {
   std::size_t removed = 0;

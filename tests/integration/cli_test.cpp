@@ -488,3 +488,40 @@ TEST_CASE("cli: dtsctl export --follow --purge archives orchestrations as they e
   std::filesystem::remove(file + ".progress");
   std::filesystem::remove_all(setup.data_dir);
 }
+
+TEST_CASE("cli: dtsd removes entities left empty for a period by itself (--entity-clean-period)") {
+  auto setup = fresh_server("entity-clean");
+  std::shared_ptr<void> remove_data(nullptr, [&](void*) { std::filesystem::remove_all(setup.data_dir); });
+  process dtsd(binary("DTSD_BIN"), setup.args({"--entity-clean-period", "2s"}), true);
+  CHECK(run_command(binary("DTSD_BIN"), setup.args({"--entity-clean-period", "soon"})).exit_code != 0);
+  sdk::worker_options options{setup.address(), "default", 4, 4};
+  sdk::worker worker(options);
+  worker.add_entity("box", [](sdk::entity_context& ctx, const std::string& operation, const json& input) {
+    if (operation == "put") ctx.set_state(input);
+    if (operation == "empty") ctx.delete_state();
+    return json();
+  });
+  std::thread running([&] { worker.run(); });
+  auto client = connect(setup.address());
+  REQUIRE(client->signal_entity("@box@kept", "put", 1));
+  REQUIRE(client->signal_entity("@box@emptied", "put", 2));
+  REQUIRE(client->signal_entity("@box@emptied", "empty", json()));
+  auto entities = [&] {
+    sdk::query_options query;
+    query.entities = true;
+    query.instance_id_prefix = "@box@";
+    std::set<std::string> ids;
+    auto page = client->query(query);
+    if (page) {
+      for (const auto& record : page->instances) ids.insert(record.instance_id);
+    }
+    return ids;
+  };
+  for (int i = 0; i < 100 && entities().size() != 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  REQUIRE(entities() == std::set<std::string>{"@box@emptied", "@box@kept"});
+  // Within two periods of being emptied (it must stay empty for one first), it goes.
+  for (int i = 0; i < 160 && entities().size() != 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK(entities() == std::set<std::string>{"@box@kept"});
+  worker.stop();
+  running.join();
+}

@@ -9,11 +9,12 @@ packages=(
   libxxhash-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   protobuf-compiler protobuf-compiler-grpc libgrpc++-dev libprotobuf-dev
   libjemalloc-dev libssl-dev
-  libhowardhinnant-date-dev tzdata
+  libhowardhinnant-date-dev tzdata zlib1g-dev
   chromium
   etcd-server etcd-client
 )
 # libhowardhinnant-date-dev, tzdata: cron schedules keep their time zone (IANA names).
+# zlib1g-dev: dtsctl export writes gzip.
 # libssl-dev: OpenSSL signs and checks tokens (HMAC-SHA256) and will serve TLS.
 # chromium: the dashboard's browser tests drive it with playwright-core (npm).
 # etcd-server: a cluster's partitions are owned through etcd; the cluster tests

@@ -107,18 +107,35 @@ expected<void> save_progress(const fs::path& path, const json& progress) {
 }
 
 /// Purges what a page exported; an id already gone (purged before a crash cut the
-/// page's purges short) counts as purged.
+/// page's purges short) counts as purged. One started again under its id since it
+/// was exported is left alone (its new run is not in the file).
 expected<std::size_t> purge_all(sdk::client& client, const std::vector<std::string>& ids) {
+  std::size_t purged = 0;
   for (const auto& id : ids) {
     auto done = client.purge(id);
+    if (!done && done.error().code == errc::failed_precondition) continue;
     if (!done && done.error().code != errc::not_found) return done.error();
+    ++purged;
   }
-  return ids.size();
+  return purged;
 }
 
 }  // namespace
 
-int export_instances(sdk::client& client, const export_options& o, bool as_json) {
+int export_instances(sdk::client& client, const export_options& asked, bool as_json) {
+  auto o = asked;
+  if (o.purge) {
+    // Only what has ended may be purged: a running one written now would be
+    // purged later, once ended, without its end ever written.
+    if (o.filter.statuses.empty()) o.filter.statuses = core::terminal_statuses();
+    for (auto status : o.filter.statuses) {
+      if (!core::is_terminal(status)) {
+        return fail(fmt::format("--purge exports ended orchestrations only; --status {} has not ended",
+                                core::to_string(status)),
+                    2);
+      }
+    }
+  }
   if (o.to.empty()) return fail("say where to write: --to FILE (FILE.gz, or --gzip, compresses)", 2);
   if (o.follow_s != 0 && !o.purge) {
     return fail("--follow needs --purge: each pass exports what is new because what it exported is gone", 2);
@@ -141,6 +158,16 @@ int export_instances(sdk::client& client, const export_options& o, bool as_json)
   json progress{{"filter", filter}, {"token", ""}, {"bytes", 0}, {"exported", 0}, {"purged", 0},
                 {"purgePending", json::array()}, {"done", false}};
   std::error_code ec;
+  if (o.restart && fs::exists(progress_path, ec)) {
+    std::ifstream in(progress_path);
+    auto kept = json::parse(in, nullptr, false);
+    if (!kept.is_discarded() && kept.is_object() && kept.value("purged", std::uint64_t{0}) != 0 && fs::exists(out, ec)) {
+      return fail(fmt::format("{} holds the only copy of {} orchestrations its export purged: move it away before "
+                              "--restart",
+                              o.to, kept["purged"].get<std::uint64_t>()),
+                  2);
+    }
+  }
   if (!o.restart && fs::exists(progress_path, ec)) {
     std::ifstream in(progress_path);
     auto kept = json::parse(in, nullptr, false);
@@ -169,7 +196,14 @@ int export_instances(sdk::client& client, const export_options& o, bool as_json)
 
   // What the last page wrote whole stays; anything after it (a crash mid-page) goes.
   const auto whole = progress["bytes"].get<std::uint64_t>();
-  if (fs::exists(out, ec) && fs::file_size(out, ec) > whole) fs::resize_file(out, whole, ec);
+  const auto size = fs::exists(out, ec) ? fs::file_size(out, ec) : 0;
+  if (size < whole) {
+    return fail(fmt::format("{} has {} bytes where its export wrote {}: it was moved or cut; give --restart to "
+                            "export again",
+                            o.to, size, whole),
+                2);
+  }
+  if (size > whole) fs::resize_file(out, whole, ec);
   if (ec) return fail(fmt::format("cannot cut {} back to {} bytes: {}", o.to, whole, ec.message()));
 
   // A purge the last run did not finish comes first.
@@ -194,6 +228,7 @@ int export_instances(sdk::client& client, const export_options& o, bool as_json)
     std::string lines;
     std::vector<std::string> exported;
     for (const auto& record : page->instances) {
+      if (o.purge && !core::is_terminal(record.status)) continue;
       if (completed_from || completed_to) {
         if (record.completed_at_ns == 0) continue;
         if (completed_from && record.completed_at_ns < *completed_from) continue;

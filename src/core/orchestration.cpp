@@ -378,6 +378,18 @@ void release_entity_locks(const orchestration_state& state, std::int64_t now_ns,
   }
 }
 
+/// A completion's tags replace the instance's, but for dtsd's own ("dtsd.*": a
+/// scheduled run's schedule and slot), which stay unless the new tags name them.
+void replace_tags(tag_map& tags, const tag_map& with) {
+  if (with.empty()) return;
+  tag_map kept;
+  for (const auto& [key, value] : tags) {
+    if (key.rfind("dtsd.", 0) == 0) kept.emplace(key, value);
+  }
+  tags = with;
+  tags.insert(kept.begin(), kept.end());  // Does not overwrite what `with` sets.
+}
+
 void finish_execution(orchestration_state& state, transition& result, std::int32_t id,
                       const actions::complete_orchestration& a, std::int64_t now_ns) {
   release_entity_locks(state, now_ns, result.effects);
@@ -386,7 +398,7 @@ void finish_execution(orchestration_state& state, transition& result, std::int32
   state.record.status = a.status;
   state.record.output = a.result;
   state.record.failure = a.failure;
-  if (!a.tags.empty()) state.record.tags = a.tags;
+  replace_tags(state.record.tags, a.tags);
   state.record.completed_at_ns = now_ns;
   clear_inbox(state, result.change);
   notify_parent(state, now_ns, result.effects);
@@ -402,7 +414,7 @@ void continue_as_new(orchestration_state& state, transition& result,
   auto& record = state.record;
   record.execution_id = std::string(new_execution_id);
   if (a.new_version) record.version = a.new_version;
-  if (!a.tags.empty()) record.tags = a.tags;
+  replace_tags(record.tags, a.tags);
   record.input = a.result;
   record.output.reset();
   record.failure.reset();

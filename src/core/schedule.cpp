@@ -20,9 +20,10 @@ namespace {
 constexpr std::int64_t ns_per_s = 1'000'000'000;
 constexpr std::int64_t day_s = 86400;
 constexpr std::int64_t search_days = 3660;  // Ten years and the leap days in them.
-/// Slots counted one by one at most, when looking back over a long stop.
-constexpr std::uint64_t due_count_max = 1'000'000;
 constexpr std::string_view default_template = "{schedule}-{slot}";
+constexpr std::int64_t interval_s_max = 3650 * day_s;
+/// Slots walked one by one from the first due, before the walk jumps to the last day.
+constexpr std::uint64_t due_walk_max = 100'000;
 
 error invalid(std::string message) { return error{errc::invalid_argument, std::move(message)}; }
 
@@ -226,15 +227,16 @@ expected<schedule_spec> spec_of(const nlohmann::json& in) {
     spec.interval_s = *seconds;
     if (spec.interval_s <= 0) return invalid("the interval must be at least 1s");
   }
+  // Whole seconds, as slots are (and as the JSON keeps them).
   if (!start.empty()) {
     auto at = parse_time(start);
     if (!at) return at.error();
-    spec.start_ns = *at;
+    spec.start_ns = floor_div(*at, ns_per_s) * ns_per_s;
   }
   if (!end.empty()) {
     auto at = parse_time(end);
     if (!at) return at.error();
-    spec.end_ns = *at;
+    spec.end_ns = floor_div(*at, ns_per_s) * ns_per_s;
   }
   if (!overlap.empty()) {
     auto policy = enum_named(overlap, {overlap_policy::skip, overlap_policy::buffer_one, overlap_policy::allow_all});
@@ -437,7 +439,12 @@ expected<void> validate(const schedule_spec& spec) {
   if ((spec.interval_s > 0) == !spec.cron.empty()) {
     return invalid(fmt::format("schedule '{}' needs exactly one of an interval and a cron expression", spec.id));
   }
-  if (spec.interval_s < 0) return invalid("the interval must be at least 1s");
+  if (spec.interval_s < 0 || spec.interval_s > interval_s_max) {
+    return invalid("the interval must be between 1s and 3650d");
+  }
+  if (spec.start_ns < 0 || spec.end_ns < 0 || spec.start_ns % ns_per_s != 0 || spec.end_ns % ns_per_s != 0) {
+    return invalid("the start and end of a schedule are whole seconds after 1970");
+  }
   if (!spec.cron.empty()) {
     auto cron = cron_expression::parse(spec.cron);
     if (!cron) return cron.error();
@@ -471,7 +478,11 @@ instance_message run_ended_report(std::string_view schedule_id, std::string_view
       history_event{-1, now_ns, events::event_raised{std::string(run_instance_id), std::string(status)}}};
 }
 
-std::optional<std::int64_t> next_slot(const schedule_spec& spec, std::int64_t after_ns) {
+namespace {
+
+/// next_slot with the cron expression and zone already found.
+std::optional<std::int64_t> next_slot_in(const schedule_spec& spec, const cron_expression* cron,
+                                         const date::time_zone* zone, std::int64_t after_ns) {
   const auto after = spec.start_ns != 0 ? std::max(after_ns, spec.start_ns - 1) : after_ns;
   if (spec.interval_s > 0) {
     const auto step = spec.interval_s * ns_per_s;
@@ -480,10 +491,16 @@ std::optional<std::int64_t> next_slot(const schedule_spec& spec, std::int64_t af
     if (spec.end_ns != 0 && slot > spec.end_ns) return std::nullopt;
     return slot;
   }
-  auto cron = cron_expression::parse(spec.cron);
-  const auto* zone = find_zone(spec.time_zone);
-  if (!cron || zone == nullptr) return std::nullopt;
+  if (cron == nullptr || zone == nullptr) return std::nullopt;
   return next_cron_slot(spec, *cron, zone, after);
+}
+
+}  // namespace
+
+std::optional<std::int64_t> next_slot(const schedule_spec& spec, std::int64_t after_ns) {
+  if (spec.interval_s > 0) return next_slot_in(spec, nullptr, nullptr, after_ns);
+  auto cron = cron_expression::parse(spec.cron);
+  return next_slot_in(spec, cron ? &*cron : nullptr, find_zone(spec.time_zone), after_ns);
 }
 
 std::string slot_instance_id(const schedule_spec& spec, std::int64_t slot_ns, bool triggered) {
@@ -529,12 +546,25 @@ due_slots slots_due(const schedule_spec& spec, std::int64_t first_ns, std::int64
     for (auto k = kept; k > 0; --k) out.latest.push_back(latest - static_cast<std::int64_t>(k - 1) * step);
     return out;
   }
+  auto cron = cron_expression::parse(spec.cron);
+  const auto* zone = find_zone(spec.time_zone);
+  if (!cron || zone == nullptr) return out;
   std::deque<std::int64_t> latest;
-  for (std::optional<std::int64_t> slot = first_ns; slot && *slot <= now_ns && out.count < due_count_max;
-       slot = next_slot(spec, *slot)) {
-    ++out.count;
-    latest.push_back(*slot);
-    if (latest.size() > keep) latest.pop_front();
+  std::optional<std::int64_t> slot = first_ns;
+  auto walk = [&](std::uint64_t steps_max) {
+    for (std::uint64_t steps = 0; slot && *slot <= now_ns && steps < steps_max;
+         ++steps, slot = next_slot_in(spec, &*cron, zone, *slot)) {
+      ++out.count;
+      latest.push_back(*slot);
+      if (latest.size() > keep) latest.pop_front();
+    }
+  };
+  walk(due_walk_max);
+  if (slot && *slot <= now_ns) {
+    // A long stop under a frequent expression: the slots of the last day are
+    // walked, the ones between are not counted (missed counts at least these).
+    slot = next_slot_in(spec, &*cron, zone, std::max(*slot, now_ns - day_s * ns_per_s));
+    walk(UINT64_MAX);
   }
   out.latest.assign(latest.begin(), latest.end());
   return out;

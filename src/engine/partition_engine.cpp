@@ -833,7 +833,10 @@ void partition_engine::fire_due_schedules(std::int64_t now_ns) {
     const auto run = core::slots_to_run(s.spec, due, now_ns);
     state.missed += due.count - run.size();
     for (auto slot : run) run_slot(s, slot, false);
-    state.next_slot_ns = core::next_slot(s.spec, std::max(now_ns, state.next_slot_ns)).value_or(0);
+    const auto next = core::next_slot(s.spec, std::max(now_ns, state.next_slot_ns)).value_or(0);
+    // A slot is always later than the one before; anything else would fire again
+    // at once, for ever: the schedule ends instead.
+    state.next_slot_ns = next > now_ns ? next : 0;
     schedule_changed(s);
   }
 }
@@ -899,6 +902,8 @@ expected<std::pair<std::uint64_t, std::vector<core::schedule>>> partition_engine
     case verb::pause:
       s.state.paused = true;
       s.state.note = command.note;
+      if (s.state.buffered_slot_ns != 0) ++s.state.skipped;  // Not run late after a resume.
+      s.state.buffered_slot_ns = 0;
       break;
     case verb::resume:
       if (!s.state.paused) return std::pair{std::uint64_t{0}, std::vector{s}};

@@ -56,7 +56,13 @@ entity_clean_result entity_cleaner::clean_all() {
       service_.clean_entity_storage(hub, request, [answer](expected<entity_clean_result> page) {
         answer->set_value(std::move(page));
       });
-      if (future.wait_for(page_limit) != std::future_status::ready) {
+      // In short steps, so that stopping dtsd does not wait for a slow page.
+      auto waited = std::chrono::milliseconds(0);
+      while (future.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready && waited < page_limit) {
+        waited += std::chrono::milliseconds(100);
+        if (stopping()) return total;
+      }
+      if (future.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
         spdlog::warn("cleaning the entities of task hub '{}' took more than {} s a page; trying again later", hub,
                      page_limit.count());
         break;

@@ -289,17 +289,18 @@ TEST_CASE("cli: dtsctl compact gives a purged hub's pages back while dtsd is sto
   fs::remove_all(data);
 }
 
-TEST_CASE("cli: a 1-second schedule starts every slot's run exactly once through kill -9 of dtsd") {
+TEST_CASE("cli: a cron schedule of every second starts every slot's run exactly once through kill -9 of dtsd") {
   auto setup = fresh_server("schedule");
   auto dtsd = std::make_unique<process>(binary("DTSD_BIN"), setup.args(), true);
   // No worker: every run stays Pending, so "AllowAll" starts one per slot and the
   // runs are exactly the slots that fired.
-  auto created = dtsctl(setup, {"--json", "schedule", "create", "tick", "--orchestration", "Tick", "--every", "1s",
-                                "--overlap", "allow-all", "--catch-up", "all", "--input", "{\"n\":1}"});
+  auto created = dtsctl(setup, {"--json", "schedule", "create", "tick", "--orchestration", "Tick", "--cron",
+                                "* * * * * *", "--time-zone", "Europe/Berlin", "--overlap", "allow-all", "--catch-up",
+                                "all", "--input", "{\"n\":1}"});
   REQUIRE(created.exit_code == 0);
   auto made = json::parse(created.out);
   CHECK(made["status"] == "Active");
-  CHECK(made["intervalSeconds"] == 1);
+  CHECK(made["cron"] == "* * * * * *");
   CHECK(made["overlapPolicy"] == "AllowAll");
   // Refusals, each changing nothing.
   CHECK(dtsctl(setup, {"schedule", "create", "tick", "--orchestration", "Tick", "--every", "1s"}).exit_code == 1);

@@ -849,3 +849,18 @@ TEST_CASE("orchestration: an entity with state is deleted whole, but not while l
   std::optional<orchestration_state> none;
   CHECK(apply_entity_delete(none).error().code == errc::not_found);
 }
+
+TEST_CASE("orchestration: a completion's tags replace the instance's, but dtsd's own (a scheduled run's) stay") {
+  harness h;
+  auto r = h.request("tick-20261201T210000Z");
+  r.tags = {{"dtsd.schedule", "tick"}, {"dtsd.slot", "2026-12-01T21:00:00Z"}, {"team", "a"}};
+  h.start(r);
+  auto item = h.dispatch_now();
+  actions::complete_orchestration done;
+  done.status = runtime_status::completed;
+  done.tags = {{"team", "b"}, {"result", "ok"}};
+  h.complete(item, {{1, done}});
+  CHECK(h.instance->record.status == runtime_status::completed);
+  CHECK(h.instance->record.tags == tag_map{{"dtsd.schedule", "tick"}, {"dtsd.slot", "2026-12-01T21:00:00Z"},
+                                           {"result", "ok"}, {"team", "b"}});
+}

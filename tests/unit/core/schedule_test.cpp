@@ -197,4 +197,11 @@ TEST_CASE("schedule: JSON in and out, and clear refusals") {
   CHECK(refused(R"({"scheduleId": "s", "orchestrationName": "x", "interval": "1m", "startAt": "tomorrow"})")
             .find("RFC 3339") != std::string::npos);
   CHECK(refused("not json").find("JSON") != std::string::npos);
+  CHECK(refused(R"({"scheduleId": "s", "orchestrationName": "x", "intervalSeconds": 10000000000})").find("3650d") !=
+        std::string::npos);
+  // Start and end are kept in whole seconds.
+  auto fraction = schedule_spec_from_json(
+      R"({"scheduleId": "s", "orchestrationName": "x", "interval": "1m", "startAt": "2026-12-01T10:00:00.750Z"})");
+  REQUIRE(fraction.has_value());
+  CHECK(fraction->start_ns % 1'000'000'000 == 0);
 }

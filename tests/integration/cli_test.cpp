@@ -291,6 +291,8 @@ TEST_CASE("cli: dtsctl compact gives a purged hub's pages back while dtsd is sto
 
 TEST_CASE("cli: a cron schedule of every second starts every slot's run exactly once through kill -9 of dtsd") {
   auto setup = fresh_server("schedule");
+  // Removed at the end, pass or fail, after dtsd (declared later) is gone.
+  std::shared_ptr<void> remove_data(nullptr, [&](void*) { std::filesystem::remove_all(setup.data_dir); });
   auto dtsd = std::make_unique<process>(binary("DTSD_BIN"), setup.args(), true);
   // No worker: every run stays Pending, so "AllowAll" starts one per slot and the
   // runs are exactly the slots that fired.
@@ -354,12 +356,11 @@ TEST_CASE("cli: a cron schedule of every second starts every slot's run exactly 
   CHECK(triggered.out.find("started tick-") != std::string::npos);
   CHECK(dtsctl(setup, {"schedule", "delete", "tick"}).exit_code == 0);
   CHECK(json::parse(dtsctl(setup, {"--json", "schedule", "list"}).out).empty());
-  dtsd.reset();
-  std::filesystem::remove_all(setup.data_dir);
 }
 
 TEST_CASE("cli: dtsctl export writes each orchestration once with its history, resumes after kill -9, and purges") {
   auto setup = fresh_server("export");
+  std::shared_ptr<void> remove_data(nullptr, [&](void*) { std::filesystem::remove_all(setup.data_dir); });
   process dtsd(binary("DTSD_BIN"), setup.args({"--retention-default", "forever"}), true);
   auto client = connect(setup.address());
   constexpr int count = 600;
@@ -436,11 +437,11 @@ TEST_CASE("cli: dtsctl export writes each orchestration once with its history, r
   CHECK(again.out.find("exported 600 orchestrations") != std::string::npos);
   std::filesystem::remove(file);
   std::filesystem::remove(file + ".progress");
-  std::filesystem::remove_all(setup.data_dir);
 }
 
 TEST_CASE("cli: dtsctl export --follow --purge archives orchestrations as they end, until SIGTERM") {
   auto setup = fresh_server("export-follow");
+  std::shared_ptr<void> remove_data(nullptr, [&](void*) { std::filesystem::remove_all(setup.data_dir); });
   process dtsd(binary("DTSD_BIN"), setup.args(), true);
   auto client = connect(setup.address());
   const auto file = (setup.data_dir.parent_path() / ("dtsd-follow-" + std::to_string(getpid()) + ".jsonl")).string();
@@ -487,7 +488,6 @@ TEST_CASE("cli: dtsctl export --follow --purge archives orchestrations as they e
   CHECK(left->instances.empty());  // Archived and purged.
   std::filesystem::remove(file);
   std::filesystem::remove(file + ".progress");
-  std::filesystem::remove_all(setup.data_dir);
 }
 
 TEST_CASE("cli: dtsd removes entities left empty for a period by itself (--entity-clean-period)") {

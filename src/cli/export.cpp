@@ -227,6 +227,8 @@ int export_instances(sdk::client& client, const export_options& asked, bool as_j
     if (!page) return fail(page.error().message + " (run the same command again to resume)");
     std::string lines;
     std::vector<std::string> exported;
+    std::vector<const core::instance_record*> chosen;
+    std::vector<std::string> chosen_ids;
     for (const auto& record : page->instances) {
       if (o.purge && !core::is_terminal(record.status)) continue;
       if (completed_from || completed_to) {
@@ -234,11 +236,15 @@ int export_instances(sdk::client& client, const export_options& asked, bool as_j
         if (completed_from && record.completed_at_ns < *completed_from) continue;
         if (completed_to && record.completed_at_ns > *completed_to) continue;
       }
-      auto history = client.history(record.instance_id);
-      if (!history) {
-        if (history.error().code == errc::not_found) continue;  // Purged meanwhile.
-        return fail(history.error().message + " (run the same command again to resume)");
-      }
+      chosen.push_back(&record);
+      chosen_ids.push_back(record.instance_id);
+    }
+    auto histories = client.histories(chosen_ids);
+    if (!histories) return fail(histories.error().message + " (run the same command again to resume)");
+    for (std::size_t i = 0; i < chosen.size(); ++i) {
+      const auto& record = *chosen[i];
+      const auto& history = (*histories)[i];
+      if (!history) continue;  // Purged meanwhile.
       auto line = dashboard::orchestration_json(record);
       line.update(dashboard::payloads_json(record));
       auto events = json::array();

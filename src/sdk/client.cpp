@@ -130,6 +130,36 @@ class capnp_client final : public client {
     });
   }
 
+  expected<std::vector<std::optional<std::vector<core::history_event>>>> histories(
+      const std::vector<std::string>& ids) override {
+    return guarded([&] {
+      // Every request goes out before the first answer is awaited: one round trip
+      // for the lot instead of one per instance.
+      std::vector<decltype(scheduler_.getInstanceRequest().send())> pending;
+      pending.reserve(ids.size());
+      for (const auto& id : ids) {
+        auto request = scheduler_.getInstanceRequest();
+        request.setTaskHub(text(hub_));
+        request.setInstanceId(text(id));
+        request.setWithHistory(true);
+        pending.push_back(request.send());
+      }
+      std::vector<std::optional<std::vector<core::history_event>>> out;
+      out.reserve(ids.size());
+      for (auto& promise : pending) {
+        auto response = promise.wait(rpc_.wait_scope());
+        if (!response.getFound()) {
+          out.emplace_back();
+          continue;
+        }
+        std::vector<core::history_event> events;
+        for (auto event : response.getHistory()) events.push_back(wire::read(event));
+        out.emplace_back(std::move(events));
+      }
+      return out;
+    });
+  }
+
   expected<core::instance_record> wait(const std::string& id, bool until_completed, std::chrono::milliseconds timeout) {
     return guarded([&] {
       auto request = scheduler_.waitForInstanceRequest();

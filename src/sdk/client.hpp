@@ -122,6 +122,10 @@ class client {
                                                         const std::vector<std::string>& ids = {}) = 0;
   virtual expected<std::optional<core::instance_record>> get(const std::string& instance_id) = 0;
   virtual expected<std::vector<core::history_event>> history(const std::string& instance_id) = 0;
+  /// The histories of many instances, asked for all at once (pipelined); nothing
+  /// for an id with no instance.
+  virtual expected<std::vector<std::optional<std::vector<core::history_event>>>> histories(
+      const std::vector<std::string>& instance_ids) = 0;
   virtual expected<core::instance_record> wait_for_start(const std::string& instance_id,
                                                          std::chrono::milliseconds timeout) = 0;
   virtual expected<core::instance_record> wait_for_completion(const std::string& instance_id,

@@ -114,20 +114,10 @@ class capnp_client final : public client {
   }
 
   expected<std::vector<core::history_event>> history(const std::string& id) override {
-    return guarded([&] {
-      auto request = scheduler_.getInstanceRequest();
-      request.setTaskHub(text(hub_));
-      request.setInstanceId(text(id));
-      request.setWithHistory(true);
-      auto response = request.send().wait(rpc_.wait_scope());
-      if (!response.getFound()) {
-        throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
-                            kj::str("not_found: no instance with id '", id.c_str(), "'"));
-      }
-      std::vector<core::history_event> events;
-      for (auto event : response.getHistory()) events.push_back(wire::read(event));
-      return events;
-    });
+    auto one = histories({id});
+    if (!one) return one.error();
+    if (!one->front()) return error{errc::not_found, "no instance with id '" + id + "'"};
+    return std::move(*one->front());
   }
 
   expected<std::vector<std::optional<std::vector<core::history_event>>>> histories(

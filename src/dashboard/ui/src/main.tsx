@@ -915,7 +915,7 @@ function SchedulesPage() {
               <td>{s.orchestrationName}</td>
               <td>{s.cron ? <span><span class="mono">{s.cron}</span> <span class="muted">{s.timeZone}</span></span> : `every ${s.interval}`}</td>
               <td title={s.state.note}>{s.status}</td>
-              <td>{time(s.nextRunAt ?? undefined)}</td>
+              <td>{s.status === "Active" ? time(s.nextRunAt ?? undefined) : <span class="muted" title={`none while ${s.status.toLowerCase()}`}>—</span>}</td>
               <td>{runLink(s)}</td>
               <td>{s.state.runs} / {s.state.skipped} / {s.state.missed}</td>
               <td class="actions">

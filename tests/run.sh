@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 
 passed=0
 failed=0
+failed_names=()  # printed again at the end, so a failure is named in the last lines
 
 # Configures (once) and builds one build directory, then runs its suites.
 run_build() {
@@ -28,10 +29,12 @@ run_build() {
   local ok fail
   ok=$(awk '/^Ok: +[0-9]+/ {s += $2} END {print s + 0}' "$log")
   fail=$(awk '/^(Fail|Timeout): +[0-9]+/ {s += $2} END {print s + 0}' "$log")
+  while IFS= read -r name; do failed_names+=("$dir: $name"); done \
+    < <(awk '/^ *[0-9]+\/[0-9]+ / && / (FAIL|TIMEOUT) / {print $2}' "$log")
   rm -f "$log"
   passed=$((passed + ${ok:-0}))
   failed=$((failed + ${fail:-0}))
-  if [ "$status" -ne 0 ] && [ "${fail:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
+  if [ "$status" -ne 0 ] && [ "${fail:-0}" -eq 0 ]; then failed=$((failed + 1)); failed_names+=("$dir: meson test exited $status"); fi
 }
 
 # The compat suite: the official Durable Task JS SDK (pinned in
@@ -49,10 +52,12 @@ run_compat() {
   local ok fail
   ok=$(awk '$2 == "pass" && NF == 3 {print $3}' "$log")
   fail=$(awk '$2 == "fail" && NF == 3 {print $3}' "$log")
+  while IFS= read -r name; do failed_names+=("compat ($dtsd): $name"); done \
+    < <(grep -E '^ *✖ ' "$log" | grep -v 'failing tests:' | sed -E 's/^ *✖ //; s/ \([0-9.]+m?s\)$//' | sort -u)
   rm -f "$log"
   passed=$((passed + ${ok:-0}))
   failed=$((failed + ${fail:-0}))
-  if [ "$status" -ne 0 ] && [ "${fail:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
+  if [ "$status" -ne 0 ] && [ "${fail:-0}" -eq 0 ]; then failed=$((failed + 1)); failed_names+=("compat ($dtsd): node exited $status"); fi
 }
 
 run_build build/release --buildtype=debugoptimized
@@ -72,6 +77,7 @@ if ./deploy/quickstart.sh > "$quickstart_log" 2>&1 && grep -q '"Hello, Cairo!"' 
   echo "quickstart OK"
 else
   failed=$((failed + 1))
+  failed_names+=("quickstart")
   echo "quickstart FAILED:"
   cat "$quickstart_log"
 fi
@@ -80,4 +86,5 @@ sleep 1
 rm -rf ./dtsd-data "$quickstart_log"
 
 echo "tests: $passed passed, $failed failed"
+for name in "${failed_names[@]}"; do echo "  failed: $name"; done
 [ "$failed" -eq 0 ]

@@ -22,8 +22,22 @@ export class Dtsd {
     this.grpcPort = 0;
   }
 
-  /** Starts dtsd; resolves once it prints its ready line (at most 30 s). */
+  /** Starts dtsd; resolves once it prints its ready line (at most 30 s). A dtsd that
+   * must come back on a given port tries again while another process holds it for a
+   * moment: an outgoing connection (a worker reconnecting to the stopped dtsd, say)
+   * can be given that ephemeral port between the old dtsd's exit and the new bind. */
   async start({ grpcPort = 0 } = {}) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#startOnce(grpcPort);
+      } catch (error) {
+        if (grpcPort === 0 || attempt >= 40 || !/Address already in use/.test(String(error.message))) throw error;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+  }
+
+  async #startOnce(grpcPort) {
     // Loopback ports and small hubs, unless extraArgs say otherwise.
     const defaults = [["--listen", "127.0.0.1:0"], ["--grpc-listen", `127.0.0.1:${grpcPort}`],
                       ["--dashboard-listen", "127.0.0.1:0"], ["--partitions", "4"], ["--log-level", "warn"]];

@@ -95,6 +95,11 @@ int main(int argc, char** argv) {
   const double cpu_s = cpu_seconds(server);
   const double worker_cpu_s = cpu_seconds(worker);
   const double rss_mib = peak_rss_mib(server);
+  const long long switches = context_switches(server);
+  const long long worker_switches = context_switches(worker);
+  std::string metrics;
+  http_call(processes.dashboard_address, "GET", "/metrics", "", &metrics);
+  const double commits = metric_sum(metrics, "dtsd_partition_commits_total");
 
   std::vector<double> idle_ms;
   for (int i = 0; i < latency_count; ++i) {
@@ -115,10 +120,13 @@ int main(int argc, char** argv) {
       "\"server_span_s\":%.3f,\"orchestrations_per_s\":%.0f,\"activities_per_s\":%.0f,\"p50_ms\":%.1f,"
       "\"p95_ms\":%.1f,\"p99_ms\":%.1f,\"dtsd_cpu_s\":%.2f,\"worker_cpu_s\":%.2f,\"dtsd_peak_rss_mib\":%.0f,\"idle_n\":%zu,"
       "\"idle_p50_ms\":%.2f,\"idle_p99_ms\":%.2f,\"dashboard_polls\":%d,\"dashboard_polls_failed\":%d,"
-      "\"dtsd_cpu_ms_per_orchestration\":%.3f,\"worker_cpu_ms_per_orchestration\":%.3f}\n",
+      "\"dtsd_cpu_ms_per_orchestration\":%.3f,\"worker_cpu_ms_per_orchestration\":%.3f,"
+      "\"commits_per_orchestration\":%.2f,\"dtsd_context_switches_per_orchestration\":%.1f,"
+      "\"worker_context_switches_per_orchestration\":%.1f}\n",
       setup.worker_kind.c_str(), setup.secure ? "true" : "false", setup.durability.c_str(), count, correct, setup.partitions, wall_s, client_wall_s, server_s, count / wall_s, 5.0 * count / wall_s, percentile(latencies_ms, 0.5),
       percentile(latencies_ms, 0.95), percentile(latencies_ms, 0.99), cpu_s, worker_cpu_s, rss_mib, idle_ms.size(),
       percentile(idle_ms, 0.5), percentile(idle_ms, 0.99), polls, polls_failed, 1000 * cpu_s / count,
-      1000 * worker_cpu_s / count);
+      1000 * worker_cpu_s / count, commits / count, static_cast<double>(switches) / count,
+      static_cast<double>(worker_switches) / count);
   return correct == count ? 0 : 1;
 }

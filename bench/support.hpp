@@ -187,6 +187,38 @@ inline double cpu_seconds(pid_t pid) {
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
+/// Context switches of every thread of `pid` so far (voluntary and not), from
+/// /proc/PID/task/*/status: each is a thread going to sleep or being preempted,
+/// the cost of a hop between threads.
+inline long long context_switches(pid_t pid) {
+  long long total = 0;
+  std::error_code ignored;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ignored)) {
+    std::ifstream status(task.path() / "status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0 || line.rfind("nonvoluntary_ctxt_switches:", 0) == 0) {
+        total += std::atoll(line.c_str() + line.find(':') + 1);
+      }
+    }
+  }
+  return total;
+}
+
+/// The sum of one counter over all its labels in a /metrics text (Prometheus).
+inline double metric_sum(const std::string& metrics, const std::string& name) {
+  double total = 0;
+  std::istringstream lines(metrics);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind(name, 0) != 0 || line.size() <= name.size()) continue;
+    const char next = line[name.size()];
+    if (next != '{' && next != ' ') continue;
+    total += std::atof(line.c_str() + line.rfind(' ') + 1);
+  }
+  return total;
+}
+
 /// A line of /proc/PID/status ("VmHWM:", "VmRSS:") in MiB.
 inline double status_mib(pid_t pid, const std::string& key) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");

@@ -662,6 +662,7 @@ class rest_api {
       return retention(hub, method, request, std::move(answer));
     }
     if (parts[0] == "schedules") return schedules(hub, parts, request, std::move(answer));
+    if (parts[0] == "exports") return exports(hub, parts, request, std::move(answer));
     if (parts[0] == "orchestrations") return orchestrations(hub, parts, request, std::move(answer));
     if (parts[0] == "entities") return entities(hub, parts, request, std::move(answer));
     answer(failure(error{errc::not_found, fmt::format("no route for {} {}", method, request.path)}));
@@ -1042,6 +1043,46 @@ class rest_api {
       if (what == verb::list) return answer(json_answer(200, json{{"schedules", std::move(all)}}));
       answer(json_answer(what == verb::create ? 201 : 200, all.empty() ? json::object() : all[0]));
     });
+  }
+
+  /// dtsd's export jobs (export/jobs.hpp): GET and POST /exports (list, create);
+  /// GET and DELETE /exports/{jobId}. Carried out on the list worker's thread: they
+  /// touch files, and a delete waits for the job to stop between two pages.
+  void exports(const std::string& hub, const std::vector<std::string>& parts, const http_request& request,
+               responder answer) {
+    auto* jobs = options_.export_jobs;
+    if (jobs == nullptr) return answer(failure(error{errc::unimplemented, "this dtsd runs no export jobs"}));
+    const auto& method = request.method;
+    std::function<http_response()> call;
+    if (parts.size() == 1 && method == "GET") {
+      call = [jobs, hub] {
+        auto all = jobs->list(hub);
+        return all ? json_answer(200, *all) : failure(all.error());
+      };
+    } else if (parts.size() == 1 && method == "POST") {
+      auto body = body_object(request);
+      if (!body) return answer(failure(body.error()));
+      call = [jobs, hub, body = std::move(*body)] {
+        auto made = jobs->create(hub, body);
+        return made ? json_answer(201, *made) : failure(made.error());
+      };
+    } else if (parts.size() == 2 && method == "GET") {
+      call = [jobs, hub, id = parts[1]] {
+        auto found = jobs->get(hub, id);
+        return found ? json_answer(200, *found) : failure(found.error());
+      };
+    } else if (parts.size() == 2 && method == "DELETE") {
+      call = [jobs, hub, id = parts[1]] {
+        auto removed = jobs->remove(hub, id);
+        return removed ? json_answer(200, json::object()) : failure(removed.error());
+      };
+    } else {
+      return answer(failure(error{errc::not_found, fmt::format("no route for {} {}", method, request.path)}));
+    }
+    auto shared = std::make_shared<responder>(std::move(answer));
+    if (!worker_->post([call = std::move(call), shared] { (*shared)(call()); })) {
+      (*shared)(failure(error{errc::resource_exhausted, "dtsd is busy: try again shortly"}));
+    }
   }
 
   void workers(const std::string& hub, responder answer) {

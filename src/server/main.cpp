@@ -23,6 +23,7 @@
 #include "cluster/etcd_client.hpp"
 #include "cluster/membership.hpp"
 #include "cluster/node.hpp"
+#include "export/jobs.hpp"
 #include "service/entity_cleaner.hpp"
 #include "service/service.hpp"
 #include "core/ids.hpp"
@@ -61,6 +62,7 @@ struct options {
   std::map<core::runtime_status, std::string> retention_by_status;
   std::size_t retention_purges_max = 64;
   std::string entity_clean_period = "5m";
+  std::string export_dir;  ///< Empty: DATA_DIR/exports.
   bool compact_at_start = false;
   std::string cluster;
   std::string node_id;
@@ -131,6 +133,9 @@ int main(int argc, char** argv) {
                    "The same for orchestrations that ended " + name + " (default: --retention-default)");
   }
   app.add_flag("--compact-at-start", opts.compact_at_start, "Rewrite the data directory's stores without their free pages before serving (as dtsctl compact)");
+  app.add_option("--export-dir", opts.export_dir,
+                 "Where export jobs (REST /v1/taskhubs/exports) write their files (default: DATA_DIR/exports)")
+      ->envname("DTSD_EXPORT_DIR");
   app.add_option("--entity-clean-period", opts.entity_clean_period,
                  "How often empty entities (no state, lock or waiting messages for this long) are removed and locks of "
                  "ended orchestrations released, in every hub (0s: never)")
@@ -359,8 +364,12 @@ int main(int argc, char** argv) {
   auto grpc = grpc_api::grpc_server::start(*scheduler, grpc_options);
   if (!grpc) return fail(grpc.error().message);
   std::unique_ptr<dashboard::http_server> http;
+  history_export::jobs export_jobs(*scheduler, opts.export_dir.empty()
+                                                    ? std::filesystem::path(opts.data_dir) / "exports"
+                                                    : std::filesystem::path(opts.export_dir));
   dashboard::rest_options rest_options;
   rest_options.authority = authority.get();
+  rest_options.export_jobs = &export_jobs;
   dashboard::rest_endpoint rest(*scheduler, rest_options);
   if (opts.dashboard_listen != "off") {
     dashboard::http_options http_options;
@@ -384,6 +393,7 @@ int main(int argc, char** argv) {
   if (const auto period = *core::parse_duration(opts.entity_clean_period); period != 0) {
     cleaner = std::make_unique<service::entity_cleaner>(*scheduler, std::chrono::seconds(period));
   }
+  export_jobs.resume_all();
   const auto dashboard_port = http ? std::to_string(http->port()) : std::string("off");
   const auto cluster_text = member ? fmt::format(", cluster node '{}'", opts.node_id) : std::string();
   std::printf("dtsd ready: gRPC API on port %u, native API on port %u, dashboard on port %s, task hubs %s, data %s, "
@@ -413,6 +423,7 @@ int main(int argc, char** argv) {
   }
   spdlog::info("signal {}: draining", signal_number);
   cleaner.reset();  // Its pass, if one runs, ends at its next page.
+  export_jobs.stop_all();  // Each stops between two pages and resumes at the next start.
   if (http) http->stop();
   rest.close();  // No list scan calls the service after this.
   (*grpc)->stop();

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "core/schedule.hpp"
+#include "dashboard/rest_json.hpp"
 
 namespace dtsd::history_export {
 namespace {
@@ -84,12 +85,13 @@ class service_source final : public source {
   const std::string hub_;
 };
 
+/// "Completed", as a job keeps it, or any name the REST API takes
+/// ("ORCHESTRATION_STATUS_COMPLETED", "COMPLETED").
 std::optional<core::runtime_status> status_named(const std::string& name) {
-  for (std::uint8_t i = 0; i < core::runtime_status_count; ++i) {
-    const auto status = static_cast<core::runtime_status>(i);
+  for (auto status : core::terminal_statuses()) {
     if (core::to_string(status) == name) return status;
   }
-  return std::nullopt;
+  return dashboard::parse_status(name);
 }
 
 bool valid_job_id(const std::string& id) {

@@ -6,6 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <map>
 #include <unordered_map>
 
@@ -19,11 +20,16 @@ namespace {
 constexpr auto instance_sweep_period = std::chrono::seconds(30);
 /// How often a partition purges what its retention policy says is due: a bounded
 /// trickle of ordinary purges that ride in the batches of foreground work, with
-/// room for up to --retention-purges-max under way while no work waits for a
-/// worker, and for retention_purges_busy while work waits (the machine is busy
-/// with foreground work: purges wait for a quieter moment).
+/// room for up to --retention-purges-max under way while the partition is quiet,
+/// and for retention_purges_busy while it is busy: work waits for a worker, or it
+/// committed foreground changes since the last look (a worker that leases all it
+/// can leaves nothing waiting while it works). Busy, a partition purges up to 32 a
+/// second: enough for a steady load of that many ended orchestrations a second per
+/// partition, and a burst's purges wait for a quieter moment.
 constexpr auto retention_period = std::chrono::milliseconds(250);
-constexpr std::size_t retention_purges_busy = 4;
+constexpr std::size_t retention_purges_busy = 8;
+/// When a partition of this process last saw foreground work (retention's signal).
+std::atomic<std::int64_t> foreground_seen_ns{0};
 /// How often a cluster node's partition sends again what other nodes have not acknowledged.
 constexpr auto remote_resend_period = std::chrono::seconds(1);
 /// A partition whose commit failed tries the same batch again after this, doubling
@@ -126,6 +132,8 @@ class partition_state : public partition_context, public peer_link {
   /// The batch being written: when it was handed over, and how many instance changes it holds.
   std::int64_t write_started_ns = 0;
   std::size_t write_changes = 0;
+  /// Committed changes and retention purges when retention last looked (busy or not).
+  std::uint64_t changes_seen = 0, purged_seen = 0;
 
   const std::optional<dtsd::error>& write_refusal() const override { return stall; }
 
@@ -485,9 +493,26 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
       [=](expire_atom) {
         auto& s = self->state;
         const auto waiting = s.engine_->backlog();
-        const bool busy = waiting.orchestrators + waiting.activities + waiting.entities != 0;
+        std::uint64_t changes = 0;
+        {
+          std::lock_guard lock(s.health->mutex);
+          changes = s.health->committed_changes;
+        }
+        std::uint64_t purged = 0;
+        for (auto count : s.engine_->retention_purged()) purged += count;
+        // Each purge is one committed change: what is left is foreground work.
+        const auto committed = changes - std::exchange(s.changes_seen, changes);
+        const auto purges = purged - std::exchange(s.purged_seen, purged);
+        const bool working = waiting.orchestrators + waiting.activities + waiting.entities != 0 || committed > purges;
+        // The partitions share the machine's cores: one that has finished its part
+        // of a burst still holds back while any other works.
+        const auto now = s.now_ns();
+        if (working) foreground_seen_ns.store(now, std::memory_order_relaxed);
+        const bool busy =
+            working || now - foreground_seen_ns.load(std::memory_order_relaxed) <
+                           2 * std::chrono::duration_cast<std::chrono::nanoseconds>(retention_period).count();
         const auto room = busy ? retention_purges_busy : s.engine_->retention_purges_max();
-        if (!s.stall && !s.draining) s.engine_->purge_expired(s.now_ns(), room);
+        if (!s.stall && !s.draining) s.engine_->purge_expired(now, room);
         self->delayed_send(self, retention_period, expire_atom::value);
         s.pump();
       },

@@ -213,6 +213,18 @@ struct jobs::job {
   std::string last_error;
   progress done_so_far;
   std::thread thread;
+  std::mutex joining;  ///< A delete and dtsd's stop may both wait for the thread.
+
+  /// Asks the thread to stop between two pages and waits for it.
+  void stop_and_join() {
+    {
+      std::lock_guard lock(mutex);
+      stop = true;
+    }
+    wake.notify_all();
+    std::lock_guard lock(joining);
+    if (thread.joinable()) thread.join();
+  }
 };
 
 jobs::jobs(service::task_service& service, fs::path dir) : service_(service), dir_(std::move(dir)) {}
@@ -327,14 +339,7 @@ void jobs::stop_all() {
     stopping_ = true;
     for (auto& [_, running] : jobs_) all.push_back(running);
   }
-  for (auto& running : all) {
-    {
-      std::lock_guard lock(running->mutex);
-      running->stop = true;
-    }
-    running->wake.notify_all();
-    if (running->thread.joinable()) running->thread.join();
-  }
+  for (auto& running : all) running->stop_and_join();
 }
 
 expected<json> jobs::create(const std::string& hub, const json& body) {
@@ -374,16 +379,20 @@ expected<json> jobs::create(const std::string& hub, const json& body) {
   return view(*running);
 }
 
+expected<std::shared_ptr<jobs::job>> jobs::find(const std::string& hub, const std::string& id, bool forget) {
+  std::lock_guard lock(mutex_);
+  auto at = jobs_.find({hub, id});
+  if (at == jobs_.end()) return error{errc::not_found, fmt::format("no export job '{}' in hub '{}'", id, hub)};
+  auto found = at->second;
+  if (forget) jobs_.erase(at);
+  return found;
+}
+
 expected<json> jobs::get(const std::string& hub, const std::string& id) {
-  std::shared_ptr<job> found;
-  {
-    std::lock_guard lock(mutex_);
-    auto at = jobs_.find({hub, id});
-    if (at == jobs_.end()) return error{errc::not_found, fmt::format("no export job '{}' in hub '{}'", id, hub)};
-    found = at->second;
-  }
-  std::lock_guard lock(found->mutex);
-  return view(*found);
+  auto found = find(hub, id, false);
+  if (!found) return found.error();
+  std::lock_guard lock((*found)->mutex);
+  return view(**found);
 }
 
 expected<json> jobs::list(const std::string& hub) {
@@ -403,20 +412,10 @@ expected<json> jobs::list(const std::string& hub) {
 }
 
 expected<void> jobs::remove(const std::string& hub, const std::string& id) {
-  std::shared_ptr<job> found;
-  {
-    std::lock_guard lock(mutex_);
-    auto at = jobs_.find({hub, id});
-    if (at == jobs_.end()) return error{errc::not_found, fmt::format("no export job '{}' in hub '{}'", id, hub)};
-    found = at->second;
-    jobs_.erase(at);
-  }
-  {
-    std::lock_guard lock(found->mutex);
-    found->stop = true;
-  }
-  found->wake.notify_all();
-  if (found->thread.joinable()) found->thread.join();
+  auto taken = find(hub, id, true);
+  if (!taken) return taken.error();
+  const auto found = std::move(*taken);
+  found->stop_and_join();
   std::error_code ec;
   fs::remove(found->definition_path, ec);
   fs::remove(found->file.string() + ".progress", ec);

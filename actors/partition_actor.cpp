@@ -28,7 +28,8 @@ constexpr auto instance_sweep_period = std::chrono::seconds(30);
 /// partition, and a burst's purges wait for a quieter moment.
 constexpr auto retention_period = std::chrono::milliseconds(250);
 constexpr std::size_t retention_purges_busy = 8;
-/// When a partition of this process last saw foreground work (retention's signal).
+/// When a partition of this process last saw foreground work (retention's
+/// signal), on the steady clock.
 std::atomic<std::int64_t> foreground_seen_ns{0};
 /// How often a cluster node's partition sends again what other nodes have not acknowledged.
 constexpr auto remote_resend_period = std::chrono::seconds(1);
@@ -506,11 +507,16 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
         const bool working = waiting.orchestrators + waiting.activities + waiting.entities != 0 || committed > purges;
         // The partitions share the machine's cores: one that has finished its part
         // of a burst still holds back while any other works.
-        const auto now = s.now_ns();
-        if (working) foreground_seen_ns.store(now, std::memory_order_relaxed);
+        // Measured on the steady clock: the partitions of one process may run on
+        // different (test) clocks.
+        const auto steady = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                std::chrono::steady_clock::now().time_since_epoch())
+                                .count();
+        if (working) foreground_seen_ns.store(steady, std::memory_order_relaxed);
         const bool busy =
-            working || now - foreground_seen_ns.load(std::memory_order_relaxed) <
+            working || steady - foreground_seen_ns.load(std::memory_order_relaxed) <
                            2 * std::chrono::duration_cast<std::chrono::nanoseconds>(retention_period).count();
+        const auto now = s.now_ns();
         const auto room = busy ? retention_purges_busy : s.engine_->retention_purges_max();
         if (!s.stall && !s.draining) s.engine_->purge_expired(now, room);
         self->delayed_send(self, retention_period, expire_atom::value);

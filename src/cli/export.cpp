@@ -51,7 +51,13 @@ class client_source final : public history_export::source {
       const std::vector<std::string>& ids) override {
     return client_.histories(ids);
   }
-  expected<void> purge(const std::string& instance_id) override {
+  expected<void> purge(const std::string& instance_id, const std::string& execution_id) override {
+    if (!execution_id.empty()) {
+      auto now = client_.get(instance_id);
+      if (!now) return now.error();
+      if (!*now) return error{errc::not_found, instance_id};
+      if ((*now)->execution_id != execution_id) return error{errc::failed_precondition, instance_id};
+    }
     auto done = client_.purge(instance_id);
     if (!done) return done.error();
     return {};

@@ -1050,8 +1050,8 @@ class rest_api {
   /// touch files, and a delete waits for the job to stop between two pages.
   void exports(const std::string& hub, const std::vector<std::string>& parts, const http_request& request,
                responder answer) {
-    auto* jobs = options_.export_jobs;
-    if (jobs == nullptr) return answer(failure(error{errc::unimplemented, "this dtsd runs no export jobs"}));
+    auto jobs = options_.export_jobs;
+    if (!jobs) return answer(failure(error{errc::unimplemented, "this dtsd runs no export jobs"}));
     const auto& method = request.method;
     std::function<http_response()> call;
     if (parts.size() == 1 && method == "GET") {

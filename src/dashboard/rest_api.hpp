@@ -5,6 +5,8 @@
 /// /v1/taskhubs/ and /api/v1/taskhubs/; the task hub comes from the x-taskhub
 /// header (missing: "default"). Also /healthz, /readyz and /metrics.
 
+#include <memory>
+
 #include "dashboard/export_jobs_api.hpp"
 #include "dashboard/http_server.hpp"
 #include "service/service.hpp"
@@ -24,8 +26,9 @@ struct rest_options {
   /// The UI's files, /healthz and /readyz (which then lists only the hubs the
   /// request's token is for) need none; /metrics needs a reader of every hub.
   const auth::authority* authority = nullptr;
-  /// dtsd's export jobs (/v1/taskhubs/exports); null: none.
-  export_jobs_api* export_jobs = nullptr;
+  /// dtsd's export jobs (/v1/taskhubs/exports); null: none. Shared: a call still
+  /// queued when dtsd stops keeps them alive (they refuse new work by then).
+  std::shared_ptr<export_jobs_api> export_jobs;
 };
 
 /// The API: its handler is what the HTTP server runs for every request. Close it

@@ -90,13 +90,16 @@ expected<void> save_progress(const fs::path& path, const json& progress) {
   return replace_durably(path.string(), progress.dump() + "\n");
 }
 
-/// Purges what a page exported; an id already gone (purged before a crash cut the
-/// page's purges short) counts as purged. One started again under its id since it
-/// was exported is left alone (its new run is not in the file).
-expected<std::size_t> purge_all(source& from, const std::vector<std::string>& ids) {
+/// Purges what a page exported (each entry: {"id", "executionId"}; a bare id from
+/// an older progress file purges whichever run is there). An id already gone
+/// (purged before a crash cut the page's purges short) counts as purged; one whose
+/// run was replaced since it was exported is left alone.
+expected<std::size_t> purge_all(source& from, const json& pending) {
   std::size_t purged = 0;
-  for (const auto& id : ids) {
-    auto done = from.purge(id);
+  for (const auto& entry : pending) {
+    const auto id = entry.is_string() ? entry.get<std::string>() : entry.value("id", std::string());
+    const auto execution = entry.is_object() ? entry.value("executionId", std::string()) : std::string();
+    auto done = from.purge(id, execution);
     if (!done && done.error().code == errc::failed_precondition) continue;
     if (!done && done.error().code != errc::not_found) return done.error();
     ++purged;
@@ -167,7 +170,10 @@ expected<progress> run(source& from, options o, const hooks& hooks) {
   if (o.restart && fs::exists(progress_path, ec)) {
     std::ifstream in(progress_path);
     auto kept = json::parse(in, nullptr, false);
-    if (!kept.is_discarded() && kept.is_object() && kept.value("purged", std::uint64_t{0}) != 0 && fs::exists(out, ec)) {
+    const bool purging = !kept.is_discarded() && kept.is_object() &&
+                         (kept.value("purged", std::uint64_t{0}) != 0 ||
+                          (kept.contains("purgePending") && !kept["purgePending"].empty()));
+    if (purging && fs::exists(out, ec)) {
       return refused(fmt::format("{} holds the only copy of {} orchestrations its export purged: move it away before "
                                  "starting over",
                                  o.to, kept["purged"].get<std::uint64_t>()));
@@ -211,7 +217,7 @@ expected<progress> run(source& from, options o, const hooks& hooks) {
 
   // A purge the last run did not finish comes first.
   if (o.purge && !progress["purgePending"].empty()) {
-    auto purged = purge_all(from, progress["purgePending"].get<std::vector<std::string>>());
+    auto purged = purge_all(from, progress["purgePending"]);
     if (!purged) return purged.error();
     progress["purged"] = progress["purged"].get<std::uint64_t>() + *purged;
     progress["purgePending"] = json::array();
@@ -225,7 +231,7 @@ expected<progress> run(source& from, options o, const hooks& hooks) {
     auto page = from.query(query);
     if (!page) return page.error();
     std::string lines;
-    std::vector<std::string> exported;
+    json exported = json::array();  // {"id", "executionId"} of each line.
     std::vector<const core::instance_record*> chosen;
     std::vector<std::string> chosen_ids;
     for (const auto& record : page->instances) {
@@ -251,7 +257,7 @@ expected<progress> run(source& from, options o, const hooks& hooks) {
       line["history"] = std::move(events);
       lines += line.dump();
       lines += '\n';
-      exported.push_back(record.instance_id);
+      exported.push_back({{"id", record.instance_id}, {"executionId", record.execution_id}});
     }
     std::string bytes = std::move(lines);
     if (o.gzip && !bytes.empty()) {

@@ -33,9 +33,11 @@ class source {
   /// The history of each id, in order; none for an id that is gone.
   virtual expected<std::vector<std::optional<std::vector<core::history_event>>>> histories(
       const std::vector<std::string>& ids) = 0;
-  /// Purges one ended orchestration: errc::not_found when it is gone already,
-  /// errc::failed_precondition when it runs again (started anew under its id).
-  virtual expected<void> purge(const std::string& instance_id) = 0;
+  /// Purges the run `execution_id` of an ended orchestration (empty: whichever run
+  /// it has): errc::not_found when it is gone already, errc::failed_precondition
+  /// when another run has taken its place (started anew under its id: that run is
+  /// not in the file, and stays).
+  virtual expected<void> purge(const std::string& instance_id, const std::string& execution_id) = 0;
 };
 
 struct options {

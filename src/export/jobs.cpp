@@ -72,7 +72,16 @@ class service_source final : public source {
     return out;
   }
 
-  expected<void> purge(const std::string& instance_id) override {
+  expected<void> purge(const std::string& instance_id, const std::string& execution_id) override {
+    if (!execution_id.empty()) {
+      auto now = wait_for<std::optional<service::instance_view>>(
+          [&](service::callback<std::optional<service::instance_view>> done) {
+            service_.get(hub_, instance_id, false, std::move(done));
+          });
+      if (!now) return now.error();
+      if (!*now) return error{errc::not_found, instance_id};
+      if ((*now)->record.execution_id != execution_id) return error{errc::failed_precondition, instance_id};
+    }
     auto purged = wait_for<std::size_t>([&](service::callback<std::size_t> done) {
       service_.purge(hub_, instance_id, false, std::move(done));
     });
@@ -178,9 +187,9 @@ expected<json> definition_of(const json& body) {
     if (body.contains(field) && !body[field].is_number_unsigned()) {
       return bad(fmt::format("'{}' must be a whole number from 1 to {}", field, most));
     }
-    const auto value = body.value(field, fallback);
+    const auto value = body.contains(field) ? body[field].get<std::uint64_t>() : std::uint64_t{fallback};
     if (value < 1 || value > most) return bad(fmt::format("'{}' must be from 1 to {}", field, most));
-    out[field] = value;
+    out[field] = static_cast<std::uint32_t>(value);
   }
   return out;
 }
@@ -215,13 +224,16 @@ struct jobs::job {
   std::thread thread;
   std::mutex joining;  ///< A delete and dtsd's stop may both wait for the thread.
 
-  /// Asks the thread to stop between two pages and waits for it.
-  void stop_and_join() {
+  void ask_stop() {
     {
       std::lock_guard lock(mutex);
       stop = true;
     }
     wake.notify_all();
+  }
+  /// Asks the thread to stop between two pages and waits for it.
+  void stop_and_join() {
+    ask_stop();
     std::lock_guard lock(joining);
     if (thread.joinable()) thread.join();
   }
@@ -320,7 +332,7 @@ void jobs::resume_all() {
       if (kept) running->done_so_far = *kept;
       std::lock_guard lock(mutex_);
       if (stopping_) return;
-      jobs_[{running->hub, (*checked)["jobId"].get<std::string>()}] = running;
+      if (!jobs_.emplace(key{running->hub, (*checked)["jobId"].get<std::string>()}, running).second) continue;
       if (kept && kept->done && running->definition["mode"] == "Batch") {
         running->status = "Completed";
         continue;
@@ -339,6 +351,8 @@ void jobs::stop_all() {
     stopping_ = true;
     for (auto& [_, running] : jobs_) all.push_back(running);
   }
+  // Every job is told first, so that none starts another page while others stop.
+  for (auto& running : all) running->ask_stop();
   for (auto& running : all) running->stop_and_join();
 }
 
@@ -360,7 +374,7 @@ expected<json> jobs::create(const std::string& hub, const json& body) {
   if (stopping_) return error{errc::unavailable, "dtsd is stopping"};
   if (jobs_.count({hub, id})) return error{errc::already_exists, fmt::format("export job '{}' exists", id)};
   std::error_code ec;
-  for (const auto& taken : {running->file, fs::path(running->file.string() + ".progress")}) {
+  for (const auto& taken : {running->definition_path, running->file, fs::path(running->file.string() + ".progress")}) {
     if (fs::exists(taken, ec)) {
       return error{errc::already_exists,
                    fmt::format("{} exists (a deleted job's export): move it away or choose another jobId", taken.string())};
@@ -379,17 +393,15 @@ expected<json> jobs::create(const std::string& hub, const json& body) {
   return view(*running);
 }
 
-expected<std::shared_ptr<jobs::job>> jobs::find(const std::string& hub, const std::string& id, bool forget) {
+expected<std::shared_ptr<jobs::job>> jobs::find(const std::string& hub, const std::string& id) {
   std::lock_guard lock(mutex_);
   auto at = jobs_.find({hub, id});
   if (at == jobs_.end()) return error{errc::not_found, fmt::format("no export job '{}' in hub '{}'", id, hub)};
-  auto found = at->second;
-  if (forget) jobs_.erase(at);
-  return found;
+  return at->second;
 }
 
 expected<json> jobs::get(const std::string& hub, const std::string& id) {
-  auto found = find(hub, id, false);
+  auto found = find(hub, id);
   if (!found) return found.error();
   std::lock_guard lock((*found)->mutex);
   return view(**found);
@@ -412,11 +424,21 @@ expected<json> jobs::list(const std::string& hub) {
 }
 
 expected<void> jobs::remove(const std::string& hub, const std::string& id) {
-  auto taken = find(hub, id, true);
+  // Out of the list only once its thread is done: dtsd's stop waits for it too.
+  auto taken = find(hub, id);
   if (!taken) return taken.error();
   const auto found = std::move(*taken);
   found->stop_and_join();
+  {
+    std::lock_guard lock(mutex_);
+    if (auto at = jobs_.find({hub, id}); at != jobs_.end() && at->second == found) jobs_.erase(at);
+  }
+  // The file keeps its whole pages only: a page cut short by a failure goes.
   std::error_code ec;
+  if (const auto kept = read_progress(found->file.string()); kept && fs::exists(found->file, ec) &&
+                                                             fs::file_size(found->file, ec) > kept->bytes) {
+    fs::resize_file(found->file, kept->bytes, ec);
+  }
   fs::remove(found->definition_path, ec);
   fs::remove(found->file.string() + ".progress", ec);
   return {};

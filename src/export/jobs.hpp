@@ -50,8 +50,8 @@ class jobs final : public dashboard::export_jobs_api {
   struct job;
   using key = std::pair<std::string, std::string>;  ///< Hub, id.
 
-  /// The job, taken out of the list when `forget`; errc::not_found without one.
-  expected<std::shared_ptr<job>> find(const std::string& hub, const std::string& id, bool forget);
+  /// The job; errc::not_found without one.
+  expected<std::shared_ptr<job>> find(const std::string& hub, const std::string& id);
   void start(std::shared_ptr<job> running);
   void work(const std::shared_ptr<job>& running);
   nlohmann::json view(const job& running) const;

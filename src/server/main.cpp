@@ -364,12 +364,20 @@ int main(int argc, char** argv) {
   auto grpc = grpc_api::grpc_server::start(*scheduler, grpc_options);
   if (!grpc) return fail(grpc.error().message);
   std::unique_ptr<dashboard::http_server> http;
-  history_export::jobs export_jobs(*scheduler, opts.export_dir.empty()
-                                                    ? std::filesystem::path(opts.data_dir) / "exports"
-                                                    : std::filesystem::path(opts.export_dir));
+  // Unfinished export jobs resume before the REST API can take a new one.
+  auto export_jobs = std::make_shared<history_export::jobs>(
+      *scheduler, opts.export_dir.empty() ? std::filesystem::path(opts.data_dir) / "exports"
+                                          : std::filesystem::path(opts.export_dir));
+  export_jobs->resume_all();
+  // However main ends, the jobs' threads stop before the service goes (a queued
+  // REST call may keep the object itself a little longer).
+  struct jobs_stopper {
+    std::shared_ptr<history_export::jobs> jobs;
+    ~jobs_stopper() { jobs->stop_all(); }
+  } stop_jobs_at_exit{export_jobs};
   dashboard::rest_options rest_options;
   rest_options.authority = authority.get();
-  rest_options.export_jobs = &export_jobs;
+  rest_options.export_jobs = export_jobs;
   dashboard::rest_endpoint rest(*scheduler, rest_options);
   if (opts.dashboard_listen != "off") {
     dashboard::http_options http_options;
@@ -393,7 +401,6 @@ int main(int argc, char** argv) {
   if (const auto period = *core::parse_duration(opts.entity_clean_period); period != 0) {
     cleaner = std::make_unique<service::entity_cleaner>(*scheduler, std::chrono::seconds(period));
   }
-  export_jobs.resume_all();
   const auto dashboard_port = http ? std::to_string(http->port()) : std::string("off");
   const auto cluster_text = member ? fmt::format(", cluster node '{}'", opts.node_id) : std::string();
   std::printf("dtsd ready: gRPC API on port %u, native API on port %u, dashboard on port %s, task hubs %s, data %s, "
@@ -423,7 +430,7 @@ int main(int argc, char** argv) {
   }
   spdlog::info("signal {}: draining", signal_number);
   cleaner.reset();  // Its pass, if one runs, ends at its next page.
-  export_jobs.stop_all();  // Each stops between two pages and resumes at the next start.
+  export_jobs->stop_all();  // Each stops between two pages and resumes at the next start.
   if (http) http->stop();
   rest.close();  // No list scan calls the service after this.
   (*grpc)->stop();

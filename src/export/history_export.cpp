@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -250,6 +251,15 @@ expected<progress> run(source& from, options o, const hooks& hooks) {
       const auto& record = *chosen[i];
       const auto& history = (*histories)[i];
       if (!history) continue;  // Purged meanwhile.
+      // Started again under its id between the page and this read: the run the page
+      // saw is gone, and the new one's history does not belong to its record.
+      const auto started = std::find_if(history->begin(), history->end(), [](const core::history_event& event) {
+        return std::holds_alternative<core::events::execution_started>(event.body);
+      });
+      if (started != history->end() &&
+          std::get<core::events::execution_started>(started->body).instance.execution_id != record.execution_id) {
+        continue;
+      }
       auto line = dashboard::orchestration_json(record);
       line.update(dashboard::payloads_json(record));
       auto events = json::array();

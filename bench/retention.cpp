@@ -18,7 +18,6 @@
 
 #include <CLI/CLI.hpp>
 
-#include <regex>
 
 #include "preload.hpp"
 #include "support.hpp"
@@ -39,10 +38,7 @@ std::int64_t wall_ns() {
 long long purged_so_far(const std::string& dashboard) {
   std::string body;
   if (http_call(dashboard, "GET", "/metrics", {}, &body) != 200) return -1;
-  static const std::regex line(R"(dtsd_retention_purged_total\{[^}]*\} (\d+))");
-  long long total = 0;
-  for (std::sregex_iterator it(body.begin(), body.end(), line), end; it != end; ++it) total += std::stoll((*it)[1]);
-  return total;
+  return static_cast<long long>(metric_sum(body, "dtsd_retention_purged_total"));
 }
 
 struct run_result {

@@ -30,7 +30,7 @@ run_build() {
   ok=$(awk '/^Ok: +[0-9]+/ {s += $2} END {print s + 0}' "$log")
   fail=$(awk '/^(Fail|Timeout): +[0-9]+/ {s += $2} END {print s + 0}' "$log")
   while IFS= read -r name; do failed_names+=("$dir: $name"); done \
-    < <(awk '/^ *[0-9]+\/[0-9]+ / && / (FAIL|TIMEOUT) / {print $2}' "$log")
+    < <(awk '/^ *[0-9]+\/[0-9]+ / && / (FAIL|TIMEOUT) / && !seen[$2]++ {print $2}' "$log")
   rm -f "$log"
   passed=$((passed + ${ok:-0}))
   failed=$((failed + ${fail:-0}))

@@ -29,10 +29,12 @@ std::unique_ptr<commit_pool::lane> commit_pool::open(store::partition_store& sto
 void commit_pool::run() {
   for (;;) {
     lane* next = nullptr;
-    std::pair<std::uint64_t, store::write_batch> job;
+    job job;
     {
       std::unique_lock lock(mutex_);
+      ++idle_threads_;
       work_.wait(lock, [this] { return stopping_ || !queued_.empty(); });
+      --idle_threads_;
       if (queued_.empty()) return;  // Stopping, and every lane is written out.
       next = queued_.front();
       queued_.pop_front();
@@ -40,38 +42,41 @@ void commit_pool::run() {
       next->job_.reset();
       ++next->writing_;
     }
-    auto committed = next->store_.commit(job.second, clock_.now_ns());
-    // Retried: an I/O error (it may clear), and a store fenced by a newer owner
-    // (nothing was written; the partition stops once its node sees the move).
-    const bool retried = !committed && (committed.error().code == errc::io ||
-                                        committed.error().code == errc::failed_precondition);
-    if (!committed && (!retried || !next->failed_)) {
-      // A failure retrying cannot clear (LMDB's fatal state, a transaction it
-      // refuses): memory and disk disagree from here on; only a restart from disk
-      // is safe.
-      spdlog::critical("partition {} of hub '{}': commit failed: {}; exiting",
-                       next->store_.identity().partition_index, next->store_.identity().task_hub,
-                       committed.error().message);
-      std::_Exit(70);
-    }
-    if (!committed) {
-      // Nothing of the batch reached the disk (the store's counters move only on
-      // success): keep it for a retry, and let the owner decide when.
-      const auto number = job.first;
-      {
-        std::lock_guard lock(mutex_);
-        next->job_ = std::move(job);
-        next->stalled_ = true;
-      }
-      next->failed_(number, committed.error());
-    } else {
-      next->committed_(job.first);
-    }
+    commit(*next, std::move(job));
     {
       std::lock_guard lock(mutex_);
       --next->writing_;
     }
     lane_idle_.notify_all();
+  }
+}
+
+void commit_pool::commit(lane& next, job job) {
+  auto committed = next.store_.commit(job.second, clock_.now_ns());
+  // Retried: an I/O error (it may clear), and a store fenced by a newer owner
+  // (nothing was written; the partition stops once its node sees the move).
+  const bool retried = !committed && (committed.error().code == errc::io ||
+                                      committed.error().code == errc::failed_precondition);
+  if (!committed && (!retried || !next.failed_)) {
+    // A failure retrying cannot clear (LMDB's fatal state, a transaction it
+    // refuses): memory and disk disagree from here on; only a restart from disk
+    // is safe.
+    spdlog::critical("partition {} of hub '{}': commit failed: {}; exiting", next.store_.identity().partition_index,
+                     next.store_.identity().task_hub, committed.error().message);
+    std::_Exit(70);
+  }
+  if (!committed) {
+    // Nothing of the batch reached the disk (the store's counters move only on
+    // success): keep it for a retry, and let the owner decide when.
+    const auto number = job.first;
+    {
+      std::lock_guard lock(mutex_);
+      next.job_ = std::move(job);
+      next.stalled_ = true;
+    }
+    next.failed_(number, committed.error());
+  } else {
+    next.committed_(job.first);
   }
 }
 
@@ -92,6 +97,29 @@ void commit_pool::lane::retry() {
     pool_.queued_.push_back(this);
   }
   pool_.work_.notify_one();
+}
+
+void commit_pool::lane::write_here_if_idle(std::uint64_t number, store::write_batch batch) {
+  {
+    std::lock_guard lock(pool_.mutex_);
+    // Idle: every pool thread waits for work and no other caller commits on its
+    // own thread (at most one caller's thread is held by a commit at a time).
+    if (!pool_.queued_.empty() || pool_.idle_threads_ != pool_.threads_.size() || pool_.committing_here_) {
+      job_.emplace(number, std::move(batch));
+      pool_.queued_.push_back(this);
+      pool_.work_.notify_one();
+      return;
+    }
+    pool_.committing_here_ = true;
+    ++writing_;
+  }
+  pool_.commit(*this, {number, std::move(batch)});
+  {
+    std::lock_guard lock(pool_.mutex_);
+    pool_.committing_here_ = false;
+    --writing_;
+  }
+  pool_.lane_idle_.notify_all();
 }
 
 void commit_pool::lane::write(std::uint64_t number, store::write_batch batch) {

@@ -259,7 +259,7 @@ class partition_state : public partition_context, public peer_link {
         writing = true;
         write_started_ns = now_ns();
         write_changes = batch->second.instances.size();
-        writer->write(batch->first, std::move(batch->second));
+        writer->write_here_if_idle(batch->first, std::move(batch->second));
       } else if (draining && engine_->quiescent()) {
         for (auto& done : drained) done();
         drained.clear();

@@ -55,6 +55,21 @@ class failing_engine final : public store::kv_engine {
   std::shared_ptr<std::atomic<bool>> failing_;
 };
 
+/// A memory store whose writes wait while `held` is set: a slow disk.
+class held_engine final : public store::kv_engine {
+ public:
+  explicit held_engine(std::shared_ptr<std::atomic<bool>> held) : inner_(store::open_memory()), held_(std::move(held)) {}
+  expected<void> write(const std::function<void(store::kv_writer&)>& body) override {
+    for (int i = 0; i < 3000 && *held_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return inner_->write(body);
+  }
+  expected<void> read(const std::function<void(store::kv_reader&)>& body) override { return inner_->read(body); }
+
+ private:
+  std::unique_ptr<store::kv_engine> inner_;
+  std::shared_ptr<std::atomic<bool>> held_;
+};
+
 }  // namespace
 
 TEST_CASE("every lane's batches commit in order, each after the one before, across lanes") {
@@ -195,4 +210,101 @@ TEST_CASE("destroying a stalled lane drops its batch instead of waiting for the 
   lane.reset();  // Returns: the stalled batch is dropped.
   *failing = false;
   CHECK(stored_mark(**made) == 0);
+}
+
+TEST_CASE("an idle pool lets the caller commit on its own thread; a busy one, or a second caller, queues") {
+  actors::commit_pool pool(1);
+  auto held = std::make_shared<std::atomic<bool>>(false);
+  auto made = store::partition_store::open(std::make_unique<held_engine>(held), {"pool", 0, 2});
+  REQUIRE(made);
+  auto& slow = **made;
+  auto quick = memory_store(1, 2);
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<std::pair<std::uint64_t, std::thread::id>> slow_reports, quick_reports;
+  auto report_to = [&](auto& list) {
+    return [&](std::uint64_t number) {
+      std::lock_guard lock(mutex);
+      list.emplace_back(number, std::this_thread::get_id());
+      changed.notify_all();
+    };
+  };
+  auto wait_until = [&](auto condition) {
+    std::unique_lock lock(mutex);
+    return changed.wait_for(lock, std::chrono::seconds(30), condition);
+  };
+  auto slow_lane = pool.open(slow, report_to(slow_reports));
+  auto quick_lane = pool.open(*quick, report_to(quick_reports));
+  const auto caller = std::this_thread::get_id();
+
+  // Idle (once the pool's thread waits for work): committed and reported here,
+  // before the call returns.
+  std::uint64_t number = 0;
+  bool here = false;
+  for (int i = 0; i < 300 && !here; ++i) {
+    quick_lane->write_here_if_idle(number + 1, marking(number + 1));
+    ++number;
+    REQUIRE(wait_until([&] { return quick_reports.size() == number; }));
+    here = quick_reports.back().second == caller;
+    if (!here) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  REQUIRE(here);
+  CHECK(stored_mark(*quick) == number);
+
+  // Busy: the pool's one thread is in the slow lane's commit; the quick lane's
+  // batch is queued, and the call returns without waiting for it.
+  *held = true;
+  slow_lane->write(1, marking(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // Let the pool's thread take it.
+  quick_lane->write_here_if_idle(number + 1, marking(number + 1));
+  ++number;
+  CHECK(stored_mark(*quick) == number - 1);
+  *held = false;
+  REQUIRE(wait_until([&] { return quick_reports.size() == number && slow_reports.size() == 1; }));
+  CHECK(quick_reports.back().second != caller);
+  CHECK(slow_reports.back().second != caller);
+  CHECK(stored_mark(*quick) == number);
+
+  // A caller committing on its own thread holds it alone: a second caller meanwhile queues.
+  std::thread first;
+  std::atomic<bool> returned{false};
+  for (int i = 0; i < 300; ++i) {
+    *held = true;
+    std::size_t reported = 0;
+    {
+      std::lock_guard lock(mutex);
+      reported = slow_reports.size();
+    }
+    returned = false;
+    first = std::thread([&, batch = reported + 1] {
+      slow_lane->write_here_if_idle(batch, marking(batch));
+      returned = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (!returned) break;  // It commits on its own thread, held.
+    // The pool was not idle yet and took it: try again.
+    *held = false;
+    first.join();
+    REQUIRE(wait_until([&] { return slow_reports.size() == reported + 1; }));
+  }
+  REQUIRE(first.joinable());
+  quick_lane->write_here_if_idle(number + 1, marking(number + 1));
+  ++number;
+  REQUIRE(wait_until([&] { return quick_reports.size() == number; }));  // Committed by the pool meanwhile.
+  CHECK(quick_reports.back().second != caller);
+  {
+    std::lock_guard lock(mutex);
+    CHECK(stored_mark(slow) == slow_reports.size());  // The held commit has not ended.
+  }
+  const auto first_id = first.get_id();
+  *held = false;
+  first.join();
+  {
+    std::lock_guard lock(mutex);
+    REQUIRE(!slow_reports.empty());
+    CHECK(slow_reports.back().second == first_id);  // Reported on the thread that committed it.
+    CHECK(stored_mark(slow) == slow_reports.size());
+  }
+  slow_lane.reset();
+  quick_lane.reset();
 }

@@ -52,7 +52,17 @@ void commit_pool::run() {
 }
 
 void commit_pool::commit(lane& next, job job) {
-  auto committed = next.store_.commit(job.second, clock_.now_ns());
+  auto committed = [&] {
+    try {
+      return next.store_.commit(job.second, clock_.now_ns());
+    } catch (const std::exception& failed) {
+      // Not a store failure (out of memory, a record it could not encode): whether
+      // on a pool thread or a partition's, memory and disk may disagree from here.
+      spdlog::critical("partition {} of hub '{}': commit threw: {}; exiting", next.store_.identity().partition_index,
+                       next.store_.identity().task_hub, failed.what());
+      std::_Exit(70);
+    }
+  }();
   // Retried: an I/O error (it may clear), and a store fenced by a newer owner
   // (nothing was written; the partition stops once its node sees the move).
   const bool retried = !committed && (committed.error().code == errc::io ||

@@ -4,7 +4,7 @@
 /// (queued or being written), so a partition's batches are committed in order and
 /// one at a time; while its lane waits for a free thread, the partition's next batch
 /// keeps growing. An LMDB write transaction begins and ends inside one commit, on
-/// one pool thread.
+/// one thread: a pool thread, or the caller's for write_here_if_idle.
 ///
 /// At idle a batch finds a thread free and is written at once; under load, a few
 /// threads for many partitions make batches larger and commits fewer, and the
@@ -36,7 +36,7 @@ class commit_pool {
  public:
   class lane;
 
-  /// Runs on a pool thread when batch `number` could not be committed (the store
+  /// Runs on the committing thread (see write_here_if_idle) when batch `number` could not be committed (the store
   /// holds nothing of it); the lane keeps the batch until `retry()`.
   using failure_report = std::function<void(std::uint64_t number, const dtsd::error& why)>;
 
@@ -48,7 +48,7 @@ class commit_pool {
   commit_pool(const commit_pool&) = delete;
   commit_pool& operator=(const commit_pool&) = delete;
 
-  /// A lane for `store`; `committed(number)` runs on a pool thread once batch
+  /// A lane for `store`; `committed(number)` runs on the committing thread once batch
   /// `number` is durable, `failed` when it could not be. The store and the lane must
   /// outlive each other's use: destroying the lane waits until its batch is written,
   /// or drops it if the lane is stalled (none of it was acknowledged).
@@ -89,8 +89,9 @@ class commit_pool::lane {
   /// As write(), but when the pool is idle (no batch queued or being written, no
   /// other caller committing) the batch is committed on the calling thread before
   /// this returns, and its callback runs there too. A quiet partition's commit
-  /// then needs no wake-up of a pool thread, nor one of the caller to hear of it:
-  /// two thread crossings fewer per step of a lone orchestration. Under load the
+  /// then needs no wake-up of a pool thread, and the report reaches a partition
+  /// that is already running: two thread wake-ups fewer per step of a lone
+  /// orchestration. Under load the
   /// pool is busy and batches go to it as with write(). At most one caller's
   /// thread is held by a commit at a time.
   void write_here_if_idle(std::uint64_t number, store::write_batch batch);
@@ -111,8 +112,8 @@ class commit_pool::lane {
   std::optional<std::pair<std::uint64_t, store::write_batch>> job_;
   /// The job's commit failed; it waits for retry() instead of a pool thread.
   bool stalled_ = false;
-  /// Pool threads inside this lane's commit or its callback (the next batch can
-  /// start on another thread while the previous one's thread is still leaving).
+  /// Threads inside this lane's commit or its callback (the next batch can start
+  /// on another thread while the previous one's thread is still leaving).
   int writing_ = 0;
 };
 

@@ -55,19 +55,31 @@ class failing_engine final : public store::kv_engine {
   std::shared_ptr<std::atomic<bool>> failing_;
 };
 
-/// A memory store whose writes wait while `held` is set: a slow disk.
+/// A memory store whose writes wait while `held` is set (a slow disk), and that
+/// tells which thread entered a write.
 class held_engine final : public store::kv_engine {
  public:
-  explicit held_engine(std::shared_ptr<std::atomic<bool>> held) : inner_(store::open_memory()), held_(std::move(held)) {}
+  struct gate {
+    std::atomic<bool> held{false};
+    std::mutex mutex;
+    std::condition_variable entered;
+    std::vector<std::thread::id> writers;  ///< Guarded by `mutex`.
+  };
+  explicit held_engine(std::shared_ptr<gate> gate) : inner_(store::open_memory()), gate_(std::move(gate)) {}
   expected<void> write(const std::function<void(store::kv_writer&)>& body) override {
-    for (int i = 0; i < 3000 && *held_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    {
+      std::lock_guard lock(gate_->mutex);
+      gate_->writers.push_back(std::this_thread::get_id());
+    }
+    gate_->entered.notify_all();
+    for (int i = 0; i < 3000 && gate_->held; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     return inner_->write(body);
   }
   expected<void> read(const std::function<void(store::kv_reader&)>& body) override { return inner_->read(body); }
 
  private:
   std::unique_ptr<store::kv_engine> inner_;
-  std::shared_ptr<std::atomic<bool>> held_;
+  std::shared_ptr<gate> gate_;
 };
 
 }  // namespace
@@ -214,10 +226,11 @@ TEST_CASE("destroying a stalled lane drops its batch instead of waiting for the 
 
 TEST_CASE("an idle pool lets the caller commit on its own thread; a busy one, or a second caller, queues") {
   actors::commit_pool pool(1);
-  auto held = std::make_shared<std::atomic<bool>>(false);
-  auto made = store::partition_store::open(std::make_unique<held_engine>(held), {"pool", 0, 2});
+  auto gate = std::make_shared<held_engine::gate>();
+  auto made = store::partition_store::open(std::make_unique<held_engine>(gate), {"pool", 0, 2});
   REQUIRE(made);
   auto& slow = **made;
+  const auto opening_writes = gate->writers.size();  // Opening the store writes too.
   auto quick = memory_store(1, 2);
   std::mutex mutex;
   std::condition_variable changed;
@@ -232,6 +245,13 @@ TEST_CASE("an idle pool lets the caller commit on its own thread; a busy one, or
   auto wait_until = [&](auto condition) {
     std::unique_lock lock(mutex);
     return changed.wait_for(lock, std::chrono::seconds(30), condition);
+  };
+  /// Waits until the slow lane's commit number `n` (1-based) entered its write; its thread.
+  auto entered = [&](std::size_t n) {
+    std::unique_lock lock(gate->mutex);
+    REQUIRE(gate->entered.wait_for(lock, std::chrono::seconds(30),
+                                   [&] { return gate->writers.size() >= opening_writes + n; }));
+    return gate->writers[opening_writes + n - 1];
   };
   auto slow_lane = pool.open(slow, report_to(slow_reports));
   auto quick_lane = pool.open(*quick, report_to(quick_reports));
@@ -253,13 +273,13 @@ TEST_CASE("an idle pool lets the caller commit on its own thread; a busy one, or
 
   // Busy: the pool's one thread is in the slow lane's commit; the quick lane's
   // batch is queued, and the call returns without waiting for it.
-  *held = true;
+  gate->held = true;
   slow_lane->write(1, marking(1));
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // Let the pool's thread take it.
+  CHECK(entered(1) != caller);
   quick_lane->write_here_if_idle(number + 1, marking(number + 1));
   ++number;
   CHECK(stored_mark(*quick) == number - 1);
-  *held = false;
+  gate->held = false;
   REQUIRE(wait_until([&] { return quick_reports.size() == number && slow_reports.size() == 1; }));
   CHECK(quick_reports.back().second != caller);
   CHECK(slow_reports.back().second != caller);
@@ -267,44 +287,42 @@ TEST_CASE("an idle pool lets the caller commit on its own thread; a busy one, or
 
   // A caller committing on its own thread holds it alone: a second caller meanwhile queues.
   std::thread first;
-  std::atomic<bool> returned{false};
-  for (int i = 0; i < 300; ++i) {
-    *held = true;
-    std::size_t reported = 0;
-    {
-      std::lock_guard lock(mutex);
-      reported = slow_reports.size();
+  struct release {
+    std::shared_ptr<held_engine::gate> gate;
+    std::thread& thread;
+    ~release() {
+      gate->held = false;
+      if (thread.joinable()) thread.join();
     }
-    returned = false;
-    first = std::thread([&, batch = reported + 1] {
-      slow_lane->write_here_if_idle(batch, marking(batch));
-      returned = true;
-    });
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    if (!returned) break;  // It commits on its own thread, held.
+  } released{gate, first};
+  std::uint64_t slow_number = 1;
+  bool held_here = false;
+  for (int i = 0; i < 300 && !held_here; ++i) {
+    gate->held = true;
+    ++slow_number;
+    first = std::thread([&, batch = slow_number] { slow_lane->write_here_if_idle(batch, marking(batch)); });
+    held_here = entered(slow_number) == first.get_id();
+    if (held_here) break;
     // The pool was not idle yet and took it: try again.
-    *held = false;
+    gate->held = false;
     first.join();
-    REQUIRE(wait_until([&] { return slow_reports.size() == reported + 1; }));
+    REQUIRE(wait_until([&] { return slow_reports.size() == slow_number; }));
   }
-  REQUIRE(first.joinable());
+  REQUIRE(held_here);
   quick_lane->write_here_if_idle(number + 1, marking(number + 1));
   ++number;
   REQUIRE(wait_until([&] { return quick_reports.size() == number; }));  // Committed by the pool meanwhile.
   CHECK(quick_reports.back().second != caller);
-  {
-    std::lock_guard lock(mutex);
-    CHECK(stored_mark(slow) == slow_reports.size());  // The held commit has not ended.
-  }
+  CHECK(stored_mark(slow) == slow_number - 1);  // The held commit has not ended.
   const auto first_id = first.get_id();
-  *held = false;
+  gate->held = false;
   first.join();
   {
     std::lock_guard lock(mutex);
-    REQUIRE(!slow_reports.empty());
+    REQUIRE(slow_reports.size() == slow_number);
     CHECK(slow_reports.back().second == first_id);  // Reported on the thread that committed it.
-    CHECK(stored_mark(slow) == slow_reports.size());
   }
+  CHECK(stored_mark(slow) == slow_number);
   slow_lane.reset();
   quick_lane.reset();
 }

@@ -1,6 +1,8 @@
 // The partition actor: owns one partition engine and a lane of the commit pool.
 // While a pool thread commits batch k (an LMDB transaction begins and ends on that
 // thread), the actor keeps applying inputs into batch k+1: group commit, pipelined.
+// A quiet partition whose pool is idle commits on its own thread instead (see
+// pump()): nothing waits to be pipelined, and no thread must be woken.
 // What a batch releases (acks, outbox messages, receipts, work, waiters) goes out
 // only when the pool reports it durable.
 
@@ -20,14 +22,17 @@ namespace {
 constexpr auto instance_sweep_period = std::chrono::seconds(30);
 /// How often a partition purges what its retention policy says is due: a bounded
 /// trickle of ordinary purges that ride in the batches of foreground work, with
-/// room for up to --retention-purges-max under way while the partition is quiet,
-/// and for retention_purges_busy while it is busy: work waits for a worker, or it
-/// committed foreground changes since the last look (a worker that leases all it
-/// can leaves nothing waiting while it works). Busy, a partition purges up to 32 a
-/// second: enough for a steady load of that many ended orchestrations a second per
-/// partition, and a burst's purges wait for a quieter moment.
+/// room for up to --retention-purges-max under way while the partition is quiet.
+/// While it is busy (work waits for a worker, or it committed foreground changes
+/// since the last look: a worker that leases all it can leaves nothing waiting
+/// while it works), it purges what became due since the last look (a steady load's
+/// ended orchestrations, purged as they come, so the store stays at its size) plus
+/// retention_backlog_busy: a backlog (a million due at once after a policy change)
+/// waits for a quieter moment, purged at 8 a second per partition meanwhile.
 constexpr auto retention_period = std::chrono::milliseconds(250);
-constexpr std::size_t retention_purges_busy = 8;
+/// The largest batch (in instances changed) a partition commits on its own thread.
+constexpr std::size_t commit_here_changes_max = 2;
+constexpr std::size_t retention_backlog_busy = 2;
 /// When a partition of this process last saw foreground work (retention's
 /// signal), on the steady clock.
 std::atomic<std::int64_t> foreground_seen_ns{0};
@@ -107,6 +112,8 @@ class partition_state : public partition_context, public peer_link {
   std::shared_ptr<engine::partition_engine> engine_;
   std::unique_ptr<commit_pool::lane> writer;  ///< Declared after the engine: goes first.
   bool writing = false;
+  /// The process has more than one actor thread: a quiet partition may commit on its own.
+  bool commit_here = false;
   std::uint64_t committed_up_to = 0;
   std::multimap<std::uint64_t, std::function<void()>> acks;
   std::unordered_map<std::string, std::vector<waiter>> waiters;
@@ -254,12 +261,22 @@ class partition_state : public partition_context, public peer_link {
   /// After every message: start the next commit if the writer is idle, and keep a
   /// wake-up scheduled for the next timer.
   void pump() {
+    std::optional<std::pair<std::uint64_t, store::write_batch>> to_write;
     if (!writing && writer) {
       if (auto batch = engine_->take_batch()) {
         writing = true;
         write_started_ns = now_ns();
         write_changes = batch->second.instances.size();
-        writer->write_here_if_idle(batch->first, std::move(batch->second));
+        // A quiet partition (a batch of one or two instances' changes) commits on
+        // its own thread when the pool is idle, unless it would hold the process's
+        // only actor thread: below, once what goes out has gone. A busy one (a
+        // large batch: under load, or one hot partition) hands it to the pool now
+        // and goes on building its next batch meanwhile.
+        if (commit_here && write_changes <= commit_here_changes_max) {
+          to_write = std::move(batch);
+        } else {
+          writer->write(batch->first, std::move(batch->second));
+        }
       } else if (draining && engine_->quiescent()) {
         for (auto& done : drained) done();
         drained.clear();
@@ -281,6 +298,8 @@ class partition_state : public partition_context, public peer_link {
       auto delay = std::max<std::int64_t>(0, *due - now_ns());
       self->delayed_send(self, std::chrono::nanoseconds(delay), tick_atom::value);
     }
+    // Last, so that what went out above does not wait for the disk.
+    if (to_write) writer->write_here_if_idle(to_write->first, std::move(to_write->second));
   }
 
   /// What the status calls read: the work waiting, per kind.
@@ -425,6 +444,7 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
       [owner](std::uint64_t batch, const dtsd::error& why) {
         caf::anon_send(owner, stall_atom::value, batch, why.code == errc::failed_precondition, why.message);
       });
+  state.commit_here = self->home_system().scheduler().num_workers() > 1;
   state.index = state.engine_->identity().partition_index;
   self->delayed_send(self, instance_sweep_period, sweep_atom::value);
   self->delayed_send(self, retention_period, expire_atom::value);
@@ -517,7 +537,9 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
             working || steady - foreground_seen_ns.load(std::memory_order_relaxed) <
                            2 * std::chrono::duration_cast<std::chrono::nanoseconds>(retention_period).count();
         const auto now = s.now_ns();
-        const auto room = busy ? retention_purges_busy : s.engine_->retention_purges_max();
+        const auto quiet_room = s.engine_->retention_purges_max();
+        const auto fresh = s.engine_->newly_due(now, quiet_room);
+        const auto room = busy ? std::min(quiet_room, retention_backlog_busy + fresh) : quiet_room;
         if (!s.stall && !s.draining) s.engine_->purge_expired(now, room);
         self->delayed_send(self, retention_period, expire_atom::value);
         s.pump();

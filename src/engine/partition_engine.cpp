@@ -722,6 +722,20 @@ std::uint64_t partition_engine::set_retention(std::optional<core::retention_poli
   return next_batch_;
 }
 
+std::size_t partition_engine::newly_due(std::int64_t now_ns, std::size_t count_max) {
+  const auto since = std::exchange(due_checked_ns_, now_ns);
+  if (!since || *since >= now_ns) return 0;
+  const auto& policy = retention();
+  std::size_t count = 0;
+  for (auto status : core::retained_statuses) {
+    const auto keep = policy.keep_s(status);
+    if (!keep || count >= count_max) continue;
+    const auto kept_ns = *keep * 1'000'000'000;
+    count += store_->catalog().ended_between(status, *since - kept_ns, now_ns - kept_ns, count_max - count);
+  }
+  return count;
+}
+
 void partition_engine::purge_expired(std::int64_t now_ns, std::size_t count_max) {
   count_max = std::min(count_max, options_.retention_purges_max);
   const auto& policy = retention();

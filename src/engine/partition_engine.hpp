@@ -251,6 +251,11 @@ class partition_engine {
   /// partition, which gives less room while it is busy.
   void purge_expired(std::int64_t now_ns, std::size_t count_max);
   std::size_t retention_purges_max() const { return options_.retention_purges_max; }
+  /// How many ended orchestrations became due under the policy in force since the
+  /// previous call (at most `count_max`; 0 on the first call): what a steady load
+  /// makes due, which a busy partition purges as it comes while a backlog only
+  /// trickles.
+  std::size_t newly_due(std::int64_t now_ns, std::size_t count_max);
   /// Orchestrations purged by retention since the engine opened, by status.
   const store::status_counts& retention_purged() const { return retention_purged_; }
 
@@ -423,6 +428,8 @@ class partition_engine {
     std::uint64_t batch = 0;
   };
   std::unordered_map<std::string, retention_purge> retention_purging_;
+  /// When newly_due last looked.
+  std::optional<std::int64_t> due_checked_ns_;
   std::map<std::string, core::schedule> schedules_;
   /// (next slot, id) of each schedule that is neither paused nor ended.
   std::set<std::pair<std::int64_t, std::string>> schedules_due_;

@@ -11,6 +11,7 @@
 
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <set>
 #include <shared_mutex>
@@ -73,6 +74,20 @@ class instance_catalog {
       if (!skip(it->second)) out.push_back(it->second);
     }
     return out;
+  }
+  /// Orchestrations (not entities) that ended with `status` after `after_ns` and at
+  /// or before `by_ns`, counted up to `count_max`.
+  std::size_t ended_between(core::runtime_status status, std::int64_t after_ns, std::int64_t by_ns,
+                            std::size_t count_max) const {
+    std::shared_lock lock(mutex_);
+    const auto& index = ended_[static_cast<std::size_t>(status)];
+    std::size_t count = 0;
+    if (after_ns == std::numeric_limits<std::int64_t>::max()) return 0;
+    for (auto it = index.lower_bound({after_ns + 1, std::string()});
+         it != index.end() && it->first <= by_ns && count < count_max; ++it) {
+      ++count;
+    }
+    return count;
   }
   /// When the orchestration that ended longest ago (any terminal status) ended.
   std::optional<std::int64_t> oldest_ended_ns() const;

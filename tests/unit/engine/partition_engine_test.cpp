@@ -638,6 +638,35 @@ TEST_CASE("engine: retention purges ended orchestrations once their status's tim
   CHECK(w.stored("sleepy-1")->has_value());
 }
 
+TEST_CASE("engine: retention counts what became due since its last look, not what was due before") {
+  engine::engine_options options;
+  options.default_retention.fallback = core::retention_rule{false, 10};
+  world w(1, 11, options);
+  auto& engine = *w.engines[0];
+  const auto t0 = w.now;
+  for (const char* id : {"a-1", "a-2", "a-3"}) REQUIRE(engine.start(request(id), w.now));
+  run_to_quiet(w);
+  w.now = t0 + 2 * second_ns;
+  for (const char* id : {"b-1", "b-2"}) REQUIRE(engine.start(request(id), w.now));
+  run_to_quiet(w);
+  REQUIRE((*w.stored("b-2"))->record.status == core::runtime_status::completed);
+
+  CHECK(engine.newly_due(t0 + 5 * second_ns, 100) == 0);  // The first look counts nothing.
+  CHECK(engine.newly_due(t0 + 10'500'000'000, 100) == 3);  // The a-s ended 10 s before.
+  CHECK(engine.newly_due(t0 + 11 * second_ns, 100) == 0);
+  CHECK(engine.newly_due(t0 + 13 * second_ns, 1) == 1);  // The b-s, counted up to the cap.
+  CHECK(engine.newly_due(t0 + 13 * second_ns, 100) == 0);  // No time passed.
+  // A backlog long due is not newly due: 30 s later, everything is due, nothing new.
+  CHECK(engine.newly_due(t0 + 43 * second_ns, 100) == 0);
+  // Under a longer policy what is due moves back: nothing ended 60 s before.
+  core::retention_policy longer;
+  longer.fallback = core::retention_rule{false, 60};
+  engine.set_retention(longer);
+  w.commit(0);
+  CHECK(engine.newly_due(t0 + 61 * second_ns, 100) == 3);  // (t0 - 17 s, t0 + 1 s]: the a-s; the b-s come later.
+  CHECK(engine.newly_due(t0 + 63 * second_ns, 100) == 2);
+}
+
 TEST_CASE("retention policies: DTS's JSON both ways, durations, and bad ones named") {
   auto parsed = core::retention_from_json(
       R"({"retentionPolicies": [{"retentionPeriodInDays": 30}, {"retentionPeriodInDays": 1, "orchestrationState": "Completed"},

@@ -5,7 +5,7 @@
 // changes the instance as the API says. Screenshots of each page go to
 // <build>/screenshots/.
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 
@@ -247,5 +247,37 @@ describe("the dashboard in a browser", () => {
     await page.locator("table.list tr", { hasText: id }).getByRole("button", { name: "Delete" }).click();
     await page.locator(".message", { hasText: "deleted" }).waitFor();
     await page.locator("table.list tr", { hasText: id }).waitFor({ state: "detached" });
+  });
+  test("exports: a job made from the form writes the completed orchestration to its file; a second with its id is refused", async () => {
+    const id = `ui-export-${run}`;
+    await page.goto(`${env.dtsd.restUrl}/#/exports`);
+    await page.getByLabel("Job ID (optional)").fill(id);
+    await page.getByLabel("Completed").check();
+    await page.getByLabel("Instance ID prefix").fill(ids.hello);
+    await page.getByLabel("Format").selectOption("jsonl");
+    await page.getByRole("button", { name: "Create" }).click();
+    await page.locator(".message", { hasText: `Created ${id}` }).waitFor();
+    const row = page.locator("table.list tr", { hasText: id });
+    await row.locator("td", { hasText: /^Completed$/ }).waitFor({ timeout: 30000 });
+    await row.locator("td", { hasText: /^1$/ }).waitFor();
+    const file = (await row.locator("td span.mono").textContent()).trim();
+    const lines = readFileSync(file, "utf8").trim().split("\n").map((line) => JSON.parse(line));
+    assert.equal(lines.length, 1);
+    assert.equal(lines[0].instanceId, ids.hello);
+    assert.ok(lines[0].history.length > 10, "its whole history");
+    assert.equal(await statusOf(ids.hello), "COMPLETED", "kept: the job does not purge");
+    await shot("exports");
+    // The same id again: refused, named, and nothing else changes.
+    await page.getByLabel("Job ID (optional)").fill(id);
+    await page.getByRole("button", { name: "Create" }).click();
+    await page.getByRole("alert").filter({ hasText: "exists" }).waitFor();
+    assert.equal(await page.locator("table.list tr", { hasText: id }).count(), 1);
+    page.once("dialog", (dialog) => dialog.accept());
+    await row.getByRole("button", { name: "Delete" }).click();
+    await page.locator(".message", { hasText: "deleted" }).waitFor();
+    await page.locator("table.list tr", { hasText: id }).waitFor({ state: "detached" });
+    assert.ok(existsSync(file), "a deleted job's file stays");
+    const gone = await fetch(`${env.dtsd.restUrl}/v1/taskhubs/exports/${id}`);
+    assert.equal(gone.status, 404);
   });
 });

@@ -87,6 +87,30 @@ export interface Schedule {
   };
 }
 
+/** One of dtsd's export jobs (POST /exports): what it was asked, and how far it got. */
+export interface ExportJob {
+  jobId: string;
+  mode: "Batch" | "Continuous";
+  status: "Running" | "Completed" | "Failed" | "Stopped";
+  file: string;
+  exported: number;
+  purged: number;
+  bytes: number;
+  lastError: string;
+  definition: {
+    completedTimeFrom: string;
+    completedTimeTo: string;
+    runtimeStatus: string[];
+    namePrefix: string;
+    instanceIdPrefix: string;
+    format: "jsonl" | "jsonl.gz";
+    purge: boolean;
+    pollSeconds: number;
+    pageSize: number;
+    createdAt?: string;
+  };
+}
+
 export interface Entity {
   instanceId: string;
   lastModifiedTime: string;

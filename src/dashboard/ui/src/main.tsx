@@ -8,7 +8,7 @@ import { useCallback, useEffect, useMemo, useState } from "preact/hooks";
 import {
   ApiError, call, currentHub, enc, Entity, Failure, HistoryEvent, Orchestration, Payloads, QueryResult, setHub,
   onUnauthenticated, setSignedInToken, signedInToken,
-  Schedule, shortStatus, STATUSES, taskHubs, Worker,
+  ExportJob, Schedule, shortStatus, STATUSES, taskHubs, Worker,
 } from "./api";
 
 // ------------------------------------------------------------------ routing
@@ -954,6 +954,132 @@ function SchedulesPage() {
   );
 }
 
+// ------------------------------------------------------------------ exports
+
+const ENDED = ["Completed", "Failed", "Terminated", "Canceled"] as const;
+
+/** 1536 -> "1.5 KiB". */
+function size(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/** What a job exports, in a line: "Completed, Failed · ended after … · name HelloC*". */
+function exportFilter(job: ExportJob): string {
+  const d = job.definition;
+  const parts = [d.runtimeStatus.length ? d.runtimeStatus.join(", ") : "every ended status"];
+  if (d.completedTimeFrom) parts.push(`ended from ${time(d.completedTimeFrom)}`);
+  if (d.completedTimeTo) parts.push(`until ${time(d.completedTimeTo)}`);
+  if (d.namePrefix) parts.push(`name ${d.namePrefix}*`);
+  if (d.instanceIdPrefix) parts.push(`id ${d.instanceIdPrefix}*`);
+  return parts.join(" · ");
+}
+
+function ExportsPage() {
+  const [jobs, setJobs] = useState<ExportJob[] | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [message, setMessage] = useState<string | null>(null);
+  const [mode, setMode] = useState<"Batch" | "Continuous">("Batch");
+  const load = useCallback(() => {
+    call<{ jobs: ExportJob[] }>("GET", "exports").then((r) => { setJobs(r.jobs); setError(null); }, setError);
+  }, []);
+  usePolling(load, 2000);
+  const remove = async (job: ExportJob) => {
+    const what = job.status === "Running" ? "Stop and forget" : "Forget";
+    if (!confirm(`${what} export job ${job.jobId}? Its file stays: ${job.file}`)) return;
+    try {
+      await call<unknown>("DELETE", `exports/${enc(job.jobId)}`);
+      setMessage(`${job.jobId}: deleted (its file stays)`);
+      setError(null);
+      load();
+    } catch (e) {
+      setError(e);
+    }
+  };
+  const create = async (e: Event) => {
+    e.preventDefault();
+    const form = e.currentTarget as HTMLFormElement;
+    const data = new FormData(form);
+    const field = (name: string) => String(data.get(name) ?? "").trim();
+    const instant = (name: string) => (field(name) ? new Date(field(name)).toISOString() : undefined);
+    try {
+      const made = await call<ExportJob>("POST", "exports", {
+        ...(field("id") ? { jobId: field("id") } : {}),
+        mode,
+        ...(instant("from") ? { completedTimeFrom: instant("from") } : {}),
+        ...(instant("to") ? { completedTimeTo: instant("to") } : {}),
+        runtimeStatus: ENDED.filter((s) => data.get(`status-${s}`) === "on"),
+        ...(field("name") ? { namePrefix: field("name") } : {}),
+        ...(field("idPrefix") ? { instanceIdPrefix: field("idPrefix") } : {}),
+        format: field("format"),
+        purge: mode === "Continuous" || data.get("purge") === "on",
+      });
+      setMessage(`Created ${made.jobId}: writing ${made.file}`);
+      setError(null);
+      form.reset();
+      setMode("Batch");
+      load();
+    } catch (err) {
+      setError(err);
+    }
+  };
+  return (
+    <section>
+      <h2>Exports</h2>
+      <p class="hint">An export job writes ended orchestrations with their full histories to a JSON Lines file on
+        dtsd's machine (under <code>--export-dir</code>), one page at a time; it goes on from its last page after a
+        restart. A batch job ends when it has written what matches; a continuous one keeps following new ended
+        orchestrations, and purges what it wrote.</p>
+      <ErrorLine error={error} />
+      {message && <p class="message">{message}</p>}
+      <table class="list">
+        <thead><tr><th>Job</th><th>Mode</th><th>Status</th><th>What</th><th>Exported</th><th>Purged</th>
+          <th>File</th><th></th></tr></thead>
+        <tbody>
+          {(jobs ?? []).map((job) => (
+            <tr><td class="mono">{job.jobId}</td>
+              <td>{job.mode}</td>
+              <td>{job.status}{job.lastError && <div class="error-text" title={job.lastError}>{job.lastError}</div>}</td>
+              <td>{exportFilter(job)}</td>
+              <td>{job.exported.toLocaleString()}</td>
+              <td>{job.definition.purge ? job.purged.toLocaleString() : <span class="muted">kept</span>}</td>
+              <td><span class="mono">{job.file}</span> <span class="muted">{size(job.bytes)}</span></td>
+              <td class="actions"><button class="danger" onClick={() => remove(job)}>Delete</button></td></tr>
+          ))}
+          {jobs && !jobs.length && <tr><td colSpan={8} class="empty">No export jobs.</td></tr>}
+        </tbody>
+      </table>
+      <h3>New export</h3>
+      <form class="new" onSubmit={create}>
+        <label>Job ID (optional) <input name="id" placeholder="november-2026" pattern="[A-Za-z0-9_.\-]{1,64}" /></label>
+        <label>Mode <select name="mode" value={mode} onChange={(e) => setMode((e.target as HTMLSelectElement).value as "Batch" | "Continuous")}>
+          <option value="Batch">Batch: what has ended, once</option>
+          <option value="Continuous">Continuous: keep following, and purge</option></select></label>
+        <label>Ended from <input name="from" type="datetime-local" step="1" /></label>
+        <label>Ended until <input name="to" type="datetime-local" step="1" /></label>
+        <fieldset class="statuses"><legend>Statuses (none: every ended one)</legend>
+          {ENDED.map((s) => <label class="inline"><input type="checkbox" name={`status-${s}`} /> {s}</label>)}
+        </fieldset>
+        <label>Name prefix <input name="name" placeholder="HelloCities" /></label>
+        <label>Instance ID prefix <input name="idPrefix" /></label>
+        <label>Format <select name="format">
+          <option value="jsonl.gz">JSON Lines, gzip (.jsonl.gz)</option><option value="jsonl">JSON Lines (.jsonl)</option>
+        </select></label>
+        {mode === "Batch"
+          ? <label class="inline"><input type="checkbox" name="purge" /> Purge each orchestration once it is written</label>
+          : <p class="muted">A continuous export purges what it writes.</p>}
+        <button type="submit">Create</button>
+      </form>
+    </section>
+  );
+}
+
 // ------------------------------------------------------------------ the frame
 
 // ------------------------------------------------------------------ sign-in (dtsd --auth)
@@ -1049,6 +1175,7 @@ function App() {
     : route.path === "/entities" ? <EntitiesPage />
     : route.path === "/workers" ? <WorkersPage />
     : route.path === "/schedules" ? <SchedulesPage />
+    : route.path === "/exports" ? <ExportsPage />
     : <ListPage key={currentHub()} params={route.params} />;
   return (
     <>
@@ -1058,6 +1185,7 @@ function App() {
           <a href="#/" class={route.path === "/" ? "active" : ""}>Orchestrations</a>
           <a href="#/entities" class={route.path === "/entities" ? "active" : ""}>Entities</a>
           <a href="#/schedules" class={route.path === "/schedules" ? "active" : ""}>Schedules</a>
+          <a href="#/exports" class={route.path === "/exports" ? "active" : ""}>Exports</a>
           <a href="#/workers" class={route.path === "/workers" ? "active" : ""}>Workers</a>
           <a href="#/new" class={route.path === "/new" ? "active" : ""}>New orchestration</a>
         </nav>

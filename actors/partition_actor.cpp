@@ -539,7 +539,11 @@ caf::behavior partition_actor(caf::stateful_actor<partition_state>* self,
         const auto now = s.now_ns();
         const auto quiet_room = s.engine_->retention_purges_max();
         const auto fresh = s.engine_->newly_due(now, quiet_room);
-        const auto room = busy ? std::min(quiet_room, retention_backlog_busy + fresh) : quiet_room;
+        // Room counts purges under way: those of the last look not yet durable
+        // keep their place, and this look's share is still started.
+        const auto room =
+            busy ? std::min(quiet_room, s.engine_->retention_purges_under_way() + retention_backlog_busy + fresh)
+                 : quiet_room;
         if (!s.stall && !s.draining) s.engine_->purge_expired(now, room);
         self->delayed_send(self, retention_period, expire_atom::value);
         s.pump();

@@ -93,6 +93,8 @@ round_result run_round(sdk::client& client, const hello_cities_setup::running& p
   auto started = client.start_many("HelloCities", std::vector<json>(static_cast<std::size_t>(count), json()));
   if (!started) {
     std::fprintf(stderr, "retention bench: start failed: %s\n", started.error().message.c_str());
+    sampling = false;
+    sampler.join();
     std::exit(1);
   }
   std::int64_t last_completed = 0;
@@ -110,7 +112,7 @@ round_result run_round(sdk::client& client, const hello_cities_setup::running& p
   if (purging) set_policy(client, false);  // No purging between the rounds.
   // The last sample taken before the last completion.
   for (const auto& [at, purged] : samples) {
-    if (at <= last_completed && purged >= 0) result.purged_during = purged - purged_before;
+    if (at <= last_completed && purged >= 0 && purged_before >= 0) result.purged_during = purged - purged_before;
   }
   if (correct != count) {
     std::fprintf(stderr, "retention bench: only %d of %d hello cities completed correctly\n", correct, count);

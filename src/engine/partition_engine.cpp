@@ -723,7 +723,9 @@ std::uint64_t partition_engine::set_retention(std::optional<core::retention_poli
 }
 
 std::size_t partition_engine::newly_due(std::int64_t now_ns, std::size_t count_max) {
-  const auto since = std::exchange(due_checked_ns_, now_ns);
+  const auto since = due_checked_ns_;
+  // A clock that went back does not count a window twice.
+  due_checked_ns_ = since ? std::max(*since, now_ns) : now_ns;
   if (!since || *since >= now_ns) return 0;
   const auto& policy = retention();
   std::size_t count = 0;

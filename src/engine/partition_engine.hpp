@@ -256,6 +256,8 @@ class partition_engine {
   /// makes due, which a busy partition purges as it comes while a backlog only
   /// trickles.
   std::size_t newly_due(std::int64_t now_ns, std::size_t count_max);
+  /// Retention purges started and not yet durable.
+  std::size_t retention_purges_under_way() const { return retention_purging_.size(); }
   /// Orchestrations purged by retention since the engine opened, by status.
   const store::status_counts& retention_purged() const { return retention_purged_; }
 

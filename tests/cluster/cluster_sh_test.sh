@@ -9,7 +9,14 @@ export DTSD_BUILD=${DTSD_BUILD:?run through meson test}
 export DTSD_CLUSTER_DIR=$(mktemp -d /tmp/dtsd-cluster-sh-XXXXXX)
 export DTSD_ETCD_PORT=$((20000 + RANDOM % 20000))
 export DTSD_PORT_BASE=$((40000 + (RANDOM % 200) * 100))
-cleanup() { "$root/deploy/cluster.sh" down --purge > /dev/null 2>&1 || true; rm -rf "$DTSD_CLUSTER_DIR"; }
+cleanup() {
+  local rc=$?
+  if [ "$rc" -ne 0 ]; then  # What the nodes and etcd said, before it is removed.
+    for log in "$DTSD_CLUSTER_DIR"/*.log; do echo "== $log (last 40 lines)"; tail -n 40 "$log"; done >&2
+  fi
+  "$root/deploy/cluster.sh" down --purge > /dev/null 2>&1 || true
+  rm -rf "$DTSD_CLUSTER_DIR"
+}
 trap cleanup EXIT
 
 "$root/deploy/cluster.sh" up 2 --loopback --etcd-members 3

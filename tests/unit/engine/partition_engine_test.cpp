@@ -651,9 +651,12 @@ TEST_CASE("engine: retention counts what became due since its last look, not wha
   run_to_quiet(w);
   REQUIRE((*w.stored("b-2"))->record.status == core::runtime_status::completed);
 
+  REQUIRE((*w.stored("a-1"))->record.completed_at_ns == t0);
   CHECK(engine.newly_due(t0 + 5 * second_ns, 100) == 0);  // The first look counts nothing.
-  CHECK(engine.newly_due(t0 + 10'500'000'000, 100) == 3);  // The a-s ended 10 s before.
-  CHECK(engine.newly_due(t0 + 11 * second_ns, 100) == 0);
+  CHECK(engine.newly_due(t0 + 10 * second_ns, 100) == 3);  // The a-s, due exactly now: a window ends inclusive,
+  CHECK(engine.newly_due(t0 + 11 * second_ns, 100) == 0);  // and the next one starts after it.
+  CHECK(engine.newly_due(t0 + 8 * second_ns, 100) == 0);   // A clock gone back counts nothing,
+  CHECK(engine.newly_due(t0 + 11'500'000'000, 100) == 0);  // and no window twice.
   CHECK(engine.newly_due(t0 + 13 * second_ns, 1) == 1);  // The b-s, counted up to the cap.
   CHECK(engine.newly_due(t0 + 13 * second_ns, 100) == 0);  // No time passed.
   // A backlog long due is not newly due: 30 s later, everything is due, nothing new.

@@ -852,11 +852,13 @@ function WorkersPage() {
 
 function SchedulesPage() {
   const [schedules, setSchedules] = useState<Schedule[] | null>(null);
+  // A refused action's error stays until the next action; the list's polling has its own.
   const [error, setError] = useState<unknown>(null);
+  const [loadError, setLoadError] = useState<unknown>(null);
   const [message, setMessage] = useState<string | null>(null);
   const [timing, setTiming] = useState<"interval" | "cron">("interval");
   const load = useCallback(() => {
-    call<{ schedules: Schedule[] }>("GET", "schedules").then((r) => { setSchedules(r.schedules); setError(null); }, setError);
+    call<{ schedules: Schedule[] }>("GET", "schedules").then((r) => { setSchedules(r.schedules); setLoadError(null); }, setLoadError);
   }, []);
   usePolling(load, 2000);
   const act = async (s: Schedule, what: "pause" | "resume" | "trigger" | "delete") => {
@@ -870,6 +872,7 @@ function SchedulesPage() {
       load();
     } catch (e) {
       setError(e);
+      setMessage(null);
     }
   };
   const create = async (e: Event) => {
@@ -877,7 +880,7 @@ function SchedulesPage() {
     const data = new FormData(e.currentTarget as HTMLFormElement);
     const input = String(data.get("input") ?? "").trim();
     if (input) {
-      try { JSON.parse(input); } catch { return setError(new Error("Input: not valid JSON")); }
+      try { JSON.parse(input); } catch { setMessage(null); return setError(new Error("Input: not valid JSON")); }
     }
     const field = (name: string) => String(data.get(name) ?? "").trim();
     try {
@@ -895,6 +898,7 @@ function SchedulesPage() {
       load();
     } catch (err) {
       setError(err);
+      setMessage(null);
     }
   };
   const runLink = (s: Schedule) => s.state.lastInstanceId
@@ -904,7 +908,7 @@ function SchedulesPage() {
   return (
     <section>
       <h2>Schedules</h2>
-      <ErrorLine error={error} />
+      <ErrorLine error={error ?? loadError} />
       {message && <p class="message">{message}</p>}
       <table class="list">
         <thead><tr><th>Schedule</th><th>Starts</th><th>When</th><th>Status</th><th>Next run</th><th>Last run</th>
@@ -973,7 +977,7 @@ function size(bytes: number): string {
 /** What a job exports, in a line: "Completed, Failed · ended after … · name HelloC*". */
 function exportFilter(job: ExportJob): string {
   const d = job.definition;
-  const parts = [d.runtimeStatus.length ? d.runtimeStatus.join(", ") : "every ended status"];
+  const parts = [d.runtimeStatus.length && d.runtimeStatus.length < ENDED.length ? d.runtimeStatus.join(", ") : "every ended status"];
   if (d.completedTimeFrom) parts.push(`ended from ${time(d.completedTimeFrom)}`);
   if (d.completedTimeTo) parts.push(`until ${time(d.completedTimeTo)}`);
   if (d.namePrefix) parts.push(`name ${d.namePrefix}*`);
@@ -984,10 +988,11 @@ function exportFilter(job: ExportJob): string {
 function ExportsPage() {
   const [jobs, setJobs] = useState<ExportJob[] | null>(null);
   const [error, setError] = useState<unknown>(null);
+  const [loadError, setLoadError] = useState<unknown>(null);
   const [message, setMessage] = useState<string | null>(null);
   const [mode, setMode] = useState<"Batch" | "Continuous">("Batch");
   const load = useCallback(() => {
-    call<{ jobs: ExportJob[] }>("GET", "exports").then((r) => { setJobs(r.jobs); setError(null); }, setError);
+    call<{ jobs: ExportJob[] }>("GET", "exports").then((r) => { setJobs(r.jobs); setLoadError(null); }, setLoadError);
   }, []);
   usePolling(load, 2000);
   const remove = async (job: ExportJob) => {
@@ -1000,6 +1005,7 @@ function ExportsPage() {
       load();
     } catch (e) {
       setError(e);
+      setMessage(null);
     }
   };
   const create = async (e: Event) => {
@@ -1027,6 +1033,7 @@ function ExportsPage() {
       load();
     } catch (err) {
       setError(err);
+      setMessage(null);
     }
   };
   return (
@@ -1036,7 +1043,7 @@ function ExportsPage() {
         dtsd's machine (under <code>--export-dir</code>), one page at a time; it goes on from its last page after a
         restart. A batch job ends when it has written what matches; a continuous one keeps following new ended
         orchestrations, and purges what it wrote.</p>
-      <ErrorLine error={error} />
+      <ErrorLine error={error ?? loadError} />
       {message && <p class="message">{message}</p>}
       <table class="list">
         <thead><tr><th>Job</th><th>Mode</th><th>Status</th><th>What</th><th>Exported</th><th>Purged</th>

@@ -61,12 +61,19 @@ cap_cpu() {
   echo "$dir" >> "$state/cgroups"
 }
 
-wait_for() {  # $1: what, $2: command; at most 30 s
+wait_for() {  # $1: what, $2: command; at most 30 s. With $3 (its PID) and $4 (its log): fails
+               # at once if it exits, and shows the end of its log either way.
   for _ in $(seq 1 150); do
     if eval "$2" > /dev/null 2>&1; then return 0; fi
+    if [ -n "${3:-}" ] && ! kill -0 "$3" 2> /dev/null; then
+      echo "cluster.sh: $1 exited before it was up; the end of $4:" >&2
+      tail -n 20 "$4" >&2
+      return 1
+    fi
     sleep 0.2
   done
-  echo "cluster.sh: $1 did not come up; see $state/*.log" >&2
+  echo "cluster.sh: $1 did not come up in 30 s; see $state/*.log" >&2
+  if [ -n "${4:-}" ]; then tail -n 20 "$4" >&2; fi
   return 1
 }
 
@@ -155,7 +162,7 @@ up() {
     echo "$pid $node" >> "$state/pids"
     echo "$node $grpc $native $dashboard" >> "$state/nodes"
     if [ "$cpu" -gt 0 ]; then cap_cpu "$node" "$pid" "$cpu"; fi
-    wait_for "node $node" "grep -q 'dtsd ready' $state/$node.log"
+    wait_for "node $node" "grep -q 'dtsd ready' $state/$node.log" "$pid" "$state/$node.log"
   done
   echo "== up: $count nodes (state in $state; '$0 down' stops them)"
   "$dtsctl" cluster status --cluster "$etcd_url" | head -n $((count + 1))

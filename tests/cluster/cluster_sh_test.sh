@@ -7,8 +7,11 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export DTSD_BUILD=${DTSD_BUILD:?run through meson test}
 export DTSD_CLUSTER_DIR=$(mktemp -d /tmp/dtsd-cluster-sh-XXXXXX)
-export DTSD_ETCD_PORT=$((20000 + RANDOM % 20000))
-export DTSD_PORT_BASE=$((40000 + (RANDOM % 200) * 100))
+# Below the kernel's ephemeral ports (32768 and up), which outgoing connections
+# of this or a parallel test may hold: etcd at 25000-31999 (a member takes two
+# ports), the nodes at 10000-24902.
+export DTSD_ETCD_PORT=$((25000 + RANDOM % 7000))
+export DTSD_PORT_BASE=$((10000 + (RANDOM % 150) * 100))
 cleanup() {
   local rc=$?
   if [ "$rc" -ne 0 ]; then  # What the nodes and etcd said, before it is removed.

@@ -850,29 +850,37 @@ function WorkersPage() {
 
 // ------------------------------------------------------------------ schedules
 
-function SchedulesPage() {
-  const [schedules, setSchedules] = useState<Schedule[] | null>(null);
-  // A refused action's error stays until the next action; the list's polling has its own.
-  const [error, setError] = useState<unknown>(null);
+/** A list polled every 2 s (`GET path`, its rows under `key`), and the line an
+ *  action leaves: a refused action's error stays until the next action, apart
+ *  from the polling's own; a success says what it did and reloads the list. */
+function usePolledList<T>(path: string, key: string) {
+  const [items, setItems] = useState<T[] | null>(null);
   const [loadError, setLoadError] = useState<unknown>(null);
+  const [actionError, setActionError] = useState<unknown>(null);
   const [message, setMessage] = useState<string | null>(null);
-  const [timing, setTiming] = useState<"interval" | "cron">("interval");
   const load = useCallback(() => {
-    call<{ schedules: Schedule[] }>("GET", "schedules").then((r) => { setSchedules(r.schedules); setLoadError(null); }, setLoadError);
-  }, []);
+    call<Record<string, T[]>>("GET", path).then((r) => { setItems(r[key]); setLoadError(null); }, setLoadError);
+  }, [path, key]);
   usePolling(load, 2000);
+  return {
+    items, message, error: actionError ?? loadError,
+    succeeded: (text: string) => { setMessage(text); setActionError(null); load(); },
+    failed: (e: unknown) => { setActionError(e); setMessage(null); },
+  };
+}
+
+function SchedulesPage() {
+  const { items: schedules, message, error, succeeded, failed } = usePolledList<Schedule>("schedules", "schedules");
+  const [timing, setTiming] = useState<"interval" | "cron">("interval");
   const act = async (s: Schedule, what: "pause" | "resume" | "trigger" | "delete") => {
     if (what === "delete" && !confirm(`Delete schedule ${s.scheduleId}? Its runs stay.`)) return;
     try {
       const done = what === "delete"
         ? await call<Schedule>("DELETE", `schedules/${enc(s.scheduleId)}`)
         : await call<Schedule>("POST", `schedules/${enc(s.scheduleId)}/${what}`, what === "pause" ? { reason: "paused from the dashboard" } : undefined);
-      setMessage(what === "trigger" ? `Started ${done.state.lastInstanceId}` : `${s.scheduleId}: ${what === "delete" ? "deleted" : done.status}`);
-      setError(null);
-      load();
+      succeeded(what === "trigger" ? `Started ${done.state.lastInstanceId}` : `${s.scheduleId}: ${what === "delete" ? "deleted" : done.status}`);
     } catch (e) {
-      setError(e);
-      setMessage(null);
+      failed(e);
     }
   };
   const create = async (e: Event) => {
@@ -880,7 +888,7 @@ function SchedulesPage() {
     const data = new FormData(e.currentTarget as HTMLFormElement);
     const input = String(data.get("input") ?? "").trim();
     if (input) {
-      try { JSON.parse(input); } catch { setMessage(null); return setError(new Error("Input: not valid JSON")); }
+      try { JSON.parse(input); } catch { return failed(new Error("Input: not valid JSON")); }
     }
     const field = (name: string) => String(data.get(name) ?? "").trim();
     try {
@@ -892,13 +900,10 @@ function SchedulesPage() {
         overlapPolicy: field("overlap"),
         catchUpPolicy: field("catchup"),
       });
-      setMessage(`Created ${made.scheduleId}: next run ${time(made.nextRunAt ?? undefined)}`);
-      setError(null);
       (e.target as HTMLFormElement).reset();
-      load();
+      succeeded(`Created ${made.scheduleId}: next run ${time(made.nextRunAt ?? undefined)}`);
     } catch (err) {
-      setError(err);
-      setMessage(null);
+      failed(err);
     }
   };
   const runLink = (s: Schedule) => s.state.lastInstanceId
@@ -908,7 +913,7 @@ function SchedulesPage() {
   return (
     <section>
       <h2>Schedules</h2>
-      <ErrorLine error={error ?? loadError} />
+      <ErrorLine error={error} />
       {message && <p class="message">{message}</p>}
       <table class="list">
         <thead><tr><th>Schedule</th><th>Starts</th><th>When</th><th>Status</th><th>Next run</th><th>Last run</th>
@@ -986,26 +991,16 @@ function exportFilter(job: ExportJob): string {
 }
 
 function ExportsPage() {
-  const [jobs, setJobs] = useState<ExportJob[] | null>(null);
-  const [error, setError] = useState<unknown>(null);
-  const [loadError, setLoadError] = useState<unknown>(null);
-  const [message, setMessage] = useState<string | null>(null);
+  const { items: jobs, message, error, succeeded, failed } = usePolledList<ExportJob>("exports", "jobs");
   const [mode, setMode] = useState<"Batch" | "Continuous">("Batch");
-  const load = useCallback(() => {
-    call<{ jobs: ExportJob[] }>("GET", "exports").then((r) => { setJobs(r.jobs); setLoadError(null); }, setLoadError);
-  }, []);
-  usePolling(load, 2000);
   const remove = async (job: ExportJob) => {
     const what = job.status === "Running" ? "Stop and forget" : "Forget";
     if (!confirm(`${what} export job ${job.jobId}? Its file stays: ${job.file}`)) return;
     try {
       await call<unknown>("DELETE", `exports/${enc(job.jobId)}`);
-      setMessage(`${job.jobId}: deleted (its file stays)`);
-      setError(null);
-      load();
+      succeeded(`${job.jobId}: deleted (its file stays)`);
     } catch (e) {
-      setError(e);
-      setMessage(null);
+      failed(e);
     }
   };
   const create = async (e: Event) => {
@@ -1026,14 +1021,11 @@ function ExportsPage() {
         format: field("format"),
         purge: mode === "Continuous" || data.get("purge") === "on",
       });
-      setMessage(`Created ${made.jobId}: writing ${made.file}`);
-      setError(null);
       form.reset();
       setMode("Batch");
-      load();
+      succeeded(`Created ${made.jobId}: writing ${made.file}`);
     } catch (err) {
-      setError(err);
-      setMessage(null);
+      failed(err);
     }
   };
   return (
@@ -1043,7 +1035,7 @@ function ExportsPage() {
         dtsd's machine (under <code>--export-dir</code>), one page at a time; it goes on from its last page after a
         restart. A batch job ends when it has written what matches; a continuous one keeps following new ended
         orchestrations, and purges what it wrote.</p>
-      <ErrorLine error={error ?? loadError} />
+      <ErrorLine error={error} />
       {message && <p class="message">{message}</p>}
       <table class="list">
         <thead><tr><th>Job</th><th>Mode</th><th>Status</th><th>What</th><th>Exported</th><th>Purged</th>
